@@ -1,0 +1,209 @@
+"""The frozen configuration behind every Xception model in this library.
+
+An ablation is one ``dataclasses.replace`` away::
+
+    import dataclasses
+    import xception_lib as xl
+
+    base = xl.XceptionConfig.imagenet()
+    no_residual = dataclasses.replace(base, residual=False)
+    model = xl.Xception(no_residual)
+
+The defaults of :meth:`XceptionConfig.imagenet` reproduce the paper's Figure 5 and the
+authors' Keras implementation (``keras.applications.Xception``), including Keras's
+batch-norm epsilon and its ``padding="same"`` max-pooling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+Activation = Literal["none", "relu", "elu"]
+Stem = Literal["imagenet", "cifar"]
+PoolPadding = Literal["same", "symmetric"]
+
+_ACTIVATIONS = ("none", "relu", "elu")
+_STEMS = ("imagenet", "cifar")
+_POOL_PADDINGS = ("same", "symmetric")
+
+
+def scale_channels(channels: int, width_multiplier: float) -> int:
+    """Scale a channel count and round it to the nearest multiple of 8 (at least 8).
+
+    Every channel count of the paper's Xception is already a multiple of 8 (728 = 8 x 91),
+    so a multiplier of 1.0 leaves the architecture unchanged.
+
+    Args:
+        channels: Channel count at width 1.0.
+        width_multiplier: Factor applied to ``channels``.
+
+    Returns:
+        The scaled channel count.
+    """
+    return max(8, int(round(channels * width_multiplier / 8.0)) * 8)
+
+
+@dataclass(frozen=True)
+class XceptionConfig:
+    """Everything that defines an Xception variant.
+
+    Attributes:
+        num_classes: Outputs of the final linear classifier.
+        in_channels: Channels of the input image (3 for RGB).
+        stem: ``"imagenet"``: two 3x3 convolutions without padding, the first with stride 2
+            (299 -> 149 -> 147), as in the paper. ``"cifar"``: the same two convolutions
+            with stride 1 and padding 1, so a 32x32 image keeps its resolution; a stride-2
+            stem would throw away three quarters of a tiny image before any feature is learnt.
+        stem_channels: Output channels of the two stem convolutions.
+        entry_channels: Output channels of the entry flow's three residual blocks.
+        entry_strides: Stride of each entry block (applied by its final max-pool).
+        middle_blocks: Number of middle-flow blocks (the paper uses 8), each with its own weights.
+        exit_channels: Output channels of the exit block, then of the two separable
+            convolutions that follow it (1024, 1536, 2048 in the paper).
+        exit_stride: Stride of the exit block's max-pool.
+        width_multiplier: Scales every channel count (rounded to multiples of 8).
+        residual: Residual connections on (the paper) or off (its Figure 9 ablation).
+        intermediate_activation: Non-linearity between the depthwise and the pointwise
+            step of every separable convolution: ``"none"`` (the paper), ``"relu"`` or
+            ``"elu"`` (its Figure 10 ablation).
+        segments: Number of channel segments of the spatial convolution inside each
+            separable convolution. ``None`` means one segment per channel (depthwise, the
+            paper); ``1`` makes it a regular 3x3 convolution. It must divide every input
+            channel count of every separable convolution.
+        dropout: Dropout probability before the classifier (the paper uses 0.5 on ImageNet
+            in training; the Keras reference has none, so the default is 0).
+        bn_eps: Batch-norm epsilon. Keras uses 1e-3; PyTorch's default, kept by the
+            PyTorch ports of the Keras weights, is 1e-5.
+        bn_momentum: Batch-norm momentum in PyTorch's convention (0.01 equals Keras's 0.99).
+        pool_padding: ``"same"`` pads the stride-2 max-pools like TensorFlow (asymmetrically,
+            only at the bottom/right when the input size is even), as the authors' model did;
+            ``"symmetric"`` pads one pixel on every side, as the PyTorch ports do.
+    """
+
+    num_classes: int = 1000
+    in_channels: int = 3
+    stem: Stem = "imagenet"
+    stem_channels: tuple[int, int] = (32, 64)
+    entry_channels: tuple[int, int, int] = (128, 256, 728)
+    entry_strides: tuple[int, int, int] = (2, 2, 2)
+    middle_blocks: int = 8
+    exit_channels: tuple[int, int, int] = (1024, 1536, 2048)
+    exit_stride: int = 2
+    width_multiplier: float = 1.0
+    residual: bool = True
+    intermediate_activation: Activation = "none"
+    segments: int | None = None
+    dropout: float = 0.0
+    bn_eps: float = 1e-3
+    bn_momentum: float = 0.01
+    pool_padding: PoolPadding = "same"
+
+    def __post_init__(self) -> None:
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
+        if self.stem not in _STEMS:
+            raise ValueError(f"stem must be one of {_STEMS}, got {self.stem!r}")
+        if self.intermediate_activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"intermediate_activation must be one of {_ACTIVATIONS}, "
+                f"got {self.intermediate_activation!r}"
+            )
+        if self.pool_padding not in _POOL_PADDINGS:
+            raise ValueError(f"pool_padding must be one of {_POOL_PADDINGS}, got {self.pool_padding!r}")
+        if self.middle_blocks < 0:
+            raise ValueError(f"middle_blocks must be >= 0, got {self.middle_blocks}")
+        if self.width_multiplier <= 0:
+            raise ValueError(f"width_multiplier must be > 0, got {self.width_multiplier}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if len(self.stem_channels) != 2 or len(self.entry_channels) != 3 or len(self.exit_channels) != 3:
+            raise ValueError(
+                "expected 2 stem_channels, 3 entry_channels and 3 exit_channels, got "
+                f"{self.stem_channels}, {self.entry_channels}, {self.exit_channels}"
+            )
+        if len(self.entry_strides) != 3 or any(s not in (1, 2) for s in (*self.entry_strides, self.exit_stride)):
+            raise ValueError(
+                f"entry_strides must be 3 values in {{1, 2}} and exit_stride 1 or 2, "
+                f"got {self.entry_strides} and {self.exit_stride}"
+            )
+        if self.segments is not None:
+            if self.segments < 1:
+                raise ValueError(f"segments must be None or >= 1, got {self.segments}")
+            bad = [c for c in self.separable_in_channels() if c % self.segments]
+            if bad:
+                raise ValueError(
+                    f"segments={self.segments} must divide the input channels of every separable "
+                    f"convolution, but does not divide {sorted(set(bad))}"
+                )
+
+    def channels(self, base: int) -> int:
+        """A channel count of this config after the width multiplier."""
+        return scale_channels(base, self.width_multiplier)
+
+    def separable_in_channels(self) -> list[int]:
+        """Input channels of every separable convolution, in forward order."""
+        c = self.channels
+        stem_out = c(self.stem_channels[1])
+        ins: list[int] = []
+        prev = stem_out
+        for out in self.entry_channels:
+            ins += [prev, c(out)]  # grow first: in -> out, then out -> out
+            prev = c(out)
+        ins += [prev] * (3 * self.middle_blocks)
+        ins += [prev, prev]  # exit block grows last: in -> in, then in -> out
+        ins += [c(self.exit_channels[0]), c(self.exit_channels[1])]
+        return ins
+
+    # ----------------------------------------------------------------- presets
+    @classmethod
+    def imagenet(cls, **overrides: object) -> XceptionConfig:
+        """The paper's Xception for 299x299 ImageNet images (Figure 5)."""
+        return dataclasses.replace(cls(), **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def cifar(cls, **overrides: object) -> XceptionConfig:
+        """Xception's entry/middle/exit structure sized for 32x32 images.
+
+        The choices, and why:
+
+        * ``stem="cifar"``: stride-1, padded stem; the ImageNet stem would shrink 32 -> 13.
+        * entry strides ``(1, 2, 2)``: the first entry block keeps 32x32 so early features
+          see the full image; the middle flow then runs at 8x8 and the exit flow ends at
+          4x4, the same 1/8 and 1/16 of the input the paper's flows see at 19x19 and 10x10
+          (relative to the 149 px stem output).
+        * widths ``(128, 256, 512)`` / ``(768, 1024, 1024)`` and 4 middle blocks: about
+          7 million parameters and 0.6 GMACs per image, ResNet-18-class capacity, which
+          is what reaches ~94% on CIFAR-10 within a few dozen epochs, while keeping a
+          short GPU run short. 512 = 2^9, so every power-of-two segment count up to 256
+          is a valid ``segments`` value for the spectrum experiments.
+        * ``bn_eps=1e-5`` and symmetric pooling: PyTorch's conventions; no Keras weights
+          exist for this variant, so nothing needs to match.
+        """
+        base = cls(
+            num_classes=10,
+            stem="cifar",
+            stem_channels=(32, 64),
+            entry_channels=(128, 256, 512),
+            entry_strides=(1, 2, 2),
+            middle_blocks=4,
+            exit_channels=(768, 1024, 1024),
+            exit_stride=2,
+            bn_eps=1e-5,
+            bn_momentum=0.1,
+            pool_padding="symmetric",
+        )
+        return dataclasses.replace(base, **overrides)  # type: ignore[arg-type]
+
+    @classmethod
+    def timm_port(cls, **overrides: object) -> XceptionConfig:
+        """The paper's Xception with the conventions of timm's ``legacy_xception``.
+
+        The PyTorch port of the Keras weights uses PyTorch's batch-norm epsilon (1e-5)
+        and symmetric max-pool padding; :func:`xception_lib.from_timm` uses this config so
+        that its logits equal timm's.
+        """
+        return cls.imagenet(bn_eps=1e-5, bn_momentum=0.1, pool_padding="symmetric", **overrides)

@@ -1,0 +1,275 @@
+"""Separable convolutions and the Inception modules of the paper's Figures 1-4.
+
+The paper's argument, module by module:
+
+* :class:`InceptionModule` (Figure 1): several towers, each a 1x1 convolution (a
+  cross-channel map) followed by spatial convolutions, concatenated.
+* :class:`SimplifiedInception` (Figure 2): only towers of "1x1 then 3x3".
+* :class:`SegmentedInception` (Figure 3): the same thing, rewritten as *one* 1x1
+  convolution followed by 3x3 convolutions over non-overlapping segments of its output
+  channels (a grouped convolution). Parametrised by the number of segments, it spans
+  the whole spectrum: 1 segment is a regular convolution after a 1x1, one segment per
+  channel is Figure 4's "extreme" Inception module (:func:`extreme_inception`).
+* :class:`SeparableConv2d`: a depthwise separable convolution as in Xception: the
+  spatial (depthwise) step first, then the cross-channel (pointwise) step, with no
+  non-linearity in between.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from xception_lib.config import Activation
+
+
+def make_activation(name: Activation) -> nn.Module:
+    """Return the module for an activation name: ``"none"``, ``"relu"`` or ``"elu"``."""
+    if name == "none":
+        return nn.Identity()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "elu":
+        return nn.ELU()
+    raise ValueError(f"activation must be 'none', 'relu' or 'elu', got {name!r}")
+
+
+def _check_divides(segments: int, channels: int, what: str) -> None:
+    if segments < 1 or channels % segments:
+        raise ValueError(f"segments={segments} must be >= 1 and divide {what}={channels}")
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise separable convolution: a spatial map per channel, then a 1x1 channel mix.
+
+    ``depthwise`` is a ``k x k`` convolution with ``groups=in_channels`` (each channel
+    filtered on its own: spatial correlations only); ``pointwise`` is a 1x1 convolution
+    (cross-channel correlations only). Both are bias-free because in Xception every
+    separable convolution is followed by batch norm.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels of the pointwise step.
+        kernel_size: Spatial size of the depthwise kernel.
+        stride: Stride of the depthwise step.
+        padding: Padding of the depthwise step; ``None`` means "same" for odd kernels
+            (``kernel_size // 2``).
+        dilation: Dilation of the depthwise step.
+        intermediate: Non-linearity between the two steps: ``"none"`` (Xception),
+            ``"relu"`` or ``"elu"`` (the paper's Figure 10 ablation).
+        segments: Number of channel segments of the spatial step; ``None`` (default) is
+            one per channel (depthwise), ``1`` a regular convolution.
+        bias: Whether the pointwise step has a bias.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        padding: int | None = None,
+        dilation: int = 1,
+        *,
+        intermediate: Activation = "none",
+        segments: int | None = None,
+        bias: bool = False,
+    ) -> None:
+        super().__init__()
+        groups = in_channels if segments is None else segments
+        _check_divides(groups, in_channels, "in_channels")
+        if padding is None:
+            padding = dilation * (kernel_size - 1) // 2
+        self.depthwise = nn.Conv2d(
+            in_channels, in_channels, kernel_size, stride, padding, dilation, groups=groups, bias=False
+        )
+        self.intermediate = make_activation(intermediate)
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.depthwise(x)  # N x C_in x H' x W': spatial, per channel (or segment)
+        x = self.intermediate(x)
+        return self.pointwise(x)  # N x C_out x H' x W': cross-channel
+
+    def equivalent_kernel(self) -> torch.Tensor:
+        """The regular convolution kernel this layer computes, when it is purely linear.
+
+        ``K[o, i, :, :] = P[o, i] * D[i, :, :]``: a depthwise separable convolution is a
+        regular convolution whose kernel factorises into a pointwise matrix ``P`` and one
+        spatial filter ``D[i]`` per input channel.
+
+        Returns:
+            A tensor of shape ``(out_channels, in_channels, k, k)``.
+        """
+        if not isinstance(self.intermediate, nn.Identity):
+            raise ValueError("equivalent_kernel needs intermediate='none': a non-linearity breaks the factorisation")
+        if self.depthwise.groups != self.depthwise.in_channels:
+            raise ValueError("equivalent_kernel needs a depthwise step (segments=None)")
+        p = self.pointwise.weight[:, :, 0, 0]  # C_out x C_in
+        d = self.depthwise.weight[:, 0]  # C_in x k x k
+        return p[:, :, None, None] * d[None]
+
+
+class ConvBNReLU(nn.Sequential):
+    """Convolution, batch norm, ReLU: the unit every Inception tower is made of."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+
+class InceptionModule(nn.Module):
+    """A canonical Inception-V3-style module (the paper's Figure 1).
+
+    Four towers see the same input and their outputs are concatenated along channels:
+    a 1x1 convolution; 1x1 then 3x3; 1x1 then two 3x3 (a factorised 5x5); 3x3 average
+    pooling then 1x1.
+
+    Args:
+        in_channels: Input channels.
+        tower_channels: Output channels of each of the four towers.
+    """
+
+    def __init__(self, in_channels: int, tower_channels: int = 64) -> None:
+        super().__init__()
+        t = tower_channels
+        self.tower_1x1 = ConvBNReLU(in_channels, t, 1)
+        self.tower_3x3 = nn.Sequential(ConvBNReLU(in_channels, t, 1), ConvBNReLU(t, t, 3, padding=1))
+        self.tower_5x5 = nn.Sequential(
+            ConvBNReLU(in_channels, t, 1), ConvBNReLU(t, t, 3, padding=1), ConvBNReLU(t, t, 3, padding=1)
+        )
+        self.tower_pool = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), ConvBNReLU(in_channels, t, 1))
+        self.out_channels = 4 * t
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        towers = (self.tower_1x1, self.tower_3x3, self.tower_5x5, self.tower_pool)
+        return torch.cat([tower(x) for tower in towers], dim=1)  # N x 4t x H x W
+
+
+class SimplifiedInception(nn.Module):
+    """The simplified Inception module (the paper's Figure 2): ``towers`` x (1x1 -> 3x3).
+
+    Convolutions carry a bias and are followed by ReLU; there is no batch norm, so the
+    module's equivalence with :class:`SegmentedInception` is exact.
+
+    Args:
+        in_channels: Input channels.
+        tower_channels: Channels inside and out of each tower.
+        towers: Number of towers (3 in the paper's figure).
+    """
+
+    def __init__(self, in_channels: int, tower_channels: int, towers: int = 3) -> None:
+        super().__init__()
+        if towers < 1:
+            raise ValueError(f"towers must be >= 1, got {towers}")
+        self.towers = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv2d(in_channels, tower_channels, 1),
+                nn.ReLU(),
+                nn.Conv2d(tower_channels, tower_channels, 3, padding=1),
+                nn.ReLU(),
+            )
+            for _ in range(towers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([tower(x) for tower in self.towers], dim=1)  # N x towers*t x H x W
+
+
+class SegmentedInception(nn.Module):
+    """One 1x1 convolution, then 3x3 convolutions over non-overlapping channel segments.
+
+    The paper's Figure 3 (with 3 segments) and, with one segment per output channel,
+    its Figure 4. The number of segments spans the spectrum between a regular
+    convolution (1 segment) and a depthwise one (``out_channels`` segments).
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Channels of the 1x1 output and of the module's output.
+        segments: Number of channel segments; must divide ``out_channels``.
+        kernel_size: Size of the spatial convolutions.
+        activation: Whether a ReLU follows each of the two steps (as in the figures).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        segments: int,
+        kernel_size: int = 3,
+        activation: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_divides(segments, out_channels, "out_channels")
+        self.segments = segments
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
+        self.spatial = nn.Conv2d(
+            out_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=segments
+        )
+        self.act = nn.ReLU() if activation else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.pointwise(x))  # N x C_out x H x W: cross-channel first
+        return self.act(self.spatial(x))  # N x C_out x H x W: spatial, within each segment
+
+    @classmethod
+    def from_simplified(cls, module: SimplifiedInception) -> SegmentedInception:
+        """Rewrite a :class:`SimplifiedInception` as one 1x1 conv and a grouped 3x3 conv.
+
+        The towers' 1x1 weights are stacked into one convolution; their 3x3 weights
+        become the groups of one grouped convolution. The result computes exactly the
+        same function (the paper's Figure 2 -> Figure 3).
+        """
+        first = [tower[0] for tower in module.towers]
+        second = [tower[2] for tower in module.towers]
+        seg = cls(first[0].in_channels, sum(c.out_channels for c in first), segments=len(first))
+        with torch.no_grad():
+            seg.pointwise.weight.copy_(torch.cat([c.weight for c in first]))
+            seg.pointwise.bias.copy_(torch.cat([c.bias for c in first]))  # type: ignore[union-attr]
+            seg.spatial.weight.copy_(torch.cat([c.weight for c in second]))
+            seg.spatial.bias.copy_(torch.cat([c.bias for c in second]))  # type: ignore[union-attr]
+        return seg
+
+
+def extreme_inception(in_channels: int, out_channels: int, kernel_size: int = 3) -> SegmentedInception:
+    """The "extreme" Inception module (Figure 4): one spatial convolution per channel.
+
+    It differs from :class:`SeparableConv2d` in the order of its two steps (1x1 first)
+    and in the ReLU after each step.
+    """
+    return SegmentedInception(in_channels, out_channels, segments=out_channels, kernel_size=kernel_size)
+
+
+class MaxPool2dSame(nn.Module):
+    """Max-pooling with TensorFlow's ``padding="same"``, as in the authors' Keras model.
+
+    TensorFlow pads ``max((ceil(n / s) - 1) * s + k - n, 0)`` pixels, putting the odd one
+    at the bottom/right. For odd inputs (147 -> 74) this equals PyTorch's symmetric
+    ``padding=1``; for even inputs (74 -> 37, 38 -> 19) TensorFlow pads only at the end,
+    so symmetric padding shifts every pooling window by one pixel.
+
+    Args:
+        kernel_size: Pooling window.
+        stride: Pooling stride.
+    """
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+
+    def _pad(self, n: int) -> tuple[int, int]:
+        out = -(-n // self.stride)
+        total = max((out - 1) * self.stride + self.kernel_size - n, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom = self._pad(x.shape[-2])
+        left, right = self._pad(x.shape[-1])
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
+        return F.max_pool2d(x, self.kernel_size, self.stride)

@@ -1,0 +1,261 @@
+"""Xception (Chollet, CVPR 2017), built from an :class:`~xception_lib.XceptionConfig`.
+
+The network of the paper's Figure 5, as in the authors' Keras implementation:
+
+* stem: 3x3 conv (stride 2, no padding) -> 3x3 conv (no padding), each with BN and ReLU;
+* entry flow: three residual blocks (128, 256, 728 channels), each two separable
+  convolutions and a stride-2 3x3 max-pool, with a 1x1 stride-2 convolution + BN on the
+  shortcut;
+* middle flow: eight residual blocks of three separable convolutions at 728 channels,
+  each with its own weights;
+* exit flow: a residual block 728 -> 1024 (grow last), then separable convolutions to
+  1536 and 2048 channels;
+* head: global average pooling, optional dropout, a linear classifier.
+
+Every separable convolution is followed by batch norm; ReLUs come *before* the separable
+convolutions inside residual blocks, so a block's output is the un-activated sum.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from xception_lib.config import XceptionConfig
+from xception_lib.layers import MaxPool2dSame, SeparableConv2d
+
+
+class XceptionBlock(nn.Module):
+    """A residual block of ``reps`` x (ReLU -> SeparableConv2d -> BN), then an optional max-pool.
+
+    Layers are named ``act1, sep1, bn1, act2, sep2, bn2, ...`` and ``pool``. The
+    shortcut is the identity, or a 1x1 convolution + BN when the block changes the
+    channel count or the resolution; with ``config.residual=False`` there is none.
+
+    Args:
+        in_channels: Input channels.
+        out_channels: Output channels.
+        reps: Number of separable convolutions.
+        stride: Stride of the final max-pool (1: no pool).
+        config: The model config (activation, segments, batch norm, pooling, residual).
+        start_with_relu: Whether the first separable convolution is preceded by ReLU
+            (not in the first entry block, whose input the stem has just activated).
+        grow_first: Whether the first (True) or the last (False) separable convolution
+            changes the channel count.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        reps: int,
+        stride: int,
+        config: XceptionConfig,
+        *,
+        start_with_relu: bool = True,
+        grow_first: bool = True,
+    ) -> None:
+        super().__init__()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for i in range(reps):
+            if grow_first:
+                cin, cout = (in_channels if i == 0 else out_channels), out_channels
+            else:
+                cin, cout = in_channels, (in_channels if i < reps - 1 else out_channels)
+            if i > 0 or start_with_relu:
+                layers[f"act{i + 1}"] = nn.ReLU()
+            layers[f"sep{i + 1}"] = SeparableConv2d(
+                cin, cout, 3, intermediate=config.intermediate_activation, segments=config.segments
+            )
+            layers[f"bn{i + 1}"] = nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum)
+        if stride != 1:
+            layers["pool"] = _max_pool(stride, config)
+        self.layers = nn.Sequential(layers)
+
+        self.shortcut: nn.Module | None = None
+        if config.residual:
+            if in_channels != out_channels or stride != 1:
+                self.shortcut = nn.Sequential(
+                    OrderedDict(
+                        conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                        bn=nn.BatchNorm2d(out_channels, eps=config.bn_eps, momentum=config.bn_momentum),
+                    )
+                )
+            else:
+                self.shortcut = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layers(x)
+        if self.shortcut is not None:
+            y = y + self.shortcut(x)
+        return y
+
+
+def _max_pool(stride: int, config: XceptionConfig) -> nn.Module:
+    if config.pool_padding == "same":
+        return MaxPool2dSame(3, stride)
+    return nn.MaxPool2d(3, stride, padding=1)
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int, padding: int, config: XceptionConfig) -> list[nn.Module]:
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=padding, bias=False),
+        nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum),
+        nn.ReLU(),
+    ]
+
+
+class Xception(nn.Module):
+    """Xception with named stages: ``stem``, ``entry_flow``, ``middle_flow``, ``exit_flow``, ``head``.
+
+    Use the builders :func:`xception` and :func:`xception_cifar`, or pass any
+    :class:`XceptionConfig`.
+
+    Args:
+        config: The architecture. ``dataclasses.replace`` it to build an ablation.
+    """
+
+    def __init__(self, config: XceptionConfig | None = None) -> None:
+        super().__init__()
+        self.config = cfg = config if config is not None else XceptionConfig()
+        c = cfg.channels
+        s1, s2 = c(cfg.stem_channels[0]), c(cfg.stem_channels[1])
+        if cfg.stem == "imagenet":
+            stem = _conv_bn_relu(cfg.in_channels, s1, 2, 0, cfg) + _conv_bn_relu(s1, s2, 1, 0, cfg)
+        else:
+            stem = _conv_bn_relu(cfg.in_channels, s1, 1, 1, cfg) + _conv_bn_relu(s1, s2, 1, 1, cfg)
+        names = ["conv1", "bn1", "act1", "conv2", "bn2", "act2"]
+        self.stem = nn.Sequential(OrderedDict(zip(names, stem)))
+        # 299 -> N x 32 x 149 x 149 -> N x 64 x 147 x 147
+
+        entry: OrderedDict[str, nn.Module] = OrderedDict()
+        prev = s2
+        for i, (out, stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
+            entry[f"block{i + 1}"] = XceptionBlock(prev, c(out), 2, stride, cfg, start_with_relu=i > 0)
+            prev = c(out)
+        self.entry_flow = nn.Sequential(entry)
+        # N x 128 x 74 x 74 -> N x 256 x 37 x 37 -> N x 728 x 19 x 19
+
+        self.middle_flow = nn.Sequential(
+            OrderedDict((f"block{i + 1}", XceptionBlock(prev, prev, 3, 1, cfg)) for i in range(cfg.middle_blocks))
+        )
+        # N x 728 x 19 x 19
+
+        e0, e1, e2 = (c(x) for x in cfg.exit_channels)
+        self.exit_flow = nn.Sequential(
+            OrderedDict(
+                block=XceptionBlock(prev, e0, 2, cfg.exit_stride, cfg, grow_first=False),
+                sep1=SeparableConv2d(e0, e1, 3, intermediate=cfg.intermediate_activation, segments=cfg.segments),
+                bn1=nn.BatchNorm2d(e1, eps=cfg.bn_eps, momentum=cfg.bn_momentum),
+                act1=nn.ReLU(),
+                sep2=SeparableConv2d(e1, e2, 3, intermediate=cfg.intermediate_activation, segments=cfg.segments),
+                bn2=nn.BatchNorm2d(e2, eps=cfg.bn_eps, momentum=cfg.bn_momentum),
+                act2=nn.ReLU(),
+            )
+        )
+        # N x 1024 x 10 x 10 -> N x 1536 x 10 x 10 -> N x 2048 x 10 x 10
+
+        self.num_features = e2
+        self.head = nn.Sequential(
+            OrderedDict(
+                pool=nn.AdaptiveAvgPool2d(1),
+                flatten=nn.Flatten(1),
+                dropout=nn.Dropout(cfg.dropout),
+                fc=nn.Linear(e2, cfg.num_classes),
+            )
+        )
+        # N x 2048 -> N x num_classes
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest height and width the stem accepts (7 for the ImageNet stem)."""
+        return 7 if self.config.stem == "imagenet" else 1
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is a batch the model can run on."""
+        cin, m = self.config.in_channels, self.min_input_size
+        expected = f"expected a 4-D tensor N x {cin} x H x W with H, W >= {m}"
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{expected}, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(f"{expected}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
+        if x.shape[1] != cin:
+            raise ValueError(f"{expected}: expected {cin} input channels, got {x.shape[1]} (shape {tuple(x.shape)})")
+        if x.shape[2] < m or x.shape[3] < m:
+            raise ValueError(f"{expected}: image of {x.shape[2]}x{x.shape[3]} is too small for the stem")
+
+    def stages(self) -> OrderedDict[str, nn.Module]:
+        """The named stages whose outputs :meth:`forward_intermediates` returns, in order."""
+        named: OrderedDict[str, nn.Module] = OrderedDict(stem=self.stem)
+        for name, block in self.entry_flow.named_children():
+            named[f"entry_flow.{name}"] = block
+        named["middle_flow"] = self.middle_flow
+        named["exit_flow"] = self.exit_flow
+        return named
+
+    def forward_intermediates(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        """Run the feature extractor and return every named stage's output.
+
+        Returns:
+            ``{"stem", "entry_flow.block1", "entry_flow.block2", "entry_flow.block3",
+            "middle_flow", "exit_flow"}`` mapped to their output tensors. Block outputs
+            are the un-activated residual sums, as the next block receives them.
+        """
+        self.check_input(x)
+        out: OrderedDict[str, torch.Tensor] = OrderedDict()
+        for name, stage in self.stages().items():
+            x = stage(x)
+            out[name] = x
+        return out
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image batch -> final feature map (N x 2048 x 10 x 10 for a 299 px input)."""
+        self.check_input(x)
+        x = self.stem(x)
+        x = self.entry_flow(x)
+        x = self.middle_flow(x)
+        return self.exit_flow(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Feature map -> logits (or the pooled features with ``pre_logits=True``)."""
+        x = self.head.flatten(self.head.pool(x))
+        if pre_logits:
+            return x
+        return self.head.fc(self.head.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def xception(num_classes: int = 1000, *, dropout: float = 0.0, **overrides: object) -> Xception:
+    """The paper's Xception (22,855,952 parameters with 1000 classes).
+
+    Args:
+        num_classes: Classifier outputs.
+        dropout: Dropout before the classifier.
+        **overrides: Any other :class:`XceptionConfig` field, e.g. ``residual=False``.
+    """
+    return Xception(XceptionConfig.imagenet(num_classes=num_classes, dropout=dropout, **overrides))
+
+
+def xception_cifar(num_classes: int = 10, *, dropout: float = 0.0, **overrides: object) -> Xception:
+    """Xception for 32x32 images (CIFAR-10/100); see :meth:`XceptionConfig.cifar` for the design."""
+    return Xception(XceptionConfig.cifar(num_classes=num_classes, dropout=dropout, **overrides))
+
+
+def replace(model_or_config: Xception | XceptionConfig, **changes: object) -> Xception:
+    """A fresh model whose config is ``dataclasses.replace(config, **changes)``."""
+    cfg = model_or_config.config if isinstance(model_or_config, Xception) else model_or_config
+    return Xception(dataclasses.replace(cfg, **changes))  # type: ignore[arg-type]

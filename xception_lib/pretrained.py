@@ -1,0 +1,145 @@
+"""Weights from timm's ``legacy_xception``, the reference PyTorch port of the Keras model.
+
+Where the PyTorch ports differ from the authors' Keras original
+----------------------------------------------------------------
+The Keras weights (``keras.applications.Xception``) were converted to PyTorch by
+tstandley and Cadene; timm ships that port as ``legacy_xception``. Two conventions did
+not survive the conversion, so the port computes a slightly different function from the
+Keras model with the same weights:
+
+* **Batch-norm epsilon.** Keras uses ``epsilon=1e-3``; the port uses PyTorch's default
+  ``eps=1e-5``. For channels with a small running variance the normalised values differ.
+* **Max-pool padding.** Keras pools with ``padding="same"``, which TensorFlow implements
+  by padding only at the bottom/right when the input size is even (74 -> 37 and
+  38 -> 19 in the entry flow; 19 -> 10 is odd and unaffected). The port uses
+  ``nn.MaxPool2d(3, 2, padding=1)``, which pads one pixel on every side, so its pooling
+  windows are shifted by one pixel on even inputs.
+
+:func:`from_timm` reproduces the port exactly (``XceptionConfig.timm_port()``), so its
+logits equal timm's. ``xl.xception()`` uses the Keras conventions instead; load the port's
+weights into it with ``from_timm(..., config=xl.XceptionConfig.imagenet())``.
+
+Also note: the port's input normalisation is ``mean = std = (0.5, 0.5, 0.5)`` (inputs in
+[-1, 1]), as in Keras's ``preprocess_input`` for Xception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from xception_lib.config import XceptionConfig
+from xception_lib.model import Xception
+
+
+def timm_key_map(config: XceptionConfig | None = None) -> dict[str, str]:
+    """The explicit map from this library's parameter and buffer names to timm's.
+
+    timm names blocks ``block1`` ... ``block12`` and their layers by position in a
+    ``rep`` Sequential (``ReLU, SeparableConv2d, BatchNorm2d`` repeated, the first block
+    without its leading ReLU); this library names them ``sep1``, ``bn1``, ....
+
+    Args:
+        config: The architecture (default: the paper's). It must have the paper's
+            entry, middle and exit layout with residual connections.
+
+    Returns:
+        ``{our_prefix: timm_prefix}`` for every module that holds tensors.
+    """
+    cfg = config if config is not None else XceptionConfig.timm_port()
+    if not cfg.residual:
+        raise ValueError("timm's legacy_xception has residual connections; expected residual=True")
+    mapping = {
+        "stem.conv1": "conv1",
+        "stem.bn1": "bn1",
+        "stem.conv2": "conv2",
+        "stem.bn2": "bn2",
+    }
+
+    def block(ours: str, theirs: str, reps: int, start_with_relu: bool, shortcut_conv: bool) -> None:
+        offset = 0 if start_with_relu else -1  # timm drops the leading ReLU from rep
+        for i in range(reps):
+            sep_index = 3 * i + 1 + offset
+            mapping[f"{ours}.layers.sep{i + 1}.depthwise"] = f"{theirs}.rep.{sep_index}.conv1"
+            mapping[f"{ours}.layers.sep{i + 1}.pointwise"] = f"{theirs}.rep.{sep_index}.pointwise"
+            mapping[f"{ours}.layers.bn{i + 1}"] = f"{theirs}.rep.{sep_index + 1}"
+        if shortcut_conv:
+            mapping[f"{ours}.shortcut.conv"] = f"{theirs}.skip"
+            mapping[f"{ours}.shortcut.bn"] = f"{theirs}.skipbn"
+
+    for i in range(3):
+        block(f"entry_flow.block{i + 1}", f"block{i + 1}", 2, i > 0, True)
+    for i in range(cfg.middle_blocks):
+        block(f"middle_flow.block{i + 1}", f"block{i + 4}", 3, True, False)
+    block("exit_flow.block", f"block{cfg.middle_blocks + 4}", 2, True, True)
+    mapping.update(
+        {
+            "exit_flow.sep1.depthwise": "conv3.conv1",
+            "exit_flow.sep1.pointwise": "conv3.pointwise",
+            "exit_flow.bn1": "bn3",
+            "exit_flow.sep2.depthwise": "conv4.conv1",
+            "exit_flow.sep2.pointwise": "conv4.pointwise",
+            "exit_flow.bn2": "bn4",
+            "head.fc": "fc",
+        }
+    )
+    return mapping
+
+
+def from_timm(
+    timm_model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
+    *,
+    config: XceptionConfig | None = None,
+) -> Xception:
+    """Build an Xception carrying the weights of timm's ``legacy_xception``.
+
+    Every tensor of the returned model is assigned from exactly one timm tensor through
+    :func:`timm_key_map`; a missing key, a left-over key or a shape mismatch raises
+    ``ValueError`` naming it.
+
+    Args:
+        timm_model_or_state_dict: A ``timm.create_model("legacy_xception")`` model (with
+            random or pretrained weights) or its ``state_dict()``.
+        config: Architecture to load into. Default: ``XceptionConfig.timm_port()`` with
+            the classifier size read from the weights, which reproduces timm's logits.
+
+    Returns:
+        The model, in eval mode.
+    """
+    if isinstance(timm_model_or_state_dict, nn.Module):
+        source = dict(timm_model_or_state_dict.state_dict())
+    elif isinstance(timm_model_or_state_dict, Mapping):
+        source = dict(timm_model_or_state_dict)
+    else:
+        raise TypeError(
+            f"expected a timm legacy_xception model or its state_dict, got {type(timm_model_or_state_dict).__name__}"
+        )
+    if "fc.weight" not in source:
+        raise ValueError("expected a legacy_xception state_dict with a classifier 'fc.weight'; it is missing")
+    num_classes = source["fc.weight"].shape[0]
+    cfg = config if config is not None else XceptionConfig.timm_port(num_classes=num_classes)
+    model = Xception(cfg)
+    target = model.state_dict()
+
+    prefixes = timm_key_map(cfg)
+    loaded: dict[str, torch.Tensor] = {}
+    for key, tensor in target.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix not in prefixes:
+            raise ValueError(f"no timm counterpart for {key!r}: the key map is incomplete for this config")
+        their_key = f"{prefixes[prefix]}.{leaf}"
+        if their_key not in source:
+            raise ValueError(f"timm weights lack {their_key!r} (needed for {key!r})")
+        theirs = source[their_key]
+        if theirs.shape != tensor.shape:
+            raise ValueError(
+                f"shape mismatch: {key!r} expects {tuple(tensor.shape)}, timm's {their_key!r} has {tuple(theirs.shape)}"
+            )
+        loaded[key] = theirs
+    unused = sorted(set(source) - {f"{prefixes[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}" for k in target})
+    if unused:
+        raise ValueError(f"timm weights have tensors this model does not use: {unused[:5]}")
+    model.load_state_dict(loaded, strict=True)
+    return model.eval()
