@@ -18,7 +18,7 @@ from xception_lib.pretrained import from_timm
 
 # Submodules loaded on first use (``xl.complexity``, ``xl.viz``, ...), so that
 # ``import xception_lib`` stays fast and needs only torch.
-_SUBMODULES = ("bench", "complexity", "data", "experiments", "pretrained", "train", "viz")
+_SUBMODULES = ("bench", "complexity", "data", "experiments", "pretrained", "provenance", "train", "viz")
 
 
 def __getattr__(name: str) -> object:

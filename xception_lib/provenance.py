@@ -1,0 +1,56 @@
+"""Where, when and on what a result was measured: recorded beside every stored number."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def git_commit(path: str | Path | None = None) -> str | None:
+    """The current git commit of the checkout containing ``path`` (default: this package), if any."""
+    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def device_name(device: torch.device | str) -> str:
+    """A human-readable name of the device: the GPU's name, or the CPU's."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    return platform.processor() or platform.machine() or "CPU"
+
+
+def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """Hardware and software facts to store with a measurement.
+
+    Returns:
+        ``device`` (type), ``device_name``, ``cpu_count``, ``torch``, ``cuda`` (version or
+        None), ``python``, ``platform``, ``commit`` (or None) and ``date`` (UTC, ISO 8601).
+    """
+    import os
+
+    device = torch.device(device)
+    return {
+        "device": device.type,
+        "device_name": device_name(device),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": git_commit(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
