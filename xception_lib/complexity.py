@@ -21,6 +21,7 @@ separable      k^2 C_in + C_in C_out       (k^2 C_in + C_in C_out) H W
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -113,15 +114,21 @@ def count_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
 
 
 def fvcore_analysis(model: nn.Module, input_size: Sequence[int]):  # -> fvcore FlopCountAnalysis
-    """An fvcore ``FlopCountAnalysis`` of ``model`` (eval mode), with its warnings silenced."""
-    from fvcore.nn import FlopCountAnalysis
+    """An fvcore ``FlopCountAnalysis`` of ``model`` (eval mode), with its warnings silenced.
 
+    fvcore traces the model with ``torch.jit``, whose deprecation warnings (and fvcore's
+    notes on ops it does not count, such as ReLU) say nothing about the counts.
+    """
     was_training = model.training
     model.eval()
     try:
-        analysis = FlopCountAnalysis(model, _example(model, input_size))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-        analysis.total()  # run the trace now, while in eval mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from fvcore.nn import FlopCountAnalysis
+
+            analysis = FlopCountAnalysis(model, _example(model, input_size))
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            analysis.total()  # run the trace now, while in eval mode
     finally:
         model.train(was_training)
     return analysis

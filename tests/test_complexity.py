@@ -1,0 +1,90 @@
+"""Closed-form formulas against torchinfo and fvcore, layer by layer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import xception_lib as xl
+from xception_lib import complexity as cx
+
+pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
+pytest.importorskip("torchinfo", reason="the parameter counter; install xception_lib[tools]")
+
+
+def test_formulas_by_hand() -> None:
+    assert cx.conv_params(728, 728, 3) == 9 * 728 * 728
+    assert cx.conv_params(8, 16, 3, groups=4, bias=True) == 9 * 2 * 16 + 16
+    assert cx.depthwise_params(728, 3) == cx.conv_params(728, 728, 3, groups=728)
+    assert cx.pointwise_params(728, 1024) == cx.conv_params(728, 1024, 1)
+    assert cx.separable_macs(728, 728, 3, 19, 19) == (9 * 728 + 728 * 728) * 19 * 19
+    assert cx.separable_savings(728, 728, 3) == pytest.approx(1 / (1 / 728 + 1 / 9))
+    assert round(cx.separable_savings(728, 728, 3), 1) == 8.9
+    with pytest.raises(ValueError, match="groups=3 must divide"):
+        cx.conv_params(8, 8, 3, groups=3)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Conv2d(16, 24, 3, padding=1, bias=False),
+        nn.Conv2d(16, 16, 3, padding=1, groups=16, bias=False),
+        nn.Conv2d(16, 24, 1, bias=False),
+        nn.Conv2d(16, 24, 3, stride=2, groups=4, bias=True),
+    ],
+)
+def test_single_layer_formula_matches_counters(layer: nn.Conv2d) -> None:
+    shape = (2, 16, 20, 20)
+    out = layer(torch.zeros(shape))
+    h, w = out.shape[-2:]
+    k, g = layer.kernel_size[0], layer.groups
+    formula_params = cx.conv_params(16, layer.out_channels, k, g, layer.bias is not None)
+    assert cx.count_params(layer, shape) == formula_params
+    # fvcore counts one MAC per multiply-accumulate (a bias add is not one), for the whole batch
+    assert cx.count_macs(layer, shape) == shape[0] * cx.conv_macs(16, layer.out_channels, k, h, w, g)
+
+
+def test_separable_conv_formula_matches_counters() -> None:
+    sep = xl.SeparableConv2d(728, 728, 3)
+    shape = (1, 728, 19, 19)
+    assert cx.count_params(sep, shape) == cx.separable_params(728, 728, 3)
+    assert cx.count_macs(sep, shape) == cx.separable_macs(728, 728, 3, 19, 19)
+
+
+@pytest.mark.parametrize("segments", [None, 8])
+def test_every_conv_of_a_model_agrees_layer_by_layer(segments: int | None) -> None:
+    model = xl.xception(width_multiplier=0.25, middle_blocks=2, segments=segments)
+    rows = cx.check_convs(model, (1, 3, 96, 96))
+    assert len(rows) == sum(isinstance(m, nn.Conv2d) for m in model.modules())
+    kinds = {r.kind for r in rows}
+    assert kinds == ({"regular", "depthwise", "pointwise"} if segments is None else {"regular", "grouped", "pointwise"})
+    bad = [r for r in rows if not r.agrees]
+    assert not bad, bad[:3]
+
+
+def test_full_xception_counts() -> None:
+    model = xl.xception()
+    assert cx.count_params(model) == 22_855_952
+    rows = cx.check_convs(model, (1, 3, 299, 299))
+    conv_macs = sum(r.formula_macs for r in rows)
+    fc_macs = 2048 * 1000
+    total = cx.count_macs(model)
+    # fvcore adds small per-element counts for batch norm and pooling on top of convs + fc
+    assert conv_macs + fc_macs < total < 1.02 * (conv_macs + fc_macs)
+    assert 8.3e9 < total < 8.5e9  # the ~8.4 G multiply-adds usually quoted for Xception
+
+
+def test_comparison_table_rows() -> None:
+    rows = {r.name: r for r in cx.comparison_table(["Xception", "MobileNetV2"])}
+    assert rows["Xception"].params == 22_855_952 and rows["Xception"].input_size == 299
+    assert rows["MobileNetV2"].params == 3_504_872
+    assert rows["MobileNetV2"].macs < rows["Xception"].macs / 20
+    with pytest.raises(ValueError, match="unknown model"):
+        cx.comparison_table(["VGG"])
+
+
+def test_torchinfo_summary_reports_mult_adds() -> None:
+    stats = cx.torchinfo_summary(xl.xception_cifar(), (1, 3, 32, 32), depth=2)
+    assert stats.total_params == sum(p.numel() for p in xl.xception_cifar().parameters())
+    assert stats.total_mult_adds > 0

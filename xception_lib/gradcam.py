@@ -1,0 +1,165 @@
+"""Grad-CAM (Selvaraju et al., 2017): where in the image is the evidence for a class?
+
+For a stage output :math:`A` (C x h x w) and a class score :math:`y_c` (the logit),
+Grad-CAM weighs each channel by its average gradient and keeps the positive part:
+
+.. math::
+
+    \\alpha_k = \\frac{1}{hw} \\sum_{i,j} \\frac{\\partial y_c}{\\partial A_{k,ij}}, \\qquad
+    L_c = \\mathrm{ReLU}\\Big(\\sum_k \\alpha_k A_k\\Big),
+
+then upsamples :math:`L_c` to the input's size. No hooks are needed: the model's
+``forward_intermediates`` returns every stage output inside the autograd graph, and
+``torch.autograd.grad`` differentiates the score with respect to the chosen one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from xception_lib.images import Preprocessing, to_display
+from xception_lib.model import Xception
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+@contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put ``model`` in eval mode for the duration of a ``with`` block, then restore its mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def _check_stage(model: Xception, stage: str) -> None:
+    names = list(model.stages())
+    if stage not in names:
+        raise ValueError(f"stage must be one of {names}, got {stage!r}")
+
+
+def grad_cam(
+    model: Xception,
+    images: torch.Tensor,
+    target: int | Sequence[int] | None = None,
+    *,
+    stage: str = "exit_flow",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Grad-CAM maps of a batch of preprocessed images.
+
+    Args:
+        model: An :class:`~xception_lib.Xception` (run in eval mode; its mode is restored).
+        images: N x 3 x H x W (or 3 x H x W) preprocessed images.
+        target: The class to explain: one index for every image, one per image, or
+            ``None`` for each image's predicted class.
+        stage: The stage whose output is weighted (any key of ``model.stages()``); the
+            last one, ``"exit_flow"``, is the usual choice: the most semantic, coarsest map.
+        device: Where to compute (default: the model's device). The model is moved there.
+
+    Returns:
+        N x H x W maps in [0, 1] (each divided by its maximum; all zeros where no location
+        has positive evidence).
+    """
+    _check_stage(model, stage)
+    device = _device_of(model, device)
+    model.to(device)
+    x = images[None] if images.dim() == 3 else images
+    x = x.to(device)
+    n = x.shape[0]
+    with eval_mode(model), torch.enable_grad():
+        stages = model.forward_intermediates(x)
+        logits = model.forward_head(stages["exit_flow"])  # N x num_classes
+        if target is None:
+            classes = logits.argmax(dim=1)
+        elif not isinstance(target, Sequence):
+            classes = torch.full((n,), int(target), device=device)
+        else:
+            if len(target) != n:
+                raise ValueError(f"expected one target per image ({n}), got {len(target)}")
+            classes = torch.as_tensor(list(target), device=device)
+        num_classes = logits.shape[1]
+        if bool(((classes < 0) | (classes >= num_classes)).any()):
+            raise ValueError(f"target classes must be in [0, {num_classes - 1}], got {classes.tolist()}")
+        activation = stages[stage]  # N x C x h x w
+        score = logits.gather(1, classes[:, None]).sum()  # images are independent in eval mode
+        (gradient,) = torch.autograd.grad(score, activation)
+    weights = gradient.mean(dim=(2, 3), keepdim=True)  # N x C x 1 x 1
+    cam = F.relu((weights * activation.detach()).sum(dim=1, keepdim=True))  # N x 1 x h x w
+    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(n, 1, 1)
+    return (cam / peak).cpu()
+
+
+def plot_grad_cam(
+    model: Xception,
+    images: torch.Tensor,
+    targets: Sequence[int | None],
+    *,
+    class_names: Sequence[str] | None = None,
+    image_names: Sequence[str] | None = None,
+    stage: str = "exit_flow",
+    spec: Preprocessing | None = None,
+    device: torch.device | str | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Each image, then its Grad-CAM map for each target class, overlaid on it.
+
+    Args:
+        model: The model to explain.
+        images: N x 3 x H x W preprocessed images.
+        targets: The classes to explain, the same for every image; ``None`` means the
+            image's predicted class.
+        class_names: Names of the model's classes, for the panel titles.
+        image_names: A name per image, for the row labels.
+        stage: The stage whose output Grad-CAM weighs.
+        spec: The images' preprocessing, to show them in their true colours.
+        device: Where to compute.
+        title: The figure's title (default: names the stage).
+
+    Returns:
+        A figure with N rows and ``1 + len(targets)`` panels per row.
+    """
+    import matplotlib.pyplot as plt
+
+    if not targets:
+        raise ValueError("expected at least one target class (or None for the predicted class)")
+    x = images[None] if images.dim() == 3 else images
+    n, cols = x.shape[0], 1 + len(targets)
+    with eval_mode(model), torch.no_grad():
+        probs = model(x.to(_device_of(model, device))).softmax(dim=1).cpu()
+    fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.7 * n + 0.4), squeeze=False, layout="constrained")
+    for row in range(n):
+        shown = to_display(x[row], spec)
+        axes[row, 0].imshow(shown)
+        axes[row, 0].set_title(image_names[row] if image_names else f"image {row}", fontsize=10)
+        for col, target in enumerate(targets, start=1):
+            cls = int(probs[row].argmax()) if target is None else int(target)
+            cam = grad_cam(model, x[row : row + 1], cls, stage=stage, device=device)[0].numpy()
+            ax = axes[row, col]
+            ax.imshow(shown)
+            ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+            name = class_names[cls] if class_names is not None else f"class {cls}"
+            kind = "predicted: " if target is None else ""
+            empty = "\n(no positive evidence)" if cam.max() <= 0 else ""
+            ax.set_title(f"{kind}{name}\np = {probs[row, cls]:.2f}{empty}", fontsize=9)
+        for ax in axes[row]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle(title or f"Grad-CAM at '{stage}' (red: strongest evidence for the class)", fontsize=11)
+    return fig
