@@ -56,7 +56,7 @@ def _check_stage(model: Xception, stage: str) -> None:
 def grad_cam(
     model: Xception,
     images: torch.Tensor,
-    target: int | Sequence[int] | None = None,
+    target: int | str | Sequence[int] | None = None,
     *,
     stage: str = "exit_flow",
     device: torch.device | str | None = None,
@@ -66,8 +66,9 @@ def grad_cam(
     Args:
         model: An :class:`~xception_lib.Xception` (run in eval mode; its mode is restored).
         images: N x 3 x H x W (or 3 x H x W) preprocessed images.
-        target: The class to explain: one index for every image, one per image, or
-            ``None`` for each image's predicted class.
+        target: The class to explain: one index for every image, a list with one index
+            per image, ``"top1"`` (or ``None``) for each image's predicted class,
+            ``"top2"`` for its runner-up, and so on.
         stage: The stage whose output is weighted (any key of ``model.stages()``); the
             last one, ``"exit_flow"``, is the usual choice: the most semantic, coarsest map.
         device: Where to compute (default: the model's device). The model is moved there.
@@ -76,40 +77,75 @@ def grad_cam(
         N x H x W maps in [0, 1] (each divided by its maximum; all zeros where no location
         has positive evidence).
     """
+    cams, _, _ = grad_cams(model, images, [target], stage=stage, device=device)
+    return cams[0]
+
+
+def grad_cams(
+    model: Xception,
+    images: torch.Tensor,
+    targets: Sequence[int | str | Sequence[int] | None],
+    *,
+    stage: str = "exit_flow",
+    device: torch.device | str | None = None,
+) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
+    """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`).
+
+    Returns:
+        The maps (one N x H x W tensor per target), the explained classes (one list of N
+        per target) and the class probabilities (N x num_classes), all on the CPU.
+    """
     _check_stage(model, stage)
     device = _device_of(model, device)
     model.to(device)
     x = images[None] if images.dim() == 3 else images
     x = x.to(device)
     n = x.shape[0]
+    cams, explained = [], []
     with eval_mode(model), torch.enable_grad():
         stages = model.forward_intermediates(x)
         logits = model.forward_head(stages["exit_flow"])  # N x num_classes
-        if target is None:
-            classes = logits.argmax(dim=1)
-        elif not isinstance(target, Sequence):
-            classes = torch.full((n,), int(target), device=device)
-        else:
-            if len(target) != n:
-                raise ValueError(f"expected one target per image ({n}), got {len(target)}")
-            classes = torch.as_tensor(list(target), device=device)
-        num_classes = logits.shape[1]
-        if bool(((classes < 0) | (classes >= num_classes)).any()):
-            raise ValueError(f"target classes must be in [0, {num_classes - 1}], got {classes.tolist()}")
+        ranked = logits.detach().argsort(dim=1, descending=True).cpu()
         activation = stages[stage]  # N x C x h x w
-        score = logits.gather(1, classes[:, None]).sum()  # images are independent in eval mode
-        (gradient,) = torch.autograd.grad(score, activation)
-    weights = gradient.mean(dim=(2, 3), keepdim=True)  # N x C x 1 x 1
-    cam = F.relu((weights * activation.detach()).sum(dim=1, keepdim=True))  # N x 1 x h x w
-    cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
-    peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(n, 1, 1)
-    return (cam / peak).cpu()
+        for target in targets:
+            classes = _target_classes(target, ranked)
+            score = logits[torch.arange(n), torch.as_tensor(classes)].sum()  # images are independent in eval mode
+            (gradient,) = torch.autograd.grad(score, activation, retain_graph=True)
+            weights = gradient.mean(dim=(2, 3), keepdim=True)  # N x C x 1 x 1
+            cam = F.relu((weights * activation.detach()).sum(dim=1, keepdim=True))  # N x 1 x h x w
+            cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+            peak = cam.flatten(1).amax(dim=1).clamp_min(1e-12).view(n, 1, 1)
+            cams.append((cam / peak).cpu())
+            explained.append(classes)
+    return cams, explained, logits.detach().softmax(dim=1).cpu()
+
+
+def _target_classes(target: int | str | Sequence[int] | None, ranked: torch.Tensor) -> list[int]:
+    """One target's classes, one per image; ``ranked`` holds each image's classes by logit."""
+    n, num_classes = ranked.shape
+    if target is None:
+        target = "top1"
+    if isinstance(target, str):
+        rank = target.removeprefix("top")
+        if not target.startswith("top") or not rank.isdigit() or not 1 <= int(rank) <= num_classes:
+            raise ValueError(f"expected a target like 'top1' or 'top2', got {target!r}")
+        return ranked[:, int(rank) - 1].tolist()
+    if isinstance(target, Sequence):
+        if len(target) != n:
+            raise ValueError(f"expected one target per image ({n}), got {len(target)}")
+        classes = [int(t) for t in target]
+    else:
+        classes = [int(target)] * n
+    bad = [c for c in classes if not 0 <= c < num_classes]
+    if bad:
+        raise ValueError(f"target classes must be in [0, {num_classes - 1}], got {bad}")
+    return classes
 
 
 def plot_grad_cam(
     model: Xception,
     images: torch.Tensor,
-    targets: Sequence[int | None],
+    targets: Sequence[int | str | Sequence[int] | None],
     *,
     class_names: Sequence[str] | None = None,
     image_names: Sequence[str] | None = None,
@@ -123,8 +159,9 @@ def plot_grad_cam(
     Args:
         model: The model to explain.
         images: N x 3 x H x W preprocessed images.
-        targets: The classes to explain, the same for every image; ``None`` means the
-            image's predicted class.
+        targets: One entry per column: a class index (the same for every image), a list
+            with one class per image, ``"top1"`` (or ``None``) for each image's predicted
+            class, ``"top2"`` for its runner-up, and so on.
         class_names: Names of the model's classes, for the panel titles.
         image_names: A name per image, for the row labels.
         stage: The stage whose output Grad-CAM weighs.
@@ -141,23 +178,21 @@ def plot_grad_cam(
         raise ValueError("expected at least one target class (or None for the predicted class)")
     x = images[None] if images.dim() == 3 else images
     n, cols = x.shape[0], 1 + len(targets)
-    with eval_mode(model), torch.no_grad():
-        probs = model(x.to(_device_of(model, device))).softmax(dim=1).cpu()
+    cams, classes, probs = grad_cams(model, x, targets, stage=stage, device=device)
     fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.7 * n + 0.4), squeeze=False, layout="constrained")
     for row in range(n):
         shown = to_display(x[row], spec)
         axes[row, 0].imshow(shown)
         axes[row, 0].set_title(image_names[row] if image_names else f"image {row}", fontsize=10)
         for col, target in enumerate(targets, start=1):
-            cls = int(probs[row].argmax()) if target is None else int(target)
-            cam = grad_cam(model, x[row : row + 1], cls, stage=stage, device=device)[0].numpy()
+            cls, cam = classes[col - 1][row], cams[col - 1][row].numpy()
             ax = axes[row, col]
             ax.imshow(shown)
             ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
             name = class_names[cls] if class_names is not None else f"class {cls}"
-            kind = "predicted: " if target is None else ""
+            kind = f"{target}: " if isinstance(target, str) else ("top1: " if target is None else "")
             empty = "\n(no positive evidence)" if cam.max() <= 0 else ""
-            ax.set_title(f"{kind}{name}\np = {probs[row, cls]:.2f}{empty}", fontsize=9)
+            ax.set_title(f"{kind}{name}\np = {float(probs[row, cls]):.1%}{empty}", fontsize=9)
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])

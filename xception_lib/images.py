@@ -47,21 +47,21 @@ class Preprocessing:
     name: str
 
 
-#: The ImageNet Xception of timm / Keras: 299 px, inputs scaled to [-1, 1].
+#: ImageNet Xception (timm and Keras weights) takes 299 px inputs scaled to [-1, 1].
 IMAGENET_XCEPTION = Preprocessing(299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "ImageNet Xception, 299 px")
 
-#: The CIFAR-10 model: 32 px, CIFAR-10 mean and standard deviation.
+#: The CIFAR-10 model takes 32 px inputs normalised with the CIFAR-10 mean and standard deviation.
 CIFAR10 = Preprocessing(32, CIFAR10_MEAN, CIFAR10_STD, "CIFAR-10, 32 px")
 
 
 def cifar10_preprocessing() -> Preprocessing:
-    """The CIFAR-10 recipe, with the statistics of :mod:`xception_lib.data` when it defines them."""
+    """The CIFAR-10 recipe, with the statistics :mod:`xception_lib.data` normalises with."""
     try:
-        from xception_lib import data
+        from xception_lib.data import DATASETS
     except ImportError:
         return CIFAR10
-    mean = getattr(data, "CIFAR10_MEAN", None)
-    std = getattr(data, "CIFAR10_STD", None)
+    stats = DATASETS.get("cifar10", {})
+    mean, std = stats.get("mean"), stats.get("std")
     if mean is None or std is None:
         return CIFAR10
     return Preprocessing(32, tuple(float(m) for m in mean), tuple(float(s) for s in std), CIFAR10.name)  # type: ignore[arg-type]

@@ -1,0 +1,105 @@
+"""The figures of chapters 1-2: each returns a Figure with the expected panels and data."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("matplotlib", reason="figures need matplotlib; install xception_lib[tools]")
+
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import FancyBboxPatch  # noqa: E402
+
+from xception_lib import complexity as cx  # noqa: E402
+from xception_lib import figures  # noqa: E402
+
+
+def _boxes(fig: Figure) -> list[str]:
+    """The kinds of the diagram's boxes, from their gids ("box:<kind>")."""
+    (ax,) = fig.axes
+    return [p.get_gid().split(":", 1)[1] for p in ax.patches if isinstance(p, FancyBboxPatch)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "cross", "spatial", "joint"),
+    [
+        ("regular", 0, 0, 1),
+        ("inception", 4, 0, 3),  # four 1x1 convs; 3x3 convs in two towers (one of them twice)
+        ("simplified", 3, 0, 3),
+        ("segmented", 1, 3, 0),
+        ("extreme", 1, 8, 0),  # one 1x1, eight drawn 3x3 boxes and an ellipsis
+        ("separable", 1, 1, 0),
+    ],
+)
+def test_module_diagram_boxes(kind: str, cross: int, spatial: int, joint: int) -> None:
+    fig = figures.module_diagram(kind)
+    assert isinstance(fig, Figure)
+    assert len(fig.axes) == 1
+    kinds = _boxes(fig)
+    assert (kinds.count("cross"), kinds.count("spatial"), kinds.count("joint")) == (cross, spatial, joint)
+    assert kinds.count("io") >= 1  # the input
+    assert fig.axes[0].get_title()
+    assert len(fig.legends) == 1
+
+
+def test_module_diagram_rejects_unknown_kind() -> None:
+    with pytest.raises(ValueError, match="kind must be one of"):
+        figures.module_diagram("xception")
+
+
+def test_divisors() -> None:
+    assert figures.divisors(12) == [1, 2, 3, 4, 6, 12]
+    assert figures.divisors(728)[:6] == [1, 2, 4, 7, 8, 13]
+    assert len(figures.divisors(728)) == 16
+    with pytest.raises(ValueError):
+        figures.divisors(0)
+
+
+def test_segment_spectrum_counters_match_closed_forms() -> None:
+    pytest.importorskip("fvcore")
+    pytest.importorskip("torchinfo")
+    points = figures.segment_spectrum(24, 7)
+    assert [p.segments for p in points] == figures.divisors(24)
+    for p in points:
+        assert p.params == p.formula_params
+        assert p.macs == p.formula_macs
+    # more segments, fewer parameters and MACs, down to the 1x1 plus a depthwise 3x3
+    assert all(a.params > b.params and a.macs > b.macs for a, b in zip(points, points[1:]))
+    last = points[-1]
+    assert last.params == cx.conv_params(24, 24, 1, bias=True) + cx.depthwise_params(24, 3) + 24
+    assert last.macs == cx.pointwise_macs(24, 24, 7, 7) + cx.depthwise_macs(24, 3, 7, 7)
+
+
+def test_spectrum_plot_two_log_panels() -> None:
+    points = [figures.SpectrumPoint(s, 100 // s + 10, 1000 // s + 50, 100 // s + 10, 1000 // s + 50) for s in (1, 2, 4)]
+    fig = figures.spectrum_plot(points)
+    assert len(fig.axes) == 2
+    for ax in fig.axes:
+        assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+        xs, ys = ax.lines[1].get_data()  # the counted markers
+        assert list(xs) == [1, 2, 4]
+    assert list(fig.axes[0].lines[1].get_data()[1]) == [110, 60, 35]
+    assert "MACs" in fig.axes[1].get_ylabel()
+    with pytest.raises(ValueError):
+        figures.spectrum_plot([])
+
+
+def test_savings_plot_curves_and_ceilings() -> None:
+    channels = [8, 64, 512]
+    fig = figures.savings_plot(channels, kernel_sizes=(3, 5))
+    (ax,) = fig.axes
+    curves = [line for line in ax.lines if list(line.get_xdata()) == channels]
+    assert len(curves) == 2
+    assert list(curves[0].get_ydata()) == pytest.approx([1 / (1 / c + 1 / 9) for c in channels])
+    ceilings = sorted(line.get_ydata()[0] for line in ax.lines if line not in curves)
+    assert ceilings == [9, 25]
+    assert ax.get_xscale() == "log"
+
+
+def test_bar_pair_panels_and_validation() -> None:
+    fig = figures.bar_pair(["regular", "separable"], [10.0, 2.0], [300.0, 40.0], titles=("MACs", "time"), log=True)
+    assert [ax.get_title() for ax in fig.axes] == ["MACs", "time"]
+    heights = [[bar.get_height() for bar in ax.patches] for ax in fig.axes]
+    assert heights == [[10.0, 2.0], [300.0, 40.0]]
+    assert all(ax.get_yscale() == "log" for ax in fig.axes)
+    with pytest.raises(ValueError, match="as many values as labels"):
+        figures.bar_pair(["a"], [1.0, 2.0], [1.0])

@@ -1,0 +1,92 @@
+"""Example images and per-model preprocessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from xception_lib import images as im
+
+
+def test_photo_is_rgb_uint8() -> None:
+    cat = im.photo("chelsea")
+    assert cat.dtype == np.uint8
+    assert cat.ndim == 3 and cat.shape[2] == 3
+
+
+def test_photo_rejects_unknown_and_greyscale_names() -> None:
+    with pytest.raises(ValueError, match="scikit-image photo"):
+        im.photo("no_such_photo")
+    with pytest.raises(ValueError, match="RGB"):
+        im.photo("camera")  # a greyscale photo
+
+
+def test_preprocess_resizes_photos_of_different_sizes_to_the_model_size() -> None:
+    photos = im.photos(("chelsea", "coffee"))  # 300 x 451 and 400 x 600
+    x = im.preprocess(list(photos.values()), im.IMAGENET_XCEPTION)
+    assert x.shape == (2, 3, 299, 299)
+    assert x.dtype == torch.float32
+    # mean = std = 0.5 maps [0, 1] to [-1, 1].
+    assert -1.0 <= float(x.min()) < -0.5 and 0.5 < float(x.max()) <= 1.0
+
+
+def test_preprocess_normalises_with_the_spec_and_to_display_undoes_it() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    x = im.preprocess(image, im.CIFAR10)  # already 32 px: no resampling
+    expected = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(im.CIFAR10.mean).view(3, 1, 1)) / torch.tensor(
+        im.CIFAR10.std
+    ).view(3, 1, 1)
+    torch.testing.assert_close(x[0], expected)
+    np.testing.assert_allclose(im.to_display(x[0], im.CIFAR10), image / 255.0, atol=1e-5)
+
+
+def test_preprocess_accepts_the_cifar_channel_first_layout() -> None:
+    batch = np.zeros((5, 3, 32, 32), dtype=np.uint8)
+    x = im.preprocess(batch, im.IMAGENET_XCEPTION)
+    assert x.shape == (5, 3, 299, 299)
+    assert torch.allclose(x, torch.full_like(x, -1.0))
+
+
+def test_preprocess_rejects_non_rgb() -> None:
+    with pytest.raises(ValueError, match="3 colour channels"):
+        im.preprocess(np.zeros((2, 32, 32, 4), dtype=np.uint8), im.CIFAR10)
+
+
+def test_to_display_rejects_a_batch() -> None:
+    with pytest.raises(ValueError, match="one image"):
+        im.to_display(torch.zeros(2, 3, 8, 8))
+
+
+def test_preprocessing_for_each_kind() -> None:
+    assert im.preprocessing_for("imagenet").size == 299
+    assert im.preprocessing_for("random") == im.IMAGENET_XCEPTION
+    assert im.preprocessing_for("cifar10").size == 32
+    with pytest.raises(ValueError, match="kind must be one of"):
+        im.preprocessing_for("mnist")
+
+
+def test_imagenet_categories_are_the_usual_1000() -> None:
+    names = im.imagenet_categories()
+    assert len(names) == 1000
+    assert names[0] == "tench" and names[281] == "tabby"
+
+
+def test_example_images_for_imagenet_models_are_the_photos() -> None:
+    images = im.example_images("random", n=2)
+    assert list(images) == list(im.PHOTO_NAMES[:2])
+
+
+def test_cifar_test_images() -> None:
+    data = pytest.importorskip("xception_lib.data", reason="xception_lib.data not written yet")
+    try:
+        data.load_cifar("cifar10")
+    except Exception as error:  # no local copy and no network
+        pytest.skip(f"CIFAR-10 unavailable here: {error}")
+    images = im.cifar_test_images(4, seed=1)
+    assert len(images) == 4
+    assert all(a.shape == (32, 32, 3) and a.dtype == np.uint8 for a in images.values())
+    assert images.keys() == im.cifar_test_images(4, seed=1).keys()  # the seed fixes the choice
+    x = im.preprocess(list(images.values()), im.preprocessing_for("cifar10"))
+    assert x.shape == (4, 3, 32, 32)

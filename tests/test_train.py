@@ -1,0 +1,282 @@
+"""Tests of xception_lib.train (fit, evaluate, the recipe), history, checkpoint and train_plots."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import xception_lib as xl
+from xception_lib.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint
+from xception_lib.train import NonFiniteLossError, TrainConfig, fit, lr_at, recommended_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> object:
+    """Run single-threaded: on a CPU shared with other jobs, two intra-op threads can be
+    ten times slower than one (each waits for the other at every kernel's barrier)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cifar10() -> xl.data.CifarArrays:
+    root = Path(os.environ.get("XCEPTION_DATA") or REPO.parent / "shared" / "data")
+    if not (root / "cifar10-jpeg.tar.xz").exists() and not root.is_file():
+        pytest.skip(f"offline CIFAR-10 copy not found at {root} (set XCEPTION_DATA)")
+    return xl.data.load_cifar("cifar10", root)
+
+
+@pytest.fixture(scope="module")
+def small(cifar10: xl.data.CifarArrays) -> xl.data.CifarArrays:
+    """512 real training and 200 real test images."""
+    return cifar10.subset(train=512, test=200, seed=0)
+
+
+def tiny_model(seed: int = 0, dropout: float = 0.0) -> xl.Xception:
+    """An eighth-width Xception with one middle block: the real layout, fast on a CPU."""
+    torch.manual_seed(seed)
+    return xl.xception_cifar(width_multiplier=0.125, middle_blocks=1, dropout=dropout)
+
+
+def quick_config(**overrides: object) -> TrainConfig:
+    base = recommended_config("cpu", epochs=3, batch_size=32, train_subset=None, test_subset=None, lr=0.05)
+    return dataclasses.replace(base, **overrides)
+
+
+# ----------------------------------------------------------------------------- the recipe
+
+
+def test_schedules_warm_up_then_decay() -> None:
+    cfg = TrainConfig(lr=0.4, warmup=0.2, schedule="onecycle")
+    lrs = [lr_at(cfg, s, 100) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.4 / 20) and max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 19
+    assert all(a < b for a, b in zip(lrs[:19], lrs[1:20])) and all(a > b for a, b in zip(lrs[19:], lrs[20:]))
+    assert 0 < lrs[-1] < 0.4 * 0.02
+    cos = [lr_at(dataclasses.replace(cfg, schedule="cosine"), s, 100) for s in range(100)]
+    assert cos[:20] == lrs[:20] and cos[20 + 40] == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 41 / 81)))
+    const = [lr_at(dataclasses.replace(cfg, schedule="constant"), s, 100) for s in range(100)]
+    assert const[20:] == [0.4] * 80
+    with pytest.raises(ValueError, match=r"\[0, 100\)"):
+        lr_at(cfg, 100, 100)
+
+
+def test_config_validation_and_presets() -> None:
+    with pytest.raises(ValueError, match="optimizer"):
+        TrainConfig(optimizer="lamb")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(warmup=1.0)
+    with pytest.raises(ValueError, match="train_subset"):
+        TrainConfig(train_subset=0)
+    full = recommended_config("cuda")
+    preview = recommended_config("cpu")
+    assert not full.is_preview and full.train_subset is None and full == TrainConfig()
+    assert preview.is_preview and preview.train_subset is not None and preview.epochs < full.epochs
+    assert preview.describe().startswith("PREVIEW") and full.describe().startswith("Full schedule")
+    assert recommended_config("cpu", epochs=7).epochs == 7
+    assert recommended_config("cuda", is_preview=True, epochs=1).describe().startswith("PREVIEW")
+
+
+def test_mixed_precision_choice() -> None:
+    assert xl.train.resolve_amp("auto", "cpu") is None
+    assert xl.train.resolve_amp("off", "cuda") is None
+    assert xl.train.resolve_amp("bf16", "cpu") is torch.bfloat16
+    assert xl.train.resolve_amp("fp16", "cuda") is torch.float16
+    if torch.cuda.is_available():
+        expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        assert xl.train.resolve_amp("auto", "cuda") is expected
+    with pytest.raises(ValueError, match="amp"):
+        xl.train.resolve_amp("fp8", "cpu")
+
+
+def test_no_weight_decay_on_norms_and_biases() -> None:
+    model = tiny_model()
+    decay, no_decay = xl.train._param_groups(model, 5e-4)
+    decayed = {id(p) for p in decay["params"]}
+    for name, module in model.named_modules():
+        if isinstance(module, nn.BatchNorm2d):
+            assert id(module.weight) not in decayed and id(module.bias) not in decayed, name
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            assert id(module.weight) in decayed, name
+    assert id(model.head.fc.bias) not in decayed
+    assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == 5e-4
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+
+
+# ----------------------------------------------------------------------------- fit
+
+
+def test_loss_falls_on_real_images(small: xl.data.CifarArrays) -> None:
+    model = tiny_model()
+    history = fit(model, small, quick_config(epochs=4, lr=0.1), device="cpu", progress=False)
+    assert history.epochs == 4 and history.steps == 4 * (512 // 32)
+    first, last = sum(history.step_loss[:8]) / 8, sum(history.step_loss[-8:]) / 8
+    assert last < first - 0.1, (first, last)
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert all(0 <= a <= 1 for a in history.test_acc) and all(r > 0 for r in history.images_per_sec)
+    assert history.meta["config"]["epochs"] == 4 and history.meta["parameters"] == sum(p.numel() for p in model.parameters())
+    assert history.step_lr[0] < max(history.step_lr) and history.step_lr[-1] < max(history.step_lr) / 5
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
+    data = small.subset(train=128, test=64, seed=1)
+    cfg = quick_config(epochs=3, batch_size=16)
+
+    full = tiny_model(seed=0, dropout=0.2)  # dropout: random numbers must be replayed too
+    full_history = fit(full, data, cfg, device="cpu", checkpoint_dir=tmp_path / "a", progress=False)
+
+    def stop_after_first_epoch(epoch: int, history: xl.train.History) -> None:
+        if epoch == 0:
+            raise _Interrupt
+
+    interrupted = tiny_model(seed=0, dropout=0.2)
+    with pytest.raises(_Interrupt):
+        fit(interrupted, data, cfg, device="cpu", checkpoint_dir=tmp_path / "b", progress=False, callbacks=[stop_after_first_epoch])
+    assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["epoch"] == 1
+
+    resumed = tiny_model(seed=123, dropout=0.2)  # a fresh session: different initial weights
+    history = fit(resumed, data, cfg, device="cpu", checkpoint_dir=tmp_path / "b", progress=False)
+    want, got = _state(full), _state(resumed)
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), f"{key} differs after resuming"
+    assert history.step_loss == full_history.step_loss and history.test_acc == full_history.test_acc
+    assert history.epochs == 3
+    assert not list((tmp_path / "b").glob("*.tmp"))  # no leftovers of the atomic writes
+
+    # Resuming a finished run does nothing; a different config is refused.
+    again = fit(resumed, data, cfg, device="cpu", checkpoint_dir=tmp_path / "b", progress=False)
+    assert again.epochs == 3 and torch.equal(_state(resumed)["head.fc.weight"], got["head.fc.weight"])
+    with pytest.raises(ValueError, match="lr"):
+        fit(resumed, data, dataclasses.replace(cfg, lr=0.2), device="cpu", checkpoint_dir=tmp_path / "b", progress=False)
+
+
+def test_seeded_runs_are_reproducible(small: xl.data.CifarArrays) -> None:
+    data = small.subset(train=64, test=32, seed=2)
+    cfg = quick_config(epochs=1, batch_size=16)
+    a, b = tiny_model(seed=0), tiny_model(seed=0)
+    torch.manual_seed(999)
+    before = torch.rand(1)
+    torch.manual_seed(999)
+    fit(a, data, cfg, device="cpu", progress=False)
+    assert torch.equal(torch.rand(1), before)  # fit leaves the caller's random state alone
+    fit(b, data, cfg, device="cpu", progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
+    c = tiny_model(seed=0)
+    fit(c, data, dataclasses.replace(cfg, seed=1), device="cpu", progress=False)
+    assert not torch.equal(_state(a)["head.fc.weight"], _state(c)["head.fc.weight"])
+
+
+class _NanAfter(nn.Module):
+    """Wraps a model and returns NaN logits from the ``bad_call``-th forward pass on (0-based)."""
+
+    def __init__(self, model: nn.Module, bad_call: int) -> None:
+        super().__init__()
+        self.model, self.bad_call, self.calls = model, bad_call, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.calls += 1
+        return out * float("nan") if self.calls > self.bad_call else out
+
+
+def test_non_finite_loss_names_the_step(small: xl.data.CifarArrays, tmp_path: Path) -> None:
+    data = small.subset(train=128, test=32, seed=3)
+    model = _NanAfter(tiny_model(), bad_call=5)
+    cfg = quick_config(epochs=2, batch_size=16, log_every=4)  # found at a flush, named exactly
+    with pytest.raises(NonFiniteLossError, match=r"at step 5 \(epoch 1, batch 6"):
+        fit(model, data, cfg, device="cpu", progress=False, checkpoint_dir=tmp_path)
+    assert not (tmp_path / CHECKPOINT_NAME).exists()  # no checkpoint of a diverged epoch
+    assert issubclass(NonFiniteLossError, FloatingPointError)
+
+
+def test_progress_bar_and_channels_last(small: xl.data.CifarArrays, capsys: pytest.CaptureFixture[str]) -> None:
+    data = small.subset(train=32, test=16, seed=4)
+    model = tiny_model()
+    cfg = quick_config(epochs=1, batch_size=16, channels_last=True, is_preview=True)
+    fit(model, data, cfg, device="cpu", progress=True)
+    captured = capsys.readouterr()
+    assert "preview epoch 1/1" in captured.out + captured.err
+    assert model.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_max_steps_fits_the_schedule(small: xl.data.CifarArrays) -> None:
+    data = small.subset(train=64, test=16, seed=5)
+    history = fit(tiny_model(), data, quick_config(epochs=5, batch_size=16, max_steps=6), device="cpu", progress=False)
+    assert history.steps == 6 and history.epochs == 2  # 4 steps, then 2 of the next epoch
+    assert history.meta["total_steps"] == 6 and history.step_lr[-1] < max(history.step_lr) / 2
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def test_evaluate_predict_and_confusion_matrix(small: xl.data.CifarArrays) -> None:
+    model = tiny_model()
+    images, labels = small.test_images[:50], small.test_labels[:50]
+    probabilities = xl.train.predict(model, images, batch_size=20)
+    assert probabilities.shape == (50, 10) and torch.allclose(probabilities.sum(1), torch.ones(50), atol=1e-5)
+    accuracy = xl.train.evaluate(model, images, labels, batch_size=20)
+    assert accuracy == pytest.approx(float((probabilities.argmax(1) == labels).double().mean()))
+    assert model.training  # restored
+    matrix = xl.train.confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    with pytest.raises(ValueError, match="same shape"):
+        xl.train.confusion_matrix(torch.zeros(3), torch.zeros(4), 3)
+
+
+# ----------------------------------------------------------------------------- history, checkpoint, plots
+
+
+def test_history_round_trip_and_plots(small: xl.data.CifarArrays, tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    history = fit(tiny_model(), small.subset(train=64, test=32), quick_config(epochs=2, batch_size=16), device="cpu", progress=False)
+    text = json.dumps({"history": history.to_dict()})
+    restored = xl.train.History.from_dict(json.loads(text)["history"])
+    assert restored == history
+    with pytest.raises(ValueError, match="unknown"):
+        xl.train.History.from_dict({"loss": [1.0]})
+    alone = xl.train.plot_history(history)
+    beside = xl.train.plot_history(history, reference=json.loads(text))
+    assert len(alone.axes) == 3 and len(beside.axes) == 6
+    assert "CPU preview" in beside.axes[0].get_title()
+    matrix = xl.train.confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
+    assert len(xl.train.plot_confusion_matrix(matrix, ["a", "b"]).axes) == 2  # matrix + colour bar
+    images = small.test_images[:6]
+    probs = torch.eye(10)[small.test_labels[:6]]
+    fig = xl.train.plot_predictions(images, small.test_labels[:6], probs, small.classes, ncols=3)
+    assert all(ax.title.get_color() == "tab:green" for ax in fig.axes[:6])
+    assert len(xl.train.plot_images(images, small.test_labels[:6], small.classes, ncols=4).axes) == 8
+
+
+class _Unpicklable:
+    def __reduce__(self) -> tuple[object, ...]:
+        raise RuntimeError("cannot pickle")
+
+
+def test_atomic_save_keeps_the_previous_file(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt.pt"
+    atomic_save({"epoch": 1}, target)
+    with pytest.raises(RuntimeError, match="cannot pickle"):
+        atomic_save({"epoch": 2, "bad": _Unpicklable()}, target)
+    assert load_checkpoint(target) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]

@@ -1,0 +1,352 @@
+"""Figures of chapters 1 and 2: module diagrams, the segment spectrum, savings and bar charts.
+
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``, so
+nothing is registered globally and nothing is shown as a side effect: a notebook shows a
+figure by ending a cell with it. The colours carry the book's one idea: **blue** boxes map
+cross-channel correlations (1x1 convolutions), **orange** boxes map spatial correlations
+(3x3 convolutions), and a box that does both at once (a regular 3x3 convolution) is
+**purple**.
+
+:func:`segment_spectrum` computes the data behind :func:`spectrum_plot`: parameters and
+MACs of a :class:`~xception_lib.layers.SegmentedInception` module for every number of
+segments, from one (a regular convolution after a 1x1) to one per channel (the "extreme"
+module), each measured with the library's counters beside its closed form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+#: Face colour of each kind of box in the diagrams (what the box correlates).
+COLOURS = {
+    "cross": "#9ecae1",  # 1x1: cross-channel
+    "spatial": "#fdae6b",  # 3x3 on one channel / segment: spatial
+    "joint": "#bcbddc",  # regular 3x3: both at once
+    "pool": "#d9d9d9",
+    "io": "#ffffff",
+    "concat": "#c7e9c0",
+}
+
+DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
+
+
+def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), layout="constrained")
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    return fig, list(axes)
+
+
+# ------------------------------------------------------------------ module diagrams
+
+
+def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: float = 0.5) -> tuple[float, float]:
+    """Draw a rounded box centred at ``(x, y)``; return its centre."""
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2),
+            w,
+            h,
+            boxstyle="round,pad=0.02,rounding_size=0.08",
+            facecolor=COLOURS[kind],
+            edgecolor="#333333",
+            linewidth=1.0,
+            gid=f"box:{kind}",
+        )
+    )
+    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+    return x, y
+
+
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], h: float = 0.5) -> None:
+    """An arrow from the top of the box at ``start`` to the bottom of the box at ``end``."""
+    ax.annotate(
+        "",
+        xy=(end[0], end[1] - h / 2),
+        xytext=(start[0], start[1] + h / 2),
+        arrowprops={"arrowstyle": "-|>", "color": "#333333", "linewidth": 1.0, "shrinkA": 1, "shrinkB": 1},
+    )
+
+
+def _towers(ax: Axes, towers: Sequence[Sequence[tuple[str, str]]], width: float = 2.0) -> None:
+    """Input at the bottom, parallel towers of boxes, "concatenate" at the top (as in the paper)."""
+    height = max(len(t) for t in towers)
+    n = len(towers)
+    xs = [(i - (n - 1) / 2) * width for i in range(n)]
+    inp = _box(ax, 0.0, 0.0, "input", "io")
+    top = height + 1
+    out = _box(ax, 0.0, float(top), "concatenate", "concat", w=max(2.0, width * (n - 1) + 1.2))
+    for x, tower in zip(xs, towers):
+        prev = inp
+        for level, (text, kind) in enumerate(tower, start=1):
+            cur = _box(ax, x, float(level), text, kind)
+            _arrow(ax, prev, cur)
+            prev = cur
+        _arrow(ax, prev, (x, out[1]))
+    _finish(ax, xs[0] - width / 2, xs[-1] + width / 2, -0.6, top + 0.6)
+
+
+def _segmented(ax: Axes, segments: int, shown: int, label: str) -> None:
+    """Input -> one 1x1 convolution -> a spatial convolution per segment -> concatenate."""
+    width = 6.0
+    inp = _box(ax, 0.0, 0.0, "input", "io")
+    what = f"split into {segments} segments" if segments > 0 else "one segment per channel"
+    conv = _box(ax, 0.0, 1.0, f"1x1 conv (output {what})", "cross", w=width)
+    _arrow(ax, inp, conv)
+    step = width / shown
+    xs = [(i - (shown - 1) / 2) * step for i in range(shown)]
+    box_w = min(1.6, step * 0.8)
+    for i, x in enumerate(xs):
+        if shown > 3 and i == shown // 2:
+            ax.text(x, 2.0, "...", ha="center", va="center", fontsize=12)
+            continue
+        cur = _box(ax, x, 2.0, label, "spatial", w=box_w)
+        _arrow(ax, (x, 1.0), cur)
+        _arrow(ax, cur, (x, 3.0))
+    _box(ax, 0.0, 3.0, "concatenate", "concat", w=width)
+    _finish(ax, -width / 2 - 0.3, width / 2 + 0.3, -0.6, 3.6)
+
+
+def _chain(ax: Axes, steps: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> None:
+    """A single path from input (bottom) to output (top)."""
+    prev = _box(ax, 0.0, 0.0, "input", "io")
+    for level, (text, kind) in enumerate(steps, start=1):
+        cur = _box(ax, 0.0, float(level), text, kind, w=3.6)
+        _arrow(ax, prev, cur)
+        prev = cur
+    out = _box(ax, 0.0, float(len(steps) + 1), "output", "io")
+    _arrow(ax, prev, out)
+    for level, note in enumerate(notes, start=1):
+        if note:
+            ax.text(2.0, level + 0.5, note, ha="left", va="center", fontsize=8, style="italic")
+    _finish(ax, -2.2, 4.6, -0.6, len(steps) + 1.6)
+
+
+def _finish(ax: Axes, x0: float, x1: float, y0: float, y1: float) -> None:
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+    ax.axis("off")
+
+
+def _legend(fig: Figure) -> None:
+    from matplotlib.patches import Patch
+
+    handles = [
+        Patch(facecolor=COLOURS["cross"], edgecolor="#333333", label="cross-channel (1x1)"),
+        Patch(facecolor=COLOURS["spatial"], edgecolor="#333333", label="spatial (per channel or segment)"),
+        Patch(facecolor=COLOURS["joint"], edgecolor="#333333", label="both at once (regular conv)"),
+    ]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+
+
+def module_diagram(kind: str) -> Figure:
+    """A box-and-arrow diagram of one module of the paper's argument.
+
+    Args:
+        kind: ``"regular"`` (a regular 3x3 convolution), ``"inception"`` (Figure 1),
+            ``"simplified"`` (Figure 2), ``"segmented"`` (Figure 3), ``"extreme"``
+            (Figure 4) or ``"separable"`` (a depthwise separable convolution).
+
+    Returns:
+        A figure with one axes (no ticks) and a colour legend.
+    """
+    if kind not in DIAGRAMS:
+        raise ValueError(f"kind must be one of {DIAGRAMS}, got {kind!r}")
+    fig, (ax,) = _new_figure(6.4, 3.4)
+    if kind == "regular":
+        _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"])
+        title = "A regular convolution"
+    elif kind == "inception":
+        _towers(
+            ax,
+            [
+                [("1x1 conv", "cross")],
+                [("1x1 conv", "cross"), ("3x3 conv", "joint")],
+                [("1x1 conv", "cross"), ("3x3 conv", "joint"), ("3x3 conv", "joint")],
+                [("3x3 avg pool", "pool"), ("1x1 conv", "cross")],
+            ],
+        )
+        title = "Figure 1: an Inception module"
+    elif kind == "simplified":
+        _towers(ax, [[("1x1 conv", "cross"), ("3x3 conv", "joint")]] * 3)
+        title = "Figure 2: the simplified Inception module"
+    elif kind == "segmented":
+        _segmented(ax, 3, 3, "3x3 conv")
+        title = "Figure 3: one 1x1, then 3x3 over 3 segments"
+    elif kind == "extreme":
+        _segmented(ax, 0, 9, "3x3")
+        title = "Figure 4: the extreme version"
+    else:
+        _chain(
+            ax,
+            [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")],
+            ["spatial first", "then cross-channel\n(no ReLU in between)"],
+        )
+        title = "A depthwise separable convolution"
+    ax.set_title(title, fontsize=11)
+    _legend(fig)
+    return fig
+
+
+# ------------------------------------------------------------------ the segment spectrum
+
+
+@dataclass(frozen=True)
+class SpectrumPoint:
+    """One number of segments: the counters' parameters and MACs beside the closed forms."""
+
+    segments: int
+    params: int  # torchinfo
+    macs: int  # fvcore, one image
+    formula_params: int
+    formula_macs: int
+
+
+def divisors(n: int) -> list[int]:
+    """The divisors of ``n`` in increasing order: the valid segment counts of ``n`` channels."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def segment_spectrum(
+    channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
+) -> list[SpectrumPoint]:
+    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` for each ``s``.
+
+    Args:
+        channels: Input and output channels of the module.
+        size: Height and width of the input (the module keeps them).
+        segments: Segment counts to measure; default every divisor of ``channels``.
+        kernel_size: Spatial kernel size.
+
+    Returns:
+        One :class:`SpectrumPoint` per segment count, in increasing order.
+    """
+    from xception_lib import complexity as cx
+    from xception_lib.layers import SegmentedInception
+
+    chosen = divisors(channels) if segments is None else sorted(segments)
+    shape = (1, channels, size, size)
+    points = []
+    for s in chosen:
+        module = SegmentedInception(channels, channels, s, kernel_size=kernel_size)
+        formula_params = cx.conv_params(channels, channels, 1, bias=True) + cx.conv_params(
+            channels, channels, kernel_size, groups=s, bias=True
+        )
+        formula_macs = cx.conv_macs(channels, channels, 1, size, size) + cx.conv_macs(
+            channels, channels, kernel_size, size, size, groups=s
+        )
+        points.append(
+            SpectrumPoint(s, cx.count_params(module, shape), cx.count_macs(module, shape), formula_params, formula_macs)
+        )
+    return points
+
+
+def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
+    """Parameters and MACs against the number of segments, on log-log axes (two panels).
+
+    The counters are drawn as markers, the closed forms as a line; the two ends are
+    labelled "regular" (1 segment) and "extreme" (one segment per channel).
+    """
+    if not points:
+        raise ValueError("expected at least one SpectrumPoint, got none")
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, axes = _new_figure(9.0, 3.6, ncols=2)
+    s = [p.segments for p in points]
+    panels = [
+        (axes[0], [p.params for p in points], [p.formula_params for p in points], "parameters"),
+        (axes[1], [p.macs for p in points], [p.formula_macs for p in points], "MACs per image"),
+    ]
+    for ax, counted, formula, ylabel in panels:
+        ax.plot(s, formula, "-", color="#555555", linewidth=1, label="closed form")
+        ax.plot(s, counted, "o", color="#e6550d", label="counted (torchinfo / fvcore)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.set_yscale("log")
+        ax.set_xlabel("segments of the 1x1 output (log scale)")
+        ax.set_ylabel(f"{ylabel} (log scale)")
+        ax.grid(True, which="both", linewidth=0.3)
+        ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=8)
+        ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-40, 8), fontsize=8)
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+# ------------------------------------------------------------------ separable convolutions
+
+
+def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7)) -> Figure:
+    """How many times fewer MACs a separable convolution needs: ``1 / (1/C_out + 1/k^2)``.
+
+    One curve per kernel size against the output channels (log x axis), with its
+    ceiling ``k^2`` dashed.
+    """
+    from xception_lib.complexity import separable_savings
+
+    if not channels:
+        raise ValueError("expected at least one channel count, got none")
+    from matplotlib.ticker import ScalarFormatter
+
+    fig, (ax,) = _new_figure(6.4, 3.6)
+    for k in kernel_sizes:
+        line = ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}")[0]
+        ax.axhline(k * k, linestyle="--", linewidth=0.8, color=line.get_color())
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel("channels $C_{in} = C_{out}$ (log scale)")
+    ax.set_ylabel("regular MACs / separable MACs")
+    ax.grid(True, which="both", linewidth=0.3)
+    ax.legend(title="kernel (dashed: $k^2$)", fontsize=8)
+    return fig
+
+
+def bar_pair(
+    labels: Sequence[str],
+    left: Sequence[float],
+    right: Sequence[float],
+    titles: tuple[str, str] = ("parameters", "MACs"),
+    log: bool = False,
+) -> Figure:
+    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
+
+    Args:
+        labels: One label per bar.
+        left: Heights of the left panel's bars.
+        right: Heights of the right panel's bars.
+        titles: Titles of the two panels.
+        log: Whether the value axes are logarithmic.
+    """
+    if not (len(labels) == len(left) == len(right)) or not labels:
+        raise ValueError(
+            f"expected as many values as labels (>= 1), got {len(labels)} labels, {len(left)} and {len(right)} values"
+        )
+    fig, axes = _new_figure(9.0, 3.2, ncols=2)
+    for ax, values, title in zip(axes, (left, right), titles):
+        bars = ax.bar(list(labels), list(values), color=["#bcbddc", "#fdae6b", "#9ecae1", "#c7e9c0"][: len(labels)])
+        ax.bar_label(bars, labels=[_short(v) for v in values], fontsize=8)
+        ax.set_title(title, fontsize=10)
+        if log:
+            ax.set_yscale("log")
+        ax.margins(y=0.15)
+        ax.tick_params(axis="x", labelsize=8)
+    return fig
+
+
+def _short(value: float) -> str:
+    """``1234567 -> '1.23M'``; small values with 3 significant digits."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g}{suffix}"
+    return f"{value:.3g}"

@@ -1,0 +1,349 @@
+"""A data loader that keeps the whole split on the device and augments whole batches at once.
+
+torchvision's ``DataLoader`` decodes, crops, flips and normalises one image at a time in
+worker processes, then copies every batch to the GPU. CIFAR is small (50,000 x 3 x 32 x 32
+bytes = 154 MB), so it fits on any GPU as a single uint8 tensor; then a batch is one index
+into that tensor, and random cropping and flipping are one gather for the whole batch. No
+worker processes, no copies, and it runs unchanged on a CPU. The idea follows airbench's
+``CifarLoader`` (Keller Jordan, 2024).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["GpuLoader", "compare_loaders"]
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+class GpuLoader:
+    """Batches of normalised, augmented images from a uint8 tensor held on ``device``.
+
+    Each epoch draws one random permutation of the images and, for every image, a crop
+    offset and a flip, all from a generator seeded by ``(seed, epoch)``; an epoch is
+    therefore reproducible from those two numbers alone, which makes resuming and sharding
+    exact. Iterating advances the epoch; :meth:`set_epoch` sets it.
+
+    Args:
+        images: ``N x C x H x W`` uint8 images.
+        labels: ``N`` integer labels.
+        batch_size: Images per batch (per process, when sharded).
+        train: Shuffle and augment (``True``) or walk the images in order unchanged.
+        device: Where the images live and batches are made.
+        seed: Seed of the shuffling and augmentation.
+        crop_padding: Pad by this many zero pixels on each side, then crop back to
+            ``H x W`` at a random offset (torchvision's ``RandomCrop(32, padding=4)``).
+            0 disables cropping.
+        flip: Flip horizontally with probability 1/2.
+        drop_last: Drop the last, smaller batch (default: ``train``).
+        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation in [0, 1] divided by.
+        dtype: Floating type of the batches.
+        channels_last: Return batches in ``torch.channels_last`` memory format.
+        rank: This process's index when the data are sharded across processes.
+        world_size: Number of processes; each takes every ``world_size``-th image of the
+            epoch's permutation, so ``world_size`` loaders with batch size ``b`` together
+            see the same batches as one loader with batch size ``world_size * b``.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int = 512,
+        train: bool = True,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        crop_padding: int = 4,
+        flip: bool = True,
+        drop_last: bool | None = None,
+        mean: Sequence[float] = CIFAR10_MEAN,
+        std: Sequence[float] = CIFAR10_STD,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"images: expected a uint8 tensor N x C x H x W, got {got}")
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"labels: expected a 1-D tensor of {len(images)} labels, got {got}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"expected 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        channels = images.shape[1]
+        if len(mean) != channels or len(std) != channels:
+            raise ValueError(f"mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+        self.device = torch.device(device)
+        self.images = images.to(self.device)  # N x C x H x W uint8, the whole split
+        self.labels = labels.to(self.device, torch.int64)
+        self.batch_size = batch_size
+        self.train = train
+        self.seed = seed
+        self.crop_padding = crop_padding if train else 0
+        self.flip = flip and train
+        self.drop_last = train if drop_last is None else drop_last
+        self.dtype = dtype
+        self.channels_last = channels_last
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        # Padded once, so that a batch's selection, padding, crop and flip are one gather.
+        p = self.crop_padding
+        self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
+        # Normalisation on uint8 values: (x - 255 mean) / (255 std).
+        self._shift = torch.tensor(mean, device=self.device, dtype=dtype).view(1, -1, 1, 1) * 255
+        self._inv_scale = 1 / (torch.tensor(std, device=self.device, dtype=dtype).view(1, -1, 1, 1) * 255)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration produce epoch ``epoch``'s permutation and augmentations."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        """What resuming needs: the seed and the next epoch."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.seed = int(state["seed"])
+        self.epoch = int(state["epoch"])
+
+    @property
+    def num_images(self) -> int:
+        """Images this process sees per epoch (its shard, before ``drop_last``)."""
+        return len(self.labels) // self.world_size
+
+    def __len__(self) -> int:
+        n = self.num_images
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This process's image order, crop offsets (``n x 2``) and flips for ``epoch``."""
+        n_total = len(self.labels)
+        if not self.train:
+            order = torch.arange(n_total)
+            offsets = torch.zeros(n_total, 2, dtype=torch.int64)
+            flips = torch.zeros(n_total, dtype=torch.bool)
+        else:
+            seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+            g = torch.Generator().manual_seed(seed)
+            order = torch.randperm(n_total, generator=g)
+            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n_total, 2), generator=g)
+            flips = torch.rand(n_total, generator=g) < 0.5
+            if not self.flip:
+                flips = torch.zeros_like(flips)
+        # Every process takes every world_size-th position: global batch k of one process
+        # with batch world_size * b is the union of batch k of world_size processes.
+        keep = self.num_images * self.world_size
+        sl = slice(self.rank, keep, self.world_size)
+        return order[sl].to(self.device), offsets[sl].to(self.device), flips[sl].to(self.device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch = self.epoch
+        self.epoch += 1
+        order, offsets, flips = self._epoch_plan(epoch)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.train:
+                x = self.crop_and_flip(idx, offsets[start : start + self.batch_size], flips[start : start + self.batch_size])
+            else:
+                x = self.images.index_select(0, idx)
+            yield self.normalize(x), self.labels.index_select(0, idx)
+
+    def augment(self, idx: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Images ``idx`` with fresh random crops and flips, as uint8 (for looking at them).
+
+        Args:
+            idx: ``B`` image indices (repeat an index to see several views of one image).
+            generator: Source of randomness (default: a new one seeded with ``seed``).
+        """
+        g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+        idx = torch.as_tensor(idx, dtype=torch.int64)
+        offsets = torch.randint(0, 2 * self.crop_padding + 1, (len(idx), 2), generator=g)
+        flips = (torch.rand(len(idx), generator=g) < 0.5) & self.flip
+        return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
+
+    def crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+        """Images ``idx``, cropped at ``offsets`` and mirrored where ``flips``, as one gather.
+
+        Args:
+            idx: ``B`` image indices.
+            offsets: ``B x 2`` top-left corners (row, column) of the crops in the zero-padded
+                images, each in ``[0, 2 crop_padding]``; ``crop_padding`` is the unshifted crop.
+            flips: ``B`` booleans: mirror left-right.
+
+        Returns:
+            ``B x C x H x W`` uint8 images.
+        """
+        b = len(idx)
+        _, c, hp, wp = self._padded.shape
+        h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
+        device = self._padded.device
+        rows = offsets[:, 0:1] + torch.arange(h, device=device)  # B x H
+        cols = torch.where(
+            flips[:, None],
+            offsets[:, 1:2] + torch.arange(w - 1, -1, -1, device=device),  # read right to left
+            offsets[:, 1:2] + torch.arange(w, device=device),
+        )  # B x W
+        # Position of every output pixel in the flattened N x C x Hp x Wp padded images.
+        flat = (
+            idx.view(b, 1, 1, 1) * (c * hp * wp)
+            + torch.arange(c, device=device).view(1, c, 1, 1) * (hp * wp)
+            + rows.view(b, 1, h, 1) * wp
+            + cols.view(b, 1, 1, w)
+        )  # B x C x H x W
+        return self._padded.view(-1).index_select(0, flat.view(-1)).view(b, c, h, w)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images -> normalised floating-point images (in ``channels_last`` if asked)."""
+        # In place on the fresh floating-point copy: on a CPU, allocating two more
+        # batch-sized tensors costs more than the arithmetic.
+        x = x.to(self.dtype).sub_(self._shift).mul_(self._inv_scale)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+
+class _ArrayDataset(torch.utils.data.Dataset):
+    """What ``torchvision.datasets.CIFAR10`` does per item: a PIL image through the transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: object) -> None:
+        self.images = images  # N x H x W x C uint8, as torchvision stores CIFAR
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def _images_per_second(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int, device: torch.device
+) -> float:
+    """Best images per second over ``repeats`` windows of ``num_batches`` batches, after ``warmup``.
+
+    The best window, not the mean, because other processes on a shared machine only ever
+    slow a window down.
+    """
+    for _ in range(warmup):
+        next(batches)
+    best = 0.0
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        n = 0
+        for _ in range(num_batches):
+            x, y = next(batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            n += len(y)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+def compare_loaders(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    batch_size: int = 256,
+    num_batches: int = 10,
+    warmup: int = 2,
+    repeats: int = 3,
+    num_workers: int = 2,
+    threads: int | None = 1,
+    device: torch.device | str = "cpu",
+    mean: Sequence[float] = CIFAR10_MEAN,
+    std: Sequence[float] = CIFAR10_STD,
+) -> dict[str, float]:
+    """Images per second of :class:`GpuLoader` and of torchvision's usual pipeline.
+
+    The torchvision pipeline is what most CIFAR tutorials use: a ``Dataset`` that makes a
+    PIL image per item, ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
+    ``ToTensor()``, ``Normalize(mean, std)``, a ``DataLoader`` with ``num_workers``
+    processes, and a copy of every batch to ``device``. Both loaders are timed over
+    ``repeats`` windows of ``num_batches`` batches after ``warmup`` batches (so worker start-up
+    is not counted), and the best window counts.
+
+    Args:
+        images: ``N x 3 x H x W`` uint8 images (at least ``(warmup + repeats * num_batches) * batch_size``).
+        labels: ``N`` labels.
+        batch_size: Images per batch.
+        num_batches: Batches per timed window.
+        warmup: Batches drawn before timing starts.
+        repeats: Timed windows.
+        num_workers: DataLoader worker processes.
+        threads: PyTorch's intra-op threads while :class:`GpuLoader` is timed (restored
+            afterwards; ``None``: leave as is). The default, 1, gives it no more CPU than
+            one DataLoader worker has, and avoids the collapse of multi-threaded kernels on a
+            machine whose cores are busy with other work.
+        device: Where batches must end up.
+        mean: Normalisation mean.
+        std: Normalisation standard deviation.
+
+    Returns:
+        ``{"gpu_loader": images/s, "dataloader": images/s, "ratio": gpu_loader / dataloader,
+        "batch_size", "num_batches", "num_workers"}``.
+    """
+    import torchvision.transforms as T
+
+    device = torch.device(device)
+    needed = (warmup + repeats * num_batches) * batch_size
+    if len(labels) < needed:
+        raise ValueError(
+            f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}"
+        )
+    transform = T.Compose(
+        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
+    )
+    dataset = _ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=num_workers,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
+    batches = iter(loader)
+    try:
+        dataloader_rate = _images_per_second(batches, num_batches, warmup, repeats, device)
+    finally:
+        del batches  # stops the worker processes
+    gpu = GpuLoader(images, labels, batch_size=batch_size, train=True, device=device, mean=mean, std=std)
+    saved_threads = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        gpu_rate = _images_per_second(iter(gpu), num_batches, warmup, repeats, device)
+    finally:
+        torch.set_num_threads(saved_threads)
+    return {
+        "gpu_loader": gpu_rate,
+        "dataloader": dataloader_rate,
+        "ratio": gpu_rate / dataloader_rate,
+        "batch_size": batch_size,
+        "num_batches": num_batches,
+        "repeats": repeats,
+        "num_workers": num_workers,
+        "threads": threads if threads is not None else saved_threads,
+        "device": str(device),
+    }
