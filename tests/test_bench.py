@@ -177,12 +177,36 @@ def test_format_results_and_plots(small_results: dict) -> None:
 
     matplotlib.use("Agg")
     text = bench.format_results(small_results)
-    assert "MobileNetV2 (torchvision)" in text and "depthwise 16@8x8" in text
+    assert "MobileNetV2" in text and "depthwise 16@8x8" in text
     assert "skipped layers/compile" in text
     ax = bench.plot_roofline(small_results)
     assert len(ax.collections) == 2  # one scatter per layer kind present (depthwise, pointwise)
     ax = bench.plot_models(small_results, mode="train")
     assert len(ax.collections) == 1
+    axes = bench.plot_variants(small_results)
+    assert len(axes[0].patches) == 2  # channels_last bars for the two layers; no model variants here
+
+
+def test_separable_shares_and_variant_speedups(small_results: dict) -> None:
+    (share,) = bench.separable_shares(small_results)
+    assert share["mac_share"] == pytest.approx(9 / (9 + 16))  # 9 C HW against C^2 HW, C = 16
+    dw = bench.find(small_results["layers"], kind="depthwise", variant="fp32")
+    pw = bench.find(small_results["layers"], kind="pointwise", variant="fp32")
+    assert share["time_share"] == pytest.approx(dw["median_s"] / (dw["median_s"] + pw["median_s"]))
+    speedups = bench.variant_speedups(small_results)
+    assert [(s["case"], s["variant"]) for s in speedups] == [
+        ("depthwise 16@8", "channels_last"),
+        ("pointwise 16@8", "channels_last"),
+    ]
+    cl = bench.find(small_results["layers"], kind="depthwise", variant="channels_last")
+    assert speedups[0]["speedup"] == pytest.approx(dw["median_s"] / cl["median_s"])
+
+
+def test_format_results_filters_variants(small_results: dict) -> None:
+    text = bench.format_results(small_results, ["layers"], variants=["fp32"], header=False)
+    assert "channels_last" not in text and text.count("16@8x8") == 2
+    with pytest.raises(ValueError, match="unknown section"):
+        bench.format_results(small_results, ["gpu"])
 
 
 def test_command_writes_valid_json(tmp_path, capsys) -> None:

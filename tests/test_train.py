@@ -280,3 +280,17 @@ def test_atomic_save_keeps_the_previous_file(tmp_path: Path) -> None:
         atomic_save({"epoch": 2, "bad": _Unpicklable()}, target)
     assert load_checkpoint(target) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+def test_no_text_bar_in_a_notebook_without_widgets(
+    small: xl.data.CifarArrays, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # importing it raises ImportError
+    assert xl.train._progress_bar(10, 0, "x", True) is None
+    fit(tiny_model(), small.subset(train=32, test=16), quick_config(epochs=1, batch_size=16), device="cpu", progress=True)
+    captured = capsys.readouterr()
+    assert "epoch 1/1: train loss" in captured.out and "\r" not in captured.out + captured.err

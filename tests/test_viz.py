@@ -145,13 +145,15 @@ def test_activation_statistics(model: xl.Xception, image_71: torch.Tensor) -> No
         assert row["channels"] == act.shape[1]
         assert row["sparsity"] == pytest.approx(float((act <= 0).float().mean()))
         assert row["mean_relu"] == pytest.approx(float(act.clamp_min(0).mean()), rel=1e-5)
+        never_positive = [c for c in range(act.shape[1]) if not bool((act[:, c] > 0).any())]
+        assert row["dead_channels"] == pytest.approx(len(never_positive) / act.shape[1])
     stem = stats[0]  # the stem ends with a ReLU: its output is its own ReLU
     assert stem["mean"] == pytest.approx(stem["mean_relu"], rel=1e-5)
 
 
-def test_statistics_plot_has_three_panels_and_a_legend_when_comparing(model: xl.Xception, image_71: torch.Tensor) -> None:
+def test_statistics_plot_has_four_panels_and_a_legend_when_comparing(model: xl.Xception, image_71: torch.Tensor) -> None:
     stats = viz.activation_statistics(model, image_71)
-    assert len(viz.plot_activation_statistics(stats).axes) == 3
+    assert len(viz.plot_activation_statistics(stats).axes) == 4
     fig = viz.plot_activation_statistics({"images": stats, "again": stats})
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["images", "again"]
 

@@ -18,7 +18,19 @@ from xception_lib.pretrained import from_timm
 
 # Submodules loaded on first use (``xl.complexity``, ``xl.viz``, ...), so that
 # ``import xception_lib`` stays fast and needs only torch.
-_SUBMODULES = ("bench", "complexity", "data", "experiments", "pretrained", "provenance", "train", "viz")
+_SUBMODULES = (
+    "anatomy",
+    "bench",
+    "complexity",
+    "data",
+    "experiments",
+    "figures",
+    "flawed",
+    "pretrained",
+    "provenance",
+    "train",
+    "viz",
+)
 
 
 def __getattr__(name: str) -> object:

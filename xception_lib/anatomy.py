@@ -48,8 +48,9 @@ if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that 
 #: The top-level stages of :class:`~xception_lib.model.Xception`, in forward order.
 FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 
-#: Box colours, the same as chapters 1 and 2: blue maps cross-channel correlations (1x1),
-#: orange spatial ones (per channel), purple both at once (a regular convolution).
+#: Face colour of each kind of box. As in chapters 1 and 2, blue maps cross-channel
+#: correlations (1x1), orange spatial ones (per channel), purple both at once (a regular
+#: convolution).
 COLOURS = {
     "cross": "#9ecae1",
     "spatial": "#fdae6b",
@@ -256,6 +257,33 @@ def format_flow_costs(rows: Sequence[FlowCost], formula: dict[str, int] | None =
     return "\n".join(lines)
 
 
+def source_code(obj: object, *, docstrings: bool = False) -> str:
+    """The source of a class or function, by default without its docstrings (for display).
+
+    Args:
+        obj: A class, function or method.
+        docstrings: Keep the docstrings.
+    """
+    import ast
+    import inspect
+    import textwrap
+
+    source = textwrap.dedent(inspect.getsource(obj))  # type: ignore[arg-type]
+    if docstrings:
+        return source
+    lines = source.splitlines()
+    drop: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                end = first.end_lineno or first.lineno
+                drop.update(range(first.lineno - 1, end))
+                if end < len(lines) and not lines[end].strip():
+                    drop.add(end)  # the blank line after the docstring
+    return "\n".join(line for i, line in enumerate(lines) if i not in drop)
+
+
 # ------------------------------------------------------------------ shapes
 
 
@@ -347,6 +375,38 @@ def meta_model(config: XceptionConfig) -> nn.Module:
         return Xception(config)
 
 
+def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
+    """Set every batch norm's running statistics to those of one batch, then switch to eval mode.
+
+    A randomly initialised model has running means of 0 and variances of 1, which match
+    none of its activations; a model whose statistics come from data behaves like a
+    trained one in eval mode (activations stay in range, the batch-norm epsilon matters
+    where variances are small). The weights are not touched.
+
+    Args:
+        model: Any model with ``nn.BatchNorm2d`` layers.
+        batch: The input batch whose statistics to store (more than one value per channel).
+
+    Returns:
+        The same model, in eval mode.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not norms:
+        raise ValueError("expected a model with nn.BatchNorm2d layers, found none")
+    momenta = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: after one batch, exactly its statistics
+        model.train()
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+    return model.eval()
+
+
 # ------------------------------------------------------------------ the drawing
 
 
@@ -376,7 +436,7 @@ class _Column:
                 facecolor=face, edgecolor="#333333", linewidth=0.9, gid=f"box:{kind}",
             )
         )
-        self.ax.text(self.x, bottom + h / 2, text, ha="center", va="center", fontsize=8.5)
+        self.ax.text(self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9)
         if self.last is not None:
             self.arrow(self.last, top)
         self.last = bottom
@@ -391,8 +451,8 @@ class _Column:
         )
 
     def note(self, y: float, text: str) -> None:
-        """A shape annotation left of the arrow at height ``y``."""
-        self.ax.text(self.x - self.w / 2 - 0.1, y, text, ha="right", va="center", fontsize=7.5, style="italic", color="#555555")
+        """A shape annotation left of the arrow at height ``y`` (in the gap between two boxes)."""
+        self.ax.text(self.x - 0.12, y, text, ha="right", va="center", fontsize=8, style="italic", color="#555555")
 
     def residual(self, start: float, end_top: float, shortcut: str | None) -> float:
         """A shortcut from just above ``start`` to an addition node placed below ``end_top``.
@@ -404,14 +464,14 @@ class _Column:
         branch = start - 0.13
         r = 0.16
         add_y = self.y - r
-        xr = self.x + self.w / 2 + 0.95
+        xr = self.x + self.w / 2 + 0.8
         line = {"color": "#333333", "lw": 0.9}
         self.ax.plot([self.x, xr], [branch, branch], **line)
         if shortcut is None:
             self.ax.plot([xr, xr], [branch, add_y], **line)
         else:
             mid = (branch + add_y) / 2
-            bw, bh = 1.25, 0.55
+            bw, bh = 1.2, 0.55
             from matplotlib.patches import FancyBboxPatch
 
             self.ax.plot([xr, xr], [branch, mid + bh / 2], **line)
@@ -457,7 +517,7 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
         raise ValueError(f"architecture_figure draws the paper's layout: expected stem='imagenet' and residual=True, got {cfg.stem!r}, {cfg.residual}")
     shapes = {s.name: s.shape for s in shape_trace(meta_model(cfg), (1, cfg.in_channels, input_size, input_size))}
     c = cfg.channels
-    fig = Figure(figsize=(12.5, 10.5), layout="constrained")
+    fig = Figure(figsize=(11.0, 13.0), layout="constrained")
     ax = fig.subplots()
     top = 0.0
     pool = "MaxPooling 3x3, stride 2"
@@ -484,7 +544,7 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     entry.box(f"{format_shape(shapes['entry_flow.block3'])} feature maps", "io")
     ax.text(entry.x, top + 0.45, "Entry flow", ha="center", fontsize=12, weight="bold")
 
-    middle = _Column(ax, 5.6, top)
+    middle = _Column(ax, 5.1, top)
     middle.box(f"{format_shape(shapes['entry_flow.block3'])} feature maps", "io")
     start = middle.y + 0.26
     width = c(cfg.entry_channels[2])
@@ -493,13 +553,13 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
         middle.box(f"SeparableConv {width}, 3x3", "separable")
     end = middle.residual(start, middle.y, None)
     middle.box(f"{format_shape(shapes['middle_flow'])} feature maps", "io")
-    ax.text(middle.x + middle.w / 2 + 1.1, (start + end) / 2, f"repeated\n{cfg.middle_blocks} times\n(own weights\neach time)",
-            ha="left", va="center", fontsize=8.5, weight="bold")
+    ax.text(middle.x, middle.y - 0.1, f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
+            ha="center", va="top", fontsize=9, weight="bold")
     ax.text(middle.x, top + 0.45, "Middle flow", ha="center", fontsize=12, weight="bold")
-    ax.text(middle.x, middle.y - 0.6, "Every Conv and SeparableConv is\nfollowed by batch normalisation\n(not drawn), as in the paper.",
+    ax.text(middle.x, middle.y - 0.9, "Every Conv and SeparableConv is\nfollowed by batch normalisation\n(not drawn), as in the paper.",
             ha="center", va="top", fontsize=8.5, style="italic")
 
-    exit_ = _Column(ax, 11.0, top)
+    exit_ = _Column(ax, 10.2, top)
     exit_.box(f"{format_shape(shapes['middle_flow'])} feature maps", "io")
     start = exit_.y + 0.26
     e0, e1, e2 = (c(x) for x in cfg.exit_channels)
@@ -514,8 +574,7 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     exit_.box("GlobalAveragePooling", "pool")
     exit_.note(exit_.last - 0.13, f"{e2}-d vector")
     exit_.box("Optional fully-connected layers", "io")
-    exit_.box("Logistic regression", "cross")
-    exit_.note(exit_.last + 0.21, f"{cfg.num_classes} classes")
+    exit_.box(f"Logistic regression, {cfg.num_classes}", "cross")
     ax.text(exit_.x, top + 0.45, "Exit flow", ha="center", fontsize=12, weight="bold")
 
     from matplotlib.patches import Patch
@@ -528,8 +587,11 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8.5, frameon=False)
     bottom = min(entry.y, middle.y, exit_.y)
-    ax.set_xlim(-2.6, 14.4)
-    ax.set_ylim(bottom - 0.2, top + 0.8)
+    x0, x1, y0, y1 = -1.6, 12.9, bottom - 0.2, top + 0.8
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    width = fig.get_size_inches()[0]
+    fig.set_size_inches(width, width * (y1 - y0) / (x1 - x0) + 0.5)  # equal aspect, room for the legend
     ax.set_aspect("equal")
     ax.axis("off")
     return fig
@@ -545,12 +607,16 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _bars(ax: Axes, labels: Sequence[str], values: Sequence[float], title: str, colour: str, percent: bool) -> None:
-    bars = ax.barh(list(labels)[::-1], list(values)[::-1], color=colour, edgecolor="#333333", linewidth=0.6)
+def _bars(
+    ax: Axes, labels: Sequence[str], values: Sequence[float], title: str, colour: str, percent: bool, unit: tuple[float, str]
+) -> None:
+    factor, name = unit
+    bars = ax.barh(list(labels)[::-1], [v / factor for v in values][::-1], color=colour, edgecolor="#333333", linewidth=0.6)
     total = sum(values)
     texts = [f"{_short(v)} ({v / total:.0%})" if percent and total else _short(v) for v in values][::-1]
     ax.bar_label(bars, labels=texts, fontsize=8, padding=2)
     ax.set_title(title, fontsize=10)
+    ax.set_xlabel(name, fontsize=8.5)
     ax.margins(x=0.3)
     ax.tick_params(labelsize=8.5)
     ax.spines[["top", "right"]].set_visible(False)
@@ -569,8 +635,8 @@ def plot_flow_costs(rows: Sequence[FlowCost]) -> Figure:
     fig = Figure(figsize=(10.0, 3.0), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     labels = [r.name.replace("_", " ") for r in rows]
-    _bars(left, labels, [r.params for r in rows], "parameters", COLOURS["joint"], True)
-    _bars(right, labels, [r.macs for r in rows], "MACs (conv + linear)", COLOURS["spatial"], True)
+    _bars(left, labels, [r.params for r in rows], "parameters", COLOURS["joint"], True, (1e6, "millions"))
+    _bars(right, labels, [r.macs for r in rows], "MACs (conv + linear)", COLOURS["spatial"], True, (1e9, "billions"))
     return fig
 
 
@@ -598,6 +664,6 @@ def plot_comparison(rows: Sequence[ModelComplexity]) -> Figure:
     fig = Figure(figsize=(10.0, 0.5 * len(rows) + 1.2), layout="constrained")
     left, right = fig.subplots(1, 2, sharey=True)
     labels = [f"{r.name} ({r.input_size} px)" for r in rows]
-    _bars(left, labels, [r.params for r in rows], "parameters", COLOURS["joint"], False)
-    _bars(right, labels, [r.macs for r in rows], "MACs per image", COLOURS["spatial"], False)
+    _bars(left, labels, [r.params for r in rows], "parameters", COLOURS["joint"], False, (1e6, "millions"))
+    _bars(right, labels, [r.macs for r in rows], "MACs per image", COLOURS["spatial"], False, (1e9, "billions"))
     return fig

@@ -38,13 +38,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils import benchmark
-from torch.utils.benchmark.utils.common import TaskSpec
+
+if TYPE_CHECKING:
+    import torch.utils.benchmark
 
 SCHEMA = "xception_lib.bench/1"
 MODES = ("forward", "train")
@@ -72,7 +73,7 @@ def time_interleaved(
     rounds: int = 5,
     warmup: int = 1,
     device: torch.device | str = "cpu",
-) -> dict[str, benchmark.Measurement]:
+) -> dict[str, torch.utils.benchmark.Measurement]:
     """Time several callables in interleaved rounds (A, B, A, B, ...).
 
     ``torch.utils.benchmark.Timer`` times one statement at a time; on a machine shared
@@ -104,11 +105,31 @@ def time_interleaved(
             fn()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
+    measurement, task_spec = _benchmark_classes()
     threads = torch.get_num_threads()
     return {
-        name: benchmark.Measurement(1, ts, TaskSpec(stmt=name, setup="", label=name, num_threads=threads))
+        name: measurement(1, ts, task_spec(stmt=name, setup="", label=name, num_threads=threads))
         for name, ts in times.items()
     }
+
+
+def _benchmark_classes() -> tuple[type, type]:
+    """``torch.utils.benchmark``'s ``Measurement`` and ``TaskSpec``, imported quietly.
+
+    Importing ``torch.utils.benchmark`` imports ``torch.utils.cpp_extension``, which logs a
+    warning on a CUDA build of PyTorch without a CUDA toolkit; it does not concern us.
+    """
+    import logging
+
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        from torch.utils.benchmark import Measurement
+        from torch.utils.benchmark.utils.common import TaskSpec
+    finally:
+        logger.setLevel(level)
+    return Measurement, TaskSpec
 
 
 def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[float, float, float]:
@@ -126,7 +147,7 @@ def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[fl
     return statistics.median(ratios), q1, q3
 
 
-def _timing_row(m: benchmark.Measurement) -> dict[str, Any]:
+def _timing_row(m: torch.utils.benchmark.Measurement) -> dict[str, Any]:
     return {"median_s": m.median, "iqr_s": m.iqr, "runs": len(m.raw_times), "times_s": list(m.raw_times)}
 
 
@@ -161,11 +182,11 @@ def variant_support(name: str, device: torch.device | str, *, compile: bool = Fa
         if device.type == "cpu":
             check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{name}_supported", None)
             if check is None or not check():
-                return f"this CPU has no native {name} support in oneDNN (it would be emulated, slowly)"
+                return f"no native {name} in oneDNN on this CPU (it would be emulated, slowly)"
         elif device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():
             return "this GPU does not support bf16"
     if name == "compile" and not compile:
-        return "not requested (pass --compile; compiling takes minutes on a small CPU)"
+        return "not requested (--compile; compiling takes minutes on a small CPU)"
     return None
 
 
@@ -193,13 +214,13 @@ def _quiet() -> Iterator[None]:
 
 # ------------------------------------------------------------------ models
 
-MODEL_LABELS = {
-    "xception": "Xception (xl.xception)",
-    "xception_timm_port": "Xception (xl, timm_port config)",
-    "timm_legacy_xception": "Xception (timm legacy_xception)",
-    "inception_v3": "Inception V3 (torchvision)",
-    "resnet50": "ResNet-50 (torchvision)",
-    "mobilenet_v2": "MobileNetV2 (torchvision)",
+MODEL_LABELS = {  # the torchvision models are torchvision's
+    "xception": "Xception (xl)",
+    "xception_timm_port": "Xception (xl, timm_port)",
+    "timm_legacy_xception": "Xception (timm legacy)",
+    "inception_v3": "Inception V3",
+    "resnet50": "ResNet-50",
+    "mobilenet_v2": "MobileNetV2",
 }
 MODEL_NAMES = tuple(MODEL_LABELS)
 
@@ -208,7 +229,7 @@ def build_model(name: str) -> tuple[nn.Module, int]:
     """A freshly initialised benchmark model and its native input size.
 
     Args:
-        name: One of :data:`MODEL_NAMES`.
+        name: One of ``MODEL_NAMES``.
     """
     from xception_lib.config import XceptionConfig
     from xception_lib.model import Xception, xception
@@ -218,9 +239,9 @@ def build_model(name: str) -> tuple[nn.Module, int]:
     if name == "xception_timm_port":
         return Xception(XceptionConfig.timm_port()), 299
     if name == "timm_legacy_xception":
-        import timm
+        with _quiet():  # importing timm warns in notebooks (tqdm), and so does its deprecated-name mapping
+            import timm
 
-        with _quiet():  # the deprecated-name mapping warns
             return timm.create_model("legacy_xception"), 299
     from torchvision import models
 
@@ -271,12 +292,12 @@ def model_benchmarks(
     """Throughput of whole models; all (model, variant) cases of one mode are interleaved.
 
     Args:
-        names: Models from :data:`MODEL_NAMES`.
+        names: Models from ``MODEL_NAMES``.
         device: Where to run.
         batch_size: Images per step.
         modes: ``"forward"`` (eval mode, inference) and/or ``"train"`` (train mode, one
             forward + cross-entropy + backward, no optimiser step).
-        variants: From :data:`VARIANTS`; unsupported ones are skipped.
+        variants: From ``VARIANTS``; unsupported ones are skipped.
         variant_models: The models that run the variants other than ``"fp32"``
             (default: all of ``names``).
         rounds: Timed runs per case.
@@ -286,9 +307,10 @@ def model_benchmarks(
         skipped: A list to append ``{"what", "reason"}`` to for every variant skipped.
 
     Returns:
-        One row per (model, mode, variant): ``model``, ``label``, ``mode``, ``variant``,
-        ``batch_size``, ``input_size``, ``macs_per_image``, ``median_s``, ``iqr_s``,
-        ``runs``, ``times_s`` and ``images_per_s`` (batch size / median).
+        A list with one dict per (model, mode, variant), with keys ``model``, ``label``,
+        ``mode``, ``variant``, ``batch_size``, ``input_size``, ``macs_per_image``,
+        ``median_s``, ``iqr_s``, ``runs``, ``times_s`` and ``images_per_s`` (batch size
+        divided by the median time).
     """
     device = torch.device(device)
     _check_choices(names, MODEL_NAMES, "model")
@@ -388,8 +410,9 @@ class LayerCase:
 
     def bytes_moved(self, batch_size: int = 1, bytes_per_element: int = 4) -> int:
         """The least traffic to memory: read input and weights once, write the output once."""
-        activations = batch_size * self.channels * self.size * self.size
-        weights = self.module().weight.numel()
+        c = self.channels
+        activations = batch_size * c * self.size * self.size
+        weights = {"regular": 9 * c * c, "depthwise": 9 * c, "pointwise": c * c}[self.kind]
         return bytes_per_element * (2 * activations + weights)
 
     def intensity(self, batch_size: int = 1, bytes_per_element: int = 4) -> float:
@@ -397,7 +420,9 @@ class LayerCase:
         return self.macs(batch_size) / self.bytes_moved(batch_size, bytes_per_element)
 
 
-def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES, kinds: Sequence[str] = LAYER_KINDS) -> list[LayerCase]:
+def layer_cases(
+    shapes: Sequence[tuple[int, int]] = LAYER_SHAPES, kinds: Sequence[str] = LAYER_KINDS
+) -> list[LayerCase]:
     """Every kind at every ``(channels, size)``."""
     _check_choices(kinds, LAYER_KINDS, "layer kind")
     return [LayerCase(kind, c, s) for c, s in shapes for kind in kinds]
@@ -417,9 +442,9 @@ def layer_benchmarks(
     """Forward time of single convolutions (inference mode), all cases of a variant interleaved.
 
     Returns:
-        One row per (case, variant): ``kind``, ``channels``, ``size``, ``variant``,
-        ``batch_size``, ``macs``, ``bytes_fp32``, ``intensity`` (MACs per fp32 byte),
-        timing fields and ``gmacs_per_s`` (achieved, from the median).
+        A list with one dict per (case, variant), with keys ``kind``, ``channels``, ``size``,
+        ``variant``, ``batch_size``, ``macs``, ``bytes_fp32``, ``intensity`` (MACs per fp32
+        byte), the timing fields and ``gmacs_per_s`` (achieved, from the median).
     """
     device = torch.device(device)
     cases = layer_cases() if cases is None else list(cases)
@@ -519,7 +544,7 @@ def run(
     Args:
         device: Where to run.
         quick: Fewer rounds, batch size 1 on CPU, variants on Xception only.
-        models: Models for the fp32 comparison (default all of :data:`MODEL_NAMES`).
+        models: Models for the fp32 comparison (default all of ``MODEL_NAMES``).
         batch_size: Images per step (default 2 on CPU, 1 with ``quick``; 32 on GPU).
         rounds: Timed runs per case (default 5, 3 with ``quick``).
         compile: Try ``torch.compile`` (default: on GPU only).
@@ -543,10 +568,17 @@ def run(
     skipped: list[dict[str, str]] = []
     warmup = 2 if compile else 1
 
-    say(f"models: {', '.join(models)}; variants on {', '.join(variant_models) or 'none'} (batch {batch_size}, {rounds} rounds)")
+    say(f"models {', '.join(models)}; variants on {', '.join(variant_models) or 'none'}; batch {batch_size}")
     rows = model_benchmarks(
-        models + [m for m in variant_models if m not in models], device=device, batch_size=batch_size, variants=VARIANTS, variant_models=variant_models,
-        rounds=rounds, warmup=warmup, compile=compile, skipped=skipped,
+        models + [m for m in variant_models if m not in models],
+        device=device,
+        batch_size=batch_size,
+        variants=VARIANTS,
+        variant_models=variant_models,
+        rounds=rounds,
+        warmup=warmup,
+        compile=compile,
+        skipped=skipped,
     )
     layer_rows: list[dict[str, Any]] = []
     roof = None
@@ -556,13 +588,15 @@ def run(
             device=device, batch_size=batch_size, variants=VARIANTS, rounds=rounds,
             warmup=warmup, compile=compile, skipped=skipped,
         )
-        roof = roofline(device=device, matrix_size=1024 if quick and on_cpu else 2048 if on_cpu else 8192,
-                        copy_mib=64 if on_cpu else 1024, rounds=rounds)
+        matrix_size = (1024 if quick else 2048) if on_cpu else 8192
+        roof = roofline(device=device, matrix_size=matrix_size, copy_mib=64 if on_cpu else 1024, rounds=rounds)
         best = max((r for r in layer_rows if r["variant"] == "fp32"), key=lambda r: r["gmacs_per_s"])
         if best["gmacs_per_s"] > roof["peak_gmacs_per_s"]:  # a roof must not sit below a measured point
             roof["peak_gmacs_per_s"] = best["gmacs_per_s"]
             roof["ridge_intensity"] = best["gmacs_per_s"] / roof["bandwidth_gb_per_s"]
-            roof["compute_from"] = f"{best['kind']} convolution {best['channels']}@{best['size']}, faster than the matmul"
+            roof["compute_from"] = (
+                f"{best['kind']} convolution {best['channels']}@{best['size']}, which beat the matmul"
+            )
     from xception_lib.provenance import environment
 
     return {
@@ -684,7 +718,9 @@ def validate_results(results: Any) -> None:
                 if not isinstance(roof.get(k), str):
                     problems.append(f"roofline.{k}: expected a string saying how it was measured")
     skipped = results.get("skipped")
-    if not isinstance(skipped, list) or not all(isinstance(s, Mapping) and {"what", "reason"} <= set(s) for s in skipped):
+    if not isinstance(skipped, list) or not all(
+        isinstance(s, Mapping) and {"what", "reason"} <= set(s) for s in skipped
+    ):
         problems.append("skipped: expected a list of {'what', 'reason'} dicts")
     if problems:
         raise ValueError("invalid benchmark results:\n  " + "\n  ".join(problems))
@@ -709,7 +745,8 @@ def _check_row(where: str, row: Any, keys: Mapping[str, type]) -> list[str]:
         else:
             ok = isinstance(value, str) and bool(value)
         if not ok:
-            problems.append(f"{where}.{key}: expected {'positive ' if kind in (int, float) else ''}{kind.__name__}, got {value!r}")
+            adjective = "positive " if kind in (int, float) else ""
+            problems.append(f"{where}.{key}: expected {adjective}{kind.__name__}, got {value!r}")
     if row.get("variant") not in VARIANTS:
         problems.append(f"{where}.variant: expected one of {VARIANTS}, got {row.get('variant')!r}")
     return problems
@@ -741,27 +778,65 @@ def recorded(directory: str | Path, pattern: str = "bench_gpu*.json") -> list[di
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells: Sequence[str]) -> str:  # first column left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
     return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def format_results(results: Mapping[str, Any]) -> str:
-    """A readable plain-text report of :func:`run`'s results."""
-    env = results["environment"]
-    s = results["settings"]
-    out = [
+def describe(results: Mapping[str, Any]) -> str:
+    """One line saying where, when and how ``results`` were measured."""
+    env, s = results["environment"], results["settings"]
+    return (
         f"{env['device_name']} | torch {env['torch']} | {s['threads']} threads | batch {s['batch_size']} | "
-        f"{s['rounds']} rounds | commit {str(env['commit'])[:8]} | {env['date']}",
-        "",
-        "Models (median over interleaved rounds; spread = IQR / median)",
-    ]
+        f"{s['rounds']} rounds | commit {str(env['commit'])[:8]} | {env['date']}"
+    )
+
+
+def format_results(
+    results: Mapping[str, Any],
+    sections: Sequence[str] = ("models", "layers", "roofline", "skipped"),
+    *,
+    variants: Sequence[str] | None = None,
+    header: bool = True,
+) -> str:
+    """A readable plain-text report of :func:`run`'s results.
+
+    Args:
+        results: What :func:`run` returned (or :func:`load` read).
+        sections: Which parts to include, in this order: ``"models"``, ``"layers"``,
+            ``"roofline"``, ``"skipped"``.
+        variants: Only the rows of these variants (default: all).
+        header: Start with :func:`describe`'s line and the section titles.
+    """
+    _check_choices(sections, ("models", "layers", "roofline", "skipped"), "section")
+    keep = (lambda r: True) if variants is None else (lambda r: r["variant"] in variants)
+    results = {**results, **{part: [r for r in results[part] if keep(r)] for part in ("models", "layers")}}
+    out = [describe(results)] if header else []
+    if "models" in sections and results["models"]:
+        title = ["", "Models (median over interleaved rounds; spread = IQR / median)"] if header else []
+        out += [*title, _models_table(results)]
+    if "layers" in sections and results["layers"]:
+        out += [*(["", "Layers (forward, inference mode)"] if header else []), _layers_table(results)]
+    roof = results.get("roofline")
+    if "roofline" in sections and roof:
+        out += ["", f"Roofline: peak {roof['peak_gmacs_per_s']:.1f} GMAC/s ({roof['compute_from']}), "
+                f"bandwidth {roof['bandwidth_gb_per_s']:.1f} GB/s ({roof['bandwidth_from']}), "
+                f"ridge at {roof['ridge_intensity']:.1f} MACs/byte"]
+    if "skipped" in sections:
+        out += [f"skipped {item['what']}: {item['reason']}" for item in results["skipped"]]
+    return "\n".join(out)
+
+
+def _models_table(results: Mapping[str, Any]) -> str:
     mrows = [
         [r["label"], r["variant"], r["mode"], f"{r['input_size']}",
          "-" if r.get("macs_per_image") is None else f"{r['macs_per_image'] / 1e9:.2f}",
          f"{r['median_s'] * 1e3:.1f}", f"{100 * r['iqr_s'] / r['median_s']:.0f}%", f"{r['images_per_s']:.2f}"]
         for r in results["models"]
     ]
-    out.append(_table(["model", "variant", "mode", "px", "GMACs/img", "ms", "spread", "img/s"], mrows))
+    out = [_table(["model", "variant", "mode", "px", "GMACs/img", "ms", "spread", "img/s"], mrows)]
     for mode in MODES:
         for model in ("xception", "xception_timm_port"):
             try:
@@ -769,26 +844,58 @@ def format_results(results: Mapping[str, Any]) -> str:
             except ValueError:
                 continue
             out.append(
-                f"{model} / timm_legacy_xception throughput, {mode}: {r['ratio']:.3f} "
-                f"(round by round: median {r['paired_median']:.3f}, IQR {r['paired_q1']:.3f}-{r['paired_q3']:.3f})"
+                f"{MODEL_LABELS[model]} / {MODEL_LABELS['timm_legacy_xception']}, {mode}: {r['ratio']:.3f}x "
+                f"(paired: {r['paired_median']:.3f}, IQR {r['paired_q1']:.3f}-{r['paired_q3']:.3f})"
             )
-    if results["layers"]:
-        out += ["", "Layers (forward, inference mode)"]
-        lrows = [
-            [f"{r['kind']} {r['channels']}@{r['size']}x{r['size']}", r["variant"], f"{r['macs'] / 1e6:.1f}",
-             f"{r['intensity']:.1f}", f"{r['median_s'] * 1e3:.2f}", f"{100 * r['iqr_s'] / r['median_s']:.0f}%",
-             f"{r['gmacs_per_s']:.1f}"]
-            for r in results["layers"]
-        ]
-        out.append(_table(["layer", "variant", "MMACs", "MACs/B", "ms", "spread", "GMAC/s"], lrows))
-    roof = results.get("roofline")
-    if roof:
-        out += ["", f"Roofline: peak {roof['peak_gmacs_per_s']:.1f} GMAC/s ({roof['compute_from']}), "
-                f"bandwidth {roof['bandwidth_gb_per_s']:.1f} GB/s ({roof['bandwidth_from']}), "
-                f"ridge at {roof['ridge_intensity']:.1f} MACs/byte"]
-    for item in results["skipped"]:
-        out.append(f"skipped {item['what']}: {item['reason']}")
     return "\n".join(out)
+
+
+def _layers_table(results: Mapping[str, Any]) -> str:
+    rows = [
+        [f"{r['kind']} {r['channels']}@{r['size']}x{r['size']}", r["variant"], f"{r['macs'] / 1e6:.1f}",
+         f"{r['intensity']:.1f}", f"{r['median_s'] * 1e3:.2f}", f"{100 * r['iqr_s'] / r['median_s']:.0f}%",
+         f"{r['gmacs_per_s']:.1f}"]
+        for r in results["layers"]
+    ]
+    return _table(["layer", "variant", "MMACs", "MACs/B", "ms", "spread", "GMAC/s"], rows)
+
+
+def separable_shares(results: Mapping[str, Any], variant: str = "fp32") -> list[dict[str, Any]]:
+    """For each measured shape, the depthwise step's share of a separable convolution's MACs and time.
+
+    A separable convolution (C -> C) is a depthwise 3x3 then a pointwise 1x1; both were
+    measured at the same width and resolution.
+    """
+    out = []
+    for r in results["layers"]:
+        if r["kind"] != "depthwise" or r["variant"] != variant:
+            continue
+        p = find(results["layers"], kind="pointwise", channels=r["channels"], size=r["size"], variant=variant)
+        out.append(
+            {
+                "channels": r["channels"],
+                "size": r["size"],
+                "mac_share": r["macs"] / (r["macs"] + p["macs"]),
+                "time_share": r["median_s"] / (r["median_s"] + p["median_s"]),
+            }
+        )
+    return out
+
+
+def variant_speedups(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Speed-up of every non-fp32 row over the fp32 row of the same case (> 1: faster)."""
+    out = []
+    same_case = {"layers": ("kind", "channels", "size", "batch_size"), "models": ("model", "mode", "batch_size")}
+    for section, keys in same_case.items():
+        rows = results[section]
+        for r in rows:
+            if r["variant"] == "fp32":
+                continue
+            base = find(rows, variant="fp32", **{k: r[k] for k in keys})
+            name = f"{r['kind']} {r['channels']}@{r['size']}" if section == "layers" else f"{r['label']}, {r['mode']}"
+            speedup = base["median_s"] / r["median_s"]
+            out.append({"section": section, "case": name, "variant": r["variant"], "speedup": speedup})
+    return out
 
 
 # ------------------------------------------------------------------ plots
@@ -806,18 +913,24 @@ def plot_roofline(results: Mapping[str, Any], ax: Any = None, variant: str = "fp
     lo = min(r["intensity"] for r in rows) / 2
     hi = max(max(r["intensity"] for r in rows) * 2, roof["ridge_intensity"] * 4)
     xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    ax.plot(xs, [min(roof["peak_gmacs_per_s"], x * roof["bandwidth_gb_per_s"]) for x in xs], "k-", lw=1.5,
-            label="roofline: min(peak, intensity x bandwidth)")
-    markers = {"regular": "s", "depthwise": "o", "pointwise": "^"}
-    for kind, marker in markers.items():
+    attainable = [min(roof["peak_gmacs_per_s"], x * roof["bandwidth_gb_per_s"]) for x in xs]
+    ax.plot(xs, attainable, "k-", lw=1.5, label="roofline: min(peak, intensity x bandwidth)")
+    styles = {"regular": ("s", "regular 3x3"), "depthwise": ("o", "depthwise 3x3"), "pointwise": ("^", "pointwise 1x1")}
+    for kind, (marker, label) in styles.items():
         pts = [r for r in rows if r["kind"] == kind]
         if not pts:
             continue
-        ax.scatter([r["intensity"] for r in pts], [r["gmacs_per_s"] for r in pts], marker=marker, s=50, label=f"{kind} 3x3" if kind != "pointwise" else "pointwise 1x1", zorder=3)
-        for r in pts:
-            ax.annotate(f"{r['channels']}@{r['size']}", (r["intensity"], r["gmacs_per_s"]), textcoords="offset points", xytext=(5, -10), fontsize=7)
-    ax.set(xscale="log", yscale="log", xlabel="arithmetic intensity (MACs per byte, fp32)", ylabel="achieved GMAC/s",
-           title=f"{results['environment']['device_name']}, batch {rows[0]['batch_size']}")
+        xy = [(r["intensity"], r["gmacs_per_s"]) for r in pts]
+        ax.scatter(*zip(*xy), marker=marker, s=50, label=label, zorder=3)
+        for r, point in zip(pts, xy):
+            ax.annotate(f"{r['channels']}@{r['size']}", point, textcoords="offset points", xytext=(5, -10), fontsize=7)
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="arithmetic intensity (MACs per byte, fp32)",
+        ylabel="achieved GMAC/s",
+        title=f"{results['environment']['device_name']}, batch {rows[0]['batch_size']}",
+    )
     ax.legend(fontsize=8, loc="lower right")
     return ax
 
@@ -827,16 +940,64 @@ def plot_models(results: Mapping[str, Any], ax: Any = None, mode: str = "forward
     import matplotlib.pyplot as plt
 
     ax = ax if ax is not None else plt.subplots(figsize=(6.5, 4.2))[1]
-    rows = [r for r in results["models"] if r["mode"] == mode and r["variant"] == variant and r.get("macs_per_image")]
+    rows = [
+        r for r in results["models"] if r["mode"] == mode and r["variant"] == variant and r.get("macs_per_image")
+    ]
     if not rows:
         raise ValueError(f"expected model rows with MACs for mode={mode!r}, variant={variant!r}")
     for r in rows:
-        ms = 1e3 / r["images_per_s"]
-        ax.scatter(r["macs_per_image"] / 1e9, ms, s=50, zorder=3)
-        ax.annotate(r["label"], (r["macs_per_image"] / 1e9, ms), textcoords="offset points", xytext=(6, 3), fontsize=8)
-    ax.set(xlabel="GMACs per image", ylabel="ms per image (median)", xlim=(0, None), ylim=(0, None),
-           title=f"{mode}, {results['environment']['device_name']}, batch {rows[0]['batch_size']}")
+        ax.scatter(r["macs_per_image"] / 1e9, 1e3 / r["images_per_s"], s=60, label=r["label"], zorder=3)
+    ax.legend(fontsize=8)
+    ax.set(
+        xlabel="GMACs per image",
+        ylabel="ms per image (median)",
+        xlim=(0, None),
+        ylim=(0, None),
+        title=f"{mode}, {results['environment']['device_name']}, batch {rows[0]['batch_size']}",
+    )
     return ax
+
+
+def plot_variants(results: Mapping[str, Any], axes: Any = None) -> Any:
+    """Speed-up over fp32 of every other variant: layers (left) and models (right).
+
+    Bars start at 1 (no change) on a log scale, so a 2x speed-up and a 2x slow-down have
+    the same length, to the right and to the left.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
+
+    speedups = variant_speedups(results)
+    if not speedups:
+        raise ValueError("expected rows of a variant other than fp32")
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
+    variants = [v for v in VARIANTS if any(s["variant"] == v for s in speedups)]
+    height = 0.8 / len(variants)
+    for ax, section in zip(axes, ("layers", "models")):
+        cases = list(dict.fromkeys(s["case"] for s in speedups if s["section"] == section))
+        if not cases:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, f"no {section} measured with other variants", ha="center", transform=ax.transAxes)
+            continue
+        for j, v in enumerate(variants):
+            vals = {s["case"]: s["speedup"] for s in speedups if s["section"] == section and s["variant"] == v}
+            ys = [i + (j - (len(variants) - 1) / 2) * height for i, c in enumerate(cases) if c in vals]
+            widths = [vals[c] - 1 for c in cases if c in vals]
+            ax.barh(ys, widths, height, left=1, label=v)
+        ax.axvline(1.0, color="k", lw=1)
+        ax.set_xscale("log")
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in (0.1, 0.25, 0.5, 0.8, 1, 1.25, 1.5, 2, 3, 5, 10) if lo <= t <= hi]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_yticks(range(len(cases)), cases, fontsize=8)
+        ax.invert_yaxis()
+        ax.set(xlabel="speed-up over fp32 (x, log scale)", title=section)
+        ax.legend(fontsize=8)
+    axes[0].figure.suptitle(results["environment"]["device_name"], fontsize=10)
+    axes[0].figure.tight_layout()
+    return axes
 
 
 # ------------------------------------------------------------------ command line
@@ -848,22 +1009,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, batch 1 on CPU, variants on Xception only")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="models to compare (default: all)")
-    parser.add_argument("--variant-models", nargs="*", choices=MODEL_NAMES, help="models also run with channels_last/bf16/fp16/compile")
+    parser.add_argument(
+        "--variant-models", nargs="*", choices=MODEL_NAMES, help="models also run with channels_last/bf16/fp16/compile"
+    )
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="try torch.compile (default: on GPU only)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's, usually one per core)")
     parser.add_argument("--no-layers", action="store_true", help="skip the layer micro-benchmarks and the roofline")
-    parser.add_argument("--output", type=Path, help="write the results as JSON here (e.g. book/results/bench_gpu_h100.json)")
+    parser.add_argument("--output", type=Path, help="write JSON here, e.g. book/results/bench_gpu_h100.json")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
             parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     results = run(
-        device=args.device, quick=args.quick, models=args.models, batch_size=args.batch_size, rounds=args.rounds,
-        compile=args.compile, variant_models=args.variant_models, layers=not args.no_layers,
+        device=args.device,
+        quick=args.quick,
+        models=args.models,
+        batch_size=args.batch_size,
+        rounds=args.rounds,
+        compile=args.compile,
+        variant_models=args.variant_models,
+        layers=not args.no_layers,
         progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
     )
     validate_results(results)

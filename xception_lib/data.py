@@ -136,18 +136,22 @@ class CifarArrays:
     def subset(self, train: int | None = None, test: int | None = None, *, seed: int = 0) -> CifarArrays:
         """A random subset (same ``seed``, same images) of the training and/or test split.
 
+        Each split's choice depends only on its size and ``seed``, so ``subset(test=n)``
+        gives the test images that ``subset(train=m, test=n)`` gives.
+
         Args:
             train: Number of training images to keep (``None``: all).
             test: Number of test images to keep (``None``: all).
             seed: Seed of the random choice.
         """
-        g = torch.Generator().manual_seed(seed)
 
         def pick(images: torch.Tensor, labels: torch.Tensor, n: int | None, what: str) -> tuple[torch.Tensor, ...]:
             if n is None:
                 return images, labels
             if not 0 < n <= len(labels):
                 raise ValueError(f"{what} subset must be in 1..{len(labels)}, got {n}")
+            # One generator per split: subset(test=n) picks the same test images as subset(train=m, test=n).
+            g = torch.Generator().manual_seed(seed)
             idx = torch.randperm(len(labels), generator=g)[:n].sort().values
             return images[idx], labels[idx]
 

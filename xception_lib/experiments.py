@@ -51,7 +51,7 @@ FORMAT = "xception_lib.experiments/1"
 """The ``format`` field of every record this module writes."""
 
 GPU_RESULT_NAMES = ("cifar10.json", "ablations.json")
-"""File names reserved for results recorded on a GPU (a preview is never written under them)."""
+"""File names reserved for results recorded on a GPU (a preview or a CPU run is never written under them)."""
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")
 """The per-epoch lists every recorded history has (:class:`xception_lib.history.History`)."""
@@ -506,11 +506,19 @@ def load_gpu_record(path: str | Path) -> dict[str, Any] | None:
 
 
 def save_record(record: dict[str, Any], path: str | Path) -> None:
-    """Validate ``record`` and write it atomically (a temporary file, then a rename)."""
+    """Validate ``record`` and write it atomically (a temporary file, then a rename).
+
+    Raises:
+        ValueError: The record is invalid, or it is a preview or was not measured on a GPU and
+            ``path`` is named like a recorded GPU result (``cifar10.json``, ``ablations.json``).
+    """
     validate_record(record)
     path = Path(path)
-    if record["preview"] and path.name in GPU_RESULT_NAMES:
-        raise ValueError(f"a preview must not be written as {path.name}: that name is reserved for GPU results")
+    if path.name in GPU_RESULT_NAMES and (record["preview"] or record["environment"]["device"] != "cuda"):
+        raise ValueError(
+            f"only a GPU record that is not a preview may be written as {path.name} (the name is reserved for "
+            f"GPU results); got preview={record['preview']} on device {record['environment']['device']!r}"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
@@ -529,6 +537,7 @@ def train_run(
     device: torch.device | str,
     changes: dict[str, Any] | None = None,
     step_time_s: float | None = None,
+    cost: dict[str, int] | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train one model and return its run entry (see :func:`validate_record`).
@@ -545,12 +554,13 @@ def train_run(
         changes: The fields replaced in the base config (``{}`` for the base).
         step_time_s: A time per step already measured for this config (the sweep measures
             each config once); ``None`` measures it here.
+        cost: :func:`complexity` of ``config`` if already computed; ``None`` computes it here.
         progress: Show the trainer's progress bar.
     """
     from xception_lib import train as tr
 
     device = torch.device(device)
-    cost = complexity(config)
+    cost = complexity(config) if cost is None else cost
     if step_time_s is None:
         step_time_s = measure_step_time(
             config,
@@ -595,7 +605,7 @@ def new_record(experiment: str, data: Any, device: torch.device | str, *, previe
         "complete": False,
         "environment": environment(device),
         "data": {
-            "name": "CIFAR-10",
+            "name": str(getattr(data, "name", "cifar10")),
             "source": str(getattr(data, "source", "unknown")),
             "train_size": int(len(data.train_labels)),
             "test_size": int(len(data.test_labels)),
@@ -693,6 +703,7 @@ def run_ablations(
     record = new_record("ablations", data, device, preview=preview, command=command)
 
     step_times = []
+    costs = [complexity(point.config) for point in points]
     for point in points:
         t = measure_step_time(
             point.config,
@@ -726,13 +737,13 @@ def run_ablations(
 
     stopped = False
     for i in range(seeds):
-        for point, t in zip(points, step_times):
+        for point, t, cost in zip(points, step_times, costs):
             if budget_s is not None and time.perf_counter() - start > 1.25 * budget_s:
                 log(f"budget spent: stopping before {point.name}, seed {train_config.seed + i}")
                 stopped = True
                 break
             cfg = dataclasses.replace(train_config, seed=train_config.seed + i)
-            run = train_run(point.name, point.config, cfg, data, device=device, changes=point.changes, step_time_s=t)
+            run = train_run(point.name, point.config, cfg, data, device=device, changes=point.changes, step_time_s=t, cost=cost)
             record["runs"].append(run)
             log(f"{point.name:>18} seed {cfg.seed}: test accuracy {100 * run['final_test_acc']:.2f}% in {run['wall_time_s']:.1f} s")
             if out is not None:
@@ -998,6 +1009,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         preview=args.preview,
         command=command,
         clock_start=clock_start,
+        timing=(1, 2) if args.preview else (2, 5),
     )
     print(format_summary(record))
     return 0

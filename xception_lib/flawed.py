@@ -52,6 +52,7 @@ import dataclasses
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -60,6 +61,9 @@ from xception_lib.anatomy import separable_layers
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import MaxPool2dSame
+
+if TYPE_CHECKING:  # matplotlib is optional: imported inside the function that draws
+    from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
@@ -87,10 +91,11 @@ class Flaws:
         return cls(**dict.fromkeys(FLAW_NAMES, False))
 
     @classmethod
-    def only(cls, name: str) -> Flaws:
-        """Only the flaw ``name``, everything else fixed."""
-        _check_name(name)
-        return dataclasses.replace(cls.none(), **{name: True})
+    def only(cls, *names: str) -> Flaws:
+        """Only the named flaws, everything else fixed."""
+        for name in names:
+            _check_name(name)
+        return dataclasses.replace(cls.none(), **dict.fromkeys(names, True))
 
     def fix(self, *names: str) -> Flaws:
         """A copy with the named flaws fixed."""
@@ -534,6 +539,25 @@ class LoadReport:
         return not (self.wrong_shape or self.missing or self.unexpected)
 
 
+def compare_state_dicts(target: nn.Module, source: nn.Module) -> LoadReport:
+    """What a transplant of ``source``'s tensors into ``target`` would load, without loading.
+
+    Works on ``meta``-device models (only names and shapes are compared).
+
+    Args:
+        target: The model that would receive the tensors.
+        source: The model that would give them.
+    """
+    theirs = {k: tuple(v.shape) for k, v in source.state_dict().items()}
+    ours = {k: tuple(v.shape) for k, v in target.state_dict().items()}
+    return LoadReport(
+        loaded=sum(1 for k, v in theirs.items() if ours.get(k) == v),
+        wrong_shape=tuple(k for k in theirs if k in ours and ours[k] != theirs[k]),
+        missing=tuple(k for k in ours if k not in theirs),
+        unexpected=tuple(k for k in theirs if k not in ours),
+    )
+
+
 def load_matching(target: nn.Module, source: nn.Module) -> LoadReport:
     """Copy every tensor (parameters and buffers) whose name and shape agree from ``source``.
 
@@ -542,19 +566,14 @@ def load_matching(target: nn.Module, source: nn.Module) -> LoadReport:
         source: The model to load from.
 
     Returns:
-        A :class:`LoadReport`; ``report.complete`` means a strict load would have worked.
+        A :class:`LoadReport` (see :func:`compare_state_dicts`); ``report.complete`` means
+        a strict load would have worked.
     """
-    theirs = source.state_dict()
+    report = compare_state_dicts(target, source)
     ours = target.state_dict()
-    same = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
-    wrong = tuple(k for k in theirs if k in ours and ours[k].shape != theirs[k].shape)
+    same = {k: v for k, v in source.state_dict().items() if k in ours and ours[k].shape == v.shape}
     target.load_state_dict(same, strict=False)
-    return LoadReport(
-        loaded=len(same),
-        wrong_shape=wrong,
-        missing=tuple(k for k in ours if k not in theirs),
-        unexpected=tuple(k for k in theirs if k not in ours),
-    )
+    return report
 
 
 def max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float | None:
@@ -761,22 +780,73 @@ def fix_sequence(order: Sequence[str] = FLAW_NAMES) -> list[tuple[str, Flaws]]:
     return steps
 
 
-def format_audits(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "middle_flow", "exit_flow")) -> str:
+def format_audits(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_flow")) -> str:
     """A text table of audits: parameters (and the gap to the reference), shapes at 299 px,
-    whether 299 px reaches the logits, accepted sizes, and distinct middle-flow convolutions."""
+    whether 299 px reaches the logits, accepted sizes (when any were tried), and distinct
+    middle-flow convolutions out of those applied.
+
+    Labels ``"fix <flaw>"`` (from :func:`fix_sequence`) are shown as ``<flaw>`` under the
+    heading "after fixing"."""
     from xception_lib.anatomy import format_shape
 
-    head = f"{'step':28} {'parameters':>12} {'vs Xception':>12} "
-    head += " ".join(f"{s:>11}" for s in stages)
-    head += f" {'299 ok':>6} {'accepted sizes':>26} {'middle':>7}"
+    sizes = any(r.accepted for r in rows)
+    head = f"{'after fixing':23} {'params':>10} {'vs Xception':>11} "
+    head += " ".join(f"{s.replace('_flow', ''):>10}" for s in stages)
+    head += f" {'299?':>4}" + (f" {'accepted sizes':>26}" if sizes else "") + f" {'mid.':>5}"
     lines = [head, "-" * len(head)]
     for r in rows:
-        line = f"{r.label:28} {r.params:>12,} {r.params - r.reference_params:>+12,} "
-        line += " ".join(f"{format_shape(r.shapes.get(s)):>11}" for s in stages)
-        line += f" {'yes' if r.logits_at_299 else 'no':>6} {size_ranges(list(r.accepted)):>26}"
-        line += f" {r.middle.distinct:>3}/{r.middle.applications:<3}"
+        line = f"{r.label.removeprefix('fix '):23} {r.params:>10,} {r.params - r.reference_params:>+11,} "
+        line += " ".join(f"{format_shape(r.shapes.get(s)):>10}" for s in stages)
+        line += f" {'yes' if r.logits_at_299 else 'no':>4}"
+        line += f" {size_ranges(list(r.accepted)):>26}" if sizes else ""
+        line += f" {r.middle.distinct:>2}/{r.middle.applications}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
+    """Parameters after each fix (bars), against the reference Xception's count (line).
+
+    A bar is hatched while a 299 px image still cannot reach the logits.
+
+    Args:
+        rows: Audits of :func:`fix_sequence`'s steps, in order.
+    """
+    from matplotlib.figure import Figure
+
+    if not rows:
+        raise ValueError("expected at least one Audit row, got none")
+    fig = Figure(figsize=(10.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    xs = range(len(rows))
+    bars = ax.bar(
+        xs,
+        [r.params / 1e6 for r in rows],
+        color=["#9ecae1" if r.params == r.reference_params else "#fdae6b" for r in rows],
+        edgecolor="#333333",
+        linewidth=0.6,
+    )
+    for bar, row in zip(bars, rows):
+        if not row.logits_at_299:
+            bar.set_hatch("//")
+    ax.bar_label(bars, labels=[f"{r.params / 1e6:.2f}M" for r in rows], fontsize=7.5, padding=2)
+    ax.axhline(rows[0].reference_params / 1e6, color="#333333", linestyle="--", linewidth=1.0)
+    ax.set_xticks(list(xs), [r.label.removeprefix("fix ") for r in rows], fontsize=8, rotation=30, ha="right")
+    ax.set_ylabel("parameters (millions)")
+    ax.set_yscale("log")
+    ax.margins(y=0.2)
+    ax.spines[["top", "right"]].set_visible(False)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [
+        Line2D([], [], color="#333333", linestyle="--", label="Xception, same config"),
+        Patch(facecolor="#fdae6b", edgecolor="#333333", label="count differs"),
+        Patch(facecolor="#9ecae1", edgecolor="#333333", label="count matches"),
+        Patch(facecolor="white", edgecolor="#333333", hatch="//", label="299 px fails"),
+    ]
+    ax.legend(handles=handles, fontsize=8, loc="upper right", frameon=False)
+    return fig
 
 
 def matches_reference(model: FlawedXception) -> bool:
@@ -805,12 +875,14 @@ __all__ = [
     "count_params",
     "fix_sequence",
     "format_audits",
+    "compare_state_dicts",
     "load_matching",
     "logit_checks",
     "matches_reference",
     "max_logit_difference",
     "middle_flow_usage",
     "param_delta",
+    "plot_fix_sequence",
     "post_config",
     "size_ranges",
 ]

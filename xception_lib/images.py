@@ -104,7 +104,7 @@ def photos(names: Sequence[str] = PHOTO_NAMES) -> dict[str, np.ndarray]:
 
 
 def cifar_test_images(n: int = 8, *, seed: int = 0, root: str | None = None) -> dict[str, np.ndarray]:
-    """``n`` random CIFAR-10 test images, keyed ``"<index>: <class>"``, each 32 x 32 x 3 uint8.
+    """``n`` random CIFAR-10 test images, keyed ``"test image <index> (<class>)"``, each 32 x 32 x 3 uint8.
 
     Args:
         n: How many images.
@@ -120,7 +120,7 @@ def cifar_test_images(n: int = 8, *, seed: int = 0, root: str | None = None) -> 
     if n < 1 or n > len(images):
         raise ValueError(f"n must be in [1, {len(images)}], got {n}")
     chosen = np.random.default_rng(seed).choice(len(images), size=n, replace=False)
-    return {f"{i}: {arrays.classes[int(labels[i])]}": images[i].transpose(1, 2, 0) for i in chosen}
+    return {f"test image {i} ({arrays.classes[int(labels[i])]})": images[i].transpose(1, 2, 0) for i in chosen}
 
 
 def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:

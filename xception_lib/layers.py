@@ -267,27 +267,28 @@ class MaxPool2dSame(nn.Module):
         total = max((out - 1) * self.stride + self.kernel_size - n, 0)
         return total // 2, total - total // 2
 
-    def _pooled_size(self, n: int, pad: int) -> int:
-        """Output size of PyTorch's ``max_pool2d(padding=pad, ceil_mode=True)`` on ``n`` pixels."""
+    def _pooled_size(self, n: int, pad: int, ceil_mode: bool) -> int:
+        """Output size of PyTorch's ``max_pool2d(padding=pad, ceil_mode=ceil_mode)`` on ``n`` pixels."""
         k, s = self.kernel_size, self.stride
-        out = (n + 2 * pad - k + s - 1) // s + 1
-        if (out - 1) * s >= n + pad:  # PyTorch drops a last window that would start in the padding
+        out = (n + 2 * pad - k + (s - 1 if ceil_mode else 0)) // s + 1
+        if ceil_mode and (out - 1) * s >= n + pad:  # PyTorch drops a last window starting in the padding
             out -= 1
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         top, bottom = self._pad(x.shape[-2])
         left, right = self._pad(x.shape[-1])
-        # max_pool2d's own padding is implicitly -inf, and ceil_mode adds the last window,
-        # clipped at the border: this is TensorFlow's "same" pooling without materialising a
-        # padded copy of x (a full read and write of the largest activations). It applies
-        # whenever the windows start at the same places and are as many.
-        fits = top <= self.kernel_size // 2 and left <= self.kernel_size // 2
-        if fits and all(
-            self._pooled_size(n, pad) == -(-n // self.stride)
+        # max_pool2d's own padding is implicitly -inf, and ceil_mode adds a last window,
+        # clipped at the bottom/right border: together they are TensorFlow's "same" pooling
+        # without materialising a padded copy of x (a full read and write of the largest
+        # activations). They apply whenever the windows start at the same places and are as
+        # many. ceil_mode is used only where the padding is asymmetric: it is slower.
+        ceil_mode = bool(bottom > top or right > left)
+        if max(top, left) <= self.kernel_size // 2 and all(
+            self._pooled_size(n, pad, ceil_mode) == -(-n // self.stride)
             for n, pad in ((x.shape[-2], top), (x.shape[-1], left))
         ):
-            return F.max_pool2d(x, self.kernel_size, self.stride, padding=(top, left), ceil_mode=True)
+            return F.max_pool2d(x, self.kernel_size, self.stride, padding=(top, left), ceil_mode=ceil_mode)
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
         return F.max_pool2d(x, self.kernel_size, self.stride)

@@ -201,7 +201,7 @@ def plot_feature_maps(
     shared = _robust_range(maps) if normalize == "stage" else None
     ncols = max(1, min(ncols, len(chosen)))
     nrows = -(-len(chosen) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.6 * ncols, 1.75 * nrows + 0.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.15 * ncols, 1.3 * nrows + 0.5), squeeze=False, layout="constrained")
     for k, ax in enumerate(axes.flat):
         if k >= len(chosen):
             ax.remove()
@@ -247,7 +247,7 @@ def plot_stages(
     unknown = [s for s in names if s not in outs]
     if unknown:
         raise ValueError(f"stages must be among {list(outs)}, got {unknown}")
-    fig, axes = plt.subplots(len(names), n, figsize=(1.55 * n + 1.2, 1.6 * len(names) + 0.5), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(len(names), n, figsize=(1.2 * n + 1.0, 1.3 * len(names) + 0.5), squeeze=False, layout="constrained")
     for row, name in enumerate(names):
         act = outs[name][0]
         chosen = select_channels(act, "active", n)
@@ -288,7 +288,7 @@ def plot_first_filters(model: Xception, *, ncols: int = 8, title: str | None = N
     count = len(patches)
     ncols = max(1, min(ncols, count))
     nrows = -(-count // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(1.2 * ncols, 1.35 * nrows + 0.6), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(1.0 * ncols, 1.15 * nrows + 0.5), squeeze=False, layout="constrained")
     for k, ax in enumerate(axes.flat):
         if k >= count:
             ax.remove()
@@ -472,7 +472,7 @@ def plot_activation_statistics(
     *,
     title: str | None = None,
 ) -> Figure:
-    """Mean after ReLU, standard deviation and sparsity per stage, as three line plots.
+    """Mean after ReLU, standard deviation, sparsity and dead channels per stage, as four line plots.
 
     Args:
         stats: The output of :func:`activation_statistics`, or several of them keyed by a
@@ -480,16 +480,18 @@ def plot_activation_statistics(
         title: The figure's title.
 
     Returns:
-        A figure with 3 panels.
+        A figure with 4 panels (2 x 2).
     """
     import matplotlib.pyplot as plt
 
     series = dict(stats) if isinstance(stats, Mapping) else {"": stats}
-    fig, axes = plt.subplots(1, 3, figsize=(10.5, 3.6), layout="constrained")
+    fig, grid = plt.subplots(2, 2, figsize=(7.6, 6.0), layout="constrained")
+    axes = list(grid.flat)
     panels = [
         ("mean_relu", "mean after ReLU", "Mean activation after ReLU"),
         ("std", "standard deviation", "Spread of the stage output"),
         ("sparsity", "fraction zero after ReLU", "Sparsity after ReLU"),
+        ("dead_channels", "fraction of channels", "Channels that never fire"),
     ]
     for label, rows in series.items():
         names = [_SHORT_STAGE_NAMES.get(r["stage"], r["stage"]) for r in rows]
@@ -500,8 +502,8 @@ def plot_activation_statistics(
         ax.set_xlabel("stage")
         ax.tick_params(axis="x", labelrotation=30, labelsize=9)
         ax.grid(alpha=0.3)
-        if key == "sparsity":
-            ax.set_ylim(0, 1)
+        if key in ("sparsity", "dead_channels"):
+            ax.set_ylim(-0.02, 1.02)
         elif all(r[key] > 0 for rows in series.values() for r in rows):
             ax.set_yscale("log")  # values can span orders of magnitude across stages
             ylabel = f"{ylabel} (log scale)"
@@ -549,9 +551,11 @@ def plot_top_k(
     """Each image beside a bar chart of its top-``k`` predicted classes.
 
     Returns:
-        A figure with one row per image: the image, then a bar chart (2 panels per image).
+        A figure with one row per image, the image beside its bar chart (2 panels per image).
     """
     import matplotlib.pyplot as plt
+
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     x = images[None] if images.dim() == 3 else images
     predictions = top_k(model, x, class_names, k=k, device=device)
@@ -570,6 +574,8 @@ def plot_top_k(
         ax_bar.set_yticks(rows, [s[:22] for s in names], fontsize=9)
         # Probabilities near 1/num_classes (an untrained model) would be invisible on [0, 1].
         ax_bar.set_xlim(0, 1 if max(probs) > 0.25 else 1.6 * max(probs))
+        ax_bar.xaxis.set_major_locator(MaxNLocator(4))
+        ax_bar.xaxis.set_major_formatter(PercentFormatter(xmax=1.0))
         ax_bar.set_xlabel("probability", fontsize=9)
         ax_bar.set_title(f"top-{len(pairs)} classes", fontsize=10)
         ax_bar.tick_params(axis="x", labelsize=8)

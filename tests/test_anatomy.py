@@ -1,0 +1,216 @@
+"""anatomy: per-flow parameters and MACs, the shape trace, and the architecture drawing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import xception_lib as xl
+from xception_lib import anatomy as an
+from xception_lib import complexity as cx
+
+PAPER = xl.XceptionConfig.imagenet()
+
+
+def conv_out(n: int, k: int = 3, stride: int = 1, pad: int = 0) -> int:
+    return (n + 2 * pad - k) // stride + 1
+
+
+def same_pool_out(n: int, stride: int = 2) -> int:
+    return -(-n // stride)  # TensorFlow "same": ceil(n / stride)
+
+
+# ---------------------------------------------------------------- parameters and MACs
+
+
+@pytest.mark.parametrize("cfg", [PAPER, xl.XceptionConfig.imagenet(width_multiplier=0.25, middle_blocks=2, num_classes=7)])
+def test_formula_matches_the_modules_flow_by_flow(cfg: xl.XceptionConfig) -> None:
+    model = an.meta_model(cfg)
+    measured = {row.name: row.params for row in an.flow_costs(model, (1, 3, 71, 71))}
+    counted = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in an.FLOWS}
+    assert an.flow_params_formula(cfg) == measured == counted
+
+
+def test_paper_total_is_table_3() -> None:
+    assert sum(an.flow_params_formula(PAPER).values()) == 22_855_952  # the paper's Table 3
+
+
+def test_formula_rejects_segments() -> None:
+    with pytest.raises(ValueError, match="segments=None"):
+        an.flow_params_formula(xl.XceptionConfig.imagenet(segments=8))
+
+
+def test_separable_layers_are_those_of_the_model() -> None:
+    model = an.meta_model(PAPER)
+    seps = [m for m in model.modules() if isinstance(m, xl.SeparableConv2d)]
+    layers = an.separable_layers(PAPER)
+    assert [(s.depthwise.in_channels, s.pointwise.out_channels) for s in seps] == [(i, o) for _, i, o in layers]
+    assert [i for _, i, _ in layers] == PAPER.separable_in_channels()
+
+
+def test_depthwise_share_counts_depthwise_weights() -> None:
+    model = an.meta_model(PAPER)
+    dw = sum(m.depthwise.weight.numel() for m in model.modules() if isinstance(m, xl.SeparableConv2d))
+    total = sum(p.numel() for p in model.parameters())
+    assert an.depthwise_share(PAPER) == pytest.approx(dw / total)
+
+
+def test_flow_macs_agree_with_fvcore(tiny_cfg: xl.XceptionConfig) -> None:
+    model = xl.Xception(tiny_cfg)
+    size = (2, 3, 71, 71)
+    rows = {row.name: row.macs for row in an.flow_costs(model, size)}
+    by_op = cx.fvcore_analysis(model, size).by_module_and_operator()
+    for flow in an.FLOWS:
+        ops = by_op.get(flow, {})
+        assert rows[flow] == ops.get("conv", 0) + ops.get("linear", 0), flow
+    assert all(v > 0 for v in rows.values())
+
+
+def test_layer_macs_leaves_no_hooks_and_keeps_mode(tiny_cfg: xl.XceptionConfig) -> None:
+    model = xl.Xception(tiny_cfg).train()
+    macs = an.layer_macs(model, (1, 3, 71, 71))
+    assert model.training
+    assert all(not m._forward_hooks for m in model.modules())
+    conv = model.stem.conv1
+    h = conv_out(71, stride=2)
+    assert macs["stem.conv1"] == cx.conv_macs(3, conv.out_channels, 3, h, h)
+    assert macs["head.fc"] == model.head.fc.in_features * model.head.fc.out_features
+
+
+def test_layer_macs_rejects_bad_size(tiny_cfg: xl.XceptionConfig) -> None:
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        an.layer_macs(xl.Xception(tiny_cfg), (3, 71, 71))
+
+
+def test_flow_costs_needs_the_flows() -> None:
+    with pytest.raises(ValueError, match="missing"):
+        an.flow_costs(nn.Sequential(nn.Conv2d(3, 4, 3)), (1, 3, 8, 8))
+
+
+def test_format_flow_costs_totals() -> None:
+    rows = [an.FlowCost("stem", 10, 100), an.FlowCost("head", 30, 300)]
+    text = an.format_flow_costs(rows, {"stem": 10, "head": 30})
+    assert "total" in text and "40" in text and "400" in text and "25.0%" in text
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def test_shape_trace_of_the_paper_model() -> None:
+    steps = {s.name: s.shape for s in an.shape_trace(an.meta_model(PAPER), (1, 3, 299, 299))}
+    s1 = conv_out(299, stride=2)
+    s2 = conv_out(s1)
+    e1 = same_pool_out(s2)
+    e2 = same_pool_out(e1)
+    e3 = same_pool_out(e2)
+    x = same_pool_out(e3)
+    assert (s1, s2, e1, e2, e3, x) == (149, 147, 74, 37, 19, 10)  # the paper's Figure 5
+    assert steps["stem.conv1"] == (1, 32, s1, s1)
+    assert steps["stem.conv2"] == (1, 64, s2, s2)
+    assert steps["entry_flow.block1"] == (1, 128, e1, e1)
+    assert steps["entry_flow.block3"] == (1, 728, e3, e3)
+    assert steps["middle_flow"] == (1, 728, e3, e3)
+    assert steps["exit_flow"] == (1, 2048, x, x)
+    assert steps["logits"] == (1, 1000)
+
+
+def test_shape_trace_equals_a_real_forward(tiny_cfg: xl.XceptionConfig, image_71: torch.Tensor) -> None:
+    model = xl.Xception(tiny_cfg).eval()
+    steps = {s.name: s.shape for s in an.shape_trace(model, tuple(image_71.shape))}
+    with torch.no_grad():
+        stages = model.forward_intermediates(image_71)
+        logits = model.forward_head(stages["exit_flow"])
+    for name, tensor in stages.items():
+        assert steps[name] == tuple(tensor.shape)
+    assert steps["logits"] == tuple(logits.shape)
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_shape_trace_reports_a_failing_head(tiny_cfg: xl.XceptionConfig) -> None:
+    model = an.meta_model(tiny_cfg)
+    model.head.fc = nn.Linear(3, 7, device="meta")  # wrong input width: the head must fail
+    steps = an.shape_trace(model, (1, 3, 71, 71))
+    assert steps[-1].name == "logits" and steps[-1].shape is None and steps[-1].error
+
+
+def test_shape_trace_reports_a_too_small_input() -> None:
+    steps = an.shape_trace(an.meta_model(PAPER), (1, 3, 5, 5))
+    assert steps[-1].shape is None and "too small" in (steps[-1].error or "")
+
+
+def test_shape_trace_needs_intermediates() -> None:
+    with pytest.raises(TypeError, match="forward_intermediates"):
+        an.shape_trace(nn.Conv2d(3, 3, 1), (1, 3, 8, 8))
+
+
+def test_format_shape() -> None:
+    assert an.format_shape((1, 728, 19, 19)) == "19x19x728"
+    assert an.format_shape((1, 1000)) == "1000"
+    assert an.format_shape(None) == "-"
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _gids(fig) -> list[str]:  # noqa: ANN001
+    return [p.get_gid() for ax in fig.axes for p in ax.patches if p.get_gid()]
+
+
+def test_architecture_figure_draws_every_layer_of_figure_5() -> None:
+    pytest.importorskip("matplotlib")
+    fig = an.architecture_figure()
+    gids = _gids(fig)
+    # entry: 2 x 3 separable convs; middle: one block of 3, drawn once; exit: 2 + 2
+    assert gids.count("box:separable") == 6 + 3 + 4
+    assert gids.count("box:joint") == 2  # the two stem convolutions
+    assert gids.count("box:shortcut") == 4  # three entry blocks and the exit block
+    assert gids.count("box:add") == 5
+    assert gids.count("box:pool") == 5  # four max-pools and the global average pool
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    for shape in ("149x149x32", "147x147x64", "74x74x128", "37x37x256", "19x19x728", "10x10x2048"):
+        assert shape in texts
+    assert "repeated 8 times" in texts
+
+
+def test_architecture_figure_follows_the_config() -> None:
+    pytest.importorskip("matplotlib")
+    fig = an.architecture_figure(xl.XceptionConfig.imagenet(width_multiplier=0.5, middle_blocks=4))
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)
+    assert "SeparableConv 368, 3x3" in texts and "repeated 4 times" in texts
+    with pytest.raises(ValueError, match="stem='imagenet'"):
+        an.architecture_figure(xl.XceptionConfig.cifar())
+
+
+def test_bar_charts() -> None:
+    pytest.importorskip("matplotlib")
+    rows = an.flow_costs(an.meta_model(PAPER))
+    fig = an.plot_flow_costs(rows)
+    assert [len(ax.patches) for ax in fig.axes] == [5, 5]
+    models = [cx.ModelComplexity("a", 32, 10, 100), cx.ModelComplexity("b", 64, 20, 50)]
+    assert [len(ax.patches) for ax in an.plot_comparison(models).axes] == [2, 2]
+    assert "GFLOPs" in an.format_comparison(models)
+    with pytest.raises(ValueError):
+        an.plot_flow_costs([])
+    with pytest.raises(ValueError):
+        an.plot_comparison([])
+
+
+def test_source_code_drops_docstrings_only() -> None:
+    text = an.source_code(xl.XceptionBlock)
+    assert text.startswith("class XceptionBlock(nn.Module):\n    def __init__(")
+    assert "A residual block" not in text and "y = y + self.shortcut(x)" in text
+    assert "A residual block" in an.source_code(xl.XceptionBlock, docstrings=True)
+
+
+def test_calibrate_batch_norm_stores_the_batch_statistics(tiny_cfg: xl.XceptionConfig, image_71: torch.Tensor) -> None:
+    model = xl.Xception(tiny_cfg)
+    momentum = model.stem.bn1.momentum
+    an.calibrate_batch_norm(model, image_71)
+    assert not model.training and model.stem.bn1.momentum == momentum
+    with torch.no_grad():
+        conv = model.stem.conv1(image_71)
+    assert torch.allclose(model.stem.bn1.running_mean, conv.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(model.stem.bn1.running_var, conv.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4)
+    with pytest.raises(ValueError, match="BatchNorm2d"):
+        an.calibrate_batch_norm(nn.Conv2d(3, 3, 1), image_71)

@@ -1,0 +1,232 @@
+"""flawed: every flaw switch does what it claims, and with none the model is Xception."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch import nn
+
+import xception_lib as xl
+from xception_lib import anatomy as an
+from xception_lib import flawed as fl
+
+POST = fl.post_config()
+TINY = xl.XceptionConfig.timm_port(width_multiplier=0.25, middle_blocks=3, num_classes=7)
+NEUTRAL = ("stem_stride_1", "stem_padding", "fixed_size_pool", "exit_relu_before")
+
+
+def flaws_on(*names: str) -> fl.Flaws:
+    return fl.Flaws(**{n: n in names for n in fl.FLAW_NAMES})
+
+
+def ceil_half(n: int) -> int:
+    return -(-n // 2)
+
+
+# ---------------------------------------------------------------- the switches
+
+
+def test_flaws_constructors() -> None:
+    assert fl.Flaws().active() == fl.FLAW_NAMES
+    assert fl.Flaws.none().active() == ()
+    assert fl.Flaws.only("stem_padding").active() == ("stem_padding",)
+    assert fl.Flaws.only("stem_padding", "stem_stride_1").active() == ("stem_stride_1", "stem_padding")
+    assert fl.Flaws().fix("stem_padding", "regular_depthwise").active() == tuple(
+        n for n in fl.FLAW_NAMES if n not in ("stem_padding", "regular_depthwise")
+    )
+    with pytest.raises(ValueError, match="unknown flaw"):
+        fl.Flaws.only("not_a_flaw")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fl.Flaws().stem_padding = False  # type: ignore[misc]
+
+
+def test_fix_sequence_fixes_one_flaw_per_step() -> None:
+    steps = fl.fix_sequence()
+    assert steps[0] == ("as published", fl.Flaws()) and steps[-1][1] == fl.Flaws.none()
+    for (_, before), (label, after) in zip(steps, steps[1:]):
+        fixed = set(before.active()) - set(after.active())
+        assert len(fixed) == 1 and label == f"fix {fixed.pop()}" and set(after.active()) < set(before.active())
+    with pytest.raises(ValueError, match="permutation"):
+        fl.fix_sequence(fl.FLAW_NAMES[:-1])
+
+
+def test_rejects_configs_it_does_not_start_from() -> None:
+    with pytest.raises(ValueError, match="residual=True"):
+        fl.FlawedXception(config=xl.XceptionConfig.imagenet(residual=False))
+    with pytest.raises(ValueError, match="stem='imagenet'"):
+        fl.FlawedXception(config=xl.XceptionConfig.cifar())
+
+
+@pytest.mark.parametrize("cfg", [POST, TINY], ids=["post", "tiny"])
+@pytest.mark.parametrize("name", fl.FLAW_NAMES)
+def test_each_flaw_moves_the_parameters_its_formula_says(name: str, cfg: xl.XceptionConfig) -> None:
+    reference = fl.count_params(an.meta_model(cfg))
+    flawed = fl.count_params(fl.build_meta(fl.Flaws.only(name), cfg))
+    assert flawed - reference == fl.param_delta(name, cfg)
+    if name not in NEUTRAL:
+        assert fl.param_delta(name, cfg) != 0
+
+
+def test_deltas_add_up_except_for_sharing() -> None:
+    one_block = dataclasses.replace(POST, middle_blocks=1)  # sharing one block changes nothing
+    every_other = fl.Flaws().fix("shared_middle_block")
+    expected = fl.count_params(an.meta_model(one_block)) + sum(fl.param_delta(n, one_block) for n in fl.FLAW_NAMES)
+    assert fl.count_params(fl.build_meta(every_other, one_block)) == expected
+    # eight applications of one shared block hold the weights of one block
+    assert fl.count_params(fl.build_meta(fl.Flaws(), POST)) == expected
+
+
+def test_shared_middle_block_is_one_set_of_weights() -> None:
+    shared = fl.middle_flow_usage(fl.build_meta(fl.Flaws.only("shared_middle_block"), POST))
+    distinct = fl.middle_flow_usage(fl.build_meta(fl.Flaws.none(), POST))
+    convs_per_block = 3 * 2  # three separable convolutions, each depthwise + pointwise
+    assert shared == fl.MiddleFlowUsage(applications=8 * convs_per_block, distinct=convs_per_block)
+    assert distinct == fl.MiddleFlowUsage(applications=8 * convs_per_block, distinct=8 * convs_per_block)
+
+
+def test_regular_depthwise_is_a_full_convolution() -> None:
+    sep = fl.FlawedSeparableConv2d(16, 32, fl.Flaws.only("regular_depthwise"), TINY)
+    assert sep.depthwise.groups == 1 and sep.depthwise.weight.shape == (16, 16, 3, 3)
+    sep = fl.FlawedSeparableConv2d(16, 32, fl.Flaws.none(), TINY)
+    assert sep.depthwise.groups == 16 and sep.depthwise.weight.shape == (16, 1, 3, 3)
+
+
+def test_stem_flaws_change_the_shapes() -> None:
+    def stem_sizes(flaws: fl.Flaws) -> tuple[int, int]:
+        steps = {s.name: s.shape for s in an.shape_trace(fl.build_meta(flaws, POST), (1, 3, 299, 299))}
+        return steps["stem.conv1"][-1], steps["stem.conv2"][-1]  # type: ignore[index]
+
+    assert stem_sizes(fl.Flaws.none()) == (149, 147)
+    assert stem_sizes(fl.Flaws.only("stem_padding")) == (150, 150)
+    assert stem_sizes(fl.Flaws.only("stem_stride_1")) == (297, 295)
+    assert stem_sizes(flaws_on("stem_stride_1", "stem_padding")) == (299, 299)
+
+
+def test_post_accepts_only_inputs_whose_exit_map_is_2x2() -> None:
+    sizes = [15, 16, 17, 24, 32, 33, 64, 299]
+
+    def exit_size(h: int) -> int:  # stride-1 padded stem, then four symmetric stride-2 pools
+        for _ in range(4):
+            h = ceil_half(h)
+        return h
+
+    expected = [s for s in sizes if exit_size(s) == 2]
+    assert fl.accepted_sizes(fl.build_meta(fl.Flaws(), POST), sizes) == expected == [17, 24, 32]
+    assert fl.accepted_sizes(fl.build_meta(fl.Flaws.none(), POST), sizes) == sizes
+    assert fl.accepted_sizes(fl.build_meta(fl.Flaws.only("fixed_size_pool"), POST), [64, 96, 299]) == [64]
+
+
+def test_audit_row_of_the_post() -> None:
+    row = fl.audit(fl.Flaws(), POST, sizes=(32, 299))
+    assert row.label == "as published" and not row.logits_at_299 and row.accepted == (32,)
+    assert row.shapes["stem"] == (1, 64, 299, 299) and row.shapes["logits"] is None
+    assert row.params - row.reference_params == fl.count_params(fl.build_meta(fl.Flaws(), POST)) - fl.count_params(
+        an.meta_model(POST)
+    )
+    fixed = fl.audit(fl.Flaws.none(), POST)
+    assert fixed.params == fixed.reference_params and fixed.logits_at_299
+    assert "as published" in fl.format_audits([row, fixed])
+
+
+def test_size_ranges() -> None:
+    assert fl.size_ranges([17, 18, 19, 32, 40, 41]) == "17-19, 32, 40-41"
+    assert fl.size_ranges([]) == "none"
+
+
+# ---------------------------------------------------------------- function, not just counts
+
+
+def test_all_fixed_is_xception_tensor_for_tensor(image_71: torch.Tensor) -> None:
+    torch.manual_seed(0)
+    flawed = fl.FlawedXception(fl.Flaws.none(), TINY)
+    assert fl.matches_reference(flawed)
+    reference = xl.Xception(TINY)
+    reference.load_state_dict(flawed.state_dict(), strict=True)
+    flawed.eval(), reference.eval()
+    with torch.no_grad():
+        assert torch.equal(flawed(image_71), reference(image_71))
+
+
+def test_no_flaw_but_neutral_ones_keeps_the_state_dict() -> None:
+    for name in fl.FLAW_NAMES:
+        assert fl.matches_reference(fl.build_meta(fl.Flaws.only(name), TINY)) == (name in NEUTRAL)
+
+
+def test_logit_checks_find_the_relu_that_counts_miss() -> None:
+    none, relu, pool = fl.logit_checks(
+        [fl.Flaws.none(), fl.Flaws.only("exit_relu_before"), fl.Flaws.only("fixed_size_pool")], TINY, size=96
+    )
+    assert none == 0.0
+    assert relu is not None and relu > 1e-3
+    assert pool is None  # 96 px leaves a 3x3 exit map: the 2x2 pool + flatten cannot feed the classifier
+    with pytest.raises(ValueError, match="state dict"):
+        fl.logit_checks([fl.Flaws.only("bias_before_bn")], TINY)
+
+
+def test_logit_checks_all_fixed_in_keras_conventions() -> None:
+    cfg = xl.XceptionConfig.imagenet(width_multiplier=0.25, middle_blocks=2, num_classes=5)
+    assert fl.logit_checks([fl.Flaws.none()], cfg, size=80) == [0.0]
+
+
+def test_bias_before_batch_norm_cancels_in_training() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 64, 64)
+    redundant = fl.FlawedXception(fl.Flaws.only("bias_before_bn"), TINY)
+    assert fl.bias_change_in_train_mode(redundant, x) < 1e-3
+    # control: a shortcut convolution without batch norm keeps its bias, and it matters
+    useful = fl.FlawedXception(flaws_on("bias_before_bn", "shortcut_without_bn"), TINY)
+    assert fl.bias_change_in_train_mode(useful, x) > 1e-2
+    before = {k: v.clone() for k, v in useful.state_dict().items()}
+    fl.bias_change_in_train_mode(useful, x)
+    assert all(torch.equal(before[k], v) for k, v in useful.state_dict().items())  # left unchanged
+    with pytest.raises(ValueError, match="biases"):
+        fl.bias_change_in_train_mode(fl.FlawedXception(fl.Flaws.none(), TINY), x)
+
+
+def test_relu_between_and_after_pointwise_are_there() -> None:
+    sep = fl.FlawedSeparableConv2d(8, 16, fl.Flaws.only("bn_relu_between"), TINY)
+    assert sep.between is not None and isinstance(sep.between.act, nn.ReLU) and sep.after is None
+    sep = fl.FlawedSeparableConv2d(8, 16, fl.Flaws.only("bn_relu_after_pointwise"), TINY)
+    assert sep.after is not None and isinstance(sep.after.act, nn.ReLU) and sep.between is None
+    x = torch.randn(2, 8, 6, 6)
+    assert (sep.eval()(x) >= 0).all()  # the separable convolution now ends in a ReLU
+
+
+def test_load_matching_reports_what_it_skipped() -> None:
+    torch.manual_seed(0)
+    target = fl.FlawedXception(fl.Flaws.only("regular_depthwise"), TINY)
+    report = fl.load_matching(target, xl.Xception(TINY))
+    assert not report.complete and not report.missing and not report.unexpected
+    assert report.wrong_shape and all(k.endswith("depthwise.weight") for k in report.wrong_shape)
+    assert len(report.wrong_shape) == len(an.separable_layers(TINY))
+    full = fl.load_matching(fl.FlawedXception(fl.Flaws.none(), TINY), xl.Xception(TINY))
+    assert full.complete
+
+
+def test_load_matching_copies_what_matches() -> None:
+    torch.manual_seed(0)
+    source = xl.Xception(TINY)
+    target = fl.FlawedXception(fl.Flaws.only("regular_depthwise"), TINY)
+    fl.load_matching(target, source)
+    assert torch.equal(target.head.fc.weight, source.head.fc.weight)
+    assert torch.equal(target.stem.conv1.weight, source.stem.conv1.weight)
+
+
+def test_compare_state_dicts_of_the_post_on_meta() -> None:
+    report = fl.compare_state_dicts(fl.build_meta(fl.Flaws(), POST), an.meta_model(POST))
+    assert not report.complete
+    assert any(k.startswith("middle_flow.block.") for k in report.missing)  # the one shared block
+    assert any(k.startswith("middle_flow.block8.") for k in report.unexpected)
+    assert fl.compare_state_dicts(fl.build_meta(fl.Flaws.none(), POST), an.meta_model(POST)).complete
+
+
+def test_plot_fix_sequence() -> None:
+    pytest.importorskip("matplotlib")
+    rows = [fl.audit(fl.Flaws(), TINY), fl.audit(fl.Flaws.none(), TINY, label="all fixed")]
+    fig = fl.plot_fix_sequence(rows)
+    bars = fig.axes[0].patches
+    assert len(bars) == 2 and bars[0].get_hatch() == "//" and not bars[1].get_hatch()
+    with pytest.raises(ValueError):
+        fl.plot_fix_sequence([])
