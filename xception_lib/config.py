@@ -178,8 +178,9 @@ class XceptionConfig:
         * widths ``(128, 256, 512)`` / ``(768, 1024, 1024)`` and 4 middle blocks: about
           7 million parameters and 0.6 GMACs per image, ResNet-18-class capacity, which
           is what reaches ~94% on CIFAR-10 within a few dozen epochs, while keeping a
-          short GPU run short. 512 = 2^9, so every power-of-two segment count up to 256
-          is a valid ``segments`` value for the spectrum experiments.
+          short GPU run short. Every separable convolution reads a power-of-two channel
+          count (64 to 1024), so every power-of-two ``segments`` value up to 64 is valid
+          for the spectrum experiments.
         * ``bn_eps=1e-5`` and symmetric pooling: PyTorch's conventions; no Keras weights
           exist for this variant, so nothing needs to match.
         """
