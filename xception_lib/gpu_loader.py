@@ -301,8 +301,9 @@ def compare_loaders(
         std: Normalisation standard deviation.
 
     Returns:
-        ``{"gpu_loader": images/s, "dataloader": images/s, "ratio": gpu_loader / dataloader,
-        "batch_size", "num_batches", "num_workers"}``.
+        A dict with the images per second of each loader (keys ``gpu_loader`` and
+        ``dataloader``), their ``ratio`` (gpu_loader / dataloader), and the ``batch_size``,
+        ``num_batches`` and ``num_workers`` used.
     """
     import torchvision.transforms as T
 
