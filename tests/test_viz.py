@@ -223,6 +223,7 @@ def test_offline_environment_skips_the_download(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(viz, "_cached_weights", lambda url: None)
     monkeypatch.setattr(timm, "create_model", must_not_run)
+    monkeypatch.delenv("XCEPTION_OFFLINE", raising=False)  # CI sets it; this test is about HF_HUB_OFFLINE
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError, match="HF_HUB_OFFLINE"):
         viz.load_pretrained_imagenet()
