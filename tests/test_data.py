@@ -19,14 +19,7 @@ from xception_lib.data import DataNotFoundError, load_cifar
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Run single-threaded: on a CPU shared with other jobs, two intra-op threads can be
-    ten times slower than one (each waits for the other at every kernel's barrier)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def real_data_root() -> Path:
