@@ -349,3 +349,15 @@ def test_command_line_writes_a_preview_and_refuses_misuse(cifar, tmp_path: Path)
     assert ex.main(["ablations", "--preview", "--out", str(tmp_path / "ablations.json")]) == 2
     if not torch.cuda.is_available():
         assert ex.main(["cifar10", "--out", str(tmp_path / "cifar10.json")]) == 2  # no GPU, no --preview
+
+
+def test_train_run_reports_every_epoch_as_a_valid_partial_entry(cifar) -> None:
+    seen: list[dict] = []
+    cfg = ex.preview_train_config("cpu", epochs=2, train_subset=64, test_subset=32, batch_size=32)
+    run = ex.train_run("base", ex.preview_base(), cfg, cifar, device="cpu", step_time_s=0.1, on_epoch=seen.append)
+    assert [len(entry["history"]["test_acc"]) for entry in seen] == [1, 2]
+    record = ex.new_record("cifar10", cifar, "cpu", preview=True, command="pytest")
+    for entry in seen:  # each would be a valid record of a run cut short after that epoch
+        ex.validate_record({**record, "runs": [entry]})
+    assert seen[-1]["final_test_acc"] == run["final_test_acc"]
+    assert seen[0]["wall_time_s"] < seen[1]["wall_time_s"] <= run["wall_time_s"]

@@ -186,7 +186,7 @@ def variant_support(name: str, device: torch.device | str, *, compile: bool = Fa
         elif device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():
             return "this GPU does not support bf16"
     if name == "compile" and not compile:
-        return "not requested (--compile; compiling takes minutes on a small CPU)"
+        return "not requested (pass --compile; compiling takes minutes)"
     return None
 
 

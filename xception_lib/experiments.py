@@ -539,6 +539,7 @@ def train_run(
     step_time_s: float | None = None,
     cost: dict[str, int] | None = None,
     progress: bool = False,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Train one model and return its run entry (see :func:`validate_record`).
 
@@ -556,6 +557,8 @@ def train_run(
             each config once); ``None`` measures it here.
         cost: :func:`complexity` of ``config`` if already computed; ``None`` computes it here.
         progress: Show the trainer's progress bar.
+        on_epoch: Called after every epoch with the entry so far (the history up to that
+            epoch), e.g. to save a partial record that survives an interrupted run.
     """
     from xception_lib import train as tr
 
@@ -573,8 +576,26 @@ def train_run(
         torch.manual_seed(train_config.seed)
         model = Xception(config)
     start = time.perf_counter()
-    history = tr.fit(model, data, train_config, device=device, progress=progress)
-    wall = time.perf_counter() - start
+
+    def entry(history: Any) -> dict[str, Any]:
+        return _run_entry(name, config, train_config, changes, cost, step_time_s, history, time.perf_counter() - start)
+
+    callbacks = [] if on_epoch is None else [lambda _epoch, history: on_epoch(entry(history))]
+    history = tr.fit(model, data, train_config, device=device, progress=progress, callbacks=callbacks)
+    return entry(history)
+
+
+def _run_entry(
+    name: str,
+    config: XceptionConfig,
+    train_config: Any,
+    changes: dict[str, Any] | None,
+    cost: dict[str, int],
+    step_time_s: float,
+    history: Any,
+    wall: float,
+) -> dict[str, Any]:
+    """A run entry of a record (see :func:`validate_record`) from a history so far."""
     speeds = [s for s in history.images_per_sec if s > 0]
     return {
         "name": name,
@@ -637,7 +658,8 @@ def run_reference(
     Args:
         data: CIFAR-10 arrays from :func:`xception_lib.data.load_cifar`.
         device: Where to train (the full schedule is meant for a GPU).
-        out: Where to write the record (``None``: do not write).
+        out: Where to write the record (``None``: do not write). It is written after every
+            epoch with ``complete: false``, and once more at the end.
         preview: Whether this is a CPU preview (recorded as such).
         progress: Show the trainer's progress bar.
         command: The command line to record (default: this process's).
@@ -648,7 +670,20 @@ def run_reference(
 
     train_config = tr.recommended_config(device, **overrides)
     record = new_record("cifar10", data, device, preview=preview, command=command)
-    run = train_run("xception_cifar", XceptionConfig.cifar(), train_config, data, device=device, progress=progress)
+
+    def save_partial(run: dict[str, Any]) -> None:  # an interrupted run still leaves its epochs so far
+        if math.isfinite(run["final_test_acc"]):  # epochs without an evaluation (eval_every > 1) are not saved
+            save_record({**record, "complete": False, "runs": [run]}, out)
+
+    run = train_run(
+        "xception_cifar",
+        XceptionConfig.cifar(),
+        train_config,
+        data,
+        device=device,
+        progress=progress,
+        on_epoch=save_partial if out is not None else None,
+    )
     record["runs"].append(run)
     record["complete"] = True
     if out is not None:
@@ -947,6 +982,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--test-subset", type=int, default=None, help="evaluate on this many test images")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--no-progress", action="store_true")
+        p.add_argument(
+            "--cudnn-benchmark",
+            action=argparse.BooleanOptionalAction,
+            default=True,
+            help="let cuDNN time its algorithms for each shape (CUDA only; default on; recorded)",
+        )
         if name == "cifar10":
             p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
         else:
@@ -971,6 +1012,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"A preview must not be written as {Path(args.out).name}: that name is for GPU results.", file=sys.stderr)
         return 2
     command = _command_line() if argv is None else shlex.join(["python", "-m", "xception_lib.experiments", *argv])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark  # a command's own setting; environment() records it
 
     from xception_lib import data as xd
     from xception_lib import train as tr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 from pathlib import Path
@@ -11,16 +12,24 @@ from typing import Any
 import torch
 
 
+COMMIT_ENV_VAR = "XCEPTION_COMMIT"
+"""Names the commit where there is no git checkout (a copy of the tree sent to a GPU machine)."""
+
+
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The current git commit of the checkout containing ``path`` (default: this package), if any."""
+    """The git commit of the checkout containing ``path`` (default: this package), if any.
+
+    Without a git checkout (``git`` missing, or a bare copy of the files), ``$XCEPTION_COMMIT``
+    is used if set, else ``None``.
+    """
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
+        return os.environ.get(COMMIT_ENV_VAR) or None
+    return out.stdout.strip() or os.environ.get(COMMIT_ENV_VAR) or None
 
 
 def device_name(device: torch.device | str) -> str:
@@ -59,4 +68,5 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         "platform": platform.platform(),
         "commit": git_commit(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        **({"cudnn_benchmark": bool(torch.backends.cudnn.benchmark)} if device.type == "cuda" else {}),
     }

@@ -1,0 +1,33 @@
+"""What is recorded beside a measurement: the commit, also without a git checkout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import xception_lib as xl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_commit_of_this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XCEPTION_COMMIT", "not-this")
+    commit = xl.provenance.git_commit(REPO)
+    if commit is None:
+        pytest.skip("this copy of the repository is not a git checkout")
+    assert len(commit) == 40 and commit != "not-this"  # a real checkout wins over the variable
+
+
+def test_commit_falls_back_to_the_environment_outside_a_checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git must not find a repository above
+    monkeypatch.delenv("XCEPTION_COMMIT", raising=False)
+    assert xl.provenance.git_commit(tmp_path) is None
+    monkeypatch.setenv("XCEPTION_COMMIT", "abc123")
+    assert xl.provenance.git_commit(tmp_path) == "abc123"
+
+
+def test_environment_names_device_and_date() -> None:
+    env = xl.provenance.environment("cpu")
+    assert env["device"] == "cpu" and env["device_name"] and env["date"].endswith("+00:00")
+    assert "cudnn_benchmark" not in env  # only recorded for CUDA runs
