@@ -34,7 +34,8 @@ $py -c "import torch, torchvision, timm, fvcore; print('torch', torch.__version_
 say "stage 0: smoke run"
 if ! timeout 120 $py -m xception_lib.experiments cifar10 --out /tmp/smoke.json --epochs 1 \
         --train-subset 4096 --test-subset 1000 --no-progress >>"$log" 2>&1; then
-    say "smoke run failed: stopping (see the log above)"
+    say "smoke run failed: stopping"
+    tail -n 30 "$log"
     exit 3
 fi
 say "smoke run passed"
