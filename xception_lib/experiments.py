@@ -765,7 +765,7 @@ def run_ablations(
             max_epochs=max_epochs,
         )
         train_config = dataclasses.replace(train_config, epochs=size.epochs, train_subset=size.train_subset or train_config.train_subset)
-        sizing.update(budget_s=budget_s, left_for_runs_s=left, **dataclasses.asdict(size))
+        sizing.update(**dataclasses.asdict(size), sweep_budget_s=budget_s)  # size.budget_s: what was left for the runs
         log(f"sized: {size.epochs} epoch(s), train subset {size.train_subset}, predicted {size.predicted_s:.0f} s of {left:.0f} s")
     sizing.update(epochs=train_config.epochs, train_subset=train_config.train_subset)
     record["sizing"] = sizing
