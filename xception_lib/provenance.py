@@ -17,19 +17,27 @@ COMMIT_ENV_VAR = "XCEPTION_COMMIT"
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
-    """The git commit of the checkout containing ``path`` (default: this package), if any.
+    """The commit of the code: ``$XCEPTION_COMMIT`` if set, else the git HEAD of ``path``'s checkout.
 
-    Without a git checkout (``git`` missing, or a bare copy of the files), ``$XCEPTION_COMMIT``
-    is used if set, else ``None``.
+    The variable comes first because a copy of the files (the tree sent to a GPU machine) can
+    carry git metadata that does not match them; whoever sends the copy knows its commit.
+
+    Args:
+        path: A path inside the checkout (default: this package).
+
+    Returns:
+        The commit, or ``None`` when neither is available.
     """
+    if os.environ.get(COMMIT_ENV_VAR):
+        return os.environ[COMMIT_ENV_VAR]
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
         )
     except (OSError, subprocess.SubprocessError):
-        return os.environ.get(COMMIT_ENV_VAR) or None
-    return out.stdout.strip() or os.environ.get(COMMIT_ENV_VAR) or None
+        return None
+    return out.stdout.strip() or None
 
 
 def device_name(device: torch.device | str) -> str:
