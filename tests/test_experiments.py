@@ -361,3 +361,51 @@ def test_train_run_reports_every_epoch_as_a_valid_partial_entry(cifar) -> None:
         ex.validate_record({**record, "runs": [entry]})
     assert seen[-1]["final_test_acc"] == run["final_test_acc"]
     assert seen[0]["wall_time_s"] < seen[1]["wall_time_s"] <= run["wall_time_s"]
+
+
+def test_effects_are_differences_from_the_base_with_their_standard_error(tiny_record: dict) -> None:
+    rows = {r["name"]: r for r in ex.summarize(tiny_record)}
+    effect = {e["name"]: e for e in ex.effects(tiny_record)}
+    assert set(effect) == set(rows) - {"base"}
+    a, b = rows["residual=False"], rows["base"]
+    e = effect["residual=False"]
+    assert e["delta"] == pytest.approx(a["acc_mean"] - b["acc_mean"])
+    assert e["se"] == pytest.approx((a["acc_std"] ** 2 / 2 + b["acc_std"] ** 2 / 2) ** 0.5)
+    assert e["macs_ratio"] == pytest.approx(a["macs"] / b["macs"]) and e["macs_ratio"] < 1  # no shortcut convs
+    assert effect["segments=1"]["params_ratio"] > 1  # regular spatial convolutions
+    table = ex.format_effects({"first": tiny_record, "again": tiny_record})
+    assert table.splitlines()[0].split()[:3] == ["vs", "base", "first"]
+    assert len(table.splitlines()) == 1 + len(effect)
+    one_seed = {**tiny_record, "runs": [r for r in tiny_record["runs"] if r["seed"] == 0]}
+    assert all(e["se"] != e["se"] for e in ex.effects(one_seed))  # NaN: no spread from one seed
+    with pytest.raises(ValueError, match="'base'"):
+        ex.effects({**tiny_record, "runs": [r for r in tiny_record["runs"] if r["name"] != "base"]})
+
+
+def test_reference_summary_reads_the_goal_off_the_history(cifar) -> None:
+    cfg = ex.preview_train_config("cpu", epochs=2, train_subset=64, test_subset=32, batch_size=32)
+    run = ex.train_run("xception_cifar", ex.preview_base(), cfg, cifar, device="cpu", step_time_s=0.1)
+    record = {**ex.new_record("cifar10", cifar, "cpu", preview=True, command="pytest"), "runs": [run], "complete": True}
+    summary = ex.reference_summary(record, target_acc=0.0, target_s=1e6)
+    assert summary["met_accuracy"] and summary["met_time"] and summary["epochs"] == 2
+    assert summary["best_test_acc"] == max(run["history"]["test_acc"])
+    assert summary["seconds_per_epoch"] == pytest.approx(run["wall_time_s"] / 2)
+    assert not ex.reference_summary(record, target_acc=1.01)["met_accuracy"]
+    with pytest.raises(ValueError, match="cifar10"):
+        ex.reference_summary({**record, "experiment": "ablations"})
+
+
+def test_readme_quotes_the_recorded_gpu_results() -> None:
+    """The README's GPU table is typed by hand: hold it to the committed records."""
+    results = REPO / "book" / "results"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    reference = ex.load_gpu_record(results / "cifar10.json")
+    sweep = ex.load_gpu_record(results / "ablations.json")
+    if reference is None or sweep is None:
+        pytest.skip("no recorded GPU results in book/results")
+    assert f"**{100 * reference['runs'][0]['final_test_acc']:.2f}%**" in readme
+    assert f"**{reference['runs'][0]['wall_time_s']:.0f} s**" in readme
+    effect = {e["name"]: e for e in ex.effects(sweep)}
+    for name, label in (("residual=False", "residual off"), ("activation=relu", "ReLU"), ("activation=elu", "ELU")):
+        e = effect[name]
+        assert f"{label} {100 * e['delta']:.1f} ± {100 * e['se']:.1f}" in readme, name

@@ -838,6 +838,108 @@ def format_summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def effects(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every config against the base: the accuracy difference, its standard error, and the cost ratios.
+
+    Returns:
+        One row per config other than ``"base"``, in the record's order: ``name``, ``seeds``
+        and ``base_seeds``, ``delta`` (mean final test accuracy minus the base's, a fraction),
+        ``se`` (its standard error, ``sqrt(s_a^2 / n_a + s_b^2 / n_b)``; NaN when either side
+        has a single seed), and ``params_ratio``, ``macs_ratio``, ``step_time_ratio`` (this
+        config over the base).
+
+    Raises:
+        ValueError: The record has no ``"base"`` runs.
+    """
+    rows = {row["name"]: row for row in summarize(record)}
+    if "base" not in rows:
+        raise ValueError(f"expected a record with 'base' runs, got configs {sorted(rows)}")
+    base = rows["base"]
+    out = []
+    for name, row in rows.items():
+        if name == "base":
+            continue
+        se = math.nan
+        if row["seeds"] > 1 and base["seeds"] > 1:
+            se = math.sqrt(row["acc_std"] ** 2 / row["seeds"] + base["acc_std"] ** 2 / base["seeds"])
+        out.append(
+            {
+                "name": name,
+                "seeds": row["seeds"],
+                "base_seeds": base["seeds"],
+                "delta": row["acc_mean"] - base["acc_mean"],
+                "se": se,
+                "params_ratio": row["params"] / base["params"],
+                "macs_ratio": row["macs"] / base["macs"],
+                "step_time_ratio": row["step_time_s"] / base["step_time_s"],
+            }
+        )
+    return out
+
+
+def format_effects(records: dict[str, dict[str, Any]]) -> str:
+    """Side by side, for several records of the same sweep: each config's accuracy difference from the base.
+
+    Args:
+        records: Column label -> record, e.g. ``{"2 epochs": a, "4 epochs": b}``. The cost
+            ratios (MACs, measured step time) are those of the first record.
+
+    Returns:
+        The table as aligned text. An entry ``+1.23 ± 0.45 (3)`` is a difference of +1.23
+        percentage points with its standard error, over 3 seeds (``±  n/a`` with a single seed).
+    """
+    if not records:
+        raise ValueError("expected at least one record")
+    tables = {label: {row["name"]: row for row in effects(record)} for label, record in records.items()}
+    first = next(iter(tables.values()))
+    names = list(first) + [n for table in tables.values() for n in table if n not in first]
+    header = f"{'vs base':<18}" + "".join(f"{label:>22}" for label in tables) + f"{'MACs x':>9}{'time x':>9}"
+    lines = [header]
+    for name in dict.fromkeys(names):
+        cells = []
+        for table in tables.values():
+            row = table.get(name)
+            if row is None:
+                cells.append(f"{'-':>22}")
+                continue
+            se = "  n/a" if math.isnan(row["se"]) else f"{100 * row['se']:5.2f}"
+            cells.append(f"{100 * row['delta']:+8.2f} ± {se} ({row['seeds']})".rjust(22))
+        cost = first.get(name)
+        ratios = f"{cost['macs_ratio']:>9.2f}{cost['step_time_ratio']:>9.2f}" if cost else f"{'':>18}"
+        lines.append(f"{name:<18}" + "".join(cells) + ratios)
+    return "\n".join(lines)
+
+
+def reference_summary(record: dict[str, Any], *, target_acc: float = 0.94, target_s: float = 120.0) -> dict[str, Any]:
+    """The reference run against its goal (test accuracy ``target_acc`` within ``target_s`` seconds).
+
+    Returns:
+        ``final_test_acc``, ``best_test_acc`` and ``best_epoch`` (1-based), ``final_train_acc``,
+        ``epochs``, ``wall_time_s``, ``seconds_per_epoch`` (wall time over epochs, evaluation
+        included), ``epochs_in_target`` (how many such epochs fit in ``target_s``),
+        ``met_accuracy`` and ``met_time``.
+    """
+    if record["experiment"] != "cifar10" or not record["runs"]:
+        raise ValueError(f"expected a 'cifar10' record with a run, got experiment {record['experiment']!r}")
+    run = record["runs"][0]
+    history = run["history"]
+    test_acc = history["test_acc"]
+    best = max(range(len(test_acc)), key=lambda i: test_acc[i])
+    per_epoch = run["wall_time_s"] / len(test_acc)
+    return {
+        "final_test_acc": run["final_test_acc"],
+        "best_test_acc": test_acc[best],
+        "best_epoch": best + 1,
+        "final_train_acc": history["train_acc"][-1],
+        "epochs": len(test_acc),
+        "wall_time_s": run["wall_time_s"],
+        "seconds_per_epoch": per_epoch,
+        "epochs_in_target": int(target_s // per_epoch),
+        "met_accuracy": run["final_test_acc"] >= target_acc,
+        "met_time": run["wall_time_s"] <= target_s,
+    }
+
+
 def experiment_rows(record: dict[str, Any], experiment: str) -> list[dict[str, Any]]:
     """The summary rows that belong to one experiment (the base included).
 
