@@ -9,7 +9,8 @@ or biases), random crops and flips, mixed precision and ``channels_last`` on a G
 :class:`~xception_lib.data.CifarArrays`. It writes a checkpoint after every epoch and, run
 again with the same arguments, continues where it stopped, with exactly the weights an
 uninterrupted run would have had: every epoch's randomness (shuffling, crops, flips,
-dropout) is derived from ``(seed, epoch)`` alone, so a checkpoint needs no random state.
+dropout) is derived from ``(seed, epoch)`` alone (and the process's rank under DDP), so a
+checkpoint needs no random state.
 
 Under ``torchrun`` (``torch.distributed`` initialised), :func:`fit` trains with
 ``DistributedDataParallel``: each process takes a shard of every batch (and of the test
@@ -492,7 +493,7 @@ def fit(
 
     ``cfg.batch_size`` stays the global batch (each of the 4 processes takes a quarter of
     it), so the schedule and learning rate need no change, and every process returns the
-    same weights and the same :class:`~xception_lib.history.History`.
+    same weights and the same :class:`~xception_lib.history.History` (timings aside).
 
     Args:
         model: Any classifier of ``N x 3 x H x W`` images; trained in place.
