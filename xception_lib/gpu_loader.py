@@ -51,7 +51,11 @@ class GpuLoader:
         rank: This process's index when the data are sharded across processes.
         world_size: Number of processes; each takes every ``world_size``-th image of the
             epoch's permutation, so ``world_size`` loaders with batch size ``b`` together
-            see the same batches as one loader with batch size ``world_size * b``.
+            see the same batches as one loader with batch size ``world_size * b``. With
+            ``drop_last`` the shards are equally long (the last ``N mod world_size`` images
+            of the permutation are dropped, as the last partial batch is), so every process
+            makes the same number of steps; without it every image is in exactly one shard
+            (what evaluation needs), and shards differ by at most one image.
     """
 
     def __init__(
@@ -123,8 +127,14 @@ class GpuLoader:
 
     @property
     def num_images(self) -> int:
-        """Images this process sees per epoch (its shard, before ``drop_last``)."""
-        return len(self.labels) // self.world_size
+        """Images in this process's shard of an epoch (before dropping a last partial batch)."""
+        return len(self._shard_positions())
+
+    def _shard_positions(self) -> range:
+        """Positions in the epoch's order that this process takes: every ``world_size``-th."""
+        n = len(self.labels)
+        end = n - n % self.world_size if self.drop_last else n  # equal shards, or every image once
+        return range(self.rank, end, self.world_size)
 
     def __len__(self) -> int:
         n = self.num_images
@@ -147,8 +157,8 @@ class GpuLoader:
                 flips = torch.zeros_like(flips)
         # Every process takes every world_size-th position: global batch k of one process
         # with batch world_size * b is the union of batch k of world_size processes.
-        keep = self.num_images * self.world_size
-        sl = slice(self.rank, keep, self.world_size)
+        positions = self._shard_positions()
+        sl = slice(positions.start, positions.stop, positions.step)
         return order[sl].to(self.device), offsets[sl].to(self.device), flips[sl].to(self.device)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

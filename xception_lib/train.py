@@ -9,20 +9,26 @@ or biases), random crops and flips, mixed precision and ``channels_last`` on a G
 :class:`~xception_lib.data.CifarArrays`. It writes a checkpoint after every epoch and, run
 again with the same arguments, continues where it stopped, with exactly the weights an
 uninterrupted run would have had: every epoch's randomness (shuffling, crops, flips,
-dropout) is derived from ``(seed, epoch)`` alone, so a checkpoint needs no random state.
+dropout) is derived from ``(seed, epoch)`` alone (and the process's rank under DDP), so a
+checkpoint needs no random state.
 
 Under ``torchrun`` (``torch.distributed`` initialised), :func:`fit` trains with
-``DistributedDataParallel``: each process takes a shard of every batch, metrics are summed
-over processes, and only rank 0 writes checkpoints.
+``DistributedDataParallel``: each process takes a shard of every batch (and of the test
+set), metrics are summed over processes, and only rank 0 writes checkpoints and reports
+progress. Two processes with batch ``B`` train as one process with batch ``B`` does, up to
+the order of floating-point sums, for a model without batch norm (``tests/test_ddp.py``);
+with batch norm each process normalises its own shard, unless :attr:`TrainConfig.sync_batchnorm`
+applies (CUDA).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -104,6 +110,12 @@ class TrainConfig:
         grad_clip: Clip the gradient norm to this value; ``None``: no clipping.
         log_every: Steps between progress-bar updates (each update waits for the device).
         seed: Seed of the data order, augmentation, subsets and dropout.
+        sync_batchnorm: Under ``DistributedDataParallel`` on CUDA, batch norm normalises with
+            the mean and variance of the whole global batch (``nn.SyncBatchNorm``, one
+            all-reduce per layer and step) rather than of each process's shard, so that
+            small per-GPU batches normalise as the one large batch would. It has no effect
+            in a single process or on a CPU (SyncBatchNorm needs a GPU), where each process
+            normalises its own shard. The caller's model keeps its own layers.
         is_preview: Marks a shortened schedule (a CPU preview); printed by :meth:`describe`.
     """
 
@@ -130,6 +142,7 @@ class TrainConfig:
     grad_clip: float | None = None
     log_every: int = 10
     seed: int = 0
+    sync_batchnorm: bool = True
     is_preview: bool = False
 
     def __post_init__(self) -> None:
@@ -256,8 +269,15 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, 1]).generate_state(1)[0])
+def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Seed of epoch ``epoch``'s dropout (and other torch randomness) in process ``rank``.
+
+    Each process gets its own stream, as each has its own images: with one stream for all,
+    image ``i`` of every process's shard would get the same dropout mask. Rank 0 keeps the
+    single-process seed.
+    """
+    entropy = [seed, epoch, 1] if rank == 0 else [seed, epoch, 1, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def _dist() -> tuple[int, int]:
@@ -272,6 +292,45 @@ def _all_reduce_sum(values: torch.Tensor, world_size: int) -> torch.Tensor:
         values = values.clone()
         torch.distributed.all_reduce(values)
     return values
+
+
+def _broadcast_buffers(model: nn.Module, world_size: int) -> None:
+    """Give every process rank 0's buffers (batch-norm running statistics).
+
+    Without SyncBatchNorm each process updates its running statistics from its own shard;
+    DDP sends rank 0's to the others before each forward pass, but after an epoch's last
+    step they differ, and evaluation, the checkpoint and the returned model should all be
+    rank 0's model.
+    """
+    if world_size > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+@contextlib.contextmanager
+def _synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``model``'s batch-norm layers are ``nn.SyncBatchNorm`` layers.
+
+    Each ``SyncBatchNorm`` shares the parameters and running-statistics buffers of the layer
+    it replaces (``convert_sync_batchnorm`` assigns the same tensors), so an optimizer built
+    on the original parameters trains it and ``model.state_dict()`` keeps its keys. When the
+    block exits, also on an error, the original layers are put back, holding the trained
+    values.
+    """
+    swaps = [
+        (parent, name, child, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        for parent in list(model.modules())
+        for name, child in parent.named_children()
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm)
+    ]
+    for parent, name, _, synced in swaps:
+        setattr(parent, name, synced)
+    try:
+        yield model
+    finally:
+        for parent, name, original, synced in reversed(swaps):
+            original.train(synced.training)
+            setattr(parent, name, original)
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
@@ -415,6 +474,27 @@ def fit(
 ) -> History:
     """Train ``model`` on ``data`` with the recipe ``cfg``; return what happened.
 
+    Under ``torchrun`` every process runs the same script, and :func:`fit` finds the process
+    group that the script initialised::
+
+        # train_ddp.py; run with: torchrun --nproc_per_node=4 train_ddp.py
+        import os
+
+        import torch
+        import xception_lib as xl
+
+        torch.distributed.init_process_group("nccl")  # "gloo" for CPU processes
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+        data = xl.data.load_cifar("cifar10", "data")
+        model = xl.xception_cifar()  # DDP starts every process from rank 0's weights
+        history = xl.train.fit(model, data, xl.train.TrainConfig(), device=device, checkpoint_dir="runs/ddp")
+        torch.distributed.destroy_process_group()
+
+    ``cfg.batch_size`` stays the global batch (each of the 4 processes takes a quarter of
+    it), so the schedule and learning rate need no change, and every process returns the
+    same weights and the same :class:`~xception_lib.history.History` (timings aside).
+
     Args:
         model: Any classifier of ``N x 3 x H x W`` images; trained in place.
         data: A :class:`~xception_lib.data.CifarArrays` (``train_images``, ``train_labels``,
@@ -428,6 +508,7 @@ def fit(
             must equal ``cfg``); ``False`` starts afresh and overwrites it.
         callbacks: Functions ``f(epoch, history)`` called after each epoch's checkpoint; an
             exception raised by one stops training (the checkpoint is already written).
+            Under DDP they run in every process and must stop all of them or none.
 
     Returns:
         The :class:`~xception_lib.history.History`, including epochs restored from a checkpoint.
@@ -475,26 +556,27 @@ def fit(
         history = History.from_dict(state["history"])
         start_epoch = int(state["epoch"])
 
-    train_model: nn.Module = model
-    if world_size > 1:
-        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile:
-        train_model = torch.compile(train_model)
-
+    # SyncBatchNorm only exists on GPUs; on a CPU each process normalises its own shard.
+    sync_bn = cfg.sync_batchnorm and world_size > 1 and device.type == "cuda"
     label = "preview" if cfg.is_preview else "train"
     bar = _progress_bar(total_steps, min(start_epoch * steps_per_epoch, total_steps), label, progress and rank == 0)
     step = start_epoch * steps_per_epoch
     fork_devices = [device] if device.type == "cuda" else []
     try:
-        with torch.random.fork_rng(devices=fork_devices):  # leaves the caller's random state alone
+        with (
+            torch.random.fork_rng(devices=fork_devices),  # leaves the caller's random state alone
+            _synced_batchnorm(model) if sync_bn else contextlib.nullcontext(model),
+        ):
+            train_model = _training_wrapper(model, cfg, device, world_size)
             for epoch in range(start_epoch, last_epoch):
-                torch.manual_seed(_epoch_seed(cfg.seed, epoch))  # dropout etc.: a function of (seed, epoch)
+                torch.manual_seed(_epoch_seed(cfg.seed, epoch, rank))  # dropout etc.: a function of (seed, epoch, rank)
                 train_loader.set_epoch(epoch)
                 if bar is not None:
                     bar.set_description(f"{label} epoch {epoch + 1}/{last_epoch}")
                 step, metrics = _train_epoch(
                     train_model, train_loader, optimizer, scaler, criterion, cfg, amp_dtype, step, total_steps, epoch, history, bar, world_size
                 )
+                _broadcast_buffers(model, world_size)
                 if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch:
                     metrics["test_loss"], metrics["test_acc"] = _evaluate(model, test_loader, amp_dtype, world_size)
                 else:
@@ -526,12 +608,29 @@ def fit(
                         },
                         checkpoint_path,
                     )
+                if world_size > 1:
+                    torch.distributed.barrier()  # no process goes on (or returns) before the checkpoint is written
                 for callback in callbacks:
                     callback(epoch, history)
     finally:
         if bar is not None:
             bar.close()
     return history
+
+
+def _training_wrapper(model: nn.Module, cfg: TrainConfig, device: torch.device, world_size: int) -> nn.Module:
+    """What the training steps call: ``model``, in ``DistributedDataParallel`` and compiled as asked.
+
+    Evaluation and checkpoints use ``model`` itself: evaluation needs no gradient
+    synchronisation, and a checkpoint's keys must not depend on the wrappers.
+    """
+    wrapped = model
+    if world_size > 1:
+        device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    if cfg.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
 
 
 def _train_epoch(
@@ -558,8 +657,10 @@ def _train_epoch(
 
     def flush() -> None:
         # One device-to-host copy per log_every steps; a non-finite loss is found here and
-        # named by its exact step, even though the check runs only every few steps.
-        values = torch.stack(pending).tolist()
+        # named by its exact step, even though the check runs only every few steps. Under
+        # DDP the mean over processes is the global batch's loss, and a non-finite loss in
+        # any process stops all of them at the same step.
+        values = (_all_reduce_sum(torch.stack(pending), world_size) / world_size).tolist()
         for offset, value in enumerate(values):
             if not math.isfinite(value):
                 bad = step - len(values) + offset
@@ -637,6 +738,7 @@ def _run_meta(model: nn.Module, data: Any, cfg: TrainConfig, device: torch.devic
 
 def _check_same_config(stored: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
     current = cfg.to_dict()
+    stored = {**TrainConfig().to_dict(), **stored}  # a field added since the checkpoint was written reads as its default
     differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
     if differ:
         details = ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ)
