@@ -7,6 +7,7 @@
 from xception_lib.config import XceptionConfig, scale_channels
 from xception_lib.layers import (
     InceptionModule,
+    MaxPool2d,
     MaxPool2dSame,
     SegmentedInception,
     SeparableConv2d,
@@ -44,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "InceptionModule",
+    "MaxPool2d",
     "MaxPool2dSame",
     "SegmentedInception",
     "SeparableConv2d",

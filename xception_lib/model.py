@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from xception_lib.config import XceptionConfig
-from xception_lib.layers import MaxPool2dSame, SeparableConv2d
+from xception_lib.layers import MaxPool2d, MaxPool2dSame, SeparableConv2d
 
 
 class XceptionBlock(nn.Module):
@@ -97,7 +97,7 @@ class XceptionBlock(nn.Module):
 def _max_pool(stride: int, config: XceptionConfig) -> nn.Module:
     if config.pool_padding == "same":
         return MaxPool2dSame(3, stride)
-    return nn.MaxPool2d(3, stride, padding=1)
+    return MaxPool2d(3, stride, padding=1)
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int, padding: int, config: XceptionConfig) -> list[nn.Module]:
