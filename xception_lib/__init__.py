@@ -28,6 +28,7 @@ _SUBMODULES = (
     "figures",
     "flawed",
     "pretrained",
+    "profiling",
     "provenance",
     "train",
     "viz",
