@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Layer kinds and the ATen operator names that belong to each: an entry with ``::``
-#: (``"aten::add"``) matches that operator exactly, any other entry is a substring (first
+#: Layer kinds, each with the ATen operator names that belong to it. An entry with ``::``
+#: (``"aten::add"``) matches that operator exactly; any other entry is a substring (the first
 #: match wins).
 KINDS: dict[str, tuple[str, ...]] = {
     "convolution": ("convolution", "conv2d", "mkldnn_conv"),
@@ -57,8 +57,9 @@ def op_profile(
         warmup: Unprofiled steps first (allocation, oneDNN's kernel choice).
 
     Returns:
-        One dict per operator: ``op`` (its ATen name), ``calls`` (per step), ``self_ms``
-        (per step) and ``share`` (of the total self time, so the shares add up to 1).
+        A list with one dict per operator, with keys ``op`` (its ATen name), ``calls`` (per
+        step), ``self_ms`` (per step) and ``share`` (of the total self time, so the shares
+        add up to 1).
     """
     from torch.profiler import ProfilerActivity, profile
 
