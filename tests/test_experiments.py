@@ -409,3 +409,18 @@ def test_readme_quotes_the_recorded_gpu_results() -> None:
     for name, label in (("residual=False", "residual off"), ("activation=relu", "ReLU"), ("activation=elu", "ELU")):
         e = effect[name]
         assert f"{label} {100 * e['delta']:.1f} ± {100 * e['se']:.1f}" in readme, name
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the smoke run would pass and train")
+def test_gpu_session_script_stops_at_its_smoke_run_without_a_gpu(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "XCEPTION_COMMIT": "test"}
+    done = subprocess.run(
+        ["bash", str(REPO / "tools" / "gpu_session.sh"), "60"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    log = (tmp_path / "out" / "session.log").read_text()
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "smoke run failed: stopping" in log and "stage 1" not in log
+    assert not list((tmp_path / "out").glob("*.json"))  # nothing recorded from a failed smoke run
