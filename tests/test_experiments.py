@@ -424,3 +424,17 @@ def test_gpu_session_script_stops_at_its_smoke_run_without_a_gpu(tmp_path: Path)
     assert done.returncode == 3, done.stdout + done.stderr
     assert "smoke run failed: stopping" in log and "stage 1" not in log
     assert not list((tmp_path / "out").glob("*.json"))  # nothing recorded from a failed smoke run
+
+
+def test_a_budgeted_sweep_records_how_it_was_sized(cifar) -> None:
+    """The GPU command sizes the sweep to a budget; this path once crashed (budget_s recorded twice)."""
+    cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=32, batch_size=32)
+    record = ex.run_ablations(
+        cifar, cfg, device="cpu", base=ex.preview_base(), seeds=1, experiments=["residual"],
+        budget_s=600.0, max_epochs=2, preview=True, command="pytest", timing=(0, 1), log=lambda _line: None,
+    )
+    sizing = record["sizing"]
+    assert sizing["sweep_budget_s"] == 600.0 and 0 < sizing["budget_s"] <= 600.0  # what was left for the runs
+    assert sizing["epochs"] == 2 and all(len(r["history"]["test_acc"]) == 2 for r in record["runs"])
+    assert record["complete"] and sizing["predicted_s"] > 0 and sizing["total_s"] > 0
+    ex.validate_record(record)
