@@ -414,11 +414,8 @@ def evaluate(
         std: Normalisation standard deviation.
         amp: Mixed precision, as in :class:`TrainConfig`.
     """
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    loader = GpuLoader(
-        images, labels, batch_size=batch_size, train=False, device=device, mean=mean, std=std, channels_last=_is_channels_last(model)
-    )
-    return _evaluate(model, loader, resolve_amp(amp, device))[1]
+    loader = _inference_loader(model, images, labels, device, batch_size, mean, std)
+    return _evaluate(model, loader, resolve_amp(amp, loader.device))[1]
 
 
 @torch.no_grad()
@@ -432,16 +429,28 @@ def predict(
     std: Sequence[float] = CIFAR10_STD,
 ) -> torch.Tensor:
     """Class probabilities (``N x classes``, float32, on the CPU) for uint8 ``images``."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    dummy = torch.zeros(len(images), dtype=torch.int64)
-    loader = GpuLoader(
-        images, dummy, batch_size=batch_size, train=False, device=device, mean=mean, std=std, channels_last=_is_channels_last(model)
-    )
+    loader = _inference_loader(model, images, torch.zeros(len(images), dtype=torch.int64), device, batch_size, mean, std)
     was_training = model.training
     model.eval()
     probs = [model(x).float().softmax(1).cpu() for x, _ in loader]
     model.train(was_training)
     return torch.cat(probs)
+
+
+def _inference_loader(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    device: torch.device | str | None,
+    batch_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+) -> GpuLoader:
+    """Unaugmented batches for ``model``: on ``device`` (default: the model's), in the model's memory format."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    return GpuLoader(
+        images, labels, batch_size=batch_size, train=False, device=device, mean=mean, std=std, channels_last=_is_channels_last(model)
+    )
 
 
 def _is_channels_last(model: nn.Module) -> bool:
