@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib import anatomy as an
+from xception_lib.chapters import anatomy as an
 from xception_lib import complexity as cx
 
 PAPER = xl.XceptionConfig.imagenet()

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 import xception_lib as xl
-from xception_lib import bench
+from xception_lib.chapters import bench
 from xception_lib import complexity as cx
 
 # ------------------------------------------------------------------ timing

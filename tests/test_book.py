@@ -306,7 +306,7 @@ def test_colab_launch_links() -> None:
 def test_chapter_1_numbers() -> None:
     pytest.importorskip("fvcore")
     pytest.importorskip("torchinfo")
-    from xception_lib import figures
+    from xception_lib.chapters import figures
 
     c, hw = 728, 19 * 19
     points = {p.segments: p for p in figures.segment_spectrum(c, 19, segments=[1, 13, c])}

@@ -1,4 +1,4 @@
-"""Tests of xception_lib.data (loading, caching) and xception_lib.gpu_loader (GpuLoader)."""
+"""Tests of xception_lib.data (loading, caching) and xception_lib.loader (GpuLoader)."""
 
 from __future__ import annotations
 
@@ -181,8 +181,8 @@ def _coordinate_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(xl.gpu_loader.CIFAR10_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(xl.gpu_loader.CIFAR10_STD).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(xl.loader.CIFAR10_MEAN).view(1, 3, 1, 1) * 255
+    std = torch.tensor(xl.loader.CIFAR10_STD).view(1, 3, 1, 1) * 255
     return (x * std + mean).round().to(torch.int64)
 
 

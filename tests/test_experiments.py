@@ -14,7 +14,7 @@ from torch import nn
 
 import xception_lib as xl
 from xception_lib import complexity as cx
-from xception_lib import experiments as ex
+from xception_lib.chapters import experiments as ex
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -344,7 +344,7 @@ def test_command_line_writes_a_preview_and_refuses_misuse(cifar, tmp_path: Path)
     args += ["--seeds", "1", "--train-subset", "32", "--test-subset", "32", "--no-progress"]
     assert ex.main(args) == 0
     record = ex.load_record(out)
-    assert record["command"] == "python -m xception_lib.experiments " + " ".join(args)
+    assert record["command"] == "python -m xception_lib.chapters.experiments " + " ".join(args)
     assert [r["name"] for r in record["runs"]] == ["base", "residual=False"] and record["preview"]
     assert ex.main(["ablations", "--preview", "--out", str(tmp_path / "ablations.json")]) == 2
     if not torch.cuda.is_available():

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
 from xception_lib import complexity as cx  # noqa: E402
-from xception_lib import figures  # noqa: E402
+from xception_lib.chapters import figures  # noqa: E402
 
 
 def _boxes(fig: Figure) -> list[str]:

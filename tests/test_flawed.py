@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib import anatomy as an
-from xception_lib import flawed as fl
+from xception_lib.chapters import anatomy as an
+from xception_lib.chapters import flawed as fl
 
 POST = fl.post_config()
 TINY = xl.XceptionConfig.timm_port(width_multiplier=0.25, middle_blocks=3, num_classes=7)

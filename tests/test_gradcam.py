@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import xception_lib as xl
-from xception_lib import gradcam
+from xception_lib.chapters import gradcam
 
 pytest.importorskip("matplotlib")
 

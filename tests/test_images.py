@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from xception_lib import images as im
+from xception_lib.chapters import images as im
 
 
 def test_photo_is_rgb_uint8() -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib import profiling
+from xception_lib.chapters import profiling
 
 
 def tiny() -> nn.Module:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import xception_lib as xl
-from xception_lib import viz
+from xception_lib.chapters import viz
 
 plt = pytest.importorskip("matplotlib.pyplot")
 

@@ -32,7 +32,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,
 $py -c "import torch, torchvision, timm, fvcore; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name())" 2>&1 | tee -a "$log"
 
 say "stage 0: smoke run"
-if ! timeout 120 $py -m xception_lib.experiments cifar10 --out /tmp/smoke.json --epochs 1 \
+if ! timeout 120 $py -m xception_lib.chapters.experiments cifar10 --out /tmp/smoke.json --epochs 1 \
         --train-subset 4096 --test-subset 1000 --no-progress >>"$log" 2>&1; then
     say "smoke run failed: stopping"
     tail -n 30 "$log"
@@ -41,19 +41,19 @@ fi
 say "smoke run passed"
 
 say "stage 1: reference run"
-timeout $(( $(left) < 300 ? $(left) : 300 )) $py -m xception_lib.experiments cifar10 --out "$out/cifar10.json" \
+timeout $(( $(left) < 300 ? $(left) : 300 )) $py -m xception_lib.chapters.experiments cifar10 --out "$out/cifar10.json" \
     >>"$log" 2>&1 || say "reference run exited with $?"
 grep -a "test accuracy" "$log" | tail -1
 
 say "stage 2: GPU benchmark"
-timeout $(( $(left) < 120 ? $(left) : 120 )) $py -m xception_lib.bench --device cuda --batch-size 64 --rounds 10 \
+timeout $(( $(left) < 120 ? $(left) : 120 )) $py -m xception_lib.chapters.bench --device cuda --batch-size 64 --rounds 10 \
     --no-compile --variant-models xception resnet50 mobilenet_v2 --output "$out/bench_gpu.json" \
     >>"$log" 2>&1 || say "benchmark exited with $?"
 
 budget=$(( ($(left) - 20) * 4 / 5 ))
 say "stage 3: ablation sweep with a budget of ${budget} s"
 if [ "$budget" -gt 60 ]; then
-    timeout $(( $(left) - 5 )) $py -m xception_lib.experiments ablations --out "$out/ablations.json" --seeds 3 \
+    timeout $(( $(left) - 5 )) $py -m xception_lib.chapters.experiments ablations --out "$out/ablations.json" --seeds 3 \
         --budget-s "$budget" --no-progress >>"$log" 2>&1 || say "sweep exited with $?"
 else
     say "too little time left for the sweep"

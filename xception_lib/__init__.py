@@ -18,28 +18,30 @@ from xception_lib.model import Xception, XceptionBlock, xception, xception_cifar
 from xception_lib.pretrained import from_timm
 
 # Submodules loaded on first use (``xl.complexity``, ``xl.viz``, ...), so that
-# ``import xception_lib`` stays fast and needs only torch.
-_SUBMODULES = (
+# ``import xception_lib`` stays fast and needs only torch. The reusable library sits at the
+# top level; the apparatus of single chapters lives in ``xception_lib.chapters``.
+_SUBMODULES = ("checkpoint", "complexity", "data", "history", "loader", "pretrained", "provenance", "train")
+_CHAPTER_MODULES = (
     "anatomy",
     "bench",
-    "complexity",
-    "data",
     "experiments",
     "figures",
     "flawed",
-    "pretrained",
+    "gradcam",
+    "images",
     "profiling",
-    "provenance",
-    "train",
+    "train_plots",
     "viz",
 )
 
 
 def __getattr__(name: str) -> object:
-    if name in _SUBMODULES:
-        import importlib
+    import importlib
 
+    if name in _SUBMODULES or name == "chapters":
         return importlib.import_module(f"xception_lib.{name}")
+    if name in _CHAPTER_MODULES:
+        return importlib.import_module(f"xception_lib.chapters.{name}")
     raise AttributeError(f"module 'xception_lib' has no attribute {name!r}")
 
 __version__ = "0.1.0"

@@ -17,7 +17,7 @@ Decoding 60,000 JPEGs takes seconds; the decoded arrays are therefore stored onc
 ``~/.cache/xception_lib`` (or ``XCEPTION_CACHE``), keyed by the source's path, size and
 modification time, and the next load memory-maps them in well under a second.
 
-The GPU-resident loader lives in :mod:`xception_lib.gpu_loader` and is re-exported here as
+The GPU-resident loader lives in :mod:`xception_lib.loader` and is re-exported here as
 :class:`GpuLoader`, with :func:`compare_loaders` that measures it against torchvision's
 ``DataLoader``.
 """
@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from xception_lib.checkpoint import atomic_save
-from xception_lib.gpu_loader import GpuLoader, compare_loaders
+from xception_lib.loader import GpuLoader, compare_loaders
 
 __all__ = [
     "CACHE_ENV_VAR",

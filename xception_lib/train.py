@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from xception_lib.checkpoint import CHECKPOINT_NAME, atomic_save, load_checkpoint
-from xception_lib.gpu_loader import CIFAR10_MEAN, CIFAR10_STD, GpuLoader
+from xception_lib.loader import CIFAR10_MEAN, CIFAR10_STD, GpuLoader
 from xception_lib.history import History
-from xception_lib.train_plots import plot_confusion_matrix, plot_history, plot_images, plot_predictions
+from xception_lib.chapters.train_plots import plot_confusion_matrix, plot_history, plot_images, plot_predictions
 
 __all__ = [
     "History",

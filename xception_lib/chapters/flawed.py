@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.anatomy import separable_layers
+from xception_lib.chapters.anatomy import separable_layers
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import MaxPool2dSame
@@ -677,7 +677,7 @@ def audit(
         sizes: Input sizes to try with :func:`accepted_sizes` (none by default).
         reference_params: Parameters of ``Xception(config)``, if already known.
     """
-    from xception_lib.anatomy import meta_model, shape_trace
+    from xception_lib.chapters.anatomy import meta_model, shape_trace
 
     cfg = config if config is not None else post_config()
     model = build_meta(flaws, cfg)
@@ -787,7 +787,7 @@ def format_audits(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_
 
     Labels ``"fix <flaw>"`` (from :func:`fix_sequence`) are shown as ``<flaw>`` under the
     heading "after fixing"."""
-    from xception_lib.anatomy import format_shape
+    from xception_lib.chapters.anatomy import format_shape
 
     sizes = any(r.accepted for r in rows)
     head = f"{'after fixing':23} {'params':>10} {'vs Xception':>11} "
@@ -851,7 +851,7 @@ def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
 
 def matches_reference(model: FlawedXception) -> bool:
     """Whether a flawed model's state dict has exactly the keys and shapes of ``Xception(config)``."""
-    from xception_lib.anatomy import meta_model
+    from xception_lib.chapters.anatomy import meta_model
 
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     ref = {k: tuple(v.shape) for k, v in meta_model(model.config).state_dict().items()}

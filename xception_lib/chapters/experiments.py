@@ -15,8 +15,8 @@ and writes one JSON *record* per experiment (:func:`validate_record` documents t
 
 From a shell::
 
-    python -m xception_lib.experiments cifar10 --out book/results/cifar10.json
-    python -m xception_lib.experiments ablations --out book/results/ablations.json --seeds 3
+    python -m xception_lib.chapters.experiments cifar10 --out book/results/cifar10.json
+    python -m xception_lib.chapters.experiments ablations --out book/results/ablations.json --seeds 3
 
 The first is the full-schedule reference run of ``xl.xception_cifar`` (the training
 chapter); the second is the ablation sweep, whose number of epochs is sized on the
@@ -639,7 +639,7 @@ def new_record(experiment: str, data: Any, device: torch.device | str, *, previe
 def _command_line() -> str:
     argv = list(sys.argv)
     if argv and argv[0].endswith(os.path.join("xception_lib", "experiments.py")):
-        argv = ["python", "-m", "xception_lib.experiments", *argv[1:]]
+        argv = ["python", "-m", "xception_lib.chapters.experiments", *argv[1:]]
     return shlex.join(argv)
 
 
@@ -1067,7 +1067,7 @@ def _where(record: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m xception_lib.experiments", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m xception_lib.chapters.experiments", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("cifar10", "the full-schedule reference run of xl.xception_cifar"),
@@ -1103,7 +1103,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line: ``python -m xception_lib.experiments {cifar10,ablations} --out PATH``."""
+    """The command line: ``python -m xception_lib.chapters.experiments {cifar10,ablations} --out PATH``."""
     clock_start = time.perf_counter()
     args = _parser().parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -1113,7 +1113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.preview and Path(args.out).name in GPU_RESULT_NAMES:
         print(f"A preview must not be written as {Path(args.out).name}: that name is for GPU results.", file=sys.stderr)
         return 2
-    command = _command_line() if argv is None else shlex.join(["python", "-m", "xception_lib.experiments", *argv])
+    command = _command_line() if argv is None else shlex.join(["python", "-m", "xception_lib.chapters.experiments", *argv])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = args.cudnn_benchmark  # a command's own setting; environment() records it
 

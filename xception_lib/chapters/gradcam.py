@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from xception_lib.images import Preprocessing, to_display
+from xception_lib.chapters.images import Preprocessing, to_display
 from xception_lib.model import Xception
 
 if TYPE_CHECKING:

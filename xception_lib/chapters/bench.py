@@ -1,6 +1,6 @@
 """Benchmarks: measured speed beside MAC counts, for whole models and single layers.
 
-Run ``python -m xception_lib.bench`` (``--help`` for options; ``--quick`` for a short run).
+Run ``python -m xception_lib.chapters.bench`` (``--help`` for options; ``--quick`` for a short run).
 It measures, on one device:
 
 * **models**: forward (inference) and forward+backward (training step) throughput in
@@ -1004,8 +1004,8 @@ def plot_variants(results: Mapping[str, Any], axes: Any = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xception_lib.bench``: run the suite, print a table, optionally write JSON."""
-    parser = argparse.ArgumentParser(prog="python -m xception_lib.bench", description=__doc__.split("\n\n")[0])
+    """``python -m xception_lib.chapters.bench``: run the suite, print a table, optionally write JSON."""
+    parser = argparse.ArgumentParser(prog="python -m xception_lib.chapters.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, batch 1 on CPU, variants on Xception only")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="models to compare (default: all)")

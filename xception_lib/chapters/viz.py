@@ -7,7 +7,7 @@ place that needs a hook (the input of a separable convolution deep inside a bloc
 what it captures and removes the hook in a ``finally`` clause.
 
 This module is the one namespace the chapter needs: it re-exports the image helpers of
-:mod:`xception_lib.images` and Grad-CAM from :mod:`xception_lib.gradcam`, and it knows how
+:mod:`xception_lib.chapters.images` and Grad-CAM from :mod:`xception_lib.chapters.gradcam`, and it knows how
 to find the best model available (:func:`load_best_available_model`): pretrained ImageNet
 weights when the network is there, else a CIFAR-10 checkpoint, else a clearly labelled
 random initialisation.
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from xception_lib.config import XceptionConfig
-from xception_lib.gradcam import _device_of, eval_mode, grad_cam, plot_grad_cam
-from xception_lib.images import (
+from xception_lib.chapters.gradcam import _device_of, eval_mode, grad_cam, plot_grad_cam
+from xception_lib.chapters.images import (
     CIFAR10,
     IMAGENET_XCEPTION,
     PHOTO_NAMES,

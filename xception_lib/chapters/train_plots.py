@@ -65,7 +65,7 @@ def plot_images(
 def _as_history(run: History | dict[str, Any]) -> History:
     if isinstance(run, History):
         return run
-    if "runs" in run:  # a record of xception_lib.experiments: its first run
+    if "runs" in run:  # a record of xception_lib.chapters.experiments: its first run
         run = run["runs"][0]
     return History.from_dict(run["history"] if "history" in run else run)
 
@@ -88,7 +88,7 @@ def plot_history(history: History | dict[str, Any], reference: History | dict[st
         history: The run to plot (a :class:`History` or its ``to_dict()``).
         reference: Another run to plot below it: a :class:`History`, its ``to_dict()``,
             a dictionary with a ``"history"`` entry, or a record of
-            :mod:`xception_lib.experiments` (its first run); ``None``: only ``history``.
+            :mod:`xception_lib.chapters.experiments` (its first run); ``None``: only ``history``.
     """
     import matplotlib.pyplot as plt
 

@@ -68,7 +68,7 @@ def cifar10_preprocessing() -> Preprocessing:
 
 
 def preprocessing_for(kind: str) -> Preprocessing:
-    """The preprocessing of a model kind returned by :func:`xception_lib.viz.load_best_available_model`.
+    """The preprocessing of a model kind returned by :func:`xception_lib.chapters.viz.load_best_available_model`.
 
     Args:
         kind: ``"imagenet"`` or ``"random"`` (the ImageNet architecture), or ``"cifar10"``.

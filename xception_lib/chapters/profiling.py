@@ -1,6 +1,6 @@
 """Where a training step's time goes, operator by operator: a CPU profile grouped into layer kinds.
 
-Timing a whole model (:mod:`xception_lib.bench`) says *how fast*; a profile says *where*.
+Timing a whole model (:mod:`xception_lib.chapters.bench`) says *how fast*; a profile says *where*.
 :func:`op_profile` runs a few steps under :mod:`torch.profiler` and returns each operator's
 *self* time (its own work, not that of the operators it calls), largest first;
 :func:`by_kind` adds those up into the kinds a reader thinks in: convolutions, batch norm,
