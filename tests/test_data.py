@@ -1,9 +1,15 @@
-"""Tests of xception_lib.data (loading, caching) and xception_lib.loader (GpuLoader)."""
+"""Tests of xception_lib.data: finding, checking, decoding and caching CIFAR.
+
+The GpuLoader's tests are in test_data_loader.py.
+"""
 
 from __future__ import annotations
 
+import lzma
 import os
 import pickle
+import shutil
+import tarfile
 import time
 import urllib.error
 import zipfile
@@ -14,10 +20,11 @@ import pytest
 import torch
 
 import xception_lib as xl
-from xception_lib.data import DataNotFoundError, load_cifar
+from xception_lib.data import DataError, DataNotFoundError, load_cifar
 
 REPO = Path(__file__).resolve().parents[1]
-
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+TINY = (2, 1)  # training and test images per class of the tiny copies below
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,9 +37,57 @@ def real_data_root() -> Path:
     return root
 
 
+def real_archive() -> Path:
+    root = real_data_root()
+    return root if root.is_file() else root / "cifar10-jpeg.tar.xz"
+
+
 @pytest.fixture(scope="module")
 def cifar10() -> xl.data.CifarArrays:
     return load_cifar("cifar10", real_data_root())
+
+
+def write_tree(root: Path, per_class: tuple[int, int] = TINY, seed: int = 0) -> dict[str, np.ndarray]:
+    """A tiny CIFAR-10 ImageFolder tree of lossless PNGs; returns each split's N x 32 x 32 x 3
+    images in ImageFolder order (class, then file name)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in zip(("train", "test"), per_class):
+        images = rng.integers(0, 256, (len(CIFAR10_CLASSES), n, 32, 32, 3), dtype=np.uint8)
+        for c, name in enumerate(CIFAR10_CLASSES):
+            (root / split / name).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(images[c, i]).save(root / split / name / f"{i:04d}.png")
+        arrays[split] = images.reshape(-1, 32, 32, 3)
+    return arrays
+
+
+def pack(tree: Path, archive: Path) -> Path:
+    """``tree``'s files in a .tar, .tar.gz, .tar.xz or .zip, under ``tree.name``, in reverse
+    order (the loader must sort)."""
+    files = sorted((f for f in tree.rglob("*") if f.is_file()), reverse=True)
+    names = [str(Path(tree.name) / f.relative_to(tree)) for f in files]
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as z:
+            for file, name in zip(files, names):
+                z.write(file, name)
+    else:
+        with tarfile.open(archive, {".tar": "w", ".gz": "w:gz", ".xz": "w:xz"}[archive.suffix]) as t:
+            for file, name in zip(files, names):
+                t.add(file, name)
+    return archive
+
+
+def as_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2)
+
+
+def cut(file: Path, size: int, to: Path) -> Path:
+    """The first ``size`` bytes of ``file``, written to ``to``."""
+    to.write_bytes(file.read_bytes()[:size])
+    return to
 
 
 # ----------------------------------------------------------------------------- loading
@@ -48,7 +103,7 @@ def test_real_archive_via_environment_variable(monkeypatch: pytest.MonkeyPatch, 
     assert data.train_images.shape == (50000, 3, 32, 32) and data.train_images.dtype == torch.uint8
     assert data.test_images.shape == (10000, 3, 32, 32) and data.test_images.dtype == torch.uint8
     assert data.train_labels.dtype == torch.int64
-    assert data.classes == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    assert data.classes == CIFAR10_CLASSES
     assert data.train_labels.bincount().tolist() == [5000] * 10
     assert data.test_labels.bincount().tolist() == [1000] * 10
     assert torch.equal(data.train_images[:100], cifar10.train_images[:100])
@@ -57,62 +112,47 @@ def test_real_archive_via_environment_variable(monkeypatch: pytest.MonkeyPatch, 
     assert torch.allclose(means, torch.tensor(data.mean, dtype=torch.float64), atol=0.003)
 
 
-def _write_image_folder(root: Path, rng: np.random.Generator) -> dict[str, list[np.ndarray]]:
-    """A tiny ImageFolder tree of lossless PNGs; returns the arrays per split, in file order."""
-    from PIL import Image
-
-    arrays: dict[str, list[np.ndarray]] = {"train": [], "test": []}
-    for split, per_class in (("train", 3), ("test", 2)):
-        for name in ("cat", "airplane"):  # written out of order: classes must come out sorted
-            for i in range(per_class):
-                folder = root / split / name
-                folder.mkdir(parents=True, exist_ok=True)
-                image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-                Image.fromarray(image).save(folder / f"{i:04d}.png")
-    for split in ("train", "test"):
-        for name in ("airplane", "cat"):
-            for file in sorted((root / split / name).iterdir()):
-                arrays[split].append(np.asarray(Image.open(file).convert("RGB")))
-    return arrays
-
-
-def test_image_folder_tree_and_zip_archive(tmp_path: Path) -> None:
+def test_image_folder_tree_and_archives(tmp_path: Path) -> None:
     tree = tmp_path / "cifar10-jpeg"
-    expected = _write_image_folder(tree, np.random.default_rng(0))
+    expected = write_tree(tree)
     cache = tmp_path / "cache"
-    from_tree = load_cifar("cifar10", tree, cache=cache)
-    from_parent = load_cifar("cifar10", tmp_path, cache=cache)  # finds cifar10-jpeg/ inside
-    archive = tmp_path / "copy.zip"
-    with zipfile.ZipFile(archive, "w") as z:
-        for file in sorted(tree.rglob("*.png")):
-            z.write(file, Path("cifar10-jpeg") / file.relative_to(tree))
-    from_zip = load_cifar("cifar10", archive, cache=cache)
-    for data in (from_tree, from_parent, from_zip):
-        assert data.classes == ("airplane", "cat")
-        assert data.train_labels.tolist() == [0, 0, 0, 1, 1, 1]
-        assert data.test_labels.tolist() == [0, 0, 1, 1]
-        want = torch.from_numpy(np.stack(expected["train"])).permute(0, 3, 1, 2)
-        assert torch.equal(data.train_images, want)
-        assert torch.equal(data.test_images, torch.from_numpy(np.stack(expected["test"])).permute(0, 3, 1, 2))
-    assert len(list(cache.glob("cifar10-*.pt"))) == 2  # the tree (found twice) and the zip
-    again = load_cifar("cifar10", archive, cache=cache)  # from the cache this time
-    assert torch.equal(again.train_images, from_zip.train_images)
+    loads = [
+        load_cifar("cifar10", tree, cache=cache, images_per_class=TINY),
+        load_cifar("cifar10", tmp_path, cache=cache, images_per_class=TINY),  # finds cifar10-jpeg/ inside
+    ]
+    for suffix in (".zip", ".tar", ".tar.xz"):
+        archive = pack(tree, tmp_path / f"copy{suffix}")
+        loads.append(load_cifar("cifar10", archive, cache=cache, images_per_class=TINY))
+    for data in loads:
+        assert data.classes == CIFAR10_CLASSES
+        assert data.train_labels.tolist() == [c for c in range(10) for _ in range(2)]
+        assert data.test_labels.tolist() == list(range(10))
+        assert torch.equal(data.train_images, as_tensor(expected["train"]))
+        assert torch.equal(data.test_images, as_tensor(expected["test"]))
+    assert len(list(cache.glob("cifar10-*.pt"))) == 4  # the tree (found twice) and three archives
+    again = load_cifar("cifar10", tmp_path / "copy.zip", cache=cache, images_per_class=TINY)  # from the cache
+    assert torch.equal(again.train_images, loads[2].train_images)
+    with pytest.raises(ValueError, match="images_per_class"):
+        load_cifar("cifar10", tree, cache=cache, images_per_class=(0, 1))
+    with pytest.raises(ValueError, match="cifar10"):
+        load_cifar("mnist")
 
 
-def _write_fake_pickles(folder: Path, name: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """torchvision's pickle layout with random contents (for testing the parser only)."""
+def write_fake_pickles(folder: Path, name: str, per_class: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """torchvision's pickle layout with random images, ``per_class`` of each class in every
+    batch (for testing the parser only)."""
     folder.mkdir(parents=True)
     info = xl.data.DATASETS[name]
-    num_classes = 10 if name == "cifar10" else 100
+    num_classes = int(info["num_classes"])
     out: dict[str, list[np.ndarray]] = {"train_x": [], "train_y": [], "test_x": [], "test_y": []}
     for split, files in (("train", info["train_files"]), ("test", info["test_files"])):
         for file in files:
-            data = rng.integers(0, 256, (4, 3072), dtype=np.uint8)
-            labels = rng.integers(0, num_classes, 4).tolist()
+            labels = rng.permutation(np.repeat(np.arange(num_classes), per_class))
+            data = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
             with open(folder / file, "wb") as f:
-                pickle.dump({"data": data, info["label_key"]: labels, "batch_label": file}, f)
+                pickle.dump({"data": data, info["label_key"]: labels.tolist(), "batch_label": file}, f)
             out[f"{split}_x"].append(data)
-            out[f"{split}_y"].append(np.asarray(labels))
+            out[f"{split}_y"].append(labels)
     with open(folder / info["meta_file"], "wb") as f:
         pickle.dump({info["meta_key"]: [f"class{i}" for i in range(num_classes)]}, f)
     return {k: np.concatenate(v) for k, v in out.items()}
@@ -120,15 +160,29 @@ def _write_fake_pickles(folder: Path, name: str, rng: np.random.Generator) -> di
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_torchvision_pickle_format(tmp_path: Path, name: str) -> None:
-    folder = tmp_path / "data" / str(xl.data.DATASETS[name]["torchvision_dir"])
-    expected = _write_fake_pickles(folder, name, np.random.default_rng(1))
-    data = load_cifar(name, tmp_path / "data", cache=tmp_path / "cache")
-    assert data.name == name and data.num_classes == (10 if name == "cifar10" else 100)
+    info = xl.data.DATASETS[name]
+    folder = tmp_path / "data" / str(info["torchvision_dir"])
+    expected = write_fake_pickles(folder, name, 1, np.random.default_rng(1))
+    per_class = (len(info["train_files"]), 1)  # one image of each class in every batch
+    data = load_cifar(name, tmp_path / "data", cache=tmp_path / "cache", images_per_class=per_class)
+    assert data.name == name and data.num_classes == info["num_classes"]
     assert data.train_images.shape == (len(expected["train_y"]), 3, 32, 32)
     # Pickled rows are 1024 red, then 1024 green, then 1024 blue values, row-major.
     assert torch.equal(data.train_images, torch.from_numpy(expected["train_x"]).view(-1, 3, 32, 32))
     assert data.train_images[0, 1, 0, 5].item() == expected["train_x"][0, 1024 + 5]
     assert data.test_labels.tolist() == expected["test_y"].tolist()
+
+    # A truncated batch and a missing one name the file.
+    batch = folder / str(info["test_files"][0])
+    batch.write_bytes(batch.read_bytes()[:1000])
+    with pytest.raises(DataError, match=f"{info['test_files'][0]} is not a readable torchvision batch"):
+        load_cifar(name, folder, cache=tmp_path / "cache", images_per_class=per_class)
+    batch.unlink()
+    with pytest.raises(DataError, match=f"incomplete: {info['test_files'][0]} is missing"):
+        load_cifar(name, folder, cache=tmp_path / "cache", images_per_class=per_class)
+
+
+# ----------------------------------------------------------------------------- missing data
 
 
 def test_missing_data_names_both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,8 +208,186 @@ def test_missing_data_names_both_ways(tmp_path: Path, monkeypatch: pytest.Monkey
     assert isinstance(info.value.__cause__, urllib.error.URLError)
     with pytest.raises(DataNotFoundError, match="download=False"):
         load_cifar("cifar10", cache=tmp_path / "cache", download=False)
-    with pytest.raises(ValueError, match="cifar10"):
-        load_cifar("mnist")
+
+
+def test_environment_variable_pointing_nowhere_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XCEPTION_DATA", "/path/to/folder/with/cifar10")  # the README's placeholder, pasted
+    with pytest.raises(DataNotFoundError) as info:
+        load_cifar("cifar10", cache=tmp_path / "cache")
+    message = str(info.value)
+    assert "XCEPTION_DATA='/path/to/folder/with/cifar10'" in message and "placeholder" in message
+    assert "unset XCEPTION_DATA" in message and "download" in message
+    monkeypatch.setenv("XCEPTION_DATA", "no/such/dir")
+    with pytest.raises(DataNotFoundError) as info:
+        load_cifar("cifar10", cache=tmp_path / "cache")
+    message = str(info.value)
+    assert "XCEPTION_DATA='no/such/dir'" in message and f"resolved to {tmp_path / 'no/such/dir'}" in message
+    assert "does not exist" in message and "root=" in message and "download" in message
+
+
+def test_relative_data_path_means_the_same_in_tests_and_notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A checkout (tests run in its root, notebooks in book/) beside the data, as in CI.
+    repo = tmp_path / "repo"
+    (repo / "xception_lib").mkdir(parents=True)
+    (repo / "book").mkdir()
+    (repo / "_config.yml").write_text("title: a book\n")
+    data_dir = tmp_path / "shared" / "data"
+    write_tree(data_dir / "cifar10-jpeg")
+    monkeypatch.setenv("XCEPTION_DATA", "../shared/data")
+    monkeypatch.setenv("XCEPTION_CACHE", "cache")
+    for cwd in (repo, repo / "book"):
+        monkeypatch.chdir(cwd)
+        data = load_cifar("cifar10", images_per_class=TINY)
+        assert data.source == str((data_dir / "cifar10-jpeg").resolve())
+    assert len(list((repo / "cache").glob("cifar10-*.pt"))) == 1  # one cache, in the repository root
+    # Outside a checkout, relative paths are taken from the working directory.
+    monkeypatch.chdir(tmp_path / "shared")
+    monkeypatch.setenv("XCEPTION_DATA", "data")
+    assert load_cifar("cifar10", images_per_class=TINY).source == data.source
+    assert xl.data.cache_dir() == tmp_path / "shared" / "cache"
+
+
+# ----------------------------------------------------------------------------- the wrong or a partial data set
+
+
+def test_other_cifar_is_refused(tmp_path: Path) -> None:
+    write_tree(tmp_path / "tree")
+    archive = pack(tmp_path / "tree", tmp_path / "cifar10-jpeg.tar")
+    cache = tmp_path / "cache"
+    with pytest.raises(DataError) as info:
+        load_cifar("cifar100", root=archive, cache=cache)
+    message = str(info.value)
+    assert str(archive) in message and "holds 10 classes (airplane, automobile" in message
+    assert "CIFAR-100 has 100" in message and "name='cifar10'" in message
+    assert not cache.exists()  # nothing decoded, nothing cached
+
+
+def test_other_cifar_is_refused_real_archive(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="holds 10 classes .* but CIFAR-100 has 100"):
+        load_cifar("cifar100", root=real_archive(), cache=tmp_path / "cache")
+
+
+def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
+    archive = real_archive()
+    with lzma.open(archive) as source, open(tmp_path / "full.tar", "wb") as target:
+        shutil.copyfileobj(source, target)
+    with tarfile.open(tmp_path / "full.tar") as t:
+        last = t.getmembers()[-3:]  # train/truck/4997.jpg, 4998.jpg, 4999.jpg
+    at_boundary = cut(tmp_path / "full.tar", last[0].offset, tmp_path / "boundary.tar")
+    with pytest.raises(DataError) as info:
+        load_cifar("cifar10", at_boundary, cache=tmp_path / "cache")
+    assert str(at_boundary) in str(info.value)
+    assert "train split has 49,997 images, 5,000 per class expected (CIFAR-10), but truck: 4,997" in str(info.value)
+    assert "copy or download it again" in str(info.value)
+    mid_member = cut(tmp_path / "full.tar", last[1].offset_data + 100, tmp_path / "mid.tar")
+    with pytest.raises(DataError, match="mid.tar cannot be read to its end.*truncated or corrupt"):
+        load_cifar("cifar10", mid_member, cache=tmp_path / "cache")
+    half_xz = cut(archive, archive.stat().st_size // 2, tmp_path / "half.tar.xz")
+    with pytest.raises(DataError, match="half.tar.xz cannot be read to its end.*EOFError"):
+        load_cifar("cifar10", half_xz, cache=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tar.xz", ".zip"])
+def test_truncated_archive_never_loads_partly(tmp_path: Path, suffix: str) -> None:
+    write_tree(tmp_path / "cifar10-jpeg")
+    archive = pack(tmp_path / "cifar10-jpeg", tmp_path / f"full{suffix}")
+    size = archive.stat().st_size
+    cuts = [size // 2, size - 10]  # the middle; a compressed stream's or a zip's trailer
+    if suffix == ".tar":  # exactly before a member's header, and inside a member's data
+        with tarfile.open(archive) as t:
+            members = t.getmembers()
+        cuts[1:] = [members[-1].offset, members[-1].offset_data + 5]
+    for n in cuts:
+        truncated = cut(archive, n, tmp_path / f"cut{suffix}")
+        with pytest.raises(DataError, match=f"{truncated}"):
+            load_cifar("cifar10", truncated, cache=tmp_path / "cache", images_per_class=TINY)
+        truncated.unlink()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_full_set_expected_unless_told(tmp_path: Path) -> None:
+    write_tree(tmp_path / "cifar10-jpeg")
+    with pytest.raises(DataError, match="20 images, 5,000 per class expected.*pass images_per_class"):
+        load_cifar("cifar10", tmp_path, cache=tmp_path / "cache")
+    (tmp_path / "cifar10-jpeg" / "test" / "cat" / "0000.png").unlink()  # one class short
+    with pytest.raises(DataError, match="test split has 9 images, 1 per class expected .*but cat: 0; it is truncated"):
+        load_cifar("cifar10", tmp_path, cache=tmp_path / "cache", images_per_class=TINY)
+    shutil.copytree(tmp_path / "cifar10-jpeg" / "test" / "dog", tmp_path / "cifar10-jpeg" / "test" / "kitten")
+    with pytest.raises(DataError, match=r"test classes \[.kitten.\] do not occur in train/"):
+        load_cifar("cifar10", tmp_path, cache=tmp_path / "cache", images_per_class=TINY)
+
+
+# ----------------------------------------------------------------------------- stray and corrupt files
+
+
+def test_stray_files_are_skipped_by_name(tmp_path: Path) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    expected = write_tree(tree)
+    for folder in (tree, tree / "train", tree / "train" / "cat", tree / "test" / "dog"):
+        (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+        (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+    (tree / "train" / "cat" / "._0000.png").write_bytes(b"\0\5\26\7AppleDouble")  # macOS's resource fork
+    (tree / "README.txt").write_text("CIFAR-10 as JPEGs\n")
+    for source in (tree, pack(tree, tmp_path / "copy.tar"), pack(tree, tmp_path / "copy.zip")):
+        data = load_cifar("cifar10", source, cache=tmp_path / "cache", images_per_class=TINY)
+        assert torch.equal(data.train_images, as_tensor(expected["train"]))
+    (tree / "train" / "cat" / "notes.txt").write_text("not an image")
+    with pytest.raises(DataError, match="train/cat/notes.txt is not an image .*remove it"):
+        load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+
+
+def test_corrupt_image_is_named(tmp_path: Path) -> None:
+    from PIL import Image
+
+    tree = tmp_path / "cifar10-jpeg"
+    write_tree(tree)
+    good = tree / "train" / "dog" / "0001.png"
+    good.write_bytes(good.read_bytes()[:100])  # a truncated PNG
+    archive = pack(tree, tmp_path / "copy.tar.gz")
+    with pytest.raises(DataError, match=r"copy.tar.gz: train/dog/0001.png is not a readable image"):
+        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=TINY)
+    Image.new("RGB", (31, 32)).save(good)
+    with pytest.raises(DataError, match="train/dog/0001.png is 31x32 pixels, expected 32x32"):
+        load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+@pytest.mark.parametrize("damage", ["truncated", "text", "empty", "foreign", "wrong dtype"])
+def test_damaged_cache_is_reported_and_rebuilt(tmp_path: Path, damage: str) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    expected = write_tree(tree)
+    cache = tmp_path / "cache"
+    load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)
+    (cache_file,) = cache.glob("cifar10-*.pt")
+    if damage == "truncated":
+        cache_file.write_bytes(cache_file.read_bytes()[:3000])
+    elif damage == "text":
+        cache_file.write_text("not a cache\n")
+    elif damage == "empty":
+        cache_file.write_bytes(b"")
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, cache_file)
+    else:
+        stored = torch.load(cache_file)
+        torch.save(stored | {"train_images": stored["train_images"].float()}, cache_file)
+    with pytest.warns(UserWarning, match=f"cache file {cache_file} is unreadable.*decoding .* again to replace it"):
+        data = load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)
+    assert torch.equal(data.train_images, as_tensor(expected["train"]))
+    torch.load(cache_file, weights_only=True)  # rebuilt: readable again
+
+
+def test_unwritable_cache_warns_and_returns_the_data(tmp_path: Path) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    expected = write_tree(tree)
+    not_a_dir = tmp_path / "cache"
+    not_a_dir.write_text("a file where the cache directory should be")
+    with pytest.warns(UserWarning, match=f"Could not write the cache file {not_a_dir}/.*data is returned"):
+        data = load_cifar("cifar10", tree, cache=not_a_dir, images_per_class=TINY)
+    assert torch.equal(data.test_images, as_tensor(expected["test"]))
 
 
 def test_subset_is_seeded(cifar10: xl.data.CifarArrays) -> None:
@@ -167,128 +399,3 @@ def test_subset_is_seeded(cifar10: xl.data.CifarArrays) -> None:
     assert len(a.test_labels.unique()) > 5  # a random choice, not the class-sorted first 50
     with pytest.raises(ValueError, match="1..50000"):
         cifar10.subset(train=0)
-
-
-# ----------------------------------------------------------------------------- GpuLoader
-
-
-def _coordinate_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images whose pixels say where they are: R = row + 1, G = column + 1, B = image id."""
-    rows = torch.arange(1, 33, dtype=torch.uint8).view(1, 32, 1).expand(n, 32, 32)
-    cols = torch.arange(1, 33, dtype=torch.uint8).view(1, 1, 32).expand(n, 32, 32)
-    ids = torch.arange(n, dtype=torch.uint8).view(n, 1, 1).expand(n, 32, 32)
-    return torch.stack([rows, cols, ids], 1).contiguous(), torch.arange(n)
-
-
-def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(xl.loader.CIFAR10_MEAN).view(1, 3, 1, 1) * 255
-    std = torch.tensor(xl.loader.CIFAR10_STD).view(1, 3, 1, 1) * 255
-    return (x * std + mean).round().to(torch.int64)
-
-
-def test_loader_shapes_and_eval_order(cifar10: xl.data.CifarArrays) -> None:
-    images, labels = cifar10.test_images[:1000], cifar10.test_labels[:1000]
-    loader = xl.data.GpuLoader(images, labels, batch_size=300, train=False)
-    assert len(loader) == 4  # 300 + 300 + 300 + 100: nothing dropped when evaluating
-    batches = list(loader)
-    assert [len(y) for _, y in batches] == [300, 300, 300, 100]
-    x, y = batches[0]
-    assert x.shape == (300, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
-    assert torch.equal(torch.cat([y for _, y in batches]), labels)
-    assert torch.equal(_unnormalize(torch.cat([x for x, _ in batches])), images.long())
-    train = xl.data.GpuLoader(images, labels, batch_size=300, channels_last=True)
-    assert len(train) == 3  # drop_last for training
-    x, _ = next(iter(train))
-    assert x.is_contiguous(memory_format=torch.channels_last)
-    assert abs(float(x.mean())) < 0.3 and 0.8 < float(x.std()) < 1.3  # roughly standardised
-
-
-def test_augmentation_statistics() -> None:
-    n, p = 256, 4
-    images, labels = _coordinate_images(n)
-    loader = xl.data.GpuLoader(images, labels, batch_size=64, crop_padding=p, seed=0)
-    shifts_y, shifts_x, flipped = [], [], []
-    for _ in range(8):  # 8 epochs x 256 images
-        for x, y in loader:
-            x = _unnormalize(x)
-            assert x.min() >= 0 and x.max() <= 255
-            for image, label in zip(x, y):
-                r, g, b = image
-                inside = (r > 0) & (g > 0)
-                assert torch.all(image[:, ~inside] == 0), "padding must be zeros"
-                assert torch.all(b[inside] == label), "labels must follow their images"
-                i, j = inside.nonzero()[0].tolist()
-                shifts_y.append(int(r[i, j]) - 1 - i)  # source row - output row
-                mirrored = bool(j + 1 < 32 and inside[i, j + 1] and g[i, j + 1] < g[i, j])
-                flipped.append(mirrored)
-                shifts_x.append(int(g[i, j]) - 1 - (31 - j if mirrored else j))
-    shifts = torch.tensor(shifts_y + shifts_x)
-    assert shifts.min() == -p and shifts.max() == p  # within the padding, reaching both ends
-    frequencies = torch.bincount(shifts + p, minlength=2 * p + 1).double() / len(shifts)
-    assert torch.all((frequencies - 1 / (2 * p + 1)).abs() < 0.03), frequencies  # uniform offsets
-    assert 0.45 < sum(flipped) / len(flipped) < 0.55
-
-
-def test_epochs_are_permutations_and_reproducible() -> None:
-    images, labels = _coordinate_images(100)
-    loader = xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=5)
-    epoch0 = torch.cat([y for _, y in loader])
-    epoch1 = torch.cat([y for _, y in loader])
-    assert sorted(epoch0.tolist()) == list(range(100)) == sorted(epoch1.tolist())
-    assert not torch.equal(epoch0, epoch1)
-    again = xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=5)
-    again.set_epoch(1)
-    assert torch.equal(torch.cat([y for _, y in again]), epoch1)
-    assert again.epoch == 2  # iterating advances the epoch
-    again.set_epoch(1)
-    x1 = torch.cat([x for x, _ in again])
-    again.set_epoch(1)
-    assert torch.equal(torch.cat([x for x, _ in again]), x1)
-    other_seed = torch.cat([y for _, y in xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=6)])
-    assert not torch.equal(other_seed, epoch0)
-
-
-def test_shards_make_up_the_global_batch() -> None:
-    images, labels = _coordinate_images(96)
-    whole = list(xl.data.GpuLoader(images, labels, batch_size=32, seed=2))
-    shards = [list(xl.data.GpuLoader(images, labels, batch_size=16, seed=2, rank=r, world_size=2)) for r in range(2)]
-    assert len(whole) == len(shards[0]) == len(shards[1]) == 3
-    for k, (x, y) in enumerate(whole):
-        x_parts = torch.cat([shards[0][k][0], shards[1][k][0]])
-        y_parts = torch.cat([shards[0][k][1], shards[1][k][1]])
-        order, parts_order = y.argsort(), y_parts.argsort()
-        assert torch.equal(y[order], y_parts[parts_order])
-        assert torch.equal(x[order], x_parts[parts_order])  # the same crops and flips too
-
-
-def test_loader_rejects_bad_input() -> None:
-    images, labels = _coordinate_images(8)
-    with pytest.raises(TypeError, match="uint8"):
-        xl.data.GpuLoader(images.float(), labels)
-    with pytest.raises(ValueError, match="8 labels"):
-        xl.data.GpuLoader(images, labels[:5])
-    with pytest.raises(ValueError, match="batch_size"):
-        xl.data.GpuLoader(images, labels, batch_size=0)
-    with pytest.raises(ValueError, match="rank"):
-        xl.data.GpuLoader(images, labels, rank=2, world_size=2)
-
-
-def test_augment_views_stay_within_padding() -> None:
-    images, labels = _coordinate_images(4)
-    loader = xl.data.GpuLoader(images, labels, crop_padding=2)
-    views = loader.augment(torch.tensor([1] * 16))
-    assert views.shape == (16, 3, 32, 32) and views.dtype == torch.uint8
-    assert torch.all(views[:, 2][(views[:, 0] > 0)] == 1)
-    assert len({bytes(v.numpy()) for v in views}) > 4  # different crops and flips
-
-
-def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
-    threads = torch.get_num_threads()
-    result = xl.data.compare_loaders(
-        cifar10.train_images[:2000], cifar10.train_labels[:2000], batch_size=100, num_batches=3, repeats=1, num_workers=2
-    )
-    assert result["gpu_loader"] > 0 and result["dataloader"] > 0
-    assert result["ratio"] == pytest.approx(result["gpu_loader"] / result["dataloader"])
-    assert result["threads"] == 1 and torch.get_num_threads() == threads  # restored
-    with pytest.raises(ValueError, match="at least"):
-        xl.data.compare_loaders(cifar10.train_images[:100], cifar10.train_labels[:100], batch_size=100)

@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 as uint8 tensors, decoded once and cached.
+"""CIFAR-10 and CIFAR-100 as uint8 tensors, decoded once, checked and cached.
 
 :func:`load_cifar` finds the data in one of these places, in this order:
 
@@ -11,11 +11,27 @@
    * torchvision's extracted pickles (``cifar-10-batches-py`` or ``cifar-100-python``);
    * or a directory holding any of these (for example ``cifar10-jpeg.tar.xz``).
 
+   A relative path in ``XCEPTION_DATA`` or ``XCEPTION_CACHE`` is taken from the root of
+   the checkout when the working directory lies inside one (the nearest directory at or
+   above it that holds ``_config.yml`` and ``xception_lib/``), else from the working
+   directory. So ``export XCEPTION_DATA=../shared/data`` in the repository root names the
+   same folder for the tests (run from the root) and for the notebooks (run from ``book/``).
+
 2. Otherwise, torchvision's ``download=True`` into ``~/.cache/xception_lib/torchvision``.
+
+The data must be the whole data set: 10 classes of 5,000 training and 1,000 test images
+(CIFAR-10), or 100 classes of 500 and 100 (CIFAR-100). A truncated archive, a half-copied
+folder or the other CIFAR is an error, never a partial load; a deliberately reduced copy
+states its size with ``images_per_class``. In archives and trees, hidden files (names
+starting with ``.``, such as macOS's ``._0001.jpg`` and ``.DS_Store``) and ``Thumbs.db``
+are skipped; any other file in a class folder must be a 32x32 ``.jpg``, ``.jpeg``,
+``.png`` or ``.bmp`` image, and the error for one that is not names it.
 
 Decoding 60,000 JPEGs takes seconds; the decoded arrays are therefore stored once under
 ``~/.cache/xception_lib`` (or ``XCEPTION_CACHE``), keyed by the source's path, size and
-modification time, and the next load memory-maps them in well under a second.
+modification time, and the next load memory-maps them in well under a second. A cache file
+that cannot be read is reported and rebuilt; a cache that cannot be written is reported,
+and the data is returned all the same.
 
 The GPU-resident loader lives in :mod:`xception_lib.loader` and is re-exported here as
 :class:`GpuLoader`, with :func:`compare_loaders` that measures it against torchvision's
@@ -27,11 +43,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import lzma
 import os
 import pickle
 import tarfile
+import warnings
 import zipfile
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -46,6 +65,7 @@ __all__ = [
     "DATASETS",
     "ENV_VAR",
     "CifarArrays",
+    "DataError",
     "DataNotFoundError",
     "GpuLoader",
     "cache_dir",
@@ -59,11 +79,13 @@ ENV_VAR = "XCEPTION_DATA"
 CACHE_ENV_VAR = "XCEPTION_CACHE"
 """Environment variable overriding the cache directory (default ``~/.cache/xception_lib``)."""
 
-# Per-dataset facts: torchvision's folder name and class, pickle keys, and the channel
+# Per-dataset facts: size, torchvision's folder name and class, pickle keys, and the channel
 # statistics of the training set (the usual normalisation constants).
 DATASETS: dict[str, dict[str, object]] = {
     "cifar10": {
         "title": "CIFAR-10",
+        "num_classes": 10,
+        "per_class": (5000, 1000),  # training and test images of each class
         "torchvision_dir": "cifar-10-batches-py",
         "torchvision_class": "CIFAR10",
         "train_files": tuple(f"data_batch_{i}" for i in range(1, 6)),
@@ -76,6 +98,8 @@ DATASETS: dict[str, dict[str, object]] = {
     },
     "cifar100": {
         "title": "CIFAR-100",
+        "num_classes": 100,
+        "per_class": (500, 100),
         "torchvision_dir": "cifar-100-python",
         "torchvision_class": "CIFAR100",
         "train_files": ("train",),
@@ -90,11 +114,19 @@ DATASETS: dict[str, dict[str, object]] = {
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+_SKIPPED_NAMES = ("Thumbs.db", "desktop.ini")  # besides hidden files (".*")
+_ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 _CACHE_VERSION = 1
+# What a damaged archive raises while it is read (tarfile, zipfile, gzip, lzma, bz2, zlib).
+_READ_ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)
 
 
 class DataNotFoundError(FileNotFoundError):
     """The dataset is neither at the given location nor downloadable."""
+
+
+class DataError(ValueError):
+    """The data was found but is truncated, corrupt, or not the data set asked for."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -178,9 +210,18 @@ def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
     if path is not None:
         return Path(path).expanduser()
     env = os.environ.get(CACHE_ENV_VAR)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "xception_lib"
+    return _env_path(env) if env else Path.home() / ".cache" / "xception_lib"
+
+
+def _env_path(value: str) -> Path:
+    """An environment variable's path, absolute: a relative one is taken from the checkout's
+    root when the working directory lies inside a checkout, else from the working directory."""
+    path = Path(value).expanduser()
+    if path.is_absolute():
+        return path
+    cwd = Path.cwd()
+    is_root = lambda d: (d / "_config.yml").is_file() and (d / "xception_lib").is_dir()  # noqa: E731
+    return Path(os.path.normpath(next(filter(is_root, (cwd, *cwd.parents)), cwd) / path))
 
 
 def load_cifar(
@@ -189,6 +230,7 @@ def load_cifar(
     *,
     cache: str | os.PathLike[str] | None = None,
     download: bool = True,
+    images_per_class: tuple[int, int] | None = None,
 ) -> CifarArrays:
     """Load CIFAR-10 or CIFAR-100 as uint8 tensors (decoded once, then cached).
 
@@ -199,6 +241,9 @@ def load_cifar(
             ``XCEPTION_DATA``, and if that is unset, torchvision's download.
         cache: Cache directory (default: :func:`cache_dir`).
         download: Whether torchvision may download the data when no local copy is given.
+        images_per_class: ``(train, test)`` images that each class must have. ``None``: the
+            whole data set's, ``(5000, 1000)`` for CIFAR-10 and ``(500, 100)`` for CIFAR-100.
+            Smaller numbers only for a deliberately reduced copy (as in the tests).
 
     Returns:
         The train and test arrays, class names and where they came from.
@@ -206,18 +251,31 @@ def load_cifar(
     Raises:
         DataNotFoundError: Neither a local copy nor a download is available; the message
             says how to provide either.
+        DataError: The copy is truncated, corrupt, holds files it should not, or is not the
+            data set asked for (other classes, other counts); the message names the file.
     """
-    key = name.lower().replace("-", "").replace("_", "")
+    key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
     if key not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+    per_class = DATASETS[key]["per_class"] if images_per_class is None else tuple(images_per_class)
+    if len(per_class) != 2 or not all(isinstance(n, int) and n > 0 for n in per_class):  # type: ignore[arg-type]
+        raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
     cache_root = cache_dir(cache)
-    if root is None and os.environ.get(ENV_VAR):
-        root = os.environ[ENV_VAR]
+    env = os.environ.get(ENV_VAR)
+    if root is None and env:
+        source, where = _env_path(env), f"{ENV_VAR}={env!r} (resolved to {_env_path(env)})"
+        if env.startswith("/path/to/"):
+            raise DataNotFoundError(_missing_message(key, cache_root, (
+                f"{where} is the README's placeholder: replace it with the folder that holds your "
+                f"copy, or unset {ENV_VAR} to let torchvision download the data")))
+    else:
+        source, where = (None, "") if root is None else (Path(root).expanduser(), f"root={str(root)!r}")
 
-    if root is not None:
-        found = _find_source(Path(root).expanduser(), key)
+    if source is not None:
+        found = _find_source(source, key)
         if found is None:
-            raise DataNotFoundError(_missing_message(key, cache_root, f"nothing usable at {str(root)!r}"))
+            state = "holds no copy of it" if source.exists() else "does not exist"
+            raise DataNotFoundError(_missing_message(key, cache_root, f"{where} {state}"))
     else:
         download_root = cache_root / "torchvision"
         found = _find_source(download_root, key)
@@ -229,24 +287,22 @@ def load_cifar(
             if found is None:  # pragma: no cover - torchvision changed its layout
                 raise DataNotFoundError(_missing_message(key, cache_root, "torchvision's download left no data"))
     kind, path = found
-    return _load_cached(key, kind, path, cache_root)
+    return _load_cached(key, kind, path, cache_root, per_class)  # type: ignore[arg-type]
 
 
 def _missing_message(name: str, cache_root: Path, reason: str) -> str:
     info = DATASETS[name]
     return (
-        f"{info['title']} data not found ({reason}). Provide it in one of two ways:\n"
+        f"{info['title']} data not found: {reason}. Provide it in one of two ways:\n"
         f"  1. a local copy: pass root=... to load_cifar, or set the environment variable {ENV_VAR}, "
         f"to an archive or directory holding {name}-jpeg.tar.xz, an ImageFolder tree "
         f"(train/<class>/*.jpg and test/<class>/*.jpg) or torchvision's {info['torchvision_dir']};\n"
-        f"  2. network access, so that torchvision can download it (download=True) "
+        f"  2. network access, so that torchvision can download it (download=True, {ENV_VAR} unset) "
         f"into {cache_root / 'torchvision'}."
     )
 
 
 def _torchvision_download(name: str, download_root: Path, cache_root: Path) -> None:
-    import warnings
-
     import torchvision
 
     dataset_class = getattr(torchvision.datasets, str(DATASETS[name]["torchvision_class"]))
@@ -295,85 +351,123 @@ def _find_source(root: Path, name: str) -> tuple[str, Path] | None:
     return None
 
 
-# ----------------------------------------------------------------------------- caching
+# ----------------------------------------------------------------------------- checking and caching
 
 
-def _load_cached(name: str, kind: str, path: Path, cache_root: Path) -> CifarArrays:
+def _check(name: str, classes: tuple[str, ...], labels: dict[str, torch.Tensor], per_class: tuple[int, int], source: str) -> None:
+    """Raise :class:`DataError` unless the classes and labels make the data set asked for."""
+    info = DATASETS[name]
+    if len(classes) != info["num_classes"]:
+        like = [k for k, other in DATASETS.items() if other["num_classes"] == len(classes)]
+        hint = f"; it looks like {DATASETS[like[0]]['title']}: load it with name={like[0]!r}" if like else ""
+        shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
+        raise DataError(
+            f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has {info['num_classes']}{hint}"
+        )
+    for (split, y), want in zip(labels.items(), per_class):
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+            raise DataError(f"{source}: {split} labels outside 0..{len(classes) - 1}: the copy is corrupt")
+        counts = torch.bincount(y, minlength=len(classes)).tolist()
+        if any(c != want for c in counts):
+            wrong = ", ".join(f"{classes[i]}: {c:,}" for i, c in enumerate(counts) if c != want)
+            what = (f"if it is a deliberately reduced copy, pass images_per_class" if len(set(counts)) == 1
+                    else "it is truncated or incomplete: copy or download it again")
+            raise DataError(
+                f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
+                f"({info['title']}), but {wrong[:300]}; {what}"
+            )
+
+
+def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: tuple[int, int]) -> CifarArrays:
     path = path.resolve()
-    stat = path.stat()
-    fingerprint = f"v{_CACHE_VERSION}|{name}|{kind}|{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    digest = hashlib.sha1(fingerprint.encode()).hexdigest()[:16]
-    cache_file = cache_root / f"{name}-{digest}.pt"
-    if cache_file.exists():
+    # An archive is known by its size and time; a folder by those of every file in it.
+    if path.is_file():
+        state = f"{path.stat().st_size}|{path.stat().st_mtime_ns}"
+    else:
+        files = sorted(f for f in path.rglob("*") if f.is_file())
+        state = "|".join(f"{f.relative_to(path)}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [f.stat()])
+    fingerprint = f"v{_CACHE_VERSION}|{name}|{kind}|{path}|{state}"
+    cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
+    arrays = None
+    try:
+        arrays = _from_cache(name, torch.load(cache_file, map_location="cpu", mmap=True, weights_only=True), str(path))
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except Exception as error:  # truncated, corrupt or foreign: torch and pickle raise many kinds
+        reason = str(error).splitlines()[0][:120] if isinstance(error, ValueError) else type(error).__name__
+        warnings.warn(f"The cache file {cache_file} is unreadable ({reason}); decoding {path} again to replace it.")
+    if arrays is None:
+        arrays = _decode(name, kind, path, per_class)
         try:
-            stored = torch.load(cache_file, map_location="cpu", mmap=True, weights_only=True)
-            return _arrays_from_dict(name, stored, str(path))
-        except Exception:  # a truncated or foreign file: decode again and overwrite it
-            pass
-    arrays = _decode(name, kind, path)
-    atomic_save(
-        {
-            "train_images": arrays.train_images,
-            "train_labels": arrays.train_labels,
-            "test_images": arrays.test_images,
-            "test_labels": arrays.test_labels,
-            "classes": list(arrays.classes),
-        },
-        cache_file,
-    )
+            atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
+        except OSError as error:
+            warnings.warn(
+                f"Could not write the cache file {cache_file} ({error}); the data is returned but will be "
+                f"decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory."
+            )
+    _check(name, arrays.classes, {"train": arrays.train_labels, "test": arrays.test_labels}, per_class, str(path))
     return arrays
 
 
-def _arrays_from_dict(name: str, stored: dict[str, object], source: str) -> CifarArrays:
-    return CifarArrays(
-        name=name,
-        train_images=stored["train_images"],  # type: ignore[arg-type]
-        train_labels=stored["train_labels"],  # type: ignore[arg-type]
-        test_images=stored["test_images"],  # type: ignore[arg-type]
-        test_labels=stored["test_labels"],  # type: ignore[arg-type]
-        classes=tuple(stored["classes"]),  # type: ignore[arg-type]
-        source=source,
-    )
+def _from_cache(name: str, stored: object, source: str) -> CifarArrays:
+    """The arrays of a cache file, checked for keys, types and shapes (ValueError if wrong)."""
+    if not isinstance(stored, dict) or set(stored) != {*_ARRAY_KEYS, "classes"}:
+        raise ValueError("not a cache of decoded CIFAR arrays")
+    for split in ("train", "test"):
+        x, y = stored[f"{split}_images"], stored[f"{split}_labels"]
+        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1:] == (3, 32, 32)
+                and isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
+            raise ValueError(f"its {split} arrays have the wrong type or shape")
+    if not all(isinstance(c, str) for c in stored["classes"]):
+        raise ValueError("its class names are not strings")
+    return CifarArrays(name=name, classes=tuple(stored["classes"]), source=source, **{k: stored[k] for k in _ARRAY_KEYS})
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode(name: str, kind: str, path: Path) -> CifarArrays:
+def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> CifarArrays:
     if kind == "pickles":
         return _decode_pickles(name, path)
-    files = _archive_files(path) if kind == "archive" else _folder_files(path)
     pickled: dict[str, bytes] = {}
-    samples: dict[str, list[tuple[str, str, np.ndarray]]] = {"train": [], "test": []}
-    wanted_pickles = _pickle_names(name)
-    for member, read in files:
-        parts = PurePosixPath(member).parts
-        if parts and parts[-1] in wanted_pickles:
-            pickled[parts[-1]] = read()
-            continue
-        if not member.lower().endswith(_IMAGE_SUFFIXES):
-            continue
-        located = _split_and_class(parts)
-        if located is not None:
-            split, label_name = located
-            samples[split].append((label_name, parts[-1], _decode_image(read(), member)))
-    if not samples["train"] and pickled:  # torchvision's own cifar-*-python.tar.gz
+    found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, file name, bytes)
+    wanted_pickles, member = _pickle_names(name), None
+    try:
+        for member, read in _archive_files(path) if kind == "archive" else _folder_files(path):
+            parts = PurePosixPath(member).parts
+            if parts and parts[-1] in wanted_pickles:
+                pickled[parts[-1]] = read()
+            elif parts and not parts[-1].startswith(".") and parts[-1] not in _SKIPPED_NAMES:
+                if (located := _split_and_class(parts)) is None:
+                    continue  # outside train/<class>/ and test/<class>/: a README, a licence
+                if not parts[-1].lower().endswith(_IMAGE_SUFFIXES):
+                    raise DataError(f"{path}: {member} is not an image ({', '.join(_IMAGE_SUFFIXES)}); remove it")
+                found[located[0]].append((located[1], parts[-1], read()))
+    except _READ_ERRORS as error:
+        at = f" (at {member})" if member else ""
+        raise DataError(
+            f"{path} cannot be read to its end{at}: {type(error).__name__}: {error}. "
+            f"The file is truncated or corrupt; copy or download it again."
+        ) from error
+    if not found["train"] and pickled:  # torchvision's own cifar-*-python.tar.gz
         return _arrays_from_pickles(name, pickled, str(path))
-    if not samples["train"] or not samples["test"]:
-        raise DataNotFoundError(
-            f"{path} holds no ImageFolder layout: expected images under train/<class>/ and test/<class>/"
-        )
-    classes = tuple(sorted({label for label, _, _ in samples["train"]}))
+    if not found["train"] or not found["test"]:
+        raise DataError(f"{path} holds no ImageFolder layout: expected images under train/<class>/ and test/<class>/")
+    classes = tuple(sorted({label for label, _, _ in found["train"]}))
     index = {c: i for i, c in enumerate(classes)}
-    arrays = {}
-    for split, items in samples.items():
-        unknown = {label for label, _, _ in items} - set(index)
-        if unknown:
-            raise ValueError(f"{path}: {split} classes {sorted(unknown)} do not occur in train/ ({list(classes)})")
+    unknown = {label for label, _, _ in found["test"]} - set(index)
+    if unknown:
+        raise DataError(f"{path}: test classes {sorted(unknown)} do not occur in train/ ({list(classes)})")
+    for items in found.values():
         items.sort(key=lambda item: (index[item[0]], item[1]))  # ImageFolder order: class, then file name
-        arrays[f"{split}_images"] = torch.from_numpy(np.stack([img for _, _, img in items])).permute(0, 3, 1, 2)
-        arrays[f"{split}_labels"] = torch.tensor([index[label] for label, _, _ in items], dtype=torch.int64)
-    return CifarArrays(name=name, classes=classes, source=str(path), **{k: v.contiguous() for k, v in arrays.items()})
+    labels = {split: torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64) for split, items in found.items()}
+    _check(name, classes, labels, per_class, str(path))  # before the slow part: decoding
+    arrays = {
+        f"{split}_images": torch.from_numpy(np.stack([_decode_image(raw, f"{split}/{c}/{f}", path) for c, f, raw in items]))
+        for split, items in found.items()
+    }
+    return CifarArrays(name=name, classes=classes, source=str(path), train_labels=labels["train"],
+                       test_labels=labels["test"], **{k: v.permute(0, 3, 1, 2).contiguous() for k, v in arrays.items()})
 
 
 def _split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
@@ -383,13 +477,19 @@ def _split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
     return None
 
 
-def _decode_image(raw: bytes, member: str) -> np.ndarray:
+def _decode_image(raw: bytes, member: str, path: Path) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(io.BytesIO(raw)) as image:
-        array = np.asarray(image.convert("RGB"))
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            array = np.asarray(image.convert("RGB"))
+    except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for a bad file
+        raise DataError(
+            f"{path}: {member} is not a readable image ({type(error).__name__}: {error}); "
+            f"replace the file, or copy the data again"
+        ) from error
     if array.shape != (32, 32, 3):
-        raise ValueError(f"{member}: expected a 32x32 RGB image, got shape {array.shape}")
+        raise DataError(f"{path}: {member} is {array.shape[1]}x{array.shape[0]} pixels, expected 32x32")
     return array
 
 
@@ -407,6 +507,8 @@ def _archive_files(path: Path) -> Iterator[tuple[str, object]]:
                 handle = archive.extractfile(member)
                 if handle is not None:
                     yield member.name, handle.read
+        while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
+            pass
 
 
 def _folder_files(root: Path) -> Iterator[tuple[str, object]]:
@@ -425,30 +527,35 @@ def _pickle_names(name: str) -> set[str]:
 
 
 def _decode_pickles(name: str, folder: Path) -> CifarArrays:
-    files = {}
-    for file_name in _pickle_names(name):
-        if not (folder / file_name).is_file():
-            raise DataNotFoundError(f"{folder} is incomplete: {file_name} is missing")
-        files[file_name] = (folder / file_name).read_bytes()
-    return _arrays_from_pickles(name, files, str(folder))
+    names = [n for n in _pickle_names(name) if (folder / n).is_file()]
+    return _arrays_from_pickles(name, {n: (folder / n).read_bytes() for n in names}, str(folder))
 
 
 def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> CifarArrays:
     """Parse torchvision's pickled batches: ``data`` is N x 3072 uint8 in C, H, W order."""
     info = DATASETS[name]
 
-    def load(file_name: str) -> dict[str, object]:
+    def load(file_name: str, *keys: str) -> list[object]:
         if file_name not in files:
-            raise DataNotFoundError(f"{source} is incomplete: {file_name} is missing")
-        return pickle.loads(files[file_name], encoding="latin1")
+            raise DataError(f"{source} is incomplete: {file_name} is missing; download it again")
+        try:
+            batch = pickle.loads(files[file_name], encoding="latin1")
+            return [batch[k] for k in keys]
+        except Exception as error:  # truncated (EOFError, UnpicklingError) or foreign (KeyError, ...)
+            raise DataError(
+                f"{source}: {file_name} is not a readable torchvision batch ({type(error).__name__}: {error}); "
+                f"download it again"
+            ) from error
 
-    def split(file_names: Iterable[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        batches = [load(f) for f in file_names]
-        images = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
-        labels = np.concatenate([np.asarray(b[info["label_key"]], dtype=np.int64) for b in batches])
-        return torch.from_numpy(images.reshape(-1, 3, 32, 32).copy()), torch.from_numpy(labels)
+    def split(file_names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        batches = [load(f, "data", str(info["label_key"])) for f in file_names]
+        images = np.concatenate([np.asarray(x, dtype=np.uint8).reshape(-1, 3, 32, 32) for x, _ in batches])
+        labels = np.concatenate([np.asarray(y, dtype=np.int64) for _, y in batches])
+        if len(images) != len(labels):
+            raise DataError(f"{source}: {len(images)} images but {len(labels)} labels; download it again")
+        return torch.from_numpy(images), torch.from_numpy(labels)
 
     train_images, train_labels = split(info["train_files"])  # type: ignore[arg-type]
     test_images, test_labels = split(info["test_files"])  # type: ignore[arg-type]
-    classes = tuple(load(str(info["meta_file"]))[str(info["meta_key"])])  # type: ignore[arg-type]
+    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0])  # type: ignore[arg-type]
     return CifarArrays(name, train_images, train_labels, test_images, test_labels, classes, source)
