@@ -346,7 +346,7 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
     good = tree / "train" / "dog" / "0001.png"
     good.write_bytes(good.read_bytes()[:100])  # a truncated PNG
     archive = pack(tree, tmp_path / "copy.tar.gz")
-    with pytest.raises(DataError, match=r"copy.tar.gz: train/dog/0001.png is not a readable image"):
+    with pytest.raises(DataError, match=r"copy.tar.gz: cifar10-jpeg/train/dog/0001.png is not a readable image"):
         load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=TINY)
     Image.new("RGB", (31, 32)).save(good)
     with pytest.raises(DataError, match="train/dog/0001.png is 31x32 pixels, expected 32x32"):

@@ -19,19 +19,18 @@
 
 2. Otherwise, torchvision's ``download=True`` into ``~/.cache/xception_lib/torchvision``.
 
-The data must be the whole data set: 10 classes of 5,000 training and 1,000 test images
-(CIFAR-10), or 100 classes of 500 and 100 (CIFAR-100). A truncated archive, a half-copied
-folder or the other CIFAR is an error, never a partial load; a deliberately reduced copy
-states its size with ``images_per_class``. In archives and trees, hidden files (names
-starting with ``.``, such as macOS's ``._0001.jpg`` and ``.DS_Store``) and ``Thumbs.db``
-are skipped; any other file in a class folder must be a 32x32 ``.jpg``, ``.jpeg``,
-``.png`` or ``.bmp`` image, and the error for one that is not names it.
+The copy must be the whole data set, 10 classes of 5,000 training and 1,000 test images
+(CIFAR-10) or 100 of 500 and 100 (CIFAR-100), unless ``images_per_class`` says it is a
+reduced one: a truncated archive, a half-copied folder or the other CIFAR is a
+:class:`DataError` naming the file, never a partial load. Hidden files (``._0001.jpg``,
+``.DS_Store``) and ``Thumbs.db`` are skipped; any other file in a class folder must be a
+32x32 ``.jpg``, ``.jpeg``, ``.png`` or ``.bmp`` image.
 
 Decoding 60,000 JPEGs takes seconds; the decoded arrays are therefore stored once under
-``~/.cache/xception_lib`` (or ``XCEPTION_CACHE``), keyed by the source's path, size and
-modification time, and the next load memory-maps them in well under a second. A cache file
-that cannot be read is reported and rebuilt; a cache that cannot be written is reported,
-and the data is returned all the same.
+``~/.cache/xception_lib`` (or ``XCEPTION_CACHE``), keyed by the source's path, sizes and
+modification times, and the next load memory-maps them in well under a second. An
+unreadable cache file is reported and rebuilt; an unwritable cache is reported, and the
+data returned all the same.
 
 The GPU-resident loader lives in :mod:`xception_lib.loader` and is re-exported here as
 :class:`GpuLoader`, with :func:`compare_loaders` that measures it against torchvision's
@@ -50,7 +49,7 @@ import tarfile
 import warnings
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -61,16 +60,8 @@ from xception_lib.checkpoint import atomic_save
 from xception_lib.loader import GpuLoader, compare_loaders
 
 __all__ = [
-    "CACHE_ENV_VAR",
-    "DATASETS",
-    "ENV_VAR",
-    "CifarArrays",
-    "DataError",
-    "DataNotFoundError",
-    "GpuLoader",
-    "cache_dir",
-    "compare_loaders",
-    "load_cifar",
+    "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError",
+    "GpuLoader", "cache_dir", "compare_loaders", "load_cifar",
 ]
 
 ENV_VAR = "XCEPTION_DATA"
@@ -117,8 +108,7 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _SKIPPED_NAMES = ("Thumbs.db", "desktop.ini")  # besides hidden files (".*")
 _ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
 _CACHE_VERSION = 1
-# What a damaged archive raises while it is read (tarfile, zipfile, gzip, lzma, bz2, zlib).
-_READ_ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)
+_READ_ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)  # damaged archives
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -182,27 +172,19 @@ class CifarArrays:
                 return images, labels
             if not 0 < n <= len(labels):
                 raise ValueError(f"{what} subset must be in 1..{len(labels)}, got {n}")
-            # One generator per split: subset(test=n) picks the same test images as subset(train=m, test=n).
             g = torch.Generator().manual_seed(seed)
             idx = torch.randperm(len(labels), generator=g)[:n].sort().values
             return images[idx], labels[idx]
 
         tr_x, tr_y = pick(self.train_images, self.train_labels, train, "train")
         te_x, te_y = pick(self.test_images, self.test_labels, test, "test")
-        return dataclasses.replace(
-            self,
-            train_images=tr_x,
-            train_labels=tr_y,
-            test_images=te_x,
-            test_labels=te_y,
-            source=f"subset (train={len(tr_y)}, test={len(te_y)}, seed={seed}) of {self.source}",
-        )
+        source = f"subset (train={len(tr_y)}, test={len(te_y)}, seed={seed}) of {self.source}"
+        return dataclasses.replace(self, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y,
+                                   source=source)
 
     def __repr__(self) -> str:
-        return (
-            f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
-            f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})"
-        )
+        return (f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
+                f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})")
 
 
 def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -278,14 +260,13 @@ def load_cifar(
             raise DataNotFoundError(_missing_message(key, cache_root, f"{where} {state}"))
     else:
         download_root = cache_root / "torchvision"
-        found = _find_source(download_root, key)
-        if found is None:
+        if _find_source(download_root, key) is None:
             if not download:
                 raise DataNotFoundError(_missing_message(key, cache_root, "no local copy given and download=False"))
             _torchvision_download(key, download_root, cache_root)
-            found = _find_source(download_root, key)
-            if found is None:  # pragma: no cover - torchvision changed its layout
-                raise DataNotFoundError(_missing_message(key, cache_root, "torchvision's download left no data"))
+        found = _find_source(download_root, key)
+        if found is None:  # pragma: no cover - torchvision changed its layout
+            raise DataNotFoundError(_missing_message(key, cache_root, "torchvision's download left no data"))
     kind, path = found
     return _load_cached(key, kind, path, cache_root, per_class)  # type: ignore[arg-type]
 
@@ -318,52 +299,42 @@ def _torchvision_download(name: str, download_root: Path, cache_root: Path) -> N
         ) from error
 
 
-# ----------------------------------------------------------------------------- finding
-
-
 def _is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
 
 
-def _is_image_folder(path: Path) -> bool:
-    return (path / "train").is_dir() and (path / "test").is_dir()
-
-
 def _find_source(root: Path, name: str) -> tuple[str, Path] | None:
     """``("archive" | "folder" | "pickles", path)`` for the first usable copy at ``root``."""
-    if root.is_file():
-        return ("archive", root) if _is_archive(root) else None
-    if not root.is_dir():
-        return None
+    if _is_archive(root):
+        return "archive", root
     tv_dir = str(DATASETS[name]["torchvision_dir"])
-    if root.name == tv_dir:
+    if root.is_dir() and root.name == tv_dir:
         return "pickles", root
     if (root / tv_dir).is_dir():
         return "pickles", root / tv_dir
-    if _is_image_folder(root):
-        return "folder", root
-    for stem in (f"{name}-jpeg", name):
-        if _is_image_folder(root / stem):
+    for stem in ("", f"{name}-jpeg", name):  # root itself, then what it holds
+        if (root / stem / "train").is_dir() and (root / stem / "test").is_dir():
             return "folder", root / stem
-        for suffix in _ARCHIVE_SUFFIXES:
-            if _is_archive(root / f"{stem}{suffix}"):
-                return "archive", root / f"{stem}{suffix}"
+        for archive in (root / f"{stem}{suffix}" for suffix in _ARCHIVE_SUFFIXES if stem):
+            if _is_archive(archive):
+                return "archive", archive
     return None
 
 
 # ----------------------------------------------------------------------------- checking and caching
 
 
-def _check(name: str, classes: tuple[str, ...], labels: dict[str, torch.Tensor], per_class: tuple[int, int], source: str) -> None:
+def _check(
+    name: str, classes: tuple[str, ...], labels: dict[str, torch.Tensor], per_class: tuple[int, int], source: str
+) -> None:
     """Raise :class:`DataError` unless the classes and labels make the data set asked for."""
     info = DATASETS[name]
     if len(classes) != info["num_classes"]:
-        like = [k for k, other in DATASETS.items() if other["num_classes"] == len(classes)]
-        hint = f"; it looks like {DATASETS[like[0]]['title']}: load it with name={like[0]!r}" if like else ""
+        like = [f"; it looks like {d['title']}: load it with name={k!r}" for k, d in DATASETS.items()
+                if d["num_classes"] == len(classes)]
         shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
-        raise DataError(
-            f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has {info['num_classes']}{hint}"
-        )
+        raise DataError(f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has "
+                        f"{info['num_classes']}{''.join(like)}")
     for (split, y), want in zip(labels.items(), per_class):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise DataError(f"{source}: {split} labels outside 0..{len(classes) - 1}: the copy is corrupt")
@@ -372,10 +343,8 @@ def _check(name: str, classes: tuple[str, ...], labels: dict[str, torch.Tensor],
             wrong = ", ".join(f"{classes[i]}: {c:,}" for i, c in enumerate(counts) if c != want)
             what = (f"if it is a deliberately reduced copy, pass images_per_class" if len(set(counts)) == 1
                     else "it is truncated or incomplete: copy or download it again")
-            raise DataError(
-                f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
-                f"({info['title']}), but {wrong[:300]}; {what}"
-            )
+            raise DataError(f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
+                            f"({info['title']}), but {wrong[:300]}; {what}")
 
 
 def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: tuple[int, int]) -> CifarArrays:
@@ -401,10 +370,8 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
         try:
             atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
         except OSError as error:
-            warnings.warn(
-                f"Could not write the cache file {cache_file} ({error}); the data is returned but will be "
-                f"decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory."
-            )
+            warnings.warn(f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
+                          f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.")
     _check(name, arrays.classes, {"train": arrays.train_labels, "test": arrays.test_labels}, per_class, str(path))
     return arrays
 
@@ -413,42 +380,40 @@ def _from_cache(name: str, stored: object, source: str) -> CifarArrays:
     """The arrays of a cache file, checked for keys, types and shapes (ValueError if wrong)."""
     if not isinstance(stored, dict) or set(stored) != {*_ARRAY_KEYS, "classes"}:
         raise ValueError("not a cache of decoded CIFAR arrays")
-    for split in ("train", "test"):
-        x, y = stored[f"{split}_images"], stored[f"{split}_labels"]
+    for x, y in ((stored["train_images"], stored["train_labels"]), (stored["test_images"], stored["test_labels"])):
         if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1:] == (3, 32, 32)
                 and isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
-            raise ValueError(f"its {split} arrays have the wrong type or shape")
+            raise ValueError("its arrays have the wrong type or shape")
     if not all(isinstance(c, str) for c in stored["classes"]):
         raise ValueError("its class names are not strings")
-    return CifarArrays(name=name, classes=tuple(stored["classes"]), source=source, **{k: stored[k] for k in _ARRAY_KEYS})
+    return CifarArrays(name, classes=tuple(stored["classes"]), source=source, **{k: stored[k] for k in _ARRAY_KEYS})
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
 def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> CifarArrays:
+    info, pickled, member = DATASETS[name], {}, None
+    wanted_pickles = {*info["train_files"], *info["test_files"], info["meta_file"]}  # type: ignore[misc]
     if kind == "pickles":
-        return _decode_pickles(name, path)
-    pickled: dict[str, bytes] = {}
-    found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, file name, bytes)
-    wanted_pickles, member = _pickle_names(name), None
+        files = {f: (path / f).read_bytes() for f in wanted_pickles if (path / f).is_file()}
+        return _arrays_from_pickles(name, files, str(path))
+    found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, member, bytes)
     try:
         for member, read in _archive_files(path) if kind == "archive" else _folder_files(path):
             parts = PurePosixPath(member).parts
-            if parts and parts[-1] in wanted_pickles:
+            if parts[-1] in wanted_pickles:
                 pickled[parts[-1]] = read()
-            elif parts and not parts[-1].startswith(".") and parts[-1] not in _SKIPPED_NAMES:
-                if (located := _split_and_class(parts)) is None:
-                    continue  # outside train/<class>/ and test/<class>/: a README, a licence
-                if not parts[-1].lower().endswith(_IMAGE_SUFFIXES):
-                    raise DataError(f"{path}: {member} is not an image ({', '.join(_IMAGE_SUFFIXES)}); remove it")
-                found[located[0]].append((located[1], parts[-1], read()))
+            elif len(parts) < 3 or parts[-3] not in found or parts[-1].startswith(".") or parts[-1] in _SKIPPED_NAMES:
+                continue  # outside train/<class>/ and test/<class>/ (a README), or a stray file by its name
+            elif not parts[-1].lower().endswith(_IMAGE_SUFFIXES):
+                raise DataError(f"{path}: {member} is not an image ({', '.join(_IMAGE_SUFFIXES)}); remove it")
+            else:
+                found[parts[-3]].append((parts[-2], member, read()))
     except _READ_ERRORS as error:
         at = f" (at {member})" if member else ""
-        raise DataError(
-            f"{path} cannot be read to its end{at}: {type(error).__name__}: {error}. "
-            f"The file is truncated or corrupt; copy or download it again."
-        ) from error
+        raise DataError(f"{path} cannot be read to its end{at}: {type(error).__name__}: {error}. "
+                        f"The file is truncated or corrupt; copy or download it again.") from error
     if not found["train"] and pickled:  # torchvision's own cifar-*-python.tar.gz
         return _arrays_from_pickles(name, pickled, str(path))
     if not found["train"] or not found["test"]:
@@ -458,23 +423,14 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
     unknown = {label for label, _, _ in found["test"]} - set(index)
     if unknown:
         raise DataError(f"{path}: test classes {sorted(unknown)} do not occur in train/ ({list(classes)})")
-    for items in found.values():
-        items.sort(key=lambda item: (index[item[0]], item[1]))  # ImageFolder order: class, then file name
+    for items in found.values():  # ImageFolder order: class, then file name
+        items.sort(key=lambda item: (index[item[0]], PurePosixPath(item[1]).name))
     labels = {split: torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64) for split, items in found.items()}
     _check(name, classes, labels, per_class, str(path))  # before the slow part: decoding
-    arrays = {
-        f"{split}_images": torch.from_numpy(np.stack([_decode_image(raw, f"{split}/{c}/{f}", path) for c, f, raw in items]))
-        for split, items in found.items()
-    }
-    return CifarArrays(name=name, classes=classes, source=str(path), train_labels=labels["train"],
-                       test_labels=labels["test"], **{k: v.permute(0, 3, 1, 2).contiguous() for k, v in arrays.items()})
-
-
-def _split_and_class(parts: tuple[str, ...]) -> tuple[str, str] | None:
-    """``("train" | "test", class)`` of ``.../train/<class>/<file>``, or ``None``."""
-    if len(parts) >= 3 and parts[-3] in ("train", "test"):
-        return parts[-3], parts[-2]
-    return None
+    images = {split: np.stack([_decode_image(raw, m, path) for _, m, raw in items]) for split, items in found.items()}
+    x = {f"{split}_images": torch.from_numpy(v).permute(0, 3, 1, 2).contiguous() for split, v in images.items()}
+    labels = {f"{split}_labels": y for split, y in labels.items()}
+    return CifarArrays(name, classes=classes, source=str(path), **labels, **x)
 
 
 def _decode_image(raw: bytes, member: str, path: Path) -> np.ndarray:
@@ -484,16 +440,14 @@ def _decode_image(raw: bytes, member: str, path: Path) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as image:
             array = np.asarray(image.convert("RGB"))
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for a bad file
-        raise DataError(
-            f"{path}: {member} is not a readable image ({type(error).__name__}: {error}); "
-            f"replace the file, or copy the data again"
-        ) from error
+        raise DataError(f"{path}: {member} is not a readable image ({type(error).__name__}: {error}); "
+                        f"replace the file, or copy the data again") from error
     if array.shape != (32, 32, 3):
         raise DataError(f"{path}: {member} is {array.shape[1]}x{array.shape[0]} pixels, expected 32x32")
     return array
 
 
-def _archive_files(path: Path) -> Iterator[tuple[str, object]]:
+def _archive_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     """``(member name, read())`` for every regular file in a tar or zip archive, streamed."""
     if path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
@@ -503,59 +457,42 @@ def _archive_files(path: Path) -> Iterator[tuple[str, object]]:
         return
     with tarfile.open(path, "r:*") as archive:
         for member in archive:
-            if member.isfile():
-                handle = archive.extractfile(member)
-                if handle is not None:
-                    yield member.name, handle.read
+            handle = archive.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                yield member.name, handle.read
         while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
             pass
 
 
-def _folder_files(root: Path) -> Iterator[tuple[str, object]]:
+def _folder_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     for directory, _, names in os.walk(root):
         for file_name in names:
             full = Path(directory) / file_name
             yield full.relative_to(root).as_posix(), full.read_bytes
 
 
-# ----------------------------------------------------------------------------- torchvision pickles
-
-
-def _pickle_names(name: str) -> set[str]:
-    info = DATASETS[name]
-    return {*info["train_files"], *info["test_files"], str(info["meta_file"])}  # type: ignore[misc]
-
-
-def _decode_pickles(name: str, folder: Path) -> CifarArrays:
-    names = [n for n in _pickle_names(name) if (folder / n).is_file()]
-    return _arrays_from_pickles(name, {n: (folder / n).read_bytes() for n in names}, str(folder))
-
-
 def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> CifarArrays:
     """Parse torchvision's pickled batches: ``data`` is N x 3072 uint8 in C, H, W order."""
     info = DATASETS[name]
 
-    def load(file_name: str, *keys: str) -> list[object]:
+    def load(file_name: str, *keys: str) -> list[np.ndarray]:
         if file_name not in files:
             raise DataError(f"{source} is incomplete: {file_name} is missing; download it again")
         try:
             batch = pickle.loads(files[file_name], encoding="latin1")
-            return [batch[k] for k in keys]
+            return [np.asarray(batch[k]) for k in keys]
         except Exception as error:  # truncated (EOFError, UnpicklingError) or foreign (KeyError, ...)
-            raise DataError(
-                f"{source}: {file_name} is not a readable torchvision batch ({type(error).__name__}: {error}); "
-                f"download it again"
-            ) from error
+            raise DataError(f"{source}: {file_name} is not a readable torchvision batch "
+                            f"({type(error).__name__}: {error}); download it again") from error
 
     def split(file_names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        batches = [load(f, "data", str(info["label_key"])) for f in file_names]
-        images = np.concatenate([np.asarray(x, dtype=np.uint8).reshape(-1, 3, 32, 32) for x, _ in batches])
-        labels = np.concatenate([np.asarray(y, dtype=np.int64) for _, y in batches])
-        if len(images) != len(labels):
-            raise DataError(f"{source}: {len(images)} images but {len(labels)} labels; download it again")
-        return torch.from_numpy(images), torch.from_numpy(labels)
+        images, labels = zip(*(load(f, "data", str(info["label_key"])) for f in file_names))
+        images, labels = np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int64)
+        if images.shape[1:] != (3072,) or len(images) != len(labels):
+            raise DataError(f"{source}: data of shape {images.shape} with {len(labels)} labels; download it again")
+        return torch.from_numpy(images.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
 
     train_images, train_labels = split(info["train_files"])  # type: ignore[arg-type]
     test_images, test_labels = split(info["test_files"])  # type: ignore[arg-type]
-    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0])  # type: ignore[arg-type]
+    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())  # type: ignore[arg-type]
     return CifarArrays(name, train_images, train_labels, test_images, test_labels, classes, source)
