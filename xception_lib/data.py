@@ -239,20 +239,21 @@ def load_cifar(
     key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
     if key not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
-    per_class = DATASETS[key]["per_class"] if images_per_class is None else tuple(images_per_class)
-    if len(per_class) != 2 or not all(isinstance(n, int) and n > 0 for n in per_class):  # type: ignore[arg-type]
+    per_class = DATASETS[key]["per_class"] if images_per_class is None else images_per_class
+    if not (isinstance(per_class, (tuple, list)) and len(per_class) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in per_class)):
         raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
     cache_root = cache_dir(cache)
     env = os.environ.get(ENV_VAR)
     if root is None and env:
-        source, where = _env_path(env), f"{ENV_VAR}={env!r} (resolved to {_env_path(env)})"
+        source = _env_path(env)
+        where = f"{ENV_VAR}={env!r}" + ("" if source == Path(env).expanduser() else f" (resolved to {source})")
         if env.startswith("/path/to/"):
             raise DataNotFoundError(_missing_message(key, cache_root, (
                 f"{where} is the README's placeholder: replace it with the folder that holds your "
                 f"copy, or unset {ENV_VAR} to let torchvision download the data")))
     else:
         source, where = (None, "") if root is None else (Path(root).expanduser(), f"root={str(root)!r}")
-
     if source is not None:
         found = _find_source(source, key)
         if found is None:
@@ -268,7 +269,7 @@ def load_cifar(
         if found is None:  # pragma: no cover - torchvision changed its layout
             raise DataNotFoundError(_missing_message(key, cache_root, "torchvision's download left no data"))
     kind, path = found
-    return _load_cached(key, kind, path, cache_root, per_class)  # type: ignore[arg-type]
+    return _load_cached(key, kind, path, cache_root, tuple(per_class))  # type: ignore[arg-type]
 
 
 def _missing_message(name: str, cache_root: Path, reason: str) -> str:
@@ -288,7 +289,6 @@ def _torchvision_download(name: str, download_root: Path, cache_root: Path) -> N
 
     dataset_class = getattr(torchvision.datasets, str(DATASETS[name]["torchvision_class"]))
     try:
-        download_root.mkdir(parents=True, exist_ok=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset_class(root=str(download_root), train=True, download=True)
@@ -363,7 +363,7 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
     except (FileNotFoundError, NotADirectoryError):
         pass
     except Exception as error:  # truncated, corrupt or foreign: torch and pickle raise many kinds
-        reason = str(error).splitlines()[0][:120] if isinstance(error, ValueError) else type(error).__name__
+        reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__} from torch.load"
         warnings.warn(f"The cache file {cache_file} is unreadable ({reason}); decoding {path} again to replace it.")
     if arrays is None:
         arrays = _decode(name, kind, path, per_class)
@@ -411,9 +411,10 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
             else:
                 found[parts[-3]].append((parts[-2], member, read()))
     except _READ_ERRORS as error:
-        at = f" (at {member})" if member else ""
-        raise DataError(f"{path} cannot be read to its end{at}: {type(error).__name__}: {error}. "
-                        f"The file is truncated or corrupt; copy or download it again.") from error
+        at = f" at {member}" if member else " (it does not open)"
+        detail = str(error).splitlines()[0].rstrip(":. ")
+        raise DataError(f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
+                        f"The file is truncated, corrupt or of another kind; copy or download it again.") from error
     if not found["train"] and pickled:  # torchvision's own cifar-*-python.tar.gz
         return _arrays_from_pickles(name, pickled, str(path))
     if not found["train"] or not found["test"]:
