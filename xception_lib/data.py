@@ -353,8 +353,8 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
     if path.is_file():
         state = f"{path.stat().st_size}|{path.stat().st_mtime_ns}"
     else:
-        files = sorted(f for f in path.rglob("*") if f.is_file())
-        state = "|".join(f"{f.relative_to(path)}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [f.stat()])
+        files = [os.path.join(d, f) for d, _, names in sorted(os.walk(path)) for f in sorted(names)]
+        state = "|".join(f"{f}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [os.stat(f)])
     fingerprint = f"v{_CACHE_VERSION}|{name}|{kind}|{path}|{state}"
     cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
     arrays = None
