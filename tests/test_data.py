@@ -380,6 +380,21 @@ def test_damaged_cache_is_reported_and_rebuilt(tmp_path: Path, damage: str) -> N
     torch.load(cache_file, weights_only=True)  # rebuilt: readable again
 
 
+def test_cache_that_disagrees_is_decided_by_the_source(tmp_path: Path) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    write_tree(tree)
+    cache = tmp_path / "cache"
+    load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)
+    (cache_file,) = cache.glob("cifar10-*.pt")
+    stored = torch.load(cache_file)
+    torch.save(stored | {"train_labels": torch.zeros_like(stored["train_labels"])}, cache_file)  # damaged labels
+    data = load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)  # decoded again: the source is whole
+    assert data.train_labels.tolist() == [c for c in range(10) for _ in range(2)]
+    assert torch.load(cache_file)["train_labels"].tolist() == data.train_labels.tolist()  # and the cache replaced
+    with pytest.raises(DataError, match=f"{tree}: the train split has 20 images, 3 per class expected"):
+        load_cifar("cifar10", tree, cache=cache, images_per_class=(3, 1))  # the source, not the cache, is named
+
+
 def test_unwritable_cache_warns_and_returns_the_data(tmp_path: Path) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)

@@ -324,10 +324,9 @@ def _find_source(root: Path, name: str) -> tuple[str, Path] | None:
 # ----------------------------------------------------------------------------- checking and caching
 
 
-def _check(
-    name: str, classes: tuple[str, ...], labels: dict[str, torch.Tensor], per_class: tuple[int, int], source: str
-) -> None:
-    """Raise :class:`DataError` unless the classes and labels make the data set asked for."""
+def _check(name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], per_class: tuple[int, ...],
+           source: str) -> None:
+    """Raise :class:`DataError` unless the classes and the (train, test) labels make the data set asked for."""
     info = DATASETS[name]
     if len(classes) != info["num_classes"]:
         like = [f"; it looks like {d['title']}: load it with name={k!r}" for k, d in DATASETS.items()
@@ -335,7 +334,7 @@ def _check(
         shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
         raise DataError(f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has "
                         f"{info['num_classes']}{''.join(like)}")
-    for (split, y), want in zip(labels.items(), per_class):
+    for split, y, want in zip(("train", "test"), labels, per_class):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise DataError(f"{source}: {split} labels outside 0..{len(classes) - 1}: the copy is corrupt")
         counts = torch.bincount(y, minlength=len(classes)).tolist()
@@ -357,22 +356,22 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
         state = "|".join(f"{f}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [os.stat(f)])
     fingerprint = f"v{_CACHE_VERSION}|{name}|{kind}|{path}|{state}"
     cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
-    arrays = None
     try:
         arrays = _from_cache(name, torch.load(cache_file, map_location="cpu", mmap=True, weights_only=True), str(path))
-    except (FileNotFoundError, NotADirectoryError):
-        pass
+        _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))
+        return arrays
+    except (FileNotFoundError, NotADirectoryError, DataError):
+        pass  # no cache yet, or one that is not what was asked for: the source decides, below
     except Exception as error:  # truncated, corrupt or foreign: torch and pickle raise many kinds
         reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__} from torch.load"
         warnings.warn(f"The cache file {cache_file} is unreadable ({reason}); decoding {path} again to replace it.")
-    if arrays is None:
-        arrays = _decode(name, kind, path, per_class)
-        try:
-            atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
-        except OSError as error:
-            warnings.warn(f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
-                          f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.")
-    _check(name, arrays.classes, {"train": arrays.train_labels, "test": arrays.test_labels}, per_class, str(path))
+    arrays = _decode(name, kind, path, per_class)
+    _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))  # pickles
+    try:
+        atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
+    except OSError as error:
+        warnings.warn(f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
+                      f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.")
     return arrays
 
 
@@ -427,7 +426,7 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
     for items in found.values():  # ImageFolder order: class, then file name
         items.sort(key=lambda item: (index[item[0]], PurePosixPath(item[1]).name))
     labels = {split: torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64) for split, items in found.items()}
-    _check(name, classes, labels, per_class, str(path))  # before the slow part: decoding
+    _check(name, classes, tuple(labels.values()), per_class, str(path))  # before the slow part: decoding
     images = {split: np.stack([_decode_image(raw, m, path) for _, m, raw in items]) for split, items in found.items()}
     x = {f"{split}_images": torch.from_numpy(v).permute(0, 3, 1, 2).contiguous() for split, v in images.items()}
     labels = {f"{split}_labels": y for split, y in labels.items()}
