@@ -283,9 +283,6 @@ def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
     mid_member = cut(tmp_path / "full.tar", last[1].offset_data + 100, tmp_path / "mid.tar")
     with pytest.raises(DataError, match="mid.tar cannot be read at cifar10-jpeg/train/truck/4998.jpg: .*truncated, corrupt"):
         load_cifar("cifar10", mid_member, cache=tmp_path / "cache")
-    half_xz = cut(archive, archive.stat().st_size // 2, tmp_path / "half.tar.xz")
-    with pytest.raises(DataError, match="half.tar.xz cannot be read at .*EOFError"):
-        load_cifar("cifar10", half_xz, cache=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
 
