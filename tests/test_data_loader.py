@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
+CIFAR10 = xl.data.DATASETS["cifar10"]
+NORM = {"mean": CIFAR10["mean"], "std": CIFAR10["std"]}  # passed explicitly: data.DATASETS is the one source
+
 
 @pytest.fixture(scope="module")
 def cifar10() -> xl.data.CifarArrays:
@@ -35,14 +38,14 @@ def _coordinate_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _unnormalize(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(xl.data.DATASETS["cifar10"]["mean"]).view(1, 3, 1, 1) * 255
-    std = torch.tensor(xl.data.DATASETS["cifar10"]["std"]).view(1, 3, 1, 1) * 255
+    mean = torch.tensor(NORM["mean"]).view(1, 3, 1, 1) * 255
+    std = torch.tensor(NORM["std"]).view(1, 3, 1, 1) * 255
     return (x * std + mean).round().to(torch.int64)
 
 
 def test_loader_shapes_and_eval_order(cifar10: xl.data.CifarArrays) -> None:
     images, labels = cifar10.test_images[:1000], cifar10.test_labels[:1000]
-    loader = xl.data.GpuLoader(images, labels, batch_size=300, train=False)
+    loader = xl.data.GpuLoader(images, labels, batch_size=300, train=False, **NORM)
     assert len(loader) == 4  # 300 + 300 + 300 + 100: nothing dropped when evaluating
     batches = list(loader)
     assert [len(y) for _, y in batches] == [300, 300, 300, 100]
@@ -50,7 +53,7 @@ def test_loader_shapes_and_eval_order(cifar10: xl.data.CifarArrays) -> None:
     assert x.shape == (300, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
     assert torch.equal(torch.cat([y for _, y in batches]), labels)
     assert torch.equal(_unnormalize(torch.cat([x for x, _ in batches])), images.long())
-    train = xl.data.GpuLoader(images, labels, batch_size=300, channels_last=True)
+    train = xl.data.GpuLoader(images, labels, batch_size=300, channels_last=True, **NORM)
     assert len(train) == 3  # drop_last for training
     x, _ = next(iter(train))
     assert x.is_contiguous(memory_format=torch.channels_last)
@@ -60,7 +63,7 @@ def test_loader_shapes_and_eval_order(cifar10: xl.data.CifarArrays) -> None:
 def test_augmentation_statistics() -> None:
     n, p = 256, 4
     images, labels = _coordinate_images(n)
-    loader = xl.data.GpuLoader(images, labels, batch_size=64, crop_padding=p, seed=0)
+    loader = xl.data.GpuLoader(images, labels, batch_size=64, crop_padding=p, seed=0, **NORM)
     shifts_y, shifts_x, flipped = [], [], []
     for _ in range(8):  # 8 epochs x 256 images
         for x, y in loader:
@@ -85,12 +88,12 @@ def test_augmentation_statistics() -> None:
 
 def test_epochs_are_permutations_and_reproducible() -> None:
     images, labels = _coordinate_images(100)
-    loader = xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=5)
+    loader = xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=5, **NORM)
     epoch0 = torch.cat([y for _, y in loader])
     epoch1 = torch.cat([y for _, y in loader])
     assert sorted(epoch0.tolist()) == list(range(100)) == sorted(epoch1.tolist())
     assert not torch.equal(epoch0, epoch1)
-    again = xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=5)
+    again = xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=5, **NORM)
     again.set_epoch(1)
     assert torch.equal(torch.cat([y for _, y in again]), epoch1)
     assert again.epoch == 2  # iterating advances the epoch
@@ -98,14 +101,17 @@ def test_epochs_are_permutations_and_reproducible() -> None:
     x1 = torch.cat([x for x, _ in again])
     again.set_epoch(1)
     assert torch.equal(torch.cat([x for x, _ in again]), x1)
-    other_seed = torch.cat([y for _, y in xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=6)])
+    other = xl.data.GpuLoader(images, labels, batch_size=32, drop_last=False, seed=6, **NORM)
+    other_seed = torch.cat([y for _, y in other])
     assert not torch.equal(other_seed, epoch0)
 
 
 def test_shards_make_up_the_global_batch() -> None:
     images, labels = _coordinate_images(96)
-    whole = list(xl.data.GpuLoader(images, labels, batch_size=32, seed=2))
-    shards = [list(xl.data.GpuLoader(images, labels, batch_size=16, seed=2, rank=r, world_size=2)) for r in range(2)]
+    whole = list(xl.data.GpuLoader(images, labels, batch_size=32, seed=2, **NORM))
+    shards = [
+        list(xl.data.GpuLoader(images, labels, batch_size=16, seed=2, rank=r, world_size=2, **NORM)) for r in range(2)
+    ]
     assert len(whole) == len(shards[0]) == len(shards[1]) == 3
     for k, (x, y) in enumerate(whole):
         x_parts = torch.cat([shards[0][k][0], shards[1][k][0]])
@@ -118,18 +124,18 @@ def test_shards_make_up_the_global_batch() -> None:
 def test_loader_rejects_bad_input() -> None:
     images, labels = _coordinate_images(8)
     with pytest.raises(TypeError, match="uint8"):
-        xl.data.GpuLoader(images.float(), labels)
+        xl.data.GpuLoader(images.float(), labels, **NORM)
     with pytest.raises(ValueError, match="8 labels"):
-        xl.data.GpuLoader(images, labels[:5])
+        xl.data.GpuLoader(images, labels[:5], **NORM)
     with pytest.raises(ValueError, match="batch_size"):
-        xl.data.GpuLoader(images, labels, batch_size=0)
+        xl.data.GpuLoader(images, labels, batch_size=0, **NORM)
     with pytest.raises(ValueError, match="rank"):
-        xl.data.GpuLoader(images, labels, rank=2, world_size=2)
+        xl.data.GpuLoader(images, labels, rank=2, world_size=2, **NORM)
 
 
 def test_augment_views_stay_within_padding() -> None:
     images, labels = _coordinate_images(4)
-    loader = xl.data.GpuLoader(images, labels, crop_padding=2)
+    loader = xl.data.GpuLoader(images, labels, crop_padding=2, **NORM)
     views = loader.augment(torch.tensor([1] * 16))
     assert views.shape == (16, 3, 32, 32) and views.dtype == torch.uint8
     assert torch.all(views[:, 2][(views[:, 0] > 0)] == 1)
@@ -139,10 +145,11 @@ def test_augment_views_stay_within_padding() -> None:
 def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
     threads = torch.get_num_threads()
     result = xl.data.compare_loaders(
-        cifar10.train_images[:2000], cifar10.train_labels[:2000], batch_size=100, num_batches=3, repeats=1, num_workers=2
+        cifar10.train_images[:2000], cifar10.train_labels[:2000], batch_size=100, num_batches=3, repeats=1,
+        num_workers=2, **NORM,
     )
     assert result["gpu_loader"] > 0 and result["dataloader"] > 0
     assert result["ratio"] == pytest.approx(result["gpu_loader"] / result["dataloader"])
     assert result["threads"] == 1 and torch.get_num_threads() == threads  # restored
     with pytest.raises(ValueError, match="at least"):
-        xl.data.compare_loaders(cifar10.train_images[:100], cifar10.train_labels[:100], batch_size=100)
+        xl.data.compare_loaders(cifar10.train_images[:100], cifar10.train_labels[:100], batch_size=100, **NORM)
