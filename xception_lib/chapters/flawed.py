@@ -559,7 +559,7 @@ def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_fl
 
 
 def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
-    """Parameters after each of :func:`fix_sequence`'s steps (``rows``, drawn top to bottom) against Xception's.
+    """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's.
 
     A bar is orange while the count differs from Xception's, blue once it matches, and hatched while a 299 px
     image cannot reach the logits. Drawn for the book's column: 7 in wide, text of 9 pt or more.
@@ -576,13 +576,13 @@ def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     colours = ["#9ecae1" if r.params == r.reference_params else "#fdae6b" for r in rows]
     hatches = ["" if r.logits_at_299 else "//" for r in rows]
     bars = ax.barh(ys, [r.params / 1e6 for r in rows], color=colours, hatch=hatches, edgecolor="#333333", linewidth=0.6)
-    ax.bar_label(bars, labels=[f"{r.params / 1e6:.2f} M" for r in rows], fontsize=9, padding=3)
+    labels = [f"{r.params / 1e6:.2f} M ({r.params - r.reference_params:+,})" for r in rows]
+    ax.bar_label(bars, labels=labels, fontsize=9, padding=3, bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
     ax.axvline(rows[0].reference_params / 1e6, color="#333333", linestyle="--", linewidth=1.0)
     ax.set_yticks(list(ys), [r.label.removeprefix("fix ") for r in rows], fontsize=9)
     ax.invert_yaxis()
-    ax.set_xscale("log")
-    ax.set_xlim(right=max(r.params for r in rows) / 1e6 * 4)
-    ax.set_xlabel("parameters (millions, log scale), after fixing each flaw in turn", fontsize=10)
+    ax.set_xlim(0, max(r.params for r in rows) / 1e6 * 1.5)  # room for the labels
+    ax.set_xlabel("parameters (millions) after fixing each flaw in turn, top to bottom", fontsize=10)
     ax.tick_params(axis="x", labelsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     keys = (("#fdae6b", "", "count differs"), ("#9ecae1", "", "count matches"), ("white", "//", "299 px fails"))
