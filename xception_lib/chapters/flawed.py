@@ -4,8 +4,8 @@ Chapter 4 reads a public blog post that summarises the Xception paper and ships 
 reproduced here: :class:`FlawedXception` is this library's own model that makes the same *mistakes*, each behind a
 field of :class:`Flaws`. ``Flaws()`` switches every flaw on (the post's model: same parameter count, shapes and
 outputs); with ``Flaws.none()`` the model is :class:`~xception_lib.model.Xception`, tensor for tensor. The post's
-batch-norm epsilon and symmetric max-pool padding are the PyTorch ports' conventions, not flaws:
-:func:`post_config` is :meth:`XceptionConfig.timm_port` with 100 classes. Chapter 4 writes each check that exposes
+batch-norm epsilon and symmetric max-pool padding are the PyTorch ports' conventions, not flaws: :func:`post_config`
+is :meth:`~xception_lib.config.XceptionConfig.timm_port` with 100 classes. Chapter 4 writes each check that exposes
 a flaw in plain PyTorch next to the function here.
 """
 
@@ -29,7 +29,7 @@ from xception_lib.layers import MaxPool2dSame
 from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:  # matplotlib and pandas are optional: imported inside the functions that use them
-    import pandas as pd
+    import pandas
     from matplotlib.figure import Figure
 
 
@@ -41,16 +41,16 @@ class Flaws:
     leaves the pooled features unrectified; it changes no parameter and no shape.
     """
 
-    regular_depthwise: bool = True  #: The "depthwise" 3x3 convolution keeps ``groups=1``: a regular one.
-    shared_middle_block: bool = True  #: One middle block called eight times: 8 deep, one block of weights.
+    regular_depthwise: bool = True  #: The "depthwise" 3x3 convolution keeps ``groups=1``, a regular one.
+    shared_middle_block: bool = True  #: One middle block called eight times, 8 deep with one block of weights.
     bias_before_bn: bool = True  #: Every convolution has a bias, which the batch norm after it subtracts.
-    bn_relu_between: bool = True  #: BN and ReLU between depthwise and pointwise (Figure 10: none is best).
+    bn_relu_between: bool = True  #: BN and ReLU between depthwise and pointwise (none is best, Figure 10).
     bn_relu_after_pointwise: bool = True  #: BN and ReLU after the pointwise step, before the block's BN.
     entry_block1_no_bn: bool = True  #: No batch norm after the first entry block's separable convolutions.
     shortcut_without_bn: bool = True  #: No batch norm after the 1x1 stride-2 shortcut convolutions.
     stem_stride_1: bool = True  #: The first stem convolution has stride 1 instead of 2.
-    stem_padding: bool = True  #: Both stem convolutions pad by 1 (the paper's: 299 -> 149 -> 147, no padding).
-    fixed_size_pool: bool = True  #: 2x2 stride-1 average pool + flatten, not global pooling: only 2x2 maps fit.
+    stem_padding: bool = True  #: Both stem convolutions pad by 1 (the paper has none, 299 -> 149 -> 147).
+    fixed_size_pool: bool = True  #: A 2x2 stride-1 average pool and a flatten, so only 2x2 exit maps fit.
     exit_relu_before: bool = True  #: ReLU before, not after, the exit flow's last two separable convolutions.
 
     @classmethod
@@ -195,10 +195,8 @@ class FlawedXception(nn.Module):
         self.config = cfg = config if config is not None else post_config()
         got = (cfg.stem, cfg.residual, cfg.segments, cfg.intermediate_activation)
         if got != ("imagenet", True, None, "none"):
-            raise ValueError(
-                "FlawedXception starts from the paper's architecture: expected stem='imagenet', "
-                f"residual=True, segments=None, intermediate_activation='none', got {got}"
-            )
+            expected = "(stem, residual, segments, intermediate_activation) = ('imagenet', True, None, 'none')"
+            raise ValueError(f"FlawedXception starts from the paper's architecture: expected {expected}, got {got}")
         c = cfg.channels
         s1, s2 = c(cfg.stem_channels[0]), c(cfg.stem_channels[1])
         stride, pad, bias = (1 if f.stem_stride_1 else 2), (1 if f.stem_padding else 0), f.bias_before_bn
@@ -233,7 +231,6 @@ class FlawedXception(nn.Module):
                 exit_layers[f"act{i}"] = nn.ReLU()
         self.exit_flow = nn.Sequential(exit_layers)
 
-        self.num_features = e2
         pool = nn.AvgPool2d(2, stride=1) if f.fixed_size_pool else nn.AdaptiveAvgPool2d(1)
         fc = nn.Linear(e2, cfg.num_classes)
         self.head = nn.Sequential(OrderedDict(pool=pool, flatten=nn.Flatten(1), dropout=nn.Dropout(cfg.dropout), fc=fc))
@@ -413,6 +410,9 @@ def bias_change_in_train_mode(model: nn.Module, x: torch.Tensor, *, seed: int = 
     Returns:
         ``max |f(x) - f'(x)| / max |f(x)|``, ``f'`` the model with new biases.
     """
+    dtype = next(model.parameters()).dtype
+    if x.dtype != dtype:
+        raise TypeError(f"expected an input of the model's dtype {dtype}, got {x.dtype}: convert one with .to()")
     probe = copy.deepcopy(model).train()
     convs = [m for m in probe.modules() if isinstance(m, nn.Conv2d) and m.bias is not None]
     if not convs:
@@ -438,6 +438,8 @@ def logit_checks(flaw_sets: Sequence[Flaws], reference: nn.Module, x: torch.Tens
         For each flaw set, ``max |flawed(x) - reference(x)| / max |reference(x)|`` in eval mode, or ``None``
         when the flawed model rejects ``x``.
     """
+    if not isinstance(getattr(reference, "config", None), XceptionConfig):
+        raise TypeError(f"expected an xception_lib Xception as the reference, got {type(reference).__name__}")
     models = [build_meta(flaws, reference.config) for flaws in flaw_sets]
     for flaws, model in zip(flaw_sets, models):
         if not matches_reference(model):
@@ -487,13 +489,10 @@ class Audit:
 def audit(
     flaws: Flaws, config: XceptionConfig | None = None, *, label: str = "", reference_params: int | None = None
 ) -> Audit:
-    """Measure a :class:`FlawedXception` against :class:`~xception_lib.model.Xception`, on the ``meta`` device.
+    """Measure a :class:`FlawedXception` with ``flaws`` against ``Xception(config)``, on the ``meta`` device.
 
-    Args:
-        flaws: The flaws to reproduce.
-        config: The architecture (default :func:`post_config`).
-        label: A name for the row.
-        reference_params: Parameters of ``Xception(config)``, if already known.
+    ``config`` defaults to :func:`post_config`; ``label`` names the row; pass ``reference_params`` (the parameters
+    of ``Xception(config)``) when already known, to save counting them again.
     """
     cfg = config if config is not None else post_config()
     model = build_meta(flaws, cfg)
@@ -534,7 +533,7 @@ def fix_sequence(order: Sequence[str] = FLAW_NAMES) -> list[tuple[str, Flaws]]:
     return steps
 
 
-def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_flow")) -> pd.DataFrame:
+def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_flow")) -> pandas.DataFrame:
     """The audits as a table, one row each, labelled by the flaw last fixed; print it with ``.to_string()``.
 
     Columns: parameters and the gap to the reference; each stage's output (height x width x channels) for a
