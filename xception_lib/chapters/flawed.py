@@ -1,54 +1,19 @@
 """A deliberately flawed Xception, with one switch per flaw, for chapter 4.
 
-Chapter 4 reads a public blog post that summarises the Xception paper and ships a PyTorch
-model. Its code is not reproduced here; :class:`FlawedXception` is this library's own model
-that makes the same *mistakes*, each behind a boolean field of the frozen dataclass
-:class:`Flaws`. ``Flaws()`` switches every flaw on (the post's model: same parameter count,
-same shapes, same computation), ``Flaws.none()`` switches them all off, and then the model
-is, tensor for tensor, :class:`~xception_lib.model.Xception` with the same config: the same
-state-dict keys and shapes, so the weights load across and the logits agree.
-
-The flaws, in the order the chapter fixes them (:data:`FLAW_NAMES`):
-
-``regular_depthwise``
-    The "depthwise" step is a full 3x3 convolution (``groups`` left at 1), so every
-    separable convolution is a regular convolution followed by a 1x1.
-``shared_middle_block``
-    The middle flow applies *one* block eight times: 8 blocks deep, one block of weights.
-``bias_before_bn``
-    Every convolution has a bias although a batch norm follows and removes it.
-``bn_relu_between``
-    Batch norm and ReLU between the depthwise and the pointwise step (the paper's Figure 10
-    shows that no non-linearity there works best, and Xception has none).
-``bn_relu_after_pointwise``
-    Another batch norm and ReLU after the pointwise step, inside the separable convolution,
-    before the block's own batch norm: two batch norms in a row, ReLUs in the wrong places.
-``entry_block1_no_bn``
-    The first entry-flow block has no batch norm after its separable convolutions (the
-    other blocks do).
-``shortcut_without_bn``
-    The 1x1 stride-2 shortcut convolutions have no batch norm.
-``stem_stride_1``
-    The first stem convolution has stride 1 instead of 2.
-``stem_padding``
-    Both stem convolutions pad by 1 (the paper's stem has no padding: 299 -> 149 -> 147).
-``fixed_size_pool``
-    A 2x2 average pool with stride 1 and a flatten instead of global average pooling: the
-    classifier only accepts inputs whose final feature map is exactly 2x2.
-``exit_relu_before``
-    In the exit flow, the ReLUs come *before* the 1536- and 2048-channel separable
-    convolutions instead of after them, so the pooled features are not rectified. It
-    changes neither a parameter nor a shape: only comparing outputs with a reference
-    that carries the same weights finds it.
-
-The post's model also uses PyTorch's batch-norm defaults (epsilon 1e-5) and symmetric
-max-pool padding; those are the conventions of the PyTorch ports, not flaws, so the default
-config is :meth:`XceptionConfig.timm_port` with the post's 100 classes (:func:`post_config`).
+Chapter 4 reads a public blog post that summarises the Xception paper and ships a PyTorch model. Its code is not
+reproduced here: :class:`FlawedXception` is this library's own model that makes the same *mistakes*, each behind a
+field of :class:`Flaws`. ``Flaws()`` switches every flaw on (the post's model: same parameter count, shapes and
+outputs); with ``Flaws.none()`` the model is :class:`~xception_lib.model.Xception`, tensor for tensor. The post's
+batch-norm epsilon and symmetric max-pool padding are the PyTorch ports' conventions, not flaws: :func:`post_config`
+is :meth:`~xception_lib.config.XceptionConfig.timm_port` with 100 classes. Chapter 4 writes each check that exposes
+a flaw in plain PyTorch next to the function here.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -57,33 +22,36 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.chapters.anatomy import separable_layers
+from xception_lib.chapters.anatomy import meta_model, separable_layers
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import MaxPool2dSame
+from xception_lib.runtime import eval_mode
 
-if TYPE_CHECKING:  # matplotlib is optional: imported inside the function that draws
+if TYPE_CHECKING:  # matplotlib and pandas are optional: imported inside the functions that use them
+    import pandas
     from matplotlib.figure import Figure
 
 
 @dataclass(frozen=True)
 class Flaws:
-    """Which of the post's flaws a :class:`FlawedXception` reproduces (``True``: flawed).
+    """Which of the post's flaws a :class:`FlawedXception` reproduces (``True``: flawed; the default: all).
 
-    The default switches every flaw on; see the module docstring for what each one does.
+    The fields are in the order chapter 4 fixes them. ``exit_relu_before`` rectifies the last residual sum and
+    leaves the pooled features unrectified; it changes no parameter and no shape.
     """
 
-    regular_depthwise: bool = True
-    shared_middle_block: bool = True
-    bias_before_bn: bool = True
-    bn_relu_between: bool = True
-    bn_relu_after_pointwise: bool = True
-    entry_block1_no_bn: bool = True
-    shortcut_without_bn: bool = True
-    stem_stride_1: bool = True
-    stem_padding: bool = True
-    fixed_size_pool: bool = True
-    exit_relu_before: bool = True
+    regular_depthwise: bool = True  #: The "depthwise" 3x3 convolution keeps ``groups=1``, a regular one.
+    shared_middle_block: bool = True  #: One middle block called eight times, 8 deep with one block of weights.
+    bias_before_bn: bool = True  #: Every convolution has a bias, which the batch norm after it subtracts.
+    bn_relu_between: bool = True  #: BN and ReLU between depthwise and pointwise (none is best, Figure 10).
+    bn_relu_after_pointwise: bool = True  #: BN and ReLU after the pointwise step, before the block's BN.
+    entry_block1_no_bn: bool = True  #: No batch norm after the first entry block's separable convolutions.
+    shortcut_without_bn: bool = True  #: No batch norm after the 1x1 stride-2 shortcut convolutions.
+    stem_stride_1: bool = True  #: The first stem convolution has stride 1 instead of 2.
+    stem_padding: bool = True  #: Both stem convolutions pad by 1 (the paper has none, 299 -> 149 -> 147).
+    fixed_size_pool: bool = True  #: A 2x2 stride-1 average pool and a flatten, so only 2x2 exit maps fit.
+    exit_relu_before: bool = True  #: ReLU before, not after, the exit flow's last two separable convolutions.
 
     @classmethod
     def none(cls) -> Flaws:
@@ -93,15 +61,11 @@ class Flaws:
     @classmethod
     def only(cls, *names: str) -> Flaws:
         """Only the named flaws, everything else fixed."""
-        for name in names:
-            _check_name(name)
-        return dataclasses.replace(cls.none(), **dict.fromkeys(names, True))
+        return dataclasses.replace(cls.none(), **dict.fromkeys(_checked(names), True))
 
     def fix(self, *names: str) -> Flaws:
         """A copy with the named flaws fixed."""
-        for name in names:
-            _check_name(name)
-        return dataclasses.replace(self, **dict.fromkeys(names, False))
+        return dataclasses.replace(self, **dict.fromkeys(_checked(names), False))
 
     def active(self) -> tuple[str, ...]:
         """Names of the flaws switched on, in :data:`FLAW_NAMES` order."""
@@ -112,9 +76,11 @@ class Flaws:
 FLAW_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Flaws))
 
 
-def _check_name(name: str) -> None:
-    if name not in FLAW_NAMES:
-        raise ValueError(f"unknown flaw {name!r}; expected one of {FLAW_NAMES}")
+def _checked(names: Sequence[str]) -> Sequence[str]:
+    for name in names:
+        if name not in FLAW_NAMES:
+            raise ValueError(f"unknown flaw {name!r}; expected one of {FLAW_NAMES}")
+    return names
 
 
 def post_config(num_classes: int = 100) -> XceptionConfig:
@@ -122,25 +88,19 @@ def post_config(num_classes: int = 100) -> XceptionConfig:
     return XceptionConfig.timm_port(num_classes=num_classes)
 
 
-# ------------------------------------------------------------------ building blocks
-
-
 def _bn(channels: int, config: XceptionConfig) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=config.bn_eps, momentum=config.bn_momentum)
 
 
+def _bn_relu(channels: int, config: XceptionConfig) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(bn=_bn(channels, config), act=nn.ReLU()))
+
+
 class FlawedSeparableConv2d(nn.Module):
-    """A separable convolution with the post's flaws switchable.
+    """A 3x3 separable convolution with the post's flaws switchable (``regular_depthwise``, ``bias_before_bn``,
+    ``bn_relu_between`` and ``bn_relu_after_pointwise`` act here; ``config`` gives the batch-norm settings).
 
-    With no flaw it equals :class:`~xception_lib.layers.SeparableConv2d` (same parameter
-    names: ``depthwise``, ``pointwise``).
-
-    Args:
-        in_channels: Input channels.
-        out_channels: Output channels.
-        flaws: Which flaws to reproduce (``regular_depthwise``, ``bias_before_bn``,
-            ``bn_relu_between``, ``bn_relu_after_pointwise`` act here).
-        config: Batch-norm settings.
+    With no flaw it equals :class:`~xception_lib.layers.SeparableConv2d` (same names: ``depthwise``, ``pointwise``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, flaws: Flaws, config: XceptionConfig) -> None:
@@ -148,55 +108,27 @@ class FlawedSeparableConv2d(nn.Module):
         groups = 1 if flaws.regular_depthwise else in_channels
         bias = flaws.bias_before_bn
         self.depthwise = nn.Conv2d(in_channels, in_channels, 3, padding=1, groups=groups, bias=bias)
-        self.between = (
-            nn.Sequential(OrderedDict(bn=_bn(in_channels, config), act=nn.ReLU())) if flaws.bn_relu_between else None
-        )
+        self.between = _bn_relu(in_channels, config) if flaws.bn_relu_between else None
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
-        self.after = (
-            nn.Sequential(OrderedDict(bn=_bn(out_channels, config), act=nn.ReLU()))
-            if flaws.bn_relu_after_pointwise
-            else None
-        )
+        self.after = _bn_relu(out_channels, config) if flaws.bn_relu_after_pointwise else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.depthwise(x)
-        if self.between is not None:
-            x = self.between(x)
-        x = self.pointwise(x)
-        if self.after is not None:
-            x = self.after(x)
+        for step in (self.depthwise, self.between, self.pointwise, self.after):
+            if step is not None:
+                x = step(x)
         return x
 
 
 class FlawedBlock(nn.Module):
     """A residual block: ``reps`` x (ReLU -> separable conv -> BN), a max-pool, a shortcut.
 
-    With no flaw it equals :class:`~xception_lib.model.XceptionBlock` (same names).
-
-    Args:
-        in_channels: Input channels.
-        out_channels: Output channels.
-        reps: Number of separable convolutions.
-        stride: Stride of the final max-pool (1: no pool).
-        flaws: Which flaws to reproduce.
-        config: Batch-norm and pooling settings.
-        start_with_relu: Whether the first separable convolution is preceded by ReLU.
-        grow_first: Whether the first (True) or last (False) separable convolution widens.
-        with_bn: Whether a batch norm follows each separable convolution.
+    The arguments are :class:`~xception_lib.model.XceptionBlock`'s, plus ``flaws`` and ``with_bn`` (whether a
+    batch norm follows each separable convolution). With no flaw it equals ``XceptionBlock`` (same names).
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        reps: int,
-        stride: int,
-        flaws: Flaws,
-        config: XceptionConfig,
-        *,
-        start_with_relu: bool = True,
-        grow_first: bool = True,
-        with_bn: bool = True,
+        self, in_channels: int, out_channels: int, reps: int, stride: int, flaws: Flaws, config: XceptionConfig,
+        *, start_with_relu: bool = True, grow_first: bool = True, with_bn: bool = True,
     ) -> None:
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -211,13 +143,13 @@ class FlawedBlock(nn.Module):
             if with_bn:
                 layers[f"bn{i + 1}"] = _bn(cout, config)
         if stride != 1:
-            layers["pool"] = _max_pool(stride, config)
+            same = config.pool_padding == "same"
+            layers["pool"] = MaxPool2dSame(3, stride) if same else nn.MaxPool2d(3, stride, padding=1)
         self.layers = nn.Sequential(layers)
         self.shortcut: nn.Module = nn.Identity()
         if in_channels != out_channels or stride != 1:
-            shortcut: OrderedDict[str, nn.Module] = OrderedDict(
-                conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=flaws.bias_before_bn)
-            )
+            conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=flaws.bias_before_bn)
+            shortcut = OrderedDict(conv=conv)
             if not flaws.shortcut_without_bn:
                 shortcut["bn"] = _bn(out_channels, config)
             self.shortcut = nn.Sequential(shortcut)
@@ -226,18 +158,10 @@ class FlawedBlock(nn.Module):
         return self.layers(x) + self.shortcut(x)
 
 
-def _max_pool(stride: int, config: XceptionConfig) -> nn.Module:
-    if config.pool_padding == "same":
-        return MaxPool2dSame(3, stride)
-    return nn.MaxPool2d(3, stride, padding=1)
-
-
 class SharedMiddleFlow(nn.Module):
-    """The flaw ``shared_middle_block``: one block applied ``repeats`` times.
+    """The flaw ``shared_middle_block``: one ``block`` (one set of weights) applied ``repeats`` times.
 
-    Args:
-        block: The one block whose weights every repetition uses.
-        repeats: How many times it is applied.
+    (The post writes the call out eight times; a loop computes the same.)
     """
 
     def __init__(self, block: nn.Module, repeats: int) -> None:
@@ -251,62 +175,48 @@ class SharedMiddleFlow(nn.Module):
         return x
 
 
-# ------------------------------------------------------------------ the model
-
-
 class FlawedXception(nn.Module):
     """Xception with the seed blog post's flaws, each switchable.
 
-    It has the stages of :class:`~xception_lib.model.Xception` (``stem``, ``entry_flow``,
-    ``middle_flow``, ``exit_flow``, ``head``) and its ``forward_intermediates`` /
-    ``forward_head``, so the same measurements run on both. Unlike ``Xception`` it does
-    not check its input: finding out what it accepts is part of the audit.
+    It has the stages of :class:`~xception_lib.model.Xception` (``stem``, ``entry_flow``, ``middle_flow``,
+    ``exit_flow``, ``head``) and its ``stages`` and ``forward_intermediates``, so the same measurements run on
+    both. Unlike ``Xception`` it does not check its input: finding out what it accepts is part of the audit.
 
     Args:
         flaws: Which flaws to reproduce (default: all of them, the post's model).
-        config: Widths, classes, batch-norm and pooling conventions (default:
-            :func:`post_config`). It must use the ImageNet stem, residual connections and
-            depthwise separable convolutions without intermediate activation; the flaws
-            are what changes those.
+        config: Widths, classes, batch-norm and pooling conventions (default: :func:`post_config`); it must
+            have the paper's architecture (ImageNet stem, residuals, separable convolutions without
+            intermediate activation): the flaws are what changes it.
     """
 
     def __init__(self, flaws: Flaws | None = None, config: XceptionConfig | None = None) -> None:
         super().__init__()
         self.flaws = f = flaws if flaws is not None else Flaws()
         self.config = cfg = config if config is not None else post_config()
-        if cfg.stem != "imagenet" or not cfg.residual or cfg.segments is not None or cfg.intermediate_activation != "none":
-            raise ValueError(
-                "FlawedXception starts from the paper's architecture: expected stem='imagenet', residual=True, "
-                f"segments=None, intermediate_activation='none', got {cfg.stem!r}, {cfg.residual}, "
-                f"{cfg.segments}, {cfg.intermediate_activation!r}"
-            )
+        got = (cfg.stem, cfg.residual, cfg.segments, cfg.intermediate_activation)
+        if got != ("imagenet", True, None, "none"):
+            expected = "(stem, residual, segments, intermediate_activation) = ('imagenet', True, None, 'none')"
+            raise ValueError(f"FlawedXception starts from the paper's architecture: expected {expected}, got {got}")
         c = cfg.channels
         s1, s2 = c(cfg.stem_channels[0]), c(cfg.stem_channels[1])
-        pad = 1 if f.stem_padding else 0
-        self.stem = nn.Sequential(
-            OrderedDict(
-                conv1=nn.Conv2d(cfg.in_channels, s1, 3, stride=1 if f.stem_stride_1 else 2, padding=pad, bias=f.bias_before_bn),
-                bn1=_bn(s1, cfg),
-                act1=nn.ReLU(),
-                conv2=nn.Conv2d(s1, s2, 3, padding=pad, bias=f.bias_before_bn),
-                bn2=_bn(s2, cfg),
-                act2=nn.ReLU(),
-            )
-        )
+        stride, pad, bias = (1 if f.stem_stride_1 else 2), (1 if f.stem_padding else 0), f.bias_before_bn
+        stem = [nn.Conv2d(cfg.in_channels, s1, 3, stride, pad, bias=bias), _bn(s1, cfg), nn.ReLU()]
+        stem += [nn.Conv2d(s1, s2, 3, 1, pad, bias=bias), _bn(s2, cfg), nn.ReLU()]
+        self.stem = nn.Sequential(OrderedDict(zip(["conv1", "bn1", "act1", "conv2", "bn2", "act2"], stem)))
         entry: OrderedDict[str, nn.Module] = OrderedDict()
         prev = s2
         for i, (out, stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
-            with_bn = not (i == 0 and f.entry_block1_no_bn)
-            entry[f"block{i + 1}"] = FlawedBlock(prev, c(out), 2, stride, f, cfg, start_with_relu=i > 0, with_bn=with_bn)
+            bn = not (i == 0 and f.entry_block1_no_bn)
+            entry[f"block{i + 1}"] = FlawedBlock(prev, c(out), 2, stride, f, cfg, start_with_relu=i > 0, with_bn=bn)
             prev = c(out)
         self.entry_flow = nn.Sequential(entry)
 
+        self.middle_flow: nn.Module
         if f.shared_middle_block:
-            self.middle_flow: nn.Module = SharedMiddleFlow(FlawedBlock(prev, prev, 3, 1, f, cfg), cfg.middle_blocks)
+            self.middle_flow = SharedMiddleFlow(FlawedBlock(prev, prev, 3, 1, f, cfg), cfg.middle_blocks)
         else:
-            self.middle_flow = nn.Sequential(
-                OrderedDict((f"block{i + 1}", FlawedBlock(prev, prev, 3, 1, f, cfg)) for i in range(cfg.middle_blocks))
-            )
+            blocks = ((f"block{i + 1}", FlawedBlock(prev, prev, 3, 1, f, cfg)) for i in range(cfg.middle_blocks))
+            self.middle_flow = nn.Sequential(OrderedDict(blocks))
 
         e0, e1, e2 = (c(x) for x in cfg.exit_channels)
         exit_layers: OrderedDict[str, nn.Module] = OrderedDict(
@@ -321,15 +231,9 @@ class FlawedXception(nn.Module):
                 exit_layers[f"act{i}"] = nn.ReLU()
         self.exit_flow = nn.Sequential(exit_layers)
 
-        self.num_features = e2
-        self.head = nn.Sequential(
-            OrderedDict(
-                pool=nn.AvgPool2d(2, stride=1) if f.fixed_size_pool else nn.AdaptiveAvgPool2d(1),
-                flatten=nn.Flatten(1),
-                dropout=nn.Dropout(cfg.dropout),
-                fc=nn.Linear(e2, cfg.num_classes),
-            )
-        )
+        pool = nn.AvgPool2d(2, stride=1) if f.fixed_size_pool else nn.AdaptiveAvgPool2d(1)
+        fc = nn.Linear(e2, cfg.num_classes)
+        self.head = nn.Sequential(OrderedDict(pool=pool, flatten=nn.Flatten(1), dropout=nn.Dropout(cfg.dropout), fc=fc))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -338,11 +242,9 @@ class FlawedXception(nn.Module):
 
     def stages(self) -> OrderedDict[str, nn.Module]:
         """The named stages, as in :meth:`xception_lib.model.Xception.stages`."""
-        named: OrderedDict[str, nn.Module] = OrderedDict(stem=self.stem)
-        for name, block in self.entry_flow.named_children():
-            named[f"entry_flow.{name}"] = block
-        named["middle_flow"] = self.middle_flow
-        named["exit_flow"] = self.exit_flow
+        named = OrderedDict(stem=self.stem)
+        named.update((f"entry_flow.{name}", block) for name, block in self.entry_flow.named_children())
+        named.update(middle_flow=self.middle_flow, exit_flow=self.exit_flow)
         return named
 
     def forward_intermediates(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
@@ -354,67 +256,13 @@ class FlawedXception(nn.Module):
         return out
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature map -> logits."""
+        """Final feature map -> logits."""
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        x = self.entry_flow(x)
-        x = self.middle_flow(x)
-        x = self.exit_flow(x)
+        for stage in self.stages().values():
+            x = stage(x)
         return self.head(x)
-
-
-# ------------------------------------------------------------------ closed forms
-
-
-def param_delta(name: str, config: XceptionConfig | None = None) -> int:
-    """How many parameters flaw ``name`` alone adds (negative: removes), from closed forms.
-
-    Computed from the config with :mod:`xception_lib.complexity`'s formulas, never from a
-    model, so a test can hold :class:`FlawedXception` to it:
-
-    * ``regular_depthwise``: ``sum(k^2 C_in^2 - k^2 C_in)`` over the separable convolutions;
-    * ``shared_middle_block``: minus ``(blocks - 1)`` blocks of three separable convolutions
-      and their batch norms;
-    * ``bias_before_bn``: one bias per output channel of every convolution but the classifier;
-    * ``bn_relu_between`` / ``bn_relu_after_pointwise``: a batch norm (2 per channel) on the
-      input / output channels of every separable convolution;
-    * ``entry_block1_no_bn`` / ``shortcut_without_bn``: minus the batch norms left out;
-    * the other flaws move no parameter: 0.
-
-    Args:
-        name: A name in :data:`FLAW_NAMES`.
-        config: The architecture (default :func:`post_config`).
-    """
-    _check_name(name)
-    cfg = config if config is not None else post_config()
-    c = cfg.channels
-    seps = separable_layers(cfg)
-    shortcut_channels = [c(x) for x in cfg.entry_channels] + [c(cfg.exit_channels[0])]
-    if name == "regular_depthwise":
-        return sum(conv_params(cin, cin, 3) - depthwise_params(cin, 3) for _, cin, _ in seps)
-    if name == "shared_middle_block":
-        width = c(cfg.entry_channels[2])
-        block = 3 * (separable_params(width, width, 3) + 2 * width)
-        return -max(cfg.middle_blocks - 1, 0) * block
-    if name == "bias_before_bn":
-        stem = c(cfg.stem_channels[0]) + c(cfg.stem_channels[1])
-        return stem + sum(cin + cout for _, cin, cout in seps) + sum(shortcut_channels)
-    if name == "bn_relu_between":
-        return sum(2 * cin for _, cin, _ in seps)
-    if name == "bn_relu_after_pointwise":
-        return sum(2 * cout for _, _, cout in seps)
-    if name == "entry_block1_no_bn":
-        return -2 * 2 * c(cfg.entry_channels[0])
-    if name == "shortcut_without_bn":
-        return -2 * sum(shortcut_channels)
-    return 0
-
-
-def count_params(model: nn.Module) -> int:
-    """Distinct parameters of a model (a tensor used twice counts once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
 
 
 def build_meta(flaws: Flaws | None = None, config: XceptionConfig | None = None) -> FlawedXception:
@@ -423,98 +271,80 @@ def build_meta(flaws: Flaws | None = None, config: XceptionConfig | None = None)
         return FlawedXception(flaws, config)
 
 
-# ------------------------------------------------------------------ measurements
+def param_delta(name: str, config: XceptionConfig | None = None) -> int:
+    """How many parameters flaw ``name`` alone adds to ``Xception(config)`` (negative: removes), in closed form.
+
+    Computed from the config (default :func:`post_config`) with :mod:`xception_lib.complexity`'s formulas, never
+    from a model, so that a test can hold :class:`FlawedXception` to it. A regular instead of a depthwise 3x3
+    convolution adds ``9 C^2 - 9 C`` per separable convolution; sharing the middle block removes ``blocks - 1``
+    blocks; a bias adds one parameter per output channel, a batch norm two per channel; four flaws move none.
+    """
+    _checked([name])
+    cfg = config if config is not None else post_config()
+    c, seps = cfg.channels, separable_layers(cfg)
+    shortcuts = [c(x) for x in cfg.entry_channels] + [c(cfg.exit_channels[0])]
+    middle = c(cfg.entry_channels[2])
+    deltas = {
+        "regular_depthwise": sum(conv_params(cin, cin, 3) - depthwise_params(cin, 3) for _, cin, _ in seps),
+        "shared_middle_block": -max(cfg.middle_blocks - 1, 0) * 3 * (separable_params(middle, middle, 3) + 2 * middle),
+        "bias_before_bn": sum(c(s) for s in cfg.stem_channels) + sum(i + o for _, i, o in seps) + sum(shortcuts),
+        "bn_relu_between": sum(2 * cin for _, cin, _ in seps),
+        "bn_relu_after_pointwise": sum(2 * cout for _, _, cout in seps),
+        "entry_block1_no_bn": -2 * 2 * c(cfg.entry_channels[0]),
+        "shortcut_without_bn": -2 * sum(shortcuts),
+    }
+    return deltas.get(name, 0)
 
 
 def accepted_sizes(model: nn.Module, sizes: Sequence[int]) -> list[int]:
-    """The square input sizes a model runs on end to end (to logits), among ``sizes``.
+    """The square input sizes (among ``sizes``) on which a model runs end to end, to the logits.
 
-    Use a ``meta``-device model (:func:`build_meta`): each try costs milliseconds.
-
-    Args:
-        model: The model under audit.
-        sizes: Heights (= widths) to try.
+    Runs in eval mode, where batch norm takes a batch of one image at any size. On a ``meta``-device model
+    (:func:`build_meta`) each try costs milliseconds.
     """
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
     cin = getattr(getattr(model, "config", None), "in_channels", 3)
     ok = []
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model), torch.no_grad():
         for size in sizes:
             try:
-                with torch.no_grad():
-                    model(torch.zeros(1, cin, size, size, device=device))
+                model(torch.zeros(1, cin, size, size, device=next(model.parameters()).device))
             except (RuntimeError, ValueError):
                 continue
             ok.append(size)
-    finally:
-        model.train(was_training)
     return ok
 
 
 def size_ranges(sizes: Sequence[int]) -> str:
     """``[17, 18, 19, 32, 40] -> '17-19, 32, 40'``; ``'none'`` if empty."""
-    if not sizes:
-        return "none"
-    parts: list[str] = []
-    start = prev = sizes[0]
-    for s in list(sizes[1:]) + [None]:
-        if s is not None and s == prev + 1:
-            prev = s
-            continue
-        parts.append(f"{start}" if start == prev else f"{start}-{prev}")
-        if s is not None:
-            start = prev = s
-    return ", ".join(parts)
+    runs = [[s for _, s in run] for _, run in itertools.groupby(enumerate(sizes), lambda t: t[1] - t[0])]
+    return ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs) or "none"
 
 
 @dataclass(frozen=True)
 class MiddleFlowUsage:
-    """How the middle flow uses its weights, measured on one forward pass.
-
-    Attributes:
-        applications: Convolutions applied in the middle flow.
-        distinct: Distinct convolution modules (distinct weights) among them.
-    """
+    """How the middle flow uses its weights on one forward pass: ``applications`` of convolutions, and the
+    ``distinct`` convolution modules (distinct weights) among them."""
 
     applications: int
     distinct: int
 
 
-def middle_flow_usage(model: nn.Module, input_size: Sequence[int] = (1, 3, 64, 64)) -> MiddleFlowUsage:
-    """Count convolution calls in ``model.middle_flow`` and how many distinct weights they use.
+def middle_flow_usage(model: nn.Module) -> MiddleFlowUsage:
+    """Count convolution calls in ``model.middle_flow`` and how many distinct modules (weights) made them.
 
-    Forward hooks record which module ran (nothing else) and are removed afterwards. Only
-    the middle flow runs, on a tensor of the shape the entry flow produces for ``input_size``
-    (read from the model's own stages), so the classifier's input-size limits do not matter.
-
-    Args:
-        model: A model with ``stem``, ``entry_flow`` and ``middle_flow``.
-        input_size: ``(N, C, H, W)`` of the image input.
+    Forward hooks record which module ran and are removed afterwards; only the middle flow runs, on an 8x8 map.
     """
-    calls: list[int] = []
     convs = [m for m in model.get_submodule("middle_flow").modules() if isinstance(m, nn.Conv2d)]
-
-    def hook(module: nn.Module, _inputs: object, _output: torch.Tensor) -> None:
-        calls.append(id(module))
-
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    handles = [m.register_forward_hook(hook) for m in convs]
-    was_training = model.training
-    model.eval()
+    calls: list[nn.Module] = []
+    handles = [m.register_forward_hook(lambda module, _inputs, _output: calls.append(module)) for m in convs]
     try:
-        with torch.no_grad():
-            x = torch.zeros(*input_size, device=device)
-            x = model.get_submodule("entry_flow")(model.get_submodule("stem")(x))
+        with eval_mode(model), torch.no_grad():
+            x = torch.zeros(1, convs[0].in_channels, 8, 8, device=convs[0].weight.device)
             model.get_submodule("middle_flow")(x)
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
-    return MiddleFlowUsage(applications=len(calls), distinct=len(set(calls)))
+    return MiddleFlowUsage(applications=len(calls), distinct=len(set(map(id, calls))))
 
 
 @dataclass(frozen=True)
@@ -523,7 +353,7 @@ class LoadReport:
 
     Attributes:
         loaded: Tensors copied (same name and shape).
-        wrong_shape: Names present in both with different shapes (left as they were).
+        wrong_shape: Names in both with different shapes (left as they were).
         missing: Names only in the target (left as they were).
         unexpected: Names only in the source (ignored).
     """
@@ -540,16 +370,10 @@ class LoadReport:
 
 
 def compare_state_dicts(target: nn.Module, source: nn.Module) -> LoadReport:
-    """What a transplant of ``source``'s tensors into ``target`` would load, without loading.
-
-    Works on ``meta``-device models (only names and shapes are compared).
-
-    Args:
-        target: The model that would receive the tensors.
-        source: The model that would give them.
-    """
-    theirs = {k: tuple(v.shape) for k, v in source.state_dict().items()}
-    ours = {k: tuple(v.shape) for k, v in target.state_dict().items()}
+    """What a transplant of ``source``'s tensors into ``target`` would load, without loading (only names and
+    shapes are compared, so ``meta``-device models work)."""
+    theirs = {k: v.shape for k, v in source.state_dict().items()}
+    ours = {k: v.shape for k, v in target.state_dict().items()}
     return LoadReport(
         loaded=sum(1 for k, v in theirs.items() if ours.get(k) == v),
         wrong_shape=tuple(k for k in theirs if k in ours and ours[k] != theirs[k]),
@@ -559,15 +383,10 @@ def compare_state_dicts(target: nn.Module, source: nn.Module) -> LoadReport:
 
 
 def load_matching(target: nn.Module, source: nn.Module) -> LoadReport:
-    """Copy every tensor (parameters and buffers) whose name and shape agree from ``source``.
-
-    Args:
-        target: The model to load into.
-        source: The model to load from.
+    """Copy into ``target`` every tensor of ``source`` (parameters and buffers) whose name and shape agree.
 
     Returns:
-        A :class:`LoadReport` (see :func:`compare_state_dicts`); ``report.complete`` means
-        a strict load would have worked.
+        A :class:`LoadReport`; ``report.complete`` means that a strict load would have worked.
     """
     report = compare_state_dicts(target, source)
     ours = target.state_dict()
@@ -576,60 +395,72 @@ def load_matching(target: nn.Module, source: nn.Module) -> LoadReport:
     return report
 
 
-def max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float | None:
-    """``max |a(x) - b(x)|`` in eval mode, or ``None`` when either model rejects ``x``."""
-    outputs = []
-    for model in (a, b):
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                outputs.append(model(x))
-        except (RuntimeError, ValueError):
-            return None
-        finally:
-            model.train(was_training)
-    if outputs[0].shape != outputs[1].shape:
-        return None
-    return float((outputs[0] - outputs[1]).abs().max())
+def matches_reference(model: FlawedXception) -> bool:
+    """Whether a flawed model's state dict has exactly the keys and shapes of ``Xception(config)``."""
+    return compare_state_dicts(model, meta_model(model.config)).complete
 
 
 def bias_change_in_train_mode(model: nn.Module, x: torch.Tensor, *, seed: int = 0) -> float:
-    """How much the output moves when every convolution bias is redrawn, in training mode.
+    """How much the output on ``x`` moves when every convolution bias is redrawn, in training mode.
 
-    A bias added right before a batch norm is subtracted again with the batch mean, so in
-    training mode (batch statistics) redrawing those biases changes nothing but rounding.
-    The model is left unchanged (its biases and running statistics are restored).
-
-    Args:
-        model: A model whose convolutions have biases (``bias_before_bn``).
-        x: An input batch with more than one value per channel.
-        seed: Seed of the new biases.
+    A bias added right before a batch norm is subtracted again with the batch mean, so in training mode (batch
+    statistics) redrawing those biases changes nothing but rounding. It runs on a copy of ``model``; the new
+    biases are drawn from a standard normal with ``seed``, in module order; ``x`` has the model's dtype.
 
     Returns:
         ``max |f(x) - f'(x)| / max |f(x)|``, ``f'`` the model with new biases.
     """
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.bias is not None]
+    dtype = next(model.parameters()).dtype
+    if x.dtype != dtype:
+        raise TypeError(f"expected an input of the model's dtype {dtype}, got {x.dtype}: convert one with .to()")
+    probe = copy.deepcopy(model).train()
+    convs = [m for m in probe.modules() if isinstance(m, nn.Conv2d) and m.bias is not None]
     if not convs:
         raise ValueError("expected a model whose convolutions have biases (bias_before_bn=True), found none")
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    was_training = model.training
     generator = torch.Generator().manual_seed(seed)
-    try:
-        model.train()
-        with torch.no_grad():
-            before = model(x)
-            for m in convs:
-                assert m.bias is not None
-                m.bias.copy_(torch.randn(m.bias.shape, generator=generator).to(m.bias.device))
-            after = model(x)
-    finally:
-        model.load_state_dict(state)
-        model.train(was_training)
+    with torch.no_grad():
+        before = probe(x)
+        for m in convs:
+            m.bias.copy_(torch.randn(m.bias.shape, generator=generator))
+        after = probe(x)
     return float((after - before).abs().max() / before.abs().max())
 
 
-# ------------------------------------------------------------------ the audit
+def logit_checks(flaw_sets: Sequence[Flaws], reference: nn.Module, x: torch.Tensor) -> list[float | None]:
+    """Give flawed models the tensors of ``reference`` (an :class:`~xception_lib.model.Xception`) and compare logits.
+
+    Each flawed model (the reference's config) gets the reference's tensors by a strict load, so any difference
+    comes from the flaws that move no parameter: only ``stem_stride_1``, ``stem_padding``, ``fixed_size_pool`` and
+    ``exit_relu_before`` may be on. Give the reference's batch norms random running statistics first, or a
+    misplaced layer can hide behind an identity.
+
+    Returns:
+        For each flaw set, ``max |flawed(x) - reference(x)| / max |reference(x)|`` in eval mode, or ``None``
+        when the flawed model rejects ``x``.
+    """
+    if not isinstance(getattr(reference, "config", None), XceptionConfig):
+        raise TypeError(f"expected an xception_lib Xception as the reference, got {type(reference).__name__}")
+    models = [build_meta(flaws, reference.config) for flaws in flaw_sets]
+    for flaws, model in zip(flaw_sets, models):
+        if not matches_reference(model):
+            raise ValueError(
+                f"logit_checks needs flaws that keep Xception's state dict; {flaws.active()} change it "
+                "(only stem_stride_1, stem_padding, fixed_size_pool, exit_relu_before may be on)"
+            )
+    with eval_mode(reference), torch.no_grad():
+        expected = reference(x)
+    results: list[float | None] = []
+    for model in models:
+        model = model.to_empty(device=x.device).eval()  # every tensor comes from the reference
+        model.load_state_dict(reference.state_dict(), strict=True)
+        try:
+            with torch.no_grad():
+                got = model(x)
+        except (RuntimeError, ValueError):
+            got = None
+        ok = got is not None and got.shape == expected.shape
+        results.append(float((got - expected).abs().max() / expected.abs().max()) if ok else None)
+    return results
 
 
 @dataclass(frozen=True)
@@ -639,11 +470,10 @@ class Audit:
     Attributes:
         label: What the row is (e.g. ``"as published"``, ``"fix regular_depthwise"``).
         flaws: The flaws still on.
-        params: Distinct parameters.
+        params: Parameters (a tensor used twice counts once, as in ``model.parameters()``).
         reference_params: Parameters of :class:`~xception_lib.model.Xception` with the same config.
-        shapes: ``{stage: shape}`` for a 299 px input (``None`` after the stage that fails).
+        shapes: ``{stage or "logits": shape}`` for a 299 px input (``None`` from the step that fails).
         logits_at_299: Whether a 299 px image reaches the logits.
-        accepted: Accepted square input sizes among those tried.
         middle: Middle-flow weight usage.
     """
 
@@ -653,113 +483,40 @@ class Audit:
     reference_params: int
     shapes: dict[str, tuple[int, ...] | None]
     logits_at_299: bool
-    accepted: tuple[int, ...]
     middle: MiddleFlowUsage
 
 
 def audit(
-    flaws: Flaws,
-    config: XceptionConfig | None = None,
-    *,
-    label: str = "",
-    sizes: Sequence[int] = (),
-    reference_params: int | None = None,
+    flaws: Flaws, config: XceptionConfig | None = None, *, label: str = "", reference_params: int | None = None
 ) -> Audit:
-    """Measure a :class:`FlawedXception` against :class:`~xception_lib.model.Xception` (shapes only).
+    """Measure a :class:`FlawedXception` with ``flaws`` against ``Xception(config)``, on the ``meta`` device.
 
-    Everything runs on the ``meta`` device: nothing is allocated or computed (each forward
-    pass still costs a fraction of a second of Python).
-
-    Args:
-        flaws: The flaws to reproduce.
-        config: The architecture (default :func:`post_config`).
-        label: A name for the row.
-        sizes: Input sizes to try with :func:`accepted_sizes` (none by default).
-        reference_params: Parameters of ``Xception(config)``, if already known.
+    ``config`` defaults to :func:`post_config`; ``label`` names the row; pass ``reference_params`` (the parameters
+    of ``Xception(config)``) when already known, to save counting them again.
     """
-    from xception_lib.chapters.anatomy import meta_model, shape_trace
-
     cfg = config if config is not None else post_config()
     model = build_meta(flaws, cfg)
-    trace = shape_trace(model, (1, cfg.in_channels, 299, 299))
-    shapes = {s.name: s.shape for s in trace if s.name != "input"}
+    shapes: dict[str, tuple[int, ...] | None] = {}
+    x = torch.zeros(1, cfg.in_channels, 299, 299, device="meta")
+    with eval_mode(model):
+        for name, stage in [*model.stages().items(), ("logits", model.head)]:
+            try:
+                x = stage(x)
+            except RuntimeError:
+                shapes[name] = None
+                break
+            shapes[name] = tuple(x.shape)
+    if reference_params is None:
+        reference_params = sum(p.numel() for p in meta_model(cfg).parameters())
     return Audit(
         label=label or ("as published" if flaws == Flaws() else ", ".join(flaws.active()) or "all fixed"),
         flaws=flaws,
-        params=count_params(model),
-        reference_params=reference_params if reference_params is not None else count_params(meta_model(cfg)),
+        params=sum(p.numel() for p in model.parameters()),
+        reference_params=reference_params,
         shapes=shapes,
         logits_at_299=shapes.get("logits") is not None,
-        accepted=tuple(accepted_sizes(model, sizes)),
-        middle=middle_flow_usage(model, (1, cfg.in_channels, 64, 64)),
+        middle=middle_flow_usage(model),
     )
-
-
-def logit_checks(
-    flaw_sets: Sequence[Flaws],
-    config: XceptionConfig | None = None,
-    *,
-    size: int = 96,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> list[float | None]:
-    """Load one random ``Xception(config)``'s weights into flawed models and compare logits.
-
-    Each flawed model gets the reference's tensors by a strict load, so any difference
-    comes from the flaws that move no parameter: ReLU placement, strides, padding, pooling.
-    The reference gets non-trivial batch-norm statistics, so that a misplaced layer shows.
-
-    Args:
-        flaw_sets: One :class:`Flaws` per model to check; each must leave the state dict
-            unchanged (only ``stem_stride_1``, ``stem_padding``, ``fixed_size_pool`` and
-            ``exit_relu_before`` may be on).
-        config: The architecture (default :func:`post_config`).
-        size: Height and width of the random input image.
-        seed: Seed of the weights, the batch-norm statistics and the input.
-        device: Where to run.
-
-    Returns:
-        For each flaw set, ``max |flawed(x) - reference(x)| / max |reference(x)|`` in eval
-        mode, or ``None`` when the flawed model rejects the input.
-    """
-    from xception_lib.model import Xception
-
-    cfg = config if config is not None else post_config()
-    generator = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        reference = Xception(cfg)
-    with torch.no_grad():
-        for name, buffer in reference.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(0.1 * torch.randn(buffer.shape, generator=generator))
-            elif name.endswith("running_var"):
-                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
-    reference = reference.to(device).eval()
-    x = torch.randn(1, cfg.in_channels, size, size, generator=generator).to(device)
-    with torch.no_grad():
-        expected = reference(x)
-    scale = float(expected.abs().max())
-    state = reference.state_dict()
-    results: list[float | None] = []
-    for flaws in flaw_sets:
-        model = build_meta(flaws, cfg)  # no initialisation: every tensor comes from the reference
-        if not matches_reference(model):
-            raise ValueError(
-                f"logit_checks needs flaws that keep Xception's state dict; {flaws.active()} change it "
-                "(only stem_stride_1, stem_padding, fixed_size_pool, exit_relu_before may be on)"
-            )
-        model = model.to_empty(device=device)
-        model.load_state_dict(state, strict=True)
-        model.eval()
-        try:
-            with torch.no_grad():
-                got = model(x)
-        except (RuntimeError, ValueError):
-            results.append(None)
-            continue
-        results.append(float((got - expected).abs().max()) / scale if got.shape == expected.shape else None)
-    return results
 
 
 def fix_sequence(order: Sequence[str] = FLAW_NAMES) -> list[tuple[str, Flaws]]:
@@ -768,121 +525,75 @@ def fix_sequence(order: Sequence[str] = FLAW_NAMES) -> list[tuple[str, Flaws]]:
     Returns:
         ``[("as published", Flaws()), ("fix <first>", ...), ...]``; the last has no flaw left.
     """
-    for name in order:
-        _check_name(name)
-    if sorted(order) != sorted(FLAW_NAMES):
-        raise ValueError(f"order must list every flaw once; expected a permutation of {FLAW_NAMES}, got {tuple(order)}")
+    if sorted(_checked(order)) != sorted(FLAW_NAMES):
+        raise ValueError(f"order must list every flaw once: expected a permutation of {FLAW_NAMES}, got {tuple(order)}")
     steps = [("as published", Flaws())]
-    current = Flaws()
     for name in order:
-        current = current.fix(name)
-        steps.append((f"fix {name}", current))
+        steps.append((f"fix {name}", steps[-1][1].fix(name)))
     return steps
 
 
-def format_audits(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_flow")) -> str:
-    """A text table of audits: parameters (and the gap to the reference), shapes at 299 px,
-    whether 299 px reaches the logits, accepted sizes (when any were tried), and distinct
-    middle-flow convolutions out of those applied.
+def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_flow")) -> pandas.DataFrame:
+    """The audits as a table, one row each, labelled by the flaw last fixed; print it with ``.to_string()``.
 
-    Labels ``"fix <flaw>"`` (from :func:`fix_sequence`) are shown as ``<flaw>`` under the
-    heading "after fixing"."""
-    from xception_lib.chapters.anatomy import format_shape
+    Columns: parameters and the gap to the reference; each stage's output (height x width x channels) for a
+    299 px image; whether that image reaches the logits (``299 px``); distinct middle-flow convolutions out of
+    those applied (``middle``).
+    """
+    import pandas as pd
 
-    sizes = any(r.accepted for r in rows)
-    head = f"{'after fixing':23} {'params':>10} {'vs Xception':>11} "
-    head += " ".join(f"{s.replace('_flow', ''):>10}" for s in stages)
-    head += f" {'299?':>4}" + (f" {'accepted sizes':>26}" if sizes else "") + f" {'mid.':>5}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        line = f"{r.label.removeprefix('fix '):23} {r.params:>10,} {r.params - r.reference_params:>+11,} "
-        line += " ".join(f"{format_shape(r.shapes.get(s)):>10}" for s in stages)
-        line += f" {'yes' if r.logits_at_299 else 'no':>4}"
-        line += f" {size_ranges(list(r.accepted)):>26}" if sizes else ""
-        line += f" {r.middle.distinct:>2}/{r.middle.applications}"
-        lines.append(line)
-    return "\n".join(lines)
+    def hwc(shape: tuple[int, ...] | None) -> str:
+        return "-" if shape is None else f"{shape[2]}x{shape[3]}x{shape[1]}"
+
+    return pd.DataFrame(
+        {
+            "params": [f"{r.params:,}" for r in rows],
+            "vs Xception": [f"{r.params - r.reference_params:+,}" for r in rows],
+            **{s.removesuffix("_flow"): [hwc(r.shapes.get(s)) for r in rows] for s in stages},
+            "299 px": ["yes" if r.logits_at_299 else "no" for r in rows],
+            "middle": [f"{r.middle.distinct}/{r.middle.applications}" for r in rows],
+        },
+        index=pd.Index([r.label.removeprefix("fix ") for r in rows], name="after fixing"),
+    )
 
 
 def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
-    """Parameters after each fix (bars), against the reference Xception's count (line).
+    """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's.
 
-    A bar is hatched while a 299 px image still cannot reach the logits.
-
-    Args:
-        rows: Audits of :func:`fix_sequence`'s steps, in order.
+    A bar is orange while the count differs from Xception's, blue once it matches, and hatched while a 299 px
+    image cannot reach the logits. Drawn for the book's column: 7 in wide, text of 9 pt or more.
     """
     from matplotlib.figure import Figure
-
-    if not rows:
-        raise ValueError("expected at least one Audit row, got none")
-    fig = Figure(figsize=(10.0, 3.6), layout="constrained")
-    ax = fig.subplots()
-    xs = range(len(rows))
-    bars = ax.bar(
-        xs,
-        [r.params / 1e6 for r in rows],
-        color=["#9ecae1" if r.params == r.reference_params else "#fdae6b" for r in rows],
-        edgecolor="#333333",
-        linewidth=0.6,
-    )
-    for bar, row in zip(bars, rows):
-        if not row.logits_at_299:
-            bar.set_hatch("//")
-    ax.bar_label(bars, labels=[f"{r.params / 1e6:.2f}M" for r in rows], fontsize=7.5, padding=2)
-    ax.axhline(rows[0].reference_params / 1e6, color="#333333", linestyle="--", linewidth=1.0)
-    ax.set_xticks(list(xs), [r.label.removeprefix("fix ") for r in rows], fontsize=8, rotation=30, ha="right")
-    ax.set_ylabel("parameters (millions)")
-    ax.set_yscale("log")
-    ax.margins(y=0.2)
-    ax.spines[["top", "right"]].set_visible(False)
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
-    handles = [
-        Line2D([], [], color="#333333", linestyle="--", label="Xception, same config"),
-        Patch(facecolor="#fdae6b", edgecolor="#333333", label="count differs"),
-        Patch(facecolor="#9ecae1", edgecolor="#333333", label="count matches"),
-        Patch(facecolor="white", edgecolor="#333333", hatch="//", label="299 px fails"),
-    ]
-    ax.legend(handles=handles, fontsize=8, loc="upper right", frameon=False)
+    if not rows:
+        raise ValueError("expected at least one Audit row, got none")
+    fig = Figure(figsize=(7.0, 1.2 + 0.3 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    ys = range(len(rows))
+    colours = ["#9ecae1" if r.params == r.reference_params else "#fdae6b" for r in rows]
+    hatches = ["" if r.logits_at_299 else "//" for r in rows]
+    bars = ax.barh(ys, [r.params / 1e6 for r in rows], color=colours, hatch=hatches, edgecolor="#333333", linewidth=0.6)
+    labels = [f"{r.params / 1e6:.2f} M ({r.params - r.reference_params:+,})" for r in rows]
+    ax.bar_label(bars, labels=labels, fontsize=9, padding=3, bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
+    ax.axvline(rows[0].reference_params / 1e6, color="#333333", linestyle="--", linewidth=1.0)
+    ax.set_yticks(list(ys), [r.label.removeprefix("fix ") for r in rows], fontsize=9)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(r.params for r in rows) / 1e6 * 1.5)  # room for the labels
+    ax.set_xlabel("parameters (millions) after fixing each flaw in turn, top to bottom", fontsize=10)
+    ax.tick_params(axis="x", labelsize=9)
+    ax.spines[["top", "right"]].set_visible(False)
+    keys = (("#fdae6b", "", "count differs"), ("#9ecae1", "", "count matches"), ("white", "//", "299 px fails"))
+    handles = [Line2D([], [], color="#333333", linestyle="--", label="Xception, same config")]
+    handles += [Patch(facecolor=colour, edgecolor="#333333", hatch=hatch, label=label) for colour, hatch, label in keys]
+    fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncols=4, frameon=False)
     return fig
 
 
-def matches_reference(model: FlawedXception) -> bool:
-    """Whether a flawed model's state dict has exactly the keys and shapes of ``Xception(config)``."""
-    from xception_lib.chapters.anatomy import meta_model
-
-    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    ref = {k: tuple(v.shape) for k, v in meta_model(model.config).state_dict().items()}
-    return ours == ref
-
-
 __all__ = [
-    "FLAW_NAMES",
-    "Audit",
-    "FlawedBlock",
-    "FlawedSeparableConv2d",
-    "FlawedXception",
-    "Flaws",
-    "LoadReport",
-    "MiddleFlowUsage",
-    "SharedMiddleFlow",
-    "accepted_sizes",
-    "audit",
-    "bias_change_in_train_mode",
-    "build_meta",
-    "count_params",
-    "fix_sequence",
-    "format_audits",
-    "compare_state_dicts",
-    "load_matching",
-    "logit_checks",
-    "matches_reference",
-    "max_logit_difference",
-    "middle_flow_usage",
-    "param_delta",
-    "plot_fix_sequence",
-    "post_config",
-    "size_ranges",
+    "FLAW_NAMES", "Audit", "FlawedBlock", "FlawedSeparableConv2d", "FlawedXception", "Flaws", "LoadReport",
+    "MiddleFlowUsage", "SharedMiddleFlow", "accepted_sizes", "audit", "audit_table", "bias_change_in_train_mode",
+    "build_meta", "compare_state_dicts", "fix_sequence", "load_matching", "logit_checks", "matches_reference",
+    "middle_flow_usage", "param_delta", "plot_fix_sequence", "post_config", "size_ranges",
 ]
