@@ -335,7 +335,7 @@ def bar_pair(
     fig, axes = _new_figure(9.0, 3.2, ncols=2)
     for ax, values, title in zip(axes, (left, right), titles):
         bars = ax.bar(list(labels), list(values), color=["#bcbddc", "#fdae6b", "#9ecae1", "#c7e9c0"][: len(labels)])
-        ax.bar_label(bars, labels=[_short(v) for v in values], fontsize=8)
+        ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=8)
         ax.set_title(title, fontsize=10)
         if log:
             ax.set_yscale("log")
@@ -344,7 +344,7 @@ def bar_pair(
     return fig
 
 
-def _short(value: float) -> str:
+def short_number(value: float) -> str:
     """``1234567 -> '1.23M'``; small values with 3 significant digits."""
     for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
