@@ -63,7 +63,7 @@ def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: 
             gid=f"box:{kind}",
         )
     )
-    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+    ax.text(x, y, text, ha="center", va="center", fontsize=10)
     return x, y
 
 
@@ -127,7 +127,7 @@ def _chain(ax: Axes, steps: Sequence[tuple[str, str]], notes: Sequence[str] = ()
     _arrow(ax, prev, out)
     for level, note in enumerate(notes, start=1):
         if note:
-            ax.text(2.0, level + 0.5, note, ha="left", va="center", fontsize=8, style="italic")
+            ax.text(2.0, level + 0.5, note, ha="left", va="center", fontsize=10, style="italic")
     _finish(ax, -2.2, 4.6, -0.6, len(steps) + 1.6)
 
 
@@ -146,7 +146,7 @@ def _legend(fig: Figure) -> None:
         Patch(facecolor=COLOURS["spatial"], edgecolor="#333333", label="spatial (per channel or segment)"),
         Patch(facecolor=COLOURS["joint"], edgecolor="#333333", label="both at once (regular conv)"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
 
 
 def module_diagram(kind: str) -> Figure:
@@ -162,7 +162,7 @@ def module_diagram(kind: str) -> Figure:
     """
     if kind not in DIAGRAMS:
         raise ValueError(f"kind must be one of {DIAGRAMS}, got {kind!r}")
-    fig, (ax,) = _new_figure(6.4, 3.4)
+    fig, (ax,) = _new_figure(7.0, 3.8)
     if kind == "regular":
         _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"])
         title = "A regular convolution"
@@ -248,7 +248,7 @@ def segment_spectrum(
             channels, channels, kernel_size, size, size, groups=s
         )
         points.append(
-            SpectrumPoint(s, cx.count_params(module, shape), cx.count_macs(module, shape), formula_params, formula_macs)
+            SpectrumPoint(s, cx.torchinfo_params(module, shape), cx.count_macs(module, shape), formula_params, formula_macs)
         )
     return points
 
@@ -263,24 +263,24 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
         raise ValueError("expected at least one SpectrumPoint, got none")
     from matplotlib.ticker import ScalarFormatter
 
-    fig, axes = _new_figure(9.0, 3.6, ncols=2)
+    fig, axes = _new_figure(7.0, 3.4, ncols=2)
     s = [p.segments for p in points]
     panels = [
         (axes[0], [p.params for p in points], [p.formula_params for p in points], "parameters"),
         (axes[1], [p.macs for p in points], [p.formula_macs for p in points], "MACs per image"),
     ]
     for ax, counted, formula, ylabel in panels:
-        ax.plot(s, formula, "-", color="#555555", linewidth=1, label="closed form")
-        ax.plot(s, counted, "o", color="#e6550d", label="counted (torchinfo / fvcore)")
+        ax.plot(s, formula, "-", color="#999999", linewidth=1.5, label="closed form")
+        ax.plot(s, counted, "o", color="#333333", markersize=4, label="counted (torchinfo / fvcore)")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_yscale("log")
-        ax.set_xlabel("segments of the 1x1 output (log scale)")
-        ax.set_ylabel(f"{ylabel} (log scale)")
+        ax.set_xlabel("segments (log scale)")
+        ax.set_title(f"{ylabel} (log scale)", fontsize=10)
         ax.grid(True, which="both", linewidth=0.3)
-        ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=8)
-        ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-40, 8), fontsize=8)
-    axes[0].legend(fontsize=8)
+        ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=9)
+        ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-45, 8), fontsize=9)
+    axes[0].legend(fontsize=9)
     return fig
 
 
@@ -299,7 +299,7 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
         raise ValueError("expected at least one channel count, got none")
     from matplotlib.ticker import ScalarFormatter
 
-    fig, (ax,) = _new_figure(6.4, 3.6)
+    fig, (ax,) = _new_figure(7.0, 3.6)
     for k in kernel_sizes:
         line = ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}")[0]
         ax.axhline(k * k, linestyle="--", linewidth=0.8, color=line.get_color())
@@ -308,8 +308,13 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
     ax.set_xlabel("channels $C_{in} = C_{out}$ (log scale)")
     ax.set_ylabel("regular MACs / separable MACs")
     ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(title="kernel (dashed: $k^2$)", fontsize=8)
+    ax.legend(title="kernel (dashed: $k^2$)", fontsize=9, title_fontsize=9)
     return fig
+
+
+#: The colour of a bar, by the kind of convolution its label names (the diagrams' legend); a
+#: separable convolution does both steps, one after the other: orange with blue stripes.
+BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
 
 
 def bar_pair(
@@ -320,6 +325,9 @@ def bar_pair(
     log: bool = False,
 ) -> Figure:
     """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
+
+    A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue:
+    pointwise; purple: regular); any other label is grey.
 
     Args:
         labels: One label per bar.
@@ -332,15 +340,19 @@ def bar_pair(
         raise ValueError(
             f"expected as many values as labels (>= 1), got {len(labels)} labels, {len(left)} and {len(right)} values"
         )
-    fig, axes = _new_figure(9.0, 3.2, ncols=2)
+    fig, axes = _new_figure(7.0, 3.2, ncols=2)
+    colours = [COLOURS[BAR_KINDS[label]] if label in BAR_KINDS else COLOURS["pool"] for label in labels]
     for ax, values, title in zip(axes, (left, right), titles):
-        bars = ax.bar(list(labels), list(values), color=["#bcbddc", "#fdae6b", "#9ecae1", "#c7e9c0"][: len(labels)])
-        ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=8)
+        bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
+        for label, bar in zip(labels, bars):
+            if label == "separable":
+                bar.set(hatch="///", edgecolor=COLOURS["cross"])
+        ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=9)
         ax.set_title(title, fontsize=10)
         if log:
             ax.set_yscale("log")
         ax.margins(y=0.15)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
     return fig
 
 
