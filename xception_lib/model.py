@@ -29,27 +29,27 @@ from xception_lib.pooling import MaxPool2d, MaxPool2dSame
 
 
 class XceptionBlock(nn.Module):
-    """A residual block of ``reps`` x (ReLU -> SeparableConv2d -> BN), then an optional max-pool.
+    """A residual block: ``reps`` x (ReLU -> SeparableConv2d -> BN), then a max-pool.
 
-    Layers are named ``act1, sep1, bn1, act2, sep2, bn2, ...`` and ``pool``. The shortcut is
-    the identity, or a 1x1 convolution + BN when the block changes the width or the
-    resolution; with ``residual=False`` there is none.
+    Layers are named ``act1, sep1, bn1, act2, sep2, bn2, ...`` and ``pool``. The
+    shortcut is the identity, or a 1x1 convolution + BN when the block changes the
+    width or the resolution; with ``residual=False`` there is none.
 
     Args:
         in_channels: Input channels.
         out_channels: Output channels.
         reps: Number of separable convolutions.
         stride: Stride of the final 3x3 max-pool (1: no pool).
-        start_with_relu: Whether the first separable convolution is preceded by ReLU (not in
-            the first entry block, whose input the stem has just activated).
+        start_with_relu: Whether a ReLU precedes the first separable convolution (not
+            in the first entry block, whose input the stem has just activated).
         grow_first: Whether the first (True) or the last (False) separable convolution
             changes the channel count.
         residual: Whether the block has a shortcut (the paper's Figure 9 ablation: no).
         intermediate: Activation between the depthwise and pointwise steps (Figure 10).
-        segments: Segments of each separable convolution's spatial step (``None``: depthwise).
+        segments: Channel segments of the spatial steps (``None``: depthwise).
         bn_eps: Batch-norm epsilon.
         bn_momentum: Batch-norm momentum (PyTorch's convention).
-        pool_padding: ``"same"`` (TensorFlow's) or ``"symmetric"`` (PyTorch's) max-pool padding.
+        pool_padding: Max-pool padding, ``"same"`` (TensorFlow) or ``"symmetric"``.
     """
 
     def __init__(
@@ -77,18 +77,22 @@ class XceptionBlock(nn.Module):
                 cin, cout = in_channels, (in_channels if i < reps - 1 else out_channels)
             if i > 0 or start_with_relu:
                 layers[f"act{i + 1}"] = nn.ReLU()
-            layers[f"sep{i + 1}"] = SeparableConv2d(cin, cout, 3, intermediate=intermediate, segments=segments)
-            layers[f"bn{i + 1}"] = nn.BatchNorm2d(cout, eps=bn_eps, momentum=bn_momentum)
-        if stride != 1:
-            layers["pool"] = MaxPool2dSame(3, stride) if pool_padding == "same" else MaxPool2d(3, stride, padding=1)
+            layers[f"sep{i + 1}"] = SeparableConv2d(
+                cin, cout, 3, intermediate=intermediate, segments=segments
+            )
+            layers[f"bn{i + 1}"] = nn.BatchNorm2d(cout, bn_eps, bn_momentum)
+        if stride != 1 and pool_padding == "same":
+            layers["pool"] = MaxPool2dSame(3, stride)
+        elif stride != 1:
+            layers["pool"] = MaxPool2d(3, stride, padding=1)
         self.layers = nn.Sequential(layers)
 
         self.shortcut: nn.Module | None = None
         if residual and (in_channels != out_channels or stride != 1):
             self.shortcut = nn.Sequential(
                 OrderedDict(
-                    conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                    bn=nn.BatchNorm2d(out_channels, eps=bn_eps, momentum=bn_momentum),
+                    conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                    bn=nn.BatchNorm2d(out_channels, bn_eps, bn_momentum),
                 )
             )
         elif residual:
@@ -97,7 +101,7 @@ class XceptionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.layers(x)  # N x out_channels x H/stride x W/stride
         if self.shortcut is not None:
-            y = y + self.shortcut(x)  # not in place: x and y stay intact for hooks and autograd
+            y = y + self.shortcut(x)  # not in place: x stays intact for hooks
         return y
 
 
@@ -218,9 +222,10 @@ class Xception(nn.Module):
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
         x = out["stem"] = self.stem(x)  # N x 32 x 149 x 149, then N x 64 x 147 x 147
         for name, block in self.entry_flow.named_children():
-            x = out[f"entry_flow.{name}"] = block(x)  # N x 128 x 74 x 74, 256 x 37 x 37, 728 x 19 x 19
-        x = out["middle_flow"] = self.middle_flow(x)  # N x 728 x 19 x 19, eight times
-        out["exit_flow"] = self.exit_flow(x)  # N x 1024 x 10 x 10, then 1536 and 2048 x 10 x 10
+            x = out[f"entry_flow.{name}"] = block(x)
+            # N x 128 x 74 x 74, then N x 256 x 37 x 37, then N x 728 x 19 x 19
+        x = out["middle_flow"] = self.middle_flow(x)  # N x 728 x 19 x 19 (8 blocks)
+        out["exit_flow"] = self.exit_flow(x)  # N x 1024, 1536, then 2048 x 10 x 10
         return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
