@@ -1,19 +1,11 @@
 """Anatomy of an Xception (chapter 3): where its parameters and MACs live, its shapes, its drawing.
 
-* :func:`flow_params_formula` and :func:`flow_costs`: parameters and MACs per flow (stem,
-  entry, middle and exit flow, head), the first from closed forms of the config alone, the
-  second measured on a model from its tensors and the output shape of every layer;
-* :func:`shape_trace`: the tensor shape after every stage, from
-  :meth:`~xception_lib.model.Xception.forward_intermediates` plus the two stem convolutions;
-* :func:`architecture_figure`: the paper's Figure 5 drawn from a config, with the shapes of
-  :func:`shape_trace` beside it;
-* :func:`comparison_table`, :func:`plot_flow_costs` and :func:`plot_comparison`: Xception
-  beside Inception V3, ResNet-50 and MobileNetV2, and bar charts of the costs.
-
-Everything that needs only shapes works on a model built on the ``meta`` device
-(:func:`meta_model`), which allocates no memory and computes nothing. MACs here are
-multiply-accumulates of convolutions and linear layers; batch norm, ReLU and pooling are
-not counted.
+Parameters and MACs per flow from closed forms (:func:`flow_params_formula`) and measured
+(:func:`flow_costs`); the shape after every stage (:func:`shape_trace`); the paper's Figure 5
+drawn from a config (:func:`architecture_figure`); Xception beside other networks
+(:func:`comparison_table`). What needs only shapes runs on a ``meta``-device model
+(:func:`meta_model`): no memory, no arithmetic. MACs here are those of convolutions and
+linear layers; batch norm, ReLU and pooling are not counted.
 """
 
 from __future__ import annotations
@@ -26,8 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.chapters.figures import COLOURS as _FIGURE_COLOURS
-from xception_lib.chapters.figures import short_number
+from xception_lib.chapters import figures
 from xception_lib.complexity import (
     conv_macs,
     conv_params,
@@ -48,28 +39,16 @@ if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that 
 #: The top-level stages of :class:`~xception_lib.model.Xception`, in forward order.
 FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 
-#: Face colour of each kind of box, those of chapters 1 and 2 (blue: 1x1, cross-channel;
-#: orange: spatial, per channel; purple: both at once) and three more.
-COLOURS = {**_FIGURE_COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": "#c7e9c0"}
+#: Face colour of each kind of box: chapters 1 and 2's (blue: 1x1; orange: spatial; purple: both) and three more.
+COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": "#c7e9c0"}
 
 
 # ------------------------------------------------------------------ parameters and MACs
 
 
-def _bn_params(channels: int) -> int:
-    """Learnable parameters of a batch norm (scale and shift; running statistics are buffers)."""
-    return 2 * channels
-
-
 def separable_layers(config: XceptionConfig) -> list[tuple[str, int, int]]:
-    """Every separable convolution of a config as ``(flow, in_channels, out_channels)``, in order.
-
-    Args:
-        config: The architecture.
-
-    Returns:
-        One entry per separable convolution (34 for the paper's Xception).
-    """
+    """Every separable convolution of a config as ``(flow, in_channels, out_channels)``, in
+    forward order (34 for the paper's Xception)."""
     c = config.channels
     rows: list[tuple[str, int, int]] = []
     prev = c(config.stem_channels[1])
@@ -84,35 +63,27 @@ def separable_layers(config: XceptionConfig) -> list[tuple[str, int, int]]:
 
 
 def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
-    """Parameters of each flow from closed-form formulas, without building a model.
+    """``{flow: parameters}`` from closed forms of a config (``segments=None``), no model built.
 
-    Stem: two regular 3x3 convolutions, each with a batch norm. Each separable convolution:
-    ``k^2 C_in + C_in C_out`` plus a batch norm of ``C_out``. Each strided or widening
-    residual block: a 1x1 shortcut convolution and its batch norm. Head: ``2048 x classes``
-    weights and ``classes`` biases.
-
-    Args:
-        config: The architecture; it must have depthwise separable convolutions
-            (``segments=None``) and the paper's residual layout.
-
-    Returns:
-        ``{flow: parameters}`` for every name in :data:`FLOWS`.
+    Stem: two regular 3x3 convolutions. Each separable convolution: ``k^2 C_in + C_in C_out``.
+    Each strided or widening residual block: a 1x1 shortcut. Every convolution has a batch
+    norm (2 parameters per channel). Head: ``features x classes`` weights and ``classes`` biases.
     """
     if config.segments is not None:
         raise ValueError(f"flow_params_formula expects depthwise convolutions (segments=None), got {config.segments}")
     c = config.channels
     s1, s2 = c(config.stem_channels[0]), c(config.stem_channels[1])
     out = dict.fromkeys(FLOWS, 0)
-    out["stem"] = conv_params(config.in_channels, s1, 3) + _bn_params(s1) + conv_params(s1, s2, 3) + _bn_params(s2)
+    out["stem"] = conv_params(config.in_channels, s1, 3) + 2 * s1 + conv_params(s1, s2, 3) + 2 * s2
     for flow, cin, cout in separable_layers(config):
-        out[flow] += separable_params(cin, cout, 3) + _bn_params(cout)
+        out[flow] += separable_params(cin, cout, 3) + 2 * cout
     if config.residual:
         prev = s2
         for ch, stride in zip(config.entry_channels, config.entry_strides):
             if c(ch) != prev or stride != 1:
-                out["entry_flow"] += pointwise_params(prev, c(ch)) + _bn_params(c(ch))
+                out["entry_flow"] += pointwise_params(prev, c(ch)) + 2 * c(ch)
             prev = c(ch)
-        out["exit_flow"] += pointwise_params(prev, c(config.exit_channels[0])) + _bn_params(c(config.exit_channels[0]))
+        out["exit_flow"] += pointwise_params(prev, c(config.exit_channels[0])) + 2 * c(config.exit_channels[0])
     features = c(config.exit_channels[2])
     out["head"] = features * config.num_classes + config.num_classes
     return out
@@ -126,31 +97,16 @@ def depthwise_share(config: XceptionConfig) -> float:
 
 @dataclass(frozen=True)
 class FlowCost:
-    """Parameters and MACs of one flow.
-
-    Attributes:
-        name: The flow (a name in :data:`FLOWS`).
-        params: Parameters of the flow's modules.
-        macs: Multiply-accumulates of its convolutions and linear layers for one forward
-            pass of the given input (batch included).
-    """
+    """Parameters and MACs (of convolutions and linear layers, whole batch) of one flow."""
 
     name: str
     params: int
     macs: int
 
 
-def _flow_of(name: str) -> str:
-    return name.split(".", 1)[0]
-
-
 def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> dict[str, int]:
-    """Closed-form MACs of every convolution and linear layer that runs, from the output shapes
-    of one pass (:func:`xception_lib.complexity.output_shapes`: eval mode, hooks removed after).
-
-    Returns:
-        ``{module name: MACs}`` for the whole batch.
-    """
+    """``{module name: MACs}`` (whole batch) of every convolution and linear layer that runs, by
+    the closed forms, from the output shapes of one pass (:func:`~xception_lib.complexity.output_shapes`)."""
     modules = dict(model.named_modules())
     macs: dict[str, int] = {}
     for name, shapes in output_shapes(model, input_size, (nn.Conv2d, nn.Linear)).items():
@@ -164,19 +120,8 @@ def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
 
 
 def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[FlowCost]:
-    """Parameters and MACs of each top-level flow of an Xception.
-
-    Parameters are counted from the modules' tensors (a tensor shared by two flows counts
-    once, in the first); MACs come from :func:`layer_macs`.
-
-    Args:
-        model: An :class:`~xception_lib.model.Xception` (or any model with the stages of
-            :data:`FLOWS` as children).
-        input_size: ``(N, C, H, W)`` of the input.
-
-    Returns:
-        One :class:`FlowCost` per name in :data:`FLOWS`.
-    """
+    """One :class:`FlowCost` per flow of :data:`FLOWS` (children of ``model``): parameters from
+    the tensors (one shared by two flows counts once, in the first), MACs from :func:`layer_macs`."""
     children = dict(model.named_children())
     missing = [f for f in FLOWS if f not in children]
     if missing:
@@ -185,12 +130,10 @@ def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
     seen: set[int] = set()
     rows = []
     for flow in FLOWS:
-        params = 0
-        for p in children[flow].parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                params += p.numel()
-        rows.append(FlowCost(flow, params, sum(v for k, v in macs.items() if _flow_of(k) == flow)))
+        fresh = [p for p in children[flow].parameters() if id(p) not in seen]
+        seen.update(id(p) for p in fresh)
+        flow_macs = sum(v for k, v in macs.items() if k.split(".", 1)[0] == flow)
+        rows.append(FlowCost(flow, sum(p.numel() for p in fresh), flow_macs))
     return rows
 
 
@@ -199,14 +142,8 @@ def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
 
 @dataclass(frozen=True)
 class ShapeStep:
-    """The output shape of one step of a forward pass.
-
-    Attributes:
-        name: The step (``"input"``, ``"stem.conv1"``, a stage of ``forward_intermediates``,
-            ``"logits"``).
-        shape: The output shape, or ``None`` if the step failed.
-        error: Why the step failed (the exception's message), or ``None``.
-    """
+    """The output shape of one step (``"input"``, ``"stem.conv1"``, a stage, ``"logits"``), or
+    ``None`` and the ``error`` message where the step failed."""
 
     name: str
     shape: tuple[int, ...] | None
@@ -216,16 +153,10 @@ class ShapeStep:
 def shape_trace(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
-    Stage outputs come from ``model.forward_intermediates``, the two stem convolutions from
-    forward hooks that record shapes only and are removed afterwards. A stage or classifier
-    that fails (e.g. on an input too small for the model) ends the trace with a
-    :class:`ShapeStep` carrying the error instead of a shape.
-
-    Args:
-        model: A model with ``forward_intermediates`` and ``forward_head`` (an
-            :class:`~xception_lib.model.Xception`, or the book's ``FlawedXception``), on
-            any device (``meta`` is free).
-        input_size: ``(N, C, H, W)``.
+    ``model`` has ``forward_intermediates`` and ``forward_head`` (an Xception or the book's
+    ``FlawedXception``), on any device (``meta`` is free). The stem convolutions are read by
+    forward hooks, removed afterwards. A failing stage or classifier (e.g. on an input too
+    small) ends the trace with a :class:`ShapeStep` carrying the error.
     """
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
@@ -273,19 +204,11 @@ def meta_model(config: XceptionConfig) -> nn.Module:
 
 
 def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
-    """Set every batch norm's running statistics to those of one batch, then switch to eval mode.
+    """Set every batch norm's running statistics to those of ``batch``; return the model in eval mode.
 
-    A randomly initialised model has running means of 0 and variances of 1, which match
-    none of its activations; a model whose statistics come from data behaves like a
-    trained one in eval mode (activations stay in range, the batch-norm epsilon matters
-    where variances are small). The weights are not touched.
-
-    Args:
-        model: Any model with ``nn.BatchNorm2d`` layers.
-        batch: The input batch whose statistics to store (more than one value per channel).
-
-    Returns:
-        The same model, in eval mode.
+    A random model's running means of 0 and variances of 1 match none of its activations;
+    with statistics from data it behaves like a trained one in eval mode (activations stay
+    in range, epsilon matters where variances are small). The weights are not touched.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not norms:
@@ -306,7 +229,7 @@ def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
 
 # ------------------------------------------------------------------ the drawing
 
-_EDGE = {"edgecolor": "#333333", "linewidth": 0.8}
+_EDGE, _STYLE = {"edgecolor": "#333333", "linewidth": 0.8}, "round,pad=0,rounding_size=0.03"
 
 
 class _Column:
@@ -330,8 +253,7 @@ class _Column:
             self.ax.add_patch(Rectangle((x0, bottom), 0.3 * w, h, facecolor=COLOURS["spatial"], lw=0))
             self.ax.add_patch(Rectangle((x0 + 0.3 * w, bottom), 0.7 * w, h, facecolor=COLOURS["cross"], lw=0))
         face = "none" if kind == "separable" else COLOURS[kind]
-        style = "round,pad=0,rounding_size=0.03"
-        self.ax.add_patch(FancyBboxPatch((x0, bottom), w, h, boxstyle=style, facecolor=face, gid=f"box:{kind}", **_EDGE))
+        self.ax.add_patch(FancyBboxPatch((x0, bottom), w, h, boxstyle=_STYLE, facecolor=face, gid=f"box:{kind}", **_EDGE))
         self.ax.text(self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9, gid="box-text")
         if self.last is not None:
             self.arrow(self.x, self.last, self.y)
@@ -354,14 +276,11 @@ class _Column:
         assert self.last is not None
         r, branch, xr = 0.09, start + self.GAP / 2, self.x + self.WIDTH / 2 + 0.42
         add_y = self.y - r
-        self.ax.plot([self.x, xr], [branch, branch], color="#333333", lw=0.8)
-        if shortcut is None:
-            self.ax.plot([xr, xr], [branch, add_y], color="#333333", lw=0.8)
-        else:
+        self.ax.plot([self.x, xr, xr], [branch, branch, add_y], color="#333333", lw=0.8, zorder=0)
+        if shortcut is not None:  # a 1x1 convolution on the shortcut
             mid, bw, bh = (branch + add_y) / 2, 0.68, 0.36
-            self.ax.plot([xr, xr], [branch, add_y], color="#333333", lw=0.8, zorder=0)
-            style = "round,pad=0,rounding_size=0.03"
-            box = FancyBboxPatch((xr - bw / 2, mid - bh / 2), bw, bh, boxstyle=style, facecolor=COLOURS["cross"], gid="box:shortcut", **_EDGE)
+            corner = (xr - bw / 2, mid - bh / 2)
+            box = FancyBboxPatch(corner, bw, bh, boxstyle=_STYLE, facecolor=COLOURS["cross"], gid="box:shortcut", **_EDGE)
             self.ax.add_patch(box)
             self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=9, gid="box-text")
         self.arrow(self.x + r, add_y, add_y, x_from=xr)
@@ -372,28 +291,19 @@ class _Column:
 
 
 def architecture_figure(config: XceptionConfig | None = None, input_size: int = 299) -> Figure:
-    """The paper's Figure 5 drawn from a config, 7 inches wide: the entry flow on the left, the
-    middle and exit flows on the right.
+    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry
+    flow on the left, the middle and exit flows on the right.
 
-    Regular convolutions are purple, separable convolutions half orange (the depthwise,
-    spatial step) and half blue (the pointwise, cross-channel step), 1x1 shortcut
-    convolutions blue. The italic labels are the tensor shapes (height x width x channels)
-    that :func:`shape_trace` measures on a ``meta``-device model of the config.
-
-    Args:
-        config: The architecture (default: the paper's); it must use the ImageNet stem and
-            have residual connections.
-        input_size: Height and width of the input image.
+    Regular convolutions are purple, separable ones half orange (the depthwise step) and
+    half blue (the pointwise step), 1x1 shortcuts blue. The italic labels are the shapes
+    (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     cfg = config if config is not None else XceptionConfig.imagenet()
     if cfg.stem != "imagenet" or not cfg.residual:
-        raise ValueError(
-            "architecture_figure draws the paper's layout: expected stem='imagenet' and residual=True, "
-            f"got {cfg.stem!r}, {cfg.residual}"
-        )
+        raise ValueError(f"expected the paper's layout, stem='imagenet' and residual=True: got {cfg.stem!r}, {cfg.residual}")
     traced = shape_trace(meta_model(cfg), (1, cfg.in_channels, input_size, input_size))
     shape = {s.name: format_shape(s.shape) for s in traced}
     c = cfg.channels
@@ -442,12 +352,9 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     exit_.box("Optional FC layers", "io")
     exit_.box(f"Linear, {cfg.num_classes} classes", "cross")  # the paper: "Logistic regression"
 
-    handles = [
-        Patch(facecolor=COLOURS["joint"], label="regular conv (spatial and cross-channel)", **_EDGE),
-        Patch(facecolor=COLOURS["spatial"], label="depthwise step (spatial)", **_EDGE),
-        Patch(facecolor=COLOURS["cross"], label="pointwise or 1x1 conv (cross-channel)", **_EDGE),
-        Patch(facecolor=COLOURS["add"], label="residual addition", **_EDGE),
-    ]
+    labels = {"joint": "regular conv (spatial and cross-channel)", "spatial": "depthwise step (spatial)",
+              "cross": "pointwise or 1x1 conv (cross-channel)", "add": "residual addition"}
+    handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
     bottom = min(entry.y, exit_.y) - 0.1
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(3.5, bottom), bbox_transform=ax.transData,
               ncols=2, fontsize=9, frameon=False)
@@ -475,7 +382,7 @@ class ModelComplexity:
 
 
 def reference_models() -> dict[str, tuple[Callable[[], nn.Module], int]]:
-    """The models the book compares, each with its native input size (random weights)."""
+    """The models the book compares (random weights), each with its native input size."""
     from torchvision import models
 
     from xception_lib.model import xception, xception_cifar
@@ -517,7 +424,7 @@ def _bar_pair(labels: Sequence[str], params: Sequence[int], macs: Sequence[int],
     for ax, values, title, factor in panels:
         bars = ax.barh(list(labels)[::-1], [v / factor for v in values][::-1], color="#bdbdbd", edgecolor="#333333", lw=0.6)
         total = sum(values)
-        texts = [f"{short_number(v)} ({v / total:.0%})" if percent and total else short_number(v) for v in values]
+        texts = [f"{figures.short_number(v)} ({v / total:.0%})" if percent and total else figures.short_number(v) for v in values]
         ax.bar_label(bars, labels=texts[::-1], fontsize=9, padding=2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("millions" if factor == 1e6 else "billions", fontsize=9)
