@@ -241,6 +241,17 @@ def test_integer_images_raise_type_error_saying_what_to_do(dtype: torch.dtype) -
         assert model.eval()(images.float() / 255).shape == (2, 10)
 
 
+def test_float64_images_for_a_float32_model_raise_type_error() -> None:
+    model = xl.xception_cifar(width_multiplier=0.25, middle_blocks=0).eval()
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.float64)  # what torch.from_numpy gives
+    with pytest.raises(TypeError, match=r"expected torch.float32 images like the model's weights, got torch.float64"):
+        model(images)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(images.float()).shape == (2, 10)  # autocast: float32 in, bf16 inside
+    with torch.no_grad():
+        assert model.double()(images).dtype == torch.float64
+
+
 def test_block_is_built_from_its_own_arguments() -> None:
     block = xl.XceptionBlock(16, 32, reps=2, stride=2, grow_first=False, intermediate="relu", segments=4,
                              bn_eps=1e-5, bn_momentum=0.1, pool_padding="symmetric")

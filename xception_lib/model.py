@@ -192,6 +192,9 @@ class Xception(nn.Module):
                 f"expected a floating-point image batch, got dtype {x.dtype}: convert to float and normalise "
                 "first, e.g. x = (x.float() / 255 - mean) / std with the data set's per-channel mean and std"
             )
+        weight = self.stem.conv1.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"expected {weight.dtype} images like the model's weights, got {x.dtype}: use x.to({weight.dtype})")
         if x.dim() != 4:
             raise ValueError(f"{expected}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
         if x.shape[1] != cin:
