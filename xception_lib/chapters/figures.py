@@ -222,7 +222,7 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
         ax.grid(True, which="both", linewidth=0.3)
         ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=9)
         ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-45, 8), fontsize=9)
-    axes[0].legend(fontsize=9)
+    axes[0].legend(fontsize=9, loc="upper right")
     return fig
 
 
