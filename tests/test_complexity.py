@@ -40,7 +40,7 @@ def test_single_layer_formula_matches_counters(layer: nn.Conv2d) -> None:
     h, w = out.shape[-2:]
     k, g = layer.kernel_size[0], layer.groups
     formula_params = cx.conv_params(16, layer.out_channels, k, g, layer.bias is not None)
-    assert cx.count_params(layer, shape) == formula_params
+    assert cx.torchinfo_params(layer, shape) == formula_params
     # fvcore counts one MAC per multiply-accumulate (a bias add is not one), for the whole batch
     assert cx.count_macs(layer, shape) == shape[0] * cx.conv_macs(16, layer.out_channels, k, h, w, g)
 
@@ -48,7 +48,7 @@ def test_single_layer_formula_matches_counters(layer: nn.Conv2d) -> None:
 def test_separable_conv_formula_matches_counters() -> None:
     sep = xl.SeparableConv2d(728, 728, 3)
     shape = (1, 728, 19, 19)
-    assert cx.count_params(sep, shape) == cx.separable_params(728, 728, 3)
+    assert cx.torchinfo_params(sep, shape) == cx.separable_params(728, 728, 3)
     assert cx.count_macs(sep, shape) == cx.separable_macs(728, 728, 3, 19, 19)
 
 
@@ -65,7 +65,7 @@ def test_every_conv_of_a_model_agrees_layer_by_layer(segments: int | None) -> No
 
 def test_full_xception_counts() -> None:
     model = xl.xception()
-    assert cx.count_params(model) == 22_855_952
+    assert cx.torchinfo_params(model) == 22_855_952
     rows = cx.check_convs(model, (1, 3, 299, 299))
     conv_macs = sum(r.formula_macs for r in rows)
     fc_macs = 2048 * 1000
@@ -75,16 +75,29 @@ def test_full_xception_counts() -> None:
     assert 8.3e9 < total < 8.5e9  # the ~8.4 G multiply-adds usually quoted for Xception
 
 
-def test_comparison_table_rows() -> None:
-    rows = {r.name: r for r in cx.comparison_table(["Xception", "MobileNetV2"])}
-    assert rows["Xception"].params == 22_855_952 and rows["Xception"].input_size == 299
-    assert rows["MobileNetV2"].params == 3_504_872
-    assert rows["MobileNetV2"].macs < rows["Xception"].macs / 20
-    with pytest.raises(ValueError, match="unknown model"):
-        cx.comparison_table(["VGG"])
+def test_output_shapes_records_every_call_keeps_the_mode_and_removes_its_hooks() -> None:
+    shared = nn.Conv2d(4, 4, 3, padding=1)
+    model = nn.Sequential(shared, nn.Conv2d(4, 8, 3, stride=2), shared.__class__(8, 8, 1)).train()
+    twice = nn.Sequential(shared, shared)
+    assert cx.output_shapes(twice, (2, 4, 9, 9)) == {"0": [(2, 4, 9, 9), (2, 4, 9, 9)]}
+    assert cx.output_shapes(model, (1, 4, 9, 9)) == {"0": [(1, 4, 9, 9)], "1": [(1, 8, 4, 4)], "2": [(1, 8, 4, 4)]}
+    assert model.training and all(not m._forward_hooks for m in model.modules())
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        cx.output_shapes(model, (4, 9, 9))
+
+
+def test_torchinfo_params_counts_a_shared_layer_once() -> None:
+    shared = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+    assert cx.torchinfo_params(nn.Sequential(shared, shared), (1, 4, 8, 8)) == 4 * 4 * 9
 
 
 def test_torchinfo_summary_reports_mult_adds() -> None:
-    stats = cx.torchinfo_summary(xl.xception_cifar(), (1, 3, 32, 32), depth=2)
-    assert stats.total_params == sum(p.numel() for p in xl.xception_cifar().parameters())
-    assert stats.total_mult_adds > 0
+    model = xl.xception_cifar()
+    stats = cx.torchinfo_summary(model, (1, 3, 32, 32), depth=2)
+    assert stats.total_params == sum(p.numel() for p in model.parameters())
+    # torchinfo's "mult-adds" are MACs: those of the convolutions and the classifier, plus
+    # a small count for batch norm
+    by_op = cx.fvcore_analysis(model, (1, 3, 32, 32)).by_operator()
+    macs = by_op["conv"] + by_op["linear"]
+    assert macs <= stats.total_mult_adds < 1.001 * macs
+    assert max(len(line) for line in str(stats).splitlines()) <= 88  # the book's column

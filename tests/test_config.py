@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -37,16 +38,53 @@ def test_presets_differ_where_documented() -> None:
         ("pool_padding", "valid", "pool_padding must be one of"),
         ("num_classes", 0, "num_classes must be >= 1"),
         ("middle_blocks", -1, "middle_blocks must be >= 0"),
-        ("width_multiplier", 0.0, "width_multiplier must be > 0"),
-        ("dropout", 1.0, "dropout must be in"),
+        ("width_multiplier", 0.0, r"width_multiplier must be in \(0, inf\), got 0.0"),
+        ("dropout", 1.0, r"dropout must be in \[0, 1\), got 1.0"),
         ("entry_strides", (2, 3, 2), "entry_strides"),
         ("segments", 3, "segments=3 must divide"),
-        ("segments", 0, "segments must be None or >= 1"),
+        ("segments", 0, "segments must be >= 1, got 0"),
+        ("bn_eps", 0.0, r"bn_eps must be in \(0, inf\)"),
+        ("bn_momentum", 1.5, r"bn_momentum must be in \[0, 1\], got 1.5"),
+        ("entry_channels", (128, 0, 728), r"entry_channels\[1\] must be >= 1, got 0"),
+        ("in_channels", 0, "in_channels must be >= 1"),
     ],
 )
 def test_bad_config_values_raise_clear_errors(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         xl.XceptionConfig.imagenet(**{field: value})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_classes", "10", "num_classes must be an int, got '10' (str)"),
+        ("num_classes", True, "num_classes must be an int, got True (bool)"),
+        ("num_classes", 10.0, "num_classes must be an int, got 10.0 (float)"),
+        ("middle_blocks", 1.5, "middle_blocks must be an int"),
+        ("exit_stride", True, "exit_stride must be an int"),
+        ("segments", 4.0, "segments must be an int"),
+        ("entry_channels", [128, 256, 728], "entry_channels must be a tuple of 3 ints"),
+        ("stem_channels", (32,), "stem_channels must be a tuple of 2 ints"),
+        ("exit_channels", (1024, 1536.5, 2048), "exit_channels[1] must be an int"),
+        ("entry_strides", (2, True, 2), "entry_strides[1] must be an int"),
+        ("width_multiplier", float("nan"), "width_multiplier must be a finite real number, got nan"),
+        ("width_multiplier", float("inf"), "width_multiplier must be a finite real number"),
+        ("width_multiplier", "1.0", "width_multiplier must be a finite real number"),
+        ("dropout", float("nan"), "dropout must be a finite real number"),
+        ("bn_eps", None, "bn_eps must be a finite real number"),
+        ("bn_momentum", False, "bn_momentum must be a finite real number"),
+        ("residual", 1, "residual must be True or False, got 1"),
+    ],
+)
+def test_bad_config_types_raise_type_errors_naming_the_field(field: str, value: object, message: str) -> None:
+    with pytest.raises(TypeError, match=re.escape(message)):
+        xl.XceptionConfig.imagenet(**{field: value})
+
+
+def test_numpy_integers_and_integral_floats_where_reals_are_expected_are_accepted() -> None:
+    np = pytest.importorskip("numpy")
+    cfg = xl.XceptionConfig.imagenet(num_classes=np.int64(10), width_multiplier=1, dropout=0)
+    assert xl.Xception(cfg).head.fc.out_features == 10
 
 
 def test_scale_channels_rounds_to_multiples_of_8() -> None:

@@ -78,7 +78,7 @@ def test_spectrum_plot_two_log_panels() -> None:
         xs, ys = ax.lines[1].get_data()  # the counted markers
         assert list(xs) == [1, 2, 4]
     assert list(fig.axes[0].lines[1].get_data()[1]) == [110, 60, 35]
-    assert "MACs" in fig.axes[1].get_ylabel()
+    assert "MACs" in fig.axes[1].get_title()
     with pytest.raises(ValueError):
         figures.spectrum_plot([])
 
@@ -103,3 +103,42 @@ def test_bar_pair_panels_and_validation() -> None:
     assert all(ax.get_yscale() == "log" for ax in fig.axes)
     with pytest.raises(ValueError, match="as many values as labels"):
         figures.bar_pair(["a"], [1.0, 2.0], [1.0])
+
+
+def test_bar_colours_follow_the_legend() -> None:
+    from matplotlib.colors import to_hex
+
+    fig = figures.bar_pair(["regular", "separable", "depthwise", "pointwise", "other"], [1.0] * 5, [1.0] * 5)
+    faces = [to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches]
+    c = figures.COLOURS
+    assert faces == [c["joint"], c["spatial"], c["spatial"], c["cross"], c["pool"]]  # orange: depthwise, blue: 1x1
+    assert fig.axes[0].patches[1].get_hatch() == "///"
+
+
+def _every_figure() -> list[Figure]:
+    points = [figures.SpectrumPoint(s, 100 // s + 10, 1000 // s + 50, 100 // s + 10, 1000 // s + 50) for s in (1, 2, 4)]
+    return [
+        *(figures.module_diagram(kind) for kind in figures.DIAGRAMS),
+        figures.spectrum_plot(points),
+        figures.savings_plot([8, 64, 512]),
+        figures.bar_pair(["regular", "separable", "depthwise", "pointwise"], [1.0] * 4, [2.0] * 4),
+    ]
+
+
+def test_figures_are_drawn_for_the_column_with_legible_text() -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for fig in _every_figure():
+        assert fig.get_size_inches()[0] <= 7.5
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text")) if t.get_text().strip()]
+        assert min(t.get_fontsize() for t in texts) >= 9
+        boxes = [p.get_window_extent(renderer) for ax in fig.axes for p in ax.patches if (p.get_gid() or "").startswith("box:")]
+        for ax in fig.axes:  # each diagram label fits inside its box
+            for text in ax.texts:
+                extent = text.get_window_extent(renderer)
+                inside = [b for b in boxes if b.contains(*extent.get_points().mean(axis=0))]
+                if inside:
+                    assert extent.width <= inside[0].width, text.get_text()

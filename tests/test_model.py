@@ -231,6 +231,41 @@ def test_bad_input_raises_value_error_with_expected_shape(shape: tuple[int, ...]
         model.forward_intermediates(torch.randn(*shape))
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int64, torch.bool])
+def test_integer_images_raise_type_error_saying_what_to_do(dtype: torch.dtype) -> None:
+    model = xl.xception_cifar(width_multiplier=0.25, middle_blocks=0)
+    images = torch.zeros(2, 3, 32, 32, dtype=dtype)  # what a uint8 image tensor looks like
+    with pytest.raises(TypeError, match=rf"floating-point image batch, got dtype {dtype}: convert to float and normalise"):
+        model(images)
+    with torch.no_grad():
+        assert model.eval()(images.float() / 255).shape == (2, 10)
+
+
+def test_float64_images_for_a_float32_model_raise_type_error() -> None:
+    model = xl.xception_cifar(width_multiplier=0.25, middle_blocks=0).eval()
+    images = torch.zeros(2, 3, 32, 32, dtype=torch.float64)  # what torch.from_numpy gives
+    with pytest.raises(TypeError, match=r"expected torch.float32 images like the model's weights, got torch.float64"):
+        model(images)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model(images.float()).shape == (2, 10)  # autocast: float32 in, bf16 inside
+    with torch.no_grad():
+        assert model.double()(images).dtype == torch.float64
+
+
+def test_block_is_built_from_its_own_arguments() -> None:
+    block = xl.XceptionBlock(16, 32, reps=2, stride=2, grow_first=False, intermediate="relu", segments=4,
+                             bn_eps=1e-5, bn_momentum=0.1, pool_padding="symmetric")
+    assert [type(m).__name__ for m in block.layers] == ["ReLU", "SeparableConv2d", "BatchNorm2d", "ReLU",
+                                                       "SeparableConv2d", "BatchNorm2d", "MaxPool2d"]
+    assert (block.layers.sep1.pointwise.out_channels, block.layers.sep2.pointwise.out_channels) == (16, 32)
+    assert block.layers.sep1.depthwise.groups == 4 and isinstance(block.layers.sep1.intermediate, nn.ReLU)
+    assert block.layers.bn1.eps == 1e-5 and block.shortcut.bn.momentum == 0.1
+    assert block(torch.randn(1, 16, 9, 9)).shape == (1, 32, 5, 5)
+    plain = xl.XceptionBlock(8, 8, reps=3)
+    assert isinstance(plain.shortcut, nn.Identity) and not hasattr(plain.layers, "pool")
+    assert xl.XceptionBlock(8, 8, reps=3, residual=False).shortcut is None
+
+
 def test_non_tensor_input_raises_type_error() -> None:
     with pytest.raises(TypeError, match="expected a 4-D tensor"):
         xl.xception_cifar()([[0.0]])  # type: ignore[arg-type]

@@ -7,14 +7,13 @@
 from xception_lib.config import XceptionConfig, scale_channels
 from xception_lib.layers import (
     InceptionModule,
-    MaxPool2d,
-    MaxPool2dSame,
     SegmentedInception,
     SeparableConv2d,
     SimplifiedInception,
     extreme_inception,
 )
 from xception_lib.model import Xception, XceptionBlock, xception, xception_cifar
+from xception_lib.pooling import MaxPool2d, MaxPool2dSame
 from xception_lib.pretrained import from_timm
 
 # Submodules loaded on first use (``xl.complexity``, ``xl.viz``, ...), so that

@@ -1,7 +1,8 @@
 """Parameter and MAC counts: closed-form formulas and the ecosystem's counters.
 
-Vocabulary: a **MAC** is one multiply-accumulate; a FLOP count is 2 x MACs. Everything
-here counts MACs. The counters come from torchinfo (``total_params``,
+Vocabulary: a **MAC** is one multiply-accumulate. Everything here counts MACs. "FLOPs" is
+ambiguous: some sources mean 2 x MACs, many (torchvision's "GFLOPS", fvcore, the 3.8 G of
+ResNet-50's paper) mean MACs. The counters come from torchinfo (``total_params``,
 ``total_mult_adds``) and fvcore (``FlopCountAnalysis``, which despite its name counts
 one fused multiply-add as one, i.e. MACs, for convolutions and linear layers).
 
@@ -27,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from xception_lib.runtime import eval_mode
 
 # ------------------------------------------------------------------ closed forms
 
@@ -83,12 +86,6 @@ def _check_groups(c_in: int, c_out: int, groups: int) -> None:
         raise ValueError(f"groups={groups} must divide c_in={c_in} and c_out={c_out}")
 
 
-def conv_module_macs(conv: nn.Conv2d, h_out: int, w_out: int) -> int:
-    """The closed-form MACs of an ``nn.Conv2d`` (square kernels) at a given output size."""
-    kh, kw = conv.kernel_size
-    return kh * kw * (conv.in_channels // conv.groups) * conv.out_channels * h_out * w_out
-
-
 # ------------------------------------------------------------------ counters
 
 
@@ -100,8 +97,32 @@ def _example(model: nn.Module, input_size: Sequence[int]) -> torch.Tensor:
     return torch.zeros(*input_size, device=device)
 
 
-def count_params(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> int:
-    """Total parameters as torchinfo reports them."""
+def output_shapes(
+    model: nn.Module, input_size: Sequence[int], types: tuple[type[nn.Module], ...] = (nn.Conv2d,)
+) -> dict[str, list[tuple[int, ...]]]:
+    """The output shape of every module of the given ``types``, from one forward pass in eval mode.
+
+    Forward hooks record shapes only and are removed afterwards; a module called twice
+    (shared weights) has two shapes. On a ``meta``-device model this costs no arithmetic.
+    """
+    shapes: dict[str, list[tuple[int, ...]]] = {}
+
+    def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        return lambda _m, _inp, out: shapes.setdefault(name, []).append(tuple(out.shape))
+
+    handles = [m.register_forward_hook(recorder(n)) for n, m in model.named_modules() if isinstance(m, types)]
+    try:
+        with eval_mode(model), torch.no_grad():
+            model(_example(model, input_size))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def torchinfo_params(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> int:
+    """Parameters as torchinfo counts them: those of the layers a forward pass of ``input_size``
+    reaches (a layer that runs twice counts once), an independent check of the formulas."""
     from torchinfo import summary
 
     return int(summary(model, input_size=tuple(input_size), verbose=0).total_params)
@@ -119,32 +140,34 @@ def fvcore_analysis(model: nn.Module, input_size: Sequence[int]):  # -> fvcore F
     fvcore traces the model with ``torch.jit``, whose deprecation warnings (and fvcore's
     notes on ops it does not count, such as ReLU) say nothing about the counts.
     """
-    was_training = model.training
-    model.eval()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            from fvcore.nn import FlopCountAnalysis
+    with eval_mode(model), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn import FlopCountAnalysis
 
-            analysis = FlopCountAnalysis(model, _example(model, input_size))
-            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            analysis.total()  # run the trace now, while in eval mode
-    finally:
-        model.train(was_training)
+        analysis = FlopCountAnalysis(model, _example(model, input_size))
+        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+        analysis.total()  # run the trace now, while in eval mode
     return analysis
 
 
-def torchinfo_summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299), depth: int = 3):  # -> ModelStatistics
-    """torchinfo's summary (shapes, parameters, mult-adds per layer)."""
+def torchinfo_summary(
+    model: nn.Module,
+    input_size: Sequence[int] = (1, 3, 299, 299),
+    depth: int = 3,
+    col_names: Sequence[str] = ("num_params", "mult_adds"),
+    col_width: int = 16,
+):  # -> torchinfo ModelStatistics
+    """torchinfo's summary: per layer, by default, parameters and MACs (``"output_size"`` adds
+    the shapes; the defaults keep the table within the book's 88 columns).
+
+    torchinfo labels its MAC total "Total mult-adds (Units.GIGABYTES)": the unit is G
+    (billions of multiply-adds), not bytes.
+    """
     from torchinfo import summary
 
     return summary(
-        model,
-        input_size=tuple(input_size),
-        depth=depth,
-        col_names=("output_size", "num_params", "mult_adds"),
-        row_settings=("var_names",),
-        verbose=0,
+        model, input_size=tuple(input_size), depth=depth, col_names=tuple(col_names), col_width=col_width,
+        row_settings=("var_names",), verbose=0,
     )
 
 
@@ -176,92 +199,25 @@ def conv_kind(conv: nn.Conv2d) -> str:
 def check_convs(model: nn.Module, input_size: Sequence[int]) -> list[ConvCheck]:
     """Compare formula and counter for every ``nn.Conv2d`` of ``model``, layer by layer.
 
-    Output sizes come from a forward pass (hooks that record shapes only and are removed
-    afterwards); parameters from the module's own tensors; MACs from fvcore.
+    Output sizes come from :func:`output_shapes`; parameters from the module's own tensors;
+    MACs from fvcore.
     """
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def hook(_m: nn.Module, _inp: object, out: torch.Tensor) -> None:
-            shapes[name] = tuple(out.shape)
-
-        return hook
-
-    handles = [m.register_forward_hook(recorder(n)) for n, m in convs.items()]
-    try:
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
-            model(_example(model, input_size))
-        model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
+    shapes = output_shapes(model, input_size)
     by_module = fvcore_analysis(model, input_size).by_module()
-    batch = input_size[0]
     rows = []
-    for name, conv in convs.items():
+    for name, conv in model.named_modules():
         if name not in shapes:
             continue
-        _, c_out, h, w = shapes[name]
         k = conv.kernel_size[0]
+        formula_macs = sum(n * conv_macs(conv.in_channels, c, k, h, w, conv.groups) for n, c, h, w in shapes[name])
         rows.append(
             ConvCheck(
                 name=name,
                 kind=conv_kind(conv),
-                formula_params=conv_params(conv.in_channels, c_out, k, conv.groups, conv.bias is not None),
+                formula_params=conv_params(conv.in_channels, conv.out_channels, k, conv.groups, conv.bias is not None),
                 counted_params=sum(p.numel() for p in conv.parameters()),
-                formula_macs=batch * conv_macs(conv.in_channels, c_out, k, h, w, conv.groups),
+                formula_macs=formula_macs,
                 fvcore_macs=int(by_module[name]),
             )
         )
-    return rows
-
-
-# ------------------------------------------------------------------ model comparison
-
-
-@dataclass(frozen=True)
-class ModelComplexity:
-    """One row of the book's comparison table."""
-
-    name: str
-    input_size: int
-    params: int
-    macs: int
-
-
-def reference_models() -> dict[str, tuple[Callable[[], nn.Module], int]]:
-    """The models the book compares, each with its native input size (random weights)."""
-    from torchvision import models
-
-    from xception_lib.model import xception, xception_cifar
-
-    return {
-        "Xception": (xception, 299),
-        "Inception V3": (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
-        "ResNet-50": (lambda: models.resnet50(weights=None), 224),
-        "MobileNetV2": (lambda: models.mobilenet_v2(weights=None), 224),
-        "Xception-CIFAR (10 classes)": (xception_cifar, 32),
-    }
-
-
-def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity]:
-    """Parameters (torchinfo) and MACs (fvcore) of the reference models at their native sizes.
-
-    Args:
-        names: A subset of :func:`reference_models`' keys; default all.
-    """
-    available = reference_models()
-    chosen = list(available) if names is None else list(names)
-    unknown = [n for n in chosen if n not in available]
-    if unknown:
-        raise ValueError(f"unknown model(s) {unknown}; expected some of {list(available)}")
-    rows = []
-    for name in chosen:
-        build, size = available[name]
-        model = build()
-        shape = (1, 3, size, size)
-        rows.append(ModelComplexity(name, size, count_params(model, shape), count_macs(model, shape)))
     return rows

@@ -17,6 +17,8 @@ batch-norm epsilon and its ``padding="same"`` max-pooling.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -27,6 +29,16 @@ PoolPadding = Literal["same", "symmetric"]
 _ACTIVATIONS = ("none", "relu", "elu")
 _STEMS = ("imagenet", "cifar")
 _POOL_PADDINGS = ("same", "symmetric")
+
+
+_INTERVALS = {"width_multiplier": "(0, inf)", "bn_eps": "(0, inf)", "dropout": "[0, 1)", "bn_momentum": "[0, 1]"}
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def scale_channels(channels: int, width_multiplier: float) -> int:
@@ -101,38 +113,32 @@ class XceptionConfig:
     pool_padding: PoolPadding = "same"
 
     def __post_init__(self) -> None:
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.in_channels < 1:
-            raise ValueError(f"in_channels must be >= 1, got {self.in_channels}")
-        if self.stem not in _STEMS:
-            raise ValueError(f"stem must be one of {_STEMS}, got {self.stem!r}")
-        if self.intermediate_activation not in _ACTIVATIONS:
-            raise ValueError(
-                f"intermediate_activation must be one of {_ACTIVATIONS}, "
-                f"got {self.intermediate_activation!r}"
-            )
-        if self.pool_padding not in _POOL_PADDINGS:
-            raise ValueError(f"pool_padding must be one of {_POOL_PADDINGS}, got {self.pool_padding!r}")
-        if self.middle_blocks < 0:
-            raise ValueError(f"middle_blocks must be >= 0, got {self.middle_blocks}")
-        if self.width_multiplier <= 0:
-            raise ValueError(f"width_multiplier must be > 0, got {self.width_multiplier}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if len(self.stem_channels) != 2 or len(self.entry_channels) != 3 or len(self.exit_channels) != 3:
-            raise ValueError(
-                "expected 2 stem_channels, 3 entry_channels and 3 exit_channels, got "
-                f"{self.stem_channels}, {self.entry_channels}, {self.exit_channels}"
-            )
-        if len(self.entry_strides) != 3 or any(s not in (1, 2) for s in (*self.entry_strides, self.exit_stride)):
-            raise ValueError(
-                f"entry_strides must be 3 values in {{1, 2}} and exit_stride 1 or 2, "
-                f"got {self.entry_strides} and {self.exit_stride}"
-            )
+        for name, minimum in (("num_classes", 1), ("in_channels", 1), ("middle_blocks", 0), ("exit_stride", 1)):
+            _check_int(name, getattr(self, name), minimum)
+        for name, length in (("stem_channels", 2), ("entry_channels", 3), ("entry_strides", 3), ("exit_channels", 3)):
+            value = getattr(self, name)
+            if not isinstance(value, tuple) or len(value) != length:
+                raise TypeError(f"{name} must be a tuple of {length} ints, got {value!r}")
+            for i, item in enumerate(value):
+                _check_int(f"{name}[{i}]", item, 1)
+        for name, low, high in (("width_multiplier", 0.0, math.inf), ("bn_eps", 0.0, math.inf),
+                                ("dropout", 0.0, 1.0), ("bn_momentum", 0.0, 1.0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+                raise TypeError(f"{name} must be a finite real number, got {value!r}")
+            if not low <= value <= high or (value == low and name in ("width_multiplier", "bn_eps")) or (
+                value == high and name == "dropout"
+            ):
+                raise ValueError(f"{name} must be in {_INTERVALS[name]}, got {value}")
+        if not isinstance(self.residual, bool):
+            raise TypeError(f"residual must be True or False, got {self.residual!r}")
+        for name, allowed in (("stem", _STEMS), ("intermediate_activation", _ACTIVATIONS), ("pool_padding", _POOL_PADDINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if any(s not in (1, 2) for s in (*self.entry_strides, self.exit_stride)):
+            raise ValueError(f"entry_strides and exit_stride must be 1 or 2, got {self.entry_strides} and {self.exit_stride}")
         if self.segments is not None:
-            if self.segments < 1:
-                raise ValueError(f"segments must be None or >= 1, got {self.segments}")
+            _check_int("segments", self.segments, 1)
             bad = [c for c in self.separable_in_channels() if c % self.segments]
             if bad:
                 raise ValueError(
@@ -176,9 +182,9 @@ class XceptionConfig:
           4x4, the same 1/8 and 1/16 of the input the paper's flows see at 19x19 and 10x10
           (relative to the 149 px stem output).
         * widths ``(128, 256, 512)`` / ``(768, 1024, 1024)`` and 4 middle blocks: about
-          7 million parameters and 0.6 GMACs per image, ResNet-18-class capacity, which
-          is what reaches ~94% on CIFAR-10 within a few dozen epochs, while keeping a
-          short GPU run short. Every separable convolution reads a power-of-two channel
+          7 million parameters and 0.6 GMACs per image, the size of the ResNet-18 models
+          usually trained on CIFAR-10, while keeping a short GPU run short (chapters 5 and
+          6 report what it reaches). Every separable convolution reads a power-of-two channel
           count (64 to 1024), so every power-of-two ``segments`` value up to 64 is valid
           for the spectrum experiments.
         * ``bn_eps=1e-5`` and symmetric pooling: PyTorch's conventions; no Keras weights

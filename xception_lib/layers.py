@@ -13,14 +13,11 @@ The paper's argument, module by module:
 * :class:`SeparableConv2d`: a depthwise separable convolution as in Xception: the
   spatial (depthwise) step first, then the cross-channel (pointwise) step, with no
   non-linearity in between.
-* :class:`MaxPool2dSame` and :class:`MaxPool2d`: the blocks' stride-2 max-pooling, with
-  TensorFlow's or PyTorch's padding, both through :func:`max_pool2d` (fast on the CPU).
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from xception_lib.config import Activation
@@ -244,108 +241,3 @@ def extreme_inception(in_channels: int, out_channels: int, kernel_size: int = 3)
     and in the ReLU after each step.
     """
     return SegmentedInception(in_channels, out_channels, segments=out_channels, kernel_size=kernel_size)
-
-
-def max_pool2d(
-    x: torch.Tensor,
-    kernel_size: int,
-    stride: int,
-    padding: int | tuple[int, int] = 0,
-    *,
-    ceil_mode: bool = False,
-) -> torch.Tensor:
-    """``F.max_pool2d``, computing the same numbers faster for NCHW tensors on the CPU.
-
-    Max-pooling does no multiply-accumulates, yet PyTorch's CPU kernel for NCHW tensors
-    (one output pixel at a time, along each channel's plane) made the four pools of
-    Xception cost about 7% of a CPU training step. Its kernel for channels_last tensors
-    works on all channels of a pixel at once and is 2-5x faster, copies in and out
-    included. So on the CPU the positions of the maxima are found in a channels_last copy,
-    and the output is gathered from ``x`` at those positions: the same values, and the
-    same gradients (gather's backward adds each output's gradient into the input in the
-    same order as max-pooling's backward). Other devices and layouts use ``F.max_pool2d``.
-
-    Args:
-        x: N x C x H x W input.
-        kernel_size: Pooling window.
-        stride: Pooling stride.
-        padding: Implicit -inf padding on each side (an int, or (top/bottom, left/right)).
-        ceil_mode: Whether a last, partial window is kept (see ``nn.MaxPool2d``).
-
-    Returns:
-        The pooled N x C x H' x W' tensor, NCHW-contiguous like ``x``.
-    """
-    if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or x.is_contiguous(
-        memory_format=torch.channels_last
-    ):
-        return F.max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode)
-    with torch.no_grad():
-        _, where = F.max_pool2d(
-            x.contiguous(memory_format=torch.channels_last),
-            kernel_size,
-            stride,
-            padding,
-            ceil_mode=ceil_mode,
-            return_indices=True,
-        )
-    where = where.contiguous()  # N x C x H' x W': flat positions (h * W + w) in each plane
-    return x.flatten(2).gather(2, where.flatten(2)).view(where.shape)
-
-
-class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` (symmetric padding) computed by :func:`max_pool2d`: the same numbers, faster on the CPU."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dilation not in (1, (1, 1)) or self.return_indices:
-            return super().forward(x)
-        return max_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
-
-
-class MaxPool2dSame(nn.Module):
-    """Max-pooling with TensorFlow's ``padding="same"``, as in the authors' Keras model.
-
-    TensorFlow pads ``max((ceil(n / s) - 1) * s + k - n, 0)`` pixels, putting the odd one
-    at the bottom/right. For odd inputs (147 -> 74) this equals PyTorch's symmetric
-    ``padding=1``; for even inputs (74 -> 37, 38 -> 19) TensorFlow pads only at the end,
-    so symmetric padding shifts every pooling window by one pixel.
-
-    Args:
-        kernel_size: Pooling window.
-        stride: Pooling stride.
-    """
-
-    def __init__(self, kernel_size: int = 3, stride: int = 2) -> None:
-        super().__init__()
-        self.kernel_size = kernel_size
-        self.stride = stride
-
-    def _pad(self, n: int) -> tuple[int, int]:
-        out = -(-n // self.stride)
-        total = max((out - 1) * self.stride + self.kernel_size - n, 0)
-        return total // 2, total - total // 2
-
-    def _pooled_size(self, n: int, pad: int, ceil_mode: bool) -> int:
-        """Output size of PyTorch's ``max_pool2d(padding=pad, ceil_mode=ceil_mode)`` on ``n`` pixels."""
-        k, s = self.kernel_size, self.stride
-        out = (n + 2 * pad - k + (s - 1 if ceil_mode else 0)) // s + 1
-        if ceil_mode and (out - 1) * s >= n + pad:  # PyTorch drops a last window starting in the padding
-            out -= 1
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = self._pad(x.shape[-2])
-        left, right = self._pad(x.shape[-1])
-        # max_pool2d's own padding is implicitly -inf, and ceil_mode adds a last window,
-        # clipped at the bottom/right border: together they are TensorFlow's "same" pooling
-        # without materialising a padded copy of x (a full read and write of the largest
-        # activations). They apply whenever the windows start at the same places and are as
-        # many. ceil_mode is used only where the padding is asymmetric: it is slower.
-        ceil_mode = bool(bottom > top or right > left)
-        if max(top, left) <= self.kernel_size // 2 and all(
-            self._pooled_size(n, pad, ceil_mode) == -(-n // self.stride)
-            for n, pad in ((x.shape[-2], top), (x.shape[-1], left))
-        ):
-            return max_pool2d(x, self.kernel_size, self.stride, padding=(top, left), ceil_mode=ceil_mode)
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-        return max_pool2d(x, self.kernel_size, self.stride)

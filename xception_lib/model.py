@@ -18,33 +18,38 @@ convolutions inside residual blocks, so a block's output is the un-activated sum
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
 
 import torch
 from torch import nn
 
-from xception_lib.config import XceptionConfig
-from xception_lib.layers import MaxPool2d, MaxPool2dSame, SeparableConv2d
+from xception_lib.config import Activation, PoolPadding, XceptionConfig
+from xception_lib.layers import SeparableConv2d
+from xception_lib.pooling import MaxPool2d, MaxPool2dSame
 
 
 class XceptionBlock(nn.Module):
-    """A residual block of ``reps`` x (ReLU -> SeparableConv2d -> BN), then an optional max-pool.
+    """A residual block: ``reps`` x (ReLU -> SeparableConv2d -> BN), then a max-pool.
 
     Layers are named ``act1, sep1, bn1, act2, sep2, bn2, ...`` and ``pool``. The
     shortcut is the identity, or a 1x1 convolution + BN when the block changes the
-    channel count or the resolution; with ``config.residual=False`` there is none.
+    width or the resolution; with ``residual=False`` there is none.
 
     Args:
         in_channels: Input channels.
         out_channels: Output channels.
         reps: Number of separable convolutions.
-        stride: Stride of the final max-pool (1: no pool).
-        config: The model config (activation, segments, batch norm, pooling, residual).
-        start_with_relu: Whether the first separable convolution is preceded by ReLU
-            (not in the first entry block, whose input the stem has just activated).
+        stride: Stride of the final 3x3 max-pool (1: no pool).
+        start_with_relu: Whether a ReLU precedes the first separable convolution (not
+            in the first entry block, whose input the stem has just activated).
         grow_first: Whether the first (True) or the last (False) separable convolution
             changes the channel count.
+        residual: Whether the block has a shortcut (the paper's Figure 9 ablation: no).
+        intermediate: Activation between the depthwise and pointwise steps (Figure 10).
+        segments: Channel segments of the spatial steps (``None``: depthwise).
+        bn_eps: Batch-norm epsilon.
+        bn_momentum: Batch-norm momentum (PyTorch's convention).
+        pool_padding: Max-pool padding, ``"same"`` (TensorFlow) or ``"symmetric"``.
     """
 
     def __init__(
@@ -52,11 +57,16 @@ class XceptionBlock(nn.Module):
         in_channels: int,
         out_channels: int,
         reps: int,
-        stride: int,
-        config: XceptionConfig,
+        stride: int = 1,
         *,
         start_with_relu: bool = True,
         grow_first: bool = True,
+        residual: bool = True,
+        intermediate: Activation = "none",
+        segments: int | None = None,
+        bn_eps: float = 1e-3,
+        bn_momentum: float = 0.01,
+        pool_padding: PoolPadding = "same",
     ) -> None:
         super().__init__()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -68,44 +78,31 @@ class XceptionBlock(nn.Module):
             if i > 0 or start_with_relu:
                 layers[f"act{i + 1}"] = nn.ReLU()
             layers[f"sep{i + 1}"] = SeparableConv2d(
-                cin, cout, 3, intermediate=config.intermediate_activation, segments=config.segments
+                cin, cout, 3, intermediate=intermediate, segments=segments
             )
-            layers[f"bn{i + 1}"] = nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum)
-        if stride != 1:
-            layers["pool"] = _max_pool(stride, config)
+            layers[f"bn{i + 1}"] = nn.BatchNorm2d(cout, bn_eps, bn_momentum)
+        if stride != 1 and pool_padding == "same":
+            layers["pool"] = MaxPool2dSame(3, stride)
+        elif stride != 1:
+            layers["pool"] = MaxPool2d(3, stride, padding=1)
         self.layers = nn.Sequential(layers)
 
         self.shortcut: nn.Module | None = None
-        if config.residual:
-            if in_channels != out_channels or stride != 1:
-                self.shortcut = nn.Sequential(
-                    OrderedDict(
-                        conv=nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                        bn=nn.BatchNorm2d(out_channels, eps=config.bn_eps, momentum=config.bn_momentum),
-                    )
+        if residual and (in_channels != out_channels or stride != 1):
+            self.shortcut = nn.Sequential(
+                OrderedDict(
+                    conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
+                    bn=nn.BatchNorm2d(out_channels, bn_eps, bn_momentum),
                 )
-            else:
-                self.shortcut = nn.Identity()
+            )
+        elif residual:
+            self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.layers(x)
+        y = self.layers(x)  # N x out_channels x H/stride x W/stride
         if self.shortcut is not None:
-            y = y + self.shortcut(x)
+            y = y + self.shortcut(x)  # not in place: x stays intact for hooks
         return y
-
-
-def _max_pool(stride: int, config: XceptionConfig) -> nn.Module:
-    if config.pool_padding == "same":
-        return MaxPool2dSame(3, stride)
-    return MaxPool2d(3, stride, padding=1)
-
-
-def _conv_bn_relu(cin: int, cout: int, stride: int, padding: int, config: XceptionConfig) -> list[nn.Module]:
-    return [
-        nn.Conv2d(cin, cout, 3, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(cout, eps=config.bn_eps, momentum=config.bn_momentum),
-        nn.ReLU(),
-    ]
 
 
 class Xception(nn.Module):
@@ -122,42 +119,50 @@ class Xception(nn.Module):
         super().__init__()
         self.config = cfg = config if config is not None else XceptionConfig()
         c = cfg.channels
-        s1, s2 = c(cfg.stem_channels[0]), c(cfg.stem_channels[1])
-        if cfg.stem == "imagenet":
-            stem = _conv_bn_relu(cfg.in_channels, s1, 2, 0, cfg) + _conv_bn_relu(s1, s2, 1, 0, cfg)
-        else:
-            stem = _conv_bn_relu(cfg.in_channels, s1, 1, 1, cfg) + _conv_bn_relu(s1, s2, 1, 1, cfg)
-        names = ["conv1", "bn1", "act1", "conv2", "bn2", "act2"]
-        self.stem = nn.Sequential(OrderedDict(zip(names, stem)))
-        # 299 -> N x 32 x 149 x 149 -> N x 64 x 147 x 147
 
-        entry: OrderedDict[str, nn.Module] = OrderedDict()
-        prev = s2
-        for i, (out, stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
-            entry[f"block{i + 1}"] = XceptionBlock(prev, c(out), 2, stride, cfg, start_with_relu=i > 0)
-            prev = c(out)
-        self.entry_flow = nn.Sequential(entry)
-        # N x 128 x 74 x 74 -> N x 256 x 37 x 37 -> N x 728 x 19 x 19
+        def bn(channels: int) -> nn.BatchNorm2d:
+            return nn.BatchNorm2d(channels, eps=cfg.bn_eps, momentum=cfg.bn_momentum)
 
-        self.middle_flow = nn.Sequential(
-            OrderedDict((f"block{i + 1}", XceptionBlock(prev, prev, 3, 1, cfg)) for i in range(cfg.middle_blocks))
+        def sep(cin: int, cout: int) -> SeparableConv2d:
+            return SeparableConv2d(cin, cout, 3, intermediate=cfg.intermediate_activation, segments=cfg.segments)
+
+        block_options = dict(
+            residual=cfg.residual, intermediate=cfg.intermediate_activation, segments=cfg.segments,
+            bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum, pool_padding=cfg.pool_padding,
         )
-        # N x 728 x 19 x 19
-
-        e0, e1, e2 = (c(x) for x in cfg.exit_channels)
-        self.exit_flow = nn.Sequential(
+        s1, s2 = c(cfg.stem_channels[0]), c(cfg.stem_channels[1])
+        stride, padding = (2, 0) if cfg.stem == "imagenet" else (1, 1)
+        self.stem = nn.Sequential(
             OrderedDict(
-                block=XceptionBlock(prev, e0, 2, cfg.exit_stride, cfg, grow_first=False),
-                sep1=SeparableConv2d(e0, e1, 3, intermediate=cfg.intermediate_activation, segments=cfg.segments),
-                bn1=nn.BatchNorm2d(e1, eps=cfg.bn_eps, momentum=cfg.bn_momentum),
+                conv1=nn.Conv2d(cfg.in_channels, s1, 3, stride=stride, padding=padding, bias=False),
+                bn1=bn(s1),
                 act1=nn.ReLU(),
-                sep2=SeparableConv2d(e1, e2, 3, intermediate=cfg.intermediate_activation, segments=cfg.segments),
-                bn2=nn.BatchNorm2d(e2, eps=cfg.bn_eps, momentum=cfg.bn_momentum),
+                conv2=nn.Conv2d(s1, s2, 3, padding=padding, bias=False),
+                bn2=bn(s2),
                 act2=nn.ReLU(),
             )
         )
-        # N x 1024 x 10 x 10 -> N x 1536 x 10 x 10 -> N x 2048 x 10 x 10
-
+        entry: OrderedDict[str, nn.Module] = OrderedDict()
+        prev = s2
+        for i, (out, block_stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
+            entry[f"block{i + 1}"] = XceptionBlock(prev, c(out), 2, block_stride, start_with_relu=i > 0, **block_options)
+            prev = c(out)
+        self.entry_flow = nn.Sequential(entry)
+        self.middle_flow = nn.Sequential(
+            OrderedDict((f"block{i + 1}", XceptionBlock(prev, prev, 3, **block_options)) for i in range(cfg.middle_blocks))
+        )
+        e0, e1, e2 = (c(x) for x in cfg.exit_channels)
+        self.exit_flow = nn.Sequential(
+            OrderedDict(
+                block=XceptionBlock(prev, e0, 2, cfg.exit_stride, grow_first=False, **block_options),
+                sep1=sep(e0, e1),
+                bn1=bn(e1),
+                act1=nn.ReLU(),
+                sep2=sep(e1, e2),
+                bn2=bn(e2),
+                act2=nn.ReLU(),
+            )
+        )
         self.num_features = e2
         self.head = nn.Sequential(
             OrderedDict(
@@ -167,16 +172,9 @@ class Xception(nn.Module):
                 fc=nn.Linear(e2, cfg.num_classes),
             )
         )
-        # N x 2048 -> N x num_classes
-        self._init_weights()
-
-    def _init_weights(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     @property
     def min_input_size(self) -> int:
@@ -184,11 +182,19 @@ class Xception(nn.Module):
         return 7 if self.config.stem == "imagenet" else 1
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` unless ``x`` is a batch the model can run on."""
+        """Raise ``TypeError``/``ValueError`` unless ``x`` is a batch of images the model can run on."""
         cin, m = self.config.in_channels, self.min_input_size
         expected = f"expected a 4-D tensor N x {cin} x H x W with H, W >= {m}"
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{expected}, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise TypeError(
+                f"expected a floating-point image batch, got dtype {x.dtype}: convert to float and normalise "
+                "first, e.g. x = (x.float() / 255 - mean) / std with the data set's per-channel mean and std"
+            )
+        weight = self.stem.conv1.weight
+        if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"expected {weight.dtype} images like the model's weights, got {x.dtype}: use x.to({weight.dtype})")
         if x.dim() != 4:
             raise ValueError(f"{expected}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
         if x.shape[1] != cin:
@@ -208,32 +214,33 @@ class Xception(nn.Module):
     def forward_intermediates(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Run the feature extractor and return every named stage's output.
 
+        The shapes in the comments are those of the paper's model on a 299x299 image.
+
         Returns:
             ``{"stem", "entry_flow.block1", "entry_flow.block2", "entry_flow.block3",
             "middle_flow", "exit_flow"}`` mapped to their output tensors. Block outputs
             are the un-activated residual sums, as the next block receives them.
         """
-        self.check_input(x)
+        self.check_input(x)  # N x 3 x 299 x 299
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
-        for name, stage in self.stages().items():
-            x = stage(x)
-            out[name] = x
+        x = out["stem"] = self.stem(x)  # N x 32 x 149 x 149, then N x 64 x 147 x 147
+        for name, block in self.entry_flow.named_children():
+            x = out[f"entry_flow.{name}"] = block(x)
+            # N x 128 x 74 x 74, then N x 256 x 37 x 37, then N x 728 x 19 x 19
+        x = out["middle_flow"] = self.middle_flow(x)  # N x 728 x 19 x 19 (8 blocks)
+        out["exit_flow"] = self.exit_flow(x)  # N x 1024, 1536, then 2048 x 10 x 10
         return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Image batch -> final feature map (N x 2048 x 10 x 10 for a 299 px input)."""
-        self.check_input(x)
-        x = self.stem(x)
-        x = self.entry_flow(x)
-        x = self.middle_flow(x)
-        return self.exit_flow(x)
+        return self.forward_intermediates(x)["exit_flow"]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Feature map -> logits (or the pooled features with ``pre_logits=True``)."""
-        x = self.head.flatten(self.head.pool(x))
+        x = self.head.flatten(self.head.pool(x))  # N x 2048
         if pre_logits:
             return x
-        return self.head.fc(self.head.dropout(x))
+        return self.head.fc(self.head.dropout(x))  # N x num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -253,9 +260,3 @@ def xception(num_classes: int = 1000, *, dropout: float = 0.0, **overrides: obje
 def xception_cifar(num_classes: int = 10, *, dropout: float = 0.0, **overrides: object) -> Xception:
     """Xception for 32x32 images (CIFAR-10/100); see :meth:`XceptionConfig.cifar` for the design."""
     return Xception(XceptionConfig.cifar(num_classes=num_classes, dropout=dropout, **overrides))
-
-
-def replace(model_or_config: Xception | XceptionConfig, **changes: object) -> Xception:
-    """A fresh model whose config is ``dataclasses.replace(config, **changes)``."""
-    cfg = model_or_config.config if isinstance(model_or_config, Xception) else model_or_config
-    return Xception(dataclasses.replace(cfg, **changes))  # type: ignore[arg-type]

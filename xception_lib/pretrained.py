@@ -10,10 +10,10 @@ Keras model with the same weights:
 * **Batch-norm epsilon.** Keras uses ``epsilon=1e-3``; the port uses PyTorch's default
   ``eps=1e-5``. For channels with a small running variance the normalised values differ.
 * **Max-pool padding.** Keras pools with ``padding="same"``, which TensorFlow implements
-  by padding only at the bottom/right when the input size is even (74 -> 37 and
-  38 -> 19 in the entry flow; 19 -> 10 is odd and unaffected). The port uses
+  by padding only at the bottom/right when the input size is even: in Xception only
+  74 -> 37 (147, 37 and 19 are odd and padded one pixel on each side). The port uses
   ``nn.MaxPool2d(3, 2, padding=1)``, which pads one pixel on every side, so its pooling
-  windows are shifted by one pixel on even inputs.
+  windows are shifted by one pixel there.
 
 :func:`from_timm` reproduces the port exactly (``XceptionConfig.timm_port()``), so its
 logits equal timm's. ``xl.xception()`` uses the Keras conventions instead; load the port's

@@ -1,28 +1,16 @@
-"""Anatomy of an Xception: where its parameters and MACs live, its shapes, and its drawing.
+"""Anatomy of an Xception (chapter 3): where its parameters and MACs live, its shapes, its drawing.
 
-Chapter 3 takes the whole network apart with four tools:
-
-* :func:`flow_params_formula` and :func:`flow_costs`: parameters and MACs per flow (stem,
-  entry flow, middle flow, exit flow, head), the first from closed-form formulas of the
-  config alone, the second measured on a model (tensor sizes and the output shape of every
-  convolution and linear layer);
-* :func:`shape_trace`: the tensor shape after every stage, read from
-  :meth:`~xception_lib.model.Xception.forward_intermediates` plus the two stem convolutions;
-* :func:`architecture_figure`: the paper's Figure 5 (entry, middle and exit flow) drawn
-  with matplotlib patches from a config, with the shapes of :func:`shape_trace` beside it;
-* :func:`plot_flow_costs` and :func:`plot_comparison`: bar charts of the per-flow costs and
-  of :func:`xception_lib.complexity.comparison_table`.
-
-Every function that needs only shapes works on a model built on the ``meta`` device
-(``with torch.device("meta"): model = xl.xception()``), which allocates no memory and
-computes nothing, so tracing a 299 px forward pass costs milliseconds.
-
-MACs are multiply-accumulates of convolutions and linear layers (FLOPs = 2 x MACs);
-batch-norm, ReLU and pooling are not counted.
+Parameters and MACs per flow from closed forms (:func:`flow_params_formula`) and measured
+(:func:`flow_costs`); the shape after every stage (:func:`shape_trace`); the paper's Figure 5
+drawn from a config (:func:`architecture_figure`); Xception beside other networks
+(:func:`comparison_table`). What needs only shapes runs on a ``meta``-device model
+(:func:`meta_model`): no memory, no arithmetic. MACs here are those of convolutions and
+linear layers; batch norm, ReLU and pooling are not counted.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -30,55 +18,37 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from xception_lib.chapters import figures
 from xception_lib.complexity import (
-    conv_module_macs,
+    conv_macs,
     conv_params,
+    count_macs,
     depthwise_params,
+    output_shapes,
     pointwise_params,
     separable_params,
+    torchinfo_params,
 )
 from xception_lib.config import XceptionConfig
+from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from xception_lib.complexity import ModelComplexity
-
 #: The top-level stages of :class:`~xception_lib.model.Xception`, in forward order.
 FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 
-#: Face colour of each kind of box. As in chapters 1 and 2, blue maps cross-channel
-#: correlations (1x1), orange spatial ones (per channel), purple both at once (a regular
-#: convolution).
-COLOURS = {
-    "cross": "#9ecae1",
-    "spatial": "#fdae6b",
-    "joint": "#bcbddc",
-    "pool": "#d9d9d9",
-    "relu": "#ffffff",
-    "io": "#f7f7f7",
-    "add": "#c7e9c0",
-}
+#: Face colour of each kind of box: chapters 1 and 2's (blue: 1x1; orange: spatial; purple: both) and three more.
+COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": "#c7e9c0"}
 
 
 # ------------------------------------------------------------------ parameters and MACs
 
 
-def _bn_params(channels: int) -> int:
-    """Learnable parameters of a batch norm (scale and shift; running statistics are buffers)."""
-    return 2 * channels
-
-
 def separable_layers(config: XceptionConfig) -> list[tuple[str, int, int]]:
-    """Every separable convolution of a config as ``(flow, in_channels, out_channels)``, in order.
-
-    Args:
-        config: The architecture.
-
-    Returns:
-        One entry per separable convolution (34 for the paper's Xception).
-    """
+    """Every separable convolution of a config as ``(flow, in_channels, out_channels)``, in
+    forward order (34 for the paper's Xception)."""
     c = config.channels
     rows: list[tuple[str, int, int]] = []
     prev = c(config.stem_channels[1])
@@ -93,35 +63,27 @@ def separable_layers(config: XceptionConfig) -> list[tuple[str, int, int]]:
 
 
 def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
-    """Parameters of each flow from closed-form formulas, without building a model.
+    """``{flow: parameters}`` from closed forms of a config (``segments=None``), no model built.
 
-    Stem: two regular 3x3 convolutions, each with a batch norm. Each separable convolution:
-    ``k^2 C_in + C_in C_out`` plus a batch norm of ``C_out``. Each strided or widening
-    residual block: a 1x1 shortcut convolution and its batch norm. Head: ``2048 x classes``
-    weights and ``classes`` biases.
-
-    Args:
-        config: The architecture; it must have depthwise separable convolutions
-            (``segments=None``) and the paper's residual layout.
-
-    Returns:
-        ``{flow: parameters}`` for every name in :data:`FLOWS`.
+    Stem: two regular 3x3 convolutions. Each separable convolution: ``k^2 C_in + C_in C_out``.
+    Each strided or widening residual block: a 1x1 shortcut. Every convolution has a batch
+    norm (2 parameters per channel). Head: ``features x classes`` weights and ``classes`` biases.
     """
     if config.segments is not None:
         raise ValueError(f"flow_params_formula expects depthwise convolutions (segments=None), got {config.segments}")
     c = config.channels
     s1, s2 = c(config.stem_channels[0]), c(config.stem_channels[1])
     out = dict.fromkeys(FLOWS, 0)
-    out["stem"] = conv_params(config.in_channels, s1, 3) + _bn_params(s1) + conv_params(s1, s2, 3) + _bn_params(s2)
+    out["stem"] = conv_params(config.in_channels, s1, 3) + 2 * s1 + conv_params(s1, s2, 3) + 2 * s2
     for flow, cin, cout in separable_layers(config):
-        out[flow] += separable_params(cin, cout, 3) + _bn_params(cout)
+        out[flow] += separable_params(cin, cout, 3) + 2 * cout
     if config.residual:
         prev = s2
         for ch, stride in zip(config.entry_channels, config.entry_strides):
             if c(ch) != prev or stride != 1:
-                out["entry_flow"] += pointwise_params(prev, c(ch)) + _bn_params(c(ch))
+                out["entry_flow"] += pointwise_params(prev, c(ch)) + 2 * c(ch)
             prev = c(ch)
-        out["exit_flow"] += pointwise_params(prev, c(config.exit_channels[0])) + _bn_params(c(config.exit_channels[0]))
+        out["exit_flow"] += pointwise_params(prev, c(config.exit_channels[0])) + 2 * c(config.exit_channels[0])
     features = c(config.exit_channels[2])
     out["head"] = features * config.num_classes + config.num_classes
     return out
@@ -135,85 +97,31 @@ def depthwise_share(config: XceptionConfig) -> float:
 
 @dataclass(frozen=True)
 class FlowCost:
-    """Parameters and MACs of one flow.
-
-    Attributes:
-        name: The flow (a name in :data:`FLOWS`).
-        params: Parameters of the flow's modules.
-        macs: Multiply-accumulates of its convolutions and linear layers for one forward
-            pass of the given input (batch included).
-    """
+    """Parameters and MACs (of convolutions and linear layers, whole batch) of one flow."""
 
     name: str
     params: int
     macs: int
 
 
-def _flow_of(name: str) -> str:
-    return name.split(".", 1)[0]
-
-
 def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> dict[str, int]:
-    """Closed-form MACs of every convolution and linear layer, from the output shapes of one pass.
-
-    The output shapes come from forward hooks that record shapes only and are removed
-    afterwards; the model runs in eval mode on its own device (``meta`` works: no memory,
-    no arithmetic).
-
-    Args:
-        model: Any module.
-        input_size: ``(N, C, H, W)`` of the input.
-
-    Returns:
-        ``{module name: MACs}`` for every ``nn.Conv2d`` and ``nn.Linear`` that ran.
-    """
-    if len(input_size) != 4:
-        raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
+    """``{module name: MACs}`` (whole batch) of every convolution and linear layer that runs, by
+    the closed forms, from the output shapes of one pass (:func:`~xception_lib.complexity.output_shapes`)."""
+    modules = dict(model.named_modules())
     macs: dict[str, int] = {}
-
-    def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            if isinstance(module, nn.Conv2d):
-                n, _, h, w = output.shape
-                macs[name] = macs.get(name, 0) + n * conv_module_macs(module, h, w)
-            else:
-                assert isinstance(module, nn.Linear)
-                rows = output.numel() // module.out_features
-                macs[name] = macs.get(name, 0) + rows * module.in_features * module.out_features
-
-        return hook
-
-    handles = [
-        m.register_forward_hook(recorder(n)) for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(*input_size, device=device))
-    finally:
-        model.train(was_training)
-        for h in handles:
-            h.remove()
+    for name, shapes in output_shapes(model, input_size, (nn.Conv2d, nn.Linear)).items():
+        m = modules[name]
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0]
+            macs[name] = sum(n * conv_macs(m.in_channels, c, k, h, w, m.groups) for n, c, h, w in shapes)
+        else:
+            macs[name] = sum(math.prod(s) // m.out_features * m.in_features * m.out_features for s in shapes)
     return macs
 
 
 def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[FlowCost]:
-    """Parameters and MACs of each top-level flow of an Xception.
-
-    Parameters are counted from the modules' tensors (a tensor shared by two flows counts
-    once, in the first); MACs come from :func:`layer_macs`.
-
-    Args:
-        model: An :class:`~xception_lib.model.Xception` (or any model with the stages of
-            :data:`FLOWS` as children).
-        input_size: ``(N, C, H, W)`` of the input.
-
-    Returns:
-        One :class:`FlowCost` per name in :data:`FLOWS`.
-    """
+    """One :class:`FlowCost` per flow of :data:`FLOWS` (children of ``model``): parameters from
+    the tensors (one shared by two flows counts once, in the first), MACs from :func:`layer_macs`."""
     children = dict(model.named_children())
     missing = [f for f in FLOWS if f not in children]
     if missing:
@@ -222,66 +130,11 @@ def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
     seen: set[int] = set()
     rows = []
     for flow in FLOWS:
-        params = 0
-        for p in children[flow].parameters():
-            if id(p) not in seen:
-                seen.add(id(p))
-                params += p.numel()
-        rows.append(FlowCost(flow, params, sum(v for k, v in macs.items() if _flow_of(k) == flow)))
+        fresh = [p for p in children[flow].parameters() if id(p) not in seen]
+        seen.update(id(p) for p in fresh)
+        flow_macs = sum(v for k, v in macs.items() if k.split(".", 1)[0] == flow)
+        rows.append(FlowCost(flow, sum(p.numel() for p in fresh), flow_macs))
     return rows
-
-
-def format_flow_costs(rows: Sequence[FlowCost], formula: dict[str, int] | None = None) -> str:
-    """A text table of :func:`flow_costs`, with each flow's share of the total.
-
-    Args:
-        rows: The per-flow costs.
-        formula: Optionally, :func:`flow_params_formula` of the same config, shown beside
-            the measured parameters.
-    """
-    total_p = sum(r.params for r in rows)
-    total_m = sum(r.macs for r in rows)
-    head = f"{'flow':12} {'parameters':>12} {'share':>6}"
-    head += f" {'formula':>12}" if formula is not None else ""
-    head += f" {'MACs':>15} {'share':>6}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        line = f"{r.name:12} {r.params:>12,} {r.params / total_p:>6.1%}"
-        line += f" {formula[r.name]:>12,}" if formula is not None else ""
-        line += f" {r.macs:>15,} {r.macs / total_m if total_m else 0.0:>6.1%}"
-        lines.append(line)
-    total = f"{'total':12} {total_p:>12,} {1:>6.0%}"
-    total += f" {sum(formula.values()):>12,}" if formula is not None else ""
-    total += f" {total_m:>15,} {1:>6.0%}"
-    lines += ["-" * len(head), total]
-    return "\n".join(lines)
-
-
-def source_code(obj: object, *, docstrings: bool = False) -> str:
-    """The source of a class or function, by default without its docstrings (for display).
-
-    Args:
-        obj: A class, function or method.
-        docstrings: Keep the docstrings.
-    """
-    import ast
-    import inspect
-    import textwrap
-
-    source = textwrap.dedent(inspect.getsource(obj))  # type: ignore[arg-type]
-    if docstrings:
-        return source
-    lines = source.splitlines()
-    drop: set[int] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
-            first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
-                end = first.end_lineno or first.lineno
-                drop.update(range(first.lineno - 1, end))
-                if end < len(lines) and not lines[end].strip():
-                    drop.add(end)  # the blank line after the docstring
-    return "\n".join(line for i, line in enumerate(lines) if i not in drop)
 
 
 # ------------------------------------------------------------------ shapes
@@ -289,14 +142,8 @@ def source_code(obj: object, *, docstrings: bool = False) -> str:
 
 @dataclass(frozen=True)
 class ShapeStep:
-    """The output shape of one step of a forward pass.
-
-    Attributes:
-        name: The step (``"input"``, ``"stem.conv1"``, a stage of ``forward_intermediates``,
-            ``"logits"``).
-        shape: The output shape, or ``None`` if the step failed.
-        error: Why the step failed (the exception's message), or ``None``.
-    """
+    """The output shape of one step (``"input"``, ``"stem.conv1"``, a stage, ``"logits"``), or
+    ``None`` and the ``error`` message where the step failed."""
 
     name: str
     shape: tuple[int, ...] | None
@@ -306,56 +153,37 @@ class ShapeStep:
 def shape_trace(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
-    Stage outputs come from ``model.forward_intermediates``; the two stem convolutions are
-    read by forward hooks that record shapes only and are removed afterwards. A stage or
-    classifier that fails (e.g. an input size a model cannot handle) ends the trace with
-    a :class:`ShapeStep` carrying the error instead of a shape.
-
-    Args:
-        model: A model with ``forward_intermediates`` and ``forward_head`` (an
-            :class:`~xception_lib.model.Xception`, or the book's ``FlawedXception``), on
-            any device (``meta`` is free).
-        input_size: ``(N, C, H, W)``.
-
-    Returns:
-        The steps in forward order, starting with ``"input"``.
+    ``model`` has ``forward_intermediates`` and ``forward_head`` (an Xception or the book's
+    ``FlawedXception``), on any device (``meta`` is free). The stem convolutions are read by
+    forward hooks, removed afterwards. A failing stage or classifier (e.g. on an input too
+    small) ends the trace with a :class:`ShapeStep` carrying the error.
     """
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
     if not hasattr(model, "forward_intermediates") or not hasattr(model, "forward_head"):
         raise TypeError(f"expected a model with forward_intermediates and forward_head, got {type(model).__name__}")
     recorded: dict[str, tuple[int, ...]] = {}
-    stem_convs = {f"stem.{n}": m for n, m in model.get_submodule("stem").named_children() if isinstance(m, nn.Conv2d)}
 
     def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        def hook(_m: nn.Module, _inputs: object, output: torch.Tensor) -> None:
-            recorded[name] = tuple(output.shape)
+        return lambda _m, _inputs, output: recorded.__setitem__(name, tuple(output.shape))
 
-        return hook
-
-    handles = [m.register_forward_hook(recorder(n)) for n, m in stem_convs.items()]
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    steps = [ShapeStep("input", tuple(input_size))]
-    was_training = model.training
-    model.eval()
+    stem = model.get_submodule("stem").named_children()
+    handles = [m.register_forward_hook(recorder(f"stem.{n}")) for n, m in stem if isinstance(m, nn.Conv2d)]
+    device = next(model.parameters()).device
+    stages: dict[str, torch.Tensor] = {}
+    failed: list[ShapeStep] = []
     try:
-        with torch.no_grad():
-            try:
-                stages = model.forward_intermediates(torch.zeros(*input_size, device=device))
-            except (RuntimeError, ValueError) as error:
-                return steps + [ShapeStep(n, s) for n, s in recorded.items()] + [ShapeStep("features", None, str(error))]
-            steps += [ShapeStep(n, s) for n, s in recorded.items()]
-            steps += [ShapeStep(n, tuple(t.shape)) for n, t in stages.items()]
-            try:
-                steps.append(ShapeStep("logits", tuple(model.forward_head(next(reversed(stages.values()))).shape)))
-            except (RuntimeError, ValueError) as error:
-                steps.append(ShapeStep("logits", None, str(error)))
+        with eval_mode(model), torch.no_grad():
+            stages = model.forward_intermediates(torch.zeros(*input_size, device=device))
+            logits = model.forward_head(next(reversed(stages.values())))
+            failed = [ShapeStep("logits", tuple(logits.shape))]
+    except (RuntimeError, ValueError) as error:
+        failed = [ShapeStep("logits" if stages else "features", None, str(error))]
     finally:
-        model.train(was_training)
         for h in handles:
             h.remove()
-    return steps
+    steps = [ShapeStep("input", tuple(input_size))] + [ShapeStep(n, s) for n, s in recorded.items()]
+    return steps + [ShapeStep(n, tuple(t.shape)) for n, t in stages.items()] + failed
 
 
 def format_shape(shape: tuple[int, ...] | None) -> str:
@@ -376,19 +204,11 @@ def meta_model(config: XceptionConfig) -> nn.Module:
 
 
 def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
-    """Set every batch norm's running statistics to those of one batch, then switch to eval mode.
+    """Set every batch norm's running statistics to those of ``batch``; return the model in eval mode.
 
-    A randomly initialised model has running means of 0 and variances of 1, which match
-    none of its activations; a model whose statistics come from data behaves like a
-    trained one in eval mode (activations stay in range, the batch-norm epsilon matters
-    where variances are small). The weights are not touched.
-
-    Args:
-        model: Any model with ``nn.BatchNorm2d`` layers.
-        batch: The input batch whose statistics to store (more than one value per channel).
-
-    Returns:
-        The same model, in eval mode.
+    A random model's running means of 0 and variances of 1 match none of its activations;
+    with statistics from data it behaves like a trained one in eval mode (activations stay
+    in range, epsilon matters where variances are small). The weights are not touched.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not norms:
@@ -409,261 +229,222 @@ def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
 
 # ------------------------------------------------------------------ the drawing
 
+_EDGE, _STYLE = {"edgecolor": "#333333", "linewidth": 0.8}, "round,pad=0,rounding_size=0.03"
+
 
 class _Column:
-    """One flow of the drawing: boxes stacked top to bottom, joined by arrows."""
+    """One flow of the drawing, in inches (one data unit is one inch): boxes stacked top to
+    bottom and joined by arrows, shape notes on the left, shortcuts on the right."""
 
-    def __init__(self, ax: Axes, x: float, top: float, width: float = 2.9) -> None:
-        self.ax, self.x, self.y, self.w = ax, x, top, width
+    WIDTH, HEIGHT, GAP = 1.6, 0.25, 0.13
+
+    def __init__(self, ax: Axes, x: float, top: float, title: str) -> None:
+        self.ax, self.x, self.y = ax, x, top - 0.3
         self.last: float | None = None  # bottom edge of the previous box
+        ax.text(x, top, title, ha="center", va="center", fontsize=11, weight="bold")
 
-    def box(self, text: str, kind: str, h: float = 0.42, gap: float = 0.26) -> tuple[float, float]:
-        """Add a box below the previous one; return its (top, bottom) edges."""
+    def box(self, text: str, kind: str) -> None:
+        """Add a box below the previous one (``kind="separable"``: half orange, half blue)."""
         from matplotlib.patches import FancyBboxPatch, Rectangle
 
-        top = self.y
-        bottom = top - h
-        x0 = self.x - self.w / 2
-        if kind == "separable":  # half spatial (depthwise), half cross-channel (pointwise)
-            self.ax.add_patch(Rectangle((x0, bottom), self.w * 0.32, h, facecolor=COLOURS["spatial"], lw=0))
-            self.ax.add_patch(Rectangle((x0 + self.w * 0.32, bottom), self.w * 0.68, h, facecolor=COLOURS["cross"], lw=0))
-            face = "none"
-        else:
-            face = COLOURS[kind]
-        self.ax.add_patch(
-            FancyBboxPatch(
-                (x0, bottom), self.w, h, boxstyle="round,pad=0,rounding_size=0.05",
-                facecolor=face, edgecolor="#333333", linewidth=0.9, gid=f"box:{kind}",
-            )
-        )
-        self.ax.text(self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9)
+        w, h = self.WIDTH, 0.19 if kind == "relu" else self.HEIGHT
+        x0, bottom = self.x - w / 2, self.y - h
+        if kind == "separable":  # the depthwise (spatial) step, then the pointwise (cross-channel) one
+            self.ax.add_patch(Rectangle((x0, bottom), 0.3 * w, h, facecolor=COLOURS["spatial"], lw=0))
+            self.ax.add_patch(Rectangle((x0 + 0.3 * w, bottom), 0.7 * w, h, facecolor=COLOURS["cross"], lw=0))
+        face = "none" if kind == "separable" else COLOURS[kind]
+        self.ax.add_patch(FancyBboxPatch((x0, bottom), w, h, boxstyle=_STYLE, facecolor=face, gid=f"box:{kind}", **_EDGE))
+        self.ax.text(self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9, gid="box-text")
         if self.last is not None:
-            self.arrow(self.last, top)
-        self.last = bottom
-        self.y = bottom - gap
-        return top, bottom
+            self.arrow(self.x, self.last, self.y)
+        self.last, self.y = bottom, bottom - self.GAP
 
-    def arrow(self, y_from: float, y_to: float, x: float | None = None) -> None:
-        x = self.x if x is None else x
-        self.ax.annotate(
-            "", xy=(x, y_to), xytext=(x, y_from),
-            arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 0.9, "shrinkA": 0, "shrinkB": 0},
-        )
+    def arrow(self, x: float, y_from: float, y_to: float, x_from: float | None = None) -> None:
+        props = {"arrowstyle": "-|>", "color": "#333333", "lw": 0.8, "shrinkA": 0, "shrinkB": 0}
+        self.ax.annotate("", xy=(x, y_to), xytext=(x if x_from is None else x_from, y_from), arrowprops=props)
 
-    def note(self, y: float, text: str) -> None:
-        """A shape annotation left of the arrow at height ``y`` (in the gap between two boxes)."""
-        self.ax.text(self.x - 0.12, y, text, ha="right", va="center", fontsize=8, style="italic", color="#555555")
-
-    def residual(self, start: float, end_top: float, shortcut: str | None) -> float:
-        """A shortcut from just above ``start`` to an addition node placed below ``end_top``.
-
-        Returns the bottom of the addition node.
-        """
-        from matplotlib.patches import Circle
-
-        branch = start - 0.13
-        r = 0.16
-        add_y = self.y - r
-        xr = self.x + self.w / 2 + 0.8
-        line = {"color": "#333333", "lw": 0.9}
-        self.ax.plot([self.x, xr], [branch, branch], **line)
-        if shortcut is None:
-            self.ax.plot([xr, xr], [branch, add_y], **line)
-        else:
-            mid = (branch + add_y) / 2
-            bw, bh = 1.2, 0.55
-            from matplotlib.patches import FancyBboxPatch
-
-            self.ax.plot([xr, xr], [branch, mid + bh / 2], **line)
-            self.ax.add_patch(
-                FancyBboxPatch(
-                    (xr - bw / 2, mid - bh / 2), bw, bh, boxstyle="round,pad=0,rounding_size=0.05",
-                    facecolor=COLOURS["cross"], edgecolor="#333333", linewidth=0.9, gid="box:shortcut",
-                )
-            )
-            self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=7.5)
-            self.ax.plot([xr, xr], [mid - bh / 2, add_y], **line)
-        self.ax.annotate("", xy=(self.x + r, add_y), xytext=(xr, add_y),
-                         arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 0.9, "shrinkA": 0, "shrinkB": 0})
-        self.ax.add_patch(Circle((self.x, add_y), r, facecolor=COLOURS["add"], edgecolor="#333333", lw=0.9, gid="box:add"))
-        self.ax.text(self.x, add_y, "+", ha="center", va="center", fontsize=10)
+    def note(self, text: str) -> None:
+        """A shape label left of the arrow below the last box."""
         assert self.last is not None
-        self.arrow(self.last, add_y + r)
-        self.last = add_y - r
-        self.y = add_y - r - 0.26
-        return self.last
+        x = self.x - self.WIDTH / 2 - 0.05
+        self.ax.text(x, self.last - self.GAP / 2, text, ha="right", va="center", fontsize=9, style="italic", color="#444444")
+
+    def residual(self, start: float, shortcut: str | None) -> None:
+        """A shortcut from just above ``start`` (the block's first box) to an addition below the last box."""
+        from matplotlib.patches import Circle, FancyBboxPatch
+
+        assert self.last is not None
+        r, branch, xr = 0.09, start + self.GAP / 2, self.x + self.WIDTH / 2 + 0.42
+        add_y = self.y - r
+        self.ax.plot([self.x, xr, xr], [branch, branch, add_y], color="#333333", lw=0.8, zorder=0)
+        if shortcut is not None:  # a 1x1 convolution on the shortcut
+            mid, bw, bh = (branch + add_y) / 2, 0.68, 0.36
+            corner = (xr - bw / 2, mid - bh / 2)
+            box = FancyBboxPatch(corner, bw, bh, boxstyle=_STYLE, facecolor=COLOURS["cross"], gid="box:shortcut", **_EDGE)
+            self.ax.add_patch(box)
+            self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=9, gid="box-text")
+        self.arrow(self.x + r, add_y, add_y, x_from=xr)
+        self.ax.add_patch(Circle((self.x, add_y), r, facecolor=COLOURS["add"], gid="box:add", **_EDGE))
+        self.ax.text(self.x, add_y, "+", ha="center", va="center", fontsize=9)
+        self.arrow(self.x, self.last, add_y + r)
+        self.last, self.y = add_y - r, add_y - r - self.GAP
 
 
 def architecture_figure(config: XceptionConfig | None = None, input_size: int = 299) -> Figure:
-    """The paper's Figure 5 drawn from a config: entry, middle and exit flows side by side.
+    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry
+    flow on the left, the middle and exit flows on the right.
 
-    Regular convolutions are purple, separable convolutions half orange (the depthwise,
-    spatial step) and half blue (the pointwise, cross-channel step), 1x1 shortcut
-    convolutions blue. The italic labels are the tensor shapes (height x width x
-    channels) that :func:`shape_trace` measures on a ``meta``-device model of the config.
-
-    Args:
-        config: The architecture (default: the paper's); it must use the ImageNet stem and
-            have residual connections.
-        input_size: Height and width of the input image.
-
-    Returns:
-        A matplotlib figure (not registered with pyplot).
+    Regular convolutions are purple, separable ones half orange (the depthwise step) and
+    half blue (the pointwise step), 1x1 shortcuts blue. The italic labels are the shapes
+    (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
     """
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     cfg = config if config is not None else XceptionConfig.imagenet()
     if cfg.stem != "imagenet" or not cfg.residual:
-        raise ValueError(f"architecture_figure draws the paper's layout: expected stem='imagenet' and residual=True, got {cfg.stem!r}, {cfg.residual}")
-    shapes = {s.name: s.shape for s in shape_trace(meta_model(cfg), (1, cfg.in_channels, input_size, input_size))}
+        raise ValueError(f"expected the paper's layout, stem='imagenet' and residual=True: got {cfg.stem!r}, {cfg.residual}")
+    traced = shape_trace(meta_model(cfg), (1, cfg.in_channels, input_size, input_size))
+    shape = {s.name: format_shape(s.shape) for s in traced}
     c = cfg.channels
-    fig = Figure(figsize=(11.0, 13.0), layout="constrained")
-    ax = fig.subplots()
-    top = 0.0
-    pool = "MaxPooling 3x3, stride 2"
+    fig = Figure(figsize=(7.0, 10.0))
+    ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
 
-    entry = _Column(ax, 0.0, top)
-    _, b = entry.box(f"{input_size}x{input_size}x{cfg.in_channels} images", "io")
-    entry.box(f"Conv {c(cfg.stem_channels[0])}, 3x3, stride 2", "joint")
-    entry.box("ReLU", "relu", h=0.3)
-    entry.note(entry.last + 0.0 - 0.13, format_shape(shapes["stem.conv1"]))
-    entry.box(f"Conv {c(cfg.stem_channels[1])}, 3x3", "joint")
-    entry.box("ReLU", "relu", h=0.3)
-    entry.note(entry.last - 0.13, format_shape(shapes["stem.conv2"]))
+    def flow(column: _Column, steps: Sequence[str]) -> None:
+        for text in steps:
+            kind = "relu" if text == "ReLU" else "pool" if text.startswith("MaxPool") else "separable"
+            column.box(text, kind)
+
+    entry = _Column(ax, 1.7, 0.0, "Entry flow")
+    entry.box(f"{input_size}x{input_size}x{cfg.in_channels} images", "io")
+    for i, name in enumerate(("conv1", "conv2")):
+        entry.box(f"Conv {c(cfg.stem_channels[i])}, 3x3" + (", stride 2" if i == 0 else ""), "joint")
+        entry.box("ReLU", "relu")
+        entry.note(shape[f"stem.{name}"])
     for i, (ch, stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
-        start = entry.y + 0.26
-        steps = [] if i == 0 else [("ReLU", "relu")]
-        steps += [(f"SeparableConv {c(ch)}, 3x3", "separable"), ("ReLU", "relu"), (f"SeparableConv {c(ch)}, 3x3", "separable")]
-        for text, kind in steps:
-            entry.box(text, kind, h=0.3 if kind == "relu" else 0.42)
+        start = entry.y
+        flow(entry, ([] if i == 0 else ["ReLU"]) + [f"SeparableConv {c(ch)}", "ReLU", f"SeparableConv {c(ch)}"])
         if stride != 1:
-            entry.box(pool.replace("stride 2", f"stride {stride}"), "pool")
-        shortcut = f"Conv 1x1\nstride {stride}" if stride != 1 else "Conv 1x1"
-        end = entry.residual(start, entry.y, shortcut)
-        entry.note(end - 0.13, format_shape(shapes[f"entry_flow.block{i + 1}"]))
-    entry.box(f"{format_shape(shapes['entry_flow.block3'])} feature maps", "io")
-    ax.text(entry.x, top + 0.45, "Entry flow", ha="center", fontsize=12, weight="bold")
+            flow(entry, [f"MaxPool 3x3, stride {stride}"])
+        entry.residual(start, "Conv 1x1" + (f"\nstride {stride}" if stride != 1 else ""))
+        entry.note(shape[f"entry_flow.block{i + 1}"])
+    entry.box(f"{shape['entry_flow.block3']} maps", "io")
 
-    middle = _Column(ax, 5.1, top)
-    middle.box(f"{format_shape(shapes['entry_flow.block3'])} feature maps", "io")
-    start = middle.y + 0.26
-    width = c(cfg.entry_channels[2])
-    for _ in range(3):
-        middle.box("ReLU", "relu", h=0.3)
-        middle.box(f"SeparableConv {width}, 3x3", "separable")
-    end = middle.residual(start, middle.y, None)
-    middle.box(f"{format_shape(shapes['middle_flow'])} feature maps", "io")
-    ax.text(middle.x, middle.y - 0.1, f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
+    middle = _Column(ax, 5.05, 0.0, "Middle flow")
+    middle.box(f"{shape['entry_flow.block3']} maps", "io")
+    start, width = middle.y, c(cfg.entry_channels[2])
+    flow(middle, ["ReLU", f"SeparableConv {width}"] * 3)
+    middle.residual(start, None)
+    middle.box(f"{shape['middle_flow']} maps", "io")
+    ax.text(middle.x, middle.y, f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
             ha="center", va="top", fontsize=9, weight="bold")
-    ax.text(middle.x, top + 0.45, "Middle flow", ha="center", fontsize=12, weight="bold")
-    ax.text(middle.x, middle.y - 0.9, "Every Conv and SeparableConv is\nfollowed by batch normalisation\n(not drawn), as in the paper.",
-            ha="center", va="top", fontsize=8.5, style="italic")
 
-    exit_ = _Column(ax, 10.2, top)
-    exit_.box(f"{format_shape(shapes['middle_flow'])} feature maps", "io")
-    start = exit_.y + 0.26
     e0, e1, e2 = (c(x) for x in cfg.exit_channels)
-    for text, kind in (("ReLU", "relu"), (f"SeparableConv {width}, 3x3", "separable"), ("ReLU", "relu"),
-                       (f"SeparableConv {e0}, 3x3", "separable"), (pool.replace("stride 2", f"stride {cfg.exit_stride}"), "pool")):
-        exit_.box(text, kind, h=0.3 if kind == "relu" else 0.42)
-    exit_.residual(start, exit_.y, f"Conv 1x1\nstride {cfg.exit_stride}")
-    for text, kind in ((f"SeparableConv {e1}, 3x3", "separable"), ("ReLU", "relu"),
-                       (f"SeparableConv {e2}, 3x3", "separable"), ("ReLU", "relu")):
-        exit_.box(text, kind, h=0.3 if kind == "relu" else 0.42)
-    exit_.note(exit_.last - 0.13, format_shape(shapes["exit_flow"]))
+    exit_ = _Column(ax, 5.05, middle.y - 0.65, "Exit flow")
+    exit_.box(f"{shape['middle_flow']} maps", "io")
+    start = exit_.y
+    flow(exit_, ["ReLU", f"SeparableConv {width}", "ReLU", f"SeparableConv {e0}", f"MaxPool 3x3, stride {cfg.exit_stride}"])
+    exit_.residual(start, f"Conv 1x1\nstride {cfg.exit_stride}")
+    flow(exit_, [f"SeparableConv {e1}", "ReLU", f"SeparableConv {e2}", "ReLU"])
+    exit_.note(shape["exit_flow"])
     exit_.box("GlobalAveragePooling", "pool")
-    exit_.note(exit_.last - 0.13, f"{e2}-d vector")
-    exit_.box("Optional fully-connected layers", "io")
-    exit_.box(f"Logistic regression, {cfg.num_classes}", "cross")
-    ax.text(exit_.x, top + 0.45, "Exit flow", ha="center", fontsize=12, weight="bold")
+    exit_.note(f"{e2}-d vector")
+    exit_.box("Optional FC layers", "io")
+    exit_.box(f"Linear, {cfg.num_classes} classes", "cross")  # the paper: "Logistic regression"
 
-    from matplotlib.patches import Patch
-
-    handles = [
-        Patch(facecolor=COLOURS["joint"], edgecolor="#333333", label="regular conv (spatial and cross-channel)"),
-        Patch(facecolor=COLOURS["spatial"], edgecolor="#333333", label="depthwise step (spatial)"),
-        Patch(facecolor=COLOURS["cross"], edgecolor="#333333", label="pointwise / 1x1 (cross-channel)"),
-        Patch(facecolor=COLOURS["add"], edgecolor="#333333", label="residual addition"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8.5, frameon=False)
-    bottom = min(entry.y, middle.y, exit_.y)
-    x0, x1, y0, y1 = -1.6, 12.9, bottom - 0.2, top + 0.8
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    width = fig.get_size_inches()[0]
-    fig.set_size_inches(width, width * (y1 - y0) / (x1 - x0) + 0.5)  # equal aspect, room for the legend
-    ax.set_aspect("equal")
+    labels = {"joint": "regular conv (spatial and cross-channel)", "spatial": "depthwise step (spatial)",
+              "cross": "pointwise or 1x1 conv (cross-channel)", "add": "residual addition"}
+    handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
+    bottom = min(entry.y, exit_.y) - 0.1
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(3.5, bottom), bbox_transform=ax.transData,
+              ncols=2, fontsize=9, frameon=False)
+    ax.text(3.5, bottom - 0.5, "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by "
+            "batch normalisation (not drawn), as in the paper.", ha="center", va="top", fontsize=9, style="italic")
+    height = 0.25 - (bottom - 0.95)
+    fig.set_size_inches(7.0, height)
+    ax.set_xlim(0.0, 7.0)
+    ax.set_ylim(0.25 - height, 0.25)
     ax.axis("off")
     return fig
+
+
+# ------------------------------------------------------------------ Xception beside its neighbours
+
+
+@dataclass(frozen=True)
+class ModelComplexity:
+    """One row of the book's comparison table."""
+
+    name: str
+    input_size: int
+    params: int
+    macs: int
+
+
+def reference_models() -> dict[str, tuple[Callable[[], nn.Module], int]]:
+    """The models the book compares (random weights), each with its native input size."""
+    from torchvision import models
+
+    from xception_lib.model import xception, xception_cifar
+
+    return {
+        "Xception": (xception, 299),
+        "Inception V3": (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
+        "ResNet-50": (lambda: models.resnet50(weights=None), 224),
+        "MobileNetV2": (lambda: models.mobilenet_v2(weights=None), 224),
+        "Xception-CIFAR (10 classes)": (xception_cifar, 32),
+    }
+
+
+def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity]:
+    """Parameters (torchinfo) and MACs (fvcore) of ``names`` (default: all :func:`reference_models`)."""
+    available = reference_models()
+    chosen = list(available) if names is None else list(names)
+    unknown = [n for n in chosen if n not in available]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; expected some of {list(available)}")
+    rows = []
+    for name in chosen:
+        build, size = available[name]
+        model, shape = build(), (1, 3, size, size)
+        rows.append(ModelComplexity(name, size, torchinfo_params(model, shape), count_macs(model, shape)))
+    return rows
 
 
 # ------------------------------------------------------------------ bar charts
 
 
-def _short(value: float) -> str:
-    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            return f"{value / factor:.3g}{suffix}"
-    return f"{value:.3g}"
+def _bar_pair(labels: Sequence[str], params: Sequence[int], macs: Sequence[int], macs_title: str, percent: bool) -> Figure:
+    """Parameters (left) and MACs (right) as horizontal bars, 7 in wide, in neutral greys (the
+    book's colours mean kinds of convolution)."""
+    from matplotlib.figure import Figure
 
-
-def _bars(
-    ax: Axes, labels: Sequence[str], values: Sequence[float], title: str, colour: str, percent: bool, unit: tuple[float, str]
-) -> None:
-    factor, name = unit
-    bars = ax.barh(list(labels)[::-1], [v / factor for v in values][::-1], color=colour, edgecolor="#333333", linewidth=0.6)
-    total = sum(values)
-    texts = [f"{_short(v)} ({v / total:.0%})" if percent and total else _short(v) for v in values][::-1]
-    ax.bar_label(bars, labels=texts, fontsize=8, padding=2)
-    ax.set_title(title, fontsize=10)
-    ax.set_xlabel(name, fontsize=8.5)
-    ax.margins(x=0.3)
-    ax.tick_params(labelsize=8.5)
-    ax.spines[["top", "right"]].set_visible(False)
+    fig = Figure(figsize=(7.0, 0.45 * len(labels) + 1.3), layout="constrained")
+    panels = zip(fig.subplots(1, 2, sharey=True), (params, macs), ("parameters", macs_title), (1e6, 1e9))
+    for ax, values, title, factor in panels:
+        bars = ax.barh(list(labels)[::-1], [v / factor for v in values][::-1], color="#bdbdbd", edgecolor="#333333", lw=0.6)
+        total = sum(values)
+        texts = [f"{figures.short_number(v)} ({v / total:.0%})" if percent and total else figures.short_number(v) for v in values]
+        ax.bar_label(bars, labels=texts[::-1], fontsize=9, padding=2)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("millions" if factor == 1e6 else "billions", fontsize=9)
+        ax.margins(x=0.45)
+        ax.tick_params(labelsize=9)
+        ax.spines[["top", "right"]].set_visible(False)
+    return fig
 
 
 def plot_flow_costs(rows: Sequence[FlowCost]) -> Figure:
-    """Two bar charts: parameters and MACs of each flow, with each flow's share.
-
-    Args:
-        rows: The output of :func:`flow_costs`.
-    """
-    from matplotlib.figure import Figure
-
+    """Parameters and MACs of each flow (the output of :func:`flow_costs`), with each flow's share."""
     if not rows:
         raise ValueError("expected at least one FlowCost, got none")
-    fig = Figure(figsize=(10.0, 3.0), layout="constrained")
-    left, right = fig.subplots(1, 2, sharey=True)
     labels = [r.name.replace("_", " ") for r in rows]
-    _bars(left, labels, [r.params for r in rows], "parameters", COLOURS["joint"], True, (1e6, "millions"))
-    _bars(right, labels, [r.macs for r in rows], "MACs (conv + linear)", COLOURS["spatial"], True, (1e9, "billions"))
-    return fig
-
-
-def format_comparison(rows: Sequence[ModelComplexity]) -> str:
-    """A text table of :func:`xception_lib.complexity.comparison_table`, with GMACs and GFLOPs."""
-    head = f"{'model':28} {'input':>7} {'parameters':>12} {'GMACs':>7} {'GFLOPs':>7}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(
-            f"{r.name:28} {r.input_size:>4} px {r.params:>12,} {r.macs / 1e9:>7.2f} {2 * r.macs / 1e9:>7.2f}"
-        )
-    return "\n".join(lines)
+    return _bar_pair(labels, [r.params for r in rows], [r.macs for r in rows], "MACs (conv + linear)", True)
 
 
 def plot_comparison(rows: Sequence[ModelComplexity]) -> Figure:
-    """Parameters and MACs of several models at their native input sizes, as bar charts.
-
-    Args:
-        rows: The output of :func:`xception_lib.complexity.comparison_table`.
-    """
-    from matplotlib.figure import Figure
-
+    """Parameters and MACs of several models (the output of :func:`comparison_table`)."""
     if not rows:
         raise ValueError("expected at least one ModelComplexity row, got none")
-    fig = Figure(figsize=(10.0, 0.5 * len(rows) + 1.2), layout="constrained")
-    left, right = fig.subplots(1, 2, sharey=True)
-    labels = [f"{r.name} ({r.input_size} px)" for r in rows]
-    _bars(left, labels, [r.params for r in rows], "parameters", COLOURS["joint"], False, (1e6, "millions"))
-    _bars(right, labels, [r.macs for r in rows], "MACs per image", COLOURS["spatial"], False, (1e9, "billions"))
-    return fig
+    labels = [f"{r.name}\n({r.input_size} px)" for r in rows]
+    return _bar_pair(labels, [r.params for r in rows], [r.macs for r in rows], "MACs per image", False)

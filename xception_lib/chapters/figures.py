@@ -1,16 +1,9 @@
 """Figures of chapters 1 and 2: module diagrams, the segment spectrum, savings and bar charts.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot``, so
-nothing is registered globally and nothing is shown as a side effect: a notebook shows a
-figure by ending a cell with it. The colours carry the book's one idea: **blue** boxes map
-cross-channel correlations (1x1 convolutions), **orange** boxes map spatial correlations
-(3x3 convolutions), and a box that does both at once (a regular 3x3 convolution) is
-**purple**.
-
-:func:`segment_spectrum` computes the data behind :func:`spectrum_plot`: parameters and
-MACs of a :class:`~xception_lib.layers.SegmentedInception` module for every number of
-segments, from one (a regular convolution after a 1x1) to one per channel (the "extreme"
-module), each measured with the library's counters beside its closed form.
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (nothing
+registered globally), 7 inches wide for the book's column. The colours carry the book's one
+idea: **blue** maps cross-channel correlations (1x1), **orange** spatial ones (one channel or
+segment at a time), **purple** both at once (a regular convolution).
 """
 
 from __future__ import annotations
@@ -34,6 +27,7 @@ COLOURS = {
 }
 
 DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
+_EDGE = {"edgecolor": "#333333", "linewidth": 1.0}
 
 
 def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
@@ -51,30 +45,17 @@ def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: 
     """Draw a rounded box centred at ``(x, y)``; return its centre."""
     from matplotlib.patches import FancyBboxPatch
 
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2),
-            w,
-            h,
-            boxstyle="round,pad=0.02,rounding_size=0.08",
-            facecolor=COLOURS[kind],
-            edgecolor="#333333",
-            linewidth=1.0,
-            gid=f"box:{kind}",
-        )
-    )
-    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+    style = "round,pad=0.02,rounding_size=0.08"
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle=style, facecolor=COLOURS[kind],
+                                gid=f"box:{kind}", **_EDGE))
+    ax.text(x, y, text, ha="center", va="center", fontsize=10)
     return x, y
 
 
 def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], h: float = 0.5) -> None:
     """An arrow from the top of the box at ``start`` to the bottom of the box at ``end``."""
-    ax.annotate(
-        "",
-        xy=(end[0], end[1] - h / 2),
-        xytext=(start[0], start[1] + h / 2),
-        arrowprops={"arrowstyle": "-|>", "color": "#333333", "linewidth": 1.0, "shrinkA": 1, "shrinkB": 1},
-    )
+    props = {"arrowstyle": "-|>", "color": "#333333", "linewidth": 1.0, "shrinkA": 1, "shrinkB": 1}
+    ax.annotate("", xy=(end[0], end[1] - h / 2), xytext=(start[0], start[1] + h / 2), arrowprops=props)
 
 
 def _towers(ax: Axes, towers: Sequence[Sequence[tuple[str, str]]], width: float = 2.0) -> None:
@@ -127,7 +108,7 @@ def _chain(ax: Axes, steps: Sequence[tuple[str, str]], notes: Sequence[str] = ()
     _arrow(ax, prev, out)
     for level, note in enumerate(notes, start=1):
         if note:
-            ax.text(2.0, level + 0.5, note, ha="left", va="center", fontsize=8, style="italic")
+            ax.text(2.0, level + 0.5, note, ha="left", va="center", fontsize=10, style="italic")
     _finish(ax, -2.2, 4.6, -0.6, len(steps) + 1.6)
 
 
@@ -141,58 +122,33 @@ def _finish(ax: Axes, x0: float, x1: float, y0: float, y1: float) -> None:
 def _legend(fig: Figure) -> None:
     from matplotlib.patches import Patch
 
-    handles = [
-        Patch(facecolor=COLOURS["cross"], edgecolor="#333333", label="cross-channel (1x1)"),
-        Patch(facecolor=COLOURS["spatial"], edgecolor="#333333", label="spatial (per channel or segment)"),
-        Patch(facecolor=COLOURS["joint"], edgecolor="#333333", label="both at once (regular conv)"),
-    ]
-    fig.legend(handles=handles, loc="outside lower center", ncols=3, fontsize=8, frameon=False)
+    labels = {"cross": "cross-channel (1x1)", "spatial": "spatial (per channel or segment)",
+              "joint": "both at once (regular conv)"}
+    handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
 
 
 def module_diagram(kind: str) -> Figure:
-    """A box-and-arrow diagram of one module of the paper's argument.
-
-    Args:
-        kind: ``"regular"`` (a regular 3x3 convolution), ``"inception"`` (Figure 1),
-            ``"simplified"`` (Figure 2), ``"segmented"`` (Figure 3), ``"extreme"``
-            (Figure 4) or ``"separable"`` (a depthwise separable convolution).
-
-    Returns:
-        A figure with one axes (no ticks) and a colour legend.
-    """
+    """A box-and-arrow diagram (one axes, a colour legend) of a module of the paper's argument:
+    ``"regular"`` (a 3x3 convolution), ``"inception"``, ``"simplified"``, ``"segmented"`` and
+    ``"extreme"`` (the paper's Figures 1-4) or ``"separable"`` (depthwise separable)."""
     if kind not in DIAGRAMS:
         raise ValueError(f"kind must be one of {DIAGRAMS}, got {kind!r}")
-    fig, (ax,) = _new_figure(6.4, 3.4)
-    if kind == "regular":
-        _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"])
-        title = "A regular convolution"
-    elif kind == "inception":
-        _towers(
-            ax,
-            [
-                [("1x1 conv", "cross")],
-                [("1x1 conv", "cross"), ("3x3 conv", "joint")],
-                [("1x1 conv", "cross"), ("3x3 conv", "joint"), ("3x3 conv", "joint")],
-                [("3x3 avg pool", "pool"), ("1x1 conv", "cross")],
-            ],
-        )
-        title = "Figure 1: an Inception module"
-    elif kind == "simplified":
-        _towers(ax, [[("1x1 conv", "cross"), ("3x3 conv", "joint")]] * 3)
-        title = "Figure 2: the simplified Inception module"
-    elif kind == "segmented":
-        _segmented(ax, 3, 3, "3x3 conv")
-        title = "Figure 3: one 1x1, then 3x3 over 3 segments"
-    elif kind == "extreme":
-        _segmented(ax, 0, 9, "3x3")
-        title = "Figure 4: the extreme version"
-    else:
-        _chain(
-            ax,
-            [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")],
-            ["spatial first", "then cross-channel\n(no ReLU in between)"],
-        )
-        title = "A depthwise separable convolution"
+    fig, (ax,) = _new_figure(7.0, 3.8)
+    one_by_one, three = ("1x1 conv", "cross"), ("3x3 conv", "joint")
+    draw, title = {
+        "regular": (lambda: _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"]),
+                    "A regular convolution"),
+        "inception": (lambda: _towers(ax, [[one_by_one], [one_by_one, three], [one_by_one, three, three],
+                                           [("3x3 avg pool", "pool"), one_by_one]]), "Figure 1: an Inception module"),
+        "simplified": (lambda: _towers(ax, [[one_by_one, three]] * 3), "Figure 2: the simplified Inception module"),
+        "segmented": (lambda: _segmented(ax, 3, 3, "3x3 conv"), "Figure 3: one 1x1, then 3x3 over 3 segments"),
+        "extreme": (lambda: _segmented(ax, 0, 9, "3x3"), "Figure 4: the extreme version"),
+        "separable": (lambda: _chain(ax, [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")],
+                                     ["spatial first", "then cross-channel\n(no ReLU in between)"]),
+                      "A depthwise separable convolution"),
+    }[kind]
+    draw()
     ax.set_title(title, fontsize=11)
     _legend(fig)
     return fig
@@ -222,34 +178,20 @@ def divisors(n: int) -> list[int]:
 def segment_spectrum(
     channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
 ) -> list[SpectrumPoint]:
-    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` for each ``s``.
-
-    Args:
-        channels: Input and output channels of the module.
-        size: Height and width of the input (the module keeps them).
-        segments: Segment counts to measure; default every divisor of ``channels``.
-        kernel_size: Spatial kernel size.
-
-    Returns:
-        One :class:`SpectrumPoint` per segment count, in increasing order.
-    """
+    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` on a ``size`` x
+    ``size`` input for each ``s`` in ``segments`` (default: every divisor of ``channels``),
+    counted by torchinfo and fvcore beside the closed forms, in increasing order of ``s``."""
     from xception_lib import complexity as cx
     from xception_lib.layers import SegmentedInception
 
     chosen = divisors(channels) if segments is None else sorted(segments)
     shape = (1, channels, size, size)
-    points = []
+    c, k, points = channels, kernel_size, []
     for s in chosen:
-        module = SegmentedInception(channels, channels, s, kernel_size=kernel_size)
-        formula_params = cx.conv_params(channels, channels, 1, bias=True) + cx.conv_params(
-            channels, channels, kernel_size, groups=s, bias=True
-        )
-        formula_macs = cx.conv_macs(channels, channels, 1, size, size) + cx.conv_macs(
-            channels, channels, kernel_size, size, size, groups=s
-        )
-        points.append(
-            SpectrumPoint(s, cx.count_params(module, shape), cx.count_macs(module, shape), formula_params, formula_macs)
-        )
+        module = SegmentedInception(c, c, s, kernel_size=k)
+        params = cx.conv_params(c, c, 1, bias=True) + cx.conv_params(c, c, k, groups=s, bias=True)
+        macs = cx.conv_macs(c, c, 1, size, size) + cx.conv_macs(c, c, k, size, size, groups=s)
+        points.append(SpectrumPoint(s, cx.torchinfo_params(module, shape), cx.count_macs(module, shape), params, macs))
     return points
 
 
@@ -263,24 +205,24 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
         raise ValueError("expected at least one SpectrumPoint, got none")
     from matplotlib.ticker import ScalarFormatter
 
-    fig, axes = _new_figure(9.0, 3.6, ncols=2)
+    fig, axes = _new_figure(7.0, 3.4, ncols=2)
     s = [p.segments for p in points]
     panels = [
         (axes[0], [p.params for p in points], [p.formula_params for p in points], "parameters"),
         (axes[1], [p.macs for p in points], [p.formula_macs for p in points], "MACs per image"),
     ]
     for ax, counted, formula, ylabel in panels:
-        ax.plot(s, formula, "-", color="#555555", linewidth=1, label="closed form")
-        ax.plot(s, counted, "o", color="#e6550d", label="counted (torchinfo / fvcore)")
+        ax.plot(s, formula, "-", color="#999999", linewidth=1.5, label="closed form")
+        ax.plot(s, counted, "o", color="#333333", markersize=4, label="counted (torchinfo / fvcore)")
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_yscale("log")
-        ax.set_xlabel("segments of the 1x1 output (log scale)")
-        ax.set_ylabel(f"{ylabel} (log scale)")
+        ax.set_xlabel("segments (log scale)")
+        ax.set_title(f"{ylabel} (log scale)", fontsize=10)
         ax.grid(True, which="both", linewidth=0.3)
-        ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=8)
-        ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-40, 8), fontsize=8)
-    axes[0].legend(fontsize=8)
+        ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=9)
+        ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-45, 8), fontsize=9)
+    axes[0].legend(fontsize=9, loc="upper right")
     return fig
 
 
@@ -299,17 +241,22 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
         raise ValueError("expected at least one channel count, got none")
     from matplotlib.ticker import ScalarFormatter
 
-    fig, (ax,) = _new_figure(6.4, 3.6)
-    for k in kernel_sizes:
-        line = ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}")[0]
-        ax.axhline(k * k, linestyle="--", linewidth=0.8, color=line.get_color())
+    fig, (ax,) = _new_figure(7.0, 3.6)
+    for k, colour in zip(kernel_sizes, ("#222222", "#666666", "#aaaaaa", "#cccccc")):
+        ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=colour)
+        ax.axhline(k * k, linestyle="--", linewidth=0.8, color=colour)
     ax.set_xscale("log", base=2)
     ax.xaxis.set_major_formatter(ScalarFormatter())
     ax.set_xlabel("channels $C_{in} = C_{out}$ (log scale)")
     ax.set_ylabel("regular MACs / separable MACs")
     ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(title="kernel (dashed: $k^2$)", fontsize=8)
+    ax.legend(title="kernel (dashed: $k^2$)", fontsize=9, title_fontsize=9)
     return fig
+
+
+#: The colour of a bar, by the kind of convolution its label names (the diagrams' legend); a
+#: separable convolution does both steps, one after the other: orange with blue stripes.
+BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
 
 
 def bar_pair(
@@ -321,30 +268,30 @@ def bar_pair(
 ) -> Figure:
     """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
 
-    Args:
-        labels: One label per bar.
-        left: Heights of the left panel's bars.
-        right: Heights of the right panel's bars.
-        titles: Titles of the two panels.
-        log: Whether the value axes are logarithmic.
+    A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue:
+    pointwise; purple: regular); any other label is grey. ``log``: logarithmic value axes.
     """
     if not (len(labels) == len(left) == len(right)) or not labels:
         raise ValueError(
             f"expected as many values as labels (>= 1), got {len(labels)} labels, {len(left)} and {len(right)} values"
         )
-    fig, axes = _new_figure(9.0, 3.2, ncols=2)
+    fig, axes = _new_figure(7.0, 3.2, ncols=2)
+    colours = [COLOURS[BAR_KINDS[label]] if label in BAR_KINDS else COLOURS["pool"] for label in labels]
     for ax, values, title in zip(axes, (left, right), titles):
-        bars = ax.bar(list(labels), list(values), color=["#bcbddc", "#fdae6b", "#9ecae1", "#c7e9c0"][: len(labels)])
-        ax.bar_label(bars, labels=[_short(v) for v in values], fontsize=8)
+        bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
+        for label, bar in zip(labels, bars):
+            if label == "separable":
+                bar.set(hatch="///", edgecolor=COLOURS["cross"])
+        ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=9)
         ax.set_title(title, fontsize=10)
         if log:
             ax.set_yscale("log")
         ax.margins(y=0.15)
-        ax.tick_params(axis="x", labelsize=8)
+        ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
     return fig
 
 
-def _short(value: float) -> str:
+def short_number(value: float) -> str:
     """``1234567 -> '1.23M'``; small values with 3 significant digits."""
     for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= factor:
