@@ -25,7 +25,7 @@ from torch import nn
 from xception_lib.chapters.anatomy import meta_model, separable_layers
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
-from xception_lib.layers import MaxPool2dSame
+from xception_lib.pooling import MaxPool2dSame
 from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:  # matplotlib and pandas are optional: imported inside the functions that use them
