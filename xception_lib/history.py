@@ -72,12 +72,25 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing lists are empty."""
+        """Inverse of :meth:`to_dict`; unknown keys and values of the wrong type are errors naming the field."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a History must be read from a dict, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown History fields {sorted(unknown)}; expected a subset of {sorted(names)}")
-        values: dict[str, Any] = {k: list(map(float, v)) for k, v in data.items() if k != "meta"}
+        if not isinstance(data.get("meta", {}), dict):
+            raise TypeError(f"History field meta must be a dict, got {type(data['meta']).__name__}")
+        values: dict[str, list[float]] = {}
+        for name, column in data.items():
+            if name == "meta":
+                continue
+            if not isinstance(column, list):
+                raise TypeError(f"History field {name} must be a list of numbers, got {type(column).__name__}")
+            for i, value in enumerate(column):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f"History field {name}[{i}] must be a number, got {value!r}")
+            values[name] = [float(v) for v in column]
         return cls(**values, meta=dict(data.get("meta", {})))
 
     def summary(self) -> str:

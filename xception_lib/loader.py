@@ -11,17 +11,42 @@ worker processes, no copies, and it runs unchanged on a CPU. The idea follows ai
 from __future__ import annotations
 
 import math
+import numbers
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GpuLoader", "compare_loaders"]
+from xception_lib.runtime import synchronize
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+__all__ = ["GpuLoader", "check_number", "compare_loaders"]
+
+
+def check_number(
+    where: str, name: str, value: object, *, integer: bool = False, low: float | None = None, high: float | None = None,
+    low_open: bool = False, high_open: bool = False, optional: bool = False,
+) -> None:
+    """Raise unless ``value`` is a finite number (an ``int`` if ``integer``; never a ``bool``) within
+    ``low``..``high`` (each inclusive unless ``*_open``; ``None``: unbounded), or ``None`` if ``optional``.
+
+    Raises:
+        TypeError: Not a number, or not an integer where one is required; the message names ``where`` and ``name``.
+        ValueError: Not finite, or outside the bounds.
+    """
+    if value is None and optional:
+        return
+    bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
+    bounds += [f"{'<' if high_open else '<='} {high}"] if high is not None else []
+    expected = " ".join(["an integer" if integer else "a finite number", " and ".join(bounds), "or None" if optional else ""]).strip()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise TypeError(f"{where}: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
 
 
 class GpuLoader:
@@ -44,8 +69,9 @@ class GpuLoader:
             0 disables cropping.
         flip: Flip horizontally with probability 1/2.
         drop_last: Drop the last, smaller batch (default: ``train``).
-        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1].
-        std: Per-channel standard deviation in [0, 1] divided by.
+        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1] (the data set's:
+            ``CifarArrays.mean``, from :data:`xception_lib.data.DATASETS`).
+        std: Per-channel standard deviation in [0, 1] divided by (``CifarArrays.std``).
         dtype: Floating type of the batches.
         channels_last: Return batches in ``torch.channels_last`` memory format.
         rank: This process's index when the data are sharded across processes.
@@ -70,8 +96,8 @@ class GpuLoader:
         crop_padding: int = 4,
         flip: bool = True,
         drop_last: bool | None = None,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
+        mean: Sequence[float],
+        std: Sequence[float],
         dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
         rank: int = 0,
@@ -79,33 +105,32 @@ class GpuLoader:
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"images: expected a uint8 tensor N x C x H x W, got {got}")
+            raise TypeError(f"GpuLoader: images must be uint8 N x C x H x W (0-255: the loader normalises them), got a {got}")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
             got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"labels: expected a 1-D tensor of {len(images)} labels, got {got}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"expected 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ValueError(f"GpuLoader: labels must be a 1-D tensor of {len(images)} labels, got {got}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"GpuLoader: labels must be integer class indices, got {labels.dtype}")
+        if len(labels) and labels.min() < 0:
+            raise ValueError(f"GpuLoader: labels must be class indices >= 0, got {int(labels.min())}")
+        for name, value, low in (("batch_size", batch_size, 1), ("crop_padding", crop_padding, 0), ("seed", seed, 0), ("world_size", world_size, 1)):
+            check_number("GpuLoader", name, value, integer=True, low=low)
+        check_number("GpuLoader", "rank", rank, integer=True, low=0, high=world_size, high_open=True)
+        if not dtype.is_floating_point:
+            raise TypeError(f"GpuLoader: dtype must be a floating-point type, got {dtype}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+            raise ValueError(f"GpuLoader: mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+        for i in range(channels):
+            check_number("GpuLoader", f"mean[{i}]", mean[i], low=0, high=1)
+            check_number("GpuLoader", f"std[{i}]", std[i], low=0, low_open=True)
         self.device = torch.device(device)
         self.images = images.to(self.device)  # N x C x H x W uint8, the whole split
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.crop_padding = crop_padding if train else 0
-        self.flip = flip and train
+        self.batch_size, self.train, self.seed, self.dtype, self.channels_last = batch_size, train, seed, dtype, channels_last
+        self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         self.drop_last = train if drop_last is None else drop_last
-        self.dtype = dtype
-        self.channels_last = channels_last
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
         # Padded once, so that a batch's selection, padding, crop and flip are one gather.
         p = self.crop_padding
         self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
@@ -229,12 +254,11 @@ class GpuLoader:
 
 
 class _ArrayDataset(torch.utils.data.Dataset):
-    """What ``torchvision.datasets.CIFAR10`` does per item: a PIL image through the transforms."""
+    """What ``torchvision.datasets.CIFAR10`` does per item: a PIL image (from ``N x H x W x C``
+    uint8 arrays) through the transforms."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: object) -> None:
-        self.images = images  # N x H x W x C uint8, as torchvision stores CIFAR
-        self.labels = labels
-        self.transform = transform
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -245,9 +269,7 @@ class _ArrayDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def _images_per_second(
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int, device: torch.device
-) -> float:
+def _images_per_second(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int, device: torch.device) -> float:
     """Best images per second over ``repeats`` windows of ``num_batches`` batches, after ``warmup``.
 
     The best window, not the mean, because other processes on a shared machine only ever
@@ -257,33 +279,21 @@ def _images_per_second(
         next(batches)
     best = 0.0
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        n = 0
+        synchronize(device)
+        start, n = time.perf_counter(), 0
         for _ in range(num_batches):
             x, y = next(batches)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             n += len(y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         best = max(best, n / (time.perf_counter() - start))
     return best
 
 
 def compare_loaders(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int = 256,
-    num_batches: int = 10,
-    warmup: int = 2,
-    repeats: int = 3,
-    num_workers: int = 2,
-    threads: int | None = 1,
+    images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], batch_size: int = 256,
+    num_batches: int = 10, warmup: int = 2, repeats: int = 3, num_workers: int = 2, threads: int | None = 1,
     device: torch.device | str = "cpu",
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
 ) -> dict[str, float]:
     """Images per second of :class:`GpuLoader` and of torchvision's usual pipeline.
 
@@ -297,6 +307,8 @@ def compare_loaders(
     Args:
         images: ``N x 3 x H x W`` uint8 images (at least ``(warmup + repeats * num_batches) * batch_size``).
         labels: ``N`` labels.
+        mean: Normalisation mean (the data set's, ``CifarArrays.mean``).
+        std: Normalisation standard deviation.
         batch_size: Images per batch.
         num_batches: Batches per timed window.
         warmup: Batches drawn before timing starts.
@@ -307,33 +319,21 @@ def compare_loaders(
             one DataLoader worker has, and avoids the collapse of multi-threaded kernels on a
             machine whose cores are busy with other work.
         device: Where batches must end up.
-        mean: Normalisation mean.
-        std: Normalisation standard deviation.
 
     Returns:
-        A dict with the images per second of each loader (keys ``gpu_loader`` and
-        ``dataloader``), their ``ratio`` (gpu_loader / dataloader), and the ``batch_size``,
-        ``num_batches`` and ``num_workers`` used.
+        The images per second of each loader (keys ``gpu_loader`` and ``dataloader``), their
+        ``ratio`` (gpu_loader / dataloader), and the settings used.
     """
     import torchvision.transforms as T
 
     device = torch.device(device)
     needed = (warmup + repeats * num_batches) * batch_size
     if len(labels) < needed:
-        raise ValueError(
-            f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}"
-        )
-    transform = T.Compose(
-        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
-    )
+        raise ValueError(f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}")
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
     dataset = _ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
+        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True, pin_memory=device.type == "cuda"
     )
     batches = iter(loader)
     try:
@@ -348,14 +348,6 @@ def compare_loaders(
         gpu_rate = _images_per_second(iter(gpu), num_batches, warmup, repeats, device)
     finally:
         torch.set_num_threads(saved_threads)
-    return {
-        "gpu_loader": gpu_rate,
-        "dataloader": dataloader_rate,
-        "ratio": gpu_rate / dataloader_rate,
-        "batch_size": batch_size,
-        "num_batches": num_batches,
-        "repeats": repeats,
-        "num_workers": num_workers,
-        "threads": threads if threads is not None else saved_threads,
-        "device": str(device),
-    }
+    settings = {"batch_size": batch_size, "num_batches": num_batches, "repeats": repeats, "num_workers": num_workers}
+    threads = threads if threads is not None else saved_threads
+    return {"gpu_loader": gpu_rate, "dataloader": dataloader_rate, "ratio": gpu_rate / dataloader_rate, **settings, "threads": threads, "device": str(device)}
