@@ -1,22 +1,18 @@
 """Checkpoints that survive a crash mid-write, and the check that a resume continues the same run.
 
-:func:`atomic_save` writes to a temporary file, then renames it: ``os.replace`` is atomic on
-POSIX and Windows when source and target are on the same file system, so a reader (or a
-resumed run after a Colab disconnect) finds either the previous complete checkpoint or the
-new complete one, never half a file.
-
-The checkpoint that :func:`xception_lib.train.fit` writes is a dictionary with the keys
-``"format"`` (:data:`FORMAT`), ``"model"`` (the state dict), ``"model_config"``
-(``dataclasses.asdict(model.config)`` for a model with an :class:`~xception_lib.config.XceptionConfig`,
-else ``None``), ``"model_class"``, ``"train_config"`` (``TrainConfig.to_dict()``), ``"data"``
-(:func:`data_fingerprint`), ``"epoch"``, ``"step"``, ``"optimizer"``, ``"scaler"``,
-``"history"`` and ``"loader"``. :func:`check_resumable` refuses to continue a run whose
-model, recipe or data differ.
+:func:`atomic_save` writes to a temporary file, then renames it (``os.replace`` is atomic on
+one file system), so a reader or a resumed run finds the previous complete checkpoint or the
+new one, never half a file. The checkpoint of :func:`xception_lib.train.fit` is a dict:
+``"model"`` (state dict), ``"model_config"`` (``dataclasses.asdict(model.config)`` for a
+model with an :class:`~xception_lib.config.XceptionConfig`, else ``None``), ``"model_class"``,
+``"train_config"`` (``TrainConfig.to_dict()``), ``"data"`` (:func:`data_fingerprint`),
+``"format"``, ``"epoch"``, ``"step"``, ``"optimizer"``, ``"scaler"``, ``"history"`` and ``"loader"``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -31,8 +27,6 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 FORMAT = 2
 """Version of the training checkpoint's layout (1: the TrainConfig under ``"config"``)."""
-
-_AFRESH = "Pass resume=False (or another checkpoint_dir) to start afresh."
 
 
 class CheckpointError(ValueError):
@@ -107,7 +101,7 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expecte
     """
     missing = sorted({"model", "optimizer", "scaler", "history", "epoch", "train_config"} - set(state))
     if missing:
-        raise CheckpointError(f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}). {_AFRESH}")
+        raise CheckpointError(f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh")
     differences = []
     for key, want in expected.items():
         have = state.get(key, want)
@@ -124,9 +118,5 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expecte
 
 
 def _plain(value: Any) -> Any:
-    """Tuples as lists, so that a value compares equal to itself after a round trip through JSON."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+    """``value`` as it reads back from JSON (tuples become lists), so that both compare equal."""
+    return json.loads(json.dumps(value))

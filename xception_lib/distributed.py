@@ -1,30 +1,23 @@
 """Everything :func:`xception_lib.train.fit` does differently under ``torchrun``, in one place.
 
-Under ``torchrun`` every process runs the same script, and ``fit`` finds the process group
-that the script initialised::
+Every process runs the same script; ``fit`` finds the process group the script initialised::
 
     # train_ddp.py; run with: torchrun --nproc_per_node=4 train_ddp.py
-    import os
-
-    import torch
-    import xception_lib as xl
-
     torch.distributed.init_process_group("nccl")  # "gloo" for CPU processes
     device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     torch.cuda.set_device(device)
-    data = xl.data.load_cifar("cifar10", "data")
     model = xl.xception_cifar()  # DDP starts every process from rank 0's weights
-    history = xl.train.fit(model, data, xl.train.TrainConfig(), device=device, checkpoint_dir="runs/ddp")
+    history = xl.train.fit(model, xl.data.load_cifar("cifar10"), device=device, checkpoint_dir="runs/ddp")
     torch.distributed.destroy_process_group()
 
 ``TrainConfig.batch_size`` stays the global batch: each process takes every
-``world_size``-th image of the epoch's order (:class:`~xception_lib.loader.GpuLoader`), the
-gradients are averaged by ``DistributedDataParallel``, metrics are summed over processes,
-and only rank 0 writes checkpoints and reports progress. Two processes with batch ``B``
-therefore train as one process with batch ``B`` does, up to the order of floating-point
-sums, for a model without batch norm (``tests/test_ddp.py``). With batch norm each process
-normalises its own shard, unless ``TrainConfig.sync_batchnorm`` applies (CUDA only).
-Without a process group every function here is a no-op for one process.
+``world_size``-th image of the epoch's order (:class:`~xception_lib.loader.GpuLoader`),
+``DistributedDataParallel`` averages the gradients, metrics are summed over processes, and
+only rank 0 writes checkpoints and reports. Two processes with batch ``B`` train as one
+with batch ``B`` does, up to the order of floating-point sums, for a model without batch
+norm (``tests/test_ddp.py``); with batch norm each process normalises its own shard unless
+``TrainConfig.sync_batchnorm`` applies (CUDA only). Without a process group, every function
+here does what one process needs.
 """
 
 from __future__ import annotations
@@ -60,13 +53,8 @@ def barrier() -> None:
 
 
 def broadcast_buffers(model: nn.Module) -> None:
-    """Give every process rank 0's buffers (batch-norm running statistics).
-
-    Without SyncBatchNorm each process updates its running statistics from its own shard;
-    DDP sends rank 0's to the others before each forward pass, but after an epoch's last
-    step they differ, and evaluation, the checkpoint and the returned model should all be
-    rank 0's model.
-    """
+    """Give every process rank 0's buffers (batch-norm running statistics), which differ after an
+    epoch's last step without SyncBatchNorm: evaluation, checkpoint and result are rank 0's model."""
     if rank_and_world_size()[1] > 1:
         for buffer in model.buffers():
             torch.distributed.broadcast(buffer, src=0)
@@ -76,11 +64,9 @@ def broadcast_buffers(model: nn.Module) -> None:
 def synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, ``model``'s batch-norm layers are ``nn.SyncBatchNorm`` layers.
 
-    Each ``SyncBatchNorm`` shares the parameters and running-statistics buffers of the layer
-    it replaces (``convert_sync_batchnorm`` assigns the same tensors), so an optimizer built
-    on the original parameters trains it and ``model.state_dict()`` keeps its keys. When the
-    block exits, also on an error, the original layers are put back, holding the trained
-    values.
+    Each shares the parameters and buffers of the layer it replaces, so an optimizer built on
+    the original parameters trains it and ``model.state_dict()`` keeps its keys. On exit (also
+    on an error) the original layers, holding the trained values, are put back.
     """
     swaps = [
         (parent, name, child, nn.SyncBatchNorm.convert_sync_batchnorm(child))
@@ -101,11 +87,8 @@ def synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
 @contextlib.contextmanager
 def wrap(model: nn.Module, device: torch.device, *, sync_batchnorm: bool, compile: bool) -> Iterator[nn.Module]:
     """What the training steps call: ``model`` in ``DistributedDataParallel`` (several processes),
-    with SyncBatchNorm (asked for, several processes, CUDA) and compiled (asked for).
-
-    Evaluation and checkpoints use ``model`` itself: evaluation needs no gradient
-    synchronisation, and a checkpoint's keys must not depend on the wrappers.
-    """
+    with SyncBatchNorm (asked for, several processes, CUDA) and compiled (asked for). Evaluation
+    and checkpoints use ``model`` itself, whose state-dict keys do not depend on the wrappers."""
     world_size = rank_and_world_size()[1]
     sync = sync_batchnorm and world_size > 1 and device.type == "cuda"  # SyncBatchNorm needs a GPU
     with synced_batchnorm(model) if sync else contextlib.nullcontext(model):

@@ -60,6 +60,9 @@ class GpuLoader:
     Args:
         images: ``N x C x H x W`` uint8 images.
         labels: ``N`` integer labels.
+        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1] (the data set's:
+            ``CifarArrays.mean``, from :data:`xception_lib.data.DATASETS`).
+        std: Per-channel standard deviation in [0, 1] divided by (``CifarArrays.std``).
         batch_size: Images per batch (per process, when sharded).
         train: Shuffle and augment (``True``) or walk the images in order unchanged.
         device: Where the images live and batches are made.
@@ -69,38 +72,20 @@ class GpuLoader:
             0 disables cropping.
         flip: Flip horizontally with probability 1/2.
         drop_last: Drop the last, smaller batch (default: ``train``).
-        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1] (the data set's:
-            ``CifarArrays.mean``, from :data:`xception_lib.data.DATASETS`).
-        std: Per-channel standard deviation in [0, 1] divided by (``CifarArrays.std``).
         dtype: Floating type of the batches.
         channels_last: Return batches in ``torch.channels_last`` memory format.
         rank: This process's index when the data are sharded across processes.
         world_size: Number of processes; each takes every ``world_size``-th image of the
-            epoch's permutation, so ``world_size`` loaders with batch size ``b`` together
-            see the same batches as one loader with batch size ``world_size * b``. With
-            ``drop_last`` the shards are equally long (the last ``N mod world_size`` images
-            of the permutation are dropped, as the last partial batch is), so every process
-            makes the same number of steps; without it every image is in exactly one shard
-            (what evaluation needs), and shards differ by at most one image.
+            epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the
+            batches of one loader with batch ``world_size * b``. With ``drop_last`` the shards
+            are equally long (every process makes the same steps); without it every image is
+            in exactly one shard (what evaluation needs).
     """
 
     def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        batch_size: int = 512,
-        train: bool = True,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        crop_padding: int = 4,
-        flip: bool = True,
-        drop_last: bool | None = None,
-        mean: Sequence[float],
-        std: Sequence[float],
-        dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
-        rank: int = 0,
+        self, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], batch_size: int = 512,
+        train: bool = True, device: torch.device | str = "cpu", seed: int = 0, crop_padding: int = 4, flip: bool = True,
+        drop_last: bool | None = None, dtype: torch.dtype = torch.float32, channels_last: bool = False, rank: int = 0,
         world_size: int = 1,
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
@@ -147,8 +132,7 @@ class GpuLoader:
         return {"seed": self.seed, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed = int(state["seed"])
-        self.epoch = int(state["epoch"])
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
     @property
     def num_images(self) -> int:
@@ -169,9 +153,7 @@ class GpuLoader:
         """This process's image order, crop offsets (``n x 2``) and flips for ``epoch``."""
         n_total = len(self.labels)
         if not self.train:
-            order = torch.arange(n_total)
-            offsets = torch.zeros(n_total, 2, dtype=torch.int64)
-            flips = torch.zeros(n_total, dtype=torch.bool)
+            order, offsets, flips = torch.arange(n_total), torch.zeros(n_total, 2, dtype=torch.int64), torch.zeros(n_total, dtype=torch.bool)
         else:
             seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
             g = torch.Generator().manual_seed(seed)
@@ -307,17 +289,12 @@ def compare_loaders(
     Args:
         images: ``N x 3 x H x W`` uint8 images (at least ``(warmup + repeats * num_batches) * batch_size``).
         labels: ``N`` labels.
-        mean: Normalisation mean (the data set's, ``CifarArrays.mean``).
-        std: Normalisation standard deviation.
-        batch_size: Images per batch.
-        num_batches: Batches per timed window.
-        warmup: Batches drawn before timing starts.
-        repeats: Timed windows.
+        mean: Normalisation mean (the data set's, ``CifarArrays.mean``); ``std``: its standard deviation.
+        batch_size, num_batches, warmup, repeats: Images per batch; batches per timed window;
+            batches drawn before timing; timed windows.
         num_workers: DataLoader worker processes.
-        threads: PyTorch's intra-op threads while :class:`GpuLoader` is timed (restored
-            afterwards; ``None``: leave as is). The default, 1, gives it no more CPU than
-            one DataLoader worker has, and avoids the collapse of multi-threaded kernels on a
-            machine whose cores are busy with other work.
+        threads: PyTorch's intra-op threads while :class:`GpuLoader` is timed (restored;
+            ``None``: leave as is). 1 gives it no more CPU than one DataLoader worker has.
         device: Where batches must end up.
 
     Returns:

@@ -284,7 +284,8 @@ def fit(
     amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     history = History(meta=_run_meta(model, data, cfg, device, world_size, steps_per_epoch, total_steps))
-    identity = {"model_class": type(model).__name__, "model_config": _model_config(model), "train_config": cfg.to_dict(), "data": data_fingerprint(data)}
+    model_config = dataclasses.asdict(_xception_config(model)) if _xception_config(model) else None
+    identity = {"model_class": type(model).__name__, "model_config": model_config, "train_config": cfg.to_dict(), "data": data_fingerprint(data)}
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
         history, start_epoch = _resume(checkpoint_path, identity, model, optimizer, scaler, device)
@@ -353,12 +354,9 @@ def _train_epoch(
 
 
 def _record_losses(pending: list[torch.Tensor], step: int, steps_per_epoch: int, history: History, bar: Any, lr: float) -> None:
-    """Read the pending losses back from the device (one copy per ``log_every`` steps) into ``history``.
-
-    A non-finite loss is found here and named by its exact step, although the check runs only
-    every few steps. Under DDP the mean over processes is the global batch's loss, and a
-    non-finite loss in any process stops all of them at the same step.
-    """
+    """Read the pending losses back from the device (one copy per ``log_every`` steps) into ``history``;
+    a non-finite one is named by its exact step. Under DDP the mean over processes is the global
+    batch's loss, and a non-finite loss in any process stops all of them at the same step."""
     values = (distributed.all_reduce_sum(torch.stack(pending)) / distributed.rank_and_world_size()[1]).tolist()
     for offset, value in enumerate(values):
         if not math.isfinite(value):
@@ -397,7 +395,7 @@ def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int
         raise TypeError(f"data must be a CifarArrays (from xception_lib.data.load_cifar); a {type(data).__name__} has no {missing}")
     if cfg.train_subset is not None or cfg.test_subset is not None:
         data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
-    classes = _model_classes(model) or getattr(data, "num_classes", None)
+    classes = model_config.num_classes if (model_config := _xception_config(model)) else getattr(data, "num_classes", None)
     for split in ("train", "test"):
         _check_inputs(getattr(data, f"{split}_images"), getattr(data, f"{split}_labels"), classes, f"data.{split}_images", f"data.{split}_labels")
     if cfg.batch_size % world_size:
@@ -421,14 +419,8 @@ def _check_inputs(images: Any, labels: Any, classes: int | None, images_name: st
         raise ValueError(f"{labels_name} must be class indices in [0, {classes}), got values from {int(labels.min())} to {int(labels.max())}")
 
 
-def _model_classes(model: nn.Module) -> int | None:
-    config = getattr(model, "config", None)
-    return config.num_classes if isinstance(config, XceptionConfig) else None
-
-
-def _model_config(model: nn.Module) -> dict[str, Any] | None:
-    config = getattr(model, "config", None)
-    return dataclasses.asdict(config) if isinstance(config, XceptionConfig) else None
+def _xception_config(model: nn.Module) -> XceptionConfig | None:
+    return model.config if isinstance(getattr(model, "config", None), XceptionConfig) else None
 
 
 def _loader(data: Any, cfg: TrainConfig, device: torch.device, *, train: bool, rank: int, world_size: int) -> GpuLoader:
@@ -452,12 +444,9 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """Seed of epoch ``epoch``'s dropout (and other torch randomness) in process ``rank``.
-
-    Each process gets its own stream, as each has its own images: with one stream for all,
-    image ``i`` of every process's shard would get the same dropout mask. Rank 0 keeps the
-    single-process seed.
-    """
+    """Seed of epoch ``epoch``'s dropout (and other torch randomness) in process ``rank``: a
+    stream per process (else image ``i`` of every shard gets the same dropout mask); rank 0's is
+    the single process's."""
     entropy = [seed, epoch, 1] if rank == 0 else [seed, epoch, 1, rank]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
@@ -486,12 +475,9 @@ def _resume(
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    """tqdm's bar: the notebook widget in Jupyter and Colab, text in a terminal; or ``None``.
-
-    In a notebook kernel without ipywidgets (a headless book build) a text bar would leave
-    hundreds of carriage-return updates in the saved output, so there is no bar there and
-    :func:`fit` prints one line per epoch instead.
-    """
+    """tqdm's bar: the notebook widget in Jupyter and Colab, text in a terminal; or ``None`` (then
+    :func:`fit` prints a line per epoch), also in a kernel without ipywidgets (a headless book
+    build), where a text bar would leave hundreds of carriage-return updates in the output."""
     if not enabled:
         return None
     if "ipykernel" in sys.modules:
@@ -526,7 +512,7 @@ def _run_meta(
         # Plain types only (torch.__version__ is a str subclass), so checkpoints load with weights_only.
         "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in environment(device).items()},
         "world_size": world_size, "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
-        "model_config": _model_config(model), "data": getattr(data, "source", None), "train_images": len(data.train_labels),
+        "model_config": dataclasses.asdict(_xception_config(model)) if _xception_config(model) else None, "data": getattr(data, "source", None), "train_images": len(data.train_labels),
         "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
     }  # fmt: skip
     return json.loads(json.dumps(meta))  # as it will read back from JSON (tuples become lists)
@@ -559,15 +545,14 @@ def evaluate(
 
     Args:
         model: A classifier; put in eval mode for the call, then restored.
-        images: uint8 images (as :func:`~xception_lib.data.load_cifar` returns them), normalised here.
+        images: uint8 images (as :func:`~xception_lib.data.load_cifar` returns them), normalised here
+            with ``mean`` and ``std``, the training data's (``data.mean``, ``data.std``).
         labels: Class indices.
-        mean: Normalisation mean, the training one (``data.mean``).
-        std: Normalisation standard deviation (``data.std``).
         device: Where to run (default: the model's device).
         batch_size: Images per forward pass.
         amp: Mixed precision, as in :class:`TrainConfig`.
     """
-    _check_inputs(images, labels, _model_classes(model), "images", "labels")
+    _check_inputs(images, labels, getattr(_xception_config(model), "num_classes", None), "images", "labels")
     loader = _inference_loader(model, images, labels, device, batch_size, mean, std)
     return _evaluate(model, loader, resolve_amp(amp, loader.device))[1]
 
