@@ -29,8 +29,9 @@ def check_number(
     where: str, name: str, value: object, *, integer: bool = False, low: float | None = None, high: float | None = None,
     low_open: bool = False, high_open: bool = False, optional: bool = False,
 ) -> None:
-    """Raise unless ``value`` is a finite number (an ``int`` if ``integer``; never a ``bool``) within
-    ``low``..``high`` (each inclusive unless ``*_open``; ``None``: unbounded), or ``None`` if ``optional``.
+    """Raise unless ``value`` is a finite number (an ``int`` if ``integer``; never a ``bool``) between
+    ``low`` and ``high`` (each inclusive unless ``low_open`` / ``high_open``; ``None``: unbounded),
+    or ``None`` if ``optional``.
 
     Raises:
         TypeError: Not a number, or not an integer where one is required; the message names ``where`` and ``name``.
