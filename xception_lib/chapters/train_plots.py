@@ -30,7 +30,7 @@ def plot_images(
     n = len(images)
     nrows = max(1, -(-n // ncols))
     lines = max((str(t).count("\n") + 1 for t in titles), default=1) if titles is not None else 1
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.2 * lines)), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.18 * lines + 0.1)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
@@ -82,9 +82,9 @@ def plot_history(history: History | dict[str, Any], reference: History | dict[st
         epochs = list(range(1, run.epochs + 1))
         if run.step_loss:
             axes[0].plot([(i + 1) / per_step for i in range(run.steps)], run.step_loss, color="0.75", lw=0.7, label="train, per step")
-        axes[0].plot(epochs, run.train_loss, "o-", ms=3, color="tab:blue", label="train, epoch mean")
+        axes[0].plot(epochs, run.train_loss, "o-", ms=3, color="tab:blue", label="train (epoch mean)")
         axes[0].plot(epochs, run.test_loss, "s-", ms=3, color="tab:orange", label="test")
-        axes[1].plot(epochs, [100 * a for a in run.train_acc], "o-", ms=3, color="tab:blue", label="train (augmented)")
+        axes[1].plot(epochs, [100 * a for a in run.train_acc], "o-", ms=3, color="tab:blue", label="train (epoch mean)")
         axes[1].plot(epochs, [100 * a for a in run.test_acc], "s-", ms=3, color="tab:orange", label="test")
         if run.step_lr:
             axes[2].plot([(i + 1) / per_step for i in range(len(run.step_lr))], run.step_lr, color="0.3")
@@ -130,7 +130,7 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str], *, norma
 
 
 def plot_predictions(
-    images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], *, ncols: int = 6
+    images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], *, ncols: int = 5
 ) -> Any:
     """Images titled with the predicted class and its probability, green if right, red if wrong (with the true class)."""
     confidence, predicted = probabilities.max(1)
@@ -139,7 +139,7 @@ def plot_predictions(
         f"{classes[int(predicted[i])]} {float(confidence[i]):.0%}\n" + ("right" if right[i] else f"true: {classes[int(labels[i])]}")
         for i in range(len(images))
     ]
-    fig = plot_images(images, ncols=ncols, titles=titles, size=1.2)
+    fig = plot_images(images, ncols=ncols, titles=titles, size=1.44)
     for ax, ok in zip(fig.axes, right):
         ax.title.set_color("tab:green" if ok else "tab:red")
     return fig
