@@ -86,19 +86,10 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
 
 
 def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expected: dict[str, Any]) -> None:
-    """Raise unless the checkpoint ``state`` (read from ``path``) was written by the same run.
-
-    Args:
-        state: What :func:`load_checkpoint` returned.
-        path: Where it came from (for the message).
-        expected: The run's values of checkpoint keys (``model_config``, ``train_config``,
-            ``data``, ...); dictionaries are compared field by field. A key that an older
-            checkpoint lacks is not compared.
-
-    Raises:
-        CheckpointError: ``state`` is not a training checkpoint, or it differs; the message
-            names the file, every differing field, and how to start afresh.
-    """
+    """Raise a :class:`CheckpointError` unless ``state`` (read from ``path``) is a training checkpoint
+    of the same run: ``expected`` holds this run's values of checkpoint keys (``model_config``,
+    ``train_config``, ``data``, ...), compared field by field; a key that an older checkpoint lacks
+    is not compared. The message names the file, every differing field, and how to start afresh."""
     missing = sorted({"model", "optimizer", "scaler", "history", "epoch", "train_config"} - set(state))
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh")

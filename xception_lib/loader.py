@@ -182,12 +182,8 @@ class GpuLoader:
             yield self.normalize(x), self.labels.index_select(0, idx)
 
     def augment(self, idx: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images ``idx`` with fresh random crops and flips, as uint8 (for looking at them).
-
-        Args:
-            idx: ``B`` image indices (repeat an index to see several views of one image).
-            generator: Source of randomness (default: a new one seeded with ``seed``).
-        """
+        """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
+        and flips from ``generator`` (default: one seeded with ``seed``), as uint8, for looking at them."""
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         idx = torch.as_tensor(idx, dtype=torch.int64)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (len(idx), 2), generator=g)
@@ -195,17 +191,9 @@ class GpuLoader:
         return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
 
     def crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        """Images ``idx``, cropped at ``offsets`` and mirrored where ``flips``, as one gather.
-
-        Args:
-            idx: ``B`` image indices.
-            offsets: ``B x 2`` top-left corners (row, column) of the crops in the zero-padded
-                images, each in ``[0, 2 crop_padding]``; ``crop_padding`` is the unshifted crop.
-            flips: ``B`` booleans: mirror left-right.
-
-        Returns:
-            ``B x C x H x W`` uint8 images.
-        """
+        """``B x C x H x W`` uint8 images ``idx`` (``B`` indices), cropped at ``offsets`` (``B x 2``
+        top-left corners, row and column, in the zero-padded images, each in ``[0, 2 crop_padding]``)
+        and mirrored where ``flips`` (``B`` booleans), as one gather."""
         b = len(idx)
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
@@ -280,12 +268,11 @@ def compare_loaders(
 ) -> dict[str, float]:
     """Images per second of :class:`GpuLoader` and of torchvision's usual pipeline.
 
-    The torchvision pipeline is what most CIFAR tutorials use: a ``Dataset`` that makes a
-    PIL image per item, ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
-    ``ToTensor()``, ``Normalize(mean, std)``, a ``DataLoader`` with ``num_workers``
-    processes, and a copy of every batch to ``device``. Both loaders are timed over
-    ``repeats`` windows of ``num_batches`` batches after ``warmup`` batches (so worker start-up
-    is not counted), and the best window counts.
+    The torchvision pipeline is what most CIFAR tutorials use: a PIL image per item,
+    ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``, ``ToTensor()``, ``Normalize``, a
+    ``DataLoader`` with ``num_workers`` processes, and a copy of every batch to ``device``. Both
+    are timed over ``repeats`` windows of ``num_batches`` batches after ``warmup`` batches (not
+    counting worker start-up); the best window counts.
 
     Args:
         images: ``N x 3 x H x W`` uint8 images (at least ``(warmup + repeats * num_batches) * batch_size``).
