@@ -1,4 +1,4 @@
-"""Tests of fit under DistributedDataParallel: 2 CPU processes (gloo) against one process.
+"""Tests of fit under DistributedDataParallel (xception_lib.distributed): 2 CPU processes (gloo) against one.
 
 Two processes with half the global batch each must train exactly like one process with the
 whole batch: same weights, same metrics, one checkpoint. The model has no batch norm, which
@@ -18,6 +18,7 @@ from torch import nn
 
 import xception_lib as xl
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from xception_lib.distributed import synced_batchnorm
 from xception_lib.train import TrainConfig, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 WORLD_SIZE = 2
 # 200 training images: 6 global batches of 32 (8 images dropped, as in one process);
 # 101 test images: neither even nor a multiple of WORLD_SIZE * eval_batch_size.
+NORM = {"mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
 CONFIG = TrainConfig(epochs=2, batch_size=32, lr=0.05, amp="off", eval_batch_size=20, log_every=2, seed=3)
 
 
@@ -169,12 +171,12 @@ def test_evaluation_shards_count_every_image_once(n: int, world_size: int) -> No
     labels = torch.arange(n)  # a label names its image
     seen = []
     for rank in range(world_size):
-        loader = xl.data.GpuLoader(images, labels, batch_size=4, train=False, rank=rank, world_size=world_size)
+        loader = xl.data.GpuLoader(images, labels, batch_size=4, train=False, rank=rank, world_size=world_size, **NORM)
         seen += [y for _, y in loader]
         assert len(loader) == -(-loader.num_images // 4)
     assert sorted(torch.cat(seen).tolist()) == list(range(n))
     # Training shards stay equally long, so that every process makes the same steps.
-    train = [xl.data.GpuLoader(images, labels, batch_size=1, rank=r, world_size=world_size) for r in range(world_size)]
+    train = [xl.data.GpuLoader(images, labels, batch_size=1, rank=r, world_size=world_size, **NORM) for r in range(world_size)]
     assert {len(loader) for loader in train} == {n // world_size}
 
 
@@ -191,7 +193,7 @@ def test_synced_batchnorm_shares_the_original_tensors() -> None:
     params, buffers = [id(p) for p in model.parameters()], [id(b) for b in model.buffers()]
     keys = list(model.state_dict())
     x = torch.randn(2, 3, 4, 4)
-    with xl.train._synced_batchnorm(model) as synced:
+    with synced_batchnorm(model) as synced:
         assert synced is model and isinstance(model[1], nn.SyncBatchNorm) and isinstance(model[2][1], nn.SyncBatchNorm)
         assert [id(p) for p in model.parameters()] == params and [id(b) for b in model.buffers()] == buffers
         assert list(model.state_dict()) == keys
@@ -202,7 +204,7 @@ def test_synced_batchnorm_shares_the_original_tensors() -> None:
     assert model[1] is originals[0] and model[2][1] is originals[1] and not _has_sync_batchnorm(model)
     assert not originals[0].training  # the mode set inside the block
     assert torch.equal(originals[0].weight, torch.arange(4.0)) and torch.equal(model(x), inside)
-    with pytest.raises(RuntimeError, match="stop"), xl.train._synced_batchnorm(model):
+    with pytest.raises(RuntimeError, match="stop"), synced_batchnorm(model):
         raise RuntimeError("stop")
     assert model[1] is originals[0]  # put back after an error too
 
@@ -217,12 +219,3 @@ def test_batchnorm_is_not_synced_on_a_cpu_or_in_one_process() -> None:
 
     fit(model, synthetic_cifar(64, 16), cfg, device="cpu", progress=False, callbacks=[record])
     assert synced == [False] and isinstance(model[1], nn.BatchNorm2d)
-
-
-
-def test_checkpoints_from_before_sync_batchnorm_still_resume() -> None:
-    cfg = dataclasses.replace(CONFIG, sync_batchnorm=True)
-    older = {k: v for k, v in cfg.to_dict().items() if k != "sync_batchnorm"}  # written before the field existed
-    xl.train._check_same_config(older, cfg, Path("checkpoint.pt"))  # reads as the default: the same run
-    with pytest.raises(ValueError, match="sync_batchnorm: True -> False"):
-        xl.train._check_same_config(older, dataclasses.replace(cfg, sync_batchnorm=False), Path("checkpoint.pt"))

@@ -1,12 +1,18 @@
-"""Checkpoints that survive a crash mid-write: save to a temporary file, then rename it.
+"""Checkpoints that survive a crash mid-write, and the check that a resume continues the same run.
 
-``os.replace`` is atomic on POSIX and Windows when source and target are on the same file
-system, so a reader (or a resumed run after a Colab disconnect) finds either the previous
-complete checkpoint or the new complete one, never half a file.
+:func:`atomic_save` writes to a temporary file, then renames it (``os.replace`` is atomic on
+one file system), so a reader or a resumed run finds the previous complete checkpoint or the
+new one, never half a file. The checkpoint of :func:`xception_lib.train.fit` is a dict:
+``"model"`` (state dict), ``"model_config"`` (``dataclasses.asdict(model.config)`` for a
+model with an :class:`~xception_lib.config.XceptionConfig`, else ``None``), ``"model_class"``,
+``"train_config"`` (``TrainConfig.to_dict()``), ``"data"`` (:func:`data_fingerprint`),
+``"format"``, ``"epoch"``, ``"step"``, ``"optimizer"``, ``"scaler"``, ``"history"`` and ``"loader"``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -14,10 +20,17 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_NAME", "atomic_save", "load_checkpoint"]
+__all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "atomic_save", "check_resumable", "data_fingerprint", "load_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 """File name of the latest checkpoint inside a checkpoint directory."""
+
+FORMAT = 2
+"""Version of the training checkpoint's layout (1: the TrainConfig under ``"config"``)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used: unreadable, not a training checkpoint, or of another run."""
 
 
 def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
@@ -43,5 +56,58 @@ def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`atomic_save` (tensors and plain Python values only)."""
-    return torch.load(path, map_location=map_location, weights_only=True)
+    """Load a checkpoint written by :func:`atomic_save` (tensors and plain Python values only).
+
+    Raises:
+        CheckpointError: The file is empty, truncated, not a ``torch.save`` file, or holds
+            something other than a dictionary; the message names the file.
+    """
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # torch and pickle raise many kinds here (EOFError, UnpicklingError, ...)
+        reason = "it is empty" if Path(path).stat().st_size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        raise CheckpointError(f"{path} is not a readable checkpoint ({reason}); it may be truncated or another kind of file") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dictionary")
+    return state
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """Sizes of a :class:`~xception_lib.data.CifarArrays`' splits and a hash of its labels and
+    of 16 images of each split: cheap, and different for a different data set or subset."""
+    digest = hashlib.sha256()
+    for images, labels in ((data.train_images, data.train_labels), (data.test_images, data.test_labels)):
+        digest.update(labels.cpu().numpy().astype("int64").tobytes())
+        rows = torch.linspace(0, len(images) - 1, min(16, len(images))).long()
+        digest.update(images[rows].cpu().contiguous().numpy().tobytes())
+    return {"train_images": len(data.train_labels), "test_images": len(data.test_labels), "sha256": digest.hexdigest()[:16]}
+
+
+def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expected: dict[str, Any]) -> None:
+    """Raise a :class:`CheckpointError` unless ``state`` (read from ``path``) is a training checkpoint
+    of the same run: ``expected`` holds this run's values of checkpoint keys (``model_config``,
+    ``train_config``, ``data``, ...), compared field by field; a key that an older checkpoint lacks
+    is not compared. The message names the file, every differing field, and how to start afresh."""
+    missing = sorted({"model", "optimizer", "scaler", "history", "epoch", "train_config"} - set(state))
+    if missing:
+        raise CheckpointError(f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh")
+    differences = []
+    for key, want in expected.items():
+        have = state.get(key, want)
+        if isinstance(want, dict) and isinstance(have, dict):
+            fields = sorted(set(have) | set(want))
+            differences += [f"{key}.{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in fields if _plain(have.get(k)) != _plain(want.get(k))]
+        elif _plain(have) != _plain(want):
+            differences.append(f"{key}: {have!r} -> {want!r}")
+    if differences:
+        raise CheckpointError(
+            f"{path} was written by a different run ({'; '.join(differences)}), so resuming would not continue it. "
+            f"Use the same model, TrainConfig and data, or pass resume=False (or another checkpoint_dir) to start afresh."
+        )
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so that both compare equal."""
+    return json.loads(json.dumps(value))

@@ -11,31 +11,18 @@ _EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "imag
 
 @dataclass
 class History:
-    """Metrics of a training run, one entry per epoch (and per step for the training loss).
+    """Metrics of a training run, one entry per epoch (and per step for the training loss and learning rate)."""
 
-    Attributes:
-        train_loss: Mean training loss of each epoch.
-        train_acc: Training accuracy of each epoch (on augmented images, in train mode).
-        test_loss: Test loss after each epoch (``nan`` when not evaluated).
-        test_acc: Test accuracy after each epoch (``nan`` when not evaluated).
-        lr: Learning rate at the end of each epoch.
-        images_per_sec: Training throughput of each epoch (evaluation excluded).
-        epoch_time: Seconds of training in each epoch (evaluation excluded).
-        step_loss: Training loss of every step, for smooth curves.
-        step_lr: Learning rate of every step.
-        meta: Everything else worth keeping: the config, the environment, the model size.
-    """
-
-    train_loss: list[float] = field(default_factory=list)
-    train_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
-    test_acc: list[float] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    images_per_sec: list[float] = field(default_factory=list)
-    epoch_time: list[float] = field(default_factory=list)
-    step_loss: list[float] = field(default_factory=list)
-    step_lr: list[float] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    train_loss: list[float] = field(default_factory=list)  # mean training loss of each epoch
+    train_acc: list[float] = field(default_factory=list)  # on augmented images, in train mode
+    test_loss: list[float] = field(default_factory=list)  # after each epoch (nan when not evaluated)
+    test_acc: list[float] = field(default_factory=list)  # after each epoch (nan when not evaluated)
+    lr: list[float] = field(default_factory=list)  # at the end of each epoch
+    images_per_sec: list[float] = field(default_factory=list)  # training throughput (evaluation excluded)
+    epoch_time: list[float] = field(default_factory=list)  # seconds of training (evaluation excluded)
+    step_loss: list[float] = field(default_factory=list)  # every step's training loss, for smooth curves
+    step_lr: list[float] = field(default_factory=list)  # every step's learning rate
+    meta: dict[str, Any] = field(default_factory=dict)  # everything else: the config, the environment, the model size
 
     @property
     def epochs(self) -> int:
@@ -59,8 +46,7 @@ class History:
 
     def append_epoch(self, **metrics: float) -> None:
         """Record one epoch; every per-epoch field must be given."""
-        missing = set(_EPOCH_FIELDS) - set(metrics)
-        extra = set(metrics) - set(_EPOCH_FIELDS)
+        missing, extra = set(_EPOCH_FIELDS) - set(metrics), set(metrics) - set(_EPOCH_FIELDS)
         if missing or extra:
             raise ValueError(f"expected exactly the metrics {_EPOCH_FIELDS}, missing {sorted(missing)}, extra {sorted(extra)}")
         for name in _EPOCH_FIELDS:
@@ -72,13 +58,23 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
-        """Inverse of :meth:`to_dict`; unknown keys are an error, missing lists are empty."""
+        """Inverse of :meth:`to_dict`; unknown keys and values of the wrong type are errors naming the field."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a History must be read from a dict, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - names
         if unknown:
             raise ValueError(f"unknown History fields {sorted(unknown)}; expected a subset of {sorted(names)}")
-        values: dict[str, Any] = {k: list(map(float, v)) for k, v in data.items() if k != "meta"}
-        return cls(**values, meta=dict(data.get("meta", {})))
+        if not isinstance(data.get("meta", {}), dict):
+            raise TypeError(f"History field meta must be a dict, got {type(data['meta']).__name__}")
+        columns = {name: column for name, column in data.items() if name != "meta"}
+        for name, column in columns.items():
+            if not isinstance(column, list):
+                raise TypeError(f"History field {name} must be a list of numbers, got {type(column).__name__}")
+            bad = next((i for i, v in enumerate(column) if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+            if bad is not None:
+                raise TypeError(f"History field {name}[{bad}] must be a number, got {column[bad]!r}")
+        return cls(**{name: [float(v) for v in column] for name, column in columns.items()}, meta=dict(data.get("meta", {})))
 
     def summary(self) -> str:
         """One line: epochs, steps, final accuracies, training time and throughput."""

@@ -11,17 +11,43 @@ worker processes, no copies, and it runs unchanged on a CPU. The idea follows ai
 from __future__ import annotations
 
 import math
+import numbers
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GpuLoader", "compare_loaders"]
+from xception_lib.runtime import synchronize
 
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+__all__ = ["GpuLoader", "check_number", "compare_loaders"]
+
+
+def check_number(
+    where: str, name: str, value: object, *, integer: bool = False, low: float | None = None, high: float | None = None,
+    low_open: bool = False, high_open: bool = False, optional: bool = False,
+) -> None:
+    """Raise unless ``value`` is a finite number (an ``int`` if ``integer``; never a ``bool``) between
+    ``low`` and ``high`` (each inclusive unless ``low_open`` / ``high_open``; ``None``: unbounded),
+    or ``None`` if ``optional``.
+
+    Raises:
+        TypeError: Not a number, or not an integer where one is required; the message names ``where`` and ``name``.
+        ValueError: Not finite, or outside the bounds.
+    """
+    if value is None and optional:
+        return
+    bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
+    bounds += [f"{'<' if high_open else '<='} {high}"] if high is not None else []
+    expected = " ".join(["an integer" if integer else "a finite number", " and ".join(bounds), "or None" if optional else ""]).strip()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
+        raise TypeError(f"{where}: {name} must be {expected}, got {value!r} ({type(value).__name__})")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if not math.isfinite(value) or too_low or too_high:
+        raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
 
 
 class GpuLoader:
@@ -35,6 +61,9 @@ class GpuLoader:
     Args:
         images: ``N x C x H x W`` uint8 images.
         labels: ``N`` integer labels.
+        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1] (the data set's:
+            ``CifarArrays.mean``, from :data:`xception_lib.data.DATASETS`).
+        std: Per-channel standard deviation in [0, 1] divided by (``CifarArrays.std``).
         batch_size: Images per batch (per process, when sharded).
         train: Shuffle and augment (``True``) or walk the images in order unchanged.
         device: Where the images live and batches are made.
@@ -44,68 +73,50 @@ class GpuLoader:
             0 disables cropping.
         flip: Flip horizontally with probability 1/2.
         drop_last: Drop the last, smaller batch (default: ``train``).
-        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1].
-        std: Per-channel standard deviation in [0, 1] divided by.
         dtype: Floating type of the batches.
         channels_last: Return batches in ``torch.channels_last`` memory format.
         rank: This process's index when the data are sharded across processes.
         world_size: Number of processes; each takes every ``world_size``-th image of the
-            epoch's permutation, so ``world_size`` loaders with batch size ``b`` together
-            see the same batches as one loader with batch size ``world_size * b``. With
-            ``drop_last`` the shards are equally long (the last ``N mod world_size`` images
-            of the permutation are dropped, as the last partial batch is), so every process
-            makes the same number of steps; without it every image is in exactly one shard
-            (what evaluation needs), and shards differ by at most one image.
+            epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the
+            batches of one loader with batch ``world_size * b``. With ``drop_last`` the shards
+            are equally long (every process makes the same steps); without it every image is
+            in exactly one shard (what evaluation needs).
     """
 
     def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        batch_size: int = 512,
-        train: bool = True,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        crop_padding: int = 4,
-        flip: bool = True,
-        drop_last: bool | None = None,
-        mean: Sequence[float] = CIFAR10_MEAN,
-        std: Sequence[float] = CIFAR10_STD,
-        dtype: torch.dtype = torch.float32,
-        channels_last: bool = False,
-        rank: int = 0,
+        self, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], batch_size: int = 512,
+        train: bool = True, device: torch.device | str = "cpu", seed: int = 0, crop_padding: int = 4, flip: bool = True,
+        drop_last: bool | None = None, dtype: torch.dtype = torch.float32, channels_last: bool = False, rank: int = 0,
         world_size: int = 1,
     ) -> None:
         if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
             got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"images: expected a uint8 tensor N x C x H x W, got {got}")
+            raise TypeError(f"GpuLoader: images must be uint8 N x C x H x W (0-255: the loader normalises them), got a {got}")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
             got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"labels: expected a 1-D tensor of {len(images)} labels, got {got}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if crop_padding < 0:
-            raise ValueError(f"crop_padding must be >= 0, got {crop_padding}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"expected 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+            raise ValueError(f"GpuLoader: labels must be a 1-D tensor of {len(images)} labels, got {got}")
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(f"GpuLoader: labels must be integer class indices, got {labels.dtype}")
+        if len(labels) and labels.min() < 0:
+            raise ValueError(f"GpuLoader: labels must be class indices >= 0, got {int(labels.min())}")
+        for name, value, low in (("batch_size", batch_size, 1), ("crop_padding", crop_padding, 0), ("seed", seed, 0), ("world_size", world_size, 1)):
+            check_number("GpuLoader", name, value, integer=True, low=low)
+        check_number("GpuLoader", "rank", rank, integer=True, low=0, high=world_size, high_open=True)
+        if not dtype.is_floating_point:
+            raise TypeError(f"GpuLoader: dtype must be a floating-point type, got {dtype}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+            raise ValueError(f"GpuLoader: mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+        for i in range(channels):
+            check_number("GpuLoader", f"mean[{i}]", mean[i], low=0, high=1)
+            check_number("GpuLoader", f"std[{i}]", std[i], low=0, low_open=True)
         self.device = torch.device(device)
         self.images = images.to(self.device)  # N x C x H x W uint8, the whole split
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size = batch_size
-        self.train = train
-        self.seed = seed
-        self.crop_padding = crop_padding if train else 0
-        self.flip = flip and train
+        self.batch_size, self.train, self.seed, self.dtype, self.channels_last = batch_size, train, seed, dtype, channels_last
+        self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         self.drop_last = train if drop_last is None else drop_last
-        self.dtype = dtype
-        self.channels_last = channels_last
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
         # Padded once, so that a batch's selection, padding, crop and flip are one gather.
         p = self.crop_padding
         self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
@@ -122,8 +133,7 @@ class GpuLoader:
         return {"seed": self.seed, "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed = int(state["seed"])
-        self.epoch = int(state["epoch"])
+        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
     @property
     def num_images(self) -> int:
@@ -144,9 +154,7 @@ class GpuLoader:
         """This process's image order, crop offsets (``n x 2``) and flips for ``epoch``."""
         n_total = len(self.labels)
         if not self.train:
-            order = torch.arange(n_total)
-            offsets = torch.zeros(n_total, 2, dtype=torch.int64)
-            flips = torch.zeros(n_total, dtype=torch.bool)
+            order, offsets, flips = torch.arange(n_total), torch.zeros(n_total, 2, dtype=torch.int64), torch.zeros(n_total, dtype=torch.bool)
         else:
             seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
             g = torch.Generator().manual_seed(seed)
@@ -174,12 +182,8 @@ class GpuLoader:
             yield self.normalize(x), self.labels.index_select(0, idx)
 
     def augment(self, idx: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images ``idx`` with fresh random crops and flips, as uint8 (for looking at them).
-
-        Args:
-            idx: ``B`` image indices (repeat an index to see several views of one image).
-            generator: Source of randomness (default: a new one seeded with ``seed``).
-        """
+        """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
+        and flips from ``generator`` (default: one seeded with ``seed``), as uint8, for looking at them."""
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         idx = torch.as_tensor(idx, dtype=torch.int64)
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (len(idx), 2), generator=g)
@@ -187,17 +191,9 @@ class GpuLoader:
         return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
 
     def crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        """Images ``idx``, cropped at ``offsets`` and mirrored where ``flips``, as one gather.
-
-        Args:
-            idx: ``B`` image indices.
-            offsets: ``B x 2`` top-left corners (row, column) of the crops in the zero-padded
-                images, each in ``[0, 2 crop_padding]``; ``crop_padding`` is the unshifted crop.
-            flips: ``B`` booleans: mirror left-right.
-
-        Returns:
-            ``B x C x H x W`` uint8 images.
-        """
+        """``B x C x H x W`` uint8 images ``idx`` (``B`` indices), cropped at ``offsets`` (``B x 2``
+        top-left corners, row and column, in the zero-padded images, each in ``[0, 2 crop_padding]``)
+        and mirrored where ``flips`` (``B`` booleans), as one gather."""
         b = len(idx)
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
@@ -229,12 +225,11 @@ class GpuLoader:
 
 
 class _ArrayDataset(torch.utils.data.Dataset):
-    """What ``torchvision.datasets.CIFAR10`` does per item: a PIL image through the transforms."""
+    """What ``torchvision.datasets.CIFAR10`` does per item: a PIL image (from ``N x H x W x C``
+    uint8 arrays) through the transforms."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: object) -> None:
-        self.images = images  # N x H x W x C uint8, as torchvision stores CIFAR
-        self.labels = labels
-        self.transform = transform
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -245,9 +240,7 @@ class _ArrayDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def _images_per_second(
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int, device: torch.device
-) -> float:
+def _images_per_second(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int, device: torch.device) -> float:
     """Best images per second over ``repeats`` windows of ``num_batches`` batches, after ``warmup``.
 
     The best window, not the mean, because other processes on a shared machine only ever
@@ -257,83 +250,55 @@ def _images_per_second(
         next(batches)
     best = 0.0
     for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        n = 0
+        synchronize(device)
+        start, n = time.perf_counter(), 0
         for _ in range(num_batches):
             x, y = next(batches)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             n += len(y)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         best = max(best, n / (time.perf_counter() - start))
     return best
 
 
 def compare_loaders(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    batch_size: int = 256,
-    num_batches: int = 10,
-    warmup: int = 2,
-    repeats: int = 3,
-    num_workers: int = 2,
-    threads: int | None = 1,
+    images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], batch_size: int = 256,
+    num_batches: int = 10, warmup: int = 2, repeats: int = 3, num_workers: int = 2, threads: int | None = 1,
     device: torch.device | str = "cpu",
-    mean: Sequence[float] = CIFAR10_MEAN,
-    std: Sequence[float] = CIFAR10_STD,
 ) -> dict[str, float]:
     """Images per second of :class:`GpuLoader` and of torchvision's usual pipeline.
 
-    The torchvision pipeline is what most CIFAR tutorials use: a ``Dataset`` that makes a
-    PIL image per item, ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``,
-    ``ToTensor()``, ``Normalize(mean, std)``, a ``DataLoader`` with ``num_workers``
-    processes, and a copy of every batch to ``device``. Both loaders are timed over
-    ``repeats`` windows of ``num_batches`` batches after ``warmup`` batches (so worker start-up
-    is not counted), and the best window counts.
+    The torchvision pipeline is what most CIFAR tutorials use: a PIL image per item,
+    ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``, ``ToTensor()``, ``Normalize``, a
+    ``DataLoader`` with ``num_workers`` processes, and a copy of every batch to ``device``. Both
+    are timed over ``repeats`` windows of ``num_batches`` batches after ``warmup`` batches (not
+    counting worker start-up); the best window counts.
 
     Args:
         images: ``N x 3 x H x W`` uint8 images (at least ``(warmup + repeats * num_batches) * batch_size``).
         labels: ``N`` labels.
-        batch_size: Images per batch.
-        num_batches: Batches per timed window.
-        warmup: Batches drawn before timing starts.
-        repeats: Timed windows.
+        mean: Normalisation mean (the data set's, ``CifarArrays.mean``); ``std``: its standard deviation.
+        batch_size, num_batches, warmup, repeats: Images per batch; batches per timed window;
+            batches drawn before timing; timed windows.
         num_workers: DataLoader worker processes.
-        threads: PyTorch's intra-op threads while :class:`GpuLoader` is timed (restored
-            afterwards; ``None``: leave as is). The default, 1, gives it no more CPU than
-            one DataLoader worker has, and avoids the collapse of multi-threaded kernels on a
-            machine whose cores are busy with other work.
+        threads: PyTorch's intra-op threads while :class:`GpuLoader` is timed (restored;
+            ``None``: leave as is). 1 gives it no more CPU than one DataLoader worker has.
         device: Where batches must end up.
-        mean: Normalisation mean.
-        std: Normalisation standard deviation.
 
     Returns:
-        A dict with the images per second of each loader (keys ``gpu_loader`` and
-        ``dataloader``), their ``ratio`` (gpu_loader / dataloader), and the ``batch_size``,
-        ``num_batches`` and ``num_workers`` used.
+        The images per second of each loader (keys ``gpu_loader`` and ``dataloader``), their
+        ``ratio`` (gpu_loader / dataloader), and the settings used.
     """
     import torchvision.transforms as T
 
     device = torch.device(device)
     needed = (warmup + repeats * num_batches) * batch_size
     if len(labels) < needed:
-        raise ValueError(
-            f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}"
-        )
-    transform = T.Compose(
-        [T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)]
-    )
+        raise ValueError(f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}")
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
     dataset = _ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=True,
-        num_workers=num_workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
+        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True, pin_memory=device.type == "cuda"
     )
     batches = iter(loader)
     try:
@@ -348,14 +313,6 @@ def compare_loaders(
         gpu_rate = _images_per_second(iter(gpu), num_batches, warmup, repeats, device)
     finally:
         torch.set_num_threads(saved_threads)
-    return {
-        "gpu_loader": gpu_rate,
-        "dataloader": dataloader_rate,
-        "ratio": gpu_rate / dataloader_rate,
-        "batch_size": batch_size,
-        "num_batches": num_batches,
-        "repeats": repeats,
-        "num_workers": num_workers,
-        "threads": threads if threads is not None else saved_threads,
-        "device": str(device),
-    }
+    settings = {"batch_size": batch_size, "num_batches": num_batches, "repeats": repeats, "num_workers": num_workers}
+    threads = threads if threads is not None else saved_threads
+    return {"gpu_loader": gpu_rate, "dataloader": dataloader_rate, "ratio": gpu_rate / dataloader_rate, **settings, "threads": threads, "device": str(device)}

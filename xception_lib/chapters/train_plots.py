@@ -13,52 +13,36 @@ import torch
 
 from xception_lib.history import History
 
-__all__ = ["plot_confusion_matrix", "plot_history", "plot_images", "plot_predictions"]
+__all__ = ["FONT", "plot_confusion_matrix", "plot_history", "plot_images", "plot_predictions"]
 
-
-def _hwc(image: torch.Tensor) -> Any:
-    """A ``3 x H x W`` uint8 or [0, 1] float tensor as an ``H x W x 3`` array for ``imshow``."""
-    image = image.detach().cpu()
-    if image.dtype == torch.uint8:
-        return image.permute(1, 2, 0).numpy()
-    return image.clamp(0, 1).permute(1, 2, 0).numpy()
+FONT = 9
+"""Smallest text size in points, at the figures' printed width (at most 7.2 in, the book's column)."""
 
 
 def plot_images(
-    images: torch.Tensor,
-    labels: Sequence[int] | torch.Tensor | None = None,
-    classes: Sequence[str] | None = None,
-    *,
-    ncols: int = 8,
-    titles: Sequence[str] | None = None,
-    size: float = 1.2,
+    images: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None, classes: Sequence[str] | None = None, *,
+    ncols: int = 8, titles: Sequence[str] | None = None, size: float = 0.9,
 ) -> Any:
-    """A grid of ``N x 3 x H x W`` images, titled by class name (or by ``titles``).
-
-    Args:
-        images: uint8 (0-255) or float (0-1) images.
-        labels: Class indices for the titles.
-        classes: Class names indexed by label.
-        ncols: Images per row.
-        titles: Explicit titles (override ``labels``).
-        size: Inches per image.
-    """
+    """A grid of ``N x 3 x H x W`` images (uint8 0-255 or float 0-1), titled by ``classes[labels[i]]``
+    (or ``labels[i]``), or by ``titles``; ``ncols`` images per row, ``size`` inches each."""
     import matplotlib.pyplot as plt
 
     n = len(images)
     nrows = max(1, -(-n // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.25)), squeeze=False)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=1) if titles is not None else 1
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.18 * lines + 0.1)), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i >= n:
             continue
-        ax.imshow(_hwc(images[i]), interpolation="nearest")
+        image = images[i].detach().cpu()
+        ax.imshow((image if image.dtype == torch.uint8 else image.clamp(0, 1)).permute(1, 2, 0).numpy(), interpolation="nearest")
         if titles is not None:
-            ax.set_title(titles[i], fontsize=8)
+            ax.set_title(titles[i], fontsize=FONT)
         elif labels is not None:
             label = int(labels[i])
-            ax.set_title(classes[label] if classes is not None else str(label), fontsize=8)
-    fig.tight_layout()
+            ax.set_title(classes[label] if classes is not None else str(label), fontsize=FONT)
+    fig.tight_layout(pad=0.2)
     return fig
 
 
@@ -71,55 +55,46 @@ def _as_history(run: History | dict[str, Any]) -> History:
 
 
 def _run_label(history: History, default: str) -> str:
-    env = history.meta.get("environment", {})
-    config = history.meta.get("config", {})
-    where = env.get("device_name")
-    kind = "CPU preview" if config.get("is_preview") else default
+    where = history.meta.get("environment", {}).get("device_name")
+    kind = "CPU preview" if history.meta.get("config", {}).get("is_preview") else default
     return f"{kind} ({where})" if where else kind
 
 
 def plot_history(history: History | dict[str, Any], reference: History | dict[str, Any] | None = None) -> Any:
-    """Learning curves: loss per step and per epoch, accuracy per epoch, learning rate.
+    """Learning curves, one row per run: loss per step and per epoch, accuracy per epoch, learning rate.
 
     With ``reference`` (a recorded run, e.g. the GPU run loaded from JSON), a second row
-    shows it beside the reader's run, labelled with the hardware it was measured on.
+    shows it below the reader's run, headed by the hardware it was measured on.
 
     Args:
         history: The run to plot (a :class:`History` or its ``to_dict()``).
-        reference: Another run to plot below it: a :class:`History`, its ``to_dict()``,
-            a dictionary with a ``"history"`` entry, or a record of
-            :mod:`xception_lib.chapters.experiments` (its first run); ``None``: only ``history``.
+        reference: Another run: a :class:`History`, its ``to_dict()``, a dictionary with a
+            ``"history"`` entry, or a record of :mod:`xception_lib.chapters.experiments` (its first run).
     """
     import matplotlib.pyplot as plt
 
-    runs = [(_as_history(history), "your run")]
-    if reference is not None:
-        runs.append((_as_history(reference), "recorded reference"))
-    fig, axes = plt.subplots(len(runs), 3, figsize=(13, 3.4 * len(runs)), squeeze=False)
-    for row, (run, default) in enumerate(runs):
-        label = _run_label(run, default)
-        steps_per_epoch = run.steps / run.epochs if run.epochs else 1.0
-        ax = axes[row, 0]
-        if run.step_loss:
-            x = [(i + 1) / steps_per_epoch for i in range(run.steps)]
-            ax.plot(x, run.step_loss, color="0.7", lw=0.8, label="train (per step)")
+    runs = [(_as_history(history), "your run")] + ([(_as_history(reference), "recorded reference")] if reference is not None else [])
+    fig = plt.figure(figsize=(7.2, 2.9 * len(runs)), layout="constrained")
+    for subfig, (run, default) in zip(fig.subfigures(len(runs), 1, squeeze=False)[:, 0], runs):
+        subfig.suptitle(_run_label(run, default), fontsize=FONT + 1)
+        axes = subfig.subplots(1, 3)
+        per_step = run.steps / run.epochs if run.epochs else 1.0
         epochs = list(range(1, run.epochs + 1))
-        ax.plot(epochs, run.train_loss, "o-", label="train (epoch mean)")
-        ax.plot(epochs, run.test_loss, "s-", label="test")
-        ax.set(xlabel="epoch", ylabel="cross-entropy", title=f"Loss: {label}")
-        ax.legend(fontsize=8)
-        ax = axes[row, 1]
-        ax.plot(epochs, [100 * a for a in run.train_acc], "o-", label="train (augmented)")
-        ax.plot(epochs, [100 * a for a in run.test_acc], "s-", label="test")
-        ax.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
-        ax.legend(fontsize=8)
-        ax = axes[row, 2]
+        if run.step_loss:
+            axes[0].plot([(i + 1) / per_step for i in range(run.steps)], run.step_loss, color="0.75", lw=0.7, label="train, per step")
+        axes[0].plot(epochs, run.train_loss, "o-", ms=3, color="tab:blue", label="train (epoch mean)")
+        axes[0].plot(epochs, run.test_loss, "s-", ms=3, color="tab:orange", label="test")
+        axes[1].plot(epochs, [100 * a for a in run.train_acc], "o-", ms=3, color="tab:blue", label="train (epoch mean)")
+        axes[1].plot(epochs, [100 * a for a in run.test_acc], "s-", ms=3, color="tab:orange", label="test")
         if run.step_lr:
-            ax.plot([(i + 1) / steps_per_epoch for i in range(len(run.step_lr))], run.step_lr)
-        ax.set(xlabel="epoch", ylabel="learning rate", title="Learning-rate schedule")
-        for ax in axes[row]:
+            axes[2].plot([(i + 1) / per_step for i in range(len(run.step_lr))], run.step_lr, color="0.3")
+        for ax, ylabel in zip(axes, ("cross-entropy", "accuracy (%)", "learning rate")):
+            ax.set_xlabel("epoch", fontsize=FONT)
+            ax.set_ylabel(ylabel, fontsize=FONT)
+            ax.tick_params(labelsize=FONT)
             ax.grid(alpha=0.3)
-    fig.tight_layout()
+        handles = dict(zip(*reversed(axes[0].get_legend_handles_labels()))) | dict(zip(*reversed(axes[1].get_legend_handles_labels())))
+        subfig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=4, fontsize=FONT, frameon=False)
     return fig
 
 
@@ -135,34 +110,36 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str], *, norma
 
     counts = matrix.double()
     shown = 100 * counts / counts.sum(1, keepdim=True).clamp(min=1) if normalize else counts
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    fig, ax = plt.subplots(figsize=(6.4, 5.4))
     im = ax.imshow(shown.numpy(), cmap="Blues")
     n = len(classes)
-    ax.set_xticks(range(n), classes, rotation=45, ha="right")
-    ax.set_yticks(range(n), classes)
-    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=FONT + 1)
+    ax.set_yticks(range(n), classes, fontsize=FONT + 1)
+    ax.set_xlabel("predicted class", fontsize=FONT + 1)
+    ax.set_ylabel("true class", fontsize=FONT + 1)
     top = float(shown.max())
     for i in range(n):
         for j in range(n):
             value = float(shown[i, j])
-            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7, color="white" if value > top / 2 else "black")
-    fig.colorbar(im, ax=ax, label="% of the true class" if normalize else "images")
+            ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=FONT, color="white" if value > top / 2 else "black")
+    colorbar = fig.colorbar(im, ax=ax)
+    colorbar.set_label("% of the true class" if normalize else "images", fontsize=FONT + 1)
+    colorbar.ax.tick_params(labelsize=FONT)
     fig.tight_layout()
     return fig
 
 
 def plot_predictions(
-    images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], *, ncols: int = 8
+    images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], *, ncols: int = 5
 ) -> Any:
-    """Images titled with the predicted class and its probability, green if right, red if wrong."""
-    fig = plot_images(images, ncols=ncols, titles=[""] * len(images), size=1.4)
+    """Images titled with the predicted class and its probability, green if right, red if wrong (with the true class)."""
     confidence, predicted = probabilities.max(1)
-    for i, ax in enumerate(fig.axes[: len(images)]):
-        right = int(predicted[i]) == int(labels[i])
-        ax.set_title(
-            f"{classes[int(predicted[i])]} {float(confidence[i]):.0%}\n(true: {classes[int(labels[i])]})",
-            fontsize=7,
-            color="tab:green" if right else "tab:red",
-        )
-    fig.tight_layout()
+    right = [int(predicted[i]) == int(labels[i]) for i in range(len(images))]
+    titles = [
+        f"{classes[int(predicted[i])]} {float(confidence[i]):.0%}\n" + ("right" if right[i] else f"true: {classes[int(labels[i])]}")
+        for i in range(len(images))
+    ]
+    fig = plot_images(images, ncols=ncols, titles=titles, size=1.44)
+    for ax, ok in zip(fig.axes, right):
+        ax.title.set_color("tab:green" if ok else "tab:red")
     return fig

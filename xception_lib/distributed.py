@@ -1,0 +1,99 @@
+"""Everything :func:`xception_lib.train.fit` does differently under ``torchrun``, in one place.
+
+Every process runs the same script; ``fit`` finds the process group the script initialised::
+
+    # train_ddp.py; run with: torchrun --nproc_per_node=4 train_ddp.py
+    torch.distributed.init_process_group("nccl")  # "gloo" for CPU processes
+    device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    torch.cuda.set_device(device)
+    model = xl.xception_cifar()  # DDP starts every process from rank 0's weights
+    history = xl.train.fit(model, xl.data.load_cifar("cifar10"), device=device, checkpoint_dir="runs/ddp")
+    torch.distributed.destroy_process_group()
+
+``TrainConfig.batch_size`` stays the global batch: each process takes every
+``world_size``-th image of the epoch's order (:class:`~xception_lib.loader.GpuLoader`),
+``DistributedDataParallel`` averages the gradients, metrics are summed over processes, and
+only rank 0 writes checkpoints and reports. Two processes with batch ``B`` train as one
+with batch ``B`` does, up to the order of floating-point sums, for a model without batch
+norm (``tests/test_ddp.py``); with batch norm each process normalises its own shard unless
+``TrainConfig.sync_batchnorm`` applies (CUDA only). Without a process group, every function
+here does what one process needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+__all__ = ["all_reduce_sum", "barrier", "broadcast_buffers", "rank_and_world_size", "synced_batchnorm", "wrap"]
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """``(rank, world_size)`` of the running ``torch.distributed`` group, or ``(0, 1)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over all processes (a new tensor; ``values`` itself in one process)."""
+    if rank_and_world_size()[1] > 1:
+        values = values.clone()
+        torch.distributed.all_reduce(values)
+    return values
+
+
+def barrier() -> None:
+    """Wait until every process gets here (e.g. until rank 0 has written the checkpoint)."""
+    if rank_and_world_size()[1] > 1:
+        torch.distributed.barrier()
+
+
+def broadcast_buffers(model: nn.Module) -> None:
+    """Give every process rank 0's buffers (batch-norm running statistics), which differ after an
+    epoch's last step without SyncBatchNorm: evaluation, checkpoint and result are rank 0's model."""
+    if rank_and_world_size()[1] > 1:
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
+
+
+@contextlib.contextmanager
+def synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, ``model``'s batch-norm layers are ``nn.SyncBatchNorm`` layers.
+
+    Each shares the parameters and buffers of the layer it replaces, so an optimizer built on
+    the original parameters trains it and ``model.state_dict()`` keeps its keys. On exit (also
+    on an error) the original layers, holding the trained values, are put back.
+    """
+    swaps = [
+        (parent, name, child, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+        for parent in list(model.modules())
+        for name, child in parent.named_children()
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm)
+    ]
+    for parent, name, _, synced in swaps:
+        setattr(parent, name, synced)
+    try:
+        yield model
+    finally:
+        for parent, name, original, synced in reversed(swaps):
+            original.train(synced.training)
+            setattr(parent, name, original)
+
+
+@contextlib.contextmanager
+def wrap(model: nn.Module, device: torch.device, *, sync_batchnorm: bool, compile: bool) -> Iterator[nn.Module]:
+    """What the training steps call: ``model`` in ``DistributedDataParallel`` (several processes),
+    with SyncBatchNorm (asked for, several processes, CUDA) and compiled (asked for). Evaluation
+    and checkpoints use ``model`` itself, whose state-dict keys do not depend on the wrappers."""
+    world_size = rank_and_world_size()[1]
+    sync = sync_batchnorm and world_size > 1 and device.type == "cuda"  # SyncBatchNorm needs a GPU
+    with synced_batchnorm(model) if sync else contextlib.nullcontext(model):
+        wrapped = model
+        if world_size > 1:
+            device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
+            wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+        yield torch.compile(wrapped) if compile else wrapped
