@@ -1,6 +1,6 @@
 """Tests of xception_lib.data: finding, checking, decoding and caching CIFAR.
 
-The GpuLoader's tests are in test_data_loader.py.
+The GpuLoader's tests are in test_loader.py.
 """
 
 from __future__ import annotations
