@@ -39,29 +39,23 @@ def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> tor
 
 
 def grad_cam(
-    model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow", device: torch.device | str | None = None
+    model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Grad-CAM maps of a batch of preprocessed images.
+    """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode.
 
-    Args:
-        model: An :class:`~xception_lib.Xception` (run in eval mode; its mode is restored).
-        images: N x 3 x H x W (or 3 x H x W) preprocessed images.
-        target: The class to explain: one index for every image, a list with one index
-            per image, ``"top1"`` (or ``None``) for each image's predicted class,
-            ``"top2"`` for its runner-up, and so on.
-        stage: The stage whose output is weighted (any key of ``model.stages()``); the
-            last one, ``"exit_flow"``, is the usual choice: the most semantic, coarsest map.
-        device: Where to compute (default: the model's device). The model is moved there.
-
-    Returns:
-        N x H x W maps in [0, 1] (each divided by its maximum; all zeros where no location
-        has positive evidence), on the CPU.
+    ``target`` is the class to explain: one index for every image, a list with one per image,
+    ``"top1"`` (or ``None``) for each image's predicted class, ``"top2"`` for its runner-up...
+    ``stage`` is any key of ``model.stages()``; the last, ``"exit_flow"``, is the usual choice:
+    the most semantic, coarsest map. Each map is divided by its maximum (zeros where no
+    location has positive evidence).
     """
     return grad_cams(model, images, [target], stage=stage, device=device)[0][0]
 
 
 def grad_cams(
-    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow", device: torch.device | str | None = None
+    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow",
+    device: torch.device | str | None = None,
 ) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
     """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`).
 
@@ -112,32 +106,12 @@ def _target_classes(target: Target, ranked: torch.Tensor) -> list[int]:
 
 
 def plot_grad_cam(
-    model: Xception,
-    images: torch.Tensor,
-    targets: Sequence[Target],
-    *,
-    class_names: Sequence[str] | None = None,
-    image_names: Sequence[str] | None = None,
-    stage: str = "exit_flow",
-    spec: Preprocessing | None = None,
-    device: torch.device | str | None = None,
-    title: str | None = None,
+    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, class_names: Sequence[str] | None = None,
+    image_names: Sequence[str] | None = None, stage: str = "exit_flow", spec: Preprocessing | None = None,
+    device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
-    """Each image, then its Grad-CAM map for each target class, overlaid on it.
-
-    Args:
-        model: The model to explain.
-        images: N x 3 x H x W preprocessed images.
-        targets: One entry per column, as ``target`` of :func:`grad_cam`.
-        class_names: Names of the model's classes, for the panel titles.
-        image_names: A name per image, for the row labels.
-        stage: The stage whose output Grad-CAM weighs.
-        spec: The images' preprocessing, to show them in their true colours.
-        device: Where to compute.
-        title: The figure's title (default: names the stage).
-
-    Returns:
-        A figure 7 in wide with N rows and ``1 + len(targets)`` panels per row.
+    """A row per image: the image, then its Grad-CAM map for each of ``targets`` (each one as
+    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour.
     """
     from xception_lib.chapters.viz import panel_grid
 

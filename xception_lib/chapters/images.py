@@ -1,15 +1,9 @@
 """Example images and the preprocessing each model expects.
 
-Chapter 7 looks at one of two kinds of model, each trained on differently prepared images:
-
-* the ImageNet Xception (timm's ``legacy_xception``, a port of the Keras weights) sees
-  299 x 299 RGB images scaled to [-1, 1], that is ``mean = std = (0.5, 0.5, 0.5)``;
-* a CIFAR-10 model (:func:`xception_lib.xception_cifar`) sees 32 x 32 images normalised
-  with the CIFAR-10 statistics of :data:`xception_lib.data.DATASETS`.
-
-A :class:`Preprocessing` records one of these recipes; :func:`preprocess` applies it and
-:func:`to_display` undoes it for plotting. The photos come bundled with scikit-image (no
-download); CIFAR-10 test images come from :func:`xception_lib.data.load_cifar`.
+The ImageNet Xception (timm's port of the Keras weights) sees 299 x 299 images scaled to
+[-1, 1]; a CIFAR-10 model sees 32 x 32 images normalised with the statistics of
+:data:`xception_lib.data.DATASETS`. :func:`preprocess` applies a :class:`Preprocessing`,
+:func:`to_display` undoes it. Photos come with scikit-image; CIFAR-10 from :mod:`xception_lib.data`.
 """
 
 from __future__ import annotations
@@ -30,14 +24,8 @@ _KINDS = ("imagenet", "cifar10")
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a model wants its input images.
-
-    Attributes:
-        size: Height and width of the square input (the shorter side is resized to it,
-            then the centre is cropped).
-        mean: Per-channel mean subtracted from images in [0, 1].
-        std: Per-channel standard deviation the result is divided by.
-        name: What the recipe is for, for figure titles.
+    """How a model wants its images: the shorter side resized to ``size`` and the centre
+    cropped, then per-channel ``(image - mean) / std`` on values in [0, 1]; ``name`` for titles.
     """
 
     size: int
@@ -65,12 +53,7 @@ def preprocessing_for(kind: str) -> Preprocessing:
 
 
 def photo(name: str) -> np.ndarray:
-    """A photo bundled with scikit-image, as an H x W x 3 uint8 array.
-
-    Args:
-        name: A scikit-image data function returning an RGB image, e.g. ``"chelsea"`` (a cat),
-            ``"coffee"`` (a cup of coffee), ``"astronaut"`` (Eileen Collins), ``"rocket"``.
-    """
+    """A photo bundled with scikit-image as H x W x 3 uint8, e.g. ``"chelsea"`` (a cat), ``"coffee"``."""
     import skimage.data
 
     loader = getattr(skimage.data, name, None)
@@ -88,11 +71,9 @@ def photos(names: Sequence[str] = PHOTO_NAMES) -> dict[str, np.ndarray]:
 
 
 def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n`` CIFAR-10 test images of ``n`` different classes, each 32 x 32 x 3 uint8.
+    """``n`` CIFAR-10 test images (32 x 32 x 3 uint8) of ``n`` classes, keyed like ``"test 1234: cat"``.
 
-    The keys name the image and its true class (``"test 1234: cat"``); the images are the
-    first of distinct classes in a seeded random order, so a chapter shows the same ones at
-    every build and never three airplanes.
+    The first of distinct classes in a seeded random order: the same at every build, never three airplanes.
     """
     from xception_lib.data import load_cifar
 
@@ -100,12 +81,10 @@ def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
     if not 1 <= n <= len(arrays.classes):
         raise ValueError(f"n must be in [1, {len(arrays.classes)}] (one image per class), got {n}")
     labels = arrays.test_labels.tolist()
-    chosen: dict[int, int] = {}  # class -> image index
+    chosen: dict[int, int] = {}  # class -> its first image in a seeded random order
     for i in np.random.default_rng(seed).permutation(len(labels)).tolist():
         chosen.setdefault(labels[i], i)
-        if len(chosen) == n:
-            break
-    return {f"test {i}: {arrays.classes[c]}": arrays.test_images[i].permute(1, 2, 0).numpy() for c, i in chosen.items()}
+    return {f"test {i}: {arrays.classes[c]}": arrays.test_images[i].permute(1, 2, 0).numpy() for c, i in list(chosen.items())[:n]}
 
 
 def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
@@ -137,17 +116,10 @@ def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) ->
 def preprocess(
     images: np.ndarray | torch.Tensor | Sequence[np.ndarray], spec: Preprocessing, *, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """Resize the shorter side to ``spec.size``, crop the centre and normalise.
+    """N x 3 x ``spec.size`` x ``spec.size`` floats: resized, centre-cropped and normalised.
 
-    Args:
-        images: One RGB image (H x W x 3 or 3 x H x W; uint8 in [0, 255] or float in
-            [0, 1]), a batch of them (N x H x W x 3 or N x 3 x H x W), or a list of images
-            of different sizes.
-        spec: The model's :class:`Preprocessing`.
-        device: Where the returned tensor lives.
-
-    Returns:
-        A float tensor N x 3 x ``spec.size`` x ``spec.size``.
+    ``images``: one RGB image (H x W x 3 or 3 x H x W; uint8 in [0, 255] or float in [0, 1]),
+    a batch of them (N x H x W x 3 or N x 3 x H x W), or a list of images of any sizes.
     """
     out = []
     for image in _as_float_batch(images):
@@ -162,11 +134,9 @@ def preprocess(
 
 
 def to_display(x: torch.Tensor, spec: Preprocessing | None = None) -> np.ndarray:
-    """Undo :func:`preprocess` for one image: 3 x H x W (or 1 x 3 x H x W) -> H x W x 3 in [0, 1].
+    """Undo :func:`preprocess` for one image (3 x H x W or 1 x 3 x H x W) -> H x W x 3 in [0, 1].
 
-    Args:
-        x: A preprocessed image.
-        spec: Its preprocessing; ``None`` rescales the image's own range to [0, 1].
+    ``spec=None`` rescales the image's own range to [0, 1].
     """
     x = x.detach().float().cpu()
     if x.dim() == 4 and x.shape[0] == 1:

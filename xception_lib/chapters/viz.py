@@ -1,18 +1,10 @@
 """Looking inside Xception: feature maps, first-layer filters, separable convolutions, statistics.
 
-Every plotting function returns its matplotlib ``Figure`` (matplotlib is imported inside the
-functions), drawn 7 in wide for the book's column with text of 9 pt or more, and runs on the
-CPU unless given a ``device``. Stage outputs come from
-:meth:`~xception_lib.Xception.forward_intermediates`; the one place that needs a hook (the
-input of a separable convolution inside a block) clones what it captures and removes the hook
-in a ``finally`` clause.
-
-This module is the one namespace chapter 7 needs: it re-exports the image helpers of
-:mod:`xception_lib.chapters.images` and Grad-CAM from :mod:`xception_lib.chapters.gradcam`,
-and it finds the best trained model available (:func:`load_best_available_model`): a CIFAR-10
-checkpoint you name, else the pretrained ImageNet weights where they can be downloaded, else
-the small CIFAR-10 Xception shipped in ``xception_lib/assets`` (made by
-``tools/train_small_cifar.py``, whose provenance file says how).
+Figures are drawn 7 in wide for the book's column, with text of 9 pt or more. Stage outputs
+come from :meth:`~xception_lib.Xception.forward_intermediates`; the one hook (the input of a
+separable convolution inside a block) clones what it captures and is always removed. The
+module re-exports the image helpers and Grad-CAM, and finds the best trained model available
+(:func:`load_best_available_model`).
 """
 
 from __future__ import annotations
@@ -32,18 +24,9 @@ import numpy as np
 import torch
 
 from xception_lib.chapters.gradcam import _device_of, grad_cam, grad_cams, plot_grad_cam
-from xception_lib.chapters.images import (
-    CIFAR10,
-    IMAGENET_XCEPTION,
-    PHOTO_NAMES,
-    Preprocessing,
-    example_images,
-    imagenet_categories,
-    photo,
-    photos,
-    preprocess,
-    preprocessing_for,
-    to_display,
+from xception_lib.chapters.images import (  # re-exported: the chapter needs only xl.viz
+    CIFAR10, IMAGENET_XCEPTION, PHOTO_NAMES, Preprocessing, example_images, imagenet_categories, photo, photos,
+    preprocess, preprocessing_for, to_display,
 )
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SeparableConv2d
@@ -56,39 +39,12 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "CIFAR10",
-    "CHECKPOINT_ENV",
-    "IMAGENET_XCEPTION",
-    "PHOTO_NAMES",
-    "SMALL_CHECKPOINT",
-    "AvailableModel",
-    "Preprocessing",
-    "activation_statistics",
-    "class_names_for",
-    "example_images",
-    "grad_cam",
-    "grad_cams",
-    "imagenet_categories",
-    "load_best_available_model",
-    "load_cifar_checkpoint",
-    "load_pretrained_imagenet",
-    "panel_grid",
-    "photo",
-    "photos",
-    "plot_activation_statistics",
-    "plot_feature_maps",
-    "plot_first_filters",
-    "plot_grad_cam",
-    "plot_separable_steps",
-    "plot_stages",
-    "plot_top_k",
-    "preprocess",
-    "preprocessing_for",
-    "select_channels",
-    "small_checkpoint_provenance",
-    "stage_outputs",
-    "to_display",
-    "top_k",
+    "CIFAR10", "CHECKPOINT_ENV", "IMAGENET_XCEPTION", "PHOTO_NAMES", "SMALL_CHECKPOINT", "AvailableModel",
+    "Preprocessing", "activation_statistics", "class_names_for", "example_images", "grad_cam", "grad_cams",
+    "imagenet_categories", "load_best_available_model", "load_cifar_checkpoint", "load_pretrained_imagenet",
+    "panel_grid", "photo", "photos", "plot_activation_statistics", "plot_feature_maps", "plot_first_filters",
+    "plot_grad_cam", "plot_separable_steps", "plot_stages", "plot_top_k", "preprocess", "preprocessing_for",
+    "select_channels", "small_checkpoint_provenance", "stage_outputs", "to_display", "top_k",
 ]
 
 ModelKind = Literal["imagenet", "cifar10"]
@@ -99,16 +55,7 @@ WIDTH = 7.0
 
 
 def stage_outputs(model: Xception, images: torch.Tensor, *, device: torch.device | str | None = None) -> OrderedDict[str, torch.Tensor]:
-    """Every named stage's output for preprocessed images (eval mode, no gradients), on the CPU.
-
-    Args:
-        model: The model (moved to ``device``, default: where it is).
-        images: N x 3 x H x W (or 3 x H x W) preprocessed images.
-        device: Where to run.
-
-    Returns:
-        ``{"stem": ..., "entry_flow.block1": ..., ..., "exit_flow": ...}``, N x C x h x w each.
-    """
+    """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
     device = _device_of(model, device)
     x = images[None] if images.dim() == 3 else images
     with eval_mode(model.to(device)), torch.no_grad():
@@ -117,15 +64,10 @@ def stage_outputs(model: Xception, images: torch.Tensor, *, device: torch.device
 
 
 def select_channels(activation: torch.Tensor, channels: str | Sequence[int] = "active", n: int = 16, *, seed: int = 0) -> list[int]:
-    """Choose which channels of a C x h x w activation to show.
+    """Which channels of one image's C x h x w activation to show.
 
-    Args:
-        activation: One image's stage output, C x h x w.
-        channels: ``"active"``: the ``n`` channels with the largest mean after ReLU (what
-            the next layer lets through), most active first; ``"random"``: ``n`` channels
-            drawn with ``seed``; or an explicit sequence of channel indices.
-        n: How many channels (ignored for explicit indices).
-        seed: Seed of the random choice.
+    ``channels="active"``: the ``n`` channels with the largest mean after ReLU (what the next
+    layer lets through), most active first; ``"random"``: ``n`` drawn with ``seed``; or indices.
     """
     if activation.dim() != 3:
         raise ValueError(f"expected one image's activation C x h x w, got shape {tuple(activation.shape)}")
@@ -149,32 +91,19 @@ def select_channels(activation: torch.Tensor, channels: str | Sequence[int] = "a
 
 
 def panel_grid(nrows: int, ncols: int, *, height: float | None = None, title_room: float = 0.45) -> tuple[Figure, np.ndarray]:
-    """A ``WIDTH``-inch-wide figure of ``nrows x ncols`` panels without ticks.
-
-    Args:
-        nrows: Rows of panels.
-        ncols: Panels per row.
-        height: Height of a row in inches (default: square panels plus room for a title).
-        title_room: Inches added for the figure's title.
-
-    Returns:
-        The figure and an ``nrows x ncols`` array of axes.
-    """
+    """A ``WIDTH``-inch-wide figure and its ``nrows x ncols`` axes without ticks; ``height``: of a row."""
     import matplotlib.pyplot as plt
 
     row = height if height is not None else WIDTH / ncols + 0.3
     fig, axes = plt.subplots(nrows, ncols, figsize=(WIDTH, row * nrows + title_room), squeeze=False, layout="constrained")
     for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
+        ax.set(xticks=[], yticks=[])
     return fig, axes
 
 
 def _robust_range(x: torch.Tensor, q: float = 0.995) -> tuple[float, float]:
     """(low, high) from quantiles, so one hot pixel does not wash out a map."""
     flat = x.flatten().float()
-    if flat.numel() > 1_000_000:
-        flat = flat[torch.randperm(flat.numel(), generator=torch.Generator().manual_seed(0))[:1_000_000]]
     lo, hi = float(torch.quantile(flat, 1 - q)), float(torch.quantile(flat, q))
     return (lo, hi) if hi > lo else (lo, lo + 1e-6)
 
@@ -189,6 +118,7 @@ def _show_map(ax: Axes, m: torch.Tensor, label: str, scale: tuple[float, float] 
         lo, hi = scale if scale is not None else _robust_range(m)
         ax.imshow(m.numpy(), cmap="viridis", vmin=max(lo, 0.0), vmax=hi, interpolation="nearest")
     ax.set_title(label, fontsize=9)
+    ax.set(xticks=[], yticks=[])
 
 
 def _one_image(image: torch.Tensor) -> torch.Tensor:
@@ -199,17 +129,9 @@ def _one_image(image: torch.Tensor) -> torch.Tensor:
 
 
 def plot_feature_maps(
-    model: Xception,
-    image: torch.Tensor,
-    stage: str,
-    *,
-    channels: str | Sequence[int] = "active",
-    n: int = 16,
-    ncols: int = 8,
-    seed: int = 0,
-    normalize: Literal["channel", "stage"] = "channel",
-    device: torch.device | str | None = None,
-    title: str | None = None,
+    model: Xception, image: torch.Tensor, stage: str, *, channels: str | Sequence[int] = "active", n: int = 16,
+    ncols: int = 8, seed: int = 0, normalize: Literal["channel", "stage"] = "channel",
+    device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
     """A grid of one stage's feature maps for one image, after ReLU.
 
@@ -217,10 +139,8 @@ def plot_feature_maps(
         model: The model.
         image: One preprocessed image, 3 x H x W or 1 x 3 x H x W.
         stage: A key of ``model.stages()``: ``"stem"``, ``"entry_flow.block1"`` ... ``"exit_flow"``.
-        channels: ``"active"``, ``"random"`` or indices (see :func:`select_channels`).
-        n: How many channels for ``"active"`` and ``"random"``.
+        channels, n, seed: Which channels (see :func:`select_channels`).
         ncols: Panels per row.
-        seed: Seed for ``"random"``.
         normalize: ``"channel"`` scales each map to its own range (the pattern of every
             channel); ``"stage"`` uses one range for all (which channels respond strongly).
         device: Where to run the model.
@@ -249,13 +169,8 @@ def plot_feature_maps(
 
 
 def plot_stages(
-    model: Xception,
-    image: torch.Tensor,
-    *,
-    n: int = 6,
-    stages: Sequence[str] | None = None,
-    device: torch.device | str | None = None,
-    title: str | None = None,
+    model: Xception, image: torch.Tensor, *, n: int = 6, stages: Sequence[str] | None = None,
+    device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
     """The ``n`` most active channels of every stage (or of ``stages``) for one image, a row each."""
     outs = stage_outputs(model, _one_image(image), device=device)
@@ -269,7 +184,7 @@ def plot_stages(
         for col, ch in enumerate(select_channels(act, "active", n)):
             _show_map(axes[row, col], act[ch].clamp_min(0), f"ch {ch}")
         c, h, w = act.shape
-        axes[row, 0].set_ylabel(f"{name.replace('_flow.', ' ')}\n{c} x {h}x{w}", fontsize=9)
+        axes[row, 0].set_ylabel(f"{name.replace('_flow', '').replace('.block', ' ')}\n{c} x {h}x{w}", fontsize=9)
     fig.suptitle(title or "Most active channels of each stage (after ReLU, each on its own scale)", fontsize=11)
     return fig
 
@@ -320,14 +235,8 @@ def _separable_input(model: Xception, x: torch.Tensor, layer: str) -> torch.Tens
 
 
 def plot_separable_steps(
-    model: Xception,
-    image: torch.Tensor,
-    layer: str = "entry_flow.block1.layers.sep1",
-    *,
-    inputs: int = 4,
-    outputs: int = 3,
-    device: torch.device | str | None = None,
-    title: str | None = None,
+    model: Xception, image: torch.Tensor, layer: str = "entry_flow.block1.layers.sep1", *, inputs: int = 4,
+    outputs: int = 3, device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
     """One separable convolution, step by step: depthwise per channel, then pointwise mixing.
 
@@ -336,19 +245,8 @@ def plot_separable_steps(
     pointwise weights from those channels to ``outputs`` output channels, and the outputs,
     each a weighted sum of *all* depthwise outputs. Outputs are the most active channels
     (largest mean absolute value); inputs are those contributing most to them (pointwise
-    weight x depthwise activity). Red positive, blue negative, white zero.
-
-    Args:
-        model: The model.
-        image: One preprocessed image.
-        layer: Name of a :class:`~xception_lib.SeparableConv2d` in the model.
-        inputs: Input channels to show.
-        outputs: Output channels to show.
-        device: Where to run the model.
-        title: The figure's title.
-
-    Returns:
-        A figure with ``3 * inputs + 1 + outputs`` panels.
+    weight x depthwise activity). Red positive, blue negative, white zero. ``layer`` names a
+    :class:`~xception_lib.SeparableConv2d` of the model.
     """
     import matplotlib.pyplot as plt
 
@@ -376,9 +274,6 @@ def plot_separable_steps(
             _show_map(grid[row, col], m, f"{label}, ch {i}", signed=True)
     for ax, label in zip(grid[:, 0], ("input", "3x3 kernel", "after\ndepthwise")):
         ax.set_ylabel(label, fontsize=9)
-    for ax in [*grid.flat]:
-        ax.set_xticks([])
-        ax.set_yticks([])
     top.suptitle(f"Step 1, depthwise: each of the {c_in} channels is filtered on its own", fontsize=10)
 
     lower = bottom.subplots(1, 1 + outputs, squeeze=False, width_ratios=[1.6] + [1.0] * outputs)[0]
@@ -392,8 +287,6 @@ def plot_separable_steps(
     lower[0].set_title("pointwise weights", fontsize=9)
     for col, o in enumerate(outs, start=1):
         _show_map(lower[col], pointwise[0, o], f"output ch {o}", signed=True)
-        lower[col].set_xticks([])
-        lower[col].set_yticks([])
     bottom.suptitle(f"Step 2, pointwise: each of the {c_out} outputs sums all {c_in} depthwise channels", fontsize=10)
     h, w_ = depthwise.shape[-2:]
     fig.suptitle(title or f"{layer}: {c_in} -> {c_out} channels at {h}x{w_}", fontsize=11)
@@ -416,37 +309,24 @@ def activation_statistics(model: Xception, images: torch.Tensor, *, device: torc
     rows = {}
     for name, act in stage_outputs(model, images, device=device).items():
         relu = act.clamp_min(0)
-        rows[name] = {
-            "channels": act.shape[1],
-            "height": act.shape[2],
-            "width": act.shape[3],
-            "mean": float(act.mean()),
-            "std": float(act.std()),
-            "mean_relu": float(relu.mean()),
-            "sparsity": float((act <= 0).float().mean()),
-            "dead_channels": float((relu.amax(dim=(0, 2, 3)) == 0).float().mean()),
-        }
+        rows[name] = dict(
+            channels=act.shape[1], height=act.shape[2], width=act.shape[3], mean=float(act.mean()), std=float(act.std()),
+            mean_relu=float(relu.mean()), sparsity=float((act <= 0).float().mean()),
+            dead_channels=float((relu.amax(dim=(0, 2, 3)) == 0).float().mean()),
+        )
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
 
 
 def plot_activation_statistics(stats: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
-    """Mean after ReLU, spread, sparsity and dead channels per stage: four line plots.
-
-    Args:
-        stats: The output of :func:`activation_statistics`, or several of them keyed by a
-            label (e.g. ``{"images": ..., "noise": ...}``) to compare.
-        title: The figure's title.
+    """Mean after ReLU, spread, sparsity and dead channels per stage: four line plots of
+    :func:`activation_statistics`, or of several of them keyed by a label to compare.
     """
     import matplotlib.pyplot as plt
 
     series = dict(stats) if isinstance(stats, Mapping) else {"": stats}
     fig, grid = plt.subplots(2, 2, figsize=(WIDTH, 5.6), layout="constrained")
-    panels = [
-        ("mean_relu", "mean after ReLU"),
-        ("std", "standard deviation"),
-        ("sparsity", "fraction zero after ReLU"),
-        ("dead_channels", "channels never firing"),
-    ]
+    panels = [("mean_relu", "mean after ReLU"), ("std", "standard deviation"),
+              ("sparsity", "fraction zero after ReLU"), ("dead_channels", "channels never firing")]
     for ax, (key, label) in zip(grid.flat, panels):
         for name, frame in series.items():
             short = [s.replace("_flow", "").replace(".block", " ") for s in frame.index]
@@ -482,15 +362,9 @@ def top_k(model: Xception, images: torch.Tensor, class_names: Sequence[str], *, 
 
 
 def plot_top_k(
-    model: Xception,
-    images: torch.Tensor,
-    class_names: Sequence[str],
-    *,
-    k: int = 5,
-    image_names: Sequence[str] | None = None,
-    spec: Preprocessing | None = None,
-    device: torch.device | str | None = None,
-    title: str | None = None,
+    model: Xception, images: torch.Tensor, class_names: Sequence[str], *, k: int = 5,
+    image_names: Sequence[str] | None = None, spec: Preprocessing | None = None,
+    device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
     """Each image beside a bar chart of its top-``k`` classes (two images per row)."""
     from matplotlib.ticker import MaxNLocator, PercentFormatter
@@ -533,14 +407,8 @@ _CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "fro
 
 
 class AvailableModel(NamedTuple):
-    """What :func:`load_best_available_model` found.
-
-    Attributes:
-        model: The model, in eval mode.
-        description: Which model it is and why, in lines of at most 88 characters.
-        kind: ``"imagenet"`` or ``"cifar10"`` (what its inputs and classes are).
-        test_accuracy: Its measured top-1 test accuracy where the file records one, else ``None``.
-    """
+    """The model found (in eval mode), which it is and why (lines <= 88 characters), its kind
+    and its measured top-1 test accuracy where its file records one."""
 
     model: Xception
     description: str
@@ -557,8 +425,7 @@ def _offline_by_env() -> str | None:
 
 
 def _import_timm() -> Any:
-    """Import timm quietly (it imports tqdm.auto, which warns in notebooks without ipywidgets)."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # timm imports tqdm.auto, which warns in notebooks without ipywidgets
         warnings.simplefilter("ignore")
         import timm
     return timm
@@ -577,13 +444,9 @@ def _cached_weights(url: str) -> Path | None:
 def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
     """timm's pretrained ``legacy_xception`` converted with :func:`xception_lib.from_timm`.
 
-    Weights already in torch's hub cache load without network. Otherwise the host is probed
-    first (``timeout_s``), so an offline machine fails in seconds instead of waiting for a
-    download to time out; ``XCEPTION_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips the attempt.
-
-    Raises:
-        OSError: The weights cannot be downloaded (offline, host unreachable).
-        ImportError: timm is not installed.
+    Weights in torch's hub cache load without network. Otherwise the host is probed first, so
+    an offline machine fails (``OSError``) in ``timeout_s`` instead of waiting for a download
+    to time out; ``XCEPTION_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips the attempt.
     """
     from xception_lib.pretrained import from_timm
 
@@ -636,12 +499,8 @@ def load_cifar_checkpoint(path: str | Path, *, device: torch.device | str = "cpu
     The file must hold ``"model"`` (a state dict; ``torch.compile``'s ``_orig_mod.`` and
     ``DataParallel``'s ``module.`` prefixes are removed) and ``"model_config"``
     (``dataclasses.asdict`` of its :class:`~xception_lib.XceptionConfig`); checkpoints of
-    an older ``fit``, which kept the model config only in ``history["meta"]``, load too.
-
-    Raises:
-        FileNotFoundError: There is no such file.
-        ValueError: The file is unreadable or does not say which model it holds; the
-            message names the file and what to do.
+    an older ``fit``, which kept the model config only in ``history["meta"]``, load too. A
+    missing, unreadable or foreign file raises an error that names it and says what to do.
     """
     return _read_checkpoint(Path(path).expanduser())[0].to(device)
 
@@ -652,7 +511,8 @@ def small_checkpoint_provenance() -> dict[str, Any]:
 
 
 def load_best_available_model(
-    *, checkpoint: str | Path | None = None, allow_download: bool = True, timeout_s: float = 3.0, device: torch.device | str = "cpu"
+    *, checkpoint: str | Path | None = None, allow_download: bool = True, timeout_s: float = 3.0,
+    device: torch.device | str = "cpu",
 ) -> AvailableModel:
     """The most informative trained Xception this machine can get, and what it is.
 
@@ -660,9 +520,6 @@ def load_best_available_model(
     ``$XCEPTION_CIFAR_CHECKPOINT``); it must load, or this raises, naming the file; (2) the
     pretrained ImageNet Xception (:func:`load_pretrained_imagenet`; needs the network or
     torch's hub cache); (3) the small CIFAR-10 Xception shipped with the package.
-
-    Raises:
-        FileNotFoundError, ValueError: A checkpoint you named cannot be loaded.
     """
     named = checkpoint or os.environ.get(CHECKPOINT_ENV)
     if named:
@@ -680,10 +537,9 @@ def load_best_available_model(
                 why = f"ImageNet weights unavailable: {type(error).__name__}: {error}"
         info = small_checkpoint_provenance()
         model, _ = _read_checkpoint(SMALL_CHECKPOINT)
-        env = info["environment"]
         text = (
             f"The small CIFAR-10 Xception shipped with xception_lib: {info['model']}, {info['parameters']:,} parameters, "
-            f"trained {info['epochs']} epochs on {info['threads']} thread(s) of an {env['device_name']} CPU; "
+            f"trained {info['epochs']} epochs on {info['threads']} CPU thread(s) ({info['environment']['device_name']}); "
             f"{info['test_accuracy']:.2%} test accuracy on the {info['test_images']:,} CIFAR-10 test images ({why[:120]})."
         )
         found = AvailableModel(model, text, "cifar10", float(info["test_accuracy"]))
