@@ -55,16 +55,19 @@ def test_preprocess_rejects_non_rgb() -> None:
 
 
 def test_to_display_rejects_a_batch() -> None:
-    with pytest.raises(ValueError, match="one image"):
+    with pytest.raises(ValueError, match="one RGB image"):
         im.to_display(torch.zeros(2, 3, 8, 8))
 
 
 def test_preprocessing_for_each_kind() -> None:
-    assert im.preprocessing_for("imagenet").size == 299
-    assert im.preprocessing_for("random") == im.IMAGENET_XCEPTION
-    assert im.preprocessing_for("cifar10").size == 32
+    from xception_lib.data import DATASETS
+
+    assert im.preprocessing_for("imagenet") == im.IMAGENET_XCEPTION
+    cifar = im.preprocessing_for("cifar10")
+    assert cifar.size == 32
+    assert (cifar.mean, cifar.std) == (DATASETS["cifar10"]["mean"], DATASETS["cifar10"]["std"])  # one source
     with pytest.raises(ValueError, match="kind must be one of"):
-        im.preprocessing_for("mnist")
+        im.preprocessing_for("random")
 
 
 def test_imagenet_categories_are_the_usual_1000() -> None:
@@ -74,19 +77,28 @@ def test_imagenet_categories_are_the_usual_1000() -> None:
 
 
 def test_example_images_for_imagenet_models_are_the_photos() -> None:
-    images = im.example_images("random", n=2)
+    images = im.example_images("imagenet", n=2)
     assert list(images) == list(im.PHOTO_NAMES[:2])
+    with pytest.raises(ValueError, match="kind must be one of"):
+        im.example_images("random")
 
 
-def test_cifar_test_images() -> None:
-    data = pytest.importorskip("xception_lib.data", reason="xception_lib.data not written yet")
+def test_cifar_test_images_are_of_distinct_classes() -> None:
+    from xception_lib import data
+
     try:
-        data.load_cifar("cifar10")
-    except Exception as error:  # no local copy and no network
+        arrays = data.load_cifar("cifar10", download=False)
+    except Exception as error:  # no local copy
         pytest.skip(f"CIFAR-10 unavailable here: {error}")
     images = im.cifar_test_images(4, seed=1)
-    assert len(images) == 4
-    assert all(a.shape == (32, 32, 3) and a.dtype == np.uint8 for a in images.values())
-    assert images.keys() == im.cifar_test_images(4, seed=1).keys()  # the seed fixes the choice
+    assert len(images) == 4 and images.keys() == im.cifar_test_images(4, seed=1).keys()  # the seed fixes the choice
+    classes = [name.split(": ")[1] for name in images]
+    assert len(set(classes)) == 4
+    for name, image in images.items():
+        index = int(name.split()[1].rstrip(":"))
+        assert arrays.classes[int(arrays.test_labels[index])] == name.split(": ")[1]
+        np.testing.assert_array_equal(image, arrays.test_images[index].permute(1, 2, 0).numpy())
     x = im.preprocess(list(images.values()), im.preprocessing_for("cifar10"))
     assert x.shape == (4, 3, 32, 32)
+    with pytest.raises(ValueError, match=r"n must be in \[1, 10\]"):
+        im.cifar_test_images(11)

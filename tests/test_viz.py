@@ -137,17 +137,17 @@ def test_separable_steps_reject_a_layer_that_is_not_separable(model: xl.Xception
 
 def test_activation_statistics(model: xl.Xception, image_71: torch.Tensor) -> None:
     stats = viz.activation_statistics(model, image_71)
-    assert [r["stage"] for r in stats] == list(model.stages())
+    assert list(stats.index) == list(model.stages())
     with torch.no_grad():
         outs = model.forward_intermediates(image_71)
-    for row in stats:
-        act = outs[row["stage"]]
+    for stage, row in stats.iterrows():
+        act = outs[stage]
         assert row["channels"] == act.shape[1]
         assert row["sparsity"] == pytest.approx(float((act <= 0).float().mean()))
         assert row["mean_relu"] == pytest.approx(float(act.clamp_min(0).mean()), rel=1e-5)
         never_positive = [c for c in range(act.shape[1]) if not bool((act[:, c] > 0).any())]
         assert row["dead_channels"] == pytest.approx(len(never_positive) / act.shape[1])
-    stem = stats[0]  # the stem ends with a ReLU: its output is its own ReLU
+    stem = stats.loc["stem"]  # the stem ends with a ReLU: its output is its own ReLU
     assert stem["mean"] == pytest.approx(stem["mean_relu"], rel=1e-5)
 
 
@@ -169,9 +169,31 @@ def test_top_k_is_sorted_probabilities(model: xl.Xception, image_71: torch.Tenso
         viz.top_k(model, image_71, names[:5])
 
 
-def test_top_k_plot_two_panels_per_image(model: xl.Xception, image_71: torch.Tensor) -> None:
-    fig = viz.plot_top_k(model, image_71, [f"c{i}" for i in range(7)], k=4)
+def test_top_k_plot_an_image_and_its_bars_per_image(model: xl.Xception, image_71: torch.Tensor) -> None:
+    fig = viz.plot_top_k(model, image_71, [f"c{i}" for i in range(7)], k=4, image_names=["a", "b"])
     assert len(fig.axes) == 4
+    assert [ax.get_title() for ax in fig.axes[::2]] == ["a", "b"]
+    assert len(fig.axes[1].patches) == 4  # four bars
+
+
+def test_figures_fit_the_column_with_readable_text(model: xl.Xception, image: torch.Tensor, image_71: torch.Tensor) -> None:
+    from matplotlib.text import Text
+
+    stats = viz.activation_statistics(model, image_71)
+    figures = {
+        "feature maps": viz.plot_feature_maps(model, image, "stem", n=16),
+        "stages": viz.plot_stages(model, image, n=6),
+        "filters": viz.plot_first_filters(model),
+        "separable": viz.plot_separable_steps(model, image),
+        "statistics": viz.plot_activation_statistics({"a": stats, "b": stats}),
+        "top-k": viz.plot_top_k(model, image_71, [f"class {i}" for i in range(7)]),
+        "grad-cam": viz.plot_grad_cam(model, image_71, ["top1", "top2"]),
+    }
+    for name, fig in figures.items():
+        fig.canvas.draw()  # tick labels exist only once drawn
+        assert fig.get_figwidth() <= 7.5, name
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= 9, (name, min(sizes))
 
 
 # ----------------------------------------------------------------- which model is available
@@ -181,38 +203,132 @@ def fail_download(**_: object) -> xl.Xception:
     raise OSError("simulated: no network")
 
 
-def test_falls_back_to_a_labelled_random_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.setattr(viz, "load_pretrained_imagenet", fail_download)
-    rng = torch.get_rng_state()
-    model, description, kind = viz.load_best_available_model(checkpoint=tmp_path / "missing.pt")
-    assert kind == "random"
-    assert description.startswith("Offline:") and "RANDOMLY INITIALISED" in description
-    assert "OSError" in description and "missing.pt" in description
-    assert "\n" not in description
-    assert model.config == xl.XceptionConfig.timm_port() and not model.training
-    assert torch.equal(torch.get_rng_state(), rng)  # the seed did not touch the global RNG
+    monkeypatch.delenv(viz.CHECKPOINT_ENV, raising=False)
+    return monkeypatch
 
 
-def test_falls_back_to_a_cifar_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    cfg = xl.XceptionConfig.cifar(width_multiplier=0.125, middle_blocks=1)
-    trained = xl.Xception(cfg)
-    path = tmp_path / "ckpt.pt"
-    torch.save({"model": trained.state_dict(), "config": dataclasses.asdict(cfg), "epoch": 3}, path)
-    monkeypatch.setattr(viz, "load_pretrained_imagenet", fail_download)
-    monkeypatch.setenv(viz.CHECKPOINT_ENV, str(path))
-    model, description, kind = viz.load_best_available_model()
-    assert kind == "cifar10" and str(path) in description
-    assert model.config == cfg
-    for key, value in trained.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[key], value)
+SMALL_CIFAR = xl.XceptionConfig.cifar(width_multiplier=0.125, middle_blocks=1)
 
 
-def test_unreadable_checkpoint_falls_back_to_random(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    path = tmp_path / "broken.pt"
-    path.write_bytes(b"not a checkpoint")
-    monkeypatch.setattr(viz, "load_pretrained_imagenet", fail_download)
-    _, description, kind = viz.load_best_available_model(checkpoint=path)
-    assert kind == "random" and "unreadable" in description
+@pytest.fixture
+def fit_checkpoint(tmp_path: Path, one_thread: object) -> tuple[Path, xl.Xception, xl.history.History]:
+    """A checkpoint written by xl.train.fit: one epoch on 64 random images."""
+    g = torch.Generator().manual_seed(0)
+    data = xl.data.CifarArrays(
+        name="cifar10",
+        train_images=torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=g),
+        train_labels=torch.randint(0, 10, (64,), generator=g),
+        test_images=torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8, generator=g),
+        test_labels=torch.randint(0, 10, (32,), generator=g),
+        classes=viz._CIFAR10_CLASSES,
+        source="random test images",
+    )
+    torch.manual_seed(0)
+    model = xl.Xception(SMALL_CIFAR)
+    cfg = xl.train.TrainConfig(epochs=1, batch_size=32, amp="off", eval_batch_size=32)
+    history = xl.train.fit(model, data, cfg, checkpoint_dir=tmp_path / "ck", progress=False)
+    return tmp_path / "ck" / "checkpoint.pt", model, history
+
+
+def assert_same_weights(a: xl.Xception, b: xl.Xception) -> None:
+    assert a.config == b.config
+    for key, value in b.state_dict().items():
+        torch.testing.assert_close(a.state_dict()[key], value)
+
+
+def test_a_checkpoint_written_by_fit_loads(fit_checkpoint: tuple[Path, xl.Xception, xl.history.History]) -> None:
+    path, trained, _ = fit_checkpoint
+    assert_same_weights(viz.load_cifar_checkpoint(path), trained)
+
+
+def test_the_named_fit_checkpoint_is_the_model_shown(offline: pytest.MonkeyPatch, fit_checkpoint: tuple[Path, xl.Xception, xl.history.History]) -> None:
+    path, trained, history = fit_checkpoint
+    offline.setenv(viz.CHECKPOINT_ENV, str(path))
+    found = viz.load_best_available_model()
+    assert found.kind == "cifar10" and found.test_accuracy == history.test_acc[-1]
+    assert_same_weights(found.model, trained)
+    assert not found.model.training
+    assert str(path)[:40] in found.description.replace("\n", " ")
+
+
+def test_the_checkpoint_contract_model_and_model_config(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = xl.Xception(SMALL_CIFAR)
+    path = tmp_path / "contract.pt"
+    torch.save({"model": model.state_dict(), "model_config": dataclasses.asdict(SMALL_CIFAR), "train_config": {"epochs": 3}}, path)
+    assert_same_weights(viz.load_cifar_checkpoint(path), model)
+
+
+def test_a_checkpoint_without_model_config_fails_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "trainconfig_only.pt"
+    state = xl.Xception(SMALL_CIFAR).state_dict()
+    torch.save({"model": state, "config": xl.train.TrainConfig().to_dict()}, path)
+    with pytest.raises(ValueError, match=r"trainconfig_only\.pt.*model_config.*architecture is unknown"):
+        viz.load_cifar_checkpoint(path)
+    torch.save(state, path)  # a bare state dict
+    with pytest.raises(ValueError, match=r"trainconfig_only\.pt holds no 'model' state dict"):
+        viz.load_cifar_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_their_config_fail_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "mismatch.pt"
+    wider = dataclasses.replace(SMALL_CIFAR, width_multiplier=0.25)
+    torch.save({"model": xl.Xception(SMALL_CIFAR).state_dict(), "model_config": dataclasses.asdict(wider)}, path)
+    with pytest.raises(ValueError, match=r"mismatch\.pt: its weights do not fit its model_config"):
+        viz.load_cifar_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "truncated"])
+def test_a_bad_named_checkpoint_raises_instead_of_showing_another_model(
+    offline: pytest.MonkeyPatch, fit_checkpoint: tuple[Path, xl.Xception, xl.history.History], tmp_path: Path, kind: str
+) -> None:
+    good = fit_checkpoint[0].read_bytes()
+    path = tmp_path / f"{kind}.pt"
+    path.write_bytes({"empty": b"", "text": b"epochs: 30\n", "truncated": good[: len(good) // 2]}[kind])
+    offline.setenv(viz.CHECKPOINT_ENV, str(path))
+    with pytest.raises(ValueError, match=rf"{kind}\.pt is not a readable PyTorch checkpoint.*xl\.train\.fit.*unset"):
+        viz.load_best_available_model()
+
+
+def test_a_missing_named_checkpoint_raises(offline: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        viz.load_best_available_model(checkpoint=tmp_path / "missing.pt")
+
+
+def test_offline_the_shipped_trained_model_is_shown(offline: pytest.MonkeyPatch) -> None:
+    found = viz.load_best_available_model()
+    info = viz.small_checkpoint_provenance()
+    assert found.kind == "cifar10" and not found.model.training
+    assert found.test_accuracy == info["test_accuracy"] and found.test_accuracy > 0.5
+    assert f"{info['test_accuracy']:.2%}" in found.description and "OSError" in found.description
+    assert all(len(line) <= 88 for line in found.description.splitlines())
+    assert sum(p.numel() for p in found.model.parameters()) == info["parameters"]
+
+
+def test_the_shipped_checkpoint_is_what_its_provenance_says() -> None:
+    import hashlib
+
+    info = viz.small_checkpoint_provenance()
+    data = viz.SMALL_CHECKPOINT.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == info["sha256"] and len(data) == info["bytes"] < 4_000_000
+    model = viz.load_cifar_checkpoint(viz.SMALL_CHECKPOINT)
+    assert dataclasses.asdict(model.config) == {k: tuple(v) if isinstance(v, list) else v for k, v in info["model_config"].items()}
+    assert info["test_images"] == 10_000 and info["epochs"] == info["train_config"]["epochs"]
+
+
+def test_the_shipped_accuracy_is_reproduced_on_a_thousand_test_images(one_thread: object) -> None:
+    try:
+        data = xl.data.load_cifar("cifar10", download=False)
+    except Exception as error:  # no local copy
+        pytest.skip(f"CIFAR-10 unavailable here: {error}")
+    info = viz.small_checkpoint_provenance()
+    model = viz.load_cifar_checkpoint(viz.SMALL_CHECKPOINT)
+    pick = torch.randperm(len(data.test_labels), generator=torch.Generator().manual_seed(0))[:1000]  # the set is sorted by class
+    accuracy = xl.train.evaluate(model, data.test_images[pick], data.test_labels[pick], mean=data.mean, std=data.std)
+    assert abs(accuracy - info["test_accuracy"]) < 0.045  # three binomial standard errors at n = 1000
 
 
 def test_offline_environment_skips_the_download(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -242,5 +358,7 @@ def test_unreachable_host_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_class_names_for_each_kind() -> None:
     assert len(viz.class_names_for("imagenet", 1000)) == 1000
     assert viz.class_names_for("cifar10")[3] == "cat"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        viz.class_names_for("random")
     with pytest.raises(ValueError, match="expected a model with 10 outputs"):
         viz.class_names_for("cifar10", 100)

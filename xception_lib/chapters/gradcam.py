@@ -15,8 +15,7 @@ then upsamples :math:`L_c` to the input's size. No hooks are needed: the model's
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -24,20 +23,12 @@ import torch.nn.functional as F
 
 from xception_lib.chapters.images import Preprocessing, to_display
 from xception_lib.model import Xception
+from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-
-@contextmanager
-def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put ``model`` in eval mode for the duration of a ``with`` block, then restore its mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
+Target = int | str | Sequence[int] | None
 
 
 def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
@@ -47,46 +38,23 @@ def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> tor
     return first.device if first is not None else torch.device("cpu")
 
 
-def _check_stage(model: Xception, stage: str) -> None:
-    names = list(model.stages())
-    if stage not in names:
-        raise ValueError(f"stage must be one of {names}, got {stage!r}")
-
-
 def grad_cam(
-    model: Xception,
-    images: torch.Tensor,
-    target: int | str | Sequence[int] | None = None,
-    *,
-    stage: str = "exit_flow",
+    model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Grad-CAM maps of a batch of preprocessed images.
+    """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode.
 
-    Args:
-        model: An :class:`~xception_lib.Xception` (run in eval mode; its mode is restored).
-        images: N x 3 x H x W (or 3 x H x W) preprocessed images.
-        target: The class to explain: one index for every image, a list with one index
-            per image, ``"top1"`` (or ``None``) for each image's predicted class,
-            ``"top2"`` for its runner-up, and so on.
-        stage: The stage whose output is weighted (any key of ``model.stages()``); the
-            last one, ``"exit_flow"``, is the usual choice: the most semantic, coarsest map.
-        device: Where to compute (default: the model's device). The model is moved there.
-
-    Returns:
-        N x H x W maps in [0, 1] (each divided by its maximum; all zeros where no location
-        has positive evidence).
+    ``target`` is the class to explain: one index for every image, a list with one per image,
+    ``"top1"`` (or ``None``) for each image's predicted class, ``"top2"`` for its runner-up...
+    ``stage`` is any key of ``model.stages()``; the last, ``"exit_flow"``, is the usual choice:
+    the most semantic, coarsest map. Each map is divided by its maximum (zeros where no
+    location has positive evidence).
     """
-    cams, _, _ = grad_cams(model, images, [target], stage=stage, device=device)
-    return cams[0]
+    return grad_cams(model, images, [target], stage=stage, device=device)[0][0]
 
 
 def grad_cams(
-    model: Xception,
-    images: torch.Tensor,
-    targets: Sequence[int | str | Sequence[int] | None],
-    *,
-    stage: str = "exit_flow",
+    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow",
     device: torch.device | str | None = None,
 ) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
     """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`).
@@ -95,14 +63,13 @@ def grad_cams(
         The maps (one N x H x W tensor per target), the explained classes (one list of N
         per target) and the class probabilities (N x num_classes), all on the CPU.
     """
-    _check_stage(model, stage)
+    if stage not in model.stages():
+        raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
     device = _device_of(model, device)
-    model.to(device)
-    x = images[None] if images.dim() == 3 else images
-    x = x.to(device)
+    x = (images[None] if images.dim() == 3 else images).to(device)
     n = x.shape[0]
     cams, explained = [], []
-    with eval_mode(model), torch.enable_grad():
+    with eval_mode(model.to(device)), torch.enable_grad():
         stages = model.forward_intermediates(x)
         logits = model.forward_head(stages["exit_flow"])  # N x num_classes
         ranked = logits.detach().argsort(dim=1, descending=True).cpu()
@@ -120,22 +87,18 @@ def grad_cams(
     return cams, explained, logits.detach().softmax(dim=1).cpu()
 
 
-def _target_classes(target: int | str | Sequence[int] | None, ranked: torch.Tensor) -> list[int]:
+def _target_classes(target: Target, ranked: torch.Tensor) -> list[int]:
     """One target's classes, one per image; ``ranked`` holds each image's classes by logit."""
     n, num_classes = ranked.shape
-    if target is None:
-        target = "top1"
+    target = "top1" if target is None else target
     if isinstance(target, str):
         rank = target.removeprefix("top")
         if not target.startswith("top") or not rank.isdigit() or not 1 <= int(rank) <= num_classes:
             raise ValueError(f"expected a target like 'top1' or 'top2', got {target!r}")
         return ranked[:, int(rank) - 1].tolist()
-    if isinstance(target, Sequence):
-        if len(target) != n:
-            raise ValueError(f"expected one target per image ({n}), got {len(target)}")
-        classes = [int(t) for t in target]
-    else:
-        classes = [int(target)] * n
+    classes = [int(t) for t in target] if isinstance(target, Sequence) else [int(target)] * n
+    if len(classes) != n:
+        raise ValueError(f"expected one target per image ({n}), got {len(classes)}")
     bad = [c for c in classes if not 0 <= c < num_classes]
     if bad:
         raise ValueError(f"target classes must be in [0, {num_classes - 1}], got {bad}")
@@ -143,58 +106,31 @@ def _target_classes(target: int | str | Sequence[int] | None, ranked: torch.Tens
 
 
 def plot_grad_cam(
-    model: Xception,
-    images: torch.Tensor,
-    targets: Sequence[int | str | Sequence[int] | None],
-    *,
-    class_names: Sequence[str] | None = None,
-    image_names: Sequence[str] | None = None,
-    stage: str = "exit_flow",
-    spec: Preprocessing | None = None,
-    device: torch.device | str | None = None,
-    title: str | None = None,
+    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, class_names: Sequence[str] | None = None,
+    image_names: Sequence[str] | None = None, stage: str = "exit_flow", spec: Preprocessing | None = None,
+    device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
-    """Each image, then its Grad-CAM map for each target class, overlaid on it.
-
-    Args:
-        model: The model to explain.
-        images: N x 3 x H x W preprocessed images.
-        targets: One entry per column: a class index (the same for every image), a list
-            with one class per image, ``"top1"`` (or ``None``) for each image's predicted
-            class, ``"top2"`` for its runner-up, and so on.
-        class_names: Names of the model's classes, for the panel titles.
-        image_names: A name per image, for the row labels.
-        stage: The stage whose output Grad-CAM weighs.
-        spec: The images' preprocessing, to show them in their true colours.
-        device: Where to compute.
-        title: The figure's title (default: names the stage).
-
-    Returns:
-        A figure with N rows and ``1 + len(targets)`` panels per row.
+    """A row per image: the image, then its Grad-CAM map for each of ``targets`` (each one as
+    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour.
     """
-    import matplotlib.pyplot as plt
+    from xception_lib.chapters.viz import panel_grid
 
     if not targets:
         raise ValueError("expected at least one target class (or None for the predicted class)")
     x = images[None] if images.dim() == 3 else images
-    n, cols = x.shape[0], 1 + len(targets)
     cams, classes, probs = grad_cams(model, x, targets, stage=stage, device=device)
-    fig, axes = plt.subplots(n, cols, figsize=(2.6 * cols, 2.7 * n + 0.4), squeeze=False, layout="constrained")
-    for row in range(n):
-        shown = to_display(x[row], spec)
+    fig, axes = panel_grid(x.shape[0], 1 + len(targets), height=2.3)
+    for row, image in enumerate(x):
+        shown = to_display(image, spec)
         axes[row, 0].imshow(shown)
-        axes[row, 0].set_title(image_names[row] if image_names else f"image {row}", fontsize=10)
+        axes[row, 0].set_title(image_names[row] if image_names else f"image {row}", fontsize=9)
         for col, target in enumerate(targets, start=1):
             cls, cam = classes[col - 1][row], cams[col - 1][row].numpy()
-            ax = axes[row, col]
-            ax.imshow(shown)
-            ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+            axes[row, col].imshow(shown)
+            axes[row, col].imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
             name = class_names[cls] if class_names is not None else f"class {cls}"
             kind = f"{target}: " if isinstance(target, str) else ("top1: " if target is None else "")
             empty = "\n(no positive evidence)" if cam.max() <= 0 else ""
-            ax.set_title(f"{kind}{name}\np = {float(probs[row, cls]):.1%}{empty}", fontsize=9)
-        for ax in axes[row]:
-            ax.set_xticks([])
-            ax.set_yticks([])
+            axes[row, col].set_title(f"{kind}{name[:18]}\np = {float(probs[row, cls]):.1%}{empty}", fontsize=9)
     fig.suptitle(title or f"Grad-CAM at '{stage}' (red: strongest evidence for the class)", fontsize=11)
     return fig
