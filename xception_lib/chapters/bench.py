@@ -68,8 +68,7 @@ class Timing:
         return cls(statistics.median(times), q3 - q1, len(times), tuple(times))
 
     @property
-    def spread(self) -> float:
-        """IQR / median."""
+    def spread(self) -> float:  # IQR / median
         return self.iqr_s / self.median_s
 
 
@@ -77,17 +76,12 @@ def time_interleaved(
     cases: Mapping[Any, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
     device: torch.device | str = "cpu",
 ) -> dict[Any, Timing]:
-    """Time several callables in interleaved rounds (A, B, A, B, ...), one run each per round.
+    """Time callables (name -> one step) in interleaved rounds (A, B, A, B, ...), one run each per round.
 
-    Timing one case after another, a slow minute on a shared machine lands on one case only
-    and biases a ratio. Interleaving spreads it over all cases, and the per-round times let a
-    ratio be computed round by round (:func:`paired_ratio`).
-
-    Args:
-        cases: Name -> a callable running one step (one forward pass, one training step).
-        rounds: Timed runs per case.
-        warmup: Untimed runs per case first (allocator, oneDNN/cuDNN kernel selection).
-        device: Where the cases run; it is synchronised around each timed run.
+    Timed one after another, a slow minute on a shared machine would land on one case only and
+    bias a ratio; interleaved, it hits all, and a ratio can be taken round by round
+    (:func:`paired_ratio`). ``warmup`` untimed runs per case come first (memory allocation,
+    oneDNN/cuDNN kernel choice); ``device`` is synchronised around each timed run.
     """
     if not (isinstance(rounds, int) and rounds >= 1 and isinstance(warmup, int) and warmup >= 0):
         raise ValueError(f"expected rounds >= 1 and warmup >= 0, got rounds={rounds!r}, warmup={warmup!r}")
@@ -290,11 +284,7 @@ def load(path: str | Path) -> Results:
 
 
 def recorded(pattern: str = "bench_gpu*.json", directory: str | Path | None = None) -> list[Results]:
-    """Every recorded result matching ``pattern``, by file name; none if the folder does not exist.
-
-    ``directory`` defaults to :data:`RECORDS`, the records shipped inside the package, which a
-    chapter finds whatever its working directory.
-    """
+    """Every recorded result matching ``pattern`` in ``directory`` (default :data:`RECORDS`), by name."""
     directory = RECORDS if directory is None else Path(directory)
     return [load(p) for p in sorted(directory.glob(pattern))] if directory.is_dir() else []
 
@@ -414,16 +404,12 @@ def model_benchmarks(
     rounds: int = 5, warmup: int = 1, compile: bool = False, count_macs: bool = True,
     skipped: list[Skipped] | None = None,
 ) -> list[ModelRow]:
-    """Time of whole models; all (model, variant) cases of one mode are interleaved.
+    """Time of whole models (``MODEL_NAMES``); all (model, variant) cases of one mode are interleaved.
 
-    Args:
-        names: Models from ``MODEL_NAMES``.
-        modes: ``"forward"`` (eval mode, inference) and/or ``"train"`` (train mode, forward,
-            cross-entropy, backward; no optimiser step).
-        variants: From ``VARIANTS``; those the device does not support are added to ``skipped``.
-        variant_models: The models that run the variants other than ``"fp32"`` (default: all).
-        rounds, warmup: Timed and untimed runs per case (``compile`` needs more warm-up).
-        count_macs: Count each model's MACs per image with fvcore (forward pass, eval mode).
+    A ``"forward"`` step is an inference pass in eval mode; a ``"train"`` step is forward,
+    cross-entropy and backward in train mode (no optimiser step). Variants other than fp32 run
+    on ``variant_models`` (default: all); those the device lacks are added to ``skipped``.
+    ``count_macs`` counts each model's MACs per image with fvcore.
     """
     from xception_lib.complexity import count_macs as fvcore_macs
 
@@ -534,18 +520,11 @@ def run(
     variant_models: Sequence[str] | None = None, layers: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> Results:
-    """Run the benchmark suite.
+    """Run the benchmark suite: ``models`` in fp32, ``variant_models`` in every variant, layers, roofs.
 
-    Args:
-        quick: Fewer rounds, batch size 1 on CPU, variants on Xception only.
-        models: Models for the fp32 comparison (default all of ``MODEL_NAMES``).
-        batch_size: Images per step (default 2 on CPU, 1 with ``quick``; 32 on GPU).
-        rounds: Timed runs per case (default 5, 3 with ``quick``).
-        compile: Try ``torch.compile`` (default: on GPU only).
-        variant_models: Models also run with the other variants (default: Xception,
-            ResNet-50 and MobileNetV2; Xception only with ``quick``).
-        layers: Run the layer micro-benchmarks and the roofline measurement.
-        progress: Called with a line of text before each part.
+    Defaults: all models; variants on Xception, ResNet-50 and MobileNetV2 (Xception only with
+    ``quick``); a batch of 2 on a CPU (1 with ``quick``) and 32 on a GPU; 5 rounds (3 with
+    ``quick``); ``torch.compile`` on a GPU only. ``progress`` gets a line before each part.
     """
     device = check_device(device)
     on_cpu = device.type == "cpu"
