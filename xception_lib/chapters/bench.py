@@ -414,7 +414,8 @@ def model_benchmarks(
     from xception_lib.complexity import count_macs as fvcore_macs
 
     device = torch.device(device)
-    _check_choices([*names, *modes], MODEL_NAMES + MODES, "model or mode")
+    _check_choices(names, MODEL_NAMES, "model")
+    _check_choices(modes, MODES, "mode")
     if variant_models is not None and not set(variant_models) <= set(names):
         raise ValueError(f"variant_models must be some of names={list(names)}, got {list(variant_models)}")
     _check_positive(batch_size=batch_size)
@@ -528,8 +529,8 @@ def run(
     """
     device = check_device(device)
     on_cpu = device.type == "cpu"
-    batch_size = (1 if quick else 2) if on_cpu and batch_size is None else batch_size or 32
-    rounds = rounds or (3 if quick else 5)
+    batch_size = ((1 if quick else 2) if on_cpu else 32) if batch_size is None else batch_size
+    rounds = (3 if quick else 5) if rounds is None else rounds
     compile = (not on_cpu) if compile is None else compile
     models = list(MODEL_NAMES if models is None else models)
     if variant_models is None:
@@ -631,20 +632,20 @@ def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
     return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
 
 
-def model_table(results: Results, variants: Sequence[str] | None = None) -> pandas.DataFrame:
+def model_table(rows: Sequence[ModelRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
     """One line per model row: MACs, median ms, spread (IQR / median) and images per second."""
     return _table([{"model": r.label, "variant": r.variant, "mode": r.mode, "px": r.input_size,
                     "GMACs": r.macs_per_image and round(r.macs_per_image / 1e9, 2), "ms": round(r.median_s * 1e3, 1),
                     "spread": f"{r.spread:.0%}", "img/s": round(r.images_per_s, 1)}
-                   for r in results.models if variants is None or r.variant in variants])
+                   for r in rows if variants is None or r.variant in variants])
 
 
-def layer_table(results: Results, variants: Sequence[str] | None = None) -> pandas.DataFrame:
+def layer_table(rows: Sequence[LayerRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
     """One line per layer row: MACs, intensity, median ms, spread and achieved GMAC/s."""
     return _table([{"layer": f"{r.kind} {r.channels}@{r.size}x{r.size}", "variant": r.variant,
                     "batch": r.batch_size, "MMACs": round(r.macs / 1e6, 1), "MACs/B": round(r.intensity, 1),
                     "ms": round(r.median_s * 1e3, 3), "spread": f"{r.spread:.0%}", "GMAC/s": round(r.gmacs_per_s, 1)}
-                   for r in results.layers if variants is None or r.variant in variants])
+                   for r in rows if variants is None or r.variant in variants])
 
 
 def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception_timm_port"),
@@ -671,12 +672,12 @@ def format_results(results: Results, sections: Sequence[str] = ("models", "layer
     for section in sections:
         if section == "models" and results.models:
             out += ["", "Models (median of interleaved rounds; spread = IQR / median)"] * header
-            out.append(model_table(results, variants).to_string())
+            out.append(model_table(results.models, variants).to_string())
             ratios = ratio_table(results)
             if not ratios.empty:
                 out += ["", "throughput / timm legacy_xception (paired: round by round)", ratios.to_string()]
         if section == "layers" and results.layers:
-            out += ["", "Layers (forward, inference mode)"] * header + [layer_table(results, variants).to_string()]
+            out += ["", "Layers (forward, inference mode)"] * header + [layer_table(results.layers, variants).to_string()]
         if section == "roofline" and roof is not None:
             out += ["", f"roofline: peak {roof.peak_gmacs_per_s:,.1f} GMAC/s ({roof.compute_from})",
                     f"bandwidth {roof.bandwidth_gb_per_s:,.1f} GB/s ({roof.bandwidth_from})",
@@ -718,6 +719,7 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
 
 #: The book's colours: orange = spatial (3x3), blue = 1x1; the regular 3x3 is purple as in chapter 2.
 KIND_COLOURS = {"regular": "tab:purple", "depthwise": "tab:orange", "pointwise": "tab:blue"}
+VARIANT_COLOURS = {"channels_last": "tab:green", "bf16": "tab:red", "fp16": "tab:brown", "compile": "tab:grey"}
 
 
 def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> Any:
@@ -742,7 +744,7 @@ def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> An
     handles = [Line2D([], [], color="k", label="roofline")]
     handles += [Line2D([], [], ls="", marker="o", color=c, label=k) for k, c in KIND_COLOURS.items()]
     handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
-    ax.legend(handles=handles, fontsize=9, loc="lower right", ncol=2)
+    ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
     ax.set(xscale="log", yscale="log")
     _labels(ax, "arithmetic intensity (MACs per byte, fp32)", "achieved GMAC/s",
             f"{results.environment['device_name']}, batch {rows[0].batch_size}")
@@ -796,18 +798,21 @@ def plot_variants(results: Results) -> Any:
             ax.text(0.5, 0.5, f"no {section} measured with other variants", ha="center", transform=ax.transAxes)
             continue
         table = part.pivot(index="case", columns="variant", values="speedup")
-        table = table.loc[list(dict.fromkeys(part.case)), [v for v in VARIANTS if v in table]]
-        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9)
+        table = table.loc[list(dict.fromkeys(part.case)), [v for v in VARIANTS if v in table]]  # measured order
+        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9, color=VARIANT_COLOURS)
         ax.axvline(1.0, color="k", lw=1)
         ax.invert_yaxis()
-        ticks = [t for t in (0.25, 0.5, 0.8, 1, 1.25, 1.5, 2, 3, 5) if table.min().min() / 1.2 <= t
-                 <= table.max().max() * 1.2]
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks], minor=False)
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ((0.1, 0.2, 0.5, 1, 2, 5, 10) if hi / lo > 6 else (0.5, 0.8, 1, 1.25, 1.5, 2, 2.5, 3))
+                 if lo <= t <= hi]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xticks([], minor=True)
-        ax.legend(fontsize=9)
+        legend = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
         _labels(ax, "speed-up over fp32 (x, log scale)", "", section)
     fig.suptitle(results.environment["device_name"], fontsize=10)
     fig.tight_layout()
+    fig.legend(*legend, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     return axes
 
 

@@ -93,19 +93,11 @@ def _native_output_silenced() -> Iterator[None]:
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = []
+    saved = [(fd, os.dup(fd)) for fd in (1, 2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        yield
-        return
-    try:
-        for fd in (1, 2):
-            try:
-                saved.append((fd, os.dup(fd)))
-                os.dup2(devnull, fd)
-            except OSError:
-                pass
+        for fd, _ in saved:
+            os.dup2(devnull, fd)
         yield
     finally:
         for fd, copy in saved:
