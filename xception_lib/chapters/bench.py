@@ -292,21 +292,6 @@ def recorded(pattern: str = "bench_gpu*.json", directory: str | Path | None = No
 # ------------------------------------------------------------------ variants
 
 
-@dataclass(frozen=True)
-class Variant:
-    """How a case runs: memory format, autocast dtype, compiled or not."""
-
-    name: str
-    channels_last: bool = False
-    autocast: torch.dtype | None = None
-    compile: bool = False
-
-
-_VARIANTS = {v.name: v for v in (Variant("fp32"), Variant("channels_last", channels_last=True),
-                                 Variant("bf16", autocast=torch.bfloat16), Variant("fp16", autocast=torch.float16),
-                                 Variant("compile", compile=True))}
-
-
 def variant_support(name: str, device: torch.device | str, *, compile: bool = False) -> str | None:
     """``None`` if ``device`` runs variant ``name``, else the reason it is skipped."""
     _check_choices([name], VARIANTS, "variant")
@@ -324,13 +309,13 @@ def variant_support(name: str, device: torch.device | str, *, compile: bool = Fa
 
 def _step(module: nn.Module, x: torch.Tensor, variant: str, train: bool) -> Callable[[], object]:
     """One forward pass in inference mode, or one training step (forward, loss, backward)."""
-    v = _VARIANTS[variant]
-    if v.channels_last:
+    if variant == "channels_last":
         module = copy.deepcopy(module).to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    if v.compile:
+    if variant == "compile":
         module = torch.compile(module)  # type: ignore[assignment]
-    autocast = nullcontext() if v.autocast is None else torch.autocast(x.device.type, dtype=v.autocast)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(variant)
+    autocast = nullcontext() if dtype is None else torch.autocast(x.device.type, dtype=dtype)
     target = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
     def step() -> object:
