@@ -216,7 +216,8 @@ def _fits(value: Any, hint: Any, name: str) -> bool:
         return isinstance(value, (list, tuple)) and all(_fits(v, float, name) for v in value)
     if hint in (int, float):
         number = isinstance(value, int) or (hint is float and isinstance(value, float))
-        return number and not isinstance(value, bool) and math.isfinite(value) and (value >= 0 if name == "iqr_s" else value > 0)
+        finite = number and not isinstance(value, bool) and math.isfinite(value)
+        return finite and (value >= 0 if name == "iqr_s" else value > 0)
     if hint is str:
         return isinstance(value, str) and bool(value) and value in _CHOICES.get(name, (value,))
     return isinstance(value, hint)  # bool, None
@@ -454,7 +455,8 @@ class LayerCase:
         return self.macs(batch_size) / self.bytes_moved(batch_size, bytes_per_element)
 
 
-def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES, kinds: Sequence[str] = LAYER_KINDS) -> list[LayerCase]:
+def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES,
+                kinds: Sequence[str] = LAYER_KINDS) -> list[LayerCase]:
     """Every kind at every ``(channels, size)``."""
     _check_choices(kinds, LAYER_KINDS, "layer kind")
     return [LayerCase(kind, c, s) for c, s in shapes for kind in kinds]
@@ -662,7 +664,8 @@ def format_results(results: Results, sections: Sequence[str] = ("models", "layer
             if not ratios.empty:
                 out += ["", "throughput / timm legacy_xception (paired: round by round)", ratios.to_string()]
         if section == "layers" and results.layers:
-            out += ["", "Layers (forward, inference mode)"] * header + [layer_table(results.layers, variants).to_string()]
+            out += ["", "Layers (forward, inference mode)"] * header
+            out.append(layer_table(results.layers, variants).to_string())
         if section == "roofline" and roof is not None:
             out += ["", f"roofline: peak {roof.peak_gmacs_per_s:,.1f} GMAC/s ({roof.compute_from})",
                     f"bandwidth {roof.bandwidth_gb_per_s:,.1f} GB/s ({roof.bandwidth_from})",
