@@ -1,20 +1,30 @@
-"""The benchmark harness, its layer arithmetic, its JSON schema and command, and the
+"""The benchmark harness, its layer arithmetic, its typed records and command line, and the
 performance changes to the model (which must not change a single number)."""
 
 from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 import xception_lib as xl
-from xception_lib.chapters import bench
 from xception_lib import complexity as cx
+from xception_lib.chapters import bench
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------ timing
+
+
+def test_timing_has_median_and_interquartile_range() -> None:
+    t = bench.Timing.of([4.0, 1.0, 3.0, 2.0, 5.0])
+    assert (t.median_s, t.iqr_s, t.runs, t.times_s) == (3.0, 2.0, 5, (4.0, 1.0, 3.0, 2.0, 5.0))
+    assert t.spread == pytest.approx(2 / 3)
+    assert bench.Timing.of([0.5]).iqr_s == 0
 
 
 def test_time_interleaved_runs_warmup_then_rounds_in_turn() -> None:
@@ -23,21 +33,21 @@ def test_time_interleaved_runs_warmup_then_rounds_in_turn() -> None:
     out = bench.time_interleaved(cases, rounds=3, warmup=1)
     assert calls == ["a", "b"] * 4  # interleaved: A B A B ..., warm-up included
     assert set(out) == {"a", "b"}
-    for m in out.values():
-        assert len(m.raw_times) == 3 and m.median > 0 and m.iqr >= 0
+    for t in out.values():
+        assert t.runs == len(t.times_s) == 3 and t.median_s > 0 and t.iqr_s >= 0
 
 
-def test_time_interleaved_rejects_zero_rounds() -> None:
+@pytest.mark.parametrize("rounds,warmup", [(0, 1), (2, -1), (1.5, 1)])
+def test_time_interleaved_rejects_bad_counts(rounds, warmup) -> None:
     with pytest.raises(ValueError, match="rounds >= 1"):
-        bench.time_interleaved({"a": lambda: None}, rounds=0)
+        bench.time_interleaved({"a": lambda: None}, rounds=rounds, warmup=warmup)
 
 
 def test_paired_ratio_is_round_by_round() -> None:
     # B takes twice A's time in every round, even though both drift by 4x.
-    med, q1, q3 = bench.paired_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0])
-    assert (med, q1, q3) == (2.0, 2.0, 2.0)
+    assert bench.paired_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0]) == (2.0, 2.0, 2.0)
     med, q1, q3 = bench.paired_ratio([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])
-    assert med == 2.5 and q1 < med < q3
+    assert med == 2.5 and (q1, q3) == pytest.approx((1.75, 3.25))
     with pytest.raises(ValueError, match="equally long"):
         bench.paired_ratio([1.0], [1.0, 2.0])
 
@@ -67,78 +77,129 @@ def test_depthwise_has_the_lowest_arithmetic_intensity(channels: int, size: int)
     assert dw < 2 < pw < reg  # depthwise: about 1 MAC per byte, whatever the width
 
 
-def test_layer_case_rejects_unknown_kind() -> None:
-    with pytest.raises(ValueError, match="kind must be one of"):
+def test_batch_size_raises_the_intensity_of_regular_and_pointwise_only() -> None:
+    """What chapter 8's batch-size printout shows: the weights' traffic is shared by more images."""
+    for kind, grows in (("regular", True), ("pointwise", True), ("depthwise", False)):
+        one, eight = (bench.LayerCase(kind, 728, 19).intensity(n) for n in (1, 8))
+        assert (eight / one > 1.5) == grows, kind
+        assert eight >= one
+
+
+def test_unknown_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown layer kind"):
         bench.LayerCase("dilated", 8, 8).module()
     with pytest.raises(ValueError, match="unknown layer kind"):
         bench.layer_cases(kinds=["dilated"])
+    with pytest.raises(ValueError, match="unknown model"):
+        bench.build_model("vgg16")
+    with pytest.raises(ValueError, match="unknown variant"):
+        bench.variant_support("int8", "cpu")
 
 
-# ------------------------------------------------------------------ runs and schema
+# ------------------------------------------------------------------ runs and records
 
 
 @pytest.fixture(scope="module")
-def small_results() -> dict:
-    """A real (tiny) run: two small layers and MobileNetV2, batch 1, one round."""
-    skipped: list[dict[str, str]] = []
+def small_results() -> bench.Results:
+    """A real (tiny) run: two small layers and MobileNetV2, batch 1."""
+    skipped: list[bench.Skipped] = []
     layers = bench.layer_benchmarks(
         [bench.LayerCase("depthwise", 16, 8), bench.LayerCase("pointwise", 16, 8)],
         batch_size=1, variants=["fp32", "channels_last", "compile"], rounds=2, skipped=skipped,
     )
-    models = bench.model_benchmarks(["mobilenet_v2"], batch_size=1, rounds=1, count_macs=True, skipped=skipped)
-    return {
-        "schema": bench.SCHEMA,
-        "environment": xl.provenance.environment("cpu"),
-        "settings": {"device": "cpu", "quick": True, "batch_size": 1, "rounds": 1, "threads": torch.get_num_threads()},
-        "models": models,
-        "layers": layers,
-        "roofline": bench.roofline(matrix_size=256, copy_mib=4, rounds=2),
-        "skipped": skipped,
-    }
+    models = bench.model_benchmarks(["mobilenet_v2"], batch_size=1, rounds=2, skipped=skipped)
+    settings = bench.Settings("cpu", True, 1, 2, torch.get_num_threads())
+    return bench.Results(xl.provenance.environment("cpu"), settings, tuple(models), tuple(layers),
+                         bench.roofline(matrix_size=256, copy_mib=4, rounds=2), tuple(skipped))
 
 
-def test_small_run_validates_and_has_a_row_per_case(small_results: dict) -> None:
-    bench.validate_results(small_results)
-    assert [(r["mode"], r["variant"]) for r in small_results["models"]] == [("forward", "fp32"), ("train", "fp32")]
-    assert len(small_results["layers"]) == 4  # 2 cases x (fp32, channels_last)
-    for row in small_results["layers"]:
-        assert row["gmacs_per_s"] == pytest.approx(row["macs"] / row["median_s"] / 1e9)
-    mobilenet_macs = cx.count_macs(xl.bench.build_model("mobilenet_v2")[0], (1, 3, 224, 224))
-    assert small_results["models"][0]["macs_per_image"] == mobilenet_macs
-    assert {"what": "layers/compile", "reason": bench.variant_support("compile", "cpu")} in small_results["skipped"]
+def test_small_run_has_a_row_per_case(small_results: bench.Results) -> None:
+    assert [(r.mode, r.variant) for r in small_results.models] == [("forward", "fp32"), ("train", "fp32")]
+    assert [(r.kind, r.variant) for r in small_results.layers] == [
+        ("depthwise", "fp32"), ("pointwise", "fp32"), ("depthwise", "channels_last"), ("pointwise", "channels_last")]
+    for row in small_results.layers:
+        assert row.gmacs_per_s == pytest.approx(row.macs / row.median_s / 1e9)
+        assert row.runs == 2 and row.median_s == bench.Timing.of(row.times_s).median_s
+    mobilenet_macs = cx.count_macs(bench.build_model("mobilenet_v2")[0], (1, 3, 224, 224))
+    assert small_results.models[0].macs_per_image == mobilenet_macs
+    assert bench.Skipped("layers/compile", bench.variant_support("compile", "cpu")) in small_results.skipped
 
 
 @pytest.mark.parametrize(
     "corrupt,message",
     [
         (lambda r: r.update(schema="other/0"), "schema"),
-        (lambda r: r["environment"].pop("commit"), "environment: missing 'commit'"),
-        (lambda r: r["settings"].pop("threads"), "settings: missing 'threads'"),
-        (lambda r: r["models"][0].update(median_s=-1.0), r"models\[0\].median_s"),
-        (lambda r: r["models"][0].update(mode="backward"), r"models\[0\].mode"),
-        (lambda r: r["layers"][1]["times_s"].pop(), r"layers\[1\].times_s"),
-        (lambda r: r["layers"][0].update(variant="int8"), r"layers\[0\].variant"),
-        (lambda r: r["roofline"].update(bandwidth_gb_per_s=0), "roofline.bandwidth_gb_per_s"),
-        (lambda r: r["roofline"].pop("compute_from"), "roofline.compute_from"),
-        (lambda r: r.update(skipped=[{"what": "x"}]), "skipped"),
+        (lambda r: r["environment"].pop("commit"), r"environment\.commit: missing"),
+        (lambda r: r["settings"].pop("threads"), r"settings\.threads: missing"),
+        (lambda r: r["settings"].update(quick="yes"), r"settings\.quick: expected bool"),
+        (lambda r: r["models"][0].update(median_s=-1.0), r"models\[0\]\.median_s: expected float > 0"),
+        (lambda r: r["models"][0].update(median_s=float("nan")), r"models\[0\]\.median_s"),
+        (lambda r: r["models"][0].update(mode="backward"), r"models\[0\]\.mode: expected one of"),
+        (lambda r: r["models"][1].update(macs_per_image="3G"), r"models\[1\]\.macs_per_image: expected int \| None"),
+        (lambda r: r["layers"][1]["times_s"].pop(), r"layers\[1\]\.times_s: expected 2 times"),
+        (lambda r: r["layers"][0].update(variant="int8"), r"layers\[0\]\.variant"),
+        (lambda r: r["roofline"].update(bandwidth_gb_per_s=0), r"roofline\.bandwidth_gb_per_s"),
+        (lambda r: r["roofline"].pop("compute_from"), r"roofline\.compute_from: missing"),
+        (lambda r: r.update(skipped=[{"what": "x"}]), r"skipped\[0\]\.reason: missing"),
+        (lambda r: r.update(layers={}), "layers: expected a list"),
     ],
 )
-def test_validate_results_names_what_is_wrong(small_results: dict, corrupt, message: str) -> None:
-    broken = copy.deepcopy(small_results)
+def test_from_dict_names_what_is_wrong(small_results: bench.Results, corrupt, message: str) -> None:
+    broken = json.loads(json.dumps(small_results.to_dict()))
     corrupt(broken)
     with pytest.raises(ValueError, match=message):
+        bench.Results.from_dict(broken, where="some.json")
+    with pytest.raises(ValueError, match="invalid benchmark results in results"):
         bench.validate_results(broken)
 
 
-def test_save_load_and_recorded(small_results: dict, tmp_path) -> None:
+def test_from_dict_lists_every_problem(small_results: bench.Results) -> None:
+    broken = small_results.to_dict()
+    broken["models"] = [dict(broken["models"][0], runs=0, label=""), "not a row"]
+    with pytest.raises(ValueError) as err:
+        bench.Results.from_dict(broken, where="x.json")
+    assert str(err.value).count("\n") == 3  # the title, then three problems
+    assert "models[1]: expected a dict, got str" in str(err.value)
+
+
+def test_save_load_round_trip_and_recorded(small_results: bench.Results, tmp_path: Path) -> None:
     bench.save(small_results, tmp_path / "bench_gpu_test.json")
-    bench.save(small_results, tmp_path / "bench_cpu_other.json")
+    bench.save(small_results.to_dict(), tmp_path / "bench_cpu_other.json")  # a dict is checked, then written
+    assert bench.load(tmp_path / "bench_gpu_test.json") == small_results  # typed rows again, tuples and all
+    assert bench.recorded(directory=tmp_path) == [small_results]
+    assert len(bench.recorded("bench_*.json", tmp_path)) == 2
+    assert bench.recorded(directory=tmp_path / "absent") == []
     (tmp_path / "bench_gpu_broken.json").write_text(json.dumps({"schema": bench.SCHEMA}))
-    assert bench.load(tmp_path / "bench_gpu_test.json") == json.loads(json.dumps(small_results))
-    with pytest.raises(ValueError, match="invalid benchmark results"):
-        bench.recorded(tmp_path)  # the broken file is reported, not silently dropped
-    (tmp_path / "bench_gpu_broken.json").unlink()
-    assert len(bench.recorded(tmp_path)) == 1
+    with pytest.raises(ValueError, match="bench_gpu_broken.json"):
+        bench.recorded(directory=tmp_path)  # the broken file is reported, not silently dropped
+    (tmp_path / "bench_gpu_broken.json").write_text('{"schema": ')
+    with pytest.raises(ValueError, match="cannot read benchmark results .*bench_gpu_broken.json"):
+        bench.load(tmp_path / "bench_gpu_broken.json")
+
+
+def test_recorded_defaults_to_the_package_records(small_results: bench.Results, tmp_path, monkeypatch) -> None:
+    assert bench.RECORDS == Path(xl.__file__).parent / "records"
+    monkeypatch.setattr(bench, "RECORDS", tmp_path)
+    bench.save(small_results, tmp_path / "bench_gpu_x.json")
+    monkeypatch.chdir(tmp_path.parent)  # whatever the working directory
+    assert bench.recorded() == [small_results]
+
+
+def test_the_recorded_runs_load_and_fit_the_column() -> None:
+    files = sorted(bench.RECORDS.glob("bench_*.json")) or sorted((ROOT / "book" / "results").glob("bench_*.json"))
+    assert files, "expected the recorded benchmark runs"
+    for path in files:
+        results = bench.load(path)
+        assert results.models and all(r.times_s for r in results.models)
+        text = bench.format_results(results)
+        assert max(len(line) for line in text.splitlines()) <= 88, path
+        assert "commit None" not in text
+
+
+def test_describe_says_when_there_is_no_commit(small_results: bench.Results) -> None:
+    no_git = bench.Results({**small_results.environment, "commit": None}, *list(vars(small_results).values())[1:])
+    assert "not a git checkout" in bench.describe(no_git)
+    assert all(len(line) <= 88 for line in bench.describe(small_results).splitlines())
 
 
 def test_unsupported_variants_are_skipped_with_a_reason() -> None:
@@ -148,78 +209,119 @@ def test_unsupported_variants_are_skipped_with_a_reason() -> None:
     assert bench.variant_support("compile", "cpu", compile=True) is None
     fp16_cpu = getattr(torch.ops.mkldnn, "_is_mkldnn_fp16_supported", lambda: False)()
     assert (bench.variant_support("fp16", "cpu") is None) == fp16_cpu
-    with pytest.raises(ValueError, match="variant must be one of"):
-        bench.variant_support("int8", "cpu")
 
 
-def test_speed_ratio_and_find() -> None:
-    rows = [
-        {"model": "a", "mode": "train", "variant": "fp32", "median_s": 1.0, "times_s": [1.0, 1.0, 2.0]},
-        {"model": "b", "mode": "train", "variant": "fp32", "median_s": 2.0, "times_s": [2.0, 2.0, 2.0]},
-    ]
-    r = bench.speed_ratio({"models": rows}, "a", "b")
-    assert r["ratio"] == 2.0 and r["paired_median"] == 2.0 and r["paired_q1"] == 1.5
+def test_speed_ratio_and_find(small_results: bench.Results) -> None:
+    a = bench.ModelRow(**vars(bench.Timing.of([1.0, 1.0, 2.0])), model="a", label="A", mode="train",
+                       variant="fp32", batch_size=1, input_size=8, macs_per_image=None, images_per_s=1.0)
+    b = bench.ModelRow(**{**vars(a), **vars(bench.Timing.of([2.0, 2.0, 2.0])), "model": "b"})
+    r = bench.speed_ratio(bench.Results({}, small_results.settings, (a, b), (), None, ()), "a", "b")
+    assert (r.ratio, r.paired_median, r.paired_q1) == (2.0, 2.0, 1.5)
     with pytest.raises(ValueError, match="exactly one row"):
-        bench.find(rows, model="c")
+        bench.find([a, b], model="c")
 
 
-def test_model_benchmarks_checks_its_arguments() -> None:
+def test_benchmarks_check_their_arguments() -> None:
     with pytest.raises(ValueError, match="unknown model"):
         bench.model_benchmarks(["vgg16"])
     with pytest.raises(ValueError, match="variant_models must be some of"):
         bench.model_benchmarks(["mobilenet_v2"], variant_models=["resnet50"])
-    with pytest.raises(ValueError, match="model must be one of"):
-        bench.build_model("vgg16")
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+        bench.layer_benchmarks(batch_size=0)
+    with pytest.raises(ValueError, match="unknown variant"):
+        bench.layer_benchmarks(variants=["fp8"])
+    with pytest.raises(ValueError, match="rounds must be a whole number"):
+        bench.run(rounds=0)
+    with pytest.raises(ValueError, match="not a device"):
+        bench.check_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available on this machine"):
+            bench.check_device("cuda")
 
 
-def test_format_results_and_plots(small_results: dict) -> None:
+def test_tables_and_plots_fit_the_column(small_results: bench.Results) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     text = bench.format_results(small_results)
-    assert "MobileNetV2" in text and "depthwise 16@8x8" in text
-    assert "skipped layers/compile" in text
+    assert "MobileNetV2" in text and "depthwise 16@8x8" in text and "skipped layers/compile" in text
+    assert max(len(line) for line in text.splitlines()) <= 88
     ax = bench.plot_roofline(small_results)
-    assert len(ax.collections) == 2  # one scatter per layer kind present (depthwise, pointwise)
-    ax = bench.plot_models(small_results, mode="train")
-    assert len(ax.collections) == 1
-    axes = bench.plot_variants(small_results)
-    assert len(axes[0].patches) == 2  # channels_last bars for the two layers; no model variants here
+    assert len(ax.collections) == 2  # one point per fp32 layer
+    axes = bench.plot_models(small_results)
+    assert [len(a.collections) for a in axes] == [1, 1]
+    variants = bench.plot_variants(small_results)
+    assert len(variants[0].patches) == 2  # channels_last bars for the two layers; no model variants here
+    for fig in (ax.figure, axes[0].figure, variants[0].figure):
+        assert fig.get_figwidth() <= 7.5
+        sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()]
+        assert sizes and min(sizes) >= 9
 
 
-def test_separable_shares_and_variant_speedups(small_results: dict) -> None:
-    (share,) = bench.separable_shares(small_results)
-    assert share["mac_share"] == pytest.approx(9 / (9 + 16))  # 9 C HW against C^2 HW, C = 16
-    dw = bench.find(small_results["layers"], kind="depthwise", variant="fp32")
-    pw = bench.find(small_results["layers"], kind="pointwise", variant="fp32")
-    assert share["time_share"] == pytest.approx(dw["median_s"] / (dw["median_s"] + pw["median_s"]))
+def test_separable_shares_and_variant_speedups(small_results: bench.Results) -> None:
+    shares = bench.separable_shares(small_results)
+    assert list(shares.index) == ["16@8x8"]
+    assert shares.mac_share.iloc[0] == pytest.approx(9 / (9 + 16))  # 9 C HW against C^2 HW, C = 16
+    dw = bench.find(small_results.layers, kind="depthwise", variant="fp32")
+    pw = bench.find(small_results.layers, kind="pointwise", variant="fp32")
+    assert shares.time_share.iloc[0] == pytest.approx(dw.median_s / (dw.median_s + pw.median_s))
     speedups = bench.variant_speedups(small_results)
-    assert [(s["case"], s["variant"]) for s in speedups] == [
-        ("depthwise 16@8", "channels_last"),
-        ("pointwise 16@8", "channels_last"),
-    ]
-    cl = bench.find(small_results["layers"], kind="depthwise", variant="channels_last")
-    assert speedups[0]["speedup"] == pytest.approx(dw["median_s"] / cl["median_s"])
+    assert list(zip(speedups.case, speedups.variant)) == [
+        ("depthwise 16@8", "channels_last"), ("pointwise 16@8", "channels_last")]
+    cl = bench.find(small_results.layers, kind="depthwise", variant="channels_last")
+    assert speedups.speedup.iloc[0] == pytest.approx(dw.median_s / cl.median_s)
 
 
-def test_format_results_filters_variants(small_results: dict) -> None:
+def test_format_results_filters_variants(small_results: bench.Results) -> None:
     text = bench.format_results(small_results, ["layers"], variants=["fp32"], header=False)
     assert "channels_last" not in text and text.count("16@8x8") == 2
     with pytest.raises(ValueError, match="unknown section"):
         bench.format_results(small_results, ["gpu"])
 
 
-def test_command_writes_valid_json(tmp_path, capsys) -> None:
-    out = tmp_path / "bench.json"
-    code = bench.main(
-        ["--models", "mobilenet_v2", "--variant-models", "--no-layers", "--rounds", "1", "--batch-size", "1",
-         "--output", str(out)]
-    )
+# ------------------------------------------------------------------ command line
+
+
+def test_command_writes_valid_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "new" / "bench.json"
+    code = bench.main(["--models", "mobilenet_v2", "--variant-models", "--no-layers", "--rounds", "1",
+                       "--batch-size", "1", "--output", str(out)])
     assert code == 0
     results = bench.load(out)
-    assert results["layers"] == [] and results["roofline"] is None
-    assert {r["mode"] for r in results["models"]} == {"forward", "train"}
+    assert results.layers == () and results.roofline is None
+    assert {r.mode for r in results.models} == {"forward", "train"}
     assert "MobileNetV2" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--rounds", "0"], "--rounds must be >= 1"),
+        (["--batch-size", "-2"], "--batch-size must be >= 1"),
+        (["--threads", "0"], "--threads must be >= 1"),
+        (["--device", "gpu"], "not a device"),
+        (["--models", "vgg16"], "invalid choice"),
+        (["--rounds", "two"], "invalid int value"),
+    ],
+)
+def test_command_checks_every_argument_before_any_work(args, message, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(bench, "run", lambda **_: pytest.fail("the benchmark ran"))
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(args)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_command_checks_the_output_before_the_run(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(bench, "run", lambda **_: pytest.fail("the benchmark ran"))
+    (tmp_path / "a_file").write_text("")
+    for output, message in ((tmp_path, "is a directory"), (tmp_path / "a_file" / "x.json", "cannot write in")):
+        with pytest.raises(SystemExit):
+            bench.main(["--output", str(output)])
+        assert message in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            bench.main(["--device", "cuda"])
+        assert "not available on this machine" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------ speed changes keep the numbers

@@ -22,21 +22,22 @@ def tiny() -> nn.Module:
 
 def test_train_profile_adds_up_and_names_the_backward_pass() -> None:
     rows = profiling.op_profile(tiny(), input_size=16, batch_size=2, steps=2)
-    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
-    assert [r["self_ms"] for r in rows] == sorted((r["self_ms"] for r in rows), reverse=True)
-    ops = {r["op"]: r for r in rows}
-    assert "aten::convolution_backward" in ops and "aten::max_pool2d_with_indices" in ops
-    assert ops["aten::max_pool2d_with_indices"]["calls"] == 1  # per step, not per profile
+    assert rows.share.sum() == pytest.approx(1.0)
+    assert list(rows.self_ms) == sorted(rows.self_ms, reverse=True)
+    ops = rows.set_index("op")
+    assert "aten::convolution_backward" in ops.index and "aten::max_pool2d_with_indices" in ops.index
+    assert ops.calls["aten::max_pool2d_with_indices"] == 1  # per step, not per profile
     kinds = profiling.by_kind(rows)
-    assert list(kinds) == [*profiling.KINDS, "other"]
-    assert sum(k["share"] for k in kinds.values()) == pytest.approx(1.0)
+    assert list(kinds.index) == [*profiling.KINDS, "other"]
+    assert kinds.share.sum() == pytest.approx(1.0)
+    assert kinds.self_ms.sum() == pytest.approx(rows.self_ms.sum())
     for kind in ("convolution", "batch norm", "ReLU", "max-pooling"):
-        assert kinds[kind]["self_ms"] > 0, kind
+        assert kinds.self_ms[kind] > 0, kind
 
 
 def test_forward_profile_has_no_backward_and_leaves_output_working(capfd: pytest.CaptureFixture[str]) -> None:
     rows = profiling.op_profile(tiny(), input_size=16, mode="forward", steps=1, warmup=0)
-    assert not [r for r in rows if "backward" in r["op"].lower()]
+    assert not rows.op.str.lower().str.contains("backward").any()
     os.write(1, b"fd 1 still works\n")
     print("so does print")
     out = capfd.readouterr().out
@@ -50,7 +51,7 @@ def test_library_pooling_shows_as_pooling() -> None:
     assert profiling.kind_of("aten::clamp_min") == "ReLU"
     assert profiling.kind_of("aten::addmm") == "other"  # the linear layer, not a residual addition
     rows = profiling.op_profile(nn.Sequential(xl.MaxPool2dSame(3, 2)), input_size=10, mode="forward", steps=1)
-    assert profiling.by_kind(rows)["max-pooling"]["self_ms"] > 0
+    assert profiling.by_kind(rows).self_ms["max-pooling"] > 0
 
 
 def test_bad_arguments_say_what_was_expected() -> None:

@@ -1,27 +1,14 @@
 """Benchmarks: measured speed beside MAC counts, for whole models and single layers.
 
-Run ``python -m xception_lib.chapters.bench`` (``--help`` for options; ``--quick`` for a short run).
-It measures, on one device:
-
-* **models**: forward (inference) and forward+backward (training step) throughput in
-  images per second of ``xl.xception()``, the same network with timm's conventions
-  (:meth:`XceptionConfig.timm_port`), timm's ``legacy_xception`` (same architecture and
-  MACs, so the ratio to it isolates implementation quality), and torchvision's
-  Inception V3, ResNet-50 and MobileNetV2 at their native input sizes;
-* **layers**: a regular 3x3, a depthwise 3x3 and a pointwise 1x1 convolution at
-  Xception's widths and resolutions, with MACs, bytes moved, arithmetic intensity (MACs
-  per byte) and achieved GMAC/s, the ingredients of a roofline plot;
-* **roofline**: the device's attainable compute (a large matrix product) and memory
-  bandwidth (a large copy);
-* **variants**: channels_last, bf16/fp16 autocast and ``torch.compile`` where the device
-  supports them; the others are listed under ``skipped`` with the reason.
-
-Timing. Each case is warmed up, then run ``rounds`` times; the cases are *interleaved*
-(A, B, C, A, B, C, ...), so that a slow spell on a shared machine hits every case alike,
-and the statistics (median, interquartile range) are those of
-:class:`torch.utils.benchmark.Measurement`. Results are a JSON-ready ``dict`` holding
-:func:`xception_lib.provenance.environment` (device, torch version, commit, date);
-:func:`validate_results` checks one.
+``python -m xception_lib.chapters.bench`` (``--help``; ``--quick`` for a short run) measures on one
+device: whole models (Xception in this library and timm's, Inception V3, ResNet-50, MobileNetV2;
+a forward pass and a training step), single convolutions (regular, depthwise, pointwise at
+Xception's widths, with MACs, bytes moved and arithmetic intensity), the device's roofs (a large
+matrix product and a large copy), and the variants the device supports (channels_last,
+bf16/fp16 autocast, ``torch.compile``). Cases are warmed up, then run once per round, the cases
+interleaved (A, B, C, A, B, C, ...) so that a slow spell on a shared machine hits all alike; a
+:class:`Timing` keeps every run. :class:`Results` holds it all with
+:func:`xception_lib.provenance.environment`; :func:`save` and :func:`load` write and read JSON.
 """
 
 from __future__ import annotations
@@ -30,13 +17,17 @@ import argparse
 import copy
 import json
 import math
+import os
 import statistics
 import sys
+import tempfile
 import time
+import types
+import typing
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xception_lib.runtime import synchronize
+
 if TYPE_CHECKING:
-    import torch.utils.benchmark
+    import pandas
 
 SCHEMA = "xception_lib.bench/1"
 MODES = ("forward", "train")
@@ -54,50 +47,48 @@ LAYER_KINDS = ("regular", "depthwise", "pointwise")
 # Xception's widths at its three main resolutions (299 px input): entry block 2's input,
 # entry block 3's input and the middle flow.
 LAYER_SHAPES = ((128, 74), (256, 37), (728, 19))
+#: Where the package keeps its recorded results (package data, found wherever it is installed).
+RECORDS = Path(__file__).resolve().parents[1] / "records"
 
-# ------------------------------------------------------------------ timing
+# ------------------------------------------------------------------ timing and records
 
 
-def synchronize(device: torch.device | str) -> None:
-    """Wait for the device's queued work (a no-op on the CPU, whose calls are synchronous)."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
+@dataclass(frozen=True)
+class Timing:
+    """Repeated runs of one case: every time (seconds), their median and interquartile range."""
+
+    median_s: float
+    iqr_s: float  # the spread of the middle half of the runs
+    runs: int
+    times_s: tuple[float, ...]
+
+    @classmethod
+    def of(cls, times: Sequence[float]) -> Timing:
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else (0, 0, 0)
+        return cls(statistics.median(times), q3 - q1, len(times), tuple(times))
+
+    @property
+    def spread(self) -> float:  # IQR / median
+        return self.iqr_s / self.median_s
 
 
 def time_interleaved(
-    cases: Mapping[str, Callable[[], object]],
-    *,
-    rounds: int = 5,
-    warmup: int = 1,
+    cases: Mapping[Any, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
     device: torch.device | str = "cpu",
-) -> dict[str, torch.utils.benchmark.Measurement]:
-    """Time several callables in interleaved rounds (A, B, A, B, ...).
+) -> dict[Any, Timing]:
+    """Time callables (name -> one step) in interleaved rounds (A, B, A, B, ...), one run each per round.
 
-    ``torch.utils.benchmark.Timer`` times one statement at a time; on a machine shared
-    with other work, a slow minute then lands on one case only and biases a ratio.
-    Interleaving spreads it over all cases, and the per-round times let a ratio be
-    computed round by round (:func:`paired_ratio`).
-
-    Args:
-        cases: Name -> a callable running one step (one forward pass, one training step).
-        rounds: Timed runs per case.
-        warmup: Untimed runs per case first (allocator, oneDNN/cuDNN kernel selection).
-        device: Where the cases run; it is synchronised around each timed run.
-
-    Returns:
-        Name -> a :class:`torch.utils.benchmark.Measurement` of ``rounds`` runs
-        (``.median``, ``.iqr``, ``.raw_times`` in seconds).
+    Timed one after another, a slow minute on a shared machine would land on one case only and
+    bias a ratio; interleaved, it hits all, and a ratio can be taken round by round
+    (:func:`paired_ratio`). ``warmup`` untimed runs per case come first (memory allocation,
+    oneDNN/cuDNN kernel choice); ``device`` is synchronised around each timed run.
     """
-    if rounds < 1 or warmup < 0:
-        raise ValueError(f"expected rounds >= 1 and warmup >= 0, got rounds={rounds}, warmup={warmup}")
+    if not (isinstance(rounds, int) and rounds >= 1 and isinstance(warmup, int) and warmup >= 0):
+        raise ValueError(f"expected rounds >= 1 and warmup >= 0, got rounds={rounds!r}, warmup={warmup!r}")
     for _ in range(warmup):
         for fn in cases.values():
             fn()
-    synchronize(device)
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    times: dict[Any, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, fn in cases.items():
             synchronize(device)
@@ -105,31 +96,7 @@ def time_interleaved(
             fn()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    measurement, task_spec = _benchmark_classes()
-    threads = torch.get_num_threads()
-    return {
-        name: measurement(1, ts, task_spec(stmt=name, setup="", label=name, num_threads=threads))
-        for name, ts in times.items()
-    }
-
-
-def _benchmark_classes() -> tuple[type, type]:
-    """``torch.utils.benchmark``'s ``Measurement`` and ``TaskSpec``, imported quietly.
-
-    Importing ``torch.utils.benchmark`` imports ``torch.utils.cpp_extension``, which logs a
-    warning on a CUDA build of PyTorch without a CUDA toolkit; it does not concern us.
-    """
-    import logging
-
-    logger = logging.getLogger("torch.utils.cpp_extension")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        from torch.utils.benchmark import Measurement
-        from torch.utils.benchmark.utils.common import TaskSpec
-    finally:
-        logger.setLevel(level)
-    return Measurement, TaskSpec
+    return {name: Timing.of(ts) for name, ts in times.items()}
 
 
 def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[float, float, float]:
@@ -140,79 +107,248 @@ def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[fl
     """
     if len(times_a) != len(times_b) or not times_a:
         raise ValueError(f"expected two equally long, non-empty lists, got {len(times_a)} and {len(times_b)}")
-    ratios = sorted(b / a for a, b in zip(times_a, times_b))
-    if len(ratios) == 1:
-        return ratios[0], ratios[0], ratios[0]
-    q1, _, q3 = statistics.quantiles(ratios, n=4, method="inclusive")
-    return statistics.median(ratios), q1, q3
+    ratios = Timing.of([b / a for a, b in zip(times_a, times_b)])
+    q1 = statistics.quantiles(ratios.times_s, n=4, method="inclusive")[0] if ratios.runs > 1 else ratios.median_s
+    return ratios.median_s, q1, q1 + ratios.iqr_s
 
 
-def _timing_row(m: torch.utils.benchmark.Measurement) -> dict[str, Any]:
-    return {"median_s": m.median, "iqr_s": m.iqr, "runs": len(m.raw_times), "times_s": list(m.raw_times)}
+@dataclass(frozen=True)
+class ModelRow(Timing):
+    """One (model, mode, variant) case of whole-model timing."""
+
+    model: str
+    label: str
+    mode: str
+    variant: str
+    batch_size: int
+    input_size: int
+    macs_per_image: int | None
+    images_per_s: float  # batch size / median time
+
+
+@dataclass(frozen=True)
+class LayerRow(Timing):
+    """One convolution (kind, width, resolution, variant): MACs, traffic and measured time."""
+
+    kind: str
+    channels: int
+    size: int
+    variant: str
+    batch_size: int
+    macs: int
+    bytes_fp32: int
+    intensity: float  # MACs per fp32 byte
+    gmacs_per_s: float  # achieved, from the median
+
+
+@dataclass(frozen=True)
+class Roofline:
+    """A kernel of intensity I (MACs per byte) cannot exceed min(peak, I x bandwidth)."""
+
+    peak_gmacs_per_s: float
+    bandwidth_gb_per_s: float
+    ridge_intensity: float  # where the roofs meet
+    compute_from: str
+    bandwidth_from: str
+
+
+@dataclass(frozen=True)
+class Skipped:
+    what: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str
+    quick: bool
+    batch_size: int
+    rounds: int
+    threads: int
+    compile: bool = False
+    tf32_convolutions: bool | None = None  # cuDNN's float32 convolutions on TF32 cores; None: CPU or not recorded
+
+
+@dataclass(frozen=True)
+class Results:
+    """A benchmark run: where it ran (``xl.provenance.environment()``), how, and every row."""
+
+    environment: dict[str, Any]
+    settings: Settings
+    models: tuple[ModelRow, ...]
+    layers: tuple[LayerRow, ...]
+    roofline: Roofline | None
+    skipped: tuple[Skipped, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "results") -> Results:
+        """Check and convert a JSON dict; a ``ValueError`` lists every problem and names ``where``."""
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where}: expected a dict of benchmark results, got {type(data).__name__}")
+        problems = [] if data.get("schema") == SCHEMA else [f"schema: expected {SCHEMA!r}, got {data.get('schema')!r}"]
+        env = data.get("environment")
+        env_keys = ("device", "device_name", "torch", "commit", "date")
+        problems += [f"environment.{k}: missing" for k in env_keys if not isinstance(env, Mapping) or k not in env]
+        parts: dict[str, Any] = {"settings": _convert(Settings, data.get("settings"), "settings", problems)}
+        for name, kind in (("models", ModelRow), ("layers", LayerRow), ("skipped", Skipped)):
+            rows = data.get(name)
+            if not isinstance(rows, (list, tuple)):
+                problems.append(f"{name}: expected a list, got {type(rows).__name__}")
+            parts[name] = tuple(_convert(kind, row, f"{name}[{i}]", problems) for i, row in enumerate(rows or []))
+        roof = data.get("roofline")
+        parts["roofline"] = None if roof is None else _convert(Roofline, roof, "roofline", problems)
+        if problems:
+            raise ValueError(f"invalid benchmark results in {where}:\n  " + "\n  ".join(problems))
+        return cls(environment=dict(env), **parts)  # type: ignore[arg-type]
+
+
+_CHOICES = {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}
+
+
+def _fits(value: Any, hint: Any, name: str) -> bool:
+    """Whether a JSON ``value`` fits a field's type; numbers must be finite and > 0 (IQR: >= 0)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_fits(value, a, name) for a in typing.get_args(hint))
+    if typing.get_origin(hint) is tuple:
+        return isinstance(value, (list, tuple)) and all(_fits(v, float, name) for v in value)
+    if hint in (int, float):
+        number = isinstance(value, int) or (hint is float and isinstance(value, float))
+        finite = number and not isinstance(value, bool) and math.isfinite(value)
+        return finite and (value >= 0 if name == "iqr_s" else value > 0)
+    if hint is str:
+        return isinstance(value, str) and bool(value) and value in _CHOICES.get(name, (value,))
+    return isinstance(value, hint)  # bool, None
+
+
+def _convert(cls: type, data: Any, where: str, problems: list[str]) -> Any:
+    """``cls(**data)`` after checking each field, adding what is wrong to ``problems``."""
+    if not isinstance(data, Mapping):
+        problems.append(f"{where}: expected a dict, got {type(data).__name__}")
+        return None
+    hints, before = typing.get_type_hints(cls), len(problems)
+    for f in fields(cls):
+        if f.name not in data and f.default is MISSING:
+            problems.append(f"{where}.{f.name}: missing")
+        elif f.name in data and not _fits(data[f.name], hints[f.name], f.name):
+            numeric = "int" in str(f.type) or "float" in str(f.type)
+            expected = f"one of {_CHOICES[f.name]}" if f.name in _CHOICES else f"{f.type}{' > 0' * numeric}"
+            problems.append(f"{where}.{f.name}: expected {expected}, got {data[f.name]!r:.40}")
+    values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+    if "times_s" in values and len(problems) == before and len(values["times_s"]) != values["runs"]:
+        problems.append(f"{where}.times_s: expected {values['runs']} times (runs), got {len(values['times_s'])}")
+    if len(problems) > before:
+        return None
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def validate_results(results: Results | Mapping[str, Any]) -> Results:
+    """``results`` as a checked :class:`Results` (``ValueError`` listing every problem)."""
+    return results if isinstance(results, Results) else Results.from_dict(results)
+
+
+def check_writable(path: str | Path) -> Path:
+    """``path`` if a file can be written there (its folder is created), else a ``ValueError`` saying why.
+
+    Called before a long run, so that a bad ``--output`` fails at once, not after the run.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output {path} is a directory; give a file name, such as {path / 'bench.json'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-"):
+            pass
+    except OSError as err:
+        raise ValueError(f"output {path}: cannot write in {path.parent} ({err}); choose another path") from None
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"output {path} exists and is not writable; choose another path")
+    return path
+
+
+def save(results: Results | Mapping[str, Any], path: str | Path) -> Path:
+    """Check and write ``results`` as JSON."""
+    path = check_writable(path)
+    path.write_text(json.dumps(validate_results(results).to_dict(), indent=1) + "\n")
+    return path
+
+
+def load(path: str | Path) -> Results:
+    """Read and check a results JSON written by :func:`save`; errors name the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read benchmark results {path}: {err}; rerun the benchmark to rewrite it") from None
+    return Results.from_dict(data, where=str(path))
+
+
+def recorded(pattern: str = "bench_gpu*.json", directory: str | Path | None = None) -> list[Results]:
+    """Every recorded result matching ``pattern`` in ``directory`` (default :data:`RECORDS`), by name."""
+    directory = RECORDS if directory is None else Path(directory)
+    return [load(p) for p in sorted(directory.glob(pattern))] if directory.is_dir() else []
 
 
 # ------------------------------------------------------------------ variants
 
 
-@dataclass(frozen=True)
-class Variant:
-    """How a case runs: memory format, autocast dtype, compiled or not."""
-
-    name: str
-    channels_last: bool = False
-    autocast: torch.dtype | None = None
-    compile: bool = False
-
-
-_VARIANTS = {
-    "fp32": Variant("fp32"),
-    "channels_last": Variant("channels_last", channels_last=True),
-    "bf16": Variant("bf16", autocast=torch.bfloat16),
-    "fp16": Variant("fp16", autocast=torch.float16),
-    "compile": Variant("compile", compile=True),
-}
-
-
 def variant_support(name: str, device: torch.device | str, *, compile: bool = False) -> str | None:
     """``None`` if ``device`` runs variant ``name``, else the reason it is skipped."""
-    if name not in _VARIANTS:
-        raise ValueError(f"variant must be one of {VARIANTS}, got {name!r}")
+    _check_choices([name], VARIANTS, "variant")
     device = torch.device(device)
-    if name in ("bf16", "fp16"):
-        if device.type == "cpu":
-            check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{name}_supported", None)
-            if check is None or not check():
-                return f"no native {name} in oneDNN on this CPU (it would be emulated, slowly)"
-        elif device.type == "cuda" and name == "bf16" and not torch.cuda.is_bf16_supported():
-            return "this GPU does not support bf16"
+    if name in ("bf16", "fp16") and device.type == "cpu":
+        check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{name}_supported", None)
+        if check is None or not check():
+            return f"no native {name} in oneDNN on this CPU (it would be emulated, slowly)"
+    if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return "this GPU does not support bf16"
     if name == "compile" and not compile:
         return "not requested (pass --compile; compiling takes minutes)"
     return None
 
 
-def _autocast(variant: Variant, device: torch.device):  # -> context manager
-    if variant.autocast is None:
-        return nullcontext()
-    return torch.autocast(device.type, dtype=variant.autocast)
-
-
-def _prepare(module: nn.Module, x: torch.Tensor, variant: Variant) -> tuple[nn.Module, torch.Tensor]:
-    if variant.channels_last:
+def _step(module: nn.Module, x: torch.Tensor, variant: str, train: bool) -> Callable[[], object]:
+    """One forward pass in inference mode, or one training step (forward, loss, backward)."""
+    if variant == "channels_last":
         module = copy.deepcopy(module).to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    if variant.compile:
+    if variant == "compile":
         module = torch.compile(module)  # type: ignore[assignment]
-    return module, x
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(variant)
+    autocast = nullcontext() if dtype is None else torch.autocast(x.device.type, dtype=dtype)
+    target = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+
+    def step() -> object:
+        if not train:
+            with torch.inference_mode(), autocast:
+                return module(x)
+        module.zero_grad(set_to_none=True)
+        with autocast:
+            loss = F.cross_entropy(module(x), target)
+        loss.backward()
+        return loss
+
+    return step
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    with warnings.catch_warnings():
+def _timed(cases: Mapping[Any, Callable[[], object]], **kwargs: Any) -> dict[Any, Timing]:
+    with warnings.catch_warnings():  # autocast and compile warn about what they cannot do
         warnings.simplefilter("ignore")
-        yield
+        return time_interleaved(cases, **kwargs)
 
 
-# ------------------------------------------------------------------ models
+def _supported(variants: Sequence[str], device: torch.device, compile: bool, what: str,
+               skipped: list[Skipped] | None) -> list[str]:
+    """The variants ``device`` runs; a :class:`Skipped` for each other one is added to ``skipped``."""
+    reasons = {v: variant_support(v, device, compile=compile) for v in variants}
+    for v, reason in reasons.items():
+        if reason is not None and skipped is not None and Skipped(f"{what}/{v}", reason) not in skipped:
+            skipped.append(Skipped(f"{what}/{v}", reason))
+    return [v for v, reason in reasons.items() if reason is None]
+
+
+# ------------------------------------------------------------------ models and layers
 
 MODEL_LABELS = {  # the torchvision models are torchvision's
     "xception": "Xception (xl)",
@@ -226,405 +362,204 @@ MODEL_NAMES = tuple(MODEL_LABELS)
 
 
 def build_model(name: str) -> tuple[nn.Module, int]:
-    """A freshly initialised benchmark model and its native input size.
+    """A freshly initialised benchmark model (one of ``MODEL_NAMES``) and its native input size."""
+    from torchvision import models
 
-    Args:
-        name: One of ``MODEL_NAMES``.
-    """
     from xception_lib.config import XceptionConfig
     from xception_lib.model import Xception, xception
 
-    if name == "xception":
-        return xception(), 299
-    if name == "xception_timm_port":
-        return Xception(XceptionConfig.timm_port()), 299
+    _check_choices([name], MODEL_NAMES, "model")
     if name == "timm_legacy_xception":
-        with _quiet():  # importing timm warns in notebooks (tqdm), and so does its deprecated-name mapping
+        with warnings.catch_warnings():  # timm warns about tqdm in notebooks and about the deprecated name
+            warnings.simplefilter("ignore")
             import timm
 
             return timm.create_model("legacy_xception"), 299
-    from torchvision import models
-
-    if name == "inception_v3":
-        return models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299
-    if name == "resnet50":
-        return models.resnet50(weights=None), 224
-    if name == "mobilenet_v2":
-        return models.mobilenet_v2(weights=None), 224
-    raise ValueError(f"model must be one of {MODEL_NAMES}, got {name!r}")
-
-
-def _forward_step(model: nn.Module, x: torch.Tensor, variant: Variant, device: torch.device) -> Callable[[], object]:
-    def step() -> object:
-        with torch.inference_mode(), _autocast(variant, device):
-            return model(x)
-
-    return step
-
-
-def _train_step(model: nn.Module, x: torch.Tensor, variant: Variant, device: torch.device) -> Callable[[], object]:
-    target = torch.zeros(x.shape[0], dtype=torch.long, device=device)
-
-    def step() -> object:
-        model.zero_grad(set_to_none=True)
-        with _autocast(variant, device):
-            loss = F.cross_entropy(model(x), target)
-        loss.backward()
-        return loss
-
-    return step
+    return {
+        "xception": lambda: (xception(), 299),
+        "xception_timm_port": lambda: (Xception(XceptionConfig.timm_port()), 299),
+        "inception_v3": lambda: (models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
+        "resnet50": lambda: (models.resnet50(weights=None), 224),
+        "mobilenet_v2": lambda: (models.mobilenet_v2(weights=None), 224),
+    }[name]()
 
 
 def model_benchmarks(
-    names: Sequence[str] = MODEL_NAMES,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 2,
-    modes: Sequence[str] = MODES,
-    variants: Sequence[str] = ("fp32",),
-    variant_models: Sequence[str] | None = None,
-    rounds: int = 5,
-    warmup: int = 1,
-    compile: bool = False,
-    count_macs: bool = True,
-    skipped: list[dict[str, str]] | None = None,
-) -> list[dict[str, Any]]:
-    """Throughput of whole models; all (model, variant) cases of one mode are interleaved.
+    names: Sequence[str] = MODEL_NAMES, *, device: torch.device | str = "cpu", batch_size: int = 2,
+    modes: Sequence[str] = MODES, variants: Sequence[str] = ("fp32",), variant_models: Sequence[str] | None = None,
+    rounds: int = 5, warmup: int = 1, compile: bool = False, count_macs: bool = True,
+    skipped: list[Skipped] | None = None,
+) -> list[ModelRow]:
+    """Time of whole models (``MODEL_NAMES``); all (model, variant) cases of one mode are interleaved.
 
-    Args:
-        names: Models from ``MODEL_NAMES``.
-        device: Where to run.
-        batch_size: Images per step.
-        modes: ``"forward"`` (eval mode, inference) and/or ``"train"`` (train mode, one
-            forward + cross-entropy + backward, no optimiser step).
-        variants: From ``VARIANTS``; unsupported ones are skipped.
-        variant_models: The models that run the variants other than ``"fp32"``
-            (default: all of ``names``).
-        rounds: Timed runs per case.
-        warmup: Untimed runs per case first (more are needed with ``compile``).
-        compile: Allow the ``"compile"`` variant.
-        count_macs: Count each model's MACs per image with fvcore (forward pass, eval mode).
-        skipped: A list to append ``{"what", "reason"}`` to for every variant skipped.
-
-    Returns:
-        A list with one dict per (model, mode, variant), with keys ``model``, ``label``,
-        ``mode``, ``variant``, ``batch_size``, ``input_size``, ``macs_per_image``,
-        ``median_s``, ``iqr_s``, ``runs``, ``times_s`` and ``images_per_s`` (batch size
-        divided by the median time).
+    A ``"forward"`` step is an inference pass in eval mode; a ``"train"`` step is forward,
+    cross-entropy and backward in train mode (no optimiser step). Variants other than fp32 run
+    on ``variant_models`` (default: all); those the device lacks are added to ``skipped``.
+    ``count_macs`` counts each model's MACs per image with fvcore.
     """
+    from xception_lib.complexity import count_macs as fvcore_macs
+
     device = torch.device(device)
     _check_choices(names, MODEL_NAMES, "model")
+    _check_choices(modes, MODES, "mode")
     if variant_models is not None and not set(variant_models) <= set(names):
         raise ValueError(f"variant_models must be some of names={list(names)}, got {list(variant_models)}")
-    _check_choices(modes, MODES, "mode")
-    _check_choices(variants, VARIANTS, "variant")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_positive(batch_size=batch_size)
+    supported = _supported(variants, device, compile, "models", skipped)
     built = {}
     for name in names:
         model, size = build_model(name)
-        macs = None
-        if count_macs:
-            from xception_lib.complexity import count_macs as fvcore_macs
-
-            with _quiet():
-                macs = fvcore_macs(model, (1, 3, size, size))
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(batch_size, 3, size, size, generator=gen).to(device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fvcore names the operators it does not count
+            macs = fvcore_macs(model, (1, 3, size, size)) if count_macs else None
+        x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
         built[name] = (model.to(device), x, size, macs)
-
-    variant_models = list(names if variant_models is None else variant_models)
-    supported = []
-    for variant_name in variants:
-        reason = variant_support(variant_name, device, compile=compile)
-        if reason is None:
-            supported.append(variant_name)
-        elif skipped is not None:
-            skipped.append({"what": f"models/{variant_name}", "reason": reason})
     rows = []
     for mode in modes:
-        cases, meta = {}, {}
-        for name, (model, x, size, macs) in built.items():
-            model.train(mode == "train")
-            for variant_name in supported:
-                if variant_name != "fp32" and name not in variant_models:
-                    continue
-                variant = _VARIANTS[variant_name]
-                m, xv = _prepare(model, x, variant)
-                make = _train_step if mode == "train" else _forward_step
-                cases[f"{name}/{variant_name}"] = make(m, xv, variant, device)
-                meta[f"{name}/{variant_name}"] = (name, variant_name, size, macs)
-        with _quiet():
-            measured = time_interleaved(cases, rounds=rounds, warmup=warmup, device=device)
-        for key, meas in measured.items():
-            name, variant_name, size, macs = meta[key]
-            rows.append(
-                {
-                    "model": name,
-                    "label": MODEL_LABELS[name],
-                    "mode": mode,
-                    "variant": variant_name,
-                    "batch_size": batch_size,
-                    "input_size": size,
-                    "macs_per_image": macs,
-                    **_timing_row(meas),
-                    "images_per_s": batch_size / meas.median,
-                }
-            )
+        cases = {
+            (name, v): _step(model.train(mode == "train"), x, v, mode == "train")
+            for name, (model, x, _, _) in built.items() for v in supported
+            if v == "fp32" or variant_models is None or name in variant_models
+        }
+        for (name, v), t in _timed(cases, rounds=rounds, warmup=warmup, device=device).items():
+            _, _, size, macs = built[name]
+            rows.append(ModelRow(**asdict(t), model=name, label=MODEL_LABELS[name], mode=mode, variant=v,
+                                 batch_size=batch_size, input_size=size, macs_per_image=macs,
+                                 images_per_s=batch_size / t.median_s))
     return rows
-
-
-# ------------------------------------------------------------------ layers
 
 
 @dataclass(frozen=True)
 class LayerCase:
-    """One convolution of Xception's: kind, width and resolution (stride 1, "same" padding)."""
+    """One convolution of Xception's, C -> C channels: kind, width and resolution (stride 1, "same")."""
 
     kind: str
     channels: int
     size: int
 
     def module(self) -> nn.Conv2d:
-        c = self.channels
-        if self.kind == "regular":
-            return nn.Conv2d(c, c, 3, padding=1, bias=False)
-        if self.kind == "depthwise":
-            return nn.Conv2d(c, c, 3, padding=1, groups=c, bias=False)
-        if self.kind == "pointwise":
-            return nn.Conv2d(c, c, 1, bias=False)
-        raise ValueError(f"kind must be one of {LAYER_KINDS}, got {self.kind!r}")
+        _check_choices([self.kind], LAYER_KINDS, "layer kind")
+        kernel, groups = {"regular": (3, 1), "depthwise": (3, self.channels), "pointwise": (1, 1)}[self.kind]
+        return nn.Conv2d(self.channels, self.channels, kernel, padding=kernel // 2, groups=groups, bias=False)
 
     def macs(self, batch_size: int = 1) -> int:
-        """MACs of one forward pass, from :mod:`xception_lib.complexity`'s formulas."""
-        from xception_lib import complexity
-
-        c, s = self.channels, self.size
-        if self.kind == "regular":
-            per_image = complexity.conv_macs(c, c, 3, s, s)
-        elif self.kind == "depthwise":
-            per_image = complexity.depthwise_macs(c, 3, s, s)
-        else:
-            per_image = complexity.pointwise_macs(c, c, s, s)
-        return batch_size * per_image
+        """MACs of one forward pass: each weight is used once per output pixel (stride 1)."""
+        return batch_size * self.module().weight.numel() * self.size**2
 
     def bytes_moved(self, batch_size: int = 1, bytes_per_element: int = 4) -> int:
         """The least traffic to memory: read input and weights once, write the output once."""
-        c = self.channels
-        activations = batch_size * c * self.size * self.size
-        weights = {"regular": 9 * c * c, "depthwise": 9 * c, "pointwise": c * c}[self.kind]
-        return bytes_per_element * (2 * activations + weights)
+        return bytes_per_element * (2 * batch_size * self.channels * self.size**2 + self.module().weight.numel())
 
     def intensity(self, batch_size: int = 1, bytes_per_element: int = 4) -> float:
         """Arithmetic intensity: MACs per byte moved."""
         return self.macs(batch_size) / self.bytes_moved(batch_size, bytes_per_element)
 
 
-def layer_cases(
-    shapes: Sequence[tuple[int, int]] = LAYER_SHAPES, kinds: Sequence[str] = LAYER_KINDS
-) -> list[LayerCase]:
+def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES,
+                kinds: Sequence[str] = LAYER_KINDS) -> list[LayerCase]:
     """Every kind at every ``(channels, size)``."""
     _check_choices(kinds, LAYER_KINDS, "layer kind")
     return [LayerCase(kind, c, s) for c, s in shapes for kind in kinds]
 
 
 def layer_benchmarks(
-    cases: Sequence[LayerCase] | None = None,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 2,
-    variants: Sequence[str] = ("fp32",),
-    rounds: int = 5,
-    warmup: int = 1,
-    compile: bool = False,
-    skipped: list[dict[str, str]] | None = None,
-) -> list[dict[str, Any]]:
-    """Forward time of single convolutions (inference mode), all cases of a variant interleaved.
-
-    Returns:
-        A list with one dict per (case, variant), with keys ``kind``, ``channels``, ``size``,
-        ``variant``, ``batch_size``, ``macs``, ``bytes_fp32``, ``intensity`` (MACs per fp32
-        byte), the timing fields and ``gmacs_per_s`` (achieved, from the median).
-    """
+    cases: Sequence[LayerCase] | None = None, *, device: torch.device | str = "cpu", batch_size: int = 2,
+    variants: Sequence[str] = ("fp32",), rounds: int = 5, warmup: int = 1, compile: bool = False,
+    skipped: list[Skipped] | None = None,
+) -> list[LayerRow]:
+    """Forward time of single convolutions (inference mode), all cases of a variant interleaved."""
     device = torch.device(device)
-    cases = layer_cases() if cases is None else list(cases)
-    _check_choices(variants, VARIANTS, "variant")
+    _check_positive(batch_size=batch_size)
     gen = torch.Generator().manual_seed(0)
-    built = {}
-    for case in cases:
-        conv = case.module().to(device).eval()
-        x = torch.randn(batch_size, case.channels, case.size, case.size, generator=gen).to(device)
-        built[f"{case.kind} {case.channels}x{case.size}x{case.size}"] = (case, conv, x)
+    built = {case: (case.module().to(device).eval(),
+                    torch.randn(batch_size, case.channels, case.size, case.size, generator=gen).to(device))
+             for case in (layer_cases() if cases is None else cases)}
     rows = []
-    for variant_name in variants:
-        reason = variant_support(variant_name, device, compile=compile)
-        if reason is not None:
-            if skipped is not None:
-                skipped.append({"what": f"layers/{variant_name}", "reason": reason})
-            continue
-        variant = _VARIANTS[variant_name]
-        steps = {}
-        for key, (_, conv, x) in built.items():
-            m, xv = _prepare(conv, x, variant)
-            steps[key] = _forward_step(m, xv, variant, device)
-        with _quiet():
-            measured = time_interleaved(steps, rounds=rounds, warmup=warmup, device=device)
-        for key, meas in measured.items():
-            case = built[key][0]
-            macs = case.macs(batch_size)
-            rows.append(
-                {
-                    "kind": case.kind,
-                    "channels": case.channels,
-                    "size": case.size,
-                    "variant": variant_name,
-                    "batch_size": batch_size,
-                    "macs": macs,
-                    "bytes_fp32": case.bytes_moved(batch_size),
-                    "intensity": case.intensity(batch_size),
-                    **_timing_row(meas),
-                    "gmacs_per_s": macs / meas.median / 1e9,
-                }
-            )
+    for v in _supported(variants, device, compile, "layers", skipped):
+        steps = {case: _step(conv, x, v, train=False) for case, (conv, x) in built.items()}
+        for case, t in _timed(steps, rounds=rounds, warmup=warmup, device=device).items():
+            rows.append(LayerRow(**asdict(t), kind=case.kind, channels=case.channels, size=case.size, variant=v,
+                                 batch_size=batch_size, macs=case.macs(batch_size),
+                                 bytes_fp32=case.bytes_moved(batch_size), intensity=case.intensity(batch_size),
+                                 gmacs_per_s=case.macs(batch_size) / t.median_s / 1e9))
     return rows
 
 
-# ------------------------------------------------------------------ roofline
-
-
-def roofline(
-    *, device: torch.device | str = "cpu", matrix_size: int = 2048, copy_mib: int = 128, rounds: int = 5
-) -> dict[str, Any]:
-    """The two roofs: attainable compute (a large fp32 matrix product) and memory bandwidth (a copy).
-
-    A kernel with arithmetic intensity ``I`` (MACs per byte) cannot exceed
-    ``min(peak_gmacs_per_s, I * bandwidth_gb_per_s)`` GMAC/s.
-
-    Returns:
-        ``peak_gmacs_per_s``, ``bandwidth_gb_per_s``, ``ridge_intensity`` (the intensity
-        where the roofs meet) and how each was measured.
-    """
-    device = torch.device(device)
+def roofline(*, device: torch.device | str = "cpu", matrix_size: int = 2048, copy_mib: int = 128,
+             rounds: int = 5) -> Roofline:
+    """The two roofs: attainable compute (a large fp32 matrix product) and memory bandwidth (a copy)."""
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(matrix_size, matrix_size, generator=gen).to(device)
-    b = torch.randn(matrix_size, matrix_size, generator=gen).to(device)
-    n = copy_mib * 2**20 // 4
-    src, dst = torch.randn(n, generator=gen).to(device), torch.empty(n, device=device)
-    measured = time_interleaved(
-        {"matmul": lambda: torch.mm(a, b), "copy": lambda: dst.copy_(src)}, rounds=rounds, warmup=1, device=device
-    )
-    peak = matrix_size**3 / measured["matmul"].median / 1e9
-    bandwidth = 2 * src.numel() * 4 / measured["copy"].median / 1e9  # read + write
-    return {
-        "peak_gmacs_per_s": peak,
-        "bandwidth_gb_per_s": bandwidth,
-        "ridge_intensity": peak / bandwidth,
-        "compute_from": f"fp32 matmul {matrix_size}x{matrix_size}x{matrix_size}, median of {rounds}",
-        "bandwidth_from": f"copy of {copy_mib} MiB (read + write), median of {rounds}",
-    }
+    a, b = (torch.randn(matrix_size, matrix_size, generator=gen).to(device) for _ in range(2))
+    src = torch.randn(copy_mib * 2**20 // 4, generator=gen).to(device)
+    dst = torch.empty_like(src)
+    t = time_interleaved({"mm": lambda: torch.mm(a, b), "copy": lambda: dst.copy_(src)}, rounds=rounds, device=device)
+    peak, bandwidth = matrix_size**3 / t["mm"].median_s / 1e9, 2 * src.numel() * 4 / t["copy"].median_s / 1e9
+    return Roofline(peak, bandwidth, peak / bandwidth,
+                    f"fp32 matmul {matrix_size}x{matrix_size}x{matrix_size}, median of {rounds}",
+                    f"copy of {copy_mib} MiB (read + write), median of {rounds}")
 
 
 # ------------------------------------------------------------------ the whole suite
 
 
 def run(
-    *,
-    device: torch.device | str = "cpu",
-    quick: bool = False,
-    models: Sequence[str] | None = None,
-    batch_size: int | None = None,
-    rounds: int | None = None,
-    compile: bool | None = None,
-    variant_models: Sequence[str] | None = None,
-    layers: bool = True,
+    *, device: torch.device | str = "cpu", quick: bool = False, models: Sequence[str] | None = None,
+    batch_size: int | None = None, rounds: int | None = None, compile: bool | None = None,
+    variant_models: Sequence[str] | None = None, layers: bool = True,
     progress: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Run the benchmark suite and return the JSON-ready results.
+) -> Results:
+    """Run the benchmark suite: ``models`` in fp32, ``variant_models`` in every variant, layers, roofs.
 
-    Args:
-        device: Where to run.
-        quick: Fewer rounds, batch size 1 on CPU, variants on Xception only.
-        models: Models for the fp32 comparison (default all of ``MODEL_NAMES``).
-        batch_size: Images per step (default 2 on CPU, 1 with ``quick``; 32 on GPU).
-        rounds: Timed runs per case (default 5, 3 with ``quick``).
-        compile: Try ``torch.compile`` (default: on GPU only).
-        variant_models: Models also run with the other variants (default: Xception,
-            ResNet-50 and MobileNetV2; Xception only with ``quick``).
-        layers: Run the layer micro-benchmarks and the roofline measurement.
-        progress: Called with a line of text before each part.
+    Defaults: all models; variants on Xception, ResNet-50 and MobileNetV2 (Xception only with
+    ``quick``); a batch of 2 on a CPU (1 with ``quick``) and 32 on a GPU; 5 rounds (3 with
+    ``quick``); ``torch.compile`` on a GPU only. ``progress`` gets a line before each part.
     """
-    device = torch.device(device)
+    device = check_device(device)
     on_cpu = device.type == "cpu"
-    if batch_size is None:
-        batch_size = (1 if quick else 2) if on_cpu else 32
-    if rounds is None:
-        rounds = 3 if quick else 5
-    if compile is None:
-        compile = not on_cpu
+    batch_size = ((1 if quick else 2) if on_cpu else 32) if batch_size is None else batch_size
+    rounds = (3 if quick else 5) if rounds is None else rounds
+    compile = (not on_cpu) if compile is None else compile
     models = list(MODEL_NAMES if models is None else models)
     if variant_models is None:
         variant_models = ["xception"] if quick else ["xception", "resnet50", "mobilenet_v2"]
-    say = progress or (lambda _line: None)
-    skipped: list[dict[str, str]] = []
-    warmup = 2 if compile else 1
-
+    _check_choices([*models, *variant_models], MODEL_NAMES, "model")
+    _check_positive(batch_size=batch_size, rounds=rounds)
+    say, skipped, warmup = progress or (lambda _line: None), [], 2 if compile else 1
     say(f"models {', '.join(models)}; variants on {', '.join(variant_models) or 'none'}; batch {batch_size}")
-    rows = model_benchmarks(
-        models + [m for m in variant_models if m not in models],
-        device=device,
-        batch_size=batch_size,
-        variants=VARIANTS,
-        variant_models=variant_models,
-        rounds=rounds,
-        warmup=warmup,
-        compile=compile,
-        skipped=skipped,
-    )
-    layer_rows: list[dict[str, Any]] = []
-    roof = None
+    rows = model_benchmarks(models + [m for m in variant_models if m not in models], device=device,
+                            batch_size=batch_size, variants=VARIANTS, variant_models=variant_models, rounds=rounds,
+                            warmup=warmup, compile=compile, skipped=skipped)
+    layer_rows, roof = [], None
     if layers:
         say("layers and roofline")
-        layer_rows = layer_benchmarks(
-            device=device, batch_size=batch_size, variants=VARIANTS, rounds=rounds,
-            warmup=warmup, compile=compile, skipped=skipped,
-        )
+        layer_rows = layer_benchmarks(device=device, batch_size=batch_size, variants=VARIANTS, rounds=rounds,
+                                      warmup=warmup, compile=compile, skipped=skipped)
         matrix_size = (1024 if quick else 2048) if on_cpu else 8192
         roof = roofline(device=device, matrix_size=matrix_size, copy_mib=64 if on_cpu else 1024, rounds=rounds)
-        best = max((r for r in layer_rows if r["variant"] == "fp32"), key=lambda r: r["gmacs_per_s"])
-        if best["gmacs_per_s"] > roof["peak_gmacs_per_s"]:  # a roof must not sit below a measured point
-            roof["peak_gmacs_per_s"] = best["gmacs_per_s"]
-            roof["ridge_intensity"] = best["gmacs_per_s"] / roof["bandwidth_gb_per_s"]
-            roof["compute_from"] = (
-                f"{best['kind']} convolution {best['channels']}@{best['size']}, which beat the matmul"
-            )
+        best = max((r for r in layer_rows if r.variant == "fp32"), key=lambda r: r.gmacs_per_s)
+        if best.gmacs_per_s > roof.peak_gmacs_per_s:  # a roof must not sit below a measured point
+            roof = Roofline(best.gmacs_per_s, roof.bandwidth_gb_per_s, best.gmacs_per_s / roof.bandwidth_gb_per_s,
+                            f"{best.kind} convolution {best.channels}@{best.size}, which beat the matmul",
+                            roof.bandwidth_from)
     from xception_lib.provenance import environment
 
-    return {
-        "schema": SCHEMA,
-        "environment": environment(device),
-        "settings": {
-            "device": str(device),
-            "quick": quick,
-            "batch_size": batch_size,
-            "rounds": rounds,
-            "threads": torch.get_num_threads(),
-            "compile": compile,
-        },
-        "models": rows,
-        "layers": layer_rows,
-        "roofline": roof,
-        "skipped": _unique(skipped),
-    }
+    tf32 = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
+    settings = Settings(str(device), quick, batch_size, rounds, torch.get_num_threads(), compile, tf32)
+    return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, tuple(skipped))
 
 
-def _unique(items: list[dict[str, str]]) -> list[dict[str, str]]:
-    seen, out = set(), []
-    for item in items:
-        key = tuple(sorted(item.items()))
-        if key not in seen:
-            seen.add(key)
-            out.append(item)
-    return out
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a ``torch.device`` if this machine has it, else a ``ValueError`` saying what to use."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device {device!r} is not a device ({err}); use cpu, cuda, cuda:1 or mps") from None
+    available = {"cpu": True, "cuda": (device.index or 0) < torch.cuda.device_count(),
+                 "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ValueError(f"device {device} is not available on this machine (CUDA devices: "
+                         f"{torch.cuda.device_count()}); use cpu")
+    return device
 
 
 def _check_choices(given: Sequence[str], allowed: Sequence[str], what: str) -> None:
@@ -633,370 +568,239 @@ def _check_choices(given: Sequence[str], allowed: Sequence[str], what: str) -> N
         raise ValueError(f"unknown {what}(s) {bad}; expected some of {list(allowed)}")
 
 
+def _check_positive(**values: Any) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+
+
 # ------------------------------------------------------------------ reading results
 
 
-def find(rows: Sequence[Mapping[str, Any]], **match: Any) -> dict[str, Any]:
+def find(rows: Sequence[Any], **match: Any) -> Any:
     """The one row whose fields equal ``match`` (``ValueError`` if none or several)."""
-    hits = [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+    hits = [r for r in rows if all(getattr(r, k, None) == v for k, v in match.items())]
     if len(hits) != 1:
         raise ValueError(f"expected exactly one row with {match}, found {len(hits)}")
-    return dict(hits[0])
+    return hits[0]
 
 
-def speed_ratio(
-    results: Mapping[str, Any], model: str = "xception", baseline: str = "timm_legacy_xception",
-    *, mode: str = "train", variant: str = "fp32",
-) -> dict[str, float]:
-    """Throughput of ``model`` divided by ``baseline``'s (> 1: ``model`` is faster).
+@dataclass(frozen=True)
+class Ratio:
+    """How many times faster a model is than a baseline (> 1: faster)."""
 
-    Returns:
-        ``ratio`` (of the median times), and ``paired_median``, ``paired_q1``,
-        ``paired_q3`` (round-by-round ratios of the interleaved runs).
-    """
-    a = find(results["models"], model=model, mode=mode, variant=variant)
-    b = find(results["models"], model=baseline, mode=mode, variant=variant)
-    med, q1, q3 = paired_ratio(a["times_s"], b["times_s"])
-    return {"ratio": b["median_s"] / a["median_s"], "paired_median": med, "paired_q1": q1, "paired_q3": q3}
+    ratio: float  # of the median times
+    paired_median: float  # of the round-by-round ratios of the interleaved runs, and their quartiles
+    paired_q1: float
+    paired_q3: float
 
 
-# ------------------------------------------------------------------ schema
+def speed_ratio(results: Results, model: str = "xception", baseline: str = "timm_legacy_xception", *,
+                mode: str = "train", variant: str = "fp32") -> Ratio:
+    """Throughput of ``model`` divided by ``baseline``'s, from the same interleaved run."""
+    a = find(results.models, model=model, mode=mode, variant=variant)
+    b = find(results.models, model=baseline, mode=mode, variant=variant)
+    return Ratio(b.median_s / a.median_s, *paired_ratio(a.times_s, b.times_s))
 
 
-_ENV_KEYS = ("device", "device_name", "torch", "commit", "date")
-_SETTINGS_KEYS = ("device", "quick", "batch_size", "rounds", "threads")
-_MODEL_KEYS = {
-    "model": str, "label": str, "mode": str, "variant": str, "batch_size": int, "input_size": int,
-    "median_s": float, "iqr_s": float, "runs": int, "times_s": list, "images_per_s": float,
-}
-_LAYER_KEYS = {
-    "kind": str, "channels": int, "size": int, "variant": str, "batch_size": int, "macs": int,
-    "bytes_fp32": int, "intensity": float, "median_s": float, "iqr_s": float, "runs": int,
-    "times_s": list, "gmacs_per_s": float,
-}
+def describe(results: Results) -> str:
+    """Two lines saying where, when and how ``results`` were measured."""
+    env, s = results.environment, results.settings
+    commit = f"commit {env['commit'][:8]}" if env.get("commit") else "not a git checkout (no commit)"
+    if env.get("commit_note"):
+        commit += " (corrected after the run, see commit_note)"
+    return (f"{env['device_name']}, torch {env['torch']}, {s.threads} threads, batch {s.batch_size}, "
+            f"{s.rounds} rounds\n{commit}, {env['date']}")
 
 
-def validate_results(results: Any) -> None:
-    """Check that ``results`` has the shape :func:`run` produces; raise ``ValueError`` listing every problem."""
-    problems: list[str] = []
-    if not isinstance(results, Mapping):
-        raise ValueError(f"expected a dict of results, got {type(results).__name__}")
-    if results.get("schema") != SCHEMA:
-        problems.append(f"schema: expected {SCHEMA!r}, got {results.get('schema')!r}")
-    env = results.get("environment")
-    if not isinstance(env, Mapping):
-        problems.append("environment: expected a dict (xception_lib.provenance.environment())")
-    else:
-        problems += [f"environment: missing {k!r}" for k in _ENV_KEYS if k not in env]
-    settings = results.get("settings")
-    if not isinstance(settings, Mapping):
-        problems.append("settings: expected a dict")
-    else:
-        problems += [f"settings: missing {k!r}" for k in _SETTINGS_KEYS if k not in settings]
-    for section, keys in (("models", _MODEL_KEYS), ("layers", _LAYER_KEYS)):
-        rows = results.get(section)
-        if not isinstance(rows, list):
-            problems.append(f"{section}: expected a list of rows")
-            continue
-        for i, row in enumerate(rows):
-            problems += _check_row(f"{section}[{i}]", row, keys)
-    for i, row in enumerate(results.get("models") or []):
-        if isinstance(row, Mapping) and row.get("mode") not in MODES:
-            problems.append(f"models[{i}].mode: expected one of {MODES}, got {row.get('mode')!r}")
-        macs = row.get("macs_per_image") if isinstance(row, Mapping) else None
-        if macs is not None and (not isinstance(macs, int) or macs <= 0):
-            problems.append(f"models[{i}].macs_per_image: expected a positive int or null, got {macs!r}")
-    roof = results.get("roofline")
-    if roof is not None:
-        if not isinstance(roof, Mapping):
-            problems.append("roofline: expected a dict or null")
-        else:
-            for k in ("peak_gmacs_per_s", "bandwidth_gb_per_s", "ridge_intensity"):
-                if not _positive(roof.get(k)):
-                    problems.append(f"roofline.{k}: expected a positive number, got {roof.get(k)!r}")
-            for k in ("compute_from", "bandwidth_from"):
-                if not isinstance(roof.get(k), str):
-                    problems.append(f"roofline.{k}: expected a string saying how it was measured")
-    skipped = results.get("skipped")
-    if not isinstance(skipped, list) or not all(
-        isinstance(s, Mapping) and {"what", "reason"} <= set(s) for s in skipped
-    ):
-        problems.append("skipped: expected a list of {'what', 'reason'} dicts")
-    if problems:
-        raise ValueError("invalid benchmark results:\n  " + "\n  ".join(problems))
+def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+def model_table(rows: Sequence[ModelRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
+    """One line per model row: MACs, median ms, spread (IQR / median) and images per second."""
+    return _table([{"model": r.label, "variant": r.variant, "mode": r.mode, "px": r.input_size,
+                    "GMACs": r.macs_per_image and round(r.macs_per_image / 1e9, 2), "ms": round(r.median_s * 1e3, 1),
+                    "spread": f"{r.spread:.0%}", "img/s": round(r.images_per_s, 1)}
+                   for r in rows if variants is None or r.variant in variants])
 
 
-def _check_row(where: str, row: Any, keys: Mapping[str, type]) -> list[str]:
-    if not isinstance(row, Mapping):
-        return [f"{where}: expected a dict, got {type(row).__name__}"]
-    problems = []
-    for key, kind in keys.items():
-        value = row.get(key)
-        if kind is float:
-            ok = _positive(value) or (key == "iqr_s" and value == 0)
-        elif kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool) and value > 0
-        elif kind is list:
-            ok = isinstance(value, list) and len(value) == row.get("runs") and all(_positive(v) for v in value)
-        else:
-            ok = isinstance(value, str) and bool(value)
-        if not ok:
-            adjective = "positive " if kind in (int, float) else ""
-            problems.append(f"{where}.{key}: expected {adjective}{kind.__name__}, got {value!r}")
-    if row.get("variant") not in VARIANTS:
-        problems.append(f"{where}.variant: expected one of {VARIANTS}, got {row.get('variant')!r}")
-    return problems
+def layer_table(rows: Sequence[LayerRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
+    """One line per layer row: MACs, intensity, median ms, spread and achieved GMAC/s."""
+    return _table([{"layer": f"{r.kind} {r.channels}@{r.size}x{r.size}", "variant": r.variant,
+                    "batch": r.batch_size, "MMACs": round(r.macs / 1e6, 1), "MACs/B": round(r.intensity, 1),
+                    "ms": round(r.median_s * 1e3, 3), "spread": f"{r.spread:.0%}", "GMAC/s": round(r.gmacs_per_s, 1)}
+                   for r in rows if variants is None or r.variant in variants])
 
 
-def save(results: Mapping[str, Any], path: str | Path) -> Path:
-    """Validate and write ``results`` as JSON."""
-    validate_results(results)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=1) + "\n")
-    return path
+def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception_timm_port"),
+                baseline: str = "timm_legacy_xception") -> pandas.DataFrame:
+    """Each measured model's speed over ``baseline``'s per mode: ratio of medians, paired median, IQR."""
+    rows = []
+    for model, mode in ((m, mode) for m in models for mode in MODES):
+        if any(r.model == model and r.mode == mode and r.variant == "fp32" for r in results.models):
+            r = speed_ratio(results, model, baseline, mode=mode)
+            rows.append({"model": model, "mode": mode, "ratio": round(r.ratio, 3),
+                         "paired": round(r.paired_median, 3), "IQR": f"{r.paired_q1:.3f} to {r.paired_q3:.3f}"})
+    return _table(rows)
 
 
-def load(path: str | Path) -> dict[str, Any]:
-    """Read and validate a results JSON written by :func:`save`."""
-    results = json.loads(Path(path).read_text())
-    validate_results(results)
-    return results
+def format_results(results: Results, sections: Sequence[str] = ("models", "layers", "roofline", "skipped"), *,
+                   variants: Sequence[str] | None = None, header: bool = True) -> str:
+    """A plain-text report of the ``sections`` asked for, in order, each line at most 88 characters.
 
-
-def recorded(directory: str | Path, pattern: str = "bench_gpu*.json") -> list[dict[str, Any]]:
-    """Every valid recorded result in ``directory`` matching ``pattern``, by file name."""
-    return [load(p) for p in sorted(Path(directory).glob(pattern))]
-
-
-# ------------------------------------------------------------------ tables
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-    def line(cells: Sequence[str]) -> str:  # first column left-aligned, numbers right-aligned
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)])
-
-
-def describe(results: Mapping[str, Any]) -> str:
-    """One line saying where, when and how ``results`` were measured."""
-    env, s = results["environment"], results["settings"]
-    return (
-        f"{env['device_name']} | torch {env['torch']} | {s['threads']} threads | batch {s['batch_size']} | "
-        f"{s['rounds']} rounds | commit {str(env['commit'])[:8]} | {env['date']}"
-    )
-
-
-def format_results(
-    results: Mapping[str, Any],
-    sections: Sequence[str] = ("models", "layers", "roofline", "skipped"),
-    *,
-    variants: Sequence[str] | None = None,
-    header: bool = True,
-) -> str:
-    """A readable plain-text report of :func:`run`'s results.
-
-    Args:
-        results: What :func:`run` returned (or :func:`load` read).
-        sections: Which parts to include, in this order: ``"models"``, ``"layers"``,
-            ``"roofline"``, ``"skipped"``.
-        variants: Only the rows of these variants (default: all).
-        header: Start with :func:`describe`'s line and the section titles.
+    ``header`` starts it with :func:`describe`'s lines and titles each table; the models section
+    ends with :func:`ratio_table` where it applies; ``variants`` keeps only those rows.
     """
     _check_choices(sections, ("models", "layers", "roofline", "skipped"), "section")
-    keep = (lambda r: True) if variants is None else (lambda r: r["variant"] in variants)
-    results = {**results, **{part: [r for r in results[part] if keep(r)] for part in ("models", "layers")}}
-    out = [describe(results)] if header else []
-    if "models" in sections and results["models"]:
-        title = ["", "Models (median over interleaved rounds; spread = IQR / median)"] if header else []
-        out += [*title, _models_table(results)]
-    if "layers" in sections and results["layers"]:
-        out += [*(["", "Layers (forward, inference mode)"] if header else []), _layers_table(results)]
-    roof = results.get("roofline")
-    if "roofline" in sections and roof:
-        out += ["", f"Roofline: peak {roof['peak_gmacs_per_s']:.1f} GMAC/s ({roof['compute_from']}), "
-                f"bandwidth {roof['bandwidth_gb_per_s']:.1f} GB/s ({roof['bandwidth_from']}), "
-                f"ridge at {roof['ridge_intensity']:.1f} MACs/byte"]
-    if "skipped" in sections:
-        out += [f"skipped {item['what']}: {item['reason']}" for item in results["skipped"]]
+    out, roof = [describe(results)] if header else [], results.roofline
+    for section in sections:
+        if section == "models" and results.models:
+            out += ["", "Models (median of interleaved rounds; spread = IQR / median)"] * header
+            out.append(model_table(results.models, variants).to_string())
+            ratios = ratio_table(results)
+            if not ratios.empty:
+                out += ["", "throughput / timm legacy_xception (paired: round by round)", ratios.to_string()]
+        if section == "layers" and results.layers:
+            out += ["", "Layers (forward, inference mode)"] * header
+            out.append(layer_table(results.layers, variants).to_string())
+        if section == "roofline" and roof is not None:
+            out += ["", f"roofline: peak {roof.peak_gmacs_per_s:,.1f} GMAC/s ({roof.compute_from})",
+                    f"bandwidth {roof.bandwidth_gb_per_s:,.1f} GB/s ({roof.bandwidth_from})",
+                    f"ridge point at {roof.ridge_intensity:.1f} MACs per byte"]
+        if section == "skipped":
+            out += [f"skipped {item.what}: {item.reason}" for item in results.skipped]
     return "\n".join(out)
 
 
-def _models_table(results: Mapping[str, Any]) -> str:
-    mrows = [
-        [r["label"], r["variant"], r["mode"], f"{r['input_size']}",
-         "-" if r.get("macs_per_image") is None else f"{r['macs_per_image'] / 1e9:.2f}",
-         f"{r['median_s'] * 1e3:.1f}", f"{100 * r['iqr_s'] / r['median_s']:.0f}%", f"{r['images_per_s']:.2f}"]
-        for r in results["models"]
-    ]
-    out = [_table(["model", "variant", "mode", "px", "GMACs/img", "ms", "spread", "img/s"], mrows)]
-    for mode in MODES:
-        for model in ("xception", "xception_timm_port"):
-            try:
-                r = speed_ratio(results, model, mode=mode)
-            except ValueError:
-                continue
-            out.append(
-                f"{MODEL_LABELS[model]} / {MODEL_LABELS['timm_legacy_xception']}, {mode}: {r['ratio']:.3f}x "
-                f"(paired: {r['paired_median']:.3f}, IQR {r['paired_q1']:.3f}-{r['paired_q3']:.3f})"
-            )
-    return "\n".join(out)
+def separable_shares(results: Results, variant: str = "fp32") -> pandas.DataFrame:
+    """The depthwise step's share of a separable convolution's MACs and time, per measured shape.
 
-
-def _layers_table(results: Mapping[str, Any]) -> str:
-    rows = [
-        [f"{r['kind']} {r['channels']}@{r['size']}x{r['size']}", r["variant"], f"{r['macs'] / 1e6:.1f}",
-         f"{r['intensity']:.1f}", f"{r['median_s'] * 1e3:.2f}", f"{100 * r['iqr_s'] / r['median_s']:.0f}%",
-         f"{r['gmacs_per_s']:.1f}"]
-        for r in results["layers"]
-    ]
-    return _table(["layer", "variant", "MMACs", "MACs/B", "ms", "spread", "GMAC/s"], rows)
-
-
-def separable_shares(results: Mapping[str, Any], variant: str = "fp32") -> list[dict[str, Any]]:
-    """For each measured shape, the depthwise step's share of a separable convolution's MACs and time.
-
-    A separable convolution (C -> C) is a depthwise 3x3 then a pointwise 1x1; both were
-    measured at the same width and resolution.
+    A separable convolution (C -> C) is a depthwise 3x3 then a pointwise 1x1, both measured at
+    the same width and resolution.
     """
-    out = []
-    for r in results["layers"]:
-        if r["kind"] != "depthwise" or r["variant"] != variant:
-            continue
-        p = find(results["layers"], kind="pointwise", channels=r["channels"], size=r["size"], variant=variant)
-        out.append(
-            {
-                "channels": r["channels"],
-                "size": r["size"],
-                "mac_share": r["macs"] / (r["macs"] + p["macs"]),
-                "time_share": r["median_s"] / (r["median_s"] + p["median_s"]),
-            }
-        )
-    return out
+    rows = []
+    for dw in (r for r in results.layers if r.kind == "depthwise" and r.variant == variant):
+        pw = find(results.layers, kind="pointwise", channels=dw.channels, size=dw.size, variant=variant)
+        rows.append({"shape": f"{dw.channels}@{dw.size}x{dw.size}", "mac_share": dw.macs / (dw.macs + pw.macs),
+                     "time_share": dw.median_s / (dw.median_s + pw.median_s)})
+    return _table(rows)
 
 
-def variant_speedups(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+def variant_speedups(results: Results) -> pandas.DataFrame:
     """Speed-up of every non-fp32 row over the fp32 row of the same case (> 1: faster)."""
-    out = []
-    same_case = {"layers": ("kind", "channels", "size", "batch_size"), "models": ("model", "mode", "batch_size")}
-    for section, keys in same_case.items():
-        rows = results[section]
-        for r in rows:
-            if r["variant"] == "fp32":
-                continue
-            base = find(rows, variant="fp32", **{k: r[k] for k in keys})
-            name = f"{r['kind']} {r['channels']}@{r['size']}" if section == "layers" else f"{r['label']}, {r['mode']}"
-            speedup = base["median_s"] / r["median_s"]
-            out.append({"section": section, "case": name, "variant": r["variant"], "speedup": speedup})
-    return out
+    import pandas as pd
+
+    rows = []
+    for section, keys in (("layers", ("kind", "channels", "size", "batch_size")),
+                          ("models", ("model", "mode", "batch_size"))):
+        for r in (r for r in getattr(results, section) if r.variant != "fp32"):
+            base = find(getattr(results, section), variant="fp32", **{k: getattr(r, k) for k in keys})
+            case = f"{r.kind} {r.channels}@{r.size}" if section == "layers" else f"{r.label}, {r.mode}"
+            rows.append({"section": section, "case": case, "variant": r.variant, "speedup": base.median_s / r.median_s})
+    return pd.DataFrame(rows, columns=["section", "case", "variant", "speedup"])
 
 
-# ------------------------------------------------------------------ plots
+# ------------------------------------------------------------------ plots (7 in wide, text >= 9 pt)
+
+#: The book's colours: orange = spatial (3x3), blue = 1x1; the regular 3x3 is purple as in chapter 2.
+KIND_COLOURS = {"regular": "tab:purple", "depthwise": "tab:orange", "pointwise": "tab:blue"}
+VARIANT_COLOURS = {"channels_last": "tab:green", "bf16": "tab:red", "fp16": "tab:brown", "compile": "tab:grey"}
 
 
-def plot_roofline(results: Mapping[str, Any], ax: Any = None, variant: str = "fp32") -> Any:
-    """Achieved GMAC/s against arithmetic intensity (log-log) under the measured roofs."""
+def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> Any:
+    """Achieved GMAC/s against arithmetic intensity (log-log) under the measured roofs.
+
+    The colour is the kind of convolution, the marker its shape (width@resolution).
+    """
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    ax = ax if ax is not None else plt.subplots(figsize=(6.5, 4.2))[1]
-    roof = results["roofline"]
-    rows = [r for r in results["layers"] if r["variant"] == variant]
+    ax = ax if ax is not None else plt.subplots(figsize=(7, 4.4))[1]
+    roof, rows = results.roofline, [r for r in results.layers if r.variant == variant]
     if not rows or roof is None:
         raise ValueError(f"expected layer rows for variant {variant!r} and a roofline measurement")
-    lo = min(r["intensity"] for r in rows) / 2
-    hi = max(max(r["intensity"] for r in rows) * 2, roof["ridge_intensity"] * 4)
+    lo, hi = min(r.intensity for r in rows) / 2, max(max(r.intensity for r in rows) * 2, roof.ridge_intensity * 4)
     xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    attainable = [min(roof["peak_gmacs_per_s"], x * roof["bandwidth_gb_per_s"]) for x in xs]
-    ax.plot(xs, attainable, "k-", lw=1.5, label="roofline: min(peak, intensity x bandwidth)")
-    styles = {"regular": ("s", "regular 3x3"), "depthwise": ("o", "depthwise 3x3"), "pointwise": ("^", "pointwise 1x1")}
-    for kind, (marker, label) in styles.items():
-        pts = [r for r in rows if r["kind"] == kind]
-        if not pts:
-            continue
-        xy = [(r["intensity"], r["gmacs_per_s"]) for r in pts]
-        ax.scatter(*zip(*xy), marker=marker, s=50, label=label, zorder=3)
-        for r, point in zip(pts, xy):
-            ax.annotate(f"{r['channels']}@{r['size']}", point, textcoords="offset points", xytext=(5, -10), fontsize=7)
-    ax.set(
-        xscale="log",
-        yscale="log",
-        xlabel="arithmetic intensity (MACs per byte, fp32)",
-        ylabel="achieved GMAC/s",
-        title=f"{results['environment']['device_name']}, batch {rows[0]['batch_size']}",
-    )
-    ax.legend(fontsize=8, loc="lower right")
+    ax.plot(xs, [min(roof.peak_gmacs_per_s, x * roof.bandwidth_gb_per_s) for x in xs], "k-", lw=1.5)
+    markers = dict(zip(dict.fromkeys((r.channels, r.size) for r in rows), "o^sDv"))
+    for r in rows:
+        ax.scatter(r.intensity, r.gmacs_per_s, marker=markers[r.channels, r.size], s=60, zorder=3,
+                   color=KIND_COLOURS[r.kind], edgecolor="k", linewidth=0.5)
+    handles = [Line2D([], [], color="k", label="roofline")]
+    handles += [Line2D([], [], ls="", marker="o", color=c, label=k) for k, c in KIND_COLOURS.items()]
+    handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
+    ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
+    ax.set(xscale="log", yscale="log")
+    _labels(ax, "arithmetic intensity (MACs per byte, fp32)", "achieved GMAC/s",
+            f"{results.environment['device_name']}, batch {rows[0].batch_size}")
     return ax
 
 
-def plot_models(results: Mapping[str, Any], ax: Any = None, mode: str = "forward", variant: str = "fp32") -> Any:
-    """Measured time per image against MACs per image, one point per model."""
+def _labels(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel, fontsize=10)
+    ax.set_ylabel(ylabel, fontsize=10)
+    ax.set_title(title, fontsize=10)
+    ax.tick_params(labelsize=9)
+
+
+def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "fp32") -> Any:
+    """Measured time per image against MACs per image, one point per model, a panel per mode."""
     import matplotlib.pyplot as plt
 
-    ax = ax if ax is not None else plt.subplots(figsize=(6.5, 4.2))[1]
-    rows = [
-        r for r in results["models"] if r["mode"] == mode and r["variant"] == variant and r.get("macs_per_image")
-    ]
-    if not rows:
-        raise ValueError(f"expected model rows with MACs for mode={mode!r}, variant={variant!r}")
-    for r in rows:
-        ax.scatter(r["macs_per_image"] / 1e9, 1e3 / r["images_per_s"], s=60, label=r["label"], zorder=3)
-    ax.legend(fontsize=8)
-    ax.set(
-        xlabel="GMACs per image",
-        ylabel="ms per image (median)",
-        xlim=(0, None),
-        ylim=(0, None),
-        title=f"{mode}, {results['environment']['device_name']}, batch {rows[0]['batch_size']}",
-    )
-    return ax
+    fig, axes = plt.subplots(1, len(modes), figsize=(7, 3.4), squeeze=False)
+    for ax, mode in zip(axes[0], modes):
+        rows = [r for r in results.models if r.mode == mode and r.variant == variant and r.macs_per_image]
+        if not rows:
+            raise ValueError(f"expected model rows with MACs for mode={mode!r}, variant={variant!r}")
+        for r in rows:
+            ax.scatter(r.macs_per_image / 1e9, 1e3 / r.images_per_s, s=50, label=r.label, zorder=3)
+        ax.set(xlim=(0, None), ylim=(0, None))
+        _labels(ax, "GMACs per image", "ms per image (median)", f"{mode}, batch {rows[0].batch_size}")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), fontsize=9, loc="upper center", ncol=3,
+               bbox_to_anchor=(0.5, 0.02))
+    fig.suptitle(f"{results.environment['device_name']}, {variant}", fontsize=10)
+    fig.tight_layout()
+    return axes[0]
 
 
-def plot_variants(results: Mapping[str, Any], axes: Any = None) -> Any:
-    """Speed-up over fp32 of every other variant: layers (left) and models (right).
+def plot_variants(results: Results) -> Any:
+    """Speed-up over fp32 of every other variant: layers (top) and models (bottom).
 
-    Bars start at 1 (no change) on a log scale, so a 2x speed-up and a 2x slow-down have
-    the same length, to the right and to the left.
+    Bars start at 1 (no change) on a log scale, so a 2x speed-up and a 2x slow-down have the
+    same length, to the right and to the left.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     speedups = variant_speedups(results)
-    if not speedups:
+    if speedups.empty:
         raise ValueError("expected rows of a variant other than fp32")
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(11, 4.5), gridspec_kw={"width_ratios": [3, 2]})
-    variants = [v for v in VARIANTS if any(s["variant"] == v for s in speedups)]
-    height = 0.8 / len(variants)
-    for ax, section in zip(axes, ("layers", "models")):
-        cases = list(dict.fromkeys(s["case"] for s in speedups if s["section"] == section))
-        if not cases:
+    parts = [speedups[speedups.section == s] for s in ("layers", "models")]
+    counts = [max(1, part.case.nunique()) for part in parts]
+    fig, axes = plt.subplots(2, 1, figsize=(7, 2.2 + 0.4 * sum(counts)), gridspec_kw={"height_ratios": counts})
+    for ax, part, section in zip(axes, parts, ("layers", "models")):
+        if part.empty:
             ax.set_axis_off()
             ax.text(0.5, 0.5, f"no {section} measured with other variants", ha="center", transform=ax.transAxes)
             continue
-        for j, v in enumerate(variants):
-            vals = {s["case"]: s["speedup"] for s in speedups if s["section"] == section and s["variant"] == v}
-            ys = [i + (j - (len(variants) - 1) / 2) * height for i, c in enumerate(cases) if c in vals]
-            widths = [vals[c] - 1 for c in cases if c in vals]
-            ax.barh(ys, widths, height, left=1, label=v)
+        table = part.pivot(index="case", columns="variant", values="speedup")
+        table = table.loc[list(dict.fromkeys(part.case)), [v for v in VARIANTS if v in table]]  # measured order
+        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9, color=VARIANT_COLOURS)
         ax.axvline(1.0, color="k", lw=1)
-        ax.set_xscale("log")
-        lo, hi = ax.get_xlim()
-        ticks = [t for t in (0.1, 0.25, 0.5, 0.8, 1, 1.25, 1.5, 2, 3, 5, 10) if lo <= t <= hi]
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_yticks(range(len(cases)), cases, fontsize=8)
         ax.invert_yaxis()
-        ax.set(xlabel="speed-up over fp32 (x, log scale)", title=section)
-        ax.legend(fontsize=8)
-    axes[0].figure.suptitle(results["environment"]["device_name"], fontsize=10)
-    axes[0].figure.tight_layout()
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ((0.1, 0.2, 0.5, 1, 2, 5, 10) if hi / lo > 6 else (0.5, 0.8, 1, 1.25, 1.5, 2, 2.5, 3))
+                 if lo <= t <= hi]
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+        ax.set_xticks([], minor=True)
+        legend = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
+        _labels(ax, "speed-up over fp32 (x, log scale)", "", section)
+    fig.suptitle(results.environment["device_name"], fontsize=10)
+    fig.tight_layout()
+    fig.legend(*legend, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     return axes
 
 
@@ -1004,38 +808,35 @@ def plot_variants(results: Mapping[str, Any], axes: Any = None) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xception_lib.chapters.bench``: run the suite, print a table, optionally write JSON."""
-    parser = argparse.ArgumentParser(prog="python -m xception_lib.chapters.bench", description=__doc__.split("\n\n")[0])
+    """``python -m xception_lib.chapters.bench``: check every argument, run, print, optionally write JSON."""
+    parser = argparse.ArgumentParser(prog="python -m xception_lib.chapters.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
     parser.add_argument("--quick", action="store_true", help="fewer rounds, batch 1 on CPU, variants on Xception only")
     parser.add_argument("--models", nargs="+", choices=MODEL_NAMES, help="models to compare (default: all)")
-    parser.add_argument(
-        "--variant-models", nargs="*", choices=MODEL_NAMES, help="models also run with channels_last/bf16/fp16/compile"
-    )
+    parser.add_argument("--variant-models", nargs="*", choices=MODEL_NAMES,
+                        help="models also run with channels_last/bf16/fp16/compile")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="try torch.compile (default: on GPU only)")
     parser.add_argument("--threads", type=int, help="CPU threads (default: PyTorch's, usually one per core)")
     parser.add_argument("--no-layers", action="store_true", help="skip the layer micro-benchmarks and the roofline")
-    parser.add_argument("--output", type=Path, help="write JSON here, e.g. book/results/bench_gpu_h100.json")
+    parser.add_argument("--output", type=Path, help="write JSON here, e.g. xception_lib/records/bench_gpu_h100.json")
     args = parser.parse_args(argv)
+    for flag in ("batch_size", "rounds", "threads"):  # every check before any work
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    try:
+        check_device(args.device)
+        if args.output is not None:
+            check_writable(args.output)
+    except ValueError as err:
+        parser.error(str(err))
     if args.threads is not None:
-        if args.threads < 1:
-            parser.error(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
-    results = run(
-        device=args.device,
-        quick=args.quick,
-        models=args.models,
-        batch_size=args.batch_size,
-        rounds=args.rounds,
-        compile=args.compile,
-        variant_models=args.variant_models,
-        layers=not args.no_layers,
-        progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
-    )
-    validate_results(results)
+    results = run(device=args.device, quick=args.quick, models=args.models, batch_size=args.batch_size,
+                  rounds=args.rounds, compile=args.compile, variant_models=args.variant_models,
+                  layers=not args.no_layers, progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
     print(format_results(results))
     if args.output is not None:
         print(f"wrote {save(results, args.output)}")

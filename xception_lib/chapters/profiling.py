@@ -2,13 +2,9 @@
 
 Timing a whole model (:mod:`xception_lib.chapters.bench`) says *how fast*; a profile says *where*.
 :func:`op_profile` runs a few steps under :mod:`torch.profiler` and returns each operator's
-*self* time (its own work, not that of the operators it calls), largest first;
-:func:`by_kind` adds those up into the kinds a reader thinks in: convolutions, batch norm,
-ReLU, max-pooling, residual additions, copies.
-
-This is how the library's Xception was made faster than timm's on a CPU: the profile of both
-showed max-pooling, an operation with no multiply-accumulates, taking several percent of a
-training step (chapter "FLOPs are not speed").
+*self* time (its own work, not that of the operators it calls), largest first; :func:`by_kind`
+adds those up into the kinds a reader thinks in. Chapter 8 uses it to find max-pooling, an
+operation without multiply-accumulates, among the costs of timm's Xception on a CPU.
 """
 
 from __future__ import annotations
@@ -17,11 +13,14 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:
+    import pandas
 
 #: Layer kinds, each with the ATen operator names that belong to it. An entry with ``::``
 #: (``"aten::add"``) matches that operator exactly; any other entry is a substring (the first
@@ -37,29 +36,16 @@ KINDS: dict[str, tuple[str, ...]] = {
 
 
 def op_profile(
-    model: nn.Module,
-    *,
-    input_size: int,
-    batch_size: int = 1,
-    mode: str = "train",
-    steps: int = 2,
-    warmup: int = 1,
-) -> list[dict[str, Any]]:
-    """Self CPU time per operator of ``steps`` forward (+ backward) passes, largest first.
+    model: nn.Module, *, input_size: int, batch_size: int = 1, mode: str = "train", steps: int = 2, warmup: int = 1
+) -> pandas.DataFrame:
+    """Self CPU time per operator of ``steps`` steps on random images, per step, largest first.
 
-    Args:
-        model: The network; run on the CPU, in train mode for ``"train"`` and eval mode for ``"forward"``.
-        input_size: Height and width of the random input images.
-        batch_size: Images per step.
-        mode: ``"train"`` (forward, cross-entropy, backward; no optimiser step) or ``"forward"``
-            (inference mode).
-        steps: Profiled steps; times are per step.
-        warmup: Unprofiled steps first (allocation, oneDNN's kernel choice).
+    A ``"train"`` step is forward, cross-entropy and backward in train mode (no optimiser step);
+    a ``"forward"`` step is an inference pass in eval mode. ``warmup`` unprofiled steps come first.
 
     Returns:
-        A list with one dict per operator, with keys ``op`` (its ATen name), ``calls`` (per
-        step), ``self_ms`` (per step) and ``share`` (of the total self time, so the shares
-        add up to 1).
+        One row per operator: ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step) and
+        ``share`` (of the total self time; the shares add up to 1).
     """
     from torch.profiler import ProfilerActivity, profile
 
@@ -87,43 +73,31 @@ def op_profile(
     with _native_output_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
+    import pandas as pd
+
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
-    rows = [
-        {
-            "op": e.key,
-            "calls": e.count / steps,
-            "self_ms": e.self_cpu_time_total / 1000 / steps,
-            "share": e.self_cpu_time_total / total,
-        }
-        for e in events
-    ]
-    return sorted(rows, key=lambda row: -row["self_ms"])
+    rows = pd.DataFrame(
+        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total) for e in events],
+        columns=["op", "calls", "self_ms", "share"],
+    )
+    return rows.sort_values("self_ms", ascending=False, ignore_index=True)
 
 
 @contextlib.contextmanager
 def _native_output_silenced() -> Iterator[None]:
     """Send what C++ code writes to file descriptors 1 and 2 to /dev/null for the block.
 
-    The profiler's C++ backend (Kineto) logs its start and stop, and on a machine without a
-    GPU an error about counting GPUs, straight to the process's output; in a notebook those
-    lines would land under the cell. Python-level output and exceptions are unaffected.
+    The profiler's C++ backend (Kineto) logs its start and stop (and, without a GPU, an error
+    about counting GPUs) straight to the process's output, which a notebook shows under the cell.
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = []
+    saved = [(fd, os.dup(fd)) for fd in (1, 2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-    except OSError:
-        yield
-        return
-    try:
-        for fd in (1, 2):
-            try:
-                saved.append((fd, os.dup(fd)))
-                os.dup2(devnull, fd)
-            except OSError:
-                pass
+        for fd, _ in saved:
+            os.dup2(devnull, fd)
         yield
     finally:
         for fd, copy in saved:
@@ -143,11 +117,7 @@ def kind_of(op: str) -> str:
     return "other"
 
 
-def by_kind(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """:func:`op_profile`'s rows added up per layer kind: ``{kind: {"self_ms", "share"}}``, in :data:`KINDS` order."""
-    out: dict[str, dict[str, float]] = {kind: {"self_ms": 0.0, "share": 0.0} for kind in (*KINDS, "other")}
-    for row in rows:
-        entry = out[kind_of(row["op"])]
-        entry["self_ms"] += row["self_ms"]
-        entry["share"] += row["share"]
-    return out
+def by_kind(rows: pandas.DataFrame) -> pandas.DataFrame:
+    """:func:`op_profile`'s rows added up per layer kind (``self_ms``, ``share``), in :data:`KINDS` order."""
+    kinds = rows.groupby(rows.op.map(kind_of))[["self_ms", "share"]].sum()
+    return kinds.reindex([*KINDS, "other"], fill_value=0.0).rename_axis("layer kind")
