@@ -49,3 +49,23 @@ def test_same_max_pool_pads_at_the_end_on_even_inputs() -> None:
     for n in (7, 37, 147):  # odd sizes: TensorFlow pads (1, 1), like PyTorch; in Xception only 74 -> 37 differs
         odd = torch.randn(1, 2, n, n)
         assert torch.equal(xl.MaxPool2dSame(3, 2)(odd), F.max_pool2d(odd, 3, 2, padding=1))
+
+
+@pytest.mark.parametrize("kernel,stride", [(1, 2), (2, 2), (3, 1), (3, 2), (3, 3), (4, 2), (5, 2)])
+def test_same_max_pool_equals_explicit_padding(kernel: int, stride: int) -> None:
+    """MaxPool2dSame uses max_pool2d's own padding (and ceil_mode) instead of an explicit
+    -inf pad where that is equivalent: outputs and gradients must be identical."""
+    pool = xl.MaxPool2dSame(kernel, stride)
+    gen = torch.Generator().manual_seed(0)
+    for h, w in [(1, 1), (4, 5), (7, 7), (19, 38), (37, 74), (147, 8)]:
+        x = torch.randn(2, 3, h, w, generator=gen, requires_grad=True)
+        ref_x = x.detach().clone().requires_grad_()
+        (top, bottom), (left, right) = pool._pad(h), pool._pad(w)
+        ref = F.max_pool2d(F.pad(ref_x, (left, right, top, bottom), value=float("-inf")), kernel, stride)
+        out = pool(x)
+        assert out.shape == ref.shape and torch.equal(out, ref), (h, w)
+        grad = torch.randn(out.shape, generator=gen)
+        out.backward(grad)
+        ref.backward(grad)
+        assert torch.equal(x.grad, ref_x.grad), (h, w)
+

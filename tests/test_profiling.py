@@ -46,7 +46,7 @@ def test_forward_profile_has_no_backward_and_leaves_output_working(capfd: pytest
 
 def test_library_pooling_shows_as_pooling() -> None:
     assert profiling.kind_of("aten::max_pool2d_with_indices_backward") == "max-pooling"
-    assert profiling.kind_of("aten::gather") == "max-pooling"  # xl.layers.max_pool2d's output step
+    assert profiling.kind_of("aten::gather") == "max-pooling"  # xl.pooling.max_pool2d's output step
     assert profiling.kind_of("aten::mkldnn_convolution") == "convolution"
     assert profiling.kind_of("aten::clamp_min") == "ReLU"
     assert profiling.kind_of("aten::addmm") == "other"  # the linear layer, not a residual addition
