@@ -39,9 +39,9 @@ FORMAT = "xception_lib.ledger/1"
 """The ``format`` field of every line."""
 
 LEDGER_NAME = "runs.jsonl"
-KINDS = ("reference", "control", "recipe", "ablation", "throughput", "smoke", "preview")
+KINDS = ("reference", "control", "recipe", "ablation", "smoke")
 """What a run is for: the training chapter's reference run, the ResNet-18 control, a candidate of
-the recipe race, a point of the ablation queue, a throughput measurement, a smoke test, a CPU preview."""
+the recipe race, a point of the ablation queue, a smoke test (a CPU preview is any kind with ``preview``)."""
 
 
 def records_dir() -> Path:
