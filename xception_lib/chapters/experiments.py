@@ -22,10 +22,10 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import shlex
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -120,7 +120,13 @@ def preview_train_config(device: torch.device | str = "cpu", **overrides: Any) -
     return tr.recommended_config(device, **{**settings, **overrides})
 
 
-def ablation_queue(base: XceptionConfig, seeds: int, train_config: Any, runs: Iterable[ledger.Run] = ()) -> list[tuple[Ablation, Any]]:
+def ablation_queue(
+    base: XceptionConfig,
+    seeds: int,
+    train_config: Any,
+    runs: Iterable[ledger.Run] = (),
+    experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS),
+) -> list[tuple[Ablation, Any]]:
     """The ablation runs still missing from ``runs``, the most informative first.
 
     The four configurations that test the paper's claims (base, residual off, ReLU, ELU) come
@@ -133,12 +139,13 @@ def ablation_queue(base: XceptionConfig, seeds: int, train_config: Any, runs: It
     """
     if seeds < 1:
         raise ValueError(f"expected seeds >= 1, got {seeds}")
-    points = ablations(base)
+    points = ablations(base, experiments)
     recipe_key = {k: v for k, v in dataclasses.asdict(train_config).items() if k != "seed"}
     configs = {p.name: json.loads(json.dumps(dataclasses.asdict(p.config))) for p in points}
     done = {(r.name, r.seed) for r in runs if r.kind == "ablation" and configs.get(r.name) == r.model_config
             and {k: v for k, v in r.train_config.items() if k != "seed"} == recipe_key}
-    claims, spectrum = points[:4], points[4:]
+    claims = [p for p in points if "segments" not in p.changes]
+    spectrum = [p for p in points if "segments" in p.changes]
     return [(p, dataclasses.replace(train_config, seed=s)) for group in (claims, spectrum) for s in range(seeds)
             for p in group if (p.name, s) not in done]
 
@@ -629,16 +636,16 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--budget-s", type=_positive(float), default=None, help="start no run after this many seconds")
             p.add_argument("--width", type=_positive(float), default=0.5, help="width multiplier of the base")
             p.add_argument("--middle-blocks", type=_positive(int), default=4)
+            p.add_argument("--experiments", default=",".join(EXPERIMENT_FIELDS), help="some of residual,activation,segments")
     return parser
 
 
 def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> torch.device:
     """Every argument checked before any work; a mistake exits with a message naming it."""
-    if args.command == "cifar10":
-        try:
-            recipe(args.recipe)
-        except ValueError as error:
-            parser.error(f"--recipe: {error}")
+    try:
+        recipe(args.recipe) if args.command == "cifar10" else ablations(sweep_base(), args.experiments.split(","))
+    except ValueError as error:
+        parser.error(f"--{'recipe' if args.command == 'cifar10' else 'experiments'}: {error}")
     try:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     except RuntimeError as error:
@@ -650,8 +657,12 @@ def _check(args: argparse.Namespace, parser: argparse.ArgumentParser) -> torch.d
     if args.out.is_dir():
         parser.error(f"--out {args.out}: is a folder; expected a ledger file such as {args.out / ledger.LEDGER_NAME}")
     folder = next(p for p in [args.out.resolve().parent, *args.out.resolve().parents] if p.exists())
-    if not os.access(folder, os.W_OK):
-        parser.error(f"--out {args.out}: cannot write in {folder}; choose a writable place")
+    try:
+        if not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file")
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as error:
+        parser.error(f"--out {args.out}: cannot write in {folder} ({error}); choose a writable place")
     if args.out.exists():
         try:
             ledger.read(args.out)
@@ -683,7 +694,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         base = preview_base() if args.preview else sweep_base(args.width, args.middle_blocks)
         cfg = preview_train_config(device, **overrides) if args.preview else tr.recommended_config(device, **{"epochs": 15, **overrides})
-        jobs = [("ablation", p.name, p.config, c, p.changes, None) for p, c in ablation_queue(base, args.seeds, cfg, ledger.read(args.out))]
+        jobs = [("ablation", p.name, p.config, c, p.changes, None) for p, c in ablation_queue(base, args.seeds, cfg, ledger.read(args.out), args.experiments.split(","))]
     for kind, name, config, cfg, changes, extras in jobs:
         if getattr(args, "budget_s", None) and time.perf_counter() - start > args.budget_s:
             print(f"budget of {args.budget_s:g} s spent: stopping before {name}, seed {cfg.seed}")
