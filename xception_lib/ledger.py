@@ -58,8 +58,7 @@ def default_path() -> Path:
 class Environment:
     """Where and with what a run was measured (:func:`xception_lib.provenance.environment`).
 
-    ``commit_note`` explains a commit corrected after the run (the first GPU session's copy of
-    the tree carried stale git metadata).
+    ``commit_note`` explains a commit corrected after the run.
     """
 
     device: str
@@ -86,65 +85,33 @@ class Environment:
 
 @dataclass(frozen=True)
 class Run:
-    """One trained model, as the ledger stores it.
+    """One trained model, as the ledger stores it: what was trained, where, and all it measured."""
 
-    Attributes:
-        kind: One of :data:`KINDS`.
-        study: The experiment it belongs to (``"ablations"``, ``"race"``, ...).
-        name: The configuration's label inside the study (``"base"``, ``"residual=False"``,
-            ``"resnet18"``, a recipe's name).
-        model: ``"xception"`` (``model_config`` is an :class:`~xception_lib.XceptionConfig`) or
-            another architecture (``"resnet18"``).
-        model_config: The model's configuration (``dataclasses.asdict``).
-        changes: Fields replaced in the study's base configuration (``{}`` for the base).
-        train_config: ``dataclasses.asdict`` of the :class:`~xception_lib.train.TrainConfig`.
-        extras: What the recipe adds beyond ``TrainConfig`` (Cutout, weight EMA, test-time
-            flips); part of the configuration.
-        seed: The run's seed (initialisation, data order, augmentation).
-        epochs: Epochs trained.
-        params: Parameters of the model.
-        macs: MACs of one image's forward pass (``None``: not counted).
-        final_test_acc: Test accuracy after the last epoch (a fraction).
-        wall_time_s: Seconds of the whole ``fit``, evaluation included.
-        images_per_sec: Training throughput, median over epochs.
-        history: Everything per epoch and per step.
-        environment: Device, software, commit, date.
-        data: ``name``, ``source``, ``train_size``, ``test_size``.
-        command: The command that produced it.
-        step_time_s: Median seconds per training step measured before training, at
-            ``step_batch_size`` images (``None``: not measured).
-        step_batch_size: Batch size of ``step_time_s``.
-        metrics: Further evaluations of the final model (``"tta_test_acc"``, ``"ema_test_acc"``).
-        notes: Anything else worth keeping (how a sweep was sized, a concurrency level).
-        preview: A CPU preview: never shown as a result.
-        id: A content hash of all the above, unique in a ledger.
-    """
-
-    kind: str
-    study: str
-    name: str
-    model: str
+    kind: str  # one of KINDS
+    study: str  # the experiment it belongs to: "ablations", "race", "reference", ...
+    name: str  # the configuration's label in its study: "base", "residual=False", "resnet18", a recipe
+    model: str  # "xception" (model_config is an XceptionConfig's fields) or "resnet18"
     model_config: dict[str, Any]
-    changes: dict[str, Any]
-    train_config: dict[str, Any]
-    seed: int
+    changes: dict[str, Any]  # fields replaced in the study's base config ({} for the base)
+    train_config: dict[str, Any]  # dataclasses.asdict(TrainConfig)
+    seed: int  # initialisation, data order, augmentation
     epochs: int
     params: int
-    macs: int | None
-    final_test_acc: float
-    wall_time_s: float
-    images_per_sec: float
-    history: History
+    macs: int | None  # of one image's forward pass (None: fvcore was missing)
+    final_test_acc: float  # after the last epoch, a fraction
+    wall_time_s: float  # the whole fit, evaluation included
+    images_per_sec: float  # training throughput, median over epochs
+    history: History  # everything per epoch and per step
     environment: Environment
-    data: dict[str, Any]
-    command: str
-    step_time_s: float | None = None
+    data: dict[str, Any]  # name, source, train_size, test_size
+    command: str  # what produced it
+    step_time_s: float | None = None  # median seconds per training step, measured before training
     step_batch_size: int | None = None
-    extras: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, float] = field(default_factory=dict)
-    notes: dict[str, Any] = field(default_factory=dict)
-    preview: bool = False
-    id: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)  # the recipe beyond TrainConfig: Cutout, EMA, flips
+    metrics: dict[str, float] = field(default_factory=dict)  # more evaluations: "tta_test_acc", "ema_test_acc"
+    notes: dict[str, Any] = field(default_factory=dict)  # anything else: how a sweep was sized, ...
+    preview: bool = False  # a CPU preview: never shown as a result
+    id: str = ""  # a hash of all the above, unique in a ledger
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
