@@ -8,7 +8,6 @@ import math
 import statistics
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -94,6 +93,7 @@ def test_read_json_names_the_file_and_line(tmp_path: Path) -> None:
 
 def test_the_records_ship_with_the_package() -> None:
     """Readers find the records next to the module; pyproject's package data ships every one of them."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     folder = ledger.records_dir()
     assert folder == Path(ledger.__file__).parent / "records" and ledger.default_path().exists()
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["xception_lib"]

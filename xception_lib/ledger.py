@@ -1,23 +1,12 @@
-"""The ledger: every recorded training run, appended to one file, never rewritten.
+"""The ledger: every recorded training run, appended to one JSON Lines file, never rewritten.
 
-A GPU session is short and rare, so its runs must add up across sessions instead of
-replacing each other. The ledger is a JSON Lines file, one :class:`Run` per line: what was
-trained (model, configuration, recipe, seed, epochs), where and with what (device,
-software, commit, date) and everything it measured (the full :class:`~xception_lib.history.History`).
-
-* :func:`append` adds one line and never touches the lines before it;
-* :func:`read` validates every line and names the file and line of the first bad one;
-* :func:`merge` appends the runs of another ledger (a GPU session's ``$OUT/runs.jsonl``)
-  that are not in this one yet;
-* :func:`summarize` and :func:`effects` aggregate over seeds: for each configuration the
-  number of runs, the mean and its standard error.
-
-The book's recorded runs ship inside the package (:func:`records_dir`), so a chapter opened
-alone (in Colab, in an empty directory) finds them::
-
-    from xception_lib import ledger
-    runs = ledger.read()                      # xception_lib/records/runs.jsonl
-    reference = ledger.latest(runs, kind="reference")
+GPU sessions are short and rare, so their runs add up instead of replacing each other. Each
+line is one :class:`Run`: what was trained (model, configuration, recipe, seed, epochs), where
+and with what (device, software, commit, date), and its full history. :func:`append` adds a line;
+:func:`read` validates every line and names the file and line of a bad one; :func:`merge` adds a
+GPU session's new runs; :func:`summarize` and :func:`effects` aggregate over seeds (n, mean,
+standard error). The book's runs ship inside the package (:func:`records_dir`), so a chapter
+opened alone (Colab) finds them: ``ledger.latest(ledger.read(), kind="reference")``.
 """
 
 from __future__ import annotations
@@ -241,18 +230,17 @@ def read_json(path: str | Path) -> Any:
 
 
 def read(path: str | Path | None = None) -> list[Run]:
-    """Every run of a ledger, in the order appended; a missing file is an empty ledger.
-
-    Args:
-        path: A ledger file (default: the book's, :func:`default_path`).
+    """Every run of the ledger at ``path`` (default: the book's), in the order appended; no file: no runs.
 
     Raises:
-        ValueError: A line is not valid JSON, not a valid run, or repeats an ``id``; the message
-            names the file and the line.
+        ValueError: A line is not JSON, not a valid run, or repeats an ``id``; naming the file and line.
     """
     path = default_path() if path is None else Path(path)
     if not path.exists():
         return []
+    stamp = (path.stat().st_mtime_ns, path.stat().st_size)
+    if _READ.get(path, (None,))[0] == stamp:  # unchanged since the last read: validated already
+        return list(_READ[path][1])
     runs: list[Run] = []
     seen: dict[str, int] = {}
     with open(path, encoding="utf-8") as f:
@@ -271,14 +259,17 @@ def read(path: str | Path | None = None) -> list[Run]:
                 raise ValueError(f"{where}: run {run.id} already appended at line {seen[run.id]}")
             seen[run.id] = number
             runs.append(run)
-    return runs
+    _READ[path] = (stamp, runs)
+    return list(runs)
+
+
+_READ: dict[Path, tuple[tuple[int, int], list[Run]]] = {}
 
 
 def append(run: Run, path: str | Path) -> None:
-    """Append ``run`` as one line of the ledger at ``path`` (created if missing).
+    """Append ``run`` as one line of the ledger at ``path`` (created if missing); earlier lines are never rewritten.
 
-    Earlier lines are never rewritten. Concurrent writers (several training processes of one
-    GPU session) are serialised with a lock on the file where the platform has one.
+    Concurrent writers (the training processes of one GPU session) are serialised by a file lock.
 
     Raises:
         ValueError: A run with the same ``id`` is already in the ledger.

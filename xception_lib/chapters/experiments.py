@@ -1,18 +1,11 @@
-"""The paper's experiments at CIFAR scale: ablations, recipes, a control, and their runs.
+"""The paper's experiments at CIFAR scale (chapter 6): ablations, recipes, a control, and their runs.
 
-Three claims of the Xception paper can be tested on CIFAR-10 (chapter 6): residual
-connections are essential (its Figure 9, ``residual=False``); no non-linearity between the
-depthwise and the pointwise step beats ReLU and ELU (its Figure 10,
-``intermediate_activation``); and between a regular and a depthwise convolution lies a
-spectrum the paper leaves open (``segments`` from 1 to ``None``). Every ablation is a
-``dataclasses.replace`` of one base config (:func:`ablations`).
+Residual connections (the paper's Figure 9, ``residual``), the intermediate activation (its
+Figure 10, ``intermediate_activation``) and the spectrum from regular to depthwise convolutions
+(``segments``) are each one ``dataclasses.replace`` of a base config (:func:`ablations`). The
+reference run's recipe comes from a race of :data:`RECIPES`, checked against a CIFAR ResNet-18
+control trained by the same pipeline. Every run is an :class:`xception_lib.ledger.Run`::
 
-The training chapter's reference run is tuned by a race of :data:`RECIPES` and checked
-against a control, a standard CIFAR ResNet-18 trained by the same pipeline
-(:func:`resnet18_cifar`). Every run is one :class:`xception_lib.ledger.Run`, appended to a
-ledger (``tools/gpu_session.sh`` runs them all on one GPU). From a shell::
-
-    python -m xception_lib.chapters.experiments cifar10 --recipe lr0.4 --out runs.jsonl
     python -m xception_lib.chapters.experiments ablations --seeds 3 --epochs 15 --out runs.jsonl
 """
 
@@ -268,26 +261,15 @@ def measure_step_time(
 
 @dataclass(frozen=True)
 class Recipe:
-    """A training recipe: :class:`~xception_lib.train.TrainConfig` and model changes, plus three extras.
-
-    Attributes:
-        name: Its label in the race.
-        train: ``TrainConfig`` fields replaced in ``recommended_config``.
-        model: ``XceptionConfig`` fields replaced (e.g. ``dropout``); ignored by the control.
-        cutout: Side of a square zeroed at a random place of each training image (0: none).
-        ema: Decay of an exponential moving average of the weights (and batch-norm statistics),
-            updated every step and evaluated at the end (``None``: none).
-        tta_flip: Also evaluate the average prediction of each test image and its mirror image.
-        why: Where the choice comes from.
-    """
+    """A training recipe: ``TrainConfig`` and model changes, plus what ``fit`` does not do itself."""
 
     name: str
-    train: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-    cutout: int = 0
-    ema: float | None = None
-    tta_flip: bool = False
-    why: str = ""
+    train: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields replaced in recommended_config
+    model: dict[str, Any] = field(default_factory=dict)  # XceptionConfig fields replaced (the control ignores them)
+    cutout: int = 0  # side of a square zeroed at a random place of each training image
+    ema: float | None = None  # decay of a weight (and BN statistics) average, updated every step, evaluated at the end
+    tta_flip: bool = False  # also evaluate the mean prediction of each test image and its mirror image
+    why: str = ""  # where the choice comes from
 
     def extras(self) -> dict[str, Any]:
         """What the recipe adds beyond ``TrainConfig`` (recorded in :attr:`ledger.Run.extras`)."""
@@ -391,23 +373,15 @@ def train_run(
 ) -> ledger.Run:
     """Train one model with :func:`xception_lib.train.fit` and return it as a ledger run.
 
-    The initial weights come from ``train_config.seed``, so seeds vary the initialisation and the
-    data order; the global random state is left alone.
+    The initial weights come from ``train_config.seed``; the global random state is left alone.
 
     Args:
-        name: The configuration's label in its study.
         architecture: An ``XceptionConfig`` or ``"resnet18"`` (the control).
-        train_config: An :class:`xception_lib.train.TrainConfig`.
-        data: :class:`xception_lib.data.CifarArrays`.
-        device: Where to train.
-        kind: One of :data:`xception_lib.ledger.KINDS`.
-        study: The experiment it belongs to.
-        changes: Fields replaced in the study's base config.
+        kind, study, name: What the run is (:class:`xception_lib.ledger.Run`); ``changes``: the
+            fields replaced in the study's base config.
         extras: A recipe whose Cutout, EMA and test-time flips apply.
-        step_time: Measure the time per training step first (a fresh model).
-        command: The command to record (default: this process's).
-        notes: Anything else to record.
-        progress: Show the trainer's progress bar.
+        step_time: Measure the time per training step of a fresh model first.
+        command, notes: Recorded with the run (default command: this process's).
     """
     from xception_lib import train as tr
     from xception_lib.provenance import environment
