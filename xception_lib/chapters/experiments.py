@@ -470,7 +470,7 @@ def summary_table(runs: Sequence[ledger.Run]) -> Any:  # -> pandas.DataFrame
     rows = [{"config": s.name, "runs": s.n, "test acc %": _pm(s.mean, s.se), "params (M)": s.first.params / 1e6,
              "MACs (M)": (s.first.macs or math.nan) / 1e6, "ms/step": 1e3 * (s.first.step_time_s or math.nan)}
             for s in ledger.summarize(runs)]
-    return pd.DataFrame(rows).set_index("config").round(2)
+    return pd.DataFrame(rows).set_index("config").round(2).dropna(axis=1, how="all")  # no step times measured: no column
 
 
 def effects_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.DataFrame
@@ -512,6 +512,7 @@ def point_label(row: ledger.Summary, experiment: str) -> str:
 def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | None = None):  # -> Figure
     """Test accuracy per epoch (mean over runs, band min..max) and final accuracy (mean ± s.e., every run a dot)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = experiment_rows(runs, experiment)
     fig, (curve, final) = plt.subplots(1, 2, figsize=(7, 3.2), gridspec_kw={"width_ratios": (3, 2)})
@@ -526,7 +527,8 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
         final.bar(pos, 100 * row.mean, yerr=0 if math.isnan(row.se) else 100 * row.se, color=color, capsize=4, alpha=0.8)
         final.plot([pos] * row.n, [100 * r.final_test_acc for r in row.runs], "k.", ms=4)
     curve.set(xlabel="epoch", ylabel="test accuracy (%)")
-    curve.legend(fontsize=9, title="runs in ()", title_fontsize=9)
+    curve.xaxis.set_major_locator(MaxNLocator(integer=True))
+    curve.legend(fontsize=9, title="(runs)", title_fontsize=9)
     low, high = min(100 * r.min for r in rows), max(100 * r.max for r in rows)
     pad = max(1.0, 0.2 * (high - low))
     final.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
@@ -542,6 +544,7 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
 def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> Figure
     """Final accuracy (mean ± s.e.) against segments, and against MACs and measured step time (two panels)."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     rows = experiment_rows(runs, "segments")
     labels = [point_label(r, "segments").replace("depthwise", "dw") for r in rows]
@@ -556,8 +559,14 @@ def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> F
         values = [(getattr(r.first, attr) or math.nan) / scale for r in rows]
         ax.errorbar(values, accs, yerr=errs, fmt="o", capsize=3)
         for i, (v, a, text) in enumerate(zip(values, accs, labels)):  # alternate sides: neighbours do not overlap
-            ax.annotate(text, (v, a), textcoords="offset points", xytext=(5, 6 if i % 2 else -12), fontsize=9)
-        ax.set_xscale("log")
+            above = i % 2 or a == min(accs)  # the lowest point's label stays clear of the axis
+            ax.annotate(text, (v, a), textcoords="offset points", xytext=(5, 6 if above else -12), fontsize=9)
+        if attr == "macs":  # a wide range: logarithmic, labelled 100, 200, 500, ...
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.margins(x=0.15)
         ax.set_xlabel(label)
     for ax in axes:
         ax.grid(alpha=0.3)
