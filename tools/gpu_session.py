@@ -144,6 +144,7 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, deadline: float, out: Pat
                 continue
             todo.put(pending.pop(0))
             busy += 1
+            log(out, f"start {job['kind']} {job['name']} seed {job.get('seed', 0)}")
         if not busy:
             break
         try:
