@@ -1,11 +1,13 @@
-"""The ablations change exactly what they say; the sweep sizing; the runner writes valid records."""
+"""The ablations change exactly what they say; the queue, the recipes, the control; runs are valid ledger runs; the command line."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,6 +184,7 @@ def test_complexity_counts_the_built_model(small_base: xl.XceptionConfig) -> Non
     pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
     cost = ex.complexity(small_base)
     assert cost["params"] == n_params(xl.Xception(small_base))
+    assert ex.complexity("resnet18")["params"] == n_params(ex.resnet18_cifar())
     assert cost["macs"] == cx.count_macs(xl.Xception(small_base), (1, 3, 32, 32))
     assert cost["macs"] > conv_macs(small_base)  # fvcore adds batch norm and pooling
 
@@ -195,27 +198,84 @@ def test_measure_step_time_is_positive_and_leaves_global_rng_alone(small_base: x
         ex.measure_step_time(small_base, batch_size=0)
 
 
-# ---------------------------------------------------------------- sizing
+# ---------------------------------------------------------------- the queue, the recipes, the control
 
 
-def test_size_sweep_fits_the_budget_with_matched_epochs() -> None:
-    times = [0.01, 0.02, 0.08]  # seconds per step of three configs
-    kw = dict(seeds=3, train_size=50_000, test_size=10_000, batch_size=500, max_epochs=100)
-    size = ex.size_sweep(times, budget_s=480, **kw)
-    per_epoch = 3 * sum(times) * (100 + 20 / 3)
-    fixed = 3 * 3 * 3.0
-    assert size.epochs == int((480 - fixed) // per_epoch) and size.train_subset is None
-    assert size.predicted_s <= 480 < size.predicted_s + per_epoch
-    assert ex.size_sweep([2 * t for t in times], budget_s=480, **kw).epochs == size.epochs // 2
-    assert ex.size_sweep(times, budget_s=480, **{**kw, "max_epochs": 3}).epochs == 3
-    tiny = ex.size_sweep(times, budget_s=30, **kw)  # not even one epoch fits: a subset
-    assert tiny.epochs == 1 and 0 < tiny.train_subset < 50_000 and tiny.train_subset % 500 == 0
-    assert tiny.predicted_s <= 30
+def test_queue_runs_the_claims_first_seed_by_seed_and_skips_what_is_done(small_base: xl.XceptionConfig) -> None:
+    cfg = ex.preview_train_config("cpu", epochs=15)
+    queue = ex.ablation_queue(small_base, 3, cfg)
+    claims = ["base", "residual=False", "activation=relu", "activation=elu"]
+    spectrum = [f"segments={g}" for g in ex.spectrum_segments(small_base)[:-1]]
+    assert [(p.name, c.seed) for p, c in queue] == [(n, s) for s in range(3) for n in claims] + [(n, s) for s in range(3) for n in spectrum]
+    assert all(dataclasses.replace(c, seed=0) == cfg for _, c in queue)
+    done = [_fake_run(p, c) for p, c in queue[:5]]  # the first round and one more
+    other_recipe = [_fake_run(p, dataclasses.replace(c, epochs=2)) for p, c in queue[5:8]]  # another recipe: not done
+    left = ex.ablation_queue(small_base, 3, cfg, done + other_recipe)
+    assert [(p.name, c.seed) for p, c in left] == [(p.name, c.seed) for p, c in queue[5:]]
+    assert [p.name for p, _ in ex.ablation_queue(small_base, 1, cfg, experiments=["residual"])] == ["base", "residual=False"]
     with pytest.raises(ValueError, match="seeds >= 1"):
-        ex.size_sweep(times, budget_s=480, **{**kw, "seeds": 0})
+        ex.ablation_queue(small_base, 0, cfg)
 
 
-# ---------------------------------------------------------------- the runner and its records (real CIFAR-10)
+def _fake_run(point: ex.Ablation, cfg) -> xl.ledger.Run:
+    history = xl.history.History()
+    history.append_epoch(train_loss=1, train_acc=0.1, test_loss=1, test_acc=0.1, lr=0.1, images_per_sec=1, epoch_time=1)
+    return xl.ledger.Run(
+        kind="ablation", study="ablations", name=point.name, model="xception",
+        model_config=json.loads(json.dumps(dataclasses.asdict(point.config))), changes=point.changes,
+        train_config=dataclasses.asdict(cfg), seed=cfg.seed, epochs=1, params=1, macs=1, final_test_acc=0.1, wall_time_s=1,
+        images_per_sec=1, history=history, environment=xl.ledger.Environment("cuda", "GPU", "2", "2026-01-01"),
+        data={"name": "cifar10", "source": "x", "train_size": 1, "test_size": 1}, command="pytest",
+    )
+
+
+def test_recipes_are_distinct_and_valid() -> None:
+    names = [r.name for r in ex.RECIPES]
+    assert len(set(names)) == len(names) and ex.recipe(names[0]) is ex.RECIPES[0]
+    for r in ex.RECIPES:
+        xl.train.recommended_config("cuda", **r.train)  # every override is a TrainConfig field with a valid value
+        dataclasses.replace(xl.XceptionConfig.cifar(), **r.model)
+    with pytest.raises(ValueError, match="unknown recipe"):
+        ex.recipe("fastest")
+
+
+def test_cutout_zeroes_one_square_per_training_image_and_eval_is_the_model() -> None:
+    torch.manual_seed(0)
+    inner = nn.Identity()
+    wrapped = ex.WithExtras(inner, cutout=8).train()
+    x = torch.ones(64, 3, 32, 32)
+    zeroed = (wrapped(x) == 0).all(1)  # N x H x W: the pixels zeroed in every channel
+    per_image = zeroed.sum((1, 2))
+    assert per_image.max() == 64 and per_image.min() > 0  # an 8x8 square, cut where it crosses the border
+    rows, cols = zeroed.any(2), zeroed.any(1)
+    assert torch.equal(rows.sum(1) * cols.sum(1), per_image)  # a rectangle, not scattered pixels
+    assert torch.equal(wrapped.eval()(x), x)
+
+
+def test_ema_follows_the_weights_and_is_not_trained() -> None:
+    model = nn.Linear(2, 2)
+    wrapped = ex.WithExtras(model, ema=0.5)
+    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
+    wrapped.train()(torch.zeros(1, 2))  # the first training forward copies the weights
+    old = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    wrapped.update_ema()
+    assert torch.allclose(wrapped.averaged.weight, old + 0.5)  # halfway, with decay 0.5
+    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
+
+
+def test_control_is_a_cifar_resnet18() -> None:
+    model = ex.resnet18_cifar()
+    assert 11.1e6 < n_params(model) < 11.2e6
+    features: dict = {}
+    model.layer1.register_forward_hook(lambda m, i, o: features.update(layer1=o.shape))
+    with torch.no_grad():
+        assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    assert features["layer1"] == (2, 64, 32, 32)  # full resolution in the first stage
+
+
+# ---------------------------------------------------------------- runs on real CIFAR-10
 
 DATA = os.environ.get("XCEPTION_DATA") or str(REPO.parent / "shared" / "data")
 
@@ -228,213 +288,182 @@ def cifar():
 
 
 @pytest.fixture(scope="module")
-def tiny_record(cifar) -> dict:
+def tiny_runs(cifar) -> list:
     """Two experiments x two seeds of the preview base, 2 steps of 32 real images each."""
-    lines: list[str] = []
     cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=64, batch_size=32)
-    record = ex.run_ablations(
-        cifar,
-        cfg,
-        device="cpu",
-        base=ex.preview_base(),
-        seeds=2,
-        experiments=["residual", "segments"],
-        preview=True,
-        command="pytest tiny run",
-        timing=(0, 1),
-        log=lines.append,
-    )
-    record["_log"] = lines
-    return record
+    return [
+        ex.train_run(p.name, p.config, c, cifar, device="cpu", changes=p.changes, command="pytest", step_time=p.name == "base")
+        for p, c in ex.ablation_queue(ex.preview_base(), 2, cfg, experiments=["residual", "segments"])
+    ]
 
 
-def test_runner_records_every_config_and_seed(tiny_record: dict) -> None:
-    record = copy.deepcopy(tiny_record)
-    record.pop("_log")
-    ex.validate_record(record)
-    names = [p.name for p in ex.ablations(ex.preview_base(), ["residual", "segments"])]
-    assert names == ["base", "residual=False", "segments=1", "segments=2", "segments=4", "segments=8"]
-    assert [(r["name"], r["seed"]) for r in record["runs"]] == [(n, s) for s in (0, 1) for n in names]
-    assert record["preview"] and record["complete"] and record["environment"]["device"] == "cpu"
-    assert record["command"] == "pytest tiny run"
-    for run in record["runs"]:
-        assert run["train_config"]["train_subset"] == 64 and run["train_config"]["seed"] == run["seed"]
-        assert len(run["history"]["test_acc"]) == 1 and len(run["history"]["step_loss"]) == 2  # 64 / 32 steps
-        assert run["final_test_acc"] == run["history"]["test_acc"][-1]
-        assert run["params"] == n_params(xl.Xception(ex.model_config(run)))
-        assert ex.model_config(run) == dataclasses.replace(ex.preview_base(), **run["changes"])
-    by_seed = {r["seed"]: r for r in record["runs"] if r["name"] == "base"}
-    assert by_seed[0]["history"]["train_loss"] != by_seed[1]["history"]["train_loss"]  # seeds differ
-    rows = {row["name"]: row for row in ex.summarize(record)}
-    assert all(row["seeds"] == 2 for row in rows.values())
-    assert rows["residual=False"]["params"] < rows["base"]["params"] < rows["segments=8"]["params"] < rows["segments=1"]["params"]
-    accs = [r["final_test_acc"] for r in record["runs"] if r["name"] == "segments=2"]
-    assert rows["segments=2"]["acc_mean"] == pytest.approx(sum(accs) / 2)
+def test_runs_are_valid_ledger_lines(tiny_runs: list, tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    for run in tiny_runs:
+        xl.ledger.append(run, path)
+    assert xl.ledger.read(path) == tiny_runs
+    for run in tiny_runs:
+        assert run.preview and not run.is_result and run.environment.device == "cpu"
+        assert run.train_config["train_subset"] == 64 and run.train_config["seed"] == run.seed
+        assert run.epochs == 1 and len(run.history.step_loss) == 2  # 64 / 32 steps
+        assert run.final_test_acc == run.history.test_acc[-1]
+        config = xl.XceptionConfig.cifar(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.model_config.items()} | {})
+        assert config == dataclasses.replace(ex.preview_base(), **run.changes)
+        assert run.params == n_params(xl.Xception(config))
+    base = [r for r in tiny_runs if r.name == "base"]
+    assert base[0].history.train_loss != base[1].history.train_loss and base[0].step_time_s > 0  # seeds differ
+    rows = {s.name: s for s in xl.ledger.summarize(tiny_runs)}
+    assert all(s.n == 2 for s in rows.values())
+    assert rows["residual=False"].first.params < rows["base"].first.params < rows["segments=1"].first.params
 
 
-def test_record_round_trips_through_json(tiny_record: dict, tmp_path: Path) -> None:
-    record = {k: v for k, v in tiny_record.items() if k != "_log"}
-    path = tmp_path / "preview.json"
-    ex.save_record(record, path)
-    loaded = ex.load_record(path)
-    assert json.loads(json.dumps(record)) == loaded
-    assert ex.format_summary(loaded).count("\n") == 6  # header + six configs
-    assert not list(tmp_path.glob("*.tmp"))  # the atomic write left nothing behind
+def test_flip_evaluation_agrees_with_the_trainer(cifar) -> None:
+    cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=64, batch_size=32)
+    recipe = ex.Recipe("t", cutout=8, ema=0.9, tta_flip=True)
+    run = ex.train_run("t", ex.preview_base(), cfg, cifar, device="cpu", kind="recipe", study="race", extras=recipe, step_time=False)
+    assert set(run.metrics) == {"tta_test_acc", "ema_test_acc", "ema_tta_test_acc"}
+    assert run.extras == {"cutout": 8, "ema": 0.9, "tta_flip": True}
+    model = ex.build_model(ex.preview_base())
+    test = cifar.subset(test=64, seed=0)
+    # the public pieces agree: accuracy without flips is the trainer's evaluate
+    assert ex.test_accuracy(model, test, device="cpu") == pytest.approx(
+        xl.train.evaluate(model, test.test_images, test.test_labels, mean=test.mean, std=test.std))
 
 
-def test_preview_is_never_a_gpu_result(tiny_record: dict, tmp_path: Path) -> None:
-    record = {k: v for k, v in tiny_record.items() if k != "_log"}
-    cpu_full = {**record, "preview": False}
-    for rec in (record, cpu_full):
-        with pytest.raises(ValueError, match="reserved for GPU results"):
-            ex.save_record(rec, tmp_path / "ablations.json")
-    assert not (tmp_path / "ablations.json").exists()
-    ex.save_record(record, tmp_path / "preview.json")
-    assert ex.load_gpu_record(tmp_path / "preview.json") is None
-    assert ex.load_gpu_record(tmp_path / "missing.json") is None
-    ex.save_record(cpu_full, tmp_path / "cpu.json")
-    assert ex.load_gpu_record(tmp_path / "cpu.json") is None  # measured on a CPU
-    as_if_gpu = copy.deepcopy(cpu_full)
-    as_if_gpu["environment"]["device"] = "cuda"  # only to check the loader's filter, never written to book/
-    ex.save_record(as_if_gpu, tmp_path / "ablations.json")
-    assert ex.load_gpu_record(tmp_path / "ablations.json") == json.loads(json.dumps(as_if_gpu))
-
-
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda r: r.pop("command"), "record.command: expected a field"),
-        (lambda r: r.update(format="other/1"), "record.format"),
-        (lambda r: r["runs"][0].update(final_test_acc=1.5), r"runs\[0\].final_test_acc: expected a fraction"),
-        (lambda r: r["runs"][1].update(params="many"), r"runs\[1\].params: expected an integer"),
-        (lambda r: r["runs"][0]["history"]["test_acc"].append(0.5), r"runs\[0\].history: expected non-empty per-epoch lists"),
-        (lambda r: r["runs"][2]["changes"].update(segments=4), r"runs\[2\].changes.segments"),
-        (lambda r: r["runs"][0]["model_config"].update(segments=3), r"runs\[0\].model_config: not a valid XceptionConfig"),
-        (lambda r: r["environment"].pop("device_name"), "record.environment.device_name"),
-    ],
-)
-def test_validation_names_the_bad_field(tiny_record: dict, mutate, message: str) -> None:
-    record = copy.deepcopy({k: v for k, v in tiny_record.items() if k != "_log"})
-    mutate(record)
-    with pytest.raises(ValueError, match=message):
-        ex.validate_record(record)
-
-
-def test_figures_draw_the_record(tiny_record: dict) -> None:
+def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
     pytest.importorskip("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = ex.plot_experiment(tiny_record, "residual")
+    table = ex.summary_table(tiny_runs)
+    assert list(table.index) == ["base", "residual=False", "segments=1", "segments=2", "segments=4", "segments=8"]
+    assert set(table["runs"]) == {2} and all(len(line) <= 88 for line in table.to_string().splitlines())
+    effects = ex.effects_table({"first": tiny_runs, "again": tiny_runs})
+    assert list(effects.columns) == ["first", "again", "MACs x", "time x"] and "base" not in effects.index
+    assert all(cell.endswith("(2)") for cell in effects["first"])
+    fig = ex.plot_experiment(tiny_runs, "residual")
     curves, finals = fig.axes
-    assert [line.get_label() for line in curves.get_lines()] == ["residual=True", "residual=False"]
-    assert len(finals.patches) == 2  # one bar per config
+    assert [line.get_label() for line in curves.get_lines()] == ["True (2)", "False (2)"]
+    assert len(finals.patches) == 2 and fig.get_size_inches()[0] <= 7.5
     plt.close(fig)
-    fig = ex.plot_spectrum(tiny_record)
-    points = fig.axes[0].get_lines()[0].get_xdata()
-    assert list(points) == [0, 1, 2, 3, 4]  # log2 of 1, 2, 4, 8 segments, then depthwise
+    fig = ex.plot_spectrum(tiny_runs)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "4", "8", "dw"]
+    assert fig.get_size_inches()[0] <= 7.5
+    assert min(t.get_fontsize() for ax in fig.axes for t in ax.texts) >= 9
     plt.close(fig)
 
 
-def test_command_line_writes_a_preview_and_refuses_misuse(cifar, tmp_path: Path) -> None:
-    out = tmp_path / "cli-preview.json"
-    args = ["ablations", "--preview", "--out", str(out), "--data-root", DATA, "--experiments", "residual"]
-    args += ["--seeds", "1", "--train-subset", "32", "--test-subset", "32", "--no-progress"]
-    assert ex.main(args) == 0
-    record = ex.load_record(out)
-    assert record["command"] == "python -m xception_lib.chapters.experiments " + " ".join(args)
-    assert [r["name"] for r in record["runs"]] == ["base", "residual=False"] and record["preview"]
-    assert ex.main(["ablations", "--preview", "--out", str(tmp_path / "ablations.json")]) == 2
-    if not torch.cuda.is_available():
-        assert ex.main(["cifar10", "--out", str(tmp_path / "cifar10.json")]) == 2  # no GPU, no --preview
+def test_reference_summary_reads_the_goal_off_the_history(tiny_runs: list) -> None:
+    run = tiny_runs[0]
+    goal = ex.reference_summary(run, target_acc=0.0, target_s=1e6)
+    assert goal.met_accuracy and goal.met_time and goal.epochs == 1
+    assert goal.best_test_acc == max(run.history.test_acc)
+    assert goal.seconds_per_epoch == pytest.approx(run.wall_time_s)
+    assert not ex.reference_summary(run, target_acc=1.01).met_accuracy
 
 
-def test_train_run_reports_every_epoch_as_a_valid_partial_entry(cifar) -> None:
-    seen: list[dict] = []
-    cfg = ex.preview_train_config("cpu", epochs=2, train_subset=64, test_subset=32, batch_size=32)
-    run = ex.train_run("base", ex.preview_base(), cfg, cifar, device="cpu", step_time_s=0.1, on_epoch=seen.append)
-    assert [len(entry["history"]["test_acc"]) for entry in seen] == [1, 2]
-    record = ex.new_record("cifar10", cifar, "cpu", preview=True, command="pytest")
-    for entry in seen:  # each would be a valid record of a run cut short after that epoch
-        ex.validate_record({**record, "runs": [entry]})
-    assert seen[-1]["final_test_acc"] == run["final_test_acc"]
-    assert seen[0]["wall_time_s"] < seen[1]["wall_time_s"] <= run["wall_time_s"]
-
-
-def test_effects_are_differences_from_the_base_with_their_standard_error(tiny_record: dict) -> None:
-    rows = {r["name"]: r for r in ex.summarize(tiny_record)}
-    effect = {e["name"]: e for e in ex.effects(tiny_record)}
-    assert set(effect) == set(rows) - {"base"}
-    a, b = rows["residual=False"], rows["base"]
-    e = effect["residual=False"]
-    assert e["delta"] == pytest.approx(a["acc_mean"] - b["acc_mean"])
-    assert e["se"] == pytest.approx((a["acc_std"] ** 2 / 2 + b["acc_std"] ** 2 / 2) ** 0.5)
-    assert e["macs_ratio"] == pytest.approx(a["macs"] / b["macs"]) and e["macs_ratio"] < 1  # no shortcut convs
-    assert effect["segments=1"]["params_ratio"] > 1  # regular spatial convolutions
-    table = ex.format_effects({"first": tiny_record, "again": tiny_record})
-    assert table.splitlines()[0].split()[:3] == ["vs", "base", "first"]
-    assert len(table.splitlines()) == 1 + len(effect)
-    one_seed = {**tiny_record, "runs": [r for r in tiny_record["runs"] if r["seed"] == 0]}
-    assert all(e["se"] != e["se"] for e in ex.effects(one_seed))  # NaN: no spread from one seed
-    with pytest.raises(ValueError, match="'base'"):
-        ex.effects({**tiny_record, "runs": [r for r in tiny_record["runs"] if r["name"] != "base"]})
-
-
-def test_reference_summary_reads_the_goal_off_the_history(cifar) -> None:
-    cfg = ex.preview_train_config("cpu", epochs=2, train_subset=64, test_subset=32, batch_size=32)
-    run = ex.train_run("xception_cifar", ex.preview_base(), cfg, cifar, device="cpu", step_time_s=0.1)
-    record = {**ex.new_record("cifar10", cifar, "cpu", preview=True, command="pytest"), "runs": [run], "complete": True}
-    summary = ex.reference_summary(record, target_acc=0.0, target_s=1e6)
-    assert summary["met_accuracy"] and summary["met_time"] and summary["epochs"] == 2
-    assert summary["best_test_acc"] == max(run["history"]["test_acc"])
-    assert summary["seconds_per_epoch"] == pytest.approx(run["wall_time_s"] / 2)
-    assert not ex.reference_summary(record, target_acc=1.01)["met_accuracy"]
-    with pytest.raises(ValueError, match="cifar10"):
-        ex.reference_summary({**record, "experiment": "ablations"})
+def test_the_book_finds_the_recorded_runs() -> None:
+    reference = ex.reference_run()
+    assert reference is not None and reference.is_result and reference.kind == "reference"
+    two = ex.ablation_runs(epochs=2)
+    assert {s.n for s in xl.ledger.summarize(two)} == {3} and len(xl.ledger.summarize(two)) == 10
 
 
 def test_readme_quotes_the_recorded_gpu_results() -> None:
-    """The README's GPU table is typed by hand: hold it to the committed records."""
-    results = REPO / "book" / "results"
+    """The README's GPU table is typed by hand: hold it to the ledger."""
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    reference = ex.load_gpu_record(results / "cifar10.json")
-    sweep = ex.load_gpu_record(results / "ablations.json")
-    if reference is None or sweep is None:
-        pytest.skip("no recorded GPU results in book/results")
-    assert f"**{100 * reference['runs'][0]['final_test_acc']:.2f}%**" in readme
-    assert f"**{reference['runs'][0]['wall_time_s']:.0f} s**" in readme
-    effect = {e["name"]: e for e in ex.effects(sweep)}
+    reference = ex.reference_run()
+    assert f"**{100 * reference.final_test_acc:.2f}%**" in readme
+    assert f"**{reference.wall_time_s:.0f} s**" in readme
+    effect = {e.name: e for e in xl.ledger.effects(ex.ablation_runs(epochs=2))}
     for name, label in (("residual=False", "residual off"), ("activation=relu", "ReLU"), ("activation=elu", "ELU")):
-        e = effect[name]
-        assert f"{label} {100 * e['delta']:.1f} ± {100 * e['se']:.1f}" in readme, name
+        assert f"{label} {100 * effect[name].delta:.1f} ± {100 * effect[name].se:.1f}" in readme, name
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the smoke run would pass and train")
-def test_gpu_session_script_stops_at_its_smoke_run_without_a_gpu(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+# ---------------------------------------------------------------- the command line
 
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "XCEPTION_COMMIT": "test"}
-    done = subprocess.run(
-        ["bash", str(REPO / "tools" / "gpu_session.sh"), "60"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
-    )
-    log = (tmp_path / "out" / "session.log").read_text()
+
+def test_command_line_appends_preview_runs(cifar, tmp_path: Path) -> None:
+    out = tmp_path / "runs.jsonl"
+    args = ["ablations", "--preview", "--out", str(out), "--data-root", DATA, "--experiments", "residual"]
+    args += ["--seeds", "1", "--train-subset", "32", "--test-subset", "32", "--no-progress"]
+    assert ex.main(args) == 0
+    runs = xl.ledger.read(out)
+    assert [r.name for r in runs] == ["base", "residual=False"] and all(r.preview for r in runs)
+    assert runs[0].command == "python -m xception_lib.chapters.experiments " + " ".join(args)
+    assert ex.main(args) == 0 and len(xl.ledger.read(out)) == 2  # run again: nothing is missing, nothing is added
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ablations", "--preview", "--seeds", "0"], "--seeds: expected a positive int, got '0'"),
+        (["ablations", "--preview", "--seeds", "two"], "--seeds: expected a int, got 'two'"),
+        (["ablations", "--preview", "--experiments", "bogus"], r"--experiments: unknown experiment\(s\) \['bogus'\]"),
+        (["ablations", "--preview", "--budget-s", "nan"], "--budget-s: expected a positive float"),
+        (["cifar10", "--preview", "--recipe", "fastest"], "--recipe: unknown recipe 'fastest'"),
+        (["cifar10", "--preview", "--epochs", "-1"], "--epochs: expected a positive int"),
+        (["cifar10", "--preview", "--device", "cuda:x"], "--device"),
+        (["cifar10", "--preview", "--data-root", "/nonexistent/cifar"], "--data-root /nonexistent/cifar: does not exist"),
+        (["cifar10", "--preview", "--out", "/proc/runs.jsonl"], "--out /proc/runs.jsonl: cannot write in /proc"),
+        (["cifar10", "--preview", "--out", "{tmp}"], "is a folder"),
+        (["cifar10", "--preview", "--out", "{tmp}/bad.jsonl/runs.jsonl"], "cannot write in .*bad.jsonl is a file"),
+        (["cifar10", "--preview", "--out", "{tmp}/bad.jsonl"], r"--out: .*bad.jsonl, line 1: not valid JSON"),
+    ],
+)
+def test_command_line_checks_every_argument_before_any_work(args, message, tmp_path: Path, monkeypatch, capsys) -> None:
+    (tmp_path / "bad.jsonl").write_text("{not json\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "runs.jsonl")]
+    monkeypatch.setattr(xl.data, "load_cifar", lambda *a, **k: pytest.fail("work started before the arguments were checked"))
+    with pytest.raises(SystemExit) as exit_info:
+        ex.main(args)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the full schedule would start")
+def test_command_line_refuses_the_full_schedule_on_a_cpu(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        ex.main(["cifar10", "--out", str(tmp_path / "runs.jsonl")])
+    assert "--preview" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the GPU session, dry
+
+
+def _session(tmp_path: Path, budget: int, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "XCEPTION_COMMIT": "test", "XCEPTION_DATA": DATA, **env}
+    return subprocess.run(["bash", str(REPO / "tools" / "gpu_session.sh"), str(budget)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=budget + 120)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the session would train")
+def test_gpu_session_stops_without_a_gpu_and_records_nothing(tmp_path: Path) -> None:
+    done = _session(tmp_path, 60)
     assert done.returncode == 3, done.stdout + done.stderr
-    assert "smoke run failed: stopping" in log and "stage 1" not in log
-    assert not list((tmp_path / "out").glob("*.json"))  # nothing recorded from a failed smoke run
+    assert "no CUDA GPU: stopping" in (tmp_path / "out" / "session.log").read_text()
+    assert not (tmp_path / "out" / "runs.jsonl").exists()
 
 
-def test_a_budgeted_sweep_records_how_it_was_sized(cifar) -> None:
-    """The GPU command sizes the sweep to a budget; this path once crashed (budget_s recorded twice)."""
-    cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=32, batch_size=32)
-    record = ex.run_ablations(
-        cifar, cfg, device="cpu", base=ex.preview_base(), seeds=1, experiments=["residual"],
-        budget_s=600.0, max_epochs=2, preview=True, command="pytest", timing=(0, 1), log=lambda _line: None,
-    )
-    sizing = record["sizing"]
-    assert sizing["sweep_budget_s"] == 600.0 and 0 < sizing["budget_s"] <= 600.0  # what was left for the runs
-    assert sizing["epochs"] == 2 and all(len(r["history"]["test_acc"]) == 2 for r in record["runs"])
-    assert record["complete"] and sizing["predicted_s"] > 0 and sizing["total_s"] > 0
-    ex.validate_record(record)
+def test_gpu_session_dry_run_goes_through_every_phase(cifar, tmp_path: Path) -> None:
+    """The one command, tiny, on the CPU: what a GPU session does, appended as each run finishes."""
+    done = _session(tmp_path, 400, XCEPTION_DRY_RUN="1")
+    log = (tmp_path / "out" / "session.log").read_text()
+    assert done.returncode == 0, log + done.stderr
+    runs = xl.ledger.read(tmp_path / "out" / "runs.jsonl")
+    assert all(r.preview and not r.is_result for r in runs)
+    kinds = [r.kind for r in runs]
+    assert kinds[:2] == ["smoke", "smoke"] and "control" in kinds and "reference" in kinds
+    race = [r for r in runs if r.kind == "recipe"]
+    assert [r.name for r in race] == [r.name for r in ex.RECIPES][: len(race)] and race
+    winner = max(race, key=lambda r: max([r.final_test_acc, *r.metrics.values()]))
+    assert next(r for r in runs if r.kind == "reference").name == winner.name
+    started = re.findall(r"start ablation (\S+) seed", log)  # concurrent runs may finish in any order
+    assert started[:4] == ["base", "residual=False", "activation=relu", "activation=elu"]
+    assert sorted(started) == sorted(r.name for r in runs if r.kind == "ablation")  # each started run was recorded
+    throughput = [json.loads(line) for line in (tmp_path / "out" / "throughput.jsonl").read_text().splitlines()]
+    assert throughput and throughput[0]["processes"] == 1 and throughput[0]["total_images_per_sec"] > 0

@@ -63,8 +63,6 @@ def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
         ``device`` (type), ``device_name``, ``cpu_count``, ``torch``, ``cuda`` (version or
         None), ``python``, ``platform``, ``commit`` (or None) and ``date`` (UTC, ISO 8601).
     """
-    import os
-
     device = torch.device(device)
     return {
         "device": device.type,
