@@ -19,7 +19,7 @@ from xception_lib.pretrained import from_timm
 # Submodules loaded on first use (``xl.complexity``, ``xl.viz``, ...), so that
 # ``import xception_lib`` stays fast and needs only torch. The reusable library sits at the
 # top level; the apparatus of single chapters lives in ``xception_lib.chapters``.
-_SUBMODULES = ("checkpoint", "complexity", "data", "distributed", "history", "loader", "pretrained", "provenance", "runtime", "train")
+_SUBMODULES = ("checkpoint", "complexity", "data", "distributed", "history", "ledger", "loader", "pretrained", "provenance", "runtime", "train")
 _CHAPTER_MODULES = (
     "anatomy",
     "bench",
