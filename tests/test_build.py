@@ -67,7 +67,7 @@ def test_fingerprint_sees_every_dependency(tmp_path: Path) -> None:
     assert "lib/records/new.json added" in build_book.changes(base, build_book.fingerprint(root, DEPS, env))
 
     moved = build_book.fingerprint(root, DEPS, ["python==3.11.7", "torch==2.15.0"])
-    assert any("installed packages changed" in c and "torch==2.15.0" in c for c in build_book.changes(base, moved))
+    assert any("installed packages or settings changed" in c and "torch==2.15.0" in c for c in build_book.changes(base, moved))
     assert build_book.changes(None, base) != []  # a cache of unknown provenance is not trusted
 
 
@@ -76,10 +76,19 @@ def test_the_book_depends_on_the_library_records_and_requirements() -> None:
     assert "xception_lib/complexity.py" in files
     assert {"requirements.txt", "pyproject.toml"} <= set(files)
     records = [ROOT / "xception_lib" / "records", ROOT / "book" / "results"]
-    shipped = [p.relative_to(ROOT).as_posix() for d in records if d.is_dir() for p in d.rglob("*.json")]
+    shipped = [p.relative_to(ROOT).as_posix() for d in records if d.is_dir() for p in d.rglob("*") if p.is_file()]
     assert shipped and set(shipped) <= set(files), "every recorded result a chapter reads is a dependency"
     environment = build_book.environment()
     assert environment[0].startswith("python==") and any(e.startswith("torch==") for e in environment)
+
+
+def test_the_data_and_offline_settings_are_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XCEPTION_OFFLINE", raising=False)
+    monkeypatch.setenv("XCEPTION_DATA", "../shared/data")
+    before = build_book.environment()
+    assert f"XCEPTION_DATA={(ROOT / '../shared/data').resolve()}" in before  # relative to the repository
+    monkeypatch.setenv("XCEPTION_OFFLINE", "1")
+    assert build_book.changes({"files": {}, "environment": before}, {"files": {}, "environment": build_book.environment()})
 
 
 def test_prepare_cache_keeps_or_empties(tmp_path: Path) -> None:
@@ -204,7 +213,7 @@ def test_workflow_never_restores_a_cache_of_other_library_code() -> None:
     dependencies = re.search(r"hashFiles\(([^)]*)\)", options["key"]).group(1)
     for name in build_book.DEPENDENCIES:
         assert (f"'{name}/**'" if (ROOT / name).is_dir() or "." not in name else f"'{name}'") in dependencies, name
-    for restore in str(options.get("restore-keys", "")).split():
+    for restore in str(options.get("restore-keys", "")).splitlines():
         assert f"hashFiles({dependencies})" in restore, f"restore-key {restore!r} ignores the library"
 
 

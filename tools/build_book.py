@@ -36,6 +36,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # What a chapter reads besides its own cells, relative to the book's root (folders recursively).
 DEPENDENCIES = ("xception_lib", "book/results", "requirements.txt", "pyproject.toml")
+# Settings that change what the chapters show (the data they read, whether they may download).
+SETTINGS = ("XCEPTION_DATA", "XCEPTION_OFFLINE", "HF_HUB_OFFLINE", "XCEPTION_CIFAR_CHECKPOINT")
 STAMP = "xl_dependencies.json"  # stored inside the cache folder, so it travels with the cache
 _SKIPPED = ("__pycache__", ".egg-info", ".ipynb_checkpoints", ".pytest_cache")
 
@@ -50,9 +52,11 @@ def _files(root: Path, dependencies: tuple[str, ...]) -> list[Path]:
 
 
 def environment() -> list[str]:
-    """The Python version and every installed distribution, as ``name==version``."""
+    """The Python version, every installed distribution (``name==version``) and the settings."""
     dists = {f"{d.metadata['Name'].lower()}=={d.version}" for d in metadata.distributions() if d.metadata["Name"]}
-    return [f"python=={sys.version.split()[0]}", *sorted(dists)]
+    dists -= {d for d in dists if d.startswith("pip==")}  # pip does not change an output
+    settings = [f"{name}={data_path() if name == 'XCEPTION_DATA' else os.environ[name]}" for name in SETTINGS if os.environ.get(name)]
+    return [f"python=={sys.version.split()[0]}", *sorted(dists), *settings]
 
 
 def fingerprint(root: Path = ROOT, dependencies: tuple[str, ...] = DEPENDENCIES, env: list[str] | None = None) -> dict:
@@ -72,7 +76,7 @@ def changes(old: dict | None, new: dict) -> list[str]:
     env_old, env_new = set(old.get("environment", [])), set(new["environment"])
     if env_old != env_new:
         differ = sorted(env_old ^ env_new)
-        said.append(f"installed packages changed ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''})")
+        said.append(f"installed packages or settings changed ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''})")
     return said
 
 
@@ -159,14 +163,21 @@ def check_data() -> str | None:
     return None
 
 
-def resolve_data_path(root: Path = ROOT) -> None:
-    """Make a relative ``XCEPTION_DATA`` absolute, relative to the repository root.
+def data_path(root: Path = ROOT) -> str | None:
+    """``XCEPTION_DATA``, a relative path taken relative to the repository root.
 
     The chapters execute with ``book/`` as their working directory; the tests run from the root.
     """
     value = os.environ.get("XCEPTION_DATA")
     if value and not Path(value).expanduser().is_absolute():
-        os.environ["XCEPTION_DATA"] = str((root / value).resolve())
+        return str((root / value).resolve())
+    return value
+
+
+def resolve_data_path(root: Path = ROOT) -> None:
+    """Make a relative ``XCEPTION_DATA`` absolute for the build (see :func:`data_path`)."""
+    if os.environ.get("XCEPTION_DATA"):
+        os.environ["XCEPTION_DATA"] = data_path(root)
 
 
 def main(argv: list[str] | None = None) -> int:
