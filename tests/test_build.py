@@ -148,6 +148,14 @@ def test_a_library_or_record_change_executes_the_chapter_again(tmp_path: Path) -
     assert build().startswith("value=2 accuracy=0.8 ")
 
 
+def test_a_failed_build_is_not_called_up_to_date_next_time(tmp_path: Path) -> None:
+    book = _tree(tmp_path)
+    (book / "_build" / ".doctrees").mkdir(parents=True)
+    assert build_book.build(book, dependencies=DEPS, jupyter_book=shutil.which("false")) == 1
+    assert not (book / "_build" / ".doctrees").exists()  # every page is read (and warns) again
+    assert (book / "_build" / ".jupyter_cache" / build_book.STAMP).exists()  # what executed stays cached
+
+
 # ------------------------------------------------------------------ missing data, commands
 
 

@@ -126,6 +126,10 @@ def build(
     returncode = subprocess.run(command, cwd=root).returncode
     if fingerprint(root, dependencies) != current:  # edited during the build: trust nothing next time
         (cache / STAMP).unlink(missing_ok=True)
+    if returncode != 0:
+        # Sphinx would call the failed pages up to date next time and succeed without a word;
+        # read every page again instead (the chapters that executed come from the cache).
+        shutil.rmtree(build_dir / ".doctrees", ignore_errors=True)
     return returncode
 
 
