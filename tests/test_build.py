@@ -181,8 +181,9 @@ def test_relative_data_path_is_relative_to_the_repository(monkeypatch: pytest.Mo
 def _make_dry_run(*targets: str, **variables: str) -> str:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    args = ["make", "--dry-run", "--always-make", *targets, *(f"{k}={v}" for k, v in variables.items())]
-    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    args = ["make", "--dry-run", "--always-make", "--no-print-directory", *targets, *(f"{k}={v}" for k, v in variables.items())]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}  # as if typed, also under `make test`
+    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
 
 
 def test_make_book_and_make_test_set_themselves_up(tmp_path: Path) -> None:
