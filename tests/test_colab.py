@@ -196,19 +196,24 @@ def summary(cell: dict) -> dict:
     }
 
 
+def _code(nb: nbformat.NotebookNode) -> list[dict]:
+    """The code cells (the execution cache keeps only these), numbered from 1 in the reports."""
+    return [c for c in nb.cells if c.cell_type == "code"]
+
+
 def differences(alone: nbformat.NotebookNode, built: nbformat.NotebookNode) -> list[str]:
-    """Cell by cell, how the Colab-like run differs from the build's (errors in either count)."""
-    cells = [(i, a, b) for i, (a, b) in enumerate(zip(alone.cells, built.cells)) if a.cell_type == "code"]
-    assert len(alone.cells) == len(built.cells)
+    """Code cell by code cell, how the Colab-like run differs from the build's (errors in either count)."""
+    cells_alone, cells_built = _code(alone), _code(built)
+    assert len(cells_alone) == len(cells_built)
     found = []
-    for i, a, b in cells:
+    for n, (a, b) in enumerate(zip(cells_alone, cells_built), start=1):
         sa, sb = summary(a), summary(b)
-        first_line = _first_line(a)
+        where = f"code cell {n} ({_first_line(a)})"
         if sa["error"] or sb["error"]:
-            found.append(f"cell {i} ({first_line}): error alone: {sa['error']}; error in the build: {sb['error']}")
+            found.append(f"{where}: error alone: {sa['error']}; error in the build: {sb['error']}")
         elif sa != sb:
             keys = [k for k in sa if sa[k] != sb[k]]
-            found.append(f"cell {i} ({first_line}): " + ", ".join(f"{k} alone {sa[k]} vs built {sb[k]}" for k in keys))
+            found.append(f"{where}: " + ", ".join(f"{k} alone {sa[k]} vs built {sb[k]}" for k in keys))
     return found
 
 
@@ -238,7 +243,7 @@ def test_figures_are_legible_in_the_column(path: Path, built_cache, installed_li
     alone, figures, _ = _run_alone(path, installed_library, tmp_path)
     images = {
         hashlib.sha1(data["image/png"].encode()).hexdigest(): (i, cell, data["image/png"])
-        for i, cell in enumerate(alone.cells) if cell.cell_type == "code"
+        for i, cell in enumerate(_code(alone), start=1)
         for o in cell.outputs for data in [o.get("data", {})] if "image/png" in data
     }
     assert len(images) >= len([f for f in figures if f["image"] in images])
@@ -252,7 +257,7 @@ def test_figures_are_legible_in_the_column(path: Path, built_cache, installed_li
         shown_pt = figure["min_pt"] * min(width_px, COLUMN_PX) / COLUMN_PX * COLUMN_IN / width_in
         if shown_pt < MIN_TEXT_PT - 0.05:
             small.append(
-                f"cell {i} ({_first_line(cell)}): {width_in:.1f} in wide ({width_px} px), smallest text "
+                f"code cell {i} ({_first_line(cell)}): {width_in:.1f} in wide ({width_px} px), smallest text "
                 f"{figure['min_pt']:.1f} pt ({figure['min_text']!r}), shown at {shown_pt:.1f} pt"
             )
     assert not small, f"{path.name}: figures whose text is too small in the column:\n" + "\n".join(small)
@@ -275,8 +280,8 @@ def _lines(output: dict) -> list[str]:
 def test_text_outputs_fit_the_column(path: Path, built_cache) -> None:
     built = _built(built_cache, path)
     wide = [
-        f"cell {i} ({_first_line(cell)}): {len(line)} characters: {line[:60]}..."
-        for i, cell in enumerate(built.cells) if cell.cell_type == "code"
+        f"code cell {i} ({_first_line(cell)}): {len(line)} characters: {line[:60]}..."
+        for i, cell in enumerate(_code(built), start=1)
         for output in cell.outputs for line in _lines(output) if len(line) > MAX_CHARS
     ]
     assert not wide, f"{path.name}: text output lines wider than {MAX_CHARS} characters:\n" + "\n".join(wide)
