@@ -26,7 +26,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
-BUILD_COMMAND = "jupyter-book build . -W -n --keep-going"
+BUILD_COMMAND = "make book"  # the README's; it runs tools/build_book.py (tests/test_build.py)
 COLAB = "https://colab.research.google.com/github/{org_repo}/blob/{branch}/book/{chapter}.ipynb"
 
 nbformat = pytest.importorskip("nbformat", reason="install xception_lib[test]")
@@ -101,8 +101,20 @@ def test_setup_cell_uses_the_configured_repository() -> None:
     source = sync_tool.setup_cell_source(url)
     assert f'REPOSITORY = "{url}"' in source
     assert 'f"xception_lib[tools] @ git+{REPOSITORY}"' in source
+    assert f'VERSION = "{metadata.version("xception_lib")}"' in source  # the version pyproject.toml declares
+    assert "--quiet" not in source  # pip's progress is shown
     assert source.startswith(sync_tool.SETUP_MARKER)
     compile(source, "<setup cell>", "exec")
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_colab_opens_every_chapter_on_a_gpu(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    if _first_code_cell(path) is None:
+        pytest.skip(f"{path.name} has no code: it needs no runtime, let alone a GPU")
+    # What Colab saves for Runtime > Change runtime type > T4 GPU, and reads when it opens a notebook.
+    assert nb.metadata.get("accelerator") == "GPU", f"{path.name}: run python tools/sync_setup_cell.py"
+    assert nb.metadata.get("colab", {}).get("gpuType") == "T4", f"{path.name}: run python tools/sync_setup_cell.py"
 
 
 def test_sync_tool_check_and_rewrite(tmp_path: Path) -> None:
@@ -114,9 +126,14 @@ def test_sync_tool_check_and_rewrite(tmp_path: Path) -> None:
     assert sync_tool.sync(path, url, check=True) is True  # missing: reported, not written
     assert _first_code_cell(path) == "import xception_lib as xl"
     assert sync_tool.sync(path, url) is True  # inserted before the first code cell
-    cells = nbformat.read(path, as_version=4).cells
-    assert [c.source for c in cells[1:]] == [sync_tool.setup_cell_source(url), "import xception_lib as xl"]
+    written = nbformat.read(path, as_version=4)
+    assert [c.source for c in written.cells[1:]] == [sync_tool.setup_cell_source(url), "import xception_lib as xl"]
+    assert written.metadata["accelerator"] == "GPU" and written.metadata["colab"]["gpuType"] == "T4"
     assert sync_tool.sync(path, url) is False  # idempotent
+    written.metadata.pop("accelerator")
+    nbformat.write(written, path)
+    assert sync_tool.sync(path, url, check=True) is True  # lost metadata detected
+    assert sync_tool.sync(path, url) is True and sync_tool.sync(path, url) is False
     assert sync_tool.sync(path, "https://example.org/other", check=True) is True  # stale URL detected
     sync_tool.sync(path, "https://example.org/other")
     assert 'REPOSITORY = "https://example.org/other"' in _first_code_cell(path)
@@ -154,8 +171,8 @@ def test_workflow_builds_tests_and_publishes() -> None:
     steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
     runs = [step.get("run", "") for step in steps]
     uses = [step.get("uses", "") for step in steps]
-    build = next(i for i, run in enumerate(runs) if BUILD_COMMAND in run)
-    tests = next(i for i, run in enumerate(runs) if "pytest" in run)
+    build = next(i for i, run in enumerate(runs) if run.startswith(BUILD_COMMAND))
+    tests = next(i for i, run in enumerate(runs) if run.startswith("make test"))
     assert build < tests, "the book must be built before the tests that check it"
     assert str(steps[tests].get("env", {}).get("XL_REQUIRE_BUILD")) == "1"
     upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-pages-artifact"))
@@ -165,7 +182,8 @@ def test_workflow_builds_tests_and_publishes() -> None:
 
 def test_preface_shows_the_build_command() -> None:
     preface = "\n".join(c.source for c in nbformat.read(BOOK / "00_preface.ipynb", as_version=4).cells)
-    assert BUILD_COMMAND in preface
+    assert BUILD_COMMAND in preface, "the preface must show the README's build command (a plain jupyter-book build can serve stale outputs)"
+    assert "jupyter-book build" not in preface
     assert sync_tool.repository_url() in preface  # the clone URL
 
 
@@ -245,6 +263,20 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     assert cell is not None
     url = sync_tool.repository_url()
     assert cell.count(f'"{url}"') == 1
+    colab = "import sys, types\nsys.modules['google.colab'] = types.ModuleType('google.colab')  # what the cell checks for\n"
+
+    # an unreachable repository: a message that names it and says what to try
+    missing = f"file://localhost{tmp_path / 'no-such-repository'}"
+    script = tmp_path / "colab_fails.py"
+    script.write_text(colab + cell.replace(f'"{url}"', f'"{missing}"'))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
+    failed = subprocess.run([str(python), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode != 0
+    assert f"RuntimeError: Could not install xception_lib from {missing}" in failed.stderr, failed.stderr[-2000:]
+    assert "!pip install" in failed.stderr and "CalledProcessError" not in failed.stderr
+    assert "Installing xception_lib[tools]" in failed.stdout  # what it was doing, then pip's own messages
+
+    # the real install, then the cell again (as after a runtime restart): nothing is installed twice
     cell = cell.replace(f'"{url}"', f'"file://localhost{repo}"')  # pip rejects git+file:/// (no host)
     check = textwrap.dedent(
         """
@@ -260,12 +292,12 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
         """
     )
     script = tmp_path / "colab.py"
-    script.write_text(
-        "import sys, types\n"
-        "sys.modules['google.colab'] = types.ModuleType('google.colab')  # what the cell checks for\n" + cell + "\n" + check
-    )
-    result = _run([str(python), str(script)], tmp_path)
-    assert result.stdout.strip().splitlines()[-1].startswith("OK "), result.stdout
+    script.write_text(colab + cell + "\n" + check + "\n" + cell + "\n")
+    lines = _run([str(python), str(script)], tmp_path).stdout.strip().splitlines()
+    version = metadata.version("xception_lib")
+    assert lines[0] == f"Installing xception_lib[tools] @ git+file://localhost{repo} with pip:"
+    assert any(line.startswith("Successfully installed") for line in lines), "pip's progress is shown"
+    assert lines[-3:] == [f"Installed xception_lib {version}.", f"OK {version}", f"xception_lib {version} is already installed."]
 
 
 # ------------------------------------------------------------------ the built book
@@ -298,6 +330,17 @@ def test_colab_launch_links() -> None:
         expected = COLAB.format(org_repo=org_repo, branch=branch, chapter=Path(chapter).name)
         assert links == [expected], f"{chapter}: Colab links {links}, expected [{expected}]"
         assert "/./" not in expected and "book/book" not in expected
+
+
+def test_one_search_field_per_page() -> None:
+    """The search field is in the sidebar; no second one in a header above the page."""
+    bs4 = pytest.importorskip("bs4", reason="install xception_lib[test]")
+    html = _built_html()
+    for chapter in _toc_chapters():
+        soup = bs4.BeautifulSoup((html / f"{chapter}.html").read_text(encoding="utf-8"), "html.parser")
+        fields = soup.select(".search-button-field")
+        in_sidebar = soup.select(".bd-sidebar-primary .search-button-field")
+        assert len(fields) == len(in_sidebar) == 1, f"{chapter}: {len(fields)} search fields, {len(in_sidebar)} in the sidebar"
 
 
 # ------------------------------------------------------------------ numbers the chapters state

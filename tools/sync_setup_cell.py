@@ -1,14 +1,19 @@
 #!/usr/bin/env python
-"""Write the setup cell of every chapter from the one repository URL in ``_config.yml``.
+"""Write the setup cell and the Colab metadata of every chapter from ``_config.yml``.
 
 The first code cell of each ``book/*.ipynb`` installs ``xception_lib`` when the notebook
 runs in Colab and does nothing elsewhere. Its text is generated here from
-``repository.url`` in ``_config.yml``, so that moving the repository means editing one
-line and running this script.
+``repository.url`` in ``_config.yml`` and the version in ``pyproject.toml``, so that moving
+the repository means editing one line and running this script. In Colab the cell prints
+what it does and pip's progress, says what to try when the install fails, and skips the
+install when this version is already installed (after a runtime restart).
+
+Every chapter with code also gets the notebook metadata with which Colab opens it on a GPU
+runtime (``accelerator`` and ``colab.gpuType``, what Colab itself saves for "T4 GPU").
 
 Usage::
 
-    python tools/sync_setup_cell.py          # rewrite the cells that differ
+    python tools/sync_setup_cell.py          # rewrite the notebooks that differ
     python tools/sync_setup_cell.py --check  # exit 1 and list the notebooks that differ
 
 A chapter whose first code cell is not a setup cell gets one inserted before it; a chapter
@@ -23,15 +28,40 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_MARKER = "# Setup: in Colab, install xception_lib"
+# In the built book the cell's source is folded away: it does nothing there.
+SETUP_METADATA = {"tags": ["hide-input"]}
+COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
 SETUP_TEMPLATE = '''# Setup: in Colab, install xception_lib and the tools Colab lacks; elsewhere, do nothing.
 import sys
 
 REPOSITORY = "{url}"
+VERSION = "{version}"
 if "google.colab" in sys.modules:
     import subprocess
+    from importlib import metadata
 
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", f"xception_lib[tools] @ git+{{REPOSITORY}}"], check=True)'''
+    try:
+        installed = metadata.version("xception_lib")
+    except metadata.PackageNotFoundError:
+        installed = None
+    if installed == VERSION:
+        print(f"xception_lib {{VERSION}} is already installed.")
+    else:
+        package = f"xception_lib[tools] @ git+{{REPOSITORY}}"
+        print(f"Installing {{package}} with pip:", flush=True)
+        pip = subprocess.Popen([sys.executable, "-m", "pip", "install", package],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in pip.stdout:
+            print(line, end="", flush=True)
+        if pip.wait() != 0:
+            raise RuntimeError(
+                f"Could not install xception_lib from {{REPOSITORY}} (pip's messages are above). "
+                "Check that the runtime is connected to the internet and that the repository "
+                "opens in a browser, then run this cell again; or install it by hand in a cell: "
+                f"!pip install '{{package}}'"
+            )
+        print(f"Installed xception_lib {{metadata.version('xception_lib')}}.")'''
 
 
 def repository_url(config: Path = ROOT / "_config.yml") -> str:
@@ -48,9 +78,16 @@ def repository_url(config: Path = ROOT / "_config.yml") -> str:
     return url
 
 
-def setup_cell_source(url: str) -> str:
-    """The exact source of the setup cell for a repository URL."""
-    return SETUP_TEMPLATE.format(url=url)
+def library_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
+    """``project.version`` from ``pyproject.toml``."""
+    import tomllib
+
+    return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+
+
+def setup_cell_source(url: str, version: str | None = None) -> str:
+    """The exact source of the setup cell for a repository URL and library version."""
+    return SETUP_TEMPLATE.format(url=url, version=version or library_version())
 
 
 def chapters(book: Path = ROOT / "book") -> list[Path]:
@@ -59,25 +96,31 @@ def chapters(book: Path = ROOT / "book") -> list[Path]:
 
 
 def sync(path: Path, url: str, check: bool = False) -> bool:
-    """Bring one notebook's setup cell in line; return whether it was (or would be) changed."""
+    """Bring one notebook's setup cell and metadata in line; return whether it was (or would be) changed."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
-    source = setup_cell_source(url)
     code = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"]
     if not code:
         return False
+    source = setup_cell_source(url)
     first = nb.cells[code[0]]
-    if first.source.startswith(SETUP_MARKER):
-        if first.source == source:
-            return False
-        if not check:
-            first.source = source
-    elif not check:
-        nb.cells.insert(code[0], nbformat.v4.new_code_cell(source))
-    if not check:
+    if not first.source.startswith(SETUP_MARKER):
+        first = nbformat.v4.new_code_cell(source)
+        nb.cells.insert(code[0], first)
+        changed = True
+    else:
+        changed = first.source != source
+        first.source = source
+    for key, value in SETUP_METADATA.items():
+        changed |= first.metadata.get(key) != value
+        first.metadata[key] = value
+    for key, value in COLAB_METADATA.items():
+        changed |= nb.metadata.get(key) != value
+        nb.metadata[key] = value
+    if changed and not check:
         nbformat.write(nb, path)
-    return True
+    return changed
 
 
 def main(argv: list[str] | None = None) -> int:
