@@ -373,7 +373,7 @@ def test_chapter_2_numbers() -> None:
     assert round(cx.separable_savings(16, 16, 3), 1) == 5.8  # "at 16 channels ... about 5.8x"
     # exercise 1
     layer = xl.SeparableConv2d(728, 1024)
-    assert cx.count_params(layer, (1, 728, 19, 19)) == 752_024
+    assert cx.torchinfo_params(layer, (1, 728, 19, 19)) == 752_024
     assert cx.count_macs(layer, (1, 728, 19, 19)) == 271_480_664
     # exercise 2: at least 2x from 3 channels, at least 8x from 72
     assert min(c for c in range(1, 200) if cx.separable_savings(c, c, 3) >= 2) == 3

@@ -35,7 +35,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a chapter reads besides its own cells, relative to the book's root (folders recursively).
-DEPENDENCIES = ("xception_lib", "book/results", "requirements.txt", "pyproject.toml")
+DEPENDENCIES = ("xception_lib", "requirements.txt", "pyproject.toml")
 # Settings that change what the chapters show (the data they read, whether they may download).
 SETTINGS = ("XCEPTION_DATA", "XCEPTION_OFFLINE", "HF_HUB_OFFLINE", "XCEPTION_CIFAR_CHECKPOINT")
 STAMP = "xl_dependencies.json"  # stored inside the cache folder, so it travels with the cache
