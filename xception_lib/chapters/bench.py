@@ -29,7 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xception_lib.complexity import count_macs
+from xception_lib.config import XceptionConfig
 from xception_lib.ledger import records_dir
+from xception_lib.model import Xception, xception
+from xception_lib.provenance import environment
 from xception_lib.runtime import synchronize
 
 if TYPE_CHECKING:
@@ -39,8 +43,7 @@ SCHEMA = "xception_lib.bench/1"
 MODES = ("forward", "train")
 VARIANTS = ("fp32", "channels_last", "bf16", "fp16", "compile")
 LAYER_KINDS = ("regular", "depthwise", "pointwise")
-# Xception's widths at its three main resolutions (299 px input): entry block 2's input,
-# entry block 3's input and the middle flow.
+# Xception's widths at 299 px input: entry blocks 2 and 3's inputs and the middle flow.
 LAYER_SHAPES = ((128, 74), (256, 37), (728, 19))
 RECORDS = records_dir()  # the recorded results (package data)
 
@@ -48,7 +51,6 @@ RECORDS = records_dir()  # the recorded results (package data)
 @dataclass(frozen=True)
 class Timing:
     """Repeated runs of one case: every time (seconds), their median and interquartile range."""
-
     median_s: float
     iqr_s: float  # the spread of the middle half of the runs
     runs: int
@@ -101,7 +103,6 @@ def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[fl
 @dataclass(frozen=True)
 class ModelRow(Timing):
     """One (model, mode, variant) case of whole-model timing."""
-
     model: str
     label: str
     mode: str
@@ -115,7 +116,6 @@ class ModelRow(Timing):
 @dataclass(frozen=True)
 class LayerRow(Timing):
     """One convolution (kind, width, resolution, variant): MACs, traffic and measured time."""
-
     kind: str
     channels: int
     size: int
@@ -130,7 +130,6 @@ class LayerRow(Timing):
 @dataclass(frozen=True)
 class Roofline:
     """A kernel of intensity I (MACs per byte) cannot exceed min(peak, I x bandwidth)."""
-
     peak_gmacs_per_s: float
     bandwidth_gb_per_s: float
     ridge_intensity: float  # where the roofs meet
@@ -158,7 +157,6 @@ class Settings:
 @dataclass(frozen=True)
 class Results:
     """A benchmark run: where it ran (``xl.provenance.environment()``), how, and every row."""
-
     environment: dict[str, Any]
     settings: Settings
     models: tuple[ModelRow, ...]
@@ -343,15 +341,11 @@ def build_model(name: str) -> tuple[nn.Module, int]:
     """A freshly initialised benchmark model (one of ``MODEL_NAMES``) and its native input size."""
     from torchvision import models
 
-    from xception_lib.config import XceptionConfig
-    from xception_lib.model import Xception, xception
-
     _check_choices([name], MODEL_NAMES, "model")
     if name == "timm_legacy_xception":
         with warnings.catch_warnings():  # timm warns about tqdm in notebooks and about the deprecated name
             warnings.simplefilter("ignore")
             import timm
-
             return timm.create_model("legacy_xception"), 299
     return {
         "xception": lambda: (xception(), 299),
@@ -372,8 +366,6 @@ def model_benchmarks(
     Variants other than fp32 run on ``variant_models`` (default: all); those the device lacks are added to
     ``skipped``. MACs per image are counted with fvcore.
     """
-    from xception_lib.complexity import count_macs
-
     device = torch.device(device)
     _check_choices(names, MODEL_NAMES, "model")
     _check_choices(modes, MODES, "mode")
@@ -384,11 +376,8 @@ def model_benchmarks(
     built = {}
     for name in names:
         model, size = build_model(name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fvcore names the operators it does not count
-            macs = count_macs(model, (1, 3, size, size))
         x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-        built[name] = (model.to(device), x, size, macs)
+        built[name] = (model.to(device), x, size, count_macs(model, (1, 3, size, size)))
     rows = []
     for mode in modes:
         cases = {
@@ -407,7 +396,6 @@ def model_benchmarks(
 @dataclass(frozen=True)
 class LayerCase:
     """One convolution of Xception's, C -> C channels: kind, width and resolution (stride 1, "same")."""
-
     kind: str
     channels: int
     size: int
@@ -513,8 +501,6 @@ def run(
             roof = Roofline(best.gmacs_per_s, roof.bandwidth_gb_per_s, best.gmacs_per_s / roof.bandwidth_gb_per_s,
                             f"{best.kind} convolution {best.channels}@{best.size}, which beat the matmul",
                             roof.bandwidth_from)
-    from xception_lib.provenance import environment
-
     tf32 = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
     settings = Settings(str(device), quick, batch_size, rounds, torch.get_num_threads(), compile, tf32)
     return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, tuple(skipped))
@@ -558,7 +544,6 @@ def find(rows: Sequence[Any], **match: Any) -> Any:
 @dataclass(frozen=True)
 class Ratio:
     """How many times faster a model is than a baseline (> 1: faster)."""
-
     ratio: float  # of the median times
     paired_median: float  # of the round-by-round ratios of the interleaved runs, and their quartiles
     paired_q1: float
@@ -585,7 +570,6 @@ def describe(results: Results) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
     import pandas as pd
-
     return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
 
 
@@ -654,7 +638,6 @@ def separable_shares(results: Results, variant: str = "fp32") -> pandas.DataFram
 def variant_speedups(results: Results) -> pandas.DataFrame:
     """Speed-up of every non-fp32 row over the fp32 row of the same case (> 1: faster)."""
     import pandas as pd
-
     rows = []
     for section, keys in (("layers", ("kind", "channels", "size", "batch_size")),
                           ("models", ("model", "mode", "batch_size"))):
@@ -675,7 +658,6 @@ def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> An
     """Achieved GMAC/s against arithmetic intensity (log-log) under the roofs; colour: kind, marker: shape."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.4))[1]
     roof, rows = results.roofline, [r for r in results.layers if r.variant == variant]
     if not rows or roof is None:
@@ -707,7 +689,6 @@ def _labels(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
 def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "fp32") -> Any:
     """Measured time per image against MACs per image, one point per model, a panel per mode."""
     import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, len(modes), figsize=(7, 3.4), squeeze=False)
     for ax, mode in zip(axes[0], modes):
         rows = [r for r in results.models if r.mode == mode and r.variant == variant and r.macs_per_image]
@@ -727,7 +708,6 @@ def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "
 def plot_variants(results: Results) -> Any:
     """Speed-up over fp32 of every other variant, layers (top) and models (bottom), on a log scale from 1."""
     import matplotlib.pyplot as plt
-
     speedups = variant_speedups(results)
     if speedups.empty:
         raise ValueError("expected rows of a variant other than fp32")
