@@ -66,10 +66,8 @@ class Timing:
         return self.iqr_s / self.median_s
 
 
-def time_interleaved(
-    cases: Mapping[Any, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
-    device: torch.device | str = "cpu",
-) -> dict[Any, Timing]:
+def time_interleaved(cases: Mapping[Any, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
+                     device: torch.device | str = "cpu") -> dict[Any, Timing]:
     """Time callables (name -> one step) in interleaved rounds (A, B, A, B, ...), one run each per round.
 
     A slow spell on a shared machine then hits every case, not one. ``warmup`` untimed runs per case
@@ -425,11 +423,9 @@ def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES,
     return [LayerCase(kind, c, s) for c, s in shapes for kind in kinds]
 
 
-def layer_benchmarks(
-    cases: Sequence[LayerCase] | None = None, *, device: torch.device | str = "cpu", batch_size: int = 2,
-    variants: Sequence[str] = ("fp32",), rounds: int = 5, warmup: int = 1, compile: bool = False,
-    skipped: list[Skipped] | None = None,
-) -> list[LayerRow]:
+def layer_benchmarks(cases: Sequence[LayerCase] | None = None, *, device: torch.device | str = "cpu",
+                     batch_size: int = 2, variants: Sequence[str] = ("fp32",), rounds: int = 5, warmup: int = 1,
+                     compile: bool = False, skipped: list[Skipped] | None = None) -> list[LayerRow]:
     """Forward time of single convolutions (inference mode), all cases of a variant interleaved."""
     device = torch.device(device)
     _check_positive(batch_size=batch_size)
@@ -463,12 +459,10 @@ def roofline(*, device: torch.device | str = "cpu", matrix_size: int = 2048, cop
 
 
 # ------------------------------------------------------------------ the whole suite
-def run(
-    *, device: torch.device | str = "cpu", quick: bool = False, models: Sequence[str] | None = None,
-    batch_size: int | None = None, rounds: int | None = None, compile: bool | None = None,
-    variant_models: Sequence[str] | None = None, layers: bool = True,
-    progress: Callable[[str], None] | None = None,
-) -> Results:
+def run(*, device: torch.device | str = "cpu", quick: bool = False, models: Sequence[str] | None = None,
+        batch_size: int | None = None, rounds: int | None = None, compile: bool | None = None,
+        variant_models: Sequence[str] | None = None, layers: bool = True,
+        progress: Callable[[str], None] | None = None) -> Results:
     """Run the suite: ``models`` in fp32, ``variant_models`` in every variant, layers and roofs.
 
     Defaults: all models; variants on Xception, ResNet-50, MobileNetV2 (Xception only if ``quick``); batch 2 on

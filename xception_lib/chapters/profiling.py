@@ -60,10 +60,8 @@ def op_profile(
             step()
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
-    rows = pd.DataFrame(
-        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total) for e in events],
-        columns=["op", "calls", "self_ms", "share"],
-    )
+    rows = pd.DataFrame([(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total)
+                         for e in events], columns=["op", "calls", "self_ms", "share"])
     return rows.sort_values("self_ms", ascending=False, ignore_index=True)
 
 
