@@ -93,9 +93,9 @@ def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[fl
     """How many times faster A is than B, round by round (runs moments apart): median, 25th, 75th percentile."""
     if len(times_a) != len(times_b) or not times_a:
         raise ValueError(f"expected two equally long, non-empty lists, got {len(times_a)} and {len(times_b)}")
-    ratios = Timing.of([b / a for a, b in zip(times_a, times_b)])
-    q1 = statistics.quantiles(ratios.times_s, n=4, method="inclusive")[0] if ratios.runs > 1 else ratios.median_s
-    return ratios.median_s, q1, q1 + ratios.iqr_s
+    ratios = [b / a for a, b in zip(times_a, times_b)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return median, q1, q3
 
 
 @dataclass(frozen=True)
@@ -715,7 +715,7 @@ def plot_variants(results: Results) -> Any:
             continue
         table = part.pivot(index="case", columns="variant", values="speedup")
         table = table.loc[list(dict.fromkeys(part.case)), [v for v in VARIANTS if v in table]]  # measured order
-        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9, color=VARIANT_COLOURS)
+        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9, color=VARIANT_COLOURS, legend=False)
         ax.axvline(1.0, color="k", lw=1)
         ax.invert_yaxis()
         lo, hi = ax.get_xlim()
@@ -724,7 +724,6 @@ def plot_variants(results: Results) -> Any:
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xticks([], minor=True)
         legend = ax.get_legend_handles_labels()
-        ax.get_legend().remove()
         _labels(ax, "speed-up over fp32 (x, log scale)", "", section)
     fig.suptitle(results.environment["device_name"], fontsize=10)
     fig.tight_layout()
