@@ -1,14 +1,9 @@
 """Benchmarks: measured speed beside MAC counts, for whole models and single layers.
 
-``python -m xception_lib.chapters.bench`` (``--help``; ``--quick`` for a short run) measures on one
-device: whole models (Xception in this library and timm's, Inception V3, ResNet-50, MobileNetV2;
-a forward pass and a training step), single convolutions (regular, depthwise, pointwise at
-Xception's widths, with MACs, bytes moved and arithmetic intensity), the device's roofs (a large
-matrix product and a large copy), and the variants the device supports (channels_last,
-bf16/fp16 autocast, ``torch.compile``). Cases are warmed up, then run once per round, the cases
-interleaved (A, B, C, A, B, C, ...) so that a slow spell on a shared machine hits all alike; a
-:class:`Timing` keeps every run. :class:`Results` holds it all with
-:func:`xception_lib.provenance.environment`; :func:`save` and :func:`load` write and read JSON.
+``python -m xception_lib.chapters.bench`` (``--help``; ``--quick``) times on one device whole models (a forward
+pass and a training step), single convolutions (MACs, bytes moved, arithmetic intensity), the device's roofs
+and the variants it supports (channels_last, bf16/fp16 autocast, ``torch.compile``), the cases interleaved
+(A, B, C, A, B, C, ...). :class:`Results` holds it all; :func:`save` and :func:`load` write and read JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import time
 import types
 import typing
@@ -35,6 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xception_lib.complexity import count_macs
+from xception_lib.config import XceptionConfig
+from xception_lib.ledger import records_dir
+from xception_lib.model import Xception, xception
+from xception_lib.provenance import environment
 from xception_lib.runtime import synchronize
 
 if TYPE_CHECKING:
@@ -44,19 +43,14 @@ SCHEMA = "xception_lib.bench/1"
 MODES = ("forward", "train")
 VARIANTS = ("fp32", "channels_last", "bf16", "fp16", "compile")
 LAYER_KINDS = ("regular", "depthwise", "pointwise")
-# Xception's widths at its three main resolutions (299 px input): entry block 2's input,
-# entry block 3's input and the middle flow.
+# Xception's widths at 299 px input: entry blocks 2 and 3's inputs and the middle flow.
 LAYER_SHAPES = ((128, 74), (256, 37), (728, 19))
-#: Where the package keeps its recorded results (package data, found wherever it is installed).
-RECORDS = Path(__file__).resolve().parents[1] / "records"
+RECORDS = records_dir()  # the recorded results (package data)
 
 # ------------------------------------------------------------------ timing and records
-
-
 @dataclass(frozen=True)
 class Timing:
     """Repeated runs of one case: every time (seconds), their median and interquartile range."""
-
     median_s: float
     iqr_s: float  # the spread of the middle half of the runs
     runs: int
@@ -72,16 +66,12 @@ class Timing:
         return self.iqr_s / self.median_s
 
 
-def time_interleaved(
-    cases: Mapping[Any, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
-    device: torch.device | str = "cpu",
-) -> dict[Any, Timing]:
+def time_interleaved(cases: Mapping[Any, Callable[[], object]], *, rounds: int = 5, warmup: int = 1,
+                     device: torch.device | str = "cpu") -> dict[Any, Timing]:
     """Time callables (name -> one step) in interleaved rounds (A, B, A, B, ...), one run each per round.
 
-    Timed one after another, a slow minute on a shared machine would land on one case only and
-    bias a ratio; interleaved, it hits all, and a ratio can be taken round by round
-    (:func:`paired_ratio`). ``warmup`` untimed runs per case come first (memory allocation,
-    oneDNN/cuDNN kernel choice); ``device`` is synchronised around each timed run.
+    A slow spell on a shared machine then hits every case, not one. ``warmup`` untimed runs per case
+    come first (allocation, kernel choice); ``device`` is synchronised around each timed run.
     """
     if not (isinstance(rounds, int) and rounds >= 1 and isinstance(warmup, int) and warmup >= 0):
         raise ValueError(f"expected rounds >= 1 and warmup >= 0, got rounds={rounds!r}, warmup={warmup!r}")
@@ -100,22 +90,17 @@ def time_interleaved(
 
 
 def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[float, float, float]:
-    """How many times faster A is than B, round by round: median, 25th and 75th percentile.
-
-    With interleaved rounds, ``times_b[i] / times_a[i]`` compares two runs made moments
-    apart, which cancels most of a shared machine's drift.
-    """
+    """How many times faster A is than B, round by round (runs moments apart): median, 25th, 75th percentile."""
     if len(times_a) != len(times_b) or not times_a:
         raise ValueError(f"expected two equally long, non-empty lists, got {len(times_a)} and {len(times_b)}")
-    ratios = Timing.of([b / a for a, b in zip(times_a, times_b)])
-    q1 = statistics.quantiles(ratios.times_s, n=4, method="inclusive")[0] if ratios.runs > 1 else ratios.median_s
-    return ratios.median_s, q1, q1 + ratios.iqr_s
+    ratios = [b / a for a, b in zip(times_a, times_b)]
+    q1, median, q3 = statistics.quantiles(ratios, n=4, method="inclusive") if len(ratios) > 1 else ratios * 3
+    return median, q1, q3
 
 
 @dataclass(frozen=True)
 class ModelRow(Timing):
     """One (model, mode, variant) case of whole-model timing."""
-
     model: str
     label: str
     mode: str
@@ -129,7 +114,6 @@ class ModelRow(Timing):
 @dataclass(frozen=True)
 class LayerRow(Timing):
     """One convolution (kind, width, resolution, variant): MACs, traffic and measured time."""
-
     kind: str
     channels: int
     size: int
@@ -144,7 +128,6 @@ class LayerRow(Timing):
 @dataclass(frozen=True)
 class Roofline:
     """A kernel of intensity I (MACs per byte) cannot exceed min(peak, I x bandwidth)."""
-
     peak_gmacs_per_s: float
     bandwidth_gb_per_s: float
     ridge_intensity: float  # where the roofs meet
@@ -172,7 +155,6 @@ class Settings:
 @dataclass(frozen=True)
 class Results:
     """A benchmark run: where it ran (``xl.provenance.environment()``), how, and every row."""
-
     environment: dict[str, Any]
     settings: Settings
     models: tuple[ModelRow, ...]
@@ -250,21 +232,16 @@ def validate_results(results: Results | Mapping[str, Any]) -> Results:
 
 
 def check_writable(path: str | Path) -> Path:
-    """``path`` if a file can be written there (its folder is created), else a ``ValueError`` saying why.
-
-    Called before a long run, so that a bad ``--output`` fails at once, not after the run.
-    """
+    """``path`` if a file can be written there (its folder is created), else a ``ValueError`` saying why."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"output {path} is a directory; give a file name, such as {path / 'bench.json'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".write-test-"):
-            pass
     except OSError as err:
         raise ValueError(f"output {path}: cannot write in {path.parent} ({err}); choose another path") from None
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"output {path} exists and is not writable; choose another path")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise ValueError(f"output {path}: cannot write in {path.parent} (no permission); choose another path")
     return path
 
 
@@ -291,8 +268,6 @@ def recorded(pattern: str = "bench_gpu*.json", directory: str | Path | None = No
 
 
 # ------------------------------------------------------------------ variants
-
-
 def variant_support(name: str, device: torch.device | str, *, compile: bool = False) -> str | None:
     """``None`` if ``device`` runs variant ``name``, else the reason it is skipped."""
     _check_choices([name], VARIANTS, "variant")
@@ -308,8 +283,8 @@ def variant_support(name: str, device: torch.device | str, *, compile: bool = Fa
     return None
 
 
-def _step(module: nn.Module, x: torch.Tensor, variant: str, train: bool) -> Callable[[], object]:
-    """One forward pass in inference mode, or one training step (forward, loss, backward)."""
+def make_step(module: nn.Module, x: torch.Tensor, variant: str = "fp32", train: bool = True) -> Callable[[], object]:
+    """One inference-mode forward pass, or one training step (forward, cross-entropy, backward; no optimiser)."""
     if variant == "channels_last":
         module = copy.deepcopy(module).to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -349,7 +324,6 @@ def _supported(variants: Sequence[str], device: torch.device, compile: bool, wha
 
 
 # ------------------------------------------------------------------ models and layers
-
 MODEL_LABELS = {  # the torchvision models are torchvision's
     "xception": "Xception (xl)",
     "xception_timm_port": "Xception (xl, timm_port)",
@@ -365,15 +339,11 @@ def build_model(name: str) -> tuple[nn.Module, int]:
     """A freshly initialised benchmark model (one of ``MODEL_NAMES``) and its native input size."""
     from torchvision import models
 
-    from xception_lib.config import XceptionConfig
-    from xception_lib.model import Xception, xception
-
     _check_choices([name], MODEL_NAMES, "model")
     if name == "timm_legacy_xception":
         with warnings.catch_warnings():  # timm warns about tqdm in notebooks and about the deprecated name
             warnings.simplefilter("ignore")
             import timm
-
             return timm.create_model("legacy_xception"), 299
     return {
         "xception": lambda: (xception(), 299),
@@ -387,18 +357,13 @@ def build_model(name: str) -> tuple[nn.Module, int]:
 def model_benchmarks(
     names: Sequence[str] = MODEL_NAMES, *, device: torch.device | str = "cpu", batch_size: int = 2,
     modes: Sequence[str] = MODES, variants: Sequence[str] = ("fp32",), variant_models: Sequence[str] | None = None,
-    rounds: int = 5, warmup: int = 1, compile: bool = False, count_macs: bool = True,
-    skipped: list[Skipped] | None = None,
+    rounds: int = 5, warmup: int = 1, compile: bool = False, skipped: list[Skipped] | None = None,
 ) -> list[ModelRow]:
-    """Time of whole models (``MODEL_NAMES``); all (model, variant) cases of one mode are interleaved.
+    """Time whole models (:func:`make_step`, eval mode for ``"forward"``), each mode's cases interleaved.
 
-    A ``"forward"`` step is an inference pass in eval mode; a ``"train"`` step is forward,
-    cross-entropy and backward in train mode (no optimiser step). Variants other than fp32 run
-    on ``variant_models`` (default: all); those the device lacks are added to ``skipped``.
-    ``count_macs`` counts each model's MACs per image with fvcore.
+    Variants other than fp32 run on ``variant_models`` (default: all); those the device lacks are added to
+    ``skipped``. MACs per image are counted with fvcore.
     """
-    from xception_lib.complexity import count_macs as fvcore_macs
-
     device = torch.device(device)
     _check_choices(names, MODEL_NAMES, "model")
     _check_choices(modes, MODES, "mode")
@@ -409,15 +374,12 @@ def model_benchmarks(
     built = {}
     for name in names:
         model, size = build_model(name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fvcore names the operators it does not count
-            macs = fvcore_macs(model, (1, 3, size, size)) if count_macs else None
         x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-        built[name] = (model.to(device), x, size, macs)
+        built[name] = (model.to(device), x, size, count_macs(model, (1, 3, size, size)))
     rows = []
     for mode in modes:
         cases = {
-            (name, v): _step(model.train(mode == "train"), x, v, mode == "train")
+            (name, v): make_step(model.train(mode == "train"), x, v, mode == "train")
             for name, (model, x, _, _) in built.items() for v in supported
             if v == "fp32" or variant_models is None or name in variant_models
         }
@@ -432,7 +394,6 @@ def model_benchmarks(
 @dataclass(frozen=True)
 class LayerCase:
     """One convolution of Xception's, C -> C channels: kind, width and resolution (stride 1, "same")."""
-
     kind: str
     channels: int
     size: int
@@ -462,11 +423,9 @@ def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES,
     return [LayerCase(kind, c, s) for c, s in shapes for kind in kinds]
 
 
-def layer_benchmarks(
-    cases: Sequence[LayerCase] | None = None, *, device: torch.device | str = "cpu", batch_size: int = 2,
-    variants: Sequence[str] = ("fp32",), rounds: int = 5, warmup: int = 1, compile: bool = False,
-    skipped: list[Skipped] | None = None,
-) -> list[LayerRow]:
+def layer_benchmarks(cases: Sequence[LayerCase] | None = None, *, device: torch.device | str = "cpu",
+                     batch_size: int = 2, variants: Sequence[str] = ("fp32",), rounds: int = 5, warmup: int = 1,
+                     compile: bool = False, skipped: list[Skipped] | None = None) -> list[LayerRow]:
     """Forward time of single convolutions (inference mode), all cases of a variant interleaved."""
     device = torch.device(device)
     _check_positive(batch_size=batch_size)
@@ -476,7 +435,7 @@ def layer_benchmarks(
              for case in (layer_cases() if cases is None else cases)}
     rows = []
     for v in _supported(variants, device, compile, "layers", skipped):
-        steps = {case: _step(conv, x, v, train=False) for case, (conv, x) in built.items()}
+        steps = {case: make_step(conv, x, v, train=False) for case, (conv, x) in built.items()}
         for case, t in _timed(steps, rounds=rounds, warmup=warmup, device=device).items():
             rows.append(LayerRow(**asdict(t), kind=case.kind, channels=case.channels, size=case.size, variant=v,
                                  batch_size=batch_size, macs=case.macs(batch_size),
@@ -500,19 +459,14 @@ def roofline(*, device: torch.device | str = "cpu", matrix_size: int = 2048, cop
 
 
 # ------------------------------------------------------------------ the whole suite
+def run(*, device: torch.device | str = "cpu", quick: bool = False, models: Sequence[str] | None = None,
+        batch_size: int | None = None, rounds: int | None = None, compile: bool | None = None,
+        variant_models: Sequence[str] | None = None, layers: bool = True,
+        progress: Callable[[str], None] | None = None) -> Results:
+    """Run the suite: ``models`` in fp32, ``variant_models`` in every variant, layers and roofs.
 
-
-def run(
-    *, device: torch.device | str = "cpu", quick: bool = False, models: Sequence[str] | None = None,
-    batch_size: int | None = None, rounds: int | None = None, compile: bool | None = None,
-    variant_models: Sequence[str] | None = None, layers: bool = True,
-    progress: Callable[[str], None] | None = None,
-) -> Results:
-    """Run the benchmark suite: ``models`` in fp32, ``variant_models`` in every variant, layers, roofs.
-
-    Defaults: all models; variants on Xception, ResNet-50 and MobileNetV2 (Xception only with
-    ``quick``); a batch of 2 on a CPU (1 with ``quick``) and 32 on a GPU; 5 rounds (3 with
-    ``quick``); ``torch.compile`` on a GPU only. ``progress`` gets a line before each part.
+    Defaults: all models; variants on Xception, ResNet-50, MobileNetV2 (Xception only if ``quick``); batch 2 on
+    a CPU (1 if ``quick``), 32 on a GPU; 5 rounds (3 if ``quick``); ``torch.compile`` on a GPU only.
     """
     device = check_device(device)
     on_cpu = device.type == "cpu"
@@ -541,8 +495,6 @@ def run(
             roof = Roofline(best.gmacs_per_s, roof.bandwidth_gb_per_s, best.gmacs_per_s / roof.bandwidth_gb_per_s,
                             f"{best.kind} convolution {best.channels}@{best.size}, which beat the matmul",
                             roof.bandwidth_from)
-    from xception_lib.provenance import environment
-
     tf32 = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
     settings = Settings(str(device), quick, batch_size, rounds, torch.get_num_threads(), compile, tf32)
     return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, tuple(skipped))
@@ -575,8 +527,6 @@ def _check_positive(**values: Any) -> None:
 
 
 # ------------------------------------------------------------------ reading results
-
-
 def find(rows: Sequence[Any], **match: Any) -> Any:
     """The one row whose fields equal ``match`` (``ValueError`` if none or several)."""
     hits = [r for r in rows if all(getattr(r, k, None) == v for k, v in match.items())]
@@ -588,7 +538,6 @@ def find(rows: Sequence[Any], **match: Any) -> Any:
 @dataclass(frozen=True)
 class Ratio:
     """How many times faster a model is than a baseline (> 1: faster)."""
-
     ratio: float  # of the median times
     paired_median: float  # of the round-by-round ratios of the interleaved runs, and their quartiles
     paired_q1: float
@@ -615,7 +564,6 @@ def describe(results: Results) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
     import pandas as pd
-
     return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
 
 
@@ -649,11 +597,7 @@ def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception
 
 def format_results(results: Results, sections: Sequence[str] = ("models", "layers", "roofline", "skipped"), *,
                    variants: Sequence[str] | None = None, header: bool = True) -> str:
-    """A plain-text report of the ``sections`` asked for, in order, each line at most 88 characters.
-
-    ``header`` starts it with :func:`describe`'s lines and titles each table; the models section
-    ends with :func:`ratio_table` where it applies; ``variants`` keeps only those rows.
-    """
+    """A plain-text report of ``sections`` (lines <= 88 characters); ``header``: :func:`describe` and titles."""
     _check_choices(sections, ("models", "layers", "roofline", "skipped"), "section")
     out, roof = [describe(results)] if header else [], results.roofline
     for section in sections:
@@ -676,11 +620,7 @@ def format_results(results: Results, sections: Sequence[str] = ("models", "layer
 
 
 def separable_shares(results: Results, variant: str = "fp32") -> pandas.DataFrame:
-    """The depthwise step's share of a separable convolution's MACs and time, per measured shape.
-
-    A separable convolution (C -> C) is a depthwise 3x3 then a pointwise 1x1, both measured at
-    the same width and resolution.
-    """
+    """The depthwise 3x3's share of a separable convolution's (depthwise, then pointwise) MACs and time, by shape."""
     rows = []
     for dw in (r for r in results.layers if r.kind == "depthwise" and r.variant == variant):
         pw = find(results.layers, kind="pointwise", channels=dw.channels, size=dw.size, variant=variant)
@@ -692,7 +632,6 @@ def separable_shares(results: Results, variant: str = "fp32") -> pandas.DataFram
 def variant_speedups(results: Results) -> pandas.DataFrame:
     """Speed-up of every non-fp32 row over the fp32 row of the same case (> 1: faster)."""
     import pandas as pd
-
     rows = []
     for section, keys in (("layers", ("kind", "channels", "size", "batch_size")),
                           ("models", ("model", "mode", "batch_size"))):
@@ -704,20 +643,15 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
 
 
 # ------------------------------------------------------------------ plots (7 in wide, text >= 9 pt)
-
 #: The book's colours: orange = spatial (3x3), blue = 1x1; the regular 3x3 is purple as in chapter 2.
 KIND_COLOURS = {"regular": "tab:purple", "depthwise": "tab:orange", "pointwise": "tab:blue"}
 VARIANT_COLOURS = {"channels_last": "tab:green", "bf16": "tab:red", "fp16": "tab:brown", "compile": "tab:grey"}
 
 
 def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> Any:
-    """Achieved GMAC/s against arithmetic intensity (log-log) under the measured roofs.
-
-    The colour is the kind of convolution, the marker its shape (width@resolution).
-    """
+    """Achieved GMAC/s against arithmetic intensity (log-log) under the roofs; colour: kind, marker: shape."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
-
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.4))[1]
     roof, rows = results.roofline, [r for r in results.layers if r.variant == variant]
     if not rows or roof is None:
@@ -749,7 +683,6 @@ def _labels(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
 def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "fp32") -> Any:
     """Measured time per image against MACs per image, one point per model, a panel per mode."""
     import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, len(modes), figsize=(7, 3.4), squeeze=False)
     for ax, mode in zip(axes[0], modes):
         rows = [r for r in results.models if r.mode == mode and r.variant == variant and r.macs_per_image]
@@ -767,13 +700,8 @@ def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "
 
 
 def plot_variants(results: Results) -> Any:
-    """Speed-up over fp32 of every other variant: layers (top) and models (bottom).
-
-    Bars start at 1 (no change) on a log scale, so a 2x speed-up and a 2x slow-down have the
-    same length, to the right and to the left.
-    """
+    """Speed-up over fp32 of every other variant, layers (top) and models (bottom), on a log scale from 1."""
     import matplotlib.pyplot as plt
-
     speedups = variant_speedups(results)
     if speedups.empty:
         raise ValueError("expected rows of a variant other than fp32")
@@ -787,7 +715,7 @@ def plot_variants(results: Results) -> Any:
             continue
         table = part.pivot(index="case", columns="variant", values="speedup")
         table = table.loc[list(dict.fromkeys(part.case)), [v for v in VARIANTS if v in table]]  # measured order
-        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9, color=VARIANT_COLOURS)
+        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9, color=VARIANT_COLOURS, legend=False)
         ax.axvline(1.0, color="k", lw=1)
         ax.invert_yaxis()
         lo, hi = ax.get_xlim()
@@ -796,7 +724,6 @@ def plot_variants(results: Results) -> Any:
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
         ax.set_xticks([], minor=True)
         legend = ax.get_legend_handles_labels()
-        ax.get_legend().remove()
         _labels(ax, "speed-up over fp32 (x, log scale)", "", section)
     fig.suptitle(results.environment["device_name"], fontsize=10)
     fig.tight_layout()
@@ -805,8 +732,6 @@ def plot_variants(results: Results) -> Any:
 
 
 # ------------------------------------------------------------------ command line
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m xception_lib.chapters.bench``: check every argument, run, print, optionally write JSON."""
     parser = argparse.ArgumentParser(prog="python -m xception_lib.chapters.bench", description=__doc__.split("\n")[0])

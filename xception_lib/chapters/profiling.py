@@ -1,10 +1,8 @@
 """Where a training step's time goes, operator by operator: a CPU profile grouped into layer kinds.
 
 Timing a whole model (:mod:`xception_lib.chapters.bench`) says *how fast*; a profile says *where*.
-:func:`op_profile` runs a few steps under :mod:`torch.profiler` and returns each operator's
-*self* time (its own work, not that of the operators it calls), largest first; :func:`by_kind`
-adds those up into the kinds a reader thinks in. Chapter 8 uses it to find max-pooling, an
-operation without multiply-accumulates, among the costs of timm's Xception on a CPU.
+:func:`op_profile` returns each operator's *self* time (its own work, not that of the operators it
+calls); :func:`by_kind` adds those up into the kinds a reader thinks in.
 """
 
 from __future__ import annotations
@@ -16,15 +14,14 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from xception_lib.chapters.bench import make_step
 
 if TYPE_CHECKING:
     import pandas
 
-#: Layer kinds, each with the ATen operator names that belong to it. An entry with ``::``
-#: (``"aten::add"``) matches that operator exactly; any other entry is a substring (the first
-#: match wins).
+#: Layer kinds and their ATen operators: an entry with ``::`` matches exactly, any other as a substring.
 KINDS: dict[str, tuple[str, ...]] = {
     "convolution": ("convolution", "conv2d", "mkldnn_conv"),
     "batch norm": ("batch_norm",),
@@ -38,59 +35,39 @@ KINDS: dict[str, tuple[str, ...]] = {
 def op_profile(
     model: nn.Module, *, input_size: int, batch_size: int = 1, mode: str = "train", steps: int = 2, warmup: int = 1
 ) -> pandas.DataFrame:
-    """Self CPU time per operator of ``steps`` steps on random images, per step, largest first.
+    """Self CPU time per operator and step of :func:`~xception_lib.chapters.bench.make_step` on random images.
 
-    A ``"train"`` step is forward, cross-entropy and backward in train mode (no optimiser step);
-    a ``"forward"`` step is an inference pass in eval mode. ``warmup`` unprofiled steps come first.
+    ``mode``: ``"train"`` (train mode) or ``"forward"`` (eval mode); ``warmup`` unprofiled steps come first.
 
     Returns:
-        One row per operator: ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step) and
-        ``share`` (of the total self time; the shares add up to 1).
+        One row per operator, largest first: ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step)
+        and ``share`` (of the total self time).
     """
+    import pandas as pd
     from torch.profiler import ProfilerActivity, profile
 
     if mode not in ("train", "forward"):
         raise ValueError(f"mode must be 'train' or 'forward', got {mode!r}")
     if steps < 1 or warmup < 0 or batch_size < 1 or input_size < 1:
-        raise ValueError(
-            f"expected steps >= 1, warmup >= 0, batch_size >= 1, input_size >= 1; "
-            f"got {steps}, {warmup}, {batch_size}, {input_size}"
-        )
-    model = model.cpu().train(mode == "train")
+        raise ValueError("expected steps >= 1, warmup >= 0, batch_size >= 1, input_size >= 1; "
+                         f"got {steps}, {warmup}, {batch_size}, {input_size}")
     x = torch.randn(batch_size, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
-    target = torch.zeros(batch_size, dtype=torch.long)
-
-    def step() -> None:
-        if mode == "forward":
-            with torch.inference_mode():
-                model(x)
-            return
-        model.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), target).backward()
-
+    step = make_step(model.cpu().train(mode == "train"), x, train=mode == "train")
     for _ in range(warmup):
         step()
     with _native_output_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    import pandas as pd
-
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
-    rows = pd.DataFrame(
-        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total) for e in events],
-        columns=["op", "calls", "self_ms", "share"],
-    )
+    rows = pd.DataFrame([(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total)
+                         for e in events], columns=["op", "calls", "self_ms", "share"])
     return rows.sort_values("self_ms", ascending=False, ignore_index=True)
 
 
 @contextlib.contextmanager
 def _native_output_silenced() -> Iterator[None]:
-    """Send what C++ code writes to file descriptors 1 and 2 to /dev/null for the block.
-
-    The profiler's C++ backend (Kineto) logs its start and stop (and, without a GPU, an error
-    about counting GPUs) straight to the process's output, which a notebook shows under the cell.
-    """
+    """Send file descriptors 1 and 2 to /dev/null: the profiler's C++ backend logs there, under the cell."""
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [(fd, os.dup(fd)) for fd in (1, 2)]
@@ -110,10 +87,8 @@ def kind_of(op: str) -> str:
     """The layer kind of an ATen operator name (see :data:`KINDS`), or ``"other"``."""
     name = op.lower()
     for kind, parts in KINDS.items():
-        for part in parts:
-            part = part.lower()
-            if name == part if "::" in part else part in name:
-                return kind
+        if any(name == part if "::" in part else part in name for part in parts):
+            return kind
     return "other"
 
 
