@@ -320,6 +320,3 @@ def test_command_checks_the_output_before_the_run(tmp_path: Path, monkeypatch, c
         with pytest.raises(SystemExit):
             bench.main(["--device", "cuda"])
         assert "not available on this machine" in capsys.readouterr().err
-
-
-# ------------------------------------------------------------------ speed changes keep the numbers
