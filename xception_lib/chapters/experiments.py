@@ -67,7 +67,8 @@ def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMEN
     if not base.residual or base.intermediate_activation != "none" or base.segments is not None:
         raise ValueError(
             "expected a base with residual=True, intermediate_activation='none' and segments=None, got "
-            f"residual={base.residual}, intermediate_activation={base.intermediate_activation!r}, segments={base.segments}"
+            f"residual={base.residual}, intermediate_activation={base.intermediate_activation!r}, "
+            f"segments={base.segments}"
         )
     choices = {"residual": [False], "activation": ["relu", "elu"], "segments": spectrum_segments(base)[:-1]}
     points = [Ablation("base", {}, base)]
@@ -75,7 +76,8 @@ def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMEN
         field_name = EXPERIMENT_FIELDS[experiment]
         short = "activation" if experiment == "activation" else field_name
         for value in choices[experiment]:
-            points.append(Ablation(f"{short}={value}", {field_name: value}, dataclasses.replace(base, **{field_name: value})))
+            config = dataclasses.replace(base, **{field_name: value})
+            points.append(Ablation(f"{short}={value}", {field_name: value}, config))
     return points
 
 
@@ -233,7 +235,7 @@ class Recipe:
         return {k: v for k, v in out.items() if v}
 
 
-_LR = {"lr": 0.4}  # 0.1 per 128 images (the CIFAR ResNet baseline), scaled linearly to batch 512; the recorded run had 0.2
+_LR = {"lr": 0.4}  # 0.1 per 128 images (CIFAR ResNets), scaled linearly to batch 512; the recorded run had 0.2
 _REG = {"cutout": 12, "ema": 0.999, "tta_flip": True}  # each also records the accuracy without EMA and without flips
 RECIPES: tuple[Recipe, ...] = (
     Recipe("lr0.4+cutout12+ema+flip", _LR, **_REG,
@@ -241,9 +243,10 @@ RECIPES: tuple[Recipe, ...] = (
     Recipe("lr0.4+flip", _LR, tta_flip=True, why="linear scaling of the learning rate; airbench94's test-time flips"),
     Recipe("lr0.4+cutout12+ema+flip+40ep+compile", {**_LR, "epochs": 40, "compile": True}, **_REG,
            why="more epochs in the same time, paid for by torch.compile"),
-    Recipe("lr0.4+ls0.2+cutout12+ema+flip", {**_LR, "label_smoothing": 0.2}, **_REG, why="airbench94's label smoothing 0.2"),
+    Recipe("lr0.4+ls0.2+cutout12+ema+flip", {**_LR, "label_smoothing": 0.2}, **_REG,
+           why="airbench94's label smoothing 0.2"),
     Recipe("lr0.4+dropout0.3+cutout12+ema+flip", _LR, {"dropout": 0.3}, **_REG, why="dropout before the classifier"),
-    Recipe("baseline+flip", tta_flip=True, why="the recorded reference recipe (89.7% on an H100, 99.4% train accuracy)"),
+    Recipe("baseline+flip", tta_flip=True, why="the recorded reference recipe (89.7% on an H100, 99.4% train acc.)"),
 )
 """The recipe race's candidates for ``xception_cifar``, most promising first, grounded in fast CIFAR-10 training."""
 
@@ -402,7 +405,7 @@ def summary_table(runs: Sequence[ledger.Run]) -> Any:  # -> pandas.DataFrame
     rows = [{"config": s.name, "runs": s.n, "test acc %": _pm(s.mean, s.se), "params (M)": s.first.params / 1e6,
              "MACs (M)": (s.first.macs or math.nan) / 1e6, "ms/step": 1e3 * (s.first.step_time_s or math.nan)}
             for s in ledger.summarize(runs)]
-    return pd.DataFrame(rows).set_index("config").round(2).dropna(axis=1, how="all")  # no step times measured: no column
+    return pd.DataFrame(rows).set_index("config").round(2).dropna(axis=1, how="all")  # no step times: no column
 
 
 def effects_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.DataFrame
@@ -457,7 +460,8 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
                    label=f"{point_label(row, experiment)} ({row.n})")
         band = [[100 * f(v) for v in per_epoch] for f in (min, max)]
         curve.fill_between(epochs, *band, color=color, alpha=0.2)
-        final.bar(pos, 100 * row.mean, yerr=0 if math.isnan(row.se) else 100 * row.se, color=color, capsize=4, alpha=0.8)
+        yerr = 0 if math.isnan(row.se) else 100 * row.se
+        final.bar(pos, 100 * row.mean, yerr=yerr, color=color, capsize=4, alpha=0.8)
         final.plot([pos] * row.n, [100 * r.final_test_acc for r in row.runs], "k.", ms=4)
     curve.set(xlabel="epoch", ylabel="test accuracy (%)")
     curve.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -527,10 +531,14 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+_PROG = "python -m xception_lib.chapters.experiments"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m xception_lib.chapters.experiments", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("cifar10", "the reference run of xl.xception_cifar with a recipe"), ("ablations", "the ablation queue")):
+    commands = {"cifar10": "the reference run of xl.xception_cifar with a recipe", "ablations": "the ablation queue"}
+    for name, text in commands.items():
         p = sub.add_parser(name, help=text)
         p.add_argument("--out", required=True, type=Path, help="the ledger (JSON Lines) to append every run to")
         p.add_argument("--data-root", default=None, help="CIFAR-10 location (default: $XCEPTION_DATA)")
@@ -546,10 +554,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--recipe", default="baseline+flip", help=f"one of {[r.name for r in RECIPES]}")
         else:
             p.add_argument("--seeds", type=_positive(int), default=3, help="seeds per config (default 3)")
-            p.add_argument("--budget-s", type=_positive(float), default=None, help="start no run after this many seconds")
+            p.add_argument("--budget-s", type=_positive(float), default=None,
+                           help="start no run after this many seconds")
             p.add_argument("--width", type=_positive(float), default=0.5, help="width multiplier of the base")
             p.add_argument("--middle-blocks", type=_positive(int), default=4)
-            p.add_argument("--experiments", default=",".join(EXPERIMENT_FIELDS), help="some of residual,activation,segments")
+            p.add_argument("--experiments", default=",".join(EXPERIMENT_FIELDS),
+                           help="some of residual,activation,segments")
     return parser
 
 
@@ -591,32 +601,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     device = _check(args, parser)
-    command = shlex.join(["python", "-m", "xception_lib.chapters.experiments", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join([*_PROG.split(), *(sys.argv[1:] if argv is None else argv)])
     from xception_lib import data as xd
     from xception_lib import train as tr
 
     data = xd.load_cifar("cifar10", root=args.data_root)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "train_subset", "test_subset") if getattr(args, k)}
+    overrides = {k: v for k in ("epochs", "batch_size", "train_subset", "test_subset") if (v := getattr(args, k))}
     start = time.perf_counter()
-    if args.command == "cifar10":
-        chosen = recipe(args.recipe)
-        config = dataclasses.replace(preview_base() if args.preview else XceptionConfig.cifar(), **chosen.model)
+    chosen = recipe(args.recipe) if args.command == "cifar10" else None
+    if chosen:
         settings = {**chosen.train, "seed": args.seed, **overrides}
-        cfg = preview_train_config(device, **settings) if args.preview else tr.recommended_config(device, **settings)
-        jobs = [("reference", chosen.name, config, cfg, {}, chosen)]
+    else:
+        settings = overrides if args.preview else {"epochs": 15, **overrides}
+    cfg = preview_train_config(device, **settings) if args.preview else tr.recommended_config(device, **settings)
+    if chosen:
+        config = dataclasses.replace(preview_base() if args.preview else XceptionConfig.cifar(), **chosen.model)
+        jobs = [("reference", chosen.name, config, cfg, {})]
     else:
         base = preview_base() if args.preview else sweep_base(args.width, args.middle_blocks)
-        cfg = preview_train_config(device, **overrides) if args.preview else tr.recommended_config(device, **{"epochs": 15, **overrides})
-        jobs = [("ablation", p.name, p.config, c, p.changes, None) for p, c in ablation_queue(base, args.seeds, cfg, ledger.read(args.out), args.experiments.split(","))]
-    for kind, name, config, cfg, changes, extras in jobs:
+        queue = ablation_queue(base, args.seeds, cfg, ledger.read(args.out), args.experiments.split(","))
+        jobs = [("ablation", p.name, p.config, c, p.changes) for p, c in queue]
+    for kind, name, config, cfg, changes in jobs:
         if getattr(args, "budget_s", None) and time.perf_counter() - start > args.budget_s:
             print(f"budget of {args.budget_s:g} s spent: stopping before {name}, seed {cfg.seed}")
             break
-        run = train_run(name, config, cfg, data, device=device, kind=kind,
-                        study="reference" if kind == "reference" else "ablations", changes=changes, extras=extras,
-                        command=command, progress=not args.no_progress)
+        run = train_run(name, config, cfg, data, device=device, kind=kind, study="reference" if chosen else "ablations",
+                        changes=changes, extras=chosen, command=command, progress=not args.no_progress)
         ledger.append(run, args.out)
-        print(f"{name} seed {run.seed}: test accuracy {100 * run.final_test_acc:.2f}% in {run.wall_time_s:.1f} s -> {args.out}")
+        print(f"{name} seed {run.seed}: test accuracy {100 * run.final_test_acc:.2f}% in {run.wall_time_s:.1f} s "
+              f"-> {args.out}")
     return 0
 
 
