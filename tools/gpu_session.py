@@ -176,7 +176,7 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, deadline: float, out: Pat
 def measure(barrier: Any, results: Any, architecture: Any, compiled: bool, window_s: float, device: str, batch: int) -> None:
     """One process: train steps of random data; after all processes are warm, count images for ``window_s``."""
     from xception_lib.runtime import synchronize
-    from xception_lib.train import resolve_amp
+    from xception_lib.train import resolve_amp, train_step
 
     torch.set_num_threads(1)
     model = ex.build_model(architecture).to(device, memory_format=torch.channels_last).train()
@@ -185,13 +185,10 @@ def measure(barrier: Any, results: Any, architecture: Any, compiled: bool, windo
     x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (batch,), device=device)
     dtype = resolve_amp("auto", device)
+    scaler = torch.amp.GradScaler(torch.device(device).type, enabled=dtype == torch.float16)
 
     def step() -> None:
-        with torch.autocast(torch.device(device).type, dtype=dtype, enabled=dtype is not None):
-            loss = torch.nn.functional.cross_entropy(step_model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(step_model, x, y, optimizer, scaler, dtype)
 
     for _ in range(3):  # compilation and cuDNN's autotuning happen here
         step()

@@ -1,12 +1,8 @@
 """The ledger: every recorded training run, appended to one JSON Lines file, never rewritten.
 
-GPU sessions are short and rare, so their runs add up instead of replacing each other. Each
-line is one :class:`Run`: what was trained (model, configuration, recipe, seed, epochs), where
-and with what (device, software, commit, date), and its full history. :func:`append` adds a line;
-:func:`read` validates every line and names the file and line of a bad one; :func:`merge` adds a
-GPU session's new runs; :func:`summarize` and :func:`effects` aggregate over seeds (n, mean,
-standard error). The book's runs ship inside the package (:func:`records_dir`), so a chapter
-opened alone (Colab) finds them: ``ledger.latest(ledger.read(), kind="reference")``.
+GPU sessions are short and rare, so their runs add up instead of replacing each other. Each line
+is one :class:`Run`. The book's ledger ships inside the package (:func:`records_dir`), so a chapter
+opened alone (Colab) finds it: ``ledger.latest(ledger.read(), kind="reference")``.
 """
 
 from __future__ import annotations
@@ -23,6 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from xception_lib.history import History
+
+try:
+    import fcntl
+except ImportError:  # Windows: one writer at a time is the caller's business
+    fcntl = None
 
 FORMAT = "xception_lib.ledger/1"
 """The ``format`` field of every line."""
@@ -61,10 +62,6 @@ class Environment:
     commit: str | None = None
     cudnn_benchmark: bool | None = None
     commit_note: str | None = None
-
-    @property
-    def is_gpu(self) -> bool:
-        return self.device == "cuda"
 
     def describe(self) -> str:
         """``NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, commit 2c75ac8, 2026-11-27``."""
@@ -118,7 +115,7 @@ class Run:
     @property
     def is_result(self) -> bool:
         """Measured on a GPU and not a preview: what the book shows as a result."""
-        return self.environment.is_gpu and not self.preview
+        return self.environment.device == "cuda" and not self.preview
 
     @property
     def config_key(self) -> str:
@@ -143,10 +140,11 @@ class Run:
         unknown = sorted(set(values) - set(names))
         _expect(not unknown, "fields", f"only {sorted(names)}", unknown)
         for name, f in names.items():
-            if name not in values:
-                _expect(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING, name, "a field", "nothing")
-                continue
-            _check_type(name, values[name], _TYPES[name])
+            if name in values:
+                _check_type(name, values[name], _TYPES[name], optional=name in _OPTIONAL)
+            else:
+                has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+                _expect(has_default, name, "a field", "nothing")
         values["history"] = _history(values["history"])
         env = values["environment"]
         env_fields = {f.name for f in dataclasses.fields(Environment)}
@@ -154,38 +152,30 @@ class Run:
         for name in ("device", "device_name", "torch", "date"):
             _check_type(f"environment.{name}", env.get(name), str)
         values["environment"] = Environment(**env)
-        for name in ("name", "source"):
-            _check_type(f"data.{name}", values["data"].get(name), str)
-        for name in ("train_size", "test_size"):
-            _check_type(f"data.{name}", values["data"].get(name), int)
+        for name, kind in (("name", str), ("source", str), ("train_size", int), ("test_size", int)):
+            _check_type(f"data.{name}", values["data"].get(name), kind)
         stored_id = values.pop("id", "")
         run = cls(**values)  # its id is the hash of its content
-        _expect(not stored_id or stored_id == run.id, "id", f"{run.id} (the hash of the line: was it edited?)", stored_id)
+        edited = stored_id and stored_id != run.id
+        _expect(not edited, "id", f"{run.id} (the hash of the line: was it edited?)", stored_id)
         return run
 
 
 _NUMBER = (int, float)
 _TYPES: dict[str, Any] = {
     "kind": str, "study": str, "name": str, "model": str, "model_config": dict, "changes": dict,
-    "train_config": dict, "seed": int, "epochs": int, "params": int, "macs": (int, type(None)),
+    "train_config": dict, "seed": int, "epochs": int, "params": int, "macs": int,
     "final_test_acc": _NUMBER, "wall_time_s": _NUMBER, "images_per_sec": _NUMBER, "history": dict,
-    "environment": dict, "data": dict, "command": str, "step_time_s": (*_NUMBER, type(None)),
-    "step_batch_size": (int, type(None)), "extras": dict, "metrics": dict, "notes": dict, "preview": bool, "id": str,
+    "environment": dict, "data": dict, "command": str, "step_time_s": _NUMBER,
+    "step_batch_size": int, "extras": dict, "metrics": dict, "notes": dict, "preview": bool, "id": str,
 }
+_OPTIONAL = {"macs", "step_time_s", "step_batch_size"}  # may be null
+_KIND_NAMES = {str: "a string", bool: "true or false", dict: "an object", int: "an integer", _NUMBER: "a number"}
 
 
-def _check_type(where: str, value: Any, kind: Any) -> None:
-    numeric = kind in (int, _NUMBER) or (isinstance(kind, tuple) and int in kind)
-    ok = isinstance(value, kind) and not (numeric and isinstance(value, bool))
-    _expect(ok, where, _kind_name(kind), value)
-
-
-def _kind_name(kind: Any) -> str:
-    if isinstance(kind, tuple) and type(None) in kind:
-        rest = tuple(k for k in kind if k is not type(None))
-        return _kind_name(rest[0] if len(rest) == 1 else rest) + " or null"
-    names = {str: "a string", bool: "true or false", dict: "an object", list: "a list", int: "an integer"}
-    return names.get(kind, "a number")
+def _check_type(where: str, value: Any, kind: Any, optional: bool = False) -> None:
+    ok = (optional and value is None) or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool)))
+    _expect(ok, where, _KIND_NAMES[kind] + (" or null" if optional else ""), value)
 
 
 def _expect(condition: bool, where: str, expected: str, got: Any) -> None:
@@ -198,23 +188,22 @@ def _history(data: Any) -> History:
     _expect(isinstance(data, dict), "history", "an object", data)
     for key, values in data.items():
         if key == "meta":
-            _expect(isinstance(values, dict), "history.meta", "an object", values)
+            _check_type("history.meta", values, dict)
             continue
         _expect(isinstance(values, list), f"history.{key}", "a list of numbers", values)
         for i, value in enumerate(values):
-            _expect(isinstance(value, _NUMBER) and not isinstance(value, bool), f"history.{key}[{i}]", "a number", value)
+            _check_type(f"history.{key}[{i}]", value, _NUMBER)
     history = History.from_dict(data)
-    lengths = {k: len(getattr(history, k)) for k in ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")}
-    _expect(len(set(lengths.values())) == 1 and lengths["test_acc"] > 0, "history", "non-empty per-epoch lists of one length", lengths)
+    per_epoch = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")
+    lengths = {k: len(getattr(history, k)) for k in per_epoch}
+    one_length = len(set(lengths.values())) == 1 and lengths["test_acc"] > 0
+    _expect(one_length, "history", "non-empty per-epoch lists of one length", lengths)
     return history
 
 
 def _content_id(data: dict[str, Any]) -> str:
     content = {k: v for k, v in data.items() if k != "id"}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------- reading and writing
 
 
 def read_json(path: str | Path) -> Any:
@@ -232,8 +221,7 @@ def read_json(path: str | Path) -> Any:
 def read(path: str | Path | None = None) -> list[Run]:
     """Every run of the ledger at ``path`` (default: the book's), in the order appended; no file: no runs.
 
-    Raises:
-        ValueError: A line is not JSON, not a valid run, or repeats an ``id``; naming the file and line.
+    A line that is not JSON, not a valid run, or repeats an ``id`` raises a ValueError naming the file and line.
     """
     path = default_path() if path is None else Path(path)
     if not path.exists():
@@ -267,32 +255,22 @@ _READ: dict[Path, tuple[tuple[int, int], list[Run]]] = {}
 
 
 def append(run: Run, path: str | Path) -> None:
-    """Append ``run`` as one line of the ledger at ``path`` (created if missing); earlier lines are never rewritten.
+    """Append ``run`` as one line of the ledger at ``path`` (created if missing); a run already there: ValueError.
 
     Concurrent writers (the training processes of one GPU session) are serialised by a file lock.
-
-    Raises:
-        ValueError: A run with the same ``id`` is already in the ledger.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(run.to_dict(), sort_keys=True) + "\n"
     with open(path, "a+", encoding="utf-8") as f:
-        _lock(f)
+        if fcntl is not None:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
         f.seek(0)
         if any(run.id in existing and Run.from_dict(json.loads(existing)).id == run.id for existing in f):
             raise ValueError(f"{path}: run {run.id} ({run.study}/{run.name}, seed {run.seed}) is already in the ledger")
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _lock(f: Any) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: one writer at a time is the caller's business
-        return
-    fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
 
 
 def merge(source: str | Path, path: str | Path | None = None) -> int:
@@ -306,11 +284,7 @@ def merge(source: str | Path, path: str | Path | None = None) -> int:
 
 
 def select(runs: Iterable[Run], *, results_only: bool = True, **fields: Any) -> list[Run]:
-    """The runs whose attributes equal ``fields`` (e.g. ``kind="ablation"``, ``epochs=15``).
-
-    Args:
-        results_only: Keep only GPU runs that are not previews (:attr:`Run.is_result`).
-    """
+    """The runs whose attributes equal ``fields`` (``kind="ablation"``); by default only :attr:`Run.is_result` ones."""
     return [r for r in runs if (r.is_result or not results_only) and all(getattr(r, k) == v for k, v in fields.items())]
 
 
@@ -320,16 +294,9 @@ def latest(runs: Iterable[Run], **fields: Any) -> Run | None:
     return chosen[-1] if chosen else None
 
 
-# ---------------------------------------------------------------- aggregation
-
-
 @dataclass(frozen=True)
 class Summary:
-    """The runs of one configuration, aggregated over seeds.
-
-    ``mean``, ``std`` (sample) and ``se`` (``std / sqrt(n)``) are of the final test accuracy
-    (fractions); ``std`` and ``se`` are NaN for a single run.
-    """
+    """One configuration's runs over seeds: accuracy mean, sample ``std``, ``se = std / sqrt(n)`` (NaN for one run)."""
 
     name: str
     n: int
@@ -348,9 +315,7 @@ class Summary:
 def summarize(runs: Sequence[Run], metric: str = "final_test_acc") -> list[Summary]:
     """One :class:`Summary` per configuration (:attr:`Run.config_key`), in order of first appearance.
 
-    Args:
-        runs: Runs, usually of one study and one number of epochs (:func:`select`).
-        metric: ``"final_test_acc"`` or a key of :attr:`Run.metrics` (``"tta_test_acc"``).
+    ``metric``: ``"final_test_acc"`` or a key of :attr:`Run.metrics` (``"tta_test_acc"``).
     """
     groups: dict[str, list[Run]] = {}
     for run in runs:
@@ -366,11 +331,7 @@ def summarize(runs: Sequence[Run], metric: str = "final_test_acc") -> list[Summa
 
 @dataclass(frozen=True)
 class Effect:
-    """A configuration against the base of its study: the difference of mean accuracies.
-
-    ``se`` is ``sqrt(se_a^2 + se_b^2)`` (NaN unless both sides have two runs or more); the
-    ratios are this configuration's MACs, parameters and measured step time over the base's.
-    """
+    """A configuration's mean accuracy minus its study's base's, ``se = sqrt(se_a^2 + se_b^2)``, and cost ratios."""
 
     name: str
     n: int
@@ -383,16 +344,12 @@ class Effect:
 
 
 def effects(runs: Sequence[Run], base: str = "base") -> list[Effect]:
-    """Every configuration of ``runs`` other than ``base`` against ``base``.
-
-    Raises:
-        ValueError: ``runs`` has no ``base`` runs, or mixes configurations of one name
-            (different epochs or recipes: :func:`select` one of them first).
-    """
+    """Every configuration of ``runs`` against ``base``; ValueError if there is none, or if a name has several."""
     rows = summarize(runs)
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
-        raise ValueError(f"expected one configuration per name, got {names}; select one number of epochs and one recipe first")
+        raise ValueError(f"expected one configuration per name, got {names}; "
+                         "select one number of epochs and one recipe first")
     by_name = {r.name: r for r in rows}
     if base not in by_name:
         raise ValueError(f"expected runs named {base!r} to compare with, got {sorted(by_name)}")

@@ -1,10 +1,8 @@
 """The paper's experiments at CIFAR scale (chapter 6): ablations, recipes, a control, and their runs.
 
-Residual connections (the paper's Figure 9, ``residual``), the intermediate activation (its
-Figure 10, ``intermediate_activation``) and the spectrum from regular to depthwise convolutions
-(``segments``) are each one ``dataclasses.replace`` of a base config (:func:`ablations`). The
-reference run's recipe comes from a race of :data:`RECIPES`, checked against a CIFAR ResNet-18
-control trained by the same pipeline. Every run is an :class:`xception_lib.ledger.Run`::
+Residual connections (the paper's Figure 9), the intermediate activation (Figure 10) and the
+spectrum from regular to depthwise convolutions are each one ``dataclasses.replace`` of a base
+config (:func:`ablations`). Every run is an :class:`xception_lib.ledger.Run`::
 
     python -m xception_lib.chapters.experiments ablations --seeds 3 --epochs 15 --out runs.jsonl
 """
@@ -33,10 +31,8 @@ from xception_lib.config import XceptionConfig
 from xception_lib.model import Xception
 from xception_lib.runtime import synchronize
 
-EXPERIMENT_FIELDS: dict[str, str] = {"residual": "residual", "activation": "intermediate_activation", "segments": "segments"}
+EXPERIMENT_FIELDS = {"residual": "residual", "activation": "intermediate_activation", "segments": "segments"}
 """Which config field each experiment varies."""
-
-# ====================================================================== ablations
 
 
 @dataclass(frozen=True)
@@ -48,42 +44,31 @@ class Ablation:
     config: XceptionConfig
 
     def experiments(self) -> tuple[str, ...]:
-        """The experiments this point belongs to (the base belongs to all three)."""
+        """The experiments this point belongs to: those whose field is the only one changed (the base: all)."""
         return experiments_of(self.changes)
 
 
 def experiments_of(changes: dict[str, Any]) -> tuple[str, ...]:
-    """The experiments a set of changes belongs to: those whose field is the only one changed."""
     return tuple(e for e, f in EXPERIMENT_FIELDS.items() if set(changes) <= {f})
 
 
 def spectrum_segments(config: XceptionConfig) -> list[int | None]:
     """1, 2, 4, ... up to the largest power of two dividing every separable convolution's input, then ``None``."""
-    common = 0
-    for channels in config.separable_in_channels():
-        common = math.gcd(common, channels)
-    points: list[int | None] = []
-    g = 1
-    while common % g == 0:
-        points.append(g)
-        g *= 2
-    return [*points, None]
+    common = math.gcd(*config.separable_in_channels())
+    largest = common & -common  # the largest power of two dividing it
+    return [*(2**k for k in range(largest.bit_length())), None]
 
 
 def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS)) -> list[Ablation]:
-    """The base, then ``residual=False``, ``activation=relu``/``elu`` and every other spectrum point.
-
-    Args:
-        base: The paper's choice for every varied field (residual, no intermediate activation, depthwise).
-        experiments: Some of ``"residual"``, ``"activation"``, ``"segments"``.
-    """
+    """The base (the paper's choices), then ``residual=False``, ``activation=relu``/``elu``, the spectrum's points."""
     unknown = [e for e in experiments if e not in EXPERIMENT_FIELDS]
     if unknown:
         raise ValueError(f"unknown experiment(s) {unknown}; expected some of {list(EXPERIMENT_FIELDS)}")
     if not base.residual or base.intermediate_activation != "none" or base.segments is not None:
         raise ValueError(
             "expected a base with residual=True, intermediate_activation='none' and segments=None, got "
-            f"residual={base.residual}, intermediate_activation={base.intermediate_activation!r}, segments={base.segments}"
+            f"residual={base.residual}, intermediate_activation={base.intermediate_activation!r}, "
+            f"segments={base.segments}"
         )
     choices = {"residual": [False], "activation": ["relu", "elu"], "segments": spectrum_segments(base)[:-1]}
     points = [Ablation("base", {}, base)]
@@ -91,7 +76,8 @@ def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMEN
         field_name = EXPERIMENT_FIELDS[experiment]
         short = "activation" if experiment == "activation" else field_name
         for value in choices[experiment]:
-            points.append(Ablation(f"{short}={value}", {field_name: value}, dataclasses.replace(base, **{field_name: value})))
+            config = dataclasses.replace(base, **{field_name: value})
+            points.append(Ablation(f"{short}={value}", {field_name: value}, config))
     return points
 
 
@@ -109,26 +95,17 @@ def preview_train_config(device: torch.device | str = "cpu", **overrides: Any) -
     """The CPU preview's recipe: one epoch on 256 training images (batches of 32), 500 test images."""
     from xception_lib import train as tr
 
-    settings: dict[str, Any] = {"epochs": 1, "batch_size": 32, "train_subset": 256, "test_subset": 500, "compile": False}
+    settings = {"epochs": 1, "batch_size": 32, "train_subset": 256, "test_subset": 500, "compile": False}
     return tr.recommended_config(device, **{**settings, **overrides})
 
 
-def ablation_queue(
-    base: XceptionConfig,
-    seeds: int,
-    train_config: Any,
-    runs: Iterable[ledger.Run] = (),
-    experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS),
-) -> list[tuple[Ablation, Any]]:
-    """The ablation runs still missing from ``runs``, the most informative first.
+def ablation_queue(base: XceptionConfig, seeds: int, train_config: Any, runs: Iterable[ledger.Run] = (),
+                   experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS)) -> list[tuple[Ablation, Any]]:
+    """``(ablation, train_config with its seed)`` for each run still missing from ``runs``, the most informative first.
 
-    The four configurations that test the paper's claims (base, residual off, ReLU, ELU) come
-    first, one seed of each per round, then the spectrum's points the same way. A run counts as
-    done when ``runs`` holds one of the same configuration, recipe and seed, so a queue cut at any
-    point, and continued by a later session, keeps the claims compared at matched seeds.
-
-    Returns:
-        ``(ablation, train_config with the seed)`` pairs, seeds ``0 .. seeds - 1``.
+    The paper's claims (base, residual off, ReLU, ELU) come first, one seed of each per round, then
+    the spectrum the same way, so that a queue cut anywhere, and continued later, keeps the claims
+    compared at matched seeds. A run is done when ``runs`` holds its configuration, recipe and seed.
     """
     if seeds < 1:
         raise ValueError(f"expected seeds >= 1, got {seeds}")
@@ -141,9 +118,6 @@ def ablation_queue(
     spectrum = [p for p in points if "segments" in p.changes]
     return [(p, dataclasses.replace(train_config, seed=s)) for group in (claims, spectrum) for s in range(seeds)
             for p in group if (p.name, s) not in done]
-
-
-# ====================================================================== what each point costs
 
 
 @dataclass(frozen=True)
@@ -188,10 +162,9 @@ def build_model(architecture: XceptionConfig | str, num_classes: int = 10) -> nn
 
 
 def resnet18_cifar(num_classes: int = 10) -> nn.Module:
-    """The control: torchvision's ResNet-18 in its usual CIFAR form (11.2M parameters).
+    """The control: torchvision's ResNet-18 in its CIFAR form (a 3x3 stride-1 stem, no max-pool), 11.2M parameters.
 
-    A 3x3 stride-1 first convolution and no max-pool keep the 32x32 input at full resolution in
-    the first stage, as in the CIFAR ResNets that reach 94-95% in about 30 epochs.
+    The first stage keeps the 32x32 input, as in the CIFAR ResNets that reach 94-95% in about 30 epochs.
     """
     from torchvision.models import resnet18
 
@@ -213,23 +186,14 @@ def complexity(architecture: XceptionConfig | str, image_size: int = 32) -> dict
     return {"params": sum(p.numel() for p in model.parameters()), "macs": macs}
 
 
-def measure_step_time(
-    architecture: XceptionConfig | str,
-    *,
-    batch_size: int,
-    device: torch.device | str = "cpu",
-    image_size: int = 32,
-    amp: str = "off",
-    channels_last: bool = False,
-    warmup: int = 2,
-    steps: int = 5,
-) -> float:
-    """Median seconds of one training step (forward, backward, SGD) of a fresh model on random data.
+def measure_step_time(architecture: XceptionConfig | str, *, batch_size: int, device: torch.device | str = "cpu",
+                      image_size: int = 32, amp: str = "off", channels_last: bool = False, warmup: int = 2,
+                      steps: int = 5) -> float:
+    """Median seconds of one :func:`~xception_lib.train.train_step` of a fresh model on random data.
 
-    ``amp`` is as in :class:`xception_lib.train.TrainConfig`; each step is synchronised, so the
-    time is the device's, not the launch's. The global random state is left alone.
+    Each step is synchronised, so the time is the device's; the global random state is left alone.
     """
-    from xception_lib.train import resolve_amp
+    from xception_lib.train import resolve_amp, train_step
 
     if batch_size < 1 or steps < 1 or warmup < 0:
         raise ValueError(f"expected batch_size >= 1, steps >= 1, warmup >= 0; got {batch_size}, {steps}, {warmup}")
@@ -242,21 +206,15 @@ def measure_step_time(
         y = torch.randint(0, 10, (batch_size,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     dtype = resolve_amp(amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     times = []
     for _ in range(warmup + steps):
         synchronize(device)
         start = time.perf_counter()
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, x, y, optimizer, scaler, dtype)
         synchronize(device)
         times.append(time.perf_counter() - start)
     return statistics.median(times[warmup:])
-
-
-# ====================================================================== recipes
 
 
 @dataclass(frozen=True)
@@ -272,38 +230,39 @@ class Recipe:
     why: str = ""  # where the choice comes from
 
     def extras(self) -> dict[str, Any]:
-        """What the recipe adds beyond ``TrainConfig`` (recorded in :attr:`ledger.Run.extras`)."""
+        """What the recipe adds beyond ``TrainConfig`` (:attr:`ledger.Run.extras`)."""
         out = {"cutout": self.cutout, "ema": self.ema, "tta_flip": self.tta_flip, "model": self.model}
         return {k: v for k, v in out.items() if v}
 
 
-_LR = {"lr": 0.4}  # 0.1 per 128 images (the CIFAR ResNet baseline), scaled linearly to batch 512; the recorded run had 0.2
+_LR = {"lr": 0.4}  # 0.1 per 128 images (CIFAR ResNets), scaled linearly to batch 512; the recorded run had 0.2
 _REG = {"cutout": 12, "ema": 0.999, "tta_flip": True}  # each also records the accuracy without EMA and without flips
 RECIPES: tuple[Recipe, ...] = (
-    Recipe("lr0.4+cutout12+ema+flip", _LR, **_REG, why="Cutout (DeVries & Taylor 2017), hlb-CIFAR10's EMA, against the overfit"),
+    Recipe("lr0.4+cutout12+ema+flip", _LR, **_REG,
+           why="Cutout (DeVries & Taylor 2017), hlb-CIFAR10's EMA, against the overfit"),
     Recipe("lr0.4+flip", _LR, tta_flip=True, why="linear scaling of the learning rate; airbench94's test-time flips"),
     Recipe("lr0.4+cutout12+ema+flip+40ep+compile", {**_LR, "epochs": 40, "compile": True}, **_REG,
            why="more epochs in the same time, paid for by torch.compile"),
-    Recipe("lr0.4+ls0.2+cutout12+ema+flip", {**_LR, "label_smoothing": 0.2}, **_REG, why="airbench94's label smoothing 0.2"),
+    Recipe("lr0.4+ls0.2+cutout12+ema+flip", {**_LR, "label_smoothing": 0.2}, **_REG,
+           why="airbench94's label smoothing 0.2"),
     Recipe("lr0.4+dropout0.3+cutout12+ema+flip", _LR, {"dropout": 0.3}, **_REG, why="dropout before the classifier"),
-    Recipe("baseline+flip", tta_flip=True, why="the recorded reference recipe (89.7% on an H100, 99.4% train accuracy)"),
+    Recipe("baseline+flip", tta_flip=True, why="the recorded reference recipe (89.7% on an H100, 99.4% train acc.)"),
 )
 """The recipe race's candidates for ``xception_cifar``, most promising first, grounded in fast CIFAR-10 training."""
 
 
 def recipe(name: str) -> Recipe:
     """The recipe of :data:`RECIPES` called ``name``."""
-    for r in RECIPES:
-        if r.name == name:
-            return r
-    raise ValueError(f"unknown recipe {name!r}; expected one of {[r.name for r in RECIPES]}")
+    by_name = {r.name: r for r in RECIPES}
+    if name not in by_name:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {list(by_name)}")
+    return by_name[name]
 
 
 class WithExtras(nn.Module):
-    """``model`` with a recipe's Cutout (on training batches) and weight EMA (updated every training step).
+    """``model`` with a recipe's Cutout (of training batches) and weight EMA (updated every training step).
 
-    :func:`xception_lib.train.fit` trains this wrapper like any model; in eval mode it is ``model``.
-    The average is kept outside the module's children, so the optimizer never sees it.
+    In eval mode it is ``model``; the average is kept outside the module's children, away from the optimizer.
     """
 
     def __init__(self, model: nn.Module, cutout: int = 0, ema: float | None = None) -> None:
@@ -337,7 +296,6 @@ class WithExtras(nn.Module):
 
     @property
     def averaged(self) -> nn.Module:
-        """The EMA model (after :meth:`update_ema` has run at least once)."""
         return self._ema[0].module
 
 
@@ -352,36 +310,14 @@ def test_accuracy(model: nn.Module, data: Any, *, device: torch.device | str, fl
     return (probs.argmax(1) == data.test_labels).float().mean().item()
 
 
-# ====================================================================== runs
+def train_run(name: str, architecture: XceptionConfig | str, train_config: Any, data: Any, *,
+              device: torch.device | str, kind: str = "ablation", study: str = "ablations",
+              changes: dict[str, Any] | None = None, extras: Recipe | None = None, step_time: bool = True,
+              command: str | None = None, notes: dict[str, Any] | None = None, progress: bool = False) -> ledger.Run:
+    """Train one model (``XceptionConfig`` or ``"resnet18"``) with :func:`~xception_lib.train.fit`; return its run.
 
-
-def train_run(
-    name: str,
-    architecture: XceptionConfig | str,
-    train_config: Any,
-    data: Any,
-    *,
-    device: torch.device | str,
-    kind: str = "ablation",
-    study: str = "ablations",
-    changes: dict[str, Any] | None = None,
-    extras: Recipe | None = None,
-    step_time: bool = True,
-    command: str | None = None,
-    notes: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> ledger.Run:
-    """Train one model with :func:`xception_lib.train.fit` and return it as a ledger run.
-
-    The initial weights come from ``train_config.seed``; the global random state is left alone.
-
-    Args:
-        architecture: An ``XceptionConfig`` or ``"resnet18"`` (the control).
-        kind, study, name: What the run is (:class:`xception_lib.ledger.Run`); ``changes``: the
-            fields replaced in the study's base config.
-        extras: A recipe whose Cutout, EMA and test-time flips apply.
-        step_time: Measure the time per training step of a fresh model first.
-        command, notes: Recorded with the run (default command: this process's).
+    The initial weights come from ``train_config.seed`` (the global random state is left alone);
+    ``extras``' Cutout, EMA and test-time flips apply; ``step_time`` first times a fresh model's step.
     """
     from xception_lib import train as tr
     from xception_lib.provenance import environment
@@ -410,15 +346,17 @@ def train_run(
         if extras.ema:
             metrics["ema_tta_test_acc"] = test_accuracy(trained.averaged, test, device=device, flip=True)
     speeds = [s for s in history.images_per_sec if s > 0]
+    xception = isinstance(architecture, XceptionConfig)
     return ledger.Run(
-        kind=kind, study=study, name=name,
-        model="xception" if isinstance(architecture, XceptionConfig) else str(architecture),
-        model_config=json.loads(json.dumps(dataclasses.asdict(architecture))) if isinstance(architecture, XceptionConfig) else {},
+        kind=kind, study=study, name=name, model="xception" if xception else str(architecture),
+        model_config=json.loads(json.dumps(dataclasses.asdict(architecture))) if xception else {},
         changes=dict(changes or {}), train_config=dataclasses.asdict(train_config), seed=int(train_config.seed),
-        epochs=history.epochs, params=int(cost["params"]), macs=cost["macs"], final_test_acc=float(history.test_acc[-1]),
-        wall_time_s=wall, images_per_sec=float(statistics.median(speeds)) if speeds else math.nan, history=history,
+        epochs=history.epochs, params=int(cost["params"]), macs=cost["macs"],
+        final_test_acc=float(history.test_acc[-1]), wall_time_s=wall,
+        images_per_sec=float(statistics.median(speeds)) if speeds else math.nan, history=history,
         environment=ledger.Environment(**environment(device)),
-        data={"name": data.name, "source": str(data.source), "train_size": len(data.train_labels), "test_size": len(data.test_labels)},
+        data={"name": data.name, "source": str(data.source), "train_size": len(data.train_labels),
+              "test_size": len(data.test_labels)},
         command=command if command is not None else shlex.join(sys.argv), step_time_s=step_s,
         step_batch_size=train_config.batch_size if step_time else None, extras=extras.extras(), metrics=metrics,
         notes=dict(notes or {}), preview=bool(train_config.is_preview or device.type != "cuda"),
@@ -426,7 +364,7 @@ def train_run(
 
 
 def reference_run() -> ledger.Run | None:
-    """The book's latest recorded reference run of ``xception_cifar`` (``None``: not recorded)."""
+    """The book's latest recorded reference run of ``xception_cifar``, or ``None``."""
     return ledger.latest(ledger.read(), kind="reference")
 
 
@@ -460,9 +398,6 @@ def reference_summary(run: ledger.Run, *, target_acc: float = 0.94, target_s: fl
                 per_epoch, int(target_s // per_epoch), run.final_test_acc >= target_acc, run.wall_time_s <= target_s)
 
 
-# ====================================================================== tables and figures
-
-
 def summary_table(runs: Sequence[ledger.Run]) -> Any:  # -> pandas.DataFrame
     """One row per configuration: runs, accuracy mean ± s.e. (%), parameters, MACs, ms per step."""
     import pandas as pd
@@ -470,7 +405,7 @@ def summary_table(runs: Sequence[ledger.Run]) -> Any:  # -> pandas.DataFrame
     rows = [{"config": s.name, "runs": s.n, "test acc %": _pm(s.mean, s.se), "params (M)": s.first.params / 1e6,
              "MACs (M)": (s.first.macs or math.nan) / 1e6, "ms/step": 1e3 * (s.first.step_time_s or math.nan)}
             for s in ledger.summarize(runs)]
-    return pd.DataFrame(rows).set_index("config").round(2).dropna(axis=1, how="all")  # no step times measured: no column
+    return pd.DataFrame(rows).set_index("config").round(2).dropna(axis=1, how="all")  # no step times: no column
 
 
 def effects_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.DataFrame
@@ -501,12 +436,12 @@ def experiment_rows(runs: Sequence[ledger.Run], experiment: str) -> list[ledger.
     return rows
 
 
+_BASE_VALUES = {"residual": True, "activation": "none", "segments": "depthwise"}
+
+
 def point_label(row: ledger.Summary, experiment: str) -> str:
     """A configuration's value of the experiment's field (``"True"``, ``"elu"``, ``"8"``, ``"depthwise"``)."""
-    value = row.first.changes.get(EXPERIMENT_FIELDS[experiment])
-    if value is None:  # the base
-        value = {"residual": True, "activation": "none", "segments": "depthwise"}[experiment]
-    return str(value)
+    return str(row.first.changes.get(EXPERIMENT_FIELDS[experiment], _BASE_VALUES[experiment]))
 
 
 def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | None = None):  # -> Figure
@@ -523,8 +458,10 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
         epochs = range(1, n + 1)
         curve.plot(epochs, [100 * statistics.fmean(v) for v in per_epoch], "o-", ms=3, color=color,
                    label=f"{point_label(row, experiment)} ({row.n})")
-        curve.fill_between(epochs, [100 * min(v) for v in per_epoch], [100 * max(v) for v in per_epoch], color=color, alpha=0.2)
-        final.bar(pos, 100 * row.mean, yerr=0 if math.isnan(row.se) else 100 * row.se, color=color, capsize=4, alpha=0.8)
+        band = [[100 * f(v) for v in per_epoch] for f in (min, max)]
+        curve.fill_between(epochs, *band, color=color, alpha=0.2)
+        yerr = 0 if math.isnan(row.se) else 100 * row.se
+        final.bar(pos, 100 * row.mean, yerr=yerr, color=color, capsize=4, alpha=0.8)
         final.plot([pos] * row.n, [100 * r.final_test_acc for r in row.runs], "k.", ms=4)
     curve.set(xlabel="epoch", ylabel="test accuracy (%)")
     curve.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -581,9 +518,6 @@ def _where(runs: Sequence[ledger.Run]) -> str:
     return f"{kind}, {env.device_name}, {runs[0].epochs} epochs"
 
 
-# ====================================================================== command line
-
-
 def _positive(kind: type) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
@@ -597,10 +531,14 @@ def _positive(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+_PROG = "python -m xception_lib.chapters.experiments"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m xception_lib.chapters.experiments", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=_PROG, description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("cifar10", "the reference run of xl.xception_cifar with a recipe"), ("ablations", "the ablation queue")):
+    commands = {"cifar10": "the reference run of xl.xception_cifar with a recipe", "ablations": "the ablation queue"}
+    for name, text in commands.items():
         p = sub.add_parser(name, help=text)
         p.add_argument("--out", required=True, type=Path, help="the ledger (JSON Lines) to append every run to")
         p.add_argument("--data-root", default=None, help="CIFAR-10 location (default: $XCEPTION_DATA)")
@@ -616,10 +554,12 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument("--recipe", default="baseline+flip", help=f"one of {[r.name for r in RECIPES]}")
         else:
             p.add_argument("--seeds", type=_positive(int), default=3, help="seeds per config (default 3)")
-            p.add_argument("--budget-s", type=_positive(float), default=None, help="start no run after this many seconds")
+            p.add_argument("--budget-s", type=_positive(float), default=None,
+                           help="start no run after this many seconds")
             p.add_argument("--width", type=_positive(float), default=0.5, help="width multiplier of the base")
             p.add_argument("--middle-blocks", type=_positive(int), default=4)
-            p.add_argument("--experiments", default=",".join(EXPERIMENT_FIELDS), help="some of residual,activation,segments")
+            p.add_argument("--experiments", default=",".join(EXPERIMENT_FIELDS),
+                           help="some of residual,activation,segments")
     return parser
 
 
@@ -661,32 +601,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     device = _check(args, parser)
-    command = shlex.join(["python", "-m", "xception_lib.chapters.experiments", *(sys.argv[1:] if argv is None else argv)])
+    command = shlex.join([*_PROG.split(), *(sys.argv[1:] if argv is None else argv)])
     from xception_lib import data as xd
     from xception_lib import train as tr
 
     data = xd.load_cifar("cifar10", root=args.data_root)
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "train_subset", "test_subset") if getattr(args, k)}
+    overrides = {k: v for k in ("epochs", "batch_size", "train_subset", "test_subset") if (v := getattr(args, k))}
     start = time.perf_counter()
-    if args.command == "cifar10":
-        chosen = recipe(args.recipe)
-        config = dataclasses.replace(preview_base() if args.preview else XceptionConfig.cifar(), **chosen.model)
+    chosen = recipe(args.recipe) if args.command == "cifar10" else None
+    if chosen:
         settings = {**chosen.train, "seed": args.seed, **overrides}
-        cfg = preview_train_config(device, **settings) if args.preview else tr.recommended_config(device, **settings)
-        jobs = [("reference", chosen.name, config, cfg, {}, chosen)]
+    else:
+        settings = overrides if args.preview else {"epochs": 15, **overrides}
+    cfg = preview_train_config(device, **settings) if args.preview else tr.recommended_config(device, **settings)
+    if chosen:
+        config = dataclasses.replace(preview_base() if args.preview else XceptionConfig.cifar(), **chosen.model)
+        jobs = [("reference", chosen.name, config, cfg, {})]
     else:
         base = preview_base() if args.preview else sweep_base(args.width, args.middle_blocks)
-        cfg = preview_train_config(device, **overrides) if args.preview else tr.recommended_config(device, **{"epochs": 15, **overrides})
-        jobs = [("ablation", p.name, p.config, c, p.changes, None) for p, c in ablation_queue(base, args.seeds, cfg, ledger.read(args.out), args.experiments.split(","))]
-    for kind, name, config, cfg, changes, extras in jobs:
+        queue = ablation_queue(base, args.seeds, cfg, ledger.read(args.out), args.experiments.split(","))
+        jobs = [("ablation", p.name, p.config, c, p.changes) for p, c in queue]
+    for kind, name, config, cfg, changes in jobs:
         if getattr(args, "budget_s", None) and time.perf_counter() - start > args.budget_s:
             print(f"budget of {args.budget_s:g} s spent: stopping before {name}, seed {cfg.seed}")
             break
-        run = train_run(name, config, cfg, data, device=device, kind=kind,
-                        study="reference" if kind == "reference" else "ablations", changes=changes, extras=extras,
-                        command=command, progress=not args.no_progress)
+        run = train_run(name, config, cfg, data, device=device, kind=kind, study="reference" if chosen else "ablations",
+                        changes=changes, extras=chosen, command=command, progress=not args.no_progress)
         ledger.append(run, args.out)
-        print(f"{name} seed {run.seed}: test accuracy {100 * run.final_test_acc:.2f}% in {run.wall_time_s:.1f} s -> {args.out}")
+        print(f"{name} seed {run.seed}: test accuracy {100 * run.final_test_acc:.2f}% in {run.wall_time_s:.1f} s "
+              f"-> {args.out}")
     return 0
 
 
