@@ -33,8 +33,7 @@ unreadable cache file is reported and rebuilt; an unwritable cache is reported, 
 data returned all the same.
 
 The GPU-resident loader lives in :mod:`xception_lib.loader` and is re-exported here as
-:class:`GpuLoader`, with :func:`compare_loaders` that measures it against torchvision's
-``DataLoader``.
+:class:`GpuLoader`.
 """
 
 from __future__ import annotations
@@ -57,11 +56,11 @@ import numpy as np
 import torch
 
 from xception_lib.checkpoint import atomic_save
-from xception_lib.loader import GpuLoader, compare_loaders
+from xception_lib.loader import GpuLoader
 
 __all__ = [
     "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError",
-    "GpuLoader", "cache_dir", "compare_loaders", "load_cifar",
+    "GpuLoader", "cache_dir", "load_cifar",
 ]
 
 ENV_VAR = "XCEPTION_DATA"
