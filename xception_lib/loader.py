@@ -107,9 +107,6 @@ class GpuLoader:
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch}
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
-
     @property
     def num_images(self) -> int:
         """Images in this process's shard of an epoch (before dropping a last partial batch)."""

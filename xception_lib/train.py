@@ -354,7 +354,8 @@ def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int
         data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
     classes = model_config.num_classes if (model_config := _xception_config(model)) else getattr(data, "num_classes", None)
     for split in ("train", "test"):
-        _check_inputs(getattr(data, f"{split}_images"), getattr(data, f"{split}_labels"), classes, f"data.{split}_images", f"data.{split}_labels")
+        _check_images(getattr(data, f"{split}_images"), f"data.{split}_images")
+        _check_labels(getattr(data, f"{split}_labels"), classes, f"data.{split}_labels")
     if cfg.batch_size % world_size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world_size})")
     if cfg.batch_size > len(data.train_labels):
@@ -362,15 +363,13 @@ def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int
     return data
 
 
-def _check_inputs(images: Any, labels: Any, classes: int | None, images_name: str, labels_name: str) -> None:
-    """uint8 images (the loader normalises them) and labels that name one of ``classes`` classes."""
+def _check_images(images: Any, name: str) -> None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         got = f"{images.dtype} tensor" if isinstance(images, torch.Tensor) else type(images).__name__
         raise TypeError(
-            f"{images_name} must be uint8 images (0-255, as xception_lib.data.load_cifar returns them), got a {got}; "
+            f"{name} must be uint8 images (0-255, as xception_lib.data.load_cifar returns them), got a {got}; "
             f"pass them unnormalised: the loader normalises them with the data set's mean and std"
         )
-    _check_labels(labels, classes, labels_name)
 
 
 def _check_labels(labels: Any, classes: int | None, name: str) -> None:
@@ -499,7 +498,8 @@ def evaluate(
     device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
 ) -> float:
     """Accuracy of ``model`` on uint8 ``images`` with integer ``labels``; the arguments are as in :func:`predict`."""
-    _check_inputs(images, labels, getattr(_xception_config(model), "num_classes", None), "images", "labels")
+    _check_images(images, "images")
+    _check_labels(labels, getattr(_xception_config(model), "num_classes", None), "labels")
     predictions = predict(model, images, mean=mean, std=std, device=device, batch_size=batch_size, amp=amp).argmax(1)
     return float((predictions == labels.cpu()).double().mean())
 
@@ -512,7 +512,7 @@ def predict(
     """Class probabilities (``N x classes``, float32, on the CPU) of ``model`` in eval mode for ``N x 3 x H x W``
     uint8 ``images``, normalised with the training data's ``mean`` and ``std``; ``device``: default the model's;
     ``amp`` as in :class:`TrainConfig`."""
-    _check_inputs(images, torch.zeros(len(images), dtype=torch.int64), None, "images", "labels")
+    _check_images(images, "images")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     weights = [p for p in model.parameters() if p.dim() == 4]  # feed the model in its own memory format
     channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last) and not weights[0].is_contiguous()
