@@ -1,4 +1,4 @@
-"""Tests of xception_lib.train: the recipe and its checks, train_step, fit, evaluate and predict, the plots and compare_loaders."""
+"""Tests of xception_lib.train (the recipe and its checks, train_step, fit, evaluate, predict) and train_plots."""
 
 from __future__ import annotations
 

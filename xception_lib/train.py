@@ -374,9 +374,11 @@ def _check_images(images: Any, name: str) -> None:
 
 def _check_labels(labels: Any, classes: int | None, name: str) -> None:
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}")
+        got = getattr(labels, "dtype", type(labels).__name__)
+        raise TypeError(f"{name} must be an integer tensor of class indices, got {got}")
     if len(labels) and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
-        raise ValueError(f"{name} must be class indices in [0, {classes}), got values from {int(labels.min())} to {int(labels.max())}")
+        low, high = int(labels.min()), int(labels.max())
+        raise ValueError(f"{name} must be class indices in [0, {classes}), got values from {low} to {high}")
 
 
 def _xception_config(model: nn.Module) -> XceptionConfig | None:

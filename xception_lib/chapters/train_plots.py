@@ -165,7 +165,10 @@ class _ArrayDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def _images_per_second(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int, device: torch.device) -> float:
+def _images_per_second(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int,
+    device: torch.device,
+) -> float:
     """Best images per second over ``repeats`` windows of ``num_batches`` batches, after ``warmup`` (the best
     window, as other processes on a shared machine only ever slow a window down)."""
     for _ in range(warmup):
@@ -202,11 +205,14 @@ def compare_loaders(
     device = torch.device(device)
     needed = (warmup + repeats * num_batches) * batch_size
     if len(labels) < needed:
-        raise ValueError(f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}")
+        raise ValueError(
+            f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}"
+        )
     transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
     dataset = _ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True, pin_memory=device.type == "cuda"
+        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True,
+        pin_memory=device.type == "cuda",
     )
     batches = iter(loader)
     try:
@@ -223,4 +229,5 @@ def compare_loaders(
         torch.set_num_threads(saved_threads)
     settings = {"batch_size": batch_size, "num_batches": num_batches, "repeats": repeats, "num_workers": num_workers}
     threads = threads if threads is not None else saved_threads
-    return {"gpu_loader": gpu_rate, "dataloader": dataloader_rate, "ratio": gpu_rate / dataloader_rate, **settings, "threads": threads, "device": str(device)}
+    rates = {"gpu_loader": gpu_rate, "dataloader": dataloader_rate, "ratio": gpu_rate / dataloader_rate}
+    return {**rates, **settings, "threads": threads, "device": str(device)}
