@@ -1,4 +1,4 @@
-"""Tests of xception_lib.loader: GpuLoader (batches, augmentation, shards, input checks) and compare_loaders."""
+"""Tests of xception_lib.loader: GpuLoader (batches, augmentation, shards, input checks)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import xception_lib as xl
-from xception_lib.loader import GpuLoader, check_number, compare_loaders
+from xception_lib.loader import GpuLoader, check_number
 
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = xl.data.DATASETS["cifar10"]["mean"], xl.data.DATASETS["cifar10"]["std"]
@@ -133,18 +133,6 @@ def test_augment_views_stay_within_padding() -> None:
     assert views.shape == (16, 3, 32, 32) and views.dtype == torch.uint8
     assert torch.all(views[:, 2][(views[:, 0] > 0)] == 1)
     assert len({bytes(v.numpy()) for v in views}) > 4  # different crops and flips
-
-
-def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
-    threads = torch.get_num_threads()
-    result = compare_loaders(
-        cifar10.train_images[:2000], cifar10.train_labels[:2000], **NORM, batch_size=100, num_batches=3, repeats=1, num_workers=2
-    )
-    assert result["gpu_loader"] > 0 and result["dataloader"] > 0
-    assert result["ratio"] == pytest.approx(result["gpu_loader"] / result["dataloader"])
-    assert result["threads"] == 1 and torch.get_num_threads() == threads  # restored
-    with pytest.raises(ValueError, match="at least"):
-        compare_loaders(cifar10.train_images[:100], cifar10.train_labels[:100], **NORM, batch_size=100)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Tests of xception_lib.train: the recipe and its checks, train_step, fit, evaluate and predict, and the plots."""
+"""Tests of xception_lib.train (the recipe and its checks, train_step, fit, evaluate, predict) and train_plots."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 import xception_lib as xl
+from xception_lib.chapters.train_plots import compare_loaders
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from xception_lib.train import NonFiniteLossError, TrainConfig, fit, lr_at, recommended_config, train_step
 
@@ -366,3 +367,17 @@ def test_no_text_bar_in_a_notebook_without_widgets(
     fit(tiny_model(), small.subset(train=32, test=16), quick_config(epochs=1, batch_size=16), device="cpu", progress=True)
     captured = capsys.readouterr()
     assert "epoch 1/1: train loss" in captured.out and "\r" not in captured.out + captured.err
+
+
+def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
+    threads = torch.get_num_threads()
+    result = compare_loaders(
+        cifar10.train_images[:2000], cifar10.train_labels[:2000], mean=cifar10.mean, std=cifar10.std, batch_size=100,
+        num_batches=3, repeats=1, num_workers=2,
+    )
+    assert result["gpu_loader"] > 0 and result["dataloader"] > 0
+    assert result["ratio"] == pytest.approx(result["gpu_loader"] / result["dataloader"])
+    assert result["threads"] == 1 and torch.get_num_threads() == threads  # restored
+    with pytest.raises(ValueError, match="at least"):
+        compare_loaders(cifar10.train_images[:100], cifar10.train_labels[:100], mean=cifar10.mean, std=cifar10.std,
+                        batch_size=100)

@@ -1,12 +1,10 @@
 """Checkpoints that survive a crash mid-write, and the check that a resume continues the same run.
 
-:func:`atomic_save` writes to a temporary file, then renames it (``os.replace`` is atomic on
-one file system), so a reader or a resumed run finds the previous complete checkpoint or the
-new one, never half a file. The checkpoint of :func:`xception_lib.train.fit` is a dict:
-``"model"`` (state dict), ``"model_config"`` (``dataclasses.asdict(model.config)`` for a
-model with an :class:`~xception_lib.config.XceptionConfig`, else ``None``), ``"model_class"``,
-``"train_config"`` (``TrainConfig.to_dict()``), ``"data"`` (:func:`data_fingerprint`),
-``"format"``, ``"epoch"``, ``"step"``, ``"optimizer"``, ``"scaler"``, ``"history"`` and ``"loader"``.
+:func:`atomic_save` writes a temporary file, then renames it (atomic on one file system), so a reader finds
+the previous complete checkpoint or the new one, never half a file. :func:`xception_lib.train.fit`'s
+checkpoint is a dict: ``model`` (state dict), ``model_config`` (``None`` unless an ``XceptionConfig``),
+``model_class``, ``train_config``, ``data`` (:func:`data_fingerprint`), ``format``, ``epoch``, ``step``,
+``optimizer``, ``scaler``, ``history`` and ``loader``.
 """
 
 from __future__ import annotations
@@ -22,11 +20,8 @@ import torch
 
 __all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "atomic_save", "check_resumable", "data_fingerprint", "load_checkpoint"]
 
-CHECKPOINT_NAME = "checkpoint.pt"
-"""File name of the latest checkpoint inside a checkpoint directory."""
-
-FORMAT = 2
-"""Version of the training checkpoint's layout (1: the TrainConfig under ``"config"``)."""
+CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
+FORMAT = 2  #: version of the checkpoint's layout (1: the TrainConfig under "config")
 
 
 class CheckpointError(ValueError):
@@ -34,11 +29,7 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place.
-
-    Returns:
-        The target path.
-    """
+    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place; returns ``target``."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -56,12 +47,8 @@ def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint written by :func:`atomic_save` (tensors and plain Python values only).
-
-    Raises:
-        CheckpointError: The file is empty, truncated, not a ``torch.save`` file, or holds
-            something other than a dictionary; the message names the file.
-    """
+    """Load a checkpoint dict of tensors and plain values, or raise a :class:`CheckpointError` naming the file
+    (empty, truncated, not a ``torch.save`` file, or not a dict)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -75,8 +62,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
 
 
 def data_fingerprint(data: Any) -> dict[str, Any]:
-    """Sizes of a :class:`~xception_lib.data.CifarArrays`' splits and a hash of its labels and
-    of 16 images of each split: cheap, and different for a different data set or subset."""
+    """Split sizes and a hash of the labels and 16 images of each split: cheap, and different for another
+    data set or subset."""
     digest = hashlib.sha256()
     for images, labels in ((data.train_images, data.train_labels), (data.test_images, data.test_labels)):
         digest.update(labels.cpu().numpy().astype("int64").tobytes())
@@ -86,10 +73,8 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
 
 
 def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expected: dict[str, Any]) -> None:
-    """Raise a :class:`CheckpointError` unless ``state`` (read from ``path``) is a training checkpoint
-    of the same run: ``expected`` holds this run's values of checkpoint keys (``model_config``,
-    ``train_config``, ``data``, ...), compared field by field; a key that an older checkpoint lacks
-    is not compared. The message names the file, every differing field, and how to start afresh."""
+    """Raise a :class:`CheckpointError` naming every differing field unless ``state`` (from ``path``) is a training
+    checkpoint of the run whose checkpoint values are ``expected``; a key an older checkpoint lacks is skipped."""
     missing = sorted({"model", "optimizer", "scaler", "history", "epoch", "train_config"} - set(state))
     if missing:
         raise CheckpointError(f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh")

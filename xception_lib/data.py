@@ -33,8 +33,7 @@ unreadable cache file is reported and rebuilt; an unwritable cache is reported, 
 data returned all the same.
 
 The GPU-resident loader lives in :mod:`xception_lib.loader` and is re-exported here as
-:class:`GpuLoader`, with :func:`compare_loaders` that measures it against torchvision's
-``DataLoader``.
+:class:`GpuLoader`.
 """
 
 from __future__ import annotations
@@ -57,11 +56,11 @@ import numpy as np
 import torch
 
 from xception_lib.checkpoint import atomic_save
-from xception_lib.loader import GpuLoader, compare_loaders
+from xception_lib.loader import GpuLoader
 
 __all__ = [
     "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError",
-    "GpuLoader", "cache_dir", "compare_loaders", "load_cifar",
+    "GpuLoader", "cache_dir", "load_cifar",
 ]
 
 ENV_VAR = "XCEPTION_DATA"
@@ -72,35 +71,29 @@ CACHE_ENV_VAR = "XCEPTION_CACHE"
 
 # Per-dataset facts: size, torchvision's folder name and class, pickle keys, and the channel
 # statistics of the training set (the usual normalisation constants).
+def _cifar(
+    classes: int, torchvision_dir: str, train_files: tuple[str, ...], test_files: tuple[str, ...], meta_file: str,
+    fine: str, mean: tuple[float, ...], std: tuple[float, ...],
+) -> dict[str, object]:
+    """One entry of :data:`DATASETS`: 50,000 training and 10,000 test images spread evenly over ``classes``."""
+    return {
+        "title": f"CIFAR-{classes}", "num_classes": classes,
+        "per_class": (50_000 // classes, 10_000 // classes),  # training and test images of each class
+        "torchvision_dir": torchvision_dir, "torchvision_class": f"CIFAR{classes}",
+        "train_files": train_files, "test_files": test_files, "meta_file": meta_file,
+        "meta_key": f"{fine}label_names", "label_key": f"{fine}labels", "mean": mean, "std": std,
+    }
+
+
 DATASETS: dict[str, dict[str, object]] = {
-    "cifar10": {
-        "title": "CIFAR-10",
-        "num_classes": 10,
-        "per_class": (5000, 1000),  # training and test images of each class
-        "torchvision_dir": "cifar-10-batches-py",
-        "torchvision_class": "CIFAR10",
-        "train_files": tuple(f"data_batch_{i}" for i in range(1, 6)),
-        "test_files": ("test_batch",),
-        "meta_file": "batches.meta",
-        "meta_key": "label_names",
-        "label_key": "labels",
-        "mean": (0.4914, 0.4822, 0.4465),
-        "std": (0.2470, 0.2435, 0.2616),
-    },
-    "cifar100": {
-        "title": "CIFAR-100",
-        "num_classes": 100,
-        "per_class": (500, 100),
-        "torchvision_dir": "cifar-100-python",
-        "torchvision_class": "CIFAR100",
-        "train_files": ("train",),
-        "test_files": ("test",),
-        "meta_file": "meta",
-        "meta_key": "fine_label_names",
-        "label_key": "fine_labels",
-        "mean": (0.5071, 0.4865, 0.4409),
-        "std": (0.2673, 0.2564, 0.2762),
-    },
+    "cifar10": _cifar(
+        10, "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta", "",
+        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+    ),
+    "cifar100": _cifar(
+        100, "cifar-100-python", ("train",), ("test",), "meta", "fine_",
+        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+    ),
 }
 
 _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", ".zip")

@@ -10,14 +10,11 @@ Every process runs the same script; ``fit`` finds the process group the script i
     history = xl.train.fit(model, xl.data.load_cifar("cifar10"), device=device, checkpoint_dir="runs/ddp")
     torch.distributed.destroy_process_group()
 
-``TrainConfig.batch_size`` stays the global batch: each process takes every
-``world_size``-th image of the epoch's order (:class:`~xception_lib.loader.GpuLoader`),
-``DistributedDataParallel`` averages the gradients, metrics are summed over processes, and
-only rank 0 writes checkpoints and reports. Two processes with batch ``B`` train as one
-with batch ``B`` does, up to the order of floating-point sums, for a model without batch
-norm (``tests/test_ddp.py``); with batch norm each process normalises its own shard unless
-``TrainConfig.sync_batchnorm`` applies (CUDA only). Without a process group, every function
-here does what one process needs.
+``TrainConfig.batch_size`` stays the global batch: each process takes every ``world_size``-th image of
+the epoch's order, DDP averages the gradients, metrics are summed over processes, and only rank 0 writes
+checkpoints and reports. Two processes with batch ``B`` train as one with batch ``B`` does (up to the order
+of sums) for a model without batch norm; with it each process normalises its own shard unless
+``TrainConfig.sync_batchnorm`` applies (CUDA). Without a process group, each function does what one needs.
 """
 
 from __future__ import annotations
@@ -62,12 +59,8 @@ def broadcast_buffers(model: nn.Module) -> None:
 
 @contextlib.contextmanager
 def synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, ``model``'s batch-norm layers are ``nn.SyncBatchNorm`` layers.
-
-    Each shares the parameters and buffers of the layer it replaces, so an optimizer built on
-    the original parameters trains it and ``model.state_dict()`` keeps its keys. On exit (also
-    on an error) the original layers, holding the trained values, are put back.
-    """
+    """Within the block, ``model``'s batch norms are ``nn.SyncBatchNorm`` layers sharing their parameters and
+    buffers (the optimizer trains them, state-dict keys stay); on exit the original layers are put back."""
     swaps = [
         (parent, name, child, nn.SyncBatchNorm.convert_sync_batchnorm(child))
         for parent in list(model.modules())
@@ -86,9 +79,8 @@ def synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
 
 @contextlib.contextmanager
 def wrap(model: nn.Module, device: torch.device, *, sync_batchnorm: bool, compile: bool) -> Iterator[nn.Module]:
-    """What the training steps call: ``model`` in ``DistributedDataParallel`` (several processes),
-    with SyncBatchNorm (asked for, several processes, CUDA) and compiled (asked for). Evaluation
-    and checkpoints use ``model`` itself, whose state-dict keys do not depend on the wrappers."""
+    """``model`` as the training steps call it: in DDP (several processes), with SyncBatchNorm (asked for, several
+    processes, CUDA), compiled (asked for). Evaluation and checkpoints use ``model`` itself."""
     world_size = rank_and_world_size()[1]
     sync = sync_batchnorm and world_size > 1 and device.type == "cuda"  # SyncBatchNorm needs a GPU
     with synced_batchnorm(model) if sync else contextlib.nullcontext(model):

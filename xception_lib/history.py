@@ -26,22 +26,18 @@ class History:
 
     @property
     def epochs(self) -> int:
-        """Number of completed epochs."""
         return len(self.train_loss)
 
     @property
     def steps(self) -> int:
-        """Number of completed optimizer steps."""
         return len(self.step_loss)
 
     @property
     def final_test_acc(self) -> float | None:
-        """Test accuracy after the last epoch, or ``None`` before the first."""
         return self.test_acc[-1] if self.test_acc else None
 
     @property
     def train_time(self) -> float:
-        """Seconds spent training (evaluation excluded), summed over epochs."""
         return float(sum(self.epoch_time))
 
     def append_epoch(self, **metrics: float) -> None:
@@ -53,7 +49,6 @@ class History:
             getattr(self, name).append(float(metrics[name]))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dictionary (``nan`` stays a float; ``json.dump`` writes it as ``NaN``)."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -77,7 +72,6 @@ class History:
         return cls(**{name: [float(v) for v in column] for name, column in columns.items()}, meta=dict(data.get("meta", {})))
 
     def summary(self) -> str:
-        """One line: epochs, steps, final accuracies, training time and throughput."""
         if not self.epochs:
             return "no epoch completed"
         return (

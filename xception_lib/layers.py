@@ -195,12 +195,7 @@ class SegmentedInception(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        segments: int,
-        kernel_size: int = 3,
-        activation: bool = True,
+        self, in_channels: int, out_channels: int, segments: int, kernel_size: int = 3, activation: bool = True
     ) -> None:
         super().__init__()
         _check_divides(segments, out_channels, "out_channels")

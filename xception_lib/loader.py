@@ -1,42 +1,31 @@
 """A data loader that keeps the whole split on the device and augments whole batches at once.
 
-torchvision's ``DataLoader`` decodes, crops, flips and normalises one image at a time in
-worker processes, then copies every batch to the GPU. CIFAR is small (50,000 x 3 x 32 x 32
-bytes = 154 MB), so it fits on any GPU as a single uint8 tensor; then a batch is one index
-into that tensor, and random cropping and flipping are one gather for the whole batch. No
-worker processes, no copies, and it runs unchanged on a CPU. The idea follows airbench's
-``CifarLoader`` (Keller Jordan, 2024).
+torchvision's ``DataLoader`` crops, flips and normalises one image at a time in worker processes, then
+copies every batch to the GPU. CIFAR (50,000 x 3 x 32 x 32 bytes = 154 MB) fits on any GPU as one uint8
+tensor; a batch is then one index into it, and cropping and flipping one gather for the whole batch: no
+workers, no copies, and unchanged on a CPU. The idea follows airbench's ``CifarLoader`` (Keller Jordan, 2024).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xception_lib.runtime import synchronize
-
-__all__ = ["GpuLoader", "check_number", "compare_loaders"]
+__all__ = ["GpuLoader", "check_number"]
 
 
 def check_number(
     where: str, name: str, value: object, *, integer: bool = False, low: float | None = None, high: float | None = None,
     low_open: bool = False, high_open: bool = False, optional: bool = False,
 ) -> None:
-    """Raise unless ``value`` is a finite number (an ``int`` if ``integer``; never a ``bool``) between
-    ``low`` and ``high`` (each inclusive unless ``low_open`` / ``high_open``; ``None``: unbounded),
-    or ``None`` if ``optional``.
-
-    Raises:
-        TypeError: Not a number, or not an integer where one is required; the message names ``where`` and ``name``.
-        ValueError: Not finite, or outside the bounds.
-    """
+    """Raise a ``TypeError`` (not a number; never a ``bool``) or ``ValueError`` (not finite, out of bounds) naming
+    ``where`` and ``name`` unless ``value`` is a finite number between ``low`` and ``high`` (inclusive unless
+    ``low_open`` / ``high_open``), an ``int`` if ``integer``, or ``None`` if ``optional``."""
     if value is None and optional:
         return
     bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
@@ -53,34 +42,21 @@ def check_number(
 class GpuLoader:
     """Batches of normalised, augmented images from a uint8 tensor held on ``device``.
 
-    Each epoch draws one random permutation of the images and, for every image, a crop
-    offset and a flip, all from a generator seeded by ``(seed, epoch)``; an epoch is
-    therefore reproducible from those two numbers alone, which makes resuming and sharding
-    exact. Iterating advances the epoch; :meth:`set_epoch` sets it.
+    Each epoch's permutation, crop offsets and flips come from a generator seeded by ``(seed, epoch)`` alone,
+    which makes resuming and sharding exact. Iterating advances the epoch; :meth:`set_epoch` sets it.
 
     Args:
-        images: ``N x C x H x W`` uint8 images.
-        labels: ``N`` integer labels.
-        mean: Per-channel mean in [0, 1] subtracted after scaling to [0, 1] (the data set's:
-            ``CifarArrays.mean``, from :data:`xception_lib.data.DATASETS`).
-        std: Per-channel standard deviation in [0, 1] divided by (``CifarArrays.std``).
+        images, labels: ``N x C x H x W`` uint8 images and ``N`` integer labels.
+        mean, std: Per-channel statistics in [0, 1] of the data set (``CifarArrays.mean`` / ``.std``).
         batch_size: Images per batch (per process, when sharded).
         train: Shuffle and augment (``True``) or walk the images in order unchanged.
-        device: Where the images live and batches are made.
-        seed: Seed of the shuffling and augmentation.
-        crop_padding: Pad by this many zero pixels on each side, then crop back to
-            ``H x W`` at a random offset (torchvision's ``RandomCrop(32, padding=4)``).
-            0 disables cropping.
-        flip: Flip horizontally with probability 1/2.
+        crop_padding: Zero-pad by this many pixels, then crop back to ``H x W`` at a random offset
+            (torchvision's ``RandomCrop(32, padding=4)``); 0: no crops. ``flip``: mirror with probability 1/2.
         drop_last: Drop the last, smaller batch (default: ``train``).
-        dtype: Floating type of the batches.
-        channels_last: Return batches in ``torch.channels_last`` memory format.
-        rank: This process's index when the data are sharded across processes.
-        world_size: Number of processes; each takes every ``world_size``-th image of the
-            epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the
-            batches of one loader with batch ``world_size * b``. With ``drop_last`` the shards
-            are equally long (every process makes the same steps); without it every image is
-            in exactly one shard (what evaluation needs).
+        rank, world_size: Each of ``world_size`` processes takes every ``world_size``-th image of the
+            epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of
+            one loader with batch ``world_size * b``. With ``drop_last`` the shards are equally long;
+            without it every image is in exactly one shard (what evaluation needs).
     """
 
     def __init__(
@@ -129,11 +105,7 @@ class GpuLoader:
         self.epoch = int(epoch)
 
     def state_dict(self) -> dict[str, int]:
-        """What resuming needs: the seed and the next epoch."""
         return {"seed": self.seed, "epoch": self.epoch}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.seed, self.epoch = int(state["seed"]), int(state["epoch"])
 
     @property
     def num_images(self) -> int:
@@ -159,12 +131,7 @@ class GpuLoader:
             seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
             g = torch.Generator().manual_seed(seed)
             order = torch.randperm(n_total, generator=g)
-            offsets = torch.randint(0, 2 * self.crop_padding + 1, (n_total, 2), generator=g)
-            flips = torch.rand(n_total, generator=g) < 0.5
-            if not self.flip:
-                flips = torch.zeros_like(flips)
-        # Every process takes every world_size-th position: global batch k of one process
-        # with batch world_size * b is the union of batch k of world_size processes.
+            offsets, flips = self._random_views(n_total, g)
         positions = self._shard_positions()
         sl = slice(positions.start, positions.stop, positions.step)
         return order[sl].to(self.device), offsets[sl].to(self.device), flips[sl].to(self.device)
@@ -186,14 +153,17 @@ class GpuLoader:
         and flips from ``generator`` (default: one seeded with ``seed``), as uint8, for looking at them."""
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
         idx = torch.as_tensor(idx, dtype=torch.int64)
-        offsets = torch.randint(0, 2 * self.crop_padding + 1, (len(idx), 2), generator=g)
-        flips = (torch.rand(len(idx), generator=g) < 0.5) & self.flip
+        offsets, flips = self._random_views(len(idx), g)
         return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
 
+    def _random_views(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` random crop offsets (``n x 2``, each in ``[0, 2 crop_padding]``) and flips."""
+        offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
+        return offsets, (torch.rand(n, generator=g) < 0.5) & self.flip
+
     def crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-        """``B x C x H x W`` uint8 images ``idx`` (``B`` indices), cropped at ``offsets`` (``B x 2``
-        top-left corners, row and column, in the zero-padded images, each in ``[0, 2 crop_padding]``)
-        and mirrored where ``flips`` (``B`` booleans), as one gather."""
+        """``B x C x H x W`` uint8 images ``idx``, cropped at ``offsets`` (``B x 2`` top-left corners, row and
+        column, in the padded images) and mirrored where ``flips`` (``B`` booleans), as one gather."""
         b = len(idx)
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
@@ -216,103 +186,8 @@ class GpuLoader:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images -> normalised floating-point images (in ``channels_last`` if asked)."""
-        # In place on the fresh floating-point copy: on a CPU, allocating two more
-        # batch-sized tensors costs more than the arithmetic.
+        # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
         x = x.to(self.dtype).sub_(self._shift).mul_(self._inv_scale)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
-
-
-class _ArrayDataset(torch.utils.data.Dataset):
-    """What ``torchvision.datasets.CIFAR10`` does per item: a PIL image (from ``N x H x W x C``
-    uint8 arrays) through the transforms."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Any], torch.Tensor]) -> None:
-        self.images, self.labels, self.transform = images, labels, transform
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
-
-
-def _images_per_second(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int, device: torch.device) -> float:
-    """Best images per second over ``repeats`` windows of ``num_batches`` batches, after ``warmup``.
-
-    The best window, not the mean, because other processes on a shared machine only ever
-    slow a window down.
-    """
-    for _ in range(warmup):
-        next(batches)
-    best = 0.0
-    for _ in range(repeats):
-        synchronize(device)
-        start, n = time.perf_counter(), 0
-        for _ in range(num_batches):
-            x, y = next(batches)
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            n += len(y)
-        synchronize(device)
-        best = max(best, n / (time.perf_counter() - start))
-    return best
-
-
-def compare_loaders(
-    images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], batch_size: int = 256,
-    num_batches: int = 10, warmup: int = 2, repeats: int = 3, num_workers: int = 2, threads: int | None = 1,
-    device: torch.device | str = "cpu",
-) -> dict[str, float]:
-    """Images per second of :class:`GpuLoader` and of torchvision's usual pipeline.
-
-    The torchvision pipeline is what most CIFAR tutorials use: a PIL image per item,
-    ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip()``, ``ToTensor()``, ``Normalize``, a
-    ``DataLoader`` with ``num_workers`` processes, and a copy of every batch to ``device``. Both
-    are timed over ``repeats`` windows of ``num_batches`` batches after ``warmup`` batches (not
-    counting worker start-up); the best window counts.
-
-    Args:
-        images: ``N x 3 x H x W`` uint8 images (at least ``(warmup + repeats * num_batches) * batch_size``).
-        labels: ``N`` labels.
-        mean: Normalisation mean (the data set's, ``CifarArrays.mean``); ``std``: its standard deviation.
-        batch_size, num_batches, warmup, repeats: Images per batch; batches per timed window;
-            batches drawn before timing; timed windows.
-        num_workers: DataLoader worker processes.
-        threads: PyTorch's intra-op threads while :class:`GpuLoader` is timed (restored;
-            ``None``: leave as is). 1 gives it no more CPU than one DataLoader worker has.
-        device: Where batches must end up.
-
-    Returns:
-        The images per second of each loader (keys ``gpu_loader`` and ``dataloader``), their
-        ``ratio`` (gpu_loader / dataloader), and the settings used.
-    """
-    import torchvision.transforms as T
-
-    device = torch.device(device)
-    needed = (warmup + repeats * num_batches) * batch_size
-    if len(labels) < needed:
-        raise ValueError(f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}")
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
-    dataset = _ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True, pin_memory=device.type == "cuda"
-    )
-    batches = iter(loader)
-    try:
-        dataloader_rate = _images_per_second(batches, num_batches, warmup, repeats, device)
-    finally:
-        del batches  # stops the worker processes
-    gpu = GpuLoader(images, labels, batch_size=batch_size, train=True, device=device, mean=mean, std=std)
-    saved_threads = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        gpu_rate = _images_per_second(iter(gpu), num_batches, warmup, repeats, device)
-    finally:
-        torch.set_num_threads(saved_threads)
-    settings = {"batch_size": batch_size, "num_batches": num_batches, "repeats": repeats, "num_workers": num_workers}
-    threads = threads if threads is not None else saved_threads
-    return {"gpu_loader": gpu_rate, "dataloader": dataloader_rate, "ratio": gpu_rate / dataloader_rate, **settings, "threads": threads, "device": str(device)}

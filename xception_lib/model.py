@@ -19,6 +19,7 @@ convolutions inside residual blocks, so a block's output is the un-activated sum
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -26,6 +27,26 @@ from torch import nn
 from xception_lib.config import Activation, PoolPadding, XceptionConfig
 from xception_lib.layers import SeparableConv2d
 from xception_lib.pooling import MaxPool2d, MaxPool2dSame
+
+
+def block_layers(
+    in_channels: int, out_channels: int, reps: int, *, start_with_relu: bool, grow_first: bool,
+    separable: Callable[[int, int], nn.Module], norm: Callable[[int], nn.Module] | None,
+) -> OrderedDict[str, nn.Module]:
+    """A block's ``reps`` x (ReLU -> ``separable(cin, cout)`` -> ``norm(cout)``), named ``act1, sep1, bn1, ...``;
+    the first (``grow_first``) or the last separable convolution changes the width; ``norm=None``: no norms."""
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for i in range(reps):
+        if grow_first:
+            cin, cout = (in_channels if i == 0 else out_channels), out_channels
+        else:
+            cin, cout = in_channels, (in_channels if i < reps - 1 else out_channels)
+        if i > 0 or start_with_relu:
+            layers[f"act{i + 1}"] = nn.ReLU()
+        layers[f"sep{i + 1}"] = separable(cin, cout)
+        if norm is not None:
+            layers[f"bn{i + 1}"] = norm(cout)
+    return layers
 
 
 class XceptionBlock(nn.Module):
@@ -53,34 +74,16 @@ class XceptionBlock(nn.Module):
     """
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        reps: int,
-        stride: int = 1,
-        *,
-        start_with_relu: bool = True,
-        grow_first: bool = True,
-        residual: bool = True,
-        intermediate: Activation = "none",
-        segments: int | None = None,
-        bn_eps: float = 1e-3,
-        bn_momentum: float = 0.01,
-        pool_padding: PoolPadding = "same",
+        self, in_channels: int, out_channels: int, reps: int, stride: int = 1, *, start_with_relu: bool = True,
+        grow_first: bool = True, residual: bool = True, intermediate: Activation = "none", segments: int | None = None,
+        bn_eps: float = 1e-3, bn_momentum: float = 0.01, pool_padding: PoolPadding = "same",
     ) -> None:
         super().__init__()
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        for i in range(reps):
-            if grow_first:
-                cin, cout = (in_channels if i == 0 else out_channels), out_channels
-            else:
-                cin, cout = in_channels, (in_channels if i < reps - 1 else out_channels)
-            if i > 0 or start_with_relu:
-                layers[f"act{i + 1}"] = nn.ReLU()
-            layers[f"sep{i + 1}"] = SeparableConv2d(
-                cin, cout, 3, intermediate=intermediate, segments=segments
-            )
-            layers[f"bn{i + 1}"] = nn.BatchNorm2d(cout, bn_eps, bn_momentum)
+        layers = block_layers(
+            in_channels, out_channels, reps, start_with_relu=start_with_relu, grow_first=grow_first,
+            separable=lambda cin, cout: SeparableConv2d(cin, cout, 3, intermediate=intermediate, segments=segments),
+            norm=lambda channels: nn.BatchNorm2d(channels, bn_eps, bn_momentum),
+        )
         if stride != 1 and pool_padding == "same":
             layers["pool"] = MaxPool2dSame(3, stride)
         elif stride != 1:

@@ -1,11 +1,9 @@
 """A short, resumable trainer for CIFAR: :func:`train_step`, :func:`fit` and the recipe (:class:`TrainConfig`).
 
-:func:`train_step` is one optimiser step, as a reader would write it; :func:`fit` runs it over
-the epochs of a :class:`~xception_lib.data.CifarArrays` for any classifier, writes a checkpoint
-after every epoch and, run again, continues where it stopped with exactly the weights an
-uninterrupted run would have had: every epoch's randomness (shuffling, crops, flips, dropout)
-is derived from ``(seed, epoch)`` (and the rank under DDP), so a checkpoint needs no random
-state. What changes under ``torchrun`` is in :mod:`xception_lib.distributed`.
+:func:`fit` runs :func:`train_step` over the epochs, writes a checkpoint after each and, run again, continues
+with exactly the weights an uninterrupted run would have had: every epoch's randomness (shuffling, crops,
+flips, dropout) derives from ``(seed, epoch)`` (and the rank), so a checkpoint needs no random state.
+What changes under ``torchrun`` is in :mod:`xception_lib.distributed`.
 """
 
 from __future__ import annotations
@@ -38,11 +36,8 @@ __all__ = [
     "resolve_amp", "train_step",
 ]  # fmt: skip
 
-FULL_EPOCHS = 30
-"""Epochs of the full schedule (:class:`TrainConfig`'s default)."""
-
-SHORT_EPOCHS = 10
-"""Epochs of the shorter GPU schedule, ``recommended_config(device, full=False)``."""
+FULL_EPOCHS = 30  #: Epochs of the full schedule (:class:`TrainConfig`'s default).
+SHORT_EPOCHS = 10  #: Epochs of the shorter GPU schedule, ``recommended_config(device, full=False)``.
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -54,10 +49,9 @@ class TrainConfig:
     """How to train: the modern short CIFAR recipe (SGD with Nesterov momentum, one-cycle learning
     rate, label smoothing, weight decay on weights only, crops and flips, mixed precision).
 
-    The defaults are the full schedule planned for one H100 (goal: 94% test accuracy on CIFAR-10,
-    JPEG copy, within 2 minutes for ``xception_cifar``; the recorded run met the time, not the
-    accuracy). Each field's comment says why; every field is checked (type, integrality,
-    finiteness, range) when the config is made, and a wrong one raises an error naming it.
+    The defaults are the full schedule planned for one H100 (goal: 94% test accuracy on CIFAR-10
+    within 2 minutes for ``xception_cifar``; the recorded run met the time, not the accuracy).
+    Every field is checked when the config is made; a wrong one raises an error naming it.
     """
 
     epochs: int = FULL_EPOCHS  # where ResNet-18-sized CIFAR networks reach ~94-95% with one-cycle and smoothing
@@ -136,19 +130,10 @@ class TrainConfig:
 
 
 def recommended_config(device: torch.device | str, *, full: bool = True, **overrides: Any) -> TrainConfig:
-    """The full schedule (or, with ``full=False``, a shorter one) on CUDA; a CPU preview elsewhere.
-
-    The shorter GPU schedule is the full recipe over :data:`SHORT_EPOCHS` instead of
-    :data:`FULL_EPOCHS` epochs (the one-cycle schedule fitted to them): a third of the time,
-    for a small GPU such as Colab's T4. The CPU preview (``is_preview=True``, whatever
-    ``full`` says) trains 4 epochs on 4,096 training images with batch 64 and evaluates on
-    1,000 test images: it shows the loop working and the loss falling, not the recipe's result.
-
-    Args:
-        device: Where training will run.
-        full: On CUDA, the full schedule (``True``) or the shorter one.
-        **overrides: Any :class:`TrainConfig` field, applied last (``epochs=5``, ...).
-    """
+    """On CUDA the full schedule, or with ``full=False`` the same recipe over :data:`SHORT_EPOCHS` epochs (a
+    third of the time, for a small GPU such as Colab's T4); elsewhere a CPU preview (``is_preview=True``:
+    4 epochs on 4,096 training images, batch 64, 1,000 test images), which shows the loop working, not the
+    recipe's result. ``overrides``: any :class:`TrainConfig` field, applied last."""
     if torch.device(device).type == "cuda":
         base = TrainConfig() if full else TrainConfig(epochs=SHORT_EPOCHS)
     else:
@@ -162,10 +147,9 @@ def recommended_config(device: torch.device | str, *, full: bool = True, **overr
 def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device`` (``None``: full precision).
 
-    ``"auto"`` is bfloat16 only on GPUs with bf16 tensor cores, compute capability 8.0 and up
-    (A100, H100, RTX 30xx on); below that (V100, T4) it is float16, which :func:`fit` pairs
-    with a gradient scaler; on a CPU it is off. (``torch.cuda.is_bf16_supported()`` is not
-    the test: it also counts emulation and says ``True`` on a T4.)
+    ``"auto"`` is bfloat16 on GPUs of compute capability 8.0 and up (A100, H100, RTX 30xx on), float16 below
+    (V100, T4; :func:`fit` adds a gradient scaler), off on a CPU. (``torch.cuda.is_bf16_supported()`` also
+    counts emulation and says ``True`` on a T4.)
     """
     device = torch.device(device)
     if amp == "auto":
@@ -193,9 +177,6 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-# ----------------------------------------------------------------------------- one step
-
-
 def train_step(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, *, label_smoothing: float = 0.0, grad_clip: float | None = None,
@@ -204,19 +185,14 @@ def train_step(
 
     Args:
         model: The classifier, in train mode.
-        images: ``B x C x H x W`` normalised images on the model's device.
-        labels: ``B`` class indices.
-        optimizer: Updates the model's parameters (its learning rate is set by the caller).
-        scaler: Scales the fp16 loss so that small gradients do not underflow; for bf16 or
-            full precision pass a disabled one, ``torch.amp.GradScaler(enabled=False)``,
-            which changes nothing.
+        images, labels: ``B x C x H x W`` normalised images and ``B`` class indices, on the model's device.
+        scaler: Scales the fp16 loss so that small gradients do not underflow; for bf16 or full precision
+            pass ``torch.amp.GradScaler(enabled=False)``, which changes nothing.
         amp_dtype: The autocast dtype (:func:`resolve_amp`), or ``None`` for full precision.
-        label_smoothing: As in :class:`TrainConfig`.
         grad_clip: Clip the gradient norm to this value; ``None``: no clipping.
 
     Returns:
-        The loss (a 0-d tensor) and the logits (``B x classes``, float32), both detached and
-        still on the device: reading them would wait for the device.
+        The loss (0-d) and the logits (``B x classes``, float32), detached and still on the device.
     """
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(images)  # B x classes, in amp_dtype where autocast chose it
@@ -232,36 +208,27 @@ def train_step(
     return loss.detach(), logits.detach()
 
 
-# ----------------------------------------------------------------------------- fit
-
-
 def fit(
     model: nn.Module, data: Any, cfg: TrainConfig | None = None, *, device: torch.device | str | None = None,
     checkpoint_dir: str | Path | None = None, progress: bool = True, resume: bool = True,
     callbacks: Iterable[Callable[[int, History], None]] = (),
 ) -> History:
-    """Train ``model`` on ``data`` with the recipe ``cfg``, one :func:`train_step` at a time.
-
-    Under ``torchrun`` it trains with DistributedDataParallel (see :mod:`xception_lib.distributed`).
+    """Train ``model`` on ``data`` with the recipe ``cfg``, one :func:`train_step` at a time (with DDP under
+    ``torchrun``: :mod:`xception_lib.distributed`).
 
     Args:
         model: Any classifier of ``N x 3 x H x W`` images; trained in place.
-        data: A :class:`~xception_lib.data.CifarArrays` (uint8 images, normalised here with its ``mean``/``std``).
+        data: A :class:`~xception_lib.data.CifarArrays` (uint8 images, normalised with its ``mean``/``std``).
         cfg: The recipe (default: :func:`recommended_config` for ``device``).
         device: Where to train (default: the model's device).
         checkpoint_dir: Write ``checkpoint.pt`` here after every epoch (atomically); ``None``: none.
         progress: Show a tqdm progress bar (where it can render) and a line per epoch.
-        resume: Continue from ``checkpoint_dir``'s checkpoint when there is one (written by the
-            same model config, TrainConfig and data, else an error); ``False``: start afresh.
-        callbacks: Functions ``f(epoch, history)`` called after each epoch's checkpoint; an
-            exception raised by one stops training (the checkpoint is already written).
+        resume: Continue from ``checkpoint_dir``'s checkpoint when there is one (of the same model config,
+            TrainConfig and data, else a ``CheckpointError``); ``False``: start afresh.
+        callbacks: ``f(epoch, history)``, called after each epoch's checkpoint; an exception stops training.
 
-    Returns:
-        The :class:`~xception_lib.history.History`, including epochs restored from a checkpoint.
-
-    Raises:
-        NonFiniteLossError: The loss became NaN or infinite; the message names the step.
-        CheckpointError: The checkpoint is unreadable or of another run (a ``ValueError``).
+    Returns the :class:`~xception_lib.history.History`, including epochs restored from a checkpoint, or raises
+    :class:`NonFiniteLossError` naming the step where the loss became NaN or infinite.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cfg = cfg if cfg is not None else recommended_config(device)
@@ -276,9 +243,10 @@ def fit(
     optimizer = _make_optimizer(model, cfg)
     amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    history = History(meta=_run_meta(model, data, cfg, device, world_size, steps_per_epoch, total_steps))
     model_config = dataclasses.asdict(_xception_config(model)) if _xception_config(model) else None
-    identity = {"model_class": type(model).__name__, "model_config": model_config, "train_config": cfg.to_dict(), "data": data_fingerprint(data)}
+    history = History(meta=_run_meta(model, model_config, data, cfg, device, world_size, steps_per_epoch, total_steps))
+    identity = {"model_class": type(model).__name__, "model_config": model_config, "train_config": cfg.to_dict()}
+    identity["data"] = data_fingerprint(data)
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
         history, start_epoch = _resume(checkpoint_path, identity, model, optimizer, scaler, device)
@@ -347,9 +315,8 @@ def _train_epoch(
 
 
 def _record_losses(pending: list[torch.Tensor], step: int, steps_per_epoch: int, history: History, bar: Any, lr: float) -> None:
-    """Read the pending losses back from the device (one copy per ``log_every`` steps) into ``history``;
-    a non-finite one is named by its exact step. Under DDP the mean over processes is the global
-    batch's loss, and a non-finite loss in any process stops all of them at the same step."""
+    """Copy the pending losses (averaged over processes: the global batch's) into ``history``; a non-finite one
+    stops every process at once, naming its exact step."""
     values = (distributed.all_reduce_sum(torch.stack(pending)) / distributed.rank_and_world_size()[1]).tolist()
     for offset, value in enumerate(values):
         if not math.isfinite(value):
@@ -366,18 +333,15 @@ def _record_losses(pending: list[torch.Tensor], step: int, steps_per_epoch: int,
         bar.set_postfix(loss=f"{values[-1]:.3f}", lr=f"{lr:.3g}", refresh=False)
 
 
-# ----------------------------------------------------------------------------- the pieces of fit
-
-
 def _checkpoint_path(checkpoint_dir: str | Path | None, rank: int) -> Path | None:
-    """``checkpoint_dir/checkpoint.pt``, after making sure (before any training) that the folder can be one."""
+    """``checkpoint_dir/checkpoint.pt``, after making the folder (before any training, so that it fails early)."""
     if checkpoint_dir is None:
         return None
     folder = Path(checkpoint_dir)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"checkpoint_dir {folder} is a file, not a folder; pass a folder (it is created if missing)")
     if rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)  # fails now, not after an epoch, where it cannot be made
+        folder.mkdir(parents=True, exist_ok=True)
     return folder / CHECKPOINT_NAME
 
 
@@ -390,7 +354,8 @@ def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int
         data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
     classes = model_config.num_classes if (model_config := _xception_config(model)) else getattr(data, "num_classes", None)
     for split in ("train", "test"):
-        _check_inputs(getattr(data, f"{split}_images"), getattr(data, f"{split}_labels"), classes, f"data.{split}_images", f"data.{split}_labels")
+        _check_images(getattr(data, f"{split}_images"), f"data.{split}_images")
+        _check_labels(getattr(data, f"{split}_labels"), classes, f"data.{split}_labels")
     if cfg.batch_size % world_size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world_size})")
     if cfg.batch_size > len(data.train_labels):
@@ -398,18 +363,22 @@ def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int
     return data
 
 
-def _check_inputs(images: Any, labels: Any, classes: int | None, images_name: str, labels_name: str) -> None:
-    """uint8 images (the loader normalises them) and labels that name one of ``classes`` classes."""
+def _check_images(images: Any, name: str) -> None:
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
         got = f"{images.dtype} tensor" if isinstance(images, torch.Tensor) else type(images).__name__
         raise TypeError(
-            f"{images_name} must be uint8 images (0-255, as xception_lib.data.load_cifar returns them), got a {got}; "
+            f"{name} must be uint8 images (0-255, as xception_lib.data.load_cifar returns them), got a {got}; "
             f"pass them unnormalised: the loader normalises them with the data set's mean and std"
         )
+
+
+def _check_labels(labels: Any, classes: int | None, name: str) -> None:
     if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        raise TypeError(f"{labels_name} must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}")
+        got = getattr(labels, "dtype", type(labels).__name__)
+        raise TypeError(f"{name} must be an integer tensor of class indices, got {got}")
     if len(labels) and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
-        raise ValueError(f"{labels_name} must be class indices in [0, {classes}), got values from {int(labels.min())} to {int(labels.max())}")
+        low, high = int(labels.min()), int(labels.max())
+        raise ValueError(f"{name} must be class indices in [0, {classes}), got values from {low} to {high}")
 
 
 def _xception_config(model: nn.Module) -> XceptionConfig | None:
@@ -437,9 +406,8 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """Seed of epoch ``epoch``'s dropout (and other torch randomness) in process ``rank``: a
-    stream per process (else image ``i`` of every shard gets the same dropout mask); rank 0's is
-    the single process's."""
+    """Seed of epoch ``epoch``'s dropout in process ``rank``: one stream per process (else image ``i`` of every
+    shard gets the same mask); rank 0's is the single process's."""
     entropy = [seed, epoch, 1] if rank == 0 else [seed, epoch, 1, rank]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
@@ -468,9 +436,8 @@ def _resume(
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    """tqdm's bar: the notebook widget in Jupyter and Colab, text in a terminal; or ``None`` (then
-    :func:`fit` prints a line per epoch), also in a kernel without ipywidgets (a headless book
-    build), where a text bar would leave hundreds of carriage-return updates in the output."""
+    """tqdm's bar (a widget in Jupyter, text in a terminal), or ``None``, also in a kernel without ipywidgets (a
+    headless book build), where a text bar would leave hundreds of carriage-return updates in the output."""
     if not enabled:
         return None
     if "ipykernel" in sys.modules:
@@ -496,7 +463,8 @@ def _report(what: str, metrics: dict[str, float], bar: Any) -> None:
 
 
 def _run_meta(
-    model: nn.Module, data: Any, cfg: TrainConfig, device: torch.device, world_size: int, steps_per_epoch: int, total_steps: int
+    model: nn.Module, model_config: dict[str, Any] | None, data: Any, cfg: TrainConfig, device: torch.device,
+    world_size: int, steps_per_epoch: int, total_steps: int,
 ) -> dict[str, Any]:
     from xception_lib.provenance import environment
 
@@ -505,13 +473,10 @@ def _run_meta(
         # Plain types only (torch.__version__ is a str subclass), so checkpoints load with weights_only.
         "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in environment(device).items()},
         "world_size": world_size, "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
-        "model_config": dataclasses.asdict(_xception_config(model)) if _xception_config(model) else None, "data": getattr(data, "source", None), "train_images": len(data.train_labels),
+        "model_config": model_config, "data": getattr(data, "source", None), "train_images": len(data.train_labels),
         "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
     }  # fmt: skip
     return json.loads(json.dumps(meta))  # as it will read back from JSON (tuples become lists)
-
-
-# ----------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
@@ -535,7 +500,8 @@ def evaluate(
     device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
 ) -> float:
     """Accuracy of ``model`` on uint8 ``images`` with integer ``labels``; the arguments are as in :func:`predict`."""
-    _check_inputs(images, labels, getattr(_xception_config(model), "num_classes", None), "images", "labels")
+    _check_images(images, "images")
+    _check_labels(labels, getattr(_xception_config(model), "num_classes", None), "labels")
     predictions = predict(model, images, mean=mean, std=std, device=device, batch_size=batch_size, amp=amp).argmax(1)
     return float((predictions == labels.cpu()).double().mean())
 
@@ -545,17 +511,10 @@ def predict(
     model: nn.Module, images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
     device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
 ) -> torch.Tensor:
-    """Class probabilities (``N x classes``, float32, on the CPU) for uint8 ``images``, in eval mode.
-
-    Args:
-        model: A classifier; put in eval mode for the call, then restored.
-        images: ``N x 3 x H x W`` uint8 images (as :func:`~xception_lib.data.load_cifar` returns them),
-            normalised here with ``mean`` and ``std``, the training data's (``data.mean``, ``data.std``).
-        device: Where to run (default: the model's device).
-        batch_size: Images per forward pass.
-        amp: Mixed precision, as in :class:`TrainConfig`.
-    """
-    _check_inputs(images, torch.zeros(len(images), dtype=torch.int64), None, "images", "labels")
+    """Class probabilities (``N x classes``, float32, on the CPU) of ``model`` in eval mode for ``N x 3 x H x W``
+    uint8 ``images``, normalised with the training data's ``mean`` and ``std``; ``device``: default the model's;
+    ``amp`` as in :class:`TrainConfig`."""
+    _check_images(images, "images")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     weights = [p for p in model.parameters() if p.dim() == 4]  # feed the model in its own memory format
     channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last) and not weights[0].is_contiguous()
@@ -570,8 +529,7 @@ def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classe
     """``num_classes x num_classes`` counts: row = true class, column = predicted class."""
     if predictions.shape != labels.shape:
         raise ValueError(f"predictions and labels must have the same shape, got {tuple(predictions.shape)} and {tuple(labels.shape)}")
-    for name, values in (("predictions", predictions), ("labels", labels)):
-        if len(values) and not (0 <= int(values.min()) and int(values.max()) < num_classes):
-            raise ValueError(f"{name} must be class indices in [0, {num_classes}), got values from {int(values.min())} to {int(values.max())}")
+    _check_labels(predictions, num_classes, "predictions")
+    _check_labels(labels, num_classes, "labels")
     flat = labels.long() * num_classes + predictions.long()
     return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)

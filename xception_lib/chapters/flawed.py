@@ -25,6 +25,7 @@ from torch import nn
 from xception_lib.chapters.anatomy import meta_model, separable_layers
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
+from xception_lib.model import block_layers
 from xception_lib.pooling import MaxPool2dSame
 from xception_lib.runtime import eval_mode
 
@@ -131,17 +132,11 @@ class FlawedBlock(nn.Module):
         *, start_with_relu: bool = True, grow_first: bool = True, with_bn: bool = True,
     ) -> None:
         super().__init__()
-        layers: OrderedDict[str, nn.Module] = OrderedDict()
-        for i in range(reps):
-            if grow_first:
-                cin, cout = (in_channels if i == 0 else out_channels), out_channels
-            else:
-                cin, cout = in_channels, (in_channels if i < reps - 1 else out_channels)
-            if i > 0 or start_with_relu:
-                layers[f"act{i + 1}"] = nn.ReLU()
-            layers[f"sep{i + 1}"] = FlawedSeparableConv2d(cin, cout, flaws, config)
-            if with_bn:
-                layers[f"bn{i + 1}"] = _bn(cout, config)
+        layers = block_layers(
+            in_channels, out_channels, reps, start_with_relu=start_with_relu, grow_first=grow_first,
+            separable=lambda cin, cout: FlawedSeparableConv2d(cin, cout, flaws, config),
+            norm=(lambda channels: _bn(channels, config)) if with_bn else None,
+        )
         if stride != 1:
             same = config.pool_padding == "same"
             layers["pool"] = MaxPool2dSame(3, stride) if same else nn.MaxPool2d(3, stride, padding=1)

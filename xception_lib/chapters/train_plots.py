@@ -1,4 +1,5 @@
-"""Figures for the training chapter: image grids, learning curves, confusion matrix, predictions.
+"""The training chapter's apparatus: image grids, learning curves, confusion matrix, predictions, and
+:func:`compare_loaders`, the benchmark of :class:`~xception_lib.loader.GpuLoader` against torchvision.
 
 matplotlib is imported inside each function, so importing the library does not need it.
 Every function returns the ``Figure``; notebooks display it, scripts ``savefig`` it.
@@ -6,14 +7,18 @@ Every function returns the ``Figure``; notebooks display it, scripts ``savefig``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from xception_lib.history import History
+from xception_lib.loader import GpuLoader
+from xception_lib.runtime import synchronize
 
-__all__ = ["FONT", "plot_confusion_matrix", "plot_history", "plot_images", "plot_predictions"]
+__all__ = ["FONT", "compare_loaders", "plot_confusion_matrix", "plot_history", "plot_images", "plot_predictions"]
 
 FONT = 9
 """Smallest text size in points, at the figures' printed width (at most 7.2 in, the book's column)."""
@@ -143,3 +148,86 @@ def plot_predictions(
     for ax, ok in zip(fig.axes, right):
         ax.title.set_color("tab:green" if ok else "tab:red")
     return fig
+
+
+class _ArrayDataset(torch.utils.data.Dataset):
+    """What ``torchvision.datasets.CIFAR10`` does per item: a PIL image through the transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Any], torch.Tensor]) -> None:
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def _images_per_second(
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]], num_batches: int, warmup: int, repeats: int,
+    device: torch.device,
+) -> float:
+    """Best images per second over ``repeats`` windows of ``num_batches`` batches, after ``warmup`` (the best
+    window, as other processes on a shared machine only ever slow a window down)."""
+    for _ in range(warmup):
+        next(batches)
+    best = 0.0
+    for _ in range(repeats):
+        synchronize(device)
+        start, n = time.perf_counter(), 0
+        for _ in range(num_batches):
+            x, y = next(batches)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            n += len(y)
+        synchronize(device)
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+def compare_loaders(
+    images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], batch_size: int = 256,
+    num_batches: int = 10, warmup: int = 2, repeats: int = 3, num_workers: int = 2, threads: int | None = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, float]:
+    """Images per second of :class:`GpuLoader` and of the torchvision pipeline of most CIFAR tutorials (a PIL
+    image per item, ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``, a
+    ``DataLoader`` with ``num_workers`` processes, each batch copied to ``device``).
+
+    Each is timed over ``repeats`` windows of ``num_batches`` batches after ``warmup`` batches; the best window
+    counts. ``images`` must hold ``(warmup + repeats * num_batches) * batch_size`` images or more. ``threads``:
+    PyTorch's intra-op threads while :class:`GpuLoader` is timed (restored; ``None``: as is); 1 gives it no more
+    CPU than one worker has. Returns the rates (``gpu_loader``, ``dataloader``), their ``ratio`` and the settings.
+    """
+    import torchvision.transforms as T
+
+    device = torch.device(device)
+    needed = (warmup + repeats * num_batches) * batch_size
+    if len(labels) < needed:
+        raise ValueError(
+            f"need at least (warmup + repeats * num_batches) * batch_size = {needed} images, got {len(labels)}"
+        )
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    dataset = _ArrayDataset(images.permute(0, 2, 3, 1).numpy(), labels.numpy(), transform)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
+    batches = iter(loader)
+    try:
+        dataloader_rate = _images_per_second(batches, num_batches, warmup, repeats, device)
+    finally:
+        del batches  # stops the worker processes
+    gpu = GpuLoader(images, labels, batch_size=batch_size, train=True, device=device, mean=mean, std=std)
+    saved_threads = torch.get_num_threads()
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        gpu_rate = _images_per_second(iter(gpu), num_batches, warmup, repeats, device)
+    finally:
+        torch.set_num_threads(saved_threads)
+    settings = {"batch_size": batch_size, "num_batches": num_batches, "repeats": repeats, "num_workers": num_workers}
+    threads = threads if threads is not None else saved_threads
+    rates = {"gpu_loader": gpu_rate, "dataloader": dataloader_rate, "ratio": gpu_rate / dataloader_rate}
+    return {**rates, **settings, "threads": threads, "device": str(device)}
