@@ -44,11 +44,9 @@ def grad_cam(
 ) -> torch.Tensor:
     """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode.
 
-    ``target`` is the class to explain: one index for every image, a list with one per image,
-    ``"top1"`` (or ``None``) for each image's predicted class, ``"top2"`` for its runner-up...
-    ``stage`` is any key of ``model.stages()``; the last, ``"exit_flow"``, is the usual choice:
-    the most semantic, coarsest map. Each map is divided by its maximum (zeros where no
-    location has positive evidence).
+    ``target``: one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for
+    each image's predicted class, ``"top2"`` for its runner-up... ``stage``: a key of ``model.stages()``,
+    usually the most semantic, ``"exit_flow"``. Each map is divided by its maximum (all 0 if none is positive).
     """
     return grad_cams(model, images, [target], stage=stage, device=device)[0][0]
 
@@ -57,12 +55,8 @@ def grad_cams(
     model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow",
     device: torch.device | str | None = None,
 ) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
-    """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`).
-
-    Returns:
-        The maps (one N x H x W tensor per target), the explained classes (one list of N
-        per target) and the class probabilities (N x num_classes), all on the CPU.
-    """
+    """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`): the maps (one
+    N x H x W tensor per target), the classes explained (a list of N per target) and the probabilities."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
     device = _device_of(model, device)

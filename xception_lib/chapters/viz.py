@@ -1,10 +1,7 @@
 """Looking inside Xception: feature maps, first-layer filters, separable convolutions, statistics.
 
-Figures are drawn 7 in wide for the book's column, with text of 9 pt or more. Stage outputs
-come from :meth:`~xception_lib.Xception.forward_intermediates`; the one hook (the input of a
-separable convolution inside a block) clones what it captures and is always removed. The
-module re-exports the image helpers and Grad-CAM, and finds the best trained model available
-(:func:`load_best_available_model`).
+Figures are 7 in wide (the book's column) with text of 9 pt or more; stage outputs come from
+:meth:`~xception_lib.Xception.forward_intermediates`. Re-exports what chapter 7 needs of images and Grad-CAM.
 """
 
 from __future__ import annotations
@@ -23,10 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from xception_lib.chapters.gradcam import _device_of, grad_cam, grad_cams, plot_grad_cam
+from xception_lib.chapters.gradcam import _device_of, grad_cam, plot_grad_cam
 from xception_lib.chapters.images import (  # re-exported: the chapter needs only xl.viz
-    CIFAR10, IMAGENET_XCEPTION, PHOTO_NAMES, Preprocessing, example_images, imagenet_categories, photo, photos,
-    preprocess, preprocessing_for, to_display,
+    CIFAR10, example_images, imagenet_categories, preprocess, preprocessing_for, to_display,
 )
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SeparableConv2d
@@ -38,22 +34,20 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from xception_lib.chapters.images import Preprocessing
+
 __all__ = [
-    "CIFAR10", "CHECKPOINT_ENV", "IMAGENET_XCEPTION", "PHOTO_NAMES", "SMALL_CHECKPOINT", "AvailableModel",
-    "Preprocessing", "activation_statistics", "class_names_for", "example_images", "grad_cam", "grad_cams",
-    "imagenet_categories", "load_best_available_model", "load_cifar_checkpoint", "load_pretrained_imagenet",
-    "panel_grid", "photo", "photos", "plot_activation_statistics", "plot_feature_maps", "plot_first_filters",
-    "plot_grad_cam", "plot_separable_steps", "plot_stages", "plot_top_k", "preprocess", "preprocessing_for",
-    "select_channels", "small_checkpoint_provenance", "stage_outputs", "to_display", "top_k",
+    "CHECKPOINT_ENV", "SMALL_CHECKPOINT", "AvailableModel", "activation_statistics", "class_names_for",
+    "example_images", "grad_cam", "load_best_available_model", "load_cifar_checkpoint", "load_pretrained_imagenet",
+    "panel_grid", "plot_activation_statistics", "plot_feature_maps", "plot_first_filters", "plot_grad_cam",
+    "plot_separable_steps", "plot_stages", "plot_top_k", "preprocess", "preprocessing_for", "select_channels",
+    "small_checkpoint_provenance", "stage_outputs", "top_k",
 ]
 
 ModelKind = Literal["imagenet", "cifar10"]
-WIDTH = 7.0
-"""Figure width in inches: the book's text column."""
+WIDTH = 7.0  # figure width in inches: the book's text column
 
 # --------------------------------------------------------------------------- stage outputs
-
-
 def stage_outputs(model: Xception, images: torch.Tensor, *, device: torch.device | str | None = None) -> OrderedDict[str, torch.Tensor]:
     """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
     device = _device_of(model, device)
@@ -64,11 +58,8 @@ def stage_outputs(model: Xception, images: torch.Tensor, *, device: torch.device
 
 
 def select_channels(activation: torch.Tensor, channels: str | Sequence[int] = "active", n: int = 16, *, seed: int = 0) -> list[int]:
-    """Which channels of one image's C x h x w activation to show.
-
-    ``channels="active"``: the ``n`` channels with the largest mean after ReLU (what the next
-    layer lets through), most active first; ``"random"``: ``n`` drawn with ``seed``; or indices.
-    """
+    """Which channels of one image's C x h x w activation to show: ``"active"``, the ``n`` with the largest
+    mean after ReLU, most active first; ``"random"``, ``n`` drawn with ``seed``; or a list of indices."""
     if activation.dim() != 3:
         raise ValueError(f"expected one image's activation C x h x w, got shape {tuple(activation.shape)}")
     c = activation.shape[0]
@@ -88,8 +79,6 @@ def select_channels(activation: torch.Tensor, channels: str | Sequence[int] = "a
 
 
 # --------------------------------------------------------------------------- drawing
-
-
 def panel_grid(nrows: int, ncols: int, *, height: float | None = None, title_room: float = 0.45) -> tuple[Figure, np.ndarray]:
     """A ``WIDTH``-inch-wide figure and its ``nrows x ncols`` axes without ticks; ``height``: of a row."""
     import matplotlib.pyplot as plt
@@ -136,14 +125,11 @@ def plot_feature_maps(
     """A grid of one stage's feature maps for one image, after ReLU.
 
     Args:
-        model: The model.
         image: One preprocessed image, 3 x H x W or 1 x 3 x H x W.
         stage: A key of ``model.stages()``: ``"stem"``, ``"entry_flow.block1"`` ... ``"exit_flow"``.
         channels, n, seed: Which channels (see :func:`select_channels`).
-        ncols: Panels per row.
         normalize: ``"channel"`` scales each map to its own range (the pattern of every
             channel); ``"stage"`` uses one range for all (which channels respond strongly).
-        device: Where to run the model.
         title: The figure's title (default: the stage, its shape and the choice).
     """
     if stage not in model.stages():
@@ -190,11 +176,8 @@ def plot_stages(
 
 
 def plot_first_filters(model: Xception, *, ncols: int = 8, title: str | None = None) -> Figure:
-    """The first convolution's filters (``model.stem.conv1``) as small RGB patches.
-
-    Each 3 x k x k filter is scaled by its own largest absolute weight, so that grey is 0
-    and a colour shows which mix of R, G and B the filter responds to.
-    """
+    """The first convolution's filters (``model.stem.conv1``) as small RGB patches, each scaled by its own
+    largest absolute weight: grey is 0, a colour shows the mix of R, G and B the filter responds to."""
     weight = model.stem.conv1.weight.detach().float().cpu()  # C_out x 3 x k x k
     if weight.shape[1] != 3:
         raise ValueError(f"expected a first convolution on 3 (RGB) channels, got {weight.shape[1]}")
@@ -214,8 +197,6 @@ def plot_first_filters(model: Xception, *, ncols: int = 8, title: str | None = N
 
 
 # --------------------------------------------------------------------------- separable steps
-
-
 def _separable_input(model: Xception, x: torch.Tensor, layer: str) -> torch.Tensor:
     """The input a named SeparableConv2d receives, captured by a pre-hook that is always removed."""
     try:
@@ -238,15 +219,11 @@ def plot_separable_steps(
     model: Xception, image: torch.Tensor, layer: str = "entry_flow.block1.layers.sep1", *, inputs: int = 4,
     outputs: int = 3, device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
-    """One separable convolution, step by step: depthwise per channel, then pointwise mixing.
+    """One separable convolution (``layer`` names a :class:`~xception_lib.SeparableConv2d`), step by step.
 
-    Top: ``inputs`` input channels, the 3x3 depthwise kernel of each, and what the kernel
-    makes of its channel (the depthwise step never looks at other channels). Bottom: the
-    pointwise weights from those channels to ``outputs`` output channels, and the outputs,
-    each a weighted sum of *all* depthwise outputs. Outputs are the most active channels
-    (largest mean absolute value); inputs are those contributing most to them (pointwise
-    weight x depthwise activity). Red positive, blue negative, white zero. ``layer`` names a
-    :class:`~xception_lib.SeparableConv2d` of the model.
+    Top: ``inputs`` input channels, the 3x3 depthwise kernel of each and its output. Bottom: the
+    pointwise weights to the ``outputs`` most active output channels, and those outputs. Inputs are
+    those contributing most to them (pointwise weight x depthwise activity). Red positive, blue negative.
     """
     import matplotlib.pyplot as plt
 
@@ -294,15 +271,11 @@ def plot_separable_steps(
 
 
 # --------------------------------------------------------------------------- statistics
-
-
 def activation_statistics(model: Xception, images: torch.Tensor, *, device: torch.device | str | None = None) -> pd.DataFrame:
     """Per-stage statistics of a batch of images' activations, one row per stage (the index).
 
-    Columns: ``channels``, ``height``, ``width``, ``mean`` (of the raw output), ``std``,
-    ``mean_relu`` (mean after ReLU), ``sparsity`` (fraction of values that ReLU sets to
-    zero) and ``dead_channels`` (fraction of channels zero after ReLU for every image and
-    position).
+    Columns: ``channels``, ``height``, ``width``, ``mean`` and ``std`` of the raw output, ``mean_relu``,
+    ``sparsity`` (fraction that ReLU sets to zero), ``dead_channels`` (fraction zero everywhere after ReLU).
     """
     import pandas as pd
 
@@ -347,8 +320,6 @@ def plot_activation_statistics(stats: pd.DataFrame | Mapping[str, pd.DataFrame],
 
 
 # --------------------------------------------------------------------------- predictions
-
-
 def top_k(model: Xception, images: torch.Tensor, class_names: Sequence[str], *, k: int = 5, device: torch.device | str | None = None) -> list[list[tuple[str, float]]]:
     """The ``k`` most probable classes of each image, as (name, probability) pairs."""
     device = _device_of(model, device)
@@ -420,10 +391,6 @@ def _wrap(text: str) -> str:
     return textwrap.fill(text, 88, break_long_words=False, break_on_hyphens=False)
 
 
-def _offline_by_env() -> str | None:
-    return next((name for name in OFFLINE_ENVS if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")), None)
-
-
 def _import_timm() -> Any:
     with warnings.catch_warnings():  # timm imports tqdm.auto, which warns in notebooks without ipywidgets
         warnings.simplefilter("ignore")
@@ -442,18 +409,16 @@ def _cached_weights(url: str) -> Path | None:
 
 
 def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
-    """timm's pretrained ``legacy_xception`` converted with :func:`xception_lib.from_timm`.
-
-    Weights in torch's hub cache load without network. Otherwise the host is probed first, so
-    an offline machine fails (``OSError``) in ``timeout_s`` instead of waiting for a download
-    to time out; ``XCEPTION_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips the attempt.
-    """
+    """timm's pretrained ``legacy_xception`` converted with :func:`xception_lib.from_timm`. Without weights in
+    torch's hub cache the host is probed, so an offline machine fails (``OSError``) in ``timeout_s``;
+    ``XCEPTION_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips the attempt."""
     from xception_lib.pretrained import from_timm
 
     timm = _import_timm()
     url = _timm_weights_url()
     if _cached_weights(url) is None:
-        env = _offline_by_env()
+        on = ("1", "true", "yes", "on")
+        env = next((name for name in OFFLINE_ENVS if os.environ.get(name, "").strip().lower() in on), None)
         if env is not None:
             raise OSError(f"downloads disabled by {env}")
         with socket.create_connection((urllib.parse.urlparse(url).hostname or "huggingface.co", 443), timeout=timeout_s):
@@ -494,13 +459,9 @@ def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
 
 
 def load_cifar_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> Xception:
-    """The Xception stored in a checkpoint written by ``xl.train.fit`` (or saved like one).
-
-    The file must hold ``"model"`` (a state dict; ``torch.compile``'s ``_orig_mod.`` and
-    ``DataParallel``'s ``module.`` prefixes are removed) and ``"model_config"``
-    (``dataclasses.asdict`` of its :class:`~xception_lib.XceptionConfig`); checkpoints of
-    an older ``fit``, which kept the model config only in ``history["meta"]``, load too. A
-    missing, unreadable or foreign file raises an error that names it and says what to do.
+    """The Xception in a checkpoint of ``xl.train.fit``: ``"model"`` (a state dict, ``torch.compile``'s and
+    ``DataParallel``'s prefixes removed) and ``"model_config"`` (or, from an older ``fit``, ``history["meta"]``).
+    A missing, unreadable or foreign file raises an error that names it and says what to do.
     """
     return _read_checkpoint(Path(path).expanduser())[0].to(device)
 
@@ -514,12 +475,9 @@ def load_best_available_model(
     *, checkpoint: str | Path | None = None, allow_download: bool = True, timeout_s: float = 3.0,
     device: torch.device | str = "cpu",
 ) -> AvailableModel:
-    """The most informative trained Xception this machine can get, and what it is.
-
-    In order: (1) the CIFAR-10 checkpoint you name (``checkpoint``, else the file named by
-    ``$XCEPTION_CIFAR_CHECKPOINT``); it must load, or this raises, naming the file; (2) the
-    pretrained ImageNet Xception (:func:`load_pretrained_imagenet`; needs the network or
-    torch's hub cache); (3) the small CIFAR-10 Xception shipped with the package.
+    """The most informative trained Xception this machine can get, and what it is. In order: the CIFAR-10
+    checkpoint you name (``checkpoint`` or ``$XCEPTION_CIFAR_CHECKPOINT``; it must load), the pretrained
+    ImageNet Xception (:func:`load_pretrained_imagenet`), the small CIFAR-10 Xception shipped with the package.
     """
     named = checkpoint or os.environ.get(CHECKPOINT_ENV)
     if named:
@@ -532,7 +490,8 @@ def load_best_available_model(
         if allow_download:
             try:
                 text = "Pretrained ImageNet Xception (timm's legacy_xception, the Keras weights) via xl.from_timm."
-                return AvailableModel(load_pretrained_imagenet(timeout_s=timeout_s).to(device).eval(), _wrap(text), "imagenet", None)
+                return AvailableModel(load_pretrained_imagenet(timeout_s=timeout_s).to(device).eval(), _wrap(text),
+                                      "imagenet", None)
             except Exception as error:  # no network, no timm, a failed download: show the shipped model
                 why = f"ImageNet weights unavailable: {type(error).__name__}: {error}"
         info = small_checkpoint_provenance()
@@ -548,9 +507,7 @@ def load_best_available_model(
 
 def class_names_for(kind: str, num_classes: int | None = None) -> list[str]:
     """Class names for a model kind (``"imagenet"``: 1000, ``"cifar10"``: 10), checked against ``num_classes``."""
-    if kind not in ("imagenet", "cifar10"):
-        raise ValueError(f"kind must be one of ('imagenet', 'cifar10'), got {kind!r}")
-    names = imagenet_categories() if kind == "imagenet" else list(_CIFAR10_CLASSES)
+    names = list(_CIFAR10_CLASSES) if preprocessing_for(kind) is CIFAR10 else imagenet_categories()
     if num_classes is not None and num_classes != len(names):
         raise ValueError(f"expected a model with {len(names)} outputs for kind {kind!r}, got {num_classes}")
     return names
