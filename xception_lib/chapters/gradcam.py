@@ -42,9 +42,8 @@ def grad_cam(
     model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode.
-
-    ``target``: one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for
+    """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode. ``target``:
+    one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for
     each image's predicted class, ``"top2"`` for its runner-up... ``stage``: a key of ``model.stages()``,
     usually the most semantic, ``"exit_flow"``. Each map is divided by its maximum (all 0 if none is positive).
     """
@@ -105,8 +104,7 @@ def plot_grad_cam(
     device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
     """A row per image: the image, then its Grad-CAM map for each of ``targets`` (each one as
-    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour.
-    """
+    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour."""
     from xception_lib.chapters.viz import panel_grid
 
     if not targets:

@@ -20,8 +20,7 @@ PHOTO_NAMES: tuple[str, ...] = ("chelsea", "coffee", "astronaut")
 @dataclass(frozen=True)
 class Preprocessing:
     """How a model wants its images: the shorter side resized to ``size`` and the centre
-    cropped, then per-channel ``(image - mean) / std`` on values in [0, 1]; ``name`` for titles.
-    """
+    cropped, then per-channel ``(image - mean) / std`` on values in [0, 1]; ``name`` for titles."""
 
     size: int
     mean: tuple[float, ...]
@@ -31,7 +30,6 @@ class Preprocessing:
 
 #: ImageNet Xception (timm and Keras weights) takes 299 px inputs scaled to [-1, 1].
 IMAGENET_XCEPTION = Preprocessing(299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "ImageNet Xception, 299 px")
-
 #: A CIFAR-10 model takes 32 px inputs normalised as :func:`xception_lib.data.load_cifar` does.
 CIFAR10 = Preprocessing(32, tuple(DATASETS["cifar10"]["mean"]), tuple(DATASETS["cifar10"]["std"]),  # type: ignore[arg-type]
                         "CIFAR-10, 32 px")

@@ -22,7 +22,7 @@ import torch
 
 from xception_lib.chapters.gradcam import _device_of, grad_cam, plot_grad_cam
 from xception_lib.chapters.images import (  # re-exported: the chapter needs only xl.viz
-    CIFAR10, example_images, imagenet_categories, preprocess, preprocessing_for, to_display,
+    CIFAR10, Preprocessing, example_images, imagenet_categories, preprocess, preprocessing_for, to_display,
 )
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SeparableConv2d
@@ -34,8 +34,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from xception_lib.chapters.images import Preprocessing
-
 __all__ = [
     "CHECKPOINT_ENV", "SMALL_CHECKPOINT", "AvailableModel", "activation_statistics", "class_names_for",
     "example_images", "grad_cam", "load_best_available_model", "load_cifar_checkpoint", "load_pretrained_imagenet",
@@ -44,7 +42,6 @@ __all__ = [
     "small_checkpoint_provenance", "stage_outputs", "top_k",
 ]
 
-ModelKind = Literal["imagenet", "cifar10"]
 WIDTH = 7.0  # figure width in inches: the book's text column
 
 # --------------------------------------------------------------------------- stage outputs
@@ -88,6 +85,15 @@ def panel_grid(nrows: int, ncols: int, *, height: float | None = None, title_roo
     for ax in axes.flat:
         ax.set(xticks=[], yticks=[])
     return fig, axes
+
+
+def _panels(count: int, ncols: int, *, height: float | None = None) -> tuple[Figure, list[Axes]]:
+    """The first ``count`` axes of a :func:`panel_grid` of ``ncols`` columns; the others are removed."""
+    ncols = max(1, min(ncols, count))
+    fig, axes = panel_grid(-(-count // ncols), ncols, height=height)
+    for ax in axes.flat[count:]:
+        ax.remove()
+    return fig, list(axes.flat[:count])
 
 
 def _robust_range(x: torch.Tensor, q: float = 0.995) -> tuple[float, float]:
@@ -140,14 +146,10 @@ def plot_feature_maps(
     chosen = select_channels(act, channels, n, seed=seed)
     maps = act[chosen].clamp_min(0)  # what the next layer's ReLU lets through
     shared = _robust_range(maps) if normalize == "stage" else None
-    ncols = max(1, min(ncols, len(chosen)))
-    fig, axes = panel_grid(-(-len(chosen) // ncols), ncols)
-    for k, ax in enumerate(axes.flat):
-        if k < len(chosen):
-            _show_map(ax, maps[k], f"ch {chosen[k]}", shared)
-        else:
-            ax.remove()
-    how = {"active": "most active", "random": "random"}.get(channels, "chosen") if isinstance(channels, str) else "chosen"
+    fig, axes = _panels(len(chosen), ncols)
+    for ax, ch, m in zip(axes, chosen, maps):
+        _show_map(ax, m, f"ch {ch}", shared)
+    how = {"active": "most active", "random": "random"}[channels] if isinstance(channels, str) else "chosen"
     c, h, w = act.shape
     scale = "own scale each" if normalize == "channel" else "one scale"
     fig.suptitle(title or f"{stage}: {len(chosen)} {how} of {c} channels ({h}x{w}, ReLU, {scale})", fontsize=11)
@@ -183,14 +185,10 @@ def plot_first_filters(model: Xception, *, ncols: int = 8, title: str | None = N
         raise ValueError(f"expected a first convolution on 3 (RGB) channels, got {weight.shape[1]}")
     scale = weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     patches = (weight / (2 * scale) + 0.5).permute(0, 2, 3, 1).numpy()  # C_out x k x k x 3 in [0, 1]
-    ncols = max(1, min(ncols, len(patches)))
-    fig, axes = panel_grid(-(-len(patches) // ncols), ncols)
-    for k, ax in enumerate(axes.flat):
-        if k < len(patches):
-            ax.imshow(patches[k], interpolation="nearest")
-            ax.set_title(f"{k}", fontsize=9)
-        else:
-            ax.remove()
+    fig, axes = _panels(len(patches), ncols)
+    for k, (ax, patch) in enumerate(zip(axes, patches)):
+        ax.imshow(patch, interpolation="nearest")
+        ax.set_title(f"{k}", fontsize=9)
     k = weight.shape[-1]
     fig.suptitle(title or f"stem.conv1: {len(patches)} filters of 3 x {k} x {k} as RGB (grey = 0)", fontsize=11)
     return fig
@@ -199,10 +197,7 @@ def plot_first_filters(model: Xception, *, ncols: int = 8, title: str | None = N
 # --------------------------------------------------------------------------- separable steps
 def _separable_input(model: Xception, x: torch.Tensor, layer: str) -> torch.Tensor:
     """The input a named SeparableConv2d receives, captured by a pre-hook that is always removed."""
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        module = None
+    module = dict(model.named_modules()).get(layer)
     if not isinstance(module, SeparableConv2d):
         raise ValueError(f"expected the name of a SeparableConv2d (e.g. 'entry_flow.block1.layers.sep1'), got {layer!r}")
     captured: list[torch.Tensor] = []
@@ -292,8 +287,7 @@ def activation_statistics(model: Xception, images: torch.Tensor, *, device: torc
 
 def plot_activation_statistics(stats: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
     """Mean after ReLU, spread, sparsity and dead channels per stage: four line plots of
-    :func:`activation_statistics`, or of several of them keyed by a label to compare.
-    """
+    :func:`activation_statistics`, or of several of them keyed by a label to compare."""
     import matplotlib.pyplot as plt
 
     series = dict(stats) if isinstance(stats, Mapping) else {"": stats}
@@ -342,17 +336,11 @@ def plot_top_k(
 
     x = images[None] if images.dim() == 3 else images
     predictions = top_k(model, x, class_names, k=k, device=device)
-    rows = -(-len(predictions) // 2)
-    fig, axes = panel_grid(rows, 4, height=1.9)
-    for j, ax in enumerate(axes.flat):
-        if j // 2 >= len(predictions):
-            ax.remove()
-            continue
-        pairs = predictions[j // 2]
-        if j % 2 == 0:
-            ax.imshow(to_display(x[j // 2], spec))
-            ax.set_title(image_names[j // 2] if image_names else f"image {j // 2}", fontsize=9)
-            continue
+    fig, axes = _panels(2 * len(predictions), 4, height=1.9)  # image, bars, image, bars, ...
+    for i, pairs in enumerate(predictions):
+        image_ax, ax = axes[2 * i], axes[2 * i + 1]
+        image_ax.imshow(to_display(x[i], spec))
+        image_ax.set_title(image_names[i] if image_names else f"image {i}", fontsize=9)
         names, probs = zip(*pairs)
         ranks = range(len(pairs))[::-1]
         ax.barh(ranks, probs, color="tab:blue")
@@ -383,7 +371,7 @@ class AvailableModel(NamedTuple):
 
     model: Xception
     description: str
-    kind: ModelKind
+    kind: Literal["imagenet", "cifar10"]
     test_accuracy: float | None
 
 
@@ -421,8 +409,8 @@ def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
         env = next((name for name in OFFLINE_ENVS if os.environ.get(name, "").strip().lower() in on), None)
         if env is not None:
             raise OSError(f"downloads disabled by {env}")
-        with socket.create_connection((urllib.parse.urlparse(url).hostname or "huggingface.co", 443), timeout=timeout_s):
-            pass  # reachable: let timm download
+        host = urllib.parse.urlparse(url).hostname or "huggingface.co"
+        socket.create_connection((host, 443), timeout=timeout_s).close()  # reachable: let timm download
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return from_timm(timm.create_model("legacy_xception", pretrained=True))
@@ -430,10 +418,8 @@ def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
 
 def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
     """The model a checkpoint file holds and the last test accuracy it records (or ``None``)."""
-    fix = (
-        f"Expected a checkpoint written by xl.train.fit (a dict with 'model' and 'model_config'); "
-        f"replace the file, or unset {CHECKPOINT_ENV} to see the model the book ships."
-    )
+    fix = (f"Expected a checkpoint written by xl.train.fit (a dict with 'model' and 'model_config'); "
+           f"replace the file, or unset {CHECKPOINT_ENV} to see the model the book ships.")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}. {fix}")
     try:
@@ -459,10 +445,8 @@ def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
 
 
 def load_cifar_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> Xception:
-    """The Xception in a checkpoint of ``xl.train.fit``: ``"model"`` (a state dict, ``torch.compile``'s and
-    ``DataParallel``'s prefixes removed) and ``"model_config"`` (or, from an older ``fit``, ``history["meta"]``).
-    A missing, unreadable or foreign file raises an error that names it and says what to do.
-    """
+    """The Xception in a checkpoint of ``xl.train.fit`` (``"model"``, a state dict, and ``"model_config"``, or from
+    an older ``fit`` ``history["meta"]``). A bad file raises an error that names it and says what to do."""
     return _read_checkpoint(Path(path).expanduser())[0].to(device)
 
 
