@@ -42,13 +42,10 @@ def grad_cam(
     model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow",
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode.
-
-    ``target`` is the class to explain: one index for every image, a list with one per image,
-    ``"top1"`` (or ``None``) for each image's predicted class, ``"top2"`` for its runner-up...
-    ``stage`` is any key of ``model.stages()``; the last, ``"exit_flow"``, is the usual choice:
-    the most semantic, coarsest map. Each map is divided by its maximum (zeros where no
-    location has positive evidence).
+    """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode. ``target``:
+    one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for
+    each image's predicted class, ``"top2"`` for its runner-up... ``stage``: a key of ``model.stages()``,
+    usually the most semantic, ``"exit_flow"``. Each map is divided by its maximum (all 0 if none is positive).
     """
     return grad_cams(model, images, [target], stage=stage, device=device)[0][0]
 
@@ -57,12 +54,8 @@ def grad_cams(
     model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow",
     device: torch.device | str | None = None,
 ) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
-    """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`).
-
-    Returns:
-        The maps (one N x H x W tensor per target), the explained classes (one list of N
-        per target) and the class probabilities (N x num_classes), all on the CPU.
-    """
+    """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`): the maps (one
+    N x H x W tensor per target), the classes explained (a list of N per target) and the probabilities."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
     device = _device_of(model, device)
@@ -111,8 +104,7 @@ def plot_grad_cam(
     device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
     """A row per image: the image, then its Grad-CAM map for each of ``targets`` (each one as
-    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour.
-    """
+    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour."""
     from xception_lib.chapters.viz import panel_grid
 
     if not targets:

@@ -1,9 +1,5 @@
-"""Example images and the preprocessing each model expects.
-
-The ImageNet Xception (timm's port of the Keras weights) sees 299 x 299 images scaled to
-[-1, 1]; a CIFAR-10 model sees 32 x 32 images normalised with the statistics of
-:data:`xception_lib.data.DATASETS`. :func:`preprocess` applies a :class:`Preprocessing`,
-:func:`to_display` undoes it. Photos come with scikit-image; CIFAR-10 from :mod:`xception_lib.data`.
+"""Example images (scikit-image photos, CIFAR-10 test images) and the preprocessing each model expects:
+:func:`preprocess` applies a :class:`Preprocessing`, :func:`to_display` undoes it.
 """
 
 from __future__ import annotations
@@ -19,14 +15,12 @@ from xception_lib.data import DATASETS
 
 #: scikit-image photos used in the book (all bundled with scikit-image, no download).
 PHOTO_NAMES: tuple[str, ...] = ("chelsea", "coffee", "astronaut")
-_KINDS = ("imagenet", "cifar10")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """How a model wants its images: the shorter side resized to ``size`` and the centre
-    cropped, then per-channel ``(image - mean) / std`` on values in [0, 1]; ``name`` for titles.
-    """
+    cropped, then per-channel ``(image - mean) / std`` on values in [0, 1]; ``name`` for titles."""
 
     size: int
     mean: tuple[float, ...]
@@ -36,20 +30,17 @@ class Preprocessing:
 
 #: ImageNet Xception (timm and Keras weights) takes 299 px inputs scaled to [-1, 1].
 IMAGENET_XCEPTION = Preprocessing(299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "ImageNet Xception, 299 px")
-
 #: A CIFAR-10 model takes 32 px inputs normalised as :func:`xception_lib.data.load_cifar` does.
-CIFAR10 = Preprocessing(32, tuple(DATASETS["cifar10"]["mean"]), tuple(DATASETS["cifar10"]["std"]), "CIFAR-10, 32 px")  # type: ignore[arg-type]
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in _KINDS:
-        raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+CIFAR10 = Preprocessing(32, tuple(DATASETS["cifar10"]["mean"]), tuple(DATASETS["cifar10"]["std"]),  # type: ignore[arg-type]
+                        "CIFAR-10, 32 px")
+_KINDS = {"imagenet": IMAGENET_XCEPTION, "cifar10": CIFAR10}
 
 
 def preprocessing_for(kind: str) -> Preprocessing:
     """The preprocessing of a model kind (``"imagenet"`` or ``"cifar10"``)."""
-    _check_kind(kind)
-    return IMAGENET_XCEPTION if kind == "imagenet" else CIFAR10
+    if kind not in _KINDS:
+        raise ValueError(f"kind must be one of {tuple(_KINDS)}, got {kind!r}")
+    return _KINDS[kind]
 
 
 def photo(name: str) -> np.ndarray:
@@ -71,10 +62,8 @@ def photos(names: Sequence[str] = PHOTO_NAMES) -> dict[str, np.ndarray]:
 
 
 def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n`` CIFAR-10 test images (32 x 32 x 3 uint8) of ``n`` classes, keyed like ``"test 1234: cat"``.
-
-    The first of distinct classes in a seeded random order: the same at every build, never three airplanes.
-    """
+    """``n`` CIFAR-10 test images (32 x 32 x 3 uint8) of ``n`` classes, keyed like ``"test 1234: cat"``: the first
+    of distinct classes in a seeded random order, the same at every build."""
     from xception_lib.data import load_cifar
 
     arrays = load_cifar("cifar10")
@@ -89,8 +78,7 @@ def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
 
 def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
     """The photos for an ImageNet model, ``n`` CIFAR-10 test images for a CIFAR-10 one."""
-    _check_kind(kind)
-    if kind == "cifar10":
+    if preprocessing_for(kind) is CIFAR10:
         return cifar_test_images(n, seed=seed)
     names = (*PHOTO_NAMES, "rocket")
     if not 1 <= n <= len(names):
@@ -116,11 +104,8 @@ def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) ->
 def preprocess(
     images: np.ndarray | torch.Tensor | Sequence[np.ndarray], spec: Preprocessing, *, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
-    """N x 3 x ``spec.size`` x ``spec.size`` floats: resized, centre-cropped and normalised.
-
-    ``images``: one RGB image (H x W x 3 or 3 x H x W; uint8 in [0, 255] or float in [0, 1]),
-    a batch of them (N x H x W x 3 or N x 3 x H x W), or a list of images of any sizes.
-    """
+    """N x 3 x ``spec.size`` x ``spec.size`` floats: resized, centre-cropped and normalised. ``images``: one
+    RGB image (H x W x 3 or 3 x H x W; uint8 or float in [0, 1]), a batch of them, or a list of any sizes."""
     out = []
     for image in _as_float_batch(images):
         h, w = image.shape[-2:]
@@ -135,9 +120,7 @@ def preprocess(
 
 def to_display(x: torch.Tensor, spec: Preprocessing | None = None) -> np.ndarray:
     """Undo :func:`preprocess` for one image (3 x H x W or 1 x 3 x H x W) -> H x W x 3 in [0, 1].
-
-    ``spec=None`` rescales the image's own range to [0, 1].
-    """
+    ``spec=None`` rescales the image's own range to [0, 1]."""
     x = x.detach().float().cpu()
     if x.dim() == 4 and x.shape[0] == 1:
         x = x[0]

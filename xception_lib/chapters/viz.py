@@ -1,10 +1,7 @@
 """Looking inside Xception: feature maps, first-layer filters, separable convolutions, statistics.
 
-Figures are drawn 7 in wide for the book's column, with text of 9 pt or more. Stage outputs
-come from :meth:`~xception_lib.Xception.forward_intermediates`; the one hook (the input of a
-separable convolution inside a block) clones what it captures and is always removed. The
-module re-exports the image helpers and Grad-CAM, and finds the best trained model available
-(:func:`load_best_available_model`).
+Figures are 7 in wide (the book's column) with text of 9 pt or more; stage outputs come from
+:meth:`~xception_lib.Xception.forward_intermediates`. Re-exports what chapter 7 needs of images and Grad-CAM.
 """
 
 from __future__ import annotations
@@ -23,10 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from xception_lib.chapters.gradcam import _device_of, grad_cam, grad_cams, plot_grad_cam
+from xception_lib.chapters.gradcam import _device_of, grad_cam, plot_grad_cam
 from xception_lib.chapters.images import (  # re-exported: the chapter needs only xl.viz
-    CIFAR10, IMAGENET_XCEPTION, PHOTO_NAMES, Preprocessing, example_images, imagenet_categories, photo, photos,
-    preprocess, preprocessing_for, to_display,
+    CIFAR10, Preprocessing, example_images, imagenet_categories, preprocess, preprocessing_for, to_display,
 )
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SeparableConv2d
@@ -39,21 +35,16 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 __all__ = [
-    "CIFAR10", "CHECKPOINT_ENV", "IMAGENET_XCEPTION", "PHOTO_NAMES", "SMALL_CHECKPOINT", "AvailableModel",
-    "Preprocessing", "activation_statistics", "class_names_for", "example_images", "grad_cam", "grad_cams",
-    "imagenet_categories", "load_best_available_model", "load_cifar_checkpoint", "load_pretrained_imagenet",
-    "panel_grid", "photo", "photos", "plot_activation_statistics", "plot_feature_maps", "plot_first_filters",
-    "plot_grad_cam", "plot_separable_steps", "plot_stages", "plot_top_k", "preprocess", "preprocessing_for",
-    "select_channels", "small_checkpoint_provenance", "stage_outputs", "to_display", "top_k",
+    "CHECKPOINT_ENV", "SMALL_CHECKPOINT", "AvailableModel", "activation_statistics", "class_names_for",
+    "example_images", "grad_cam", "load_best_available_model", "load_cifar_checkpoint", "load_pretrained_imagenet",
+    "panel_grid", "plot_activation_statistics", "plot_feature_maps", "plot_first_filters", "plot_grad_cam",
+    "plot_separable_steps", "plot_stages", "plot_top_k", "preprocess", "preprocessing_for", "select_channels",
+    "small_checkpoint_provenance", "stage_outputs", "top_k",
 ]
 
-ModelKind = Literal["imagenet", "cifar10"]
-WIDTH = 7.0
-"""Figure width in inches: the book's text column."""
+WIDTH = 7.0  # figure width in inches: the book's text column
 
 # --------------------------------------------------------------------------- stage outputs
-
-
 def stage_outputs(model: Xception, images: torch.Tensor, *, device: torch.device | str | None = None) -> OrderedDict[str, torch.Tensor]:
     """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
     device = _device_of(model, device)
@@ -64,11 +55,8 @@ def stage_outputs(model: Xception, images: torch.Tensor, *, device: torch.device
 
 
 def select_channels(activation: torch.Tensor, channels: str | Sequence[int] = "active", n: int = 16, *, seed: int = 0) -> list[int]:
-    """Which channels of one image's C x h x w activation to show.
-
-    ``channels="active"``: the ``n`` channels with the largest mean after ReLU (what the next
-    layer lets through), most active first; ``"random"``: ``n`` drawn with ``seed``; or indices.
-    """
+    """Which channels of one image's C x h x w activation to show: ``"active"``, the ``n`` with the largest
+    mean after ReLU, most active first; ``"random"``, ``n`` drawn with ``seed``; or a list of indices."""
     if activation.dim() != 3:
         raise ValueError(f"expected one image's activation C x h x w, got shape {tuple(activation.shape)}")
     c = activation.shape[0]
@@ -88,8 +76,6 @@ def select_channels(activation: torch.Tensor, channels: str | Sequence[int] = "a
 
 
 # --------------------------------------------------------------------------- drawing
-
-
 def panel_grid(nrows: int, ncols: int, *, height: float | None = None, title_room: float = 0.45) -> tuple[Figure, np.ndarray]:
     """A ``WIDTH``-inch-wide figure and its ``nrows x ncols`` axes without ticks; ``height``: of a row."""
     import matplotlib.pyplot as plt
@@ -99,6 +85,15 @@ def panel_grid(nrows: int, ncols: int, *, height: float | None = None, title_roo
     for ax in axes.flat:
         ax.set(xticks=[], yticks=[])
     return fig, axes
+
+
+def _panels(count: int, ncols: int, *, height: float | None = None) -> tuple[Figure, list[Axes]]:
+    """The first ``count`` axes of a :func:`panel_grid` of ``ncols`` columns; the others are removed."""
+    ncols = max(1, min(ncols, count))
+    fig, axes = panel_grid(-(-count // ncols), ncols, height=height)
+    for ax in axes.flat[count:]:
+        ax.remove()
+    return fig, list(axes.flat[:count])
 
 
 def _robust_range(x: torch.Tensor, q: float = 0.995) -> tuple[float, float]:
@@ -136,14 +131,11 @@ def plot_feature_maps(
     """A grid of one stage's feature maps for one image, after ReLU.
 
     Args:
-        model: The model.
         image: One preprocessed image, 3 x H x W or 1 x 3 x H x W.
         stage: A key of ``model.stages()``: ``"stem"``, ``"entry_flow.block1"`` ... ``"exit_flow"``.
         channels, n, seed: Which channels (see :func:`select_channels`).
-        ncols: Panels per row.
         normalize: ``"channel"`` scales each map to its own range (the pattern of every
             channel); ``"stage"`` uses one range for all (which channels respond strongly).
-        device: Where to run the model.
         title: The figure's title (default: the stage, its shape and the choice).
     """
     if stage not in model.stages():
@@ -154,14 +146,10 @@ def plot_feature_maps(
     chosen = select_channels(act, channels, n, seed=seed)
     maps = act[chosen].clamp_min(0)  # what the next layer's ReLU lets through
     shared = _robust_range(maps) if normalize == "stage" else None
-    ncols = max(1, min(ncols, len(chosen)))
-    fig, axes = panel_grid(-(-len(chosen) // ncols), ncols)
-    for k, ax in enumerate(axes.flat):
-        if k < len(chosen):
-            _show_map(ax, maps[k], f"ch {chosen[k]}", shared)
-        else:
-            ax.remove()
-    how = {"active": "most active", "random": "random"}.get(channels, "chosen") if isinstance(channels, str) else "chosen"
+    fig, axes = _panels(len(chosen), ncols)
+    for ax, ch, m in zip(axes, chosen, maps):
+        _show_map(ax, m, f"ch {ch}", shared)
+    how = {"active": "most active", "random": "random"}[channels] if isinstance(channels, str) else "chosen"
     c, h, w = act.shape
     scale = "own scale each" if normalize == "channel" else "one scale"
     fig.suptitle(title or f"{stage}: {len(chosen)} {how} of {c} channels ({h}x{w}, ReLU, {scale})", fontsize=11)
@@ -190,38 +178,26 @@ def plot_stages(
 
 
 def plot_first_filters(model: Xception, *, ncols: int = 8, title: str | None = None) -> Figure:
-    """The first convolution's filters (``model.stem.conv1``) as small RGB patches.
-
-    Each 3 x k x k filter is scaled by its own largest absolute weight, so that grey is 0
-    and a colour shows which mix of R, G and B the filter responds to.
-    """
+    """The first convolution's filters (``model.stem.conv1``) as small RGB patches, each scaled by its own
+    largest absolute weight: grey is 0, a colour shows the mix of R, G and B the filter responds to."""
     weight = model.stem.conv1.weight.detach().float().cpu()  # C_out x 3 x k x k
     if weight.shape[1] != 3:
         raise ValueError(f"expected a first convolution on 3 (RGB) channels, got {weight.shape[1]}")
     scale = weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     patches = (weight / (2 * scale) + 0.5).permute(0, 2, 3, 1).numpy()  # C_out x k x k x 3 in [0, 1]
-    ncols = max(1, min(ncols, len(patches)))
-    fig, axes = panel_grid(-(-len(patches) // ncols), ncols)
-    for k, ax in enumerate(axes.flat):
-        if k < len(patches):
-            ax.imshow(patches[k], interpolation="nearest")
-            ax.set_title(f"{k}", fontsize=9)
-        else:
-            ax.remove()
+    fig, axes = _panels(len(patches), ncols)
+    for k, (ax, patch) in enumerate(zip(axes, patches)):
+        ax.imshow(patch, interpolation="nearest")
+        ax.set_title(f"{k}", fontsize=9)
     k = weight.shape[-1]
     fig.suptitle(title or f"stem.conv1: {len(patches)} filters of 3 x {k} x {k} as RGB (grey = 0)", fontsize=11)
     return fig
 
 
 # --------------------------------------------------------------------------- separable steps
-
-
 def _separable_input(model: Xception, x: torch.Tensor, layer: str) -> torch.Tensor:
     """The input a named SeparableConv2d receives, captured by a pre-hook that is always removed."""
-    try:
-        module = model.get_submodule(layer)
-    except AttributeError:
-        module = None
+    module = dict(model.named_modules()).get(layer)
     if not isinstance(module, SeparableConv2d):
         raise ValueError(f"expected the name of a SeparableConv2d (e.g. 'entry_flow.block1.layers.sep1'), got {layer!r}")
     captured: list[torch.Tensor] = []
@@ -238,15 +214,11 @@ def plot_separable_steps(
     model: Xception, image: torch.Tensor, layer: str = "entry_flow.block1.layers.sep1", *, inputs: int = 4,
     outputs: int = 3, device: torch.device | str | None = None, title: str | None = None,
 ) -> Figure:
-    """One separable convolution, step by step: depthwise per channel, then pointwise mixing.
+    """One separable convolution (``layer`` names a :class:`~xception_lib.SeparableConv2d`), step by step.
 
-    Top: ``inputs`` input channels, the 3x3 depthwise kernel of each, and what the kernel
-    makes of its channel (the depthwise step never looks at other channels). Bottom: the
-    pointwise weights from those channels to ``outputs`` output channels, and the outputs,
-    each a weighted sum of *all* depthwise outputs. Outputs are the most active channels
-    (largest mean absolute value); inputs are those contributing most to them (pointwise
-    weight x depthwise activity). Red positive, blue negative, white zero. ``layer`` names a
-    :class:`~xception_lib.SeparableConv2d` of the model.
+    Top: ``inputs`` input channels, the 3x3 depthwise kernel of each and its output. Bottom: the
+    pointwise weights to the ``outputs`` most active output channels, and those outputs. Inputs are
+    those contributing most to them (pointwise weight x depthwise activity). Red positive, blue negative.
     """
     import matplotlib.pyplot as plt
 
@@ -294,15 +266,11 @@ def plot_separable_steps(
 
 
 # --------------------------------------------------------------------------- statistics
-
-
 def activation_statistics(model: Xception, images: torch.Tensor, *, device: torch.device | str | None = None) -> pd.DataFrame:
     """Per-stage statistics of a batch of images' activations, one row per stage (the index).
 
-    Columns: ``channels``, ``height``, ``width``, ``mean`` (of the raw output), ``std``,
-    ``mean_relu`` (mean after ReLU), ``sparsity`` (fraction of values that ReLU sets to
-    zero) and ``dead_channels`` (fraction of channels zero after ReLU for every image and
-    position).
+    Columns: ``channels``, ``height``, ``width``, ``mean`` and ``std`` of the raw output, ``mean_relu``,
+    ``sparsity`` (fraction that ReLU sets to zero), ``dead_channels`` (fraction zero everywhere after ReLU).
     """
     import pandas as pd
 
@@ -319,8 +287,7 @@ def activation_statistics(model: Xception, images: torch.Tensor, *, device: torc
 
 def plot_activation_statistics(stats: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
     """Mean after ReLU, spread, sparsity and dead channels per stage: four line plots of
-    :func:`activation_statistics`, or of several of them keyed by a label to compare.
-    """
+    :func:`activation_statistics`, or of several of them keyed by a label to compare."""
     import matplotlib.pyplot as plt
 
     series = dict(stats) if isinstance(stats, Mapping) else {"": stats}
@@ -347,8 +314,6 @@ def plot_activation_statistics(stats: pd.DataFrame | Mapping[str, pd.DataFrame],
 
 
 # --------------------------------------------------------------------------- predictions
-
-
 def top_k(model: Xception, images: torch.Tensor, class_names: Sequence[str], *, k: int = 5, device: torch.device | str | None = None) -> list[list[tuple[str, float]]]:
     """The ``k`` most probable classes of each image, as (name, probability) pairs."""
     device = _device_of(model, device)
@@ -371,17 +336,11 @@ def plot_top_k(
 
     x = images[None] if images.dim() == 3 else images
     predictions = top_k(model, x, class_names, k=k, device=device)
-    rows = -(-len(predictions) // 2)
-    fig, axes = panel_grid(rows, 4, height=1.9)
-    for j, ax in enumerate(axes.flat):
-        if j // 2 >= len(predictions):
-            ax.remove()
-            continue
-        pairs = predictions[j // 2]
-        if j % 2 == 0:
-            ax.imshow(to_display(x[j // 2], spec))
-            ax.set_title(image_names[j // 2] if image_names else f"image {j // 2}", fontsize=9)
-            continue
+    fig, axes = _panels(2 * len(predictions), 4, height=1.9)  # image, bars, image, bars, ...
+    for i, pairs in enumerate(predictions):
+        image_ax, ax = axes[2 * i], axes[2 * i + 1]
+        image_ax.imshow(to_display(x[i], spec))
+        image_ax.set_title(image_names[i] if image_names else f"image {i}", fontsize=9)
         names, probs = zip(*pairs)
         ranks = range(len(pairs))[::-1]
         ax.barh(ranks, probs, color="tab:blue")
@@ -412,16 +371,12 @@ class AvailableModel(NamedTuple):
 
     model: Xception
     description: str
-    kind: ModelKind
+    kind: Literal["imagenet", "cifar10"]
     test_accuracy: float | None
 
 
 def _wrap(text: str) -> str:
     return textwrap.fill(text, 88, break_long_words=False, break_on_hyphens=False)
-
-
-def _offline_by_env() -> str | None:
-    return next((name for name in OFFLINE_ENVS if os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")), None)
 
 
 def _import_timm() -> Any:
@@ -442,22 +397,20 @@ def _cached_weights(url: str) -> Path | None:
 
 
 def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
-    """timm's pretrained ``legacy_xception`` converted with :func:`xception_lib.from_timm`.
-
-    Weights in torch's hub cache load without network. Otherwise the host is probed first, so
-    an offline machine fails (``OSError``) in ``timeout_s`` instead of waiting for a download
-    to time out; ``XCEPTION_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips the attempt.
-    """
+    """timm's pretrained ``legacy_xception`` converted with :func:`xception_lib.from_timm`. Without weights in
+    torch's hub cache the host is probed, so an offline machine fails (``OSError``) in ``timeout_s``;
+    ``XCEPTION_OFFLINE=1`` or ``HF_HUB_OFFLINE=1`` skips the attempt."""
     from xception_lib.pretrained import from_timm
 
     timm = _import_timm()
     url = _timm_weights_url()
     if _cached_weights(url) is None:
-        env = _offline_by_env()
+        on = ("1", "true", "yes", "on")
+        env = next((name for name in OFFLINE_ENVS if os.environ.get(name, "").strip().lower() in on), None)
         if env is not None:
             raise OSError(f"downloads disabled by {env}")
-        with socket.create_connection((urllib.parse.urlparse(url).hostname or "huggingface.co", 443), timeout=timeout_s):
-            pass  # reachable: let timm download
+        host = urllib.parse.urlparse(url).hostname or "huggingface.co"
+        socket.create_connection((host, 443), timeout=timeout_s).close()  # reachable: let timm download
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return from_timm(timm.create_model("legacy_xception", pretrained=True))
@@ -465,10 +418,8 @@ def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
 
 def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
     """The model a checkpoint file holds and the last test accuracy it records (or ``None``)."""
-    fix = (
-        f"Expected a checkpoint written by xl.train.fit (a dict with 'model' and 'model_config'); "
-        f"replace the file, or unset {CHECKPOINT_ENV} to see the model the book ships."
-    )
+    fix = (f"Expected a checkpoint written by xl.train.fit (a dict with 'model' and 'model_config'); "
+           f"replace the file, or unset {CHECKPOINT_ENV} to see the model the book ships.")
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}. {fix}")
     try:
@@ -494,14 +445,8 @@ def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
 
 
 def load_cifar_checkpoint(path: str | Path, *, device: torch.device | str = "cpu") -> Xception:
-    """The Xception stored in a checkpoint written by ``xl.train.fit`` (or saved like one).
-
-    The file must hold ``"model"`` (a state dict; ``torch.compile``'s ``_orig_mod.`` and
-    ``DataParallel``'s ``module.`` prefixes are removed) and ``"model_config"``
-    (``dataclasses.asdict`` of its :class:`~xception_lib.XceptionConfig`); checkpoints of
-    an older ``fit``, which kept the model config only in ``history["meta"]``, load too. A
-    missing, unreadable or foreign file raises an error that names it and says what to do.
-    """
+    """The Xception in a checkpoint of ``xl.train.fit`` (``"model"``, a state dict, and ``"model_config"``, or from
+    an older ``fit`` ``history["meta"]``). A bad file raises an error that names it and says what to do."""
     return _read_checkpoint(Path(path).expanduser())[0].to(device)
 
 
@@ -514,12 +459,9 @@ def load_best_available_model(
     *, checkpoint: str | Path | None = None, allow_download: bool = True, timeout_s: float = 3.0,
     device: torch.device | str = "cpu",
 ) -> AvailableModel:
-    """The most informative trained Xception this machine can get, and what it is.
-
-    In order: (1) the CIFAR-10 checkpoint you name (``checkpoint``, else the file named by
-    ``$XCEPTION_CIFAR_CHECKPOINT``); it must load, or this raises, naming the file; (2) the
-    pretrained ImageNet Xception (:func:`load_pretrained_imagenet`; needs the network or
-    torch's hub cache); (3) the small CIFAR-10 Xception shipped with the package.
+    """The most informative trained Xception this machine can get, and what it is. In order: the CIFAR-10
+    checkpoint you name (``checkpoint`` or ``$XCEPTION_CIFAR_CHECKPOINT``; it must load), the pretrained
+    ImageNet Xception (:func:`load_pretrained_imagenet`), the small CIFAR-10 Xception shipped with the package.
     """
     named = checkpoint or os.environ.get(CHECKPOINT_ENV)
     if named:
@@ -532,7 +474,8 @@ def load_best_available_model(
         if allow_download:
             try:
                 text = "Pretrained ImageNet Xception (timm's legacy_xception, the Keras weights) via xl.from_timm."
-                return AvailableModel(load_pretrained_imagenet(timeout_s=timeout_s).to(device).eval(), _wrap(text), "imagenet", None)
+                return AvailableModel(load_pretrained_imagenet(timeout_s=timeout_s).to(device).eval(), _wrap(text),
+                                      "imagenet", None)
             except Exception as error:  # no network, no timm, a failed download: show the shipped model
                 why = f"ImageNet weights unavailable: {type(error).__name__}: {error}"
         info = small_checkpoint_provenance()
@@ -548,9 +491,7 @@ def load_best_available_model(
 
 def class_names_for(kind: str, num_classes: int | None = None) -> list[str]:
     """Class names for a model kind (``"imagenet"``: 1000, ``"cifar10"``: 10), checked against ``num_classes``."""
-    if kind not in ("imagenet", "cifar10"):
-        raise ValueError(f"kind must be one of ('imagenet', 'cifar10'), got {kind!r}")
-    names = imagenet_categories() if kind == "imagenet" else list(_CIFAR10_CLASSES)
+    names = list(_CIFAR10_CLASSES) if preprocessing_for(kind) is CIFAR10 else imagenet_categories()
     if num_classes is not None and num_classes != len(names):
         raise ValueError(f"expected a model with {len(names)} outputs for kind {kind!r}, got {num_classes}")
     return names
