@@ -21,7 +21,7 @@ import torch
 __all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "atomic_save", "check_resumable", "data_fingerprint", "load_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
-FORMAT = 2  #: version of the checkpoint's layout (1: the TrainConfig under "config")
+FORMAT = 2  #: version of the checkpoint's layout (version 1 kept the TrainConfig under "config")
 
 
 class CheckpointError(ValueError):

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that 
 #: The top-level stages of :class:`~xception_lib.model.Xception`, in forward order.
 FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 
-#: Face colour of each kind of box: chapters 1 and 2's (blue: 1x1; orange: spatial; purple: both) and three more.
+#: Face colour of each kind of box, as in chapters 1 and 2 (blue for 1x1, orange for spatial, purple for both), and three more.
 COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": "#c7e9c0"}
 
 

@@ -262,7 +262,7 @@ def load(path: str | Path) -> Results:
 
 
 def recorded(pattern: str = "bench_gpu*.json", directory: str | Path | None = None) -> list[Results]:
-    """Every recorded result matching ``pattern`` in ``directory`` (default :data:`RECORDS`), by name."""
+    """Every recorded result matching ``pattern`` in ``directory`` (default ``RECORDS``), by name."""
     directory = RECORDS if directory is None else Path(directory)
     return [load(p) for p in sorted(directory.glob(pattern))] if directory.is_dir() else []
 
@@ -643,7 +643,7 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
 
 
 # ------------------------------------------------------------------ plots (7 in wide, text >= 9 pt)
-#: The book's colours: orange = spatial (3x3), blue = 1x1; the regular 3x3 is purple as in chapter 2.
+#: The book's colours (orange for spatial 3x3, blue for 1x1; the regular 3x3 is purple as in chapter 2).
 KIND_COLOURS = {"regular": "tab:purple", "depthwise": "tab:orange", "pointwise": "tab:blue"}
 VARIANT_COLOURS = {"channels_last": "tab:green", "bf16": "tab:red", "fp16": "tab:brown", "compile": "tab:grey"}
 

@@ -21,7 +21,7 @@ from xception_lib.chapters.bench import make_step
 if TYPE_CHECKING:
     import pandas
 
-#: Layer kinds and their ATen operators: an entry with ``::`` matches exactly, any other as a substring.
+#: Layer kinds and their ATen operators (an entry with ``::`` matches exactly, any other as a substring).
 KINDS: dict[str, tuple[str, ...]] = {
     "convolution": ("convolution", "conv2d", "mkldnn_conv"),
     "batch norm": ("batch_norm",),
@@ -40,7 +40,7 @@ def op_profile(
     ``mode``: ``"train"`` (train mode) or ``"forward"`` (eval mode); ``warmup`` unprofiled steps come first.
 
     Returns:
-        One row per operator, largest first: ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step)
+        A DataFrame with one row per operator, largest first, and columns ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step)
         and ``share`` (of the total self time).
     """
     import pandas as pd
