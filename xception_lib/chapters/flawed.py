@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.chapters.anatomy import meta_model, separable_layers
+from xception_lib.chapters.anatomy import format_shape, meta_model, separable_layers
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
 from xception_lib.model import block_layers
@@ -98,11 +98,8 @@ def _bn_relu(channels: int, config: XceptionConfig) -> nn.Sequential:
 
 
 class FlawedSeparableConv2d(nn.Module):
-    """A 3x3 separable convolution with the post's flaws switchable (``regular_depthwise``, ``bias_before_bn``,
-    ``bn_relu_between`` and ``bn_relu_after_pointwise`` act here; ``config`` gives the batch-norm settings).
-
-    With no flaw it equals :class:`~xception_lib.layers.SeparableConv2d` (same names: ``depthwise``, ``pointwise``).
-    """
+    """A 3x3 separable convolution where ``regular_depthwise``, ``bias_before_bn``, ``bn_relu_between`` and
+    ``bn_relu_after_pointwise`` act; with no flaw it equals :class:`~xception_lib.layers.SeparableConv2d`."""
 
     def __init__(self, in_channels: int, out_channels: int, flaws: Flaws, config: XceptionConfig) -> None:
         super().__init__()
@@ -154,10 +151,7 @@ class FlawedBlock(nn.Module):
 
 
 class SharedMiddleFlow(nn.Module):
-    """The flaw ``shared_middle_block``: one ``block`` (one set of weights) applied ``repeats`` times.
-
-    (The post writes the call out eight times; a loop computes the same.)
-    """
+    """The flaw ``shared_middle_block``: one ``block`` (one set of weights) applied ``repeats`` times."""
 
     def __init__(self, block: nn.Module, repeats: int) -> None:
         super().__init__()
@@ -177,11 +171,8 @@ class FlawedXception(nn.Module):
     ``exit_flow``, ``head``) and its ``stages`` and ``forward_intermediates``, so the same measurements run on
     both. Unlike ``Xception`` it does not check its input: finding out what it accepts is part of the audit.
 
-    Args:
-        flaws: Which flaws to reproduce (default: all of them, the post's model).
-        config: Widths, classes, batch-norm and pooling conventions (default: :func:`post_config`); it must
-            have the paper's architecture (ImageNet stem, residuals, separable convolutions without
-            intermediate activation): the flaws are what changes it.
+    ``flaws`` defaults to all of them (the post's model), ``config`` to :func:`post_config`; the config must have
+    the paper's architecture (ImageNet stem, residuals, no intermediate activation): the flaws are what changes it.
     """
 
     def __init__(self, flaws: Flaws | None = None, config: XceptionConfig | None = None) -> None:
@@ -251,7 +242,6 @@ class FlawedXception(nn.Module):
         return out
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final feature map -> logits."""
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -325,10 +315,8 @@ class MiddleFlowUsage:
 
 
 def middle_flow_usage(model: nn.Module) -> MiddleFlowUsage:
-    """Count convolution calls in ``model.middle_flow`` and how many distinct modules (weights) made them.
-
-    Forward hooks record which module ran and are removed afterwards; only the middle flow runs, on an 8x8 map.
-    """
+    """Count convolution calls in ``model.middle_flow`` (run alone on an 8x8 map) and the distinct modules (weights)
+    making them."""
     convs = [m for m in model.get_submodule("middle_flow").modules() if isinstance(m, nn.Conv2d)]
     calls: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda module, _inputs, _output: calls.append(module)) for m in convs]
@@ -344,19 +332,12 @@ def middle_flow_usage(model: nn.Module) -> MiddleFlowUsage:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What :func:`load_matching` could copy.
+    """What :func:`load_matching` could copy."""
 
-    Attributes:
-        loaded: Tensors copied (same name and shape).
-        wrong_shape: Names in both with different shapes (left as they were).
-        missing: Names only in the target (left as they were).
-        unexpected: Names only in the source (ignored).
-    """
-
-    loaded: int
-    wrong_shape: tuple[str, ...]
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
+    loaded: int  #: Tensors copied (same name and shape).
+    wrong_shape: tuple[str, ...]  #: Names in both with different shapes (left as they were).
+    missing: tuple[str, ...]  #: Names only in the target (left as they were).
+    unexpected: tuple[str, ...]  #: Names only in the source (ignored).
 
     @property
     def complete(self) -> bool:
@@ -378,11 +359,8 @@ def compare_state_dicts(target: nn.Module, source: nn.Module) -> LoadReport:
 
 
 def load_matching(target: nn.Module, source: nn.Module) -> LoadReport:
-    """Copy into ``target`` every tensor of ``source`` (parameters and buffers) whose name and shape agree.
-
-    Returns:
-        A :class:`LoadReport`; ``report.complete`` means that a strict load would have worked.
-    """
+    """Copy into ``target`` every tensor of ``source`` (parameters and buffers) whose name and shape agree;
+    ``report.complete`` means that a strict load would have worked."""
     report = compare_state_dicts(target, source)
     ours = target.state_dict()
     same = {k: v for k, v in source.state_dict().items() if k in ours and ours[k].shape == v.shape}
@@ -460,25 +438,15 @@ def logit_checks(flaw_sets: Sequence[Flaws], reference: nn.Module, x: torch.Tens
 
 @dataclass(frozen=True)
 class Audit:
-    """One row of chapter 4's audit table: a model, measured.
+    """One row of chapter 4's audit table: a model, measured."""
 
-    Attributes:
-        label: What the row is (e.g. ``"as published"``, ``"fix regular_depthwise"``).
-        flaws: The flaws still on.
-        params: Parameters (a tensor used twice counts once, as in ``model.parameters()``).
-        reference_params: Parameters of :class:`~xception_lib.model.Xception` with the same config.
-        shapes: ``{stage or "logits": shape}`` for a 299 px input (``None`` from the step that fails).
-        logits_at_299: Whether a 299 px image reaches the logits.
-        middle: Middle-flow weight usage.
-    """
-
-    label: str
-    flaws: Flaws
-    params: int
-    reference_params: int
-    shapes: dict[str, tuple[int, ...] | None]
-    logits_at_299: bool
-    middle: MiddleFlowUsage
+    label: str  #: What the row is (e.g. ``"as published"``, ``"fix regular_depthwise"``).
+    flaws: Flaws  #: The flaws still on.
+    params: int  #: Parameters (a tensor used twice counts once, as in ``model.parameters()``).
+    reference_params: int  #: Parameters of :class:`~xception_lib.model.Xception` with the same config.
+    shapes: dict[str, tuple[int, ...] | None]  #: ``{stage or "logits": shape}`` at 299 px (``None``: failed).
+    logits_at_299: bool  #: Whether a 299 px image reaches the logits.
+    middle: MiddleFlowUsage  #: Middle-flow weight usage.
 
 
 def audit(
@@ -515,11 +483,8 @@ def audit(
 
 
 def fix_sequence(order: Sequence[str] = FLAW_NAMES) -> list[tuple[str, Flaws]]:
-    """The post's model, then one more flaw fixed at each step, in ``order``.
-
-    Returns:
-        ``[("as published", Flaws()), ("fix <first>", ...), ...]``; the last has no flaw left.
-    """
+    """The post's model, then one more flaw fixed at each step, in ``order``: ``[("as published", Flaws()),
+    ("fix <first>", ...), ...]``; the last has no flaw left."""
     if sorted(_checked(order)) != sorted(FLAW_NAMES):
         raise ValueError(f"order must list every flaw once: expected a permutation of {FLAW_NAMES}, got {tuple(order)}")
     steps = [("as published", Flaws())]
@@ -537,14 +502,11 @@ def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_fl
     """
     import pandas as pd
 
-    def hwc(shape: tuple[int, ...] | None) -> str:
-        return "-" if shape is None else f"{shape[2]}x{shape[3]}x{shape[1]}"
-
     return pd.DataFrame(
         {
             "params": [f"{r.params:,}" for r in rows],
             "vs Xception": [f"{r.params - r.reference_params:+,}" for r in rows],
-            **{s.removesuffix("_flow"): [hwc(r.shapes.get(s)) for r in rows] for s in stages},
+            **{s.removesuffix("_flow"): [format_shape(r.shapes.get(s)) for r in rows] for s in stages},
             "299 px": ["yes" if r.logits_at_299 else "no" for r in rows],
             "middle": [f"{r.middle.distinct}/{r.middle.applications}" for r in rows],
         },
