@@ -36,11 +36,8 @@ if TYPE_CHECKING:  # matplotlib and pandas are optional: imported inside the fun
 
 @dataclass(frozen=True)
 class Flaws:
-    """Which of the post's flaws a :class:`FlawedXception` reproduces (``True``: flawed; the default: all).
-
-    The fields are in the order chapter 4 fixes them. ``exit_relu_before`` rectifies the last residual sum and
-    leaves the pooled features unrectified; it changes no parameter and no shape.
-    """
+    """Which of the post's flaws a :class:`FlawedXception` reproduces (``True``: flawed; the default: all), in the
+    order chapter 4 fixes them."""
 
     regular_depthwise: bool = True  #: The "depthwise" 3x3 convolution keeps ``groups=1``, a regular one.
     shared_middle_block: bool = True  #: One middle block called eight times, 8 deep with one block of weights.
@@ -52,7 +49,7 @@ class Flaws:
     stem_stride_1: bool = True  #: The first stem convolution has stride 1 instead of 2.
     stem_padding: bool = True  #: Both stem convolutions pad by 1 (the paper has none, 299 -> 149 -> 147).
     fixed_size_pool: bool = True  #: A 2x2 stride-1 average pool and a flatten, so only 2x2 exit maps fit.
-    exit_relu_before: bool = True  #: ReLU before, not after, the exit flow's last two separable convolutions.
+    exit_relu_before: bool = True  #: ReLU before, not after, the exit's last two separable convs (none on the output).
 
     @classmethod
     def none(cls) -> Flaws:
@@ -140,8 +137,7 @@ class FlawedBlock(nn.Module):
         self.layers = nn.Sequential(layers)
         self.shortcut: nn.Module = nn.Identity()
         if in_channels != out_channels or stride != 1:
-            conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=flaws.bias_before_bn)
-            shortcut = OrderedDict(conv=conv)
+            shortcut = OrderedDict(conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=flaws.bias_before_bn))
             if not flaws.shortcut_without_bn:
                 shortcut["bn"] = _bn(out_channels, config)
             self.shortcut = nn.Sequential(shortcut)
@@ -260,9 +256,7 @@ def param_delta(name: str, config: XceptionConfig | None = None) -> int:
     """How many parameters flaw ``name`` alone adds to ``Xception(config)`` (negative: removes), in closed form.
 
     Computed from the config (default :func:`post_config`) with :mod:`xception_lib.complexity`'s formulas, never
-    from a model, so that a test can hold :class:`FlawedXception` to it. A regular instead of a depthwise 3x3
-    convolution adds ``9 C^2 - 9 C`` per separable convolution; sharing the middle block removes ``blocks - 1``
-    blocks; a bias adds one parameter per output channel, a batch norm two per channel; four flaws move none.
+    from a model, so that a test can hold :class:`FlawedXception` to it.
     """
     _checked([name])
     cfg = config if config is not None else post_config()
@@ -282,11 +276,8 @@ def param_delta(name: str, config: XceptionConfig | None = None) -> int:
 
 
 def accepted_sizes(model: nn.Module, sizes: Sequence[int]) -> list[int]:
-    """The square input sizes (among ``sizes``) on which a model runs end to end, to the logits.
-
-    Runs in eval mode, where batch norm takes a batch of one image at any size. On a ``meta``-device model
-    (:func:`build_meta`) each try costs milliseconds.
-    """
+    """The square input sizes (among ``sizes``) on which a model runs end to end, to the logits, in eval mode
+    (where batch norm takes a batch of one image); on a ``meta``-device model (:func:`build_meta`) it costs little."""
     cin = getattr(getattr(model, "config", None), "in_channels", 3)
     ok = []
     with eval_mode(model), torch.no_grad():
@@ -376,12 +367,9 @@ def matches_reference(model: FlawedXception) -> bool:
 def bias_change_in_train_mode(model: nn.Module, x: torch.Tensor, *, seed: int = 0) -> float:
     """How much the output on ``x`` moves when every convolution bias is redrawn, in training mode.
 
-    A bias added right before a batch norm is subtracted again with the batch mean, so in training mode (batch
-    statistics) redrawing those biases changes nothing but rounding. It runs on a copy of ``model``; the new
-    biases are drawn from a standard normal with ``seed``, in module order; ``x`` has the model's dtype.
-
-    Returns:
-        ``max |f(x) - f'(x)| / max |f(x)|``, ``f'`` the model with new biases.
+    A bias added right before a batch norm is subtracted again with the batch mean, so in training mode redrawing
+    those biases changes nothing but rounding. Returns ``max |f(x) - f'(x)| / max |f(x)|``, ``f'`` a copy of the
+    model with biases drawn from a standard normal with ``seed``; ``x`` has the model's dtype.
     """
     dtype = next(model.parameters()).dtype
     if x.dtype != dtype:
@@ -405,11 +393,8 @@ def logit_checks(flaw_sets: Sequence[Flaws], reference: nn.Module, x: torch.Tens
     Each flawed model (the reference's config) gets the reference's tensors by a strict load, so any difference
     comes from the flaws that move no parameter: only ``stem_stride_1``, ``stem_padding``, ``fixed_size_pool`` and
     ``exit_relu_before`` may be on. Give the reference's batch norms random running statistics first, or a
-    misplaced layer can hide behind an identity.
-
-    Returns:
-        For each flaw set, ``max |flawed(x) - reference(x)| / max |reference(x)|`` in eval mode, or ``None``
-        when the flawed model rejects ``x``.
+    misplaced layer can hide behind an identity. Returns, for each flaw set, ``max |flawed(x) - reference(x)| /
+    max |reference(x)|`` in eval mode, or ``None`` when the flawed model rejects ``x``.
     """
     if not isinstance(getattr(reference, "config", None), XceptionConfig):
         raise TypeError(f"expected an xception_lib Xception as the reference, got {type(reference).__name__}")
@@ -452,11 +437,8 @@ class Audit:
 def audit(
     flaws: Flaws, config: XceptionConfig | None = None, *, label: str = "", reference_params: int | None = None
 ) -> Audit:
-    """Measure a :class:`FlawedXception` with ``flaws`` against ``Xception(config)``, on the ``meta`` device.
-
-    ``config`` defaults to :func:`post_config`; ``label`` names the row; pass ``reference_params`` (the parameters
-    of ``Xception(config)``) when already known, to save counting them again.
-    """
+    """Measure a :class:`FlawedXception` with ``flaws`` against ``Xception(config)`` (default :func:`post_config`),
+    on the ``meta`` device; pass ``reference_params`` when already known, to save counting them again."""
     cfg = config if config is not None else post_config()
     model = build_meta(flaws, cfg)
     shapes: dict[str, tuple[int, ...] | None] = {}
