@@ -286,12 +286,9 @@ class _Column:
 
 
 def architecture_figure(config: XceptionConfig | None = None, input_size: int = 299) -> Figure:
-    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry
-    flow on the left, the middle and exit flows on the right.
-
-    Regular convolutions are purple, separable ones half orange (the depthwise step) and
-    half blue (the pointwise step), 1x1 shortcuts blue. The italic labels are the shapes
-    (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
+    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry flow on the left,
+    the middle and exit flows on the right. Separable convolutions are half orange (depthwise), half blue (pointwise);
+    the italic labels are the shapes (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch

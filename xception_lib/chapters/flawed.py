@@ -497,11 +497,8 @@ def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_fl
 
 
 def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
-    """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's.
-
-    A bar is orange while the count differs from Xception's, blue once it matches, and hatched while a 299 px
-    image cannot reach the logits. Drawn for the book's column: 7 in wide, text of 9 pt or more.
-    """
+    """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's: a bar is
+    orange while the count differs, blue once it matches, hatched while a 299 px image cannot reach the logits."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
