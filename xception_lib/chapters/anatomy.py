@@ -1,11 +1,7 @@
-"""Anatomy of an Xception (chapter 3): where its parameters and MACs live, its shapes, its drawing.
+"""Anatomy of an Xception (chapter 3): where its parameters and MACs live, its shapes, its drawing, its neighbours.
 
-Parameters and MACs per flow from closed forms (:func:`flow_params_formula`) and measured
-(:func:`flow_costs`); the shape after every stage (:func:`shape_trace`); the paper's Figure 5
-drawn from a config (:func:`architecture_figure`); Xception beside other networks
-(:func:`comparison_table`). What needs only shapes runs on a ``meta``-device model
-(:func:`meta_model`): no memory, no arithmetic. MACs here are those of convolutions and
-linear layers; batch norm, ReLU and pooling are not counted.
+What needs only shapes runs on a ``meta``-device model (:func:`meta_model`): no memory, no arithmetic. MACs here are
+those of convolutions and linear layers; batch norm, ReLU and pooling are not counted.
 """
 
 from __future__ import annotations
@@ -153,10 +149,9 @@ class ShapeStep:
 def shape_trace(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
-    ``model`` has ``forward_intermediates`` and ``forward_head`` (an Xception or the book's
-    ``FlawedXception``), on any device (``meta`` is free). The stem convolutions are read by
-    forward hooks, removed afterwards. A failing stage or classifier (e.g. on an input too
-    small) ends the trace with a :class:`ShapeStep` carrying the error.
+    ``model`` has ``forward_intermediates`` and ``forward_head`` (an Xception or the book's ``FlawedXception``), on
+    any device (``meta`` is free). A failing stage or classifier (e.g. on an input too small) ends the trace with a
+    :class:`ShapeStep` carrying the error.
     """
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
@@ -206,9 +201,8 @@ def meta_model(config: XceptionConfig) -> nn.Module:
 def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
     """Set every batch norm's running statistics to those of ``batch``; return the model in eval mode.
 
-    A random model's running means of 0 and variances of 1 match none of its activations;
-    with statistics from data it behaves like a trained one in eval mode (activations stay
-    in range, epsilon matters where variances are small). The weights are not touched.
+    A random model's running means of 0 and variances of 1 match none of its activations; with statistics from data
+    it behaves like a trained one in eval mode (activations stay in range). The weights are not touched.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     if not norms:
@@ -253,7 +247,8 @@ class _Column:
             self.ax.add_patch(Rectangle((x0, bottom), 0.3 * w, h, facecolor=COLOURS["spatial"], lw=0))
             self.ax.add_patch(Rectangle((x0 + 0.3 * w, bottom), 0.7 * w, h, facecolor=COLOURS["cross"], lw=0))
         face = "none" if kind == "separable" else COLOURS[kind]
-        self.ax.add_patch(FancyBboxPatch((x0, bottom), w, h, boxstyle=_STYLE, facecolor=face, gid=f"box:{kind}", **_EDGE))
+        box = FancyBboxPatch((x0, bottom), w, h, boxstyle=_STYLE, facecolor=face, gid=f"box:{kind}", **_EDGE)
+        self.ax.add_patch(box)
         self.ax.text(self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9, gid="box-text")
         if self.last is not None:
             self.arrow(self.x, self.last, self.y)
@@ -266,8 +261,8 @@ class _Column:
     def note(self, text: str) -> None:
         """A shape label left of the arrow below the last box."""
         assert self.last is not None
-        x = self.x - self.WIDTH / 2 - 0.05
-        self.ax.text(x, self.last - self.GAP / 2, text, ha="right", va="center", fontsize=9, style="italic", color="#444444")
+        x, y = self.x - self.WIDTH / 2 - 0.05, self.last - self.GAP / 2
+        self.ax.text(x, y, text, ha="right", va="center", fontsize=9, style="italic", color="#444444")
 
     def residual(self, start: float, shortcut: str | None) -> None:
         """A shortcut from just above ``start`` (the block's first box) to an addition below the last box."""
@@ -279,8 +274,8 @@ class _Column:
         self.ax.plot([self.x, xr, xr], [branch, branch, add_y], color="#333333", lw=0.8, zorder=0)
         if shortcut is not None:  # a 1x1 convolution on the shortcut
             mid, bw, bh = (branch + add_y) / 2, 0.68, 0.36
-            corner = (xr - bw / 2, mid - bh / 2)
-            box = FancyBboxPatch(corner, bw, bh, boxstyle=_STYLE, facecolor=COLOURS["cross"], gid="box:shortcut", **_EDGE)
+            corner, face = (xr - bw / 2, mid - bh / 2), COLOURS["cross"]
+            box = FancyBboxPatch(corner, bw, bh, boxstyle=_STYLE, facecolor=face, gid="box:shortcut", **_EDGE)
             self.ax.add_patch(box)
             self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=9, gid="box-text")
         self.arrow(self.x + r, add_y, add_y, x_from=xr)
@@ -291,19 +286,17 @@ class _Column:
 
 
 def architecture_figure(config: XceptionConfig | None = None, input_size: int = 299) -> Figure:
-    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry
-    flow on the left, the middle and exit flows on the right.
-
-    Regular convolutions are purple, separable ones half orange (the depthwise step) and
-    half blue (the pointwise step), 1x1 shortcuts blue. The italic labels are the shapes
-    (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
+    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry flow on the left,
+    the middle and exit flows on the right. Separable convolutions are half orange (depthwise), half blue (pointwise);
+    the italic labels are the shapes (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     cfg = config if config is not None else XceptionConfig.imagenet()
     if cfg.stem != "imagenet" or not cfg.residual:
-        raise ValueError(f"expected the paper's layout, stem='imagenet' and residual=True: got {cfg.stem!r}, {cfg.residual}")
+        got = f"stem={cfg.stem!r}, residual={cfg.residual}"
+        raise ValueError(f"expected the paper's layout, stem='imagenet' and residual=True: got {got}")
     traced = shape_trace(meta_model(cfg), (1, cfg.in_channels, input_size, input_size))
     shape = {s.name: format_shape(s.shape) for s in traced}
     c = cfg.channels
@@ -343,7 +336,8 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     exit_ = _Column(ax, 5.05, middle.y - 0.65, "Exit flow")
     exit_.box(f"{shape['middle_flow']} maps", "io")
     start = exit_.y
-    flow(exit_, ["ReLU", f"SeparableConv {width}", "ReLU", f"SeparableConv {e0}", f"MaxPool 3x3, stride {cfg.exit_stride}"])
+    flow(exit_, ["ReLU", f"SeparableConv {width}", "ReLU", f"SeparableConv {e0}"])
+    flow(exit_, [f"MaxPool 3x3, stride {cfg.exit_stride}"])
     exit_.residual(start, f"Conv 1x1\nstride {cfg.exit_stride}")
     flow(exit_, [f"SeparableConv {e1}", "ReLU", f"SeparableConv {e2}", "ReLU"])
     exit_.note(shape["exit_flow"])
@@ -381,24 +375,20 @@ class ModelComplexity:
     macs: int
 
 
-def reference_models() -> dict[str, tuple[Callable[[], nn.Module], int]]:
-    """The models the book compares (random weights), each with its native input size."""
+def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity]:
+    """Parameters (torchinfo) and MACs (fvcore) of ``names`` (default: all the book compares) with random weights,
+    each at its native input size."""
     from torchvision import models
 
     from xception_lib.model import xception, xception_cifar
 
-    return {
+    available: dict[str, tuple[Callable[[], nn.Module], int]] = {
         "Xception": (xception, 299),
         "Inception V3": (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
         "ResNet-50": (lambda: models.resnet50(weights=None), 224),
         "MobileNetV2": (lambda: models.mobilenet_v2(weights=None), 224),
         "Xception-CIFAR (10 classes)": (xception_cifar, 32),
     }
-
-
-def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity]:
-    """Parameters (torchinfo) and MACs (fvcore) of ``names`` (default: all :func:`reference_models`)."""
-    available = reference_models()
     chosen = list(available) if names is None else list(names)
     unknown = [n for n in chosen if n not in available]
     if unknown:
@@ -414,17 +404,18 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
 # ------------------------------------------------------------------ bar charts
 
 
-def _bar_pair(labels: Sequence[str], params: Sequence[int], macs: Sequence[int], macs_title: str, percent: bool) -> Figure:
-    """Parameters (left) and MACs (right) as horizontal bars, 7 in wide, in neutral greys (the
-    book's colours mean kinds of convolution)."""
+def _bar_pair(labels: Sequence[str], params: Sequence[int], macs: Sequence[int], macs_title: str, percent: bool
+              ) -> Figure:
+    """Parameters (left) and MACs (right) as horizontal bars, 7 in wide, in neutral greys (the book's colours mean
+    kinds of convolution)."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 0.45 * len(labels) + 1.3), layout="constrained")
     panels = zip(fig.subplots(1, 2, sharey=True), (params, macs), ("parameters", macs_title), (1e6, 1e9))
     for ax, values, title, factor in panels:
-        bars = ax.barh(list(labels)[::-1], [v / factor for v in values][::-1], color="#bdbdbd", edgecolor="#333333", lw=0.6)
+        bars = ax.barh(labels[::-1], [v / factor for v in values][::-1], color="#bdbdbd", edgecolor="#333333", lw=0.6)
         total = sum(values)
-        texts = [f"{figures.short_number(v)} ({v / total:.0%})" if percent and total else figures.short_number(v) for v in values]
+        texts = [figures.short_number(v) + (f" ({v / total:.0%})" if percent and total else "") for v in values]
         ax.bar_label(bars, labels=texts[::-1], fontsize=9, padding=2)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("millions" if factor == 1e6 else "billions", fontsize=9)

@@ -34,8 +34,7 @@ def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, li
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
-    return fig, list(axes)
+    return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
 # ------------------------------------------------------------------ module diagrams
@@ -60,11 +59,9 @@ def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], h: fl
 
 def _towers(ax: Axes, towers: Sequence[Sequence[tuple[str, str]]], width: float = 2.0) -> None:
     """Input at the bottom, parallel towers of boxes, "concatenate" at the top (as in the paper)."""
-    height = max(len(t) for t in towers)
-    n = len(towers)
+    n, top = len(towers), max(len(t) for t in towers) + 1
     xs = [(i - (n - 1) / 2) * width for i in range(n)]
     inp = _box(ax, 0.0, 0.0, "input", "io")
-    top = height + 1
     out = _box(ax, 0.0, float(top), "concatenate", "concat", w=max(2.0, width * (n - 1) + 1.2))
     for x, tower in zip(xs, towers):
         prev = inp
@@ -175,12 +172,11 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def segment_spectrum(
-    channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
-) -> list[SpectrumPoint]:
-    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` on a ``size`` x
-    ``size`` input for each ``s`` in ``segments`` (default: every divisor of ``channels``),
-    counted by torchinfo and fvcore beside the closed forms, in increasing order of ``s``."""
+def segment_spectrum(channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
+                     ) -> list[SpectrumPoint]:
+    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` on a ``size`` x ``size`` input for each
+    ``s`` in ``segments`` (default: every divisor of ``channels``), counted by torchinfo and fvcore beside the closed
+    forms, in increasing order of ``s``."""
     from xception_lib import complexity as cx
     from xception_lib.layers import SegmentedInception
 
@@ -196,11 +192,8 @@ def segment_spectrum(
 
 
 def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
-    """Parameters and MACs against the number of segments, on log-log axes (two panels).
-
-    The counters are drawn as markers, the closed forms as a line; the two ends are
-    labelled "regular" (1 segment) and "extreme" (one segment per channel).
-    """
+    """Parameters and MACs against the number of segments, on log-log axes (two panels): the counters as markers,
+    the closed forms as a line, the ends labelled "regular" (1 segment) and "extreme" (one segment per channel)."""
     if not points:
         raise ValueError("expected at least one SpectrumPoint, got none")
     from matplotlib.ticker import ScalarFormatter
@@ -230,11 +223,8 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
 
 
 def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7)) -> Figure:
-    """How many times fewer MACs a separable convolution needs: ``1 / (1/C_out + 1/k^2)``.
-
-    One curve per kernel size against the output channels (log x axis), with its
-    ceiling ``k^2`` dashed.
-    """
+    """How many times fewer MACs a separable convolution needs, ``1 / (1/C_out + 1/k^2)``: one curve per kernel size
+    against the output channels (log x axis), with its ceiling ``k^2`` dashed."""
     from xception_lib.complexity import separable_savings
 
     if not channels:
@@ -259,22 +249,16 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
 BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
 
 
-def bar_pair(
-    labels: Sequence[str],
-    left: Sequence[float],
-    right: Sequence[float],
-    titles: tuple[str, str] = ("parameters", "MACs"),
-    log: bool = False,
-) -> Figure:
+def bar_pair(labels: Sequence[str], left: Sequence[float], right: Sequence[float],
+             titles: tuple[str, str] = ("parameters", "MACs"), log: bool = False) -> Figure:
     """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
 
-    A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue:
-    pointwise; purple: regular); any other label is grey. ``log``: logarithmic value axes.
+    A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue: pointwise; purple:
+    regular); any other label is grey. ``log``: logarithmic value axes.
     """
     if not (len(labels) == len(left) == len(right)) or not labels:
-        raise ValueError(
-            f"expected as many values as labels (>= 1), got {len(labels)} labels, {len(left)} and {len(right)} values"
-        )
+        got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
+        raise ValueError(f"expected as many values as labels (>= 1), got {got}")
     fig, axes = _new_figure(7.0, 3.2, ncols=2)
     colours = [COLOURS[BAR_KINDS[label]] if label in BAR_KINDS else COLOURS["pool"] for label in labels]
     for ax, values, title in zip(axes, (left, right), titles):

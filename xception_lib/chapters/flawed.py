@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.chapters.anatomy import meta_model, separable_layers
+from xception_lib.chapters.anatomy import format_shape, meta_model, separable_layers
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
 from xception_lib.model import block_layers
@@ -36,11 +36,8 @@ if TYPE_CHECKING:  # matplotlib and pandas are optional: imported inside the fun
 
 @dataclass(frozen=True)
 class Flaws:
-    """Which of the post's flaws a :class:`FlawedXception` reproduces (``True``: flawed; the default: all).
-
-    The fields are in the order chapter 4 fixes them. ``exit_relu_before`` rectifies the last residual sum and
-    leaves the pooled features unrectified; it changes no parameter and no shape.
-    """
+    """Which of the post's flaws a :class:`FlawedXception` reproduces (``True``: flawed; the default: all), in the
+    order chapter 4 fixes them."""
 
     regular_depthwise: bool = True  #: The "depthwise" 3x3 convolution keeps ``groups=1``, a regular one.
     shared_middle_block: bool = True  #: One middle block called eight times, 8 deep with one block of weights.
@@ -52,7 +49,7 @@ class Flaws:
     stem_stride_1: bool = True  #: The first stem convolution has stride 1 instead of 2.
     stem_padding: bool = True  #: Both stem convolutions pad by 1 (the paper has none, 299 -> 149 -> 147).
     fixed_size_pool: bool = True  #: A 2x2 stride-1 average pool and a flatten, so only 2x2 exit maps fit.
-    exit_relu_before: bool = True  #: ReLU before, not after, the exit flow's last two separable convolutions.
+    exit_relu_before: bool = True  #: ReLU before, not after, the exit's last two separable convs (none on the output).
 
     @classmethod
     def none(cls) -> Flaws:
@@ -98,11 +95,8 @@ def _bn_relu(channels: int, config: XceptionConfig) -> nn.Sequential:
 
 
 class FlawedSeparableConv2d(nn.Module):
-    """A 3x3 separable convolution with the post's flaws switchable (``regular_depthwise``, ``bias_before_bn``,
-    ``bn_relu_between`` and ``bn_relu_after_pointwise`` act here; ``config`` gives the batch-norm settings).
-
-    With no flaw it equals :class:`~xception_lib.layers.SeparableConv2d` (same names: ``depthwise``, ``pointwise``).
-    """
+    """A 3x3 separable convolution where ``regular_depthwise``, ``bias_before_bn``, ``bn_relu_between`` and
+    ``bn_relu_after_pointwise`` act; with no flaw it equals :class:`~xception_lib.layers.SeparableConv2d`."""
 
     def __init__(self, in_channels: int, out_channels: int, flaws: Flaws, config: XceptionConfig) -> None:
         super().__init__()
@@ -143,8 +137,7 @@ class FlawedBlock(nn.Module):
         self.layers = nn.Sequential(layers)
         self.shortcut: nn.Module = nn.Identity()
         if in_channels != out_channels or stride != 1:
-            conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=flaws.bias_before_bn)
-            shortcut = OrderedDict(conv=conv)
+            shortcut = OrderedDict(conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=flaws.bias_before_bn))
             if not flaws.shortcut_without_bn:
                 shortcut["bn"] = _bn(out_channels, config)
             self.shortcut = nn.Sequential(shortcut)
@@ -154,10 +147,7 @@ class FlawedBlock(nn.Module):
 
 
 class SharedMiddleFlow(nn.Module):
-    """The flaw ``shared_middle_block``: one ``block`` (one set of weights) applied ``repeats`` times.
-
-    (The post writes the call out eight times; a loop computes the same.)
-    """
+    """The flaw ``shared_middle_block``: one ``block`` (one set of weights) applied ``repeats`` times."""
 
     def __init__(self, block: nn.Module, repeats: int) -> None:
         super().__init__()
@@ -177,11 +167,8 @@ class FlawedXception(nn.Module):
     ``exit_flow``, ``head``) and its ``stages`` and ``forward_intermediates``, so the same measurements run on
     both. Unlike ``Xception`` it does not check its input: finding out what it accepts is part of the audit.
 
-    Args:
-        flaws: Which flaws to reproduce (default: all of them, the post's model).
-        config: Widths, classes, batch-norm and pooling conventions (default: :func:`post_config`); it must
-            have the paper's architecture (ImageNet stem, residuals, separable convolutions without
-            intermediate activation): the flaws are what changes it.
+    ``flaws`` defaults to all of them (the post's model), ``config`` to :func:`post_config`; the config must have
+    the paper's architecture (ImageNet stem, residuals, no intermediate activation): the flaws are what changes it.
     """
 
     def __init__(self, flaws: Flaws | None = None, config: XceptionConfig | None = None) -> None:
@@ -251,7 +238,6 @@ class FlawedXception(nn.Module):
         return out
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        """Final feature map -> logits."""
         return self.head(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -270,9 +256,7 @@ def param_delta(name: str, config: XceptionConfig | None = None) -> int:
     """How many parameters flaw ``name`` alone adds to ``Xception(config)`` (negative: removes), in closed form.
 
     Computed from the config (default :func:`post_config`) with :mod:`xception_lib.complexity`'s formulas, never
-    from a model, so that a test can hold :class:`FlawedXception` to it. A regular instead of a depthwise 3x3
-    convolution adds ``9 C^2 - 9 C`` per separable convolution; sharing the middle block removes ``blocks - 1``
-    blocks; a bias adds one parameter per output channel, a batch norm two per channel; four flaws move none.
+    from a model, so that a test can hold :class:`FlawedXception` to it.
     """
     _checked([name])
     cfg = config if config is not None else post_config()
@@ -292,11 +276,8 @@ def param_delta(name: str, config: XceptionConfig | None = None) -> int:
 
 
 def accepted_sizes(model: nn.Module, sizes: Sequence[int]) -> list[int]:
-    """The square input sizes (among ``sizes``) on which a model runs end to end, to the logits.
-
-    Runs in eval mode, where batch norm takes a batch of one image at any size. On a ``meta``-device model
-    (:func:`build_meta`) each try costs milliseconds.
-    """
+    """The square input sizes (among ``sizes``) on which a model runs end to end, to the logits, in eval mode
+    (where batch norm takes a batch of one image); on a ``meta``-device model (:func:`build_meta`) it costs little."""
     cin = getattr(getattr(model, "config", None), "in_channels", 3)
     ok = []
     with eval_mode(model), torch.no_grad():
@@ -325,10 +306,8 @@ class MiddleFlowUsage:
 
 
 def middle_flow_usage(model: nn.Module) -> MiddleFlowUsage:
-    """Count convolution calls in ``model.middle_flow`` and how many distinct modules (weights) made them.
-
-    Forward hooks record which module ran and are removed afterwards; only the middle flow runs, on an 8x8 map.
-    """
+    """Count convolution calls in ``model.middle_flow`` (run alone on an 8x8 map) and the distinct modules (weights)
+    making them."""
     convs = [m for m in model.get_submodule("middle_flow").modules() if isinstance(m, nn.Conv2d)]
     calls: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda module, _inputs, _output: calls.append(module)) for m in convs]
@@ -344,19 +323,12 @@ def middle_flow_usage(model: nn.Module) -> MiddleFlowUsage:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """What :func:`load_matching` could copy.
+    """What :func:`load_matching` could copy."""
 
-    Attributes:
-        loaded: Tensors copied (same name and shape).
-        wrong_shape: Names in both with different shapes (left as they were).
-        missing: Names only in the target (left as they were).
-        unexpected: Names only in the source (ignored).
-    """
-
-    loaded: int
-    wrong_shape: tuple[str, ...]
-    missing: tuple[str, ...]
-    unexpected: tuple[str, ...]
+    loaded: int  #: Tensors copied (same name and shape).
+    wrong_shape: tuple[str, ...]  #: Names in both with different shapes (left as they were).
+    missing: tuple[str, ...]  #: Names only in the target (left as they were).
+    unexpected: tuple[str, ...]  #: Names only in the source (ignored).
 
     @property
     def complete(self) -> bool:
@@ -378,11 +350,8 @@ def compare_state_dicts(target: nn.Module, source: nn.Module) -> LoadReport:
 
 
 def load_matching(target: nn.Module, source: nn.Module) -> LoadReport:
-    """Copy into ``target`` every tensor of ``source`` (parameters and buffers) whose name and shape agree.
-
-    Returns:
-        A :class:`LoadReport`; ``report.complete`` means that a strict load would have worked.
-    """
+    """Copy into ``target`` every tensor of ``source`` (parameters and buffers) whose name and shape agree;
+    ``report.complete`` means that a strict load would have worked."""
     report = compare_state_dicts(target, source)
     ours = target.state_dict()
     same = {k: v for k, v in source.state_dict().items() if k in ours and ours[k].shape == v.shape}
@@ -398,12 +367,9 @@ def matches_reference(model: FlawedXception) -> bool:
 def bias_change_in_train_mode(model: nn.Module, x: torch.Tensor, *, seed: int = 0) -> float:
     """How much the output on ``x`` moves when every convolution bias is redrawn, in training mode.
 
-    A bias added right before a batch norm is subtracted again with the batch mean, so in training mode (batch
-    statistics) redrawing those biases changes nothing but rounding. It runs on a copy of ``model``; the new
-    biases are drawn from a standard normal with ``seed``, in module order; ``x`` has the model's dtype.
-
-    Returns:
-        ``max |f(x) - f'(x)| / max |f(x)|``, ``f'`` the model with new biases.
+    A bias added right before a batch norm is subtracted again with the batch mean, so in training mode redrawing
+    those biases changes nothing but rounding. Returns ``max |f(x) - f'(x)| / max |f(x)|``, ``f'`` a copy of the
+    model with biases drawn from a standard normal with ``seed``; ``x`` has the model's dtype.
     """
     dtype = next(model.parameters()).dtype
     if x.dtype != dtype:
@@ -427,11 +393,8 @@ def logit_checks(flaw_sets: Sequence[Flaws], reference: nn.Module, x: torch.Tens
     Each flawed model (the reference's config) gets the reference's tensors by a strict load, so any difference
     comes from the flaws that move no parameter: only ``stem_stride_1``, ``stem_padding``, ``fixed_size_pool`` and
     ``exit_relu_before`` may be on. Give the reference's batch norms random running statistics first, or a
-    misplaced layer can hide behind an identity.
-
-    Returns:
-        For each flaw set, ``max |flawed(x) - reference(x)| / max |reference(x)|`` in eval mode, or ``None``
-        when the flawed model rejects ``x``.
+    misplaced layer can hide behind an identity. Returns, for each flaw set, ``max |flawed(x) - reference(x)| /
+    max |reference(x)|`` in eval mode, or ``None`` when the flawed model rejects ``x``.
     """
     if not isinstance(getattr(reference, "config", None), XceptionConfig):
         raise TypeError(f"expected an xception_lib Xception as the reference, got {type(reference).__name__}")
@@ -460,35 +423,22 @@ def logit_checks(flaw_sets: Sequence[Flaws], reference: nn.Module, x: torch.Tens
 
 @dataclass(frozen=True)
 class Audit:
-    """One row of chapter 4's audit table: a model, measured.
+    """One row of chapter 4's audit table: a model, measured."""
 
-    Attributes:
-        label: What the row is (e.g. ``"as published"``, ``"fix regular_depthwise"``).
-        flaws: The flaws still on.
-        params: Parameters (a tensor used twice counts once, as in ``model.parameters()``).
-        reference_params: Parameters of :class:`~xception_lib.model.Xception` with the same config.
-        shapes: ``{stage or "logits": shape}`` for a 299 px input (``None`` from the step that fails).
-        logits_at_299: Whether a 299 px image reaches the logits.
-        middle: Middle-flow weight usage.
-    """
-
-    label: str
-    flaws: Flaws
-    params: int
-    reference_params: int
-    shapes: dict[str, tuple[int, ...] | None]
-    logits_at_299: bool
-    middle: MiddleFlowUsage
+    label: str  #: What the row is (e.g. ``"as published"``, ``"fix regular_depthwise"``).
+    flaws: Flaws  #: The flaws still on.
+    params: int  #: Parameters (a tensor used twice counts once, as in ``model.parameters()``).
+    reference_params: int  #: Parameters of :class:`~xception_lib.model.Xception` with the same config.
+    shapes: dict[str, tuple[int, ...] | None]  #: ``{stage or "logits": shape}`` at 299 px (``None``: failed).
+    logits_at_299: bool  #: Whether a 299 px image reaches the logits.
+    middle: MiddleFlowUsage  #: Middle-flow weight usage.
 
 
 def audit(
     flaws: Flaws, config: XceptionConfig | None = None, *, label: str = "", reference_params: int | None = None
 ) -> Audit:
-    """Measure a :class:`FlawedXception` with ``flaws`` against ``Xception(config)``, on the ``meta`` device.
-
-    ``config`` defaults to :func:`post_config`; ``label`` names the row; pass ``reference_params`` (the parameters
-    of ``Xception(config)``) when already known, to save counting them again.
-    """
+    """Measure a :class:`FlawedXception` with ``flaws`` against ``Xception(config)`` (default :func:`post_config`),
+    on the ``meta`` device; pass ``reference_params`` when already known, to save counting them again."""
     cfg = config if config is not None else post_config()
     model = build_meta(flaws, cfg)
     shapes: dict[str, tuple[int, ...] | None] = {}
@@ -515,11 +465,8 @@ def audit(
 
 
 def fix_sequence(order: Sequence[str] = FLAW_NAMES) -> list[tuple[str, Flaws]]:
-    """The post's model, then one more flaw fixed at each step, in ``order``.
-
-    Returns:
-        ``[("as published", Flaws()), ("fix <first>", ...), ...]``; the last has no flaw left.
-    """
+    """The post's model, then one more flaw fixed at each step, in ``order``: ``[("as published", Flaws()),
+    ("fix <first>", ...), ...]``; the last has no flaw left."""
     if sorted(_checked(order)) != sorted(FLAW_NAMES):
         raise ValueError(f"order must list every flaw once: expected a permutation of {FLAW_NAMES}, got {tuple(order)}")
     steps = [("as published", Flaws())]
@@ -537,14 +484,11 @@ def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_fl
     """
     import pandas as pd
 
-    def hwc(shape: tuple[int, ...] | None) -> str:
-        return "-" if shape is None else f"{shape[2]}x{shape[3]}x{shape[1]}"
-
     return pd.DataFrame(
         {
             "params": [f"{r.params:,}" for r in rows],
             "vs Xception": [f"{r.params - r.reference_params:+,}" for r in rows],
-            **{s.removesuffix("_flow"): [hwc(r.shapes.get(s)) for r in rows] for s in stages},
+            **{s.removesuffix("_flow"): [format_shape(r.shapes.get(s)) for r in rows] for s in stages},
             "299 px": ["yes" if r.logits_at_299 else "no" for r in rows],
             "middle": [f"{r.middle.distinct}/{r.middle.applications}" for r in rows],
         },
@@ -553,11 +497,8 @@ def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_fl
 
 
 def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
-    """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's.
-
-    A bar is orange while the count differs from Xception's, blue once it matches, and hatched while a 299 px
-    image cannot reach the logits. Drawn for the book's column: 7 in wide, text of 9 pt or more.
-    """
+    """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's: a bar is
+    orange while the count differs, blue once it matches, hatched while a 299 px image cannot reach the logits."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
