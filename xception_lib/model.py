@@ -30,11 +30,13 @@ from xception_lib.pooling import MaxPool2d, MaxPool2dSame
 
 
 def block_layers(
-    in_channels: int, out_channels: int, reps: int, *, start_with_relu: bool, grow_first: bool,
-    separable: Callable[[int, int], nn.Module], norm: Callable[[int], nn.Module] | None,
+    in_channels: int, out_channels: int, reps: int, *, start_with_relu: bool,
+    grow_first: bool, separable: Callable[[int, int], nn.Module],
+    norm: Callable[[int], nn.Module] | None,
 ) -> OrderedDict[str, nn.Module]:
-    """A block's ``reps`` x (ReLU -> ``separable(cin, cout)`` -> ``norm(cout)``), named ``act1, sep1, bn1, ...``;
-    the first (``grow_first``) or the last separable convolution changes the width; ``norm=None``: no norms."""
+    """A block's ``reps`` x (ReLU -> ``separable(cin, cout)`` -> ``norm(cout)``), named
+    ``act1, sep1, bn1, ...``; the first (``grow_first``) or the last separable
+    convolution changes the width; ``norm=None``: no norms."""
     layers: OrderedDict[str, nn.Module] = OrderedDict()
     for i in range(reps):
         if grow_first:
@@ -74,14 +76,21 @@ class XceptionBlock(nn.Module):
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, reps: int, stride: int = 1, *, start_with_relu: bool = True,
-        grow_first: bool = True, residual: bool = True, intermediate: Activation = "none", segments: int | None = None,
-        bn_eps: float = 1e-3, bn_momentum: float = 0.01, pool_padding: PoolPadding = "same",
+        self, in_channels: int, out_channels: int, reps: int, stride: int = 1, *,
+        start_with_relu: bool = True, grow_first: bool = True, residual: bool = True,
+        intermediate: Activation = "none", segments: int | None = None,
+        bn_eps: float = 1e-3, bn_momentum: float = 0.01,
+        pool_padding: PoolPadding = "same",
     ) -> None:
         super().__init__()
+
+        def separable(cin: int, cout: int) -> SeparableConv2d:
+            options = {"intermediate": intermediate, "segments": segments}
+            return SeparableConv2d(cin, cout, **options)
+
         layers = block_layers(
-            in_channels, out_channels, reps, start_with_relu=start_with_relu, grow_first=grow_first,
-            separable=lambda cin, cout: SeparableConv2d(cin, cout, 3, intermediate=intermediate, segments=segments),
+            in_channels, out_channels, reps, start_with_relu=start_with_relu,
+            grow_first=grow_first, separable=separable,
             norm=lambda channels: nn.BatchNorm2d(channels, bn_eps, bn_momentum),
         )
         if stride != 1 and pool_padding == "same":
