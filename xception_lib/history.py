@@ -53,7 +53,7 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> History:
-        """Inverse of :meth:`History.to_dict`; unknown keys and values of the wrong type are errors naming the field."""
+        """Inverse of ``to_dict``; unknown keys and values of the wrong type are errors naming the field."""
         if not isinstance(data, dict):
             raise TypeError(f"a History must be read from a dict, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}

@@ -30,8 +30,8 @@ FORMAT = "xception_lib.ledger/1"
 
 LEDGER_NAME = "runs.jsonl"
 KINDS = ("reference", "control", "recipe", "ablation", "smoke")
-"""What a run is for: the training chapter's reference run, the ResNet-18 control, a candidate of
-the recipe race, a point of the ablation queue, a smoke test (a CPU preview is any kind with ``preview``)."""
+"""What a run is for (the training chapter's reference run, the ResNet-18 control, a candidate of
+the recipe race, a point of the ablation queue, a smoke test); a CPU preview is any kind with ``preview``."""
 
 
 def records_dir() -> Path:
@@ -114,12 +114,12 @@ class Run:
 
     @property
     def is_result(self) -> bool:
-        """Measured on a GPU and not a preview: what the book shows as a result."""
+        """Whether the run was measured on a GPU and is not a preview (what the book shows as a result)."""
         return self.environment.device == "cuda" and not self.preview
 
     @property
     def config_key(self) -> str:
-        """What makes two runs the same configuration: everything trained, except the seed."""
+        """What makes two runs the same configuration (everything trained, except the seed)."""
         train = {k: v for k, v in self.train_config.items() if k not in ("seed", "log_every")}
         what = [self.study, self.name, self.model, self.model_config, train, self.extras, self.data["name"]]
         return json.dumps(what, sort_keys=True)
@@ -315,7 +315,7 @@ class Summary:
 def summarize(runs: Sequence[Run], metric: str = "final_test_acc") -> list[Summary]:
     """One :class:`Summary` per configuration (:attr:`Run.config_key`), in order of first appearance.
 
-    ``metric``: ``"final_test_acc"`` or a key of :attr:`Run.metrics` (``"tta_test_acc"``).
+    ``metric``: ``"final_test_acc"`` or a key of ``Run.metrics`` (``"tta_test_acc"``).
     """
     groups: dict[str, list[Run]] = {}
     for run in runs:

@@ -230,7 +230,7 @@ class Recipe:
     why: str = ""  # where the choice comes from
 
     def extras(self) -> dict[str, Any]:
-        """What the recipe adds beyond ``TrainConfig`` (:attr:`ledger.Run.extras`)."""
+        """What the recipe adds beyond ``TrainConfig`` (``ledger.Run.extras``)."""
         out = {"cutout": self.cutout, "ema": self.ema, "tta_flip": self.tta_flip, "model": self.model}
         return {k: v for k, v in out.items() if v}
 
