@@ -12,9 +12,9 @@ import argparse
 import copy
 import json
 import math
-import os
 import statistics
 import sys
+import tempfile
 import time
 import types
 import typing
@@ -238,10 +238,10 @@ def check_writable(path: str | Path) -> Path:
         raise ValueError(f"output {path} is a directory; give a file name, such as {path / 'bench.json'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent):  # a real write: permissions can mislead (root, /proc)
+            pass
     except OSError as err:
         raise ValueError(f"output {path}: cannot write in {path.parent} ({err}); choose another path") from None
-    if not os.access(path if path.exists() else path.parent, os.W_OK):
-        raise ValueError(f"output {path}: cannot write in {path.parent} (no permission); choose another path")
     return path
 
 
