@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from pathlib import Path
+from types import ModuleType
+
 import pytest
 import torch
 
 import xception_lib as xl
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load_tool(name: str) -> ModuleType:
+    """The script ``tools/<name>.py`` imported as a module (``tools/`` is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def cifar10() -> xl.data.CifarArrays:
+    """The whole CIFAR-10 copy (``XCEPTION_DATA``, else ``../shared/data``); skipped where it is missing."""
+    root = Path(os.environ.get("XCEPTION_DATA") or REPO.parent / "shared" / "data")
+    if not (root / "cifar10-jpeg.tar.xz").exists() and not root.is_file():
+        pytest.skip(f"offline CIFAR-10 copy not found at {root} (set XCEPTION_DATA)")
+    return xl.data.load_cifar("cifar10", root)
 
 
 @pytest.fixture

@@ -10,19 +10,17 @@ unless ``XL_REQUIRE_BUILD=1`` (set in CI, which builds the book first): then it 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import subprocess
-import sys
 import textwrap
 import venv
 from importlib import metadata
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -33,15 +31,7 @@ nbformat = pytest.importorskip("nbformat", reason="install xception_lib[test]")
 yaml = pytest.importorskip("yaml", reason="install xception_lib[test]")
 
 
-def _load_sync_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sync_setup_cell", ROOT / "tools" / "sync_setup_cell.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-sync_tool = _load_sync_tool()
+sync_tool = load_tool("sync_setup_cell")
 
 
 def _config() -> dict:

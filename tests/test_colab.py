@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -30,9 +29,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK = ROOT / "book"
@@ -72,14 +71,6 @@ pylabtools.print_figure = print_figure
 """
 
 
-def _load_build_tool() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("build_book", ROOT / "tools" / "build_book.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _chapters() -> list[Path]:
     return [
         p for p in sorted(BOOK.glob("*.ipynb"))
@@ -104,7 +95,7 @@ def built_cache():  # -> jupyter_cache JupyterCacheBase
     cache = _cache_dir()
     if not (cache / "global.db").exists():
         missing(f"no execution cache in {cache}: run `make book` first")
-    tool = _load_build_tool()
+    tool = load_tool("build_book")
     try:
         import json
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from xception_lib.loader import GpuLoader, check_number
 REPO = Path(__file__).resolve().parents[1]
 MEAN, STD = xl.data.DATASETS["cifar10"]["mean"], xl.data.DATASETS["cifar10"]["std"]
 NORM = {"mean": MEAN, "std": STD}
-
-
-@pytest.fixture(scope="module")
-def cifar10() -> xl.data.CifarArrays:
-    root = Path(os.environ.get("XCEPTION_DATA") or REPO.parent / "shared" / "data")
-    if not (root / "cifar10-jpeg.tar.xz").exists() and not root.is_file():
-        pytest.skip(f"offline CIFAR-10 copy not found at {root} (set XCEPTION_DATA)")
-    return xl.data.load_cifar("cifar10", root)
 
 
 def _coordinate_images(n: int) -> tuple[torch.Tensor, torch.Tensor]:

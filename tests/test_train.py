@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def cifar10() -> xl.data.CifarArrays:
-    root = Path(os.environ.get("XCEPTION_DATA") or REPO.parent / "shared" / "data")
-    if not (root / "cifar10-jpeg.tar.xz").exists() and not root.is_file():
-        pytest.skip(f"offline CIFAR-10 copy not found at {root} (set XCEPTION_DATA)")
-    return xl.data.load_cifar("cifar10", root)
 
 
 @pytest.fixture(scope="module")
