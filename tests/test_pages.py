@@ -1,0 +1,249 @@
+"""The built pages as a reader's browser shows them (headless Chromium, driven by Playwright).
+
+At the book's desktop width (1280 px) every page of the built book is loaded and measured:
+
+- no code or output block scrolls sideways (its content is wider than its box);
+- every image in the text is SVG, or a bitmap at least 1.5 times the width it is shown at;
+- every figure of a chapter is numbered ("Fig. N") and has alt text that describes it (not a file name);
+- no page is taller than 40,000 px;
+- no output shows a traceback, a network error or a placeholder such as ``± n/a``.
+
+Needs a built book (``make book``; ``$XL_BUILD_DIR`` for another build) and Chromium
+(``apt-get install chromium``) with the ``playwright`` Python package: skipped without them,
+failed under ``XL_REQUIRE_BUILD=1`` (as in CI, whose ``.ci/run`` installs both).
+
+``python tests/test_pages.py [HTML_DIR]`` prints the same measurements for every page, as counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.book, pytest.mark.browser]
+
+ROOT = Path(__file__).resolve().parent.parent
+DESKTOP = {"width": 1280, "height": 900}
+MAX_PAGE_PX = 40_000
+MIN_BITMAP_SCALE = 1.5
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# What a reader must never see in an output: the build machine's troubles.
+NOISE = ["Traceback (most recent call last)", "gaierror", "Name or service not known", "± n/a", "+/- n/a"]
+
+# Runs in the page: everything the checks need, measured as the browser laid the page out.
+MEASURE_JS = """
+() => {
+  const article = document.querySelector('main article') || document.querySelector('main') || document.body;
+  const blocks = [...article.querySelectorAll('div.highlight pre, div.cell_output pre, .output pre')];
+  const wide = blocks.filter(b => b.scrollWidth > b.clientWidth + 1).map(b => ({
+      text: b.innerText.split('\\n').find(l => l.length > 0) || '', over: b.scrollWidth - b.clientWidth}));
+  const images = [...article.querySelectorAll('img')].filter(i => i.clientWidth > 0).map(i => ({
+      src: i.getAttribute('src') || '', alt: i.getAttribute('alt') || '',
+      natural: i.naturalWidth, shown: i.clientWidth,
+      inFigure: !!i.closest('figure'),
+      caption: (i.closest('figure') && i.closest('figure').querySelector('figcaption'))
+               ? i.closest('figure').querySelector('figcaption').innerText : ''}));
+  const outputs = [...article.querySelectorAll('div.cell_output, .output')].map(o => o.innerText).join('\\n');
+  return {height: document.documentElement.scrollHeight, blocks: blocks.length, wide, images, outputs};
+}
+"""
+
+
+def built_html() -> Path:
+    """The built book's html folder; skips (or fails, under XL_REQUIRE_BUILD=1) without one."""
+    html = Path(os.environ.get("XL_BUILD_DIR", ROOT / "_build" / "html"))
+    if not (html / "index.html").exists():
+        _missing(f"no built book in {html}: run `make book` first")
+    return html
+
+
+def _missing(message: str) -> None:
+    if os.environ.get("XL_REQUIRE_BUILD") == "1":
+        pytest.fail(message + " (XL_REQUIRE_BUILD=1)")
+    pytest.skip(message)
+
+
+def pages(html: Path) -> list[Path]:
+    """Every page of the book: the chapters, the API reference and the bibliography."""
+    skip = {"genindex.html", "search.html", "py-modindex.html"}
+    return sorted(
+        p
+        for p in html.rglob("*.html")
+        if p.name not in skip and "_static" not in p.parts and "_modules" not in p.parts and "_sources" not in p.parts
+    )
+
+
+def chromium() -> str | None:
+    """The Chromium binary to drive: ``$XL_CHROMIUM``, else Debian's."""
+    return os.environ.get("XL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def measure(page: Any, path: Path) -> dict[str, Any]:
+    """Load ``path`` in ``page`` (a Playwright page) and measure it (see MEASURE_JS)."""
+    page.goto(path.as_uri(), wait_until="load")
+    page.wait_for_timeout(100)  # let the theme finish its layout (sidebar, fonts)
+    return page.evaluate(MEASURE_JS)
+
+
+def problems(report: dict[str, Any], chapter: bool) -> list[str]:
+    """What a reader would see wrong on a measured page, one line each."""
+    found = [f"code/output block scrolls sideways by {w['over']} px: {w['text'][:70]!r}" for w in report["wide"]]
+    if report["height"] > MAX_PAGE_PX:
+        found.append(f"page is {report['height']:,} px tall (at most {MAX_PAGE_PX:,})")
+    for image in report["images"]:
+        name = image["src"].rsplit("/", 1)[-1]
+        if not name.endswith(".svg") and image["natural"] < MIN_BITMAP_SCALE * image["shown"]:
+            found.append(f"{name}: a {image['natural']}-px bitmap shown {image['shown']} px wide (blurry)")
+        if chapter and image["inFigure"] is False and image["shown"] > 200:
+            found.append(f"{name}: a figure without a numbered caption")
+        if chapter and image["inFigure"] and not image["caption"].lstrip().startswith("Fig"):
+            found.append(f"{name}: its caption has no figure number")
+        alt = image["alt"].strip()
+        if image["shown"] > 200 and (len(alt) < 15 or "/" in alt or alt.endswith((".png", ".svg", ".jpg"))):
+            found.append(f"{name}: alt text {alt!r} does not describe the figure")
+    found += [f"output shows {word!r}" for word in NOISE if word in report["outputs"]]
+    return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the whole module."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (pip install playwright)")
+    binary = chromium()
+    if binary is None:
+        _missing("no Chromium found (apt-get install chromium, or set XL_CHROMIUM)")
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS, headless=True)
+        yield instance
+        instance.close()
+
+
+def _page_ids() -> list[str]:
+    html = Path(os.environ.get("XL_BUILD_DIR", ROOT / "_build" / "html"))
+    found = [str(p.relative_to(html)) for p in pages(html)] if (html / "index.html").exists() else []
+    return found or ["(no built book)"]
+
+
+@pytest.mark.parametrize("name", _page_ids())
+def test_page_reads_well_at_desktop_width(browser: Any, name: str) -> None:
+    html = built_html()
+    page = browser.new_page(viewport=DESKTOP)
+    try:
+        report = measure(page, html / name)
+    finally:
+        page.close()
+    chapter = name.startswith("book/") and not name.startswith(("book/api", "book/bibliography"))
+    found = problems(report, chapter)
+    assert not found, f"{name}:\n  " + "\n  ".join(found)
+
+
+def test_problems_are_found() -> None:
+    """The checks themselves: each kind of problem is reported, a clean page passes."""
+    clean = {
+        "height": 5000,
+        "blocks": 1,
+        "wide": [],
+        "outputs": "accuracy 0.91",
+        "images": [
+            {
+                "src": "a.svg",
+                "alt": "Learning curves of two runs",
+                "natural": 600,
+                "shown": 690,
+                "inFigure": True,
+                "caption": "Fig. 3 Learning curves",
+            }
+        ],
+    }
+    assert problems(clean, chapter=True) == []
+    bad = {
+        "height": 50_000,
+        "blocks": 2,
+        "wide": [{"text": "x = 1", "over": 40}],
+        "outputs": "Traceback (most recent call last)\nsocket.gaierror",
+        "images": [
+            {
+                "src": "_images/abc.png",
+                "alt": "_images/abc.png",
+                "natural": 690,
+                "shown": 690,
+                "inFigure": False,
+                "caption": "",
+            }
+        ],
+    }
+    found = "\n".join(problems(bad, chapter=True))
+    for expected in (
+        "scrolls sideways",
+        "px tall",
+        "blurry",
+        "without a numbered caption",
+        "alt text",
+        "Traceback",
+        "gaierror",
+    ):
+        assert expected in found, expected
+
+
+def main(argv: list[str]) -> int:
+    """Print every page's measurements and the totals (for a closing note or a quick look)."""
+    from playwright.sync_api import sync_playwright
+
+    html = Path(argv[0]) if argv else ROOT / "_build" / "html"
+    totals = {
+        "pages": 0,
+        "blocks": 0,
+        "wide": 0,
+        "images": 0,
+        "blurry": 0,
+        "unnumbered": 0,
+        "bad_alt": 0,
+        "tall": 0,
+        "noise": 0,
+    }
+    with sync_playwright() as p:
+        instance = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
+        page = instance.new_page(viewport=DESKTOP)
+        for path in pages(html):
+            name = str(path.relative_to(html))
+            report = measure(page, path)
+            chapter = name.startswith("book/") and not name.startswith(("book/api", "book/bibliography"))
+            found = problems(report, chapter)
+            totals["pages"] += 1
+            totals["blocks"] += report["blocks"]
+            totals["wide"] += len(report["wide"])
+            totals["images"] += len(report["images"])
+            totals["blurry"] += sum("blurry" in f for f in found)
+            totals["unnumbered"] += sum("numbered caption" in f or "figure number" in f for f in found)
+            totals["bad_alt"] += sum("alt text" in f for f in found)
+            totals["tall"] += report["height"] > MAX_PAGE_PX
+            totals["noise"] += sum("output shows" in f for f in found)
+            print(
+                f"{name}: {report['height']:,} px, {len(report['wide'])}/{report['blocks']} blocks scroll, "
+                f"{len(report['images'])} images, {len(found)} problems"
+            )
+        instance.close()
+    print(json.dumps(totals))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
