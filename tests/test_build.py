@@ -8,6 +8,7 @@ notebook three times (a few seconds each).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -62,15 +63,56 @@ def test_fingerprint_sees_every_dependency(tmp_path: Path) -> None:
     assert build_book.changes(None, base) != []  # a cache of unknown provenance is not trusted
 
 
-def test_the_book_depends_on_the_library_records_and_requirements() -> None:
+def test_the_book_depends_on_the_library_its_records_and_the_packages_it_imports() -> None:
     files = build_book.fingerprint(env=[])["files"]
     assert "xception_lib/complexity.py" in files
-    assert {"requirements.txt", "pyproject.toml"} <= set(files)
     records = [ROOT / "xception_lib" / "records", ROOT / "book" / "results"]
     shipped = [p.relative_to(ROOT).as_posix() for d in records if d.is_dir() for p in d.rglob("*") if p.is_file()]
     assert shipped and set(shipped) <= set(files), "every recorded result a chapter reads is a dependency"
     environment = build_book.environment()
-    assert environment[0].startswith("python==") and any(e.startswith("torch==") for e in environment)
+    names = {e.split("==")[0] for e in environment if "==" in e}
+    assert environment[0].startswith("python==")
+    assert {"torch", "numpy", "matplotlib", "myst-nb", "ipykernel"} <= names  # imported, or executing the chapters
+    assert not names & {"pytest", "ruff", "mypy", "jupyter-book", "playwright", "pip"}, "tools that no chapter imports"
+
+
+# what `installed()` returns, for a small made-up environment
+PACKAGES = {
+    "torch": ("2.14.1", ["numpy>=1.24", "sympy", "opt-einsum>=3.3; extra == 'opt-einsum'", "triton; sys_platform == 'never'"]),
+    "numpy": ("2.4.6", []),
+    "sympy": ("1.14", ["mpmath"]),
+    "mpmath": ("1.3.0", []),
+    "opt-einsum": ("3.4", []),
+    "triton": ("3.5", []),
+    "ipykernel": ("7.4.0", ["tornado"]),
+    "tornado": ("6.5", []),
+    "ruff": ("0.17.6", []),
+}
+
+
+def test_fingerprint_keeps_unrelated_installs_and_sees_a_new_torch(tmp_path: Path) -> None:
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "ch.ipynb").write_text(json.dumps({"cells": [
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "import torch\n"]},
+        {"cell_type": "markdown", "source": "import ruff"},
+    ]}))
+    modules = {"torch": ["torch"], "ruff": ["ruff"], "jupyterlab": ["jupyterlab"], "numpy": ["numpy"]}
+    before = build_book.chapter_packages(tmp_path, PACKAGES, modules)
+    # what torch requires, and what executes the chapters; not extras, other platforms or unused tools
+    assert before == {"torch": "2.14.1", "numpy": "2.4.6", "sympy": "1.14", "mpmath": "1.3.0", "ipykernel": "7.4.0", "tornado": "6.5"}
+    with_lab = PACKAGES | {"jupyterlab": ("4.5", ["jupyter-server", "tornado>=6"]), "jupyter-server": ("2.17", [])}
+    assert build_book.chapter_packages(tmp_path, with_lab, modules) == before  # `make lab` keeps the cache
+    newer = PACKAGES | {"torch": ("2.15.0", PACKAGES["torch"][1])}
+    assert build_book.chapter_packages(tmp_path, newer, modules)["torch"] == "2.15.0"
+    deeper = PACKAGES | {"mpmath": ("1.4.0", [])}  # torch -> sympy -> mpmath
+    assert build_book.chapter_packages(tmp_path, deeper, modules) != before
+
+
+def test_imports_are_found_in_functions_and_beside_magics() -> None:
+    source = "%time x = 1\n!pip list\nimport a.b as c, d\ndef f():\n    from e.f import g\n    from . import h\n"
+    assert build_book._imports(source) == {"a", "d", "e"}
+    assert build_book._imports("import x\nthis is ( not python") == {"x"}  # a broken cell: read line by line
+    assert {"torch", "myst_nb", "timm"} <= build_book.imported_modules()  # timm: imported inside a function
 
 
 def test_the_data_and_offline_settings_are_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,25 +211,140 @@ def test_relative_data_path_is_relative_to_the_repository(monkeypatch: pytest.Mo
     assert os.environ["XCEPTION_DATA"] == str((ROOT / "../shared/data").resolve())
 
 
-def _make_dry_run(*targets: str, **variables: str) -> str:
+def _make(*args: str, cwd: Path = ROOT, **variables: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    args = ["make", "--dry-run", "--always-make", "--no-print-directory", *targets, *(f"{k}={v}" for k, v in variables.items())]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAKE")}  # as if typed, also under `make test`
-    return subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stdout
+    # as if typed: no settings from the environment, none from a make running these tests
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "XCEPTION_", "HF_HUB", "TORCH"))}
+    command = ["make", "--no-print-directory", *args, *(f"{k}={v}" for k, v in variables.items())]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+
+
+def _make_dry_run(*targets: str, **variables: str) -> str:
+    result = _make("--dry-run", "--always-make", *targets, **variables)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_make_book_and_make_test_set_themselves_up(tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    book = _make_dry_run("book", VENV=str(venv))
+    venv, settings = tmp_path / "venv", str(tmp_path / "settings.mk")
+    book = _make_dry_run("book", VENV=str(venv), SETTINGS_FILE=settings)
     assert f"-m venv {venv}" in book
     assert "pip install -r requirements.txt" in book
-    assert book.strip().splitlines()[-1] == f"{venv}/bin/python tools/build_book.py"
-    test = _make_dry_run("test", VENV=str(venv))
+    lines = book.strip().splitlines()
+    assert lines[-1] == f"{venv}/bin/python tools/build_book.py"
+    check = next(i for i, line in enumerate(lines) if line.endswith("tools/build_book.py --check-data-only"))
+    assert check < next(i for i, line in enumerate(lines) if "pip install" in line), "the data check comes first"
+    test = _make_dry_run("test", VENV=str(venv), SETTINGS_FILE=settings)
     assert "pip install -r requirements.txt" in test
     assert test.strip().splitlines()[-1] == f"{venv}/bin/python -m pytest"
-    cpu = _make_dry_run("book", VENV=str(venv), TORCH_INDEX="https://download.pytorch.org/whl/cpu")
+    cpu = _make_dry_run("book", VENV=str(venv), SETTINGS_FILE=settings, TORCH_INDEX="https://download.pytorch.org/whl/cpu")
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in cpu
+    assert f"cp tools/ipython_kernel_config.py {venv}/etc/ipython/" in book  # no TCP notice from every kernel
+
+
+def test_make_lint_test_fast_lab_and_clean(tmp_path: Path) -> None:
+    venv, settings = tmp_path / "venv", str(tmp_path / "settings.mk")
+    lint = _make_dry_run("lint", VENV=str(venv), SETTINGS_FILE=settings).strip().splitlines()
+    assert lint[-3:] == [f"{venv}/bin/ruff check .", f"{venv}/bin/ruff format --check .", f"{venv}/bin/mypy"]
+    fast = _make_dry_run("test-fast", VENV=str(venv), SETTINGS_FILE=settings).strip().splitlines()[-1]
+    assert fast == f'{venv}/bin/python -m pytest -m "not slow and not book and not browser"'
+    lab = _make_dry_run("lab", VENV=str(venv), SETTINGS_FILE=settings)
+    assert "pip install jupyterlab -c" in lab and lab.strip().splitlines()[-1] == f"{venv}/bin/python tools/build_book.py --lab"
+    assert _make_dry_run("clean").strip() == "rm -rf _build"
+
+
+def test_a_setting_given_once_is_remembered_until_given_again(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.mk"
+    data = tmp_path / "data"
+
+    def shown(**variables: str) -> str:
+        result = _make("settings", SETTINGS_FILE=str(settings), **variables)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1]
+
+    assert shown() == f"make: settings ({settings}): none"
+    given = shown(XCEPTION_DATA=str(data), TORCH="torch==2.14.1 torchvision==0.29.1")
+    assert f"XCEPTION_DATA={data}" in given and "TORCH=torch==2.14.1 torchvision==0.29.1" in given
+    assert shown() == given  # remembered by the next command, for book, test and lab alike
+    assert build_book.remembered(settings) == {"XCEPTION_DATA": str(data), "TORCH": "torch==2.14.1 torchvision==0.29.1"}
+    assert f"XCEPTION_DATA={tmp_path / 'other'}" in shown(XCEPTION_DATA=str(tmp_path / "other"))  # given again
+    assert "XCEPTION_DATA" not in shown(XCEPTION_DATA="")  # forgotten
+    assert "XCEPTION_DATA" not in shown() and "TORCH=torch==2.14.1" in shown()
+    relative = shown(XCEPTION_DATA="../shared/data")  # stored absolute: the same folder from anywhere
+    assert f"XCEPTION_DATA={(ROOT / '../shared/data').resolve()}" in relative
+
+
+def test_remembered_settings_reach_a_plain_pytest_or_build_book_run(tmp_path: Path) -> None:
+    settings = tmp_path / "settings.mk"
+    settings.write_text("# Written by make\nXCEPTION_DATA ?= /data/cifar\nTORCH ?= torch\nXCEPTION_OFFLINE ?= 1\n")
+    environ = {"XCEPTION_OFFLINE": "0"}
+    assert build_book.use_remembered(environ, settings) == ["XCEPTION_DATA"]
+    assert environ == {"XCEPTION_OFFLINE": "0", "XCEPTION_DATA": "/data/cifar"}  # the environment wins; no TORCH
+
+
+def test_make_book_without_data_fails_before_the_install(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    missing = tmp_path / "no-such-data"
+    result = _make("book", VENV=str(venv), SETTINGS_FILE=str(tmp_path / "settings.mk"), XCEPTION_DATA=str(missing))
+    assert result.returncode != 0
+    assert f"XCEPTION_DATA={str(missing)!r} does not exist" in result.stderr
+    assert "pip install" not in result.stdout and not venv.exists(), "nothing was installed"
+
+
+def test_the_quick_data_check_needs_only_the_standard_library(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("XCEPTION_", "PYTHON"))}
+    check = [sys.executable, "-I", "-S", str(ROOT / "tools" / "build_book.py"), "--check-data-only"]  # no site-packages
+    present = subprocess.run(check, env=env | {"XCEPTION_DATA": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    assert present.returncode == 0, present.stderr
+    env |= {"XCEPTION_DATA": "no-such-folder"}
+    absent = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
+    assert absent.returncode == 2
+    assert f"does not exist (resolved to {ROOT / 'no-such-folder'})" in absent.stderr  # relative to the repository
+
+
+def test_threads_for_the_chapters_are_chosen_unless_set() -> None:
+    assert build_book.kernel_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
+    environ: dict[str, str] = {}
+    assert build_book.set_threads(environ) == str(build_book.kernel_threads())
+    assert environ == {"OMP_NUM_THREADS": environ["MKL_NUM_THREADS"], "MKL_NUM_THREADS": str(build_book.kernel_threads())}
+    assert build_book.set_threads({"OMP_NUM_THREADS": "3"}) == "3"  # the reader's choice is kept
+
+
+def test_a_make_in_book_points_at_the_repository_root() -> None:
+    result = _make("test", cwd=ROOT / "book")
+    assert result.returncode != 0 and "repository root" in result.stderr and "cd .." in result.stderr
+
+
+# ------------------------------------------------------------------ the repository the links name
+
+
+def test_links_name_the_repository_the_book_is_built_from(tmp_path: Path) -> None:
+    assert build_book.github_url("git@github.com:someone/fork.git") == "https://github.com/someone/fork"
+    assert build_book.github_url("https://github.com/someone/fork.git\n") == "https://github.com/someone/fork"
+    assert build_book.github_url("https://gitlab.com/someone/fork") is None
+    placeholder = "https://github.com/xception-step-by-step/xception-step-by-step"
+    ci = {"GITHUB_REPOSITORY": "someone/fork", "GITHUB_SERVER_URL": "https://github.com"}
+    assert build_book.repository(tmp_path, placeholder, ci) == ("https://github.com/someone/fork", False)
+    assert build_book.repository(tmp_path, placeholder, {}) == (placeholder, True)  # no git remote here
+
+
+def test_the_built_config_names_the_repository_and_says_when_it_is_a_placeholder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shutil.copy2(ROOT / "_config.yml", tmp_path / "_config.yml")
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
+    local = yaml.safe_load(build_book.built_config(tmp_path, tmp_path / "_build").read_text(encoding="utf-8"))
+    configured = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
+    assert local["repository"] == configured["repository"]
+    assert "placeholder" in local["html"]["announcement"] and configured["repository"]["url"] in local["html"]["announcement"]
+    assert {k: v for k, v in local.items() if k not in ("repository", "html")} == {
+        k: v for k, v in configured.items() if k not in ("repository", "html")
+    }
+    monkeypatch.setenv("GITHUB_REPOSITORY", "someone/fork")
+    fork = yaml.safe_load(build_book.built_config(tmp_path, tmp_path / "_build").read_text(encoding="utf-8"))
+    assert fork["repository"]["url"].endswith("github.com/someone/fork") and "announcement" not in fork["html"]
+    assert (tmp_path / "_config.yml").read_text(encoding="utf-8") == (ROOT / "_config.yml").read_text(encoding="utf-8")
 
 
 def test_ci_and_workflow_run_the_readme_commands() -> None:
