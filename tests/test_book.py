@@ -90,11 +90,27 @@ def test_setup_cell_uses_the_configured_repository() -> None:
     url = _config()["repository"]["url"]
     source = sync_tool.setup_cell_source(url)
     assert f'REPOSITORY = "{url}"' in source
-    assert 'f"xception_lib[tools] @ git+{REPOSITORY}"' in source
-    assert f'VERSION = "{metadata.version("xception_lib")}"' in source  # the version pyproject.toml declares
+    # the version xception_lib/__init__.py declares, which pip installed
+    assert f'PACKAGE, VERSION = f"xception_lib[tools] @ git+{{REPOSITORY}}", "{metadata.version("xception_lib")}"' in source
     assert "--quiet" not in source  # pip's progress is shown
     assert source.startswith(sync_tool.SETUP_MARKER)
     compile(source, "<setup cell>", "exec")
+
+
+def test_setup_cell_is_as_ruff_formats_it() -> None:
+    """`ruff format` over a chapter leaves the setup cell as the sync tool writes it (no drift)."""
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    source = sync_tool.setup_cell_source(sync_tool.repository_url())
+    config = str(BOOK / "ruff.toml")
+    formatted = subprocess.run([ruff, "format", "--config", config, "--stdin-filename", "cell.py", "-"],
+                               input=source + "\n", capture_output=True, text=True, check=True).stdout
+    assert formatted == source + "\n"
+    lint = subprocess.run([ruff, "check", "--config", config, "--stdin-filename", "cell.py", "-"],
+                          input=source + "\n", capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout
+    assert len(source.splitlines()) <= 21, "the setup cell stays short"
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
@@ -212,6 +228,7 @@ def _run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Completed
     return result
 
 
+@pytest.mark.slow
 def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     """Run a chapter's setup cell as Colab would, in a new virtual environment, then build a model.
 
@@ -303,11 +320,18 @@ def _built_html() -> Path:
     return html
 
 
+@pytest.mark.book
 def test_colab_launch_links() -> None:
+    """Every chapter links to Colab once, for the repository the book was built from.
+
+    That is ``$GITHUB_REPOSITORY`` in a workflow, else the ``origin`` remote, else the
+    placeholder in ``_config.yml``, which a banner then calls one (``tools/build_book.py``).
+    """
     bs4 = pytest.importorskip("bs4", reason="install xception_lib[test]")
     html = _built_html()
     config = _config()
-    org_repo = config["repository"]["url"].removeprefix("https://github.com/").rstrip("/")
+    url, placeholder = load_tool("build_book").repository(ROOT, config["repository"]["url"].rstrip("/"))
+    org_repo = url.removeprefix("https://github.com/")
     branch = config["repository"]["branch"]
     for chapter in _toc_chapters():
         page = html / f"{chapter}.html"
@@ -318,10 +342,14 @@ def test_colab_launch_links() -> None:
             assert links == [], f"{chapter} is not a notebook but links to Colab"
             continue
         expected = COLAB.format(org_repo=org_repo, branch=branch, chapter=Path(chapter).name)
-        assert links == [expected], f"{chapter}: Colab links {links}, expected [{expected}]"
+        assert links == [expected], f"{chapter}: Colab links {links}, expected [{expected}] (built elsewhere? make book)"
         assert "/./" not in expected and "book/book" not in expected
+        banner = soup.select(".bd-header-announcement")
+        assert len(banner) == (1 if placeholder else 0), f"{chapter}: {len(banner)} banners on placeholder links"
+        assert not placeholder or "placeholder" in banner[0].get_text()
 
 
+@pytest.mark.book
 def test_one_search_field_per_page() -> None:
     """The search field is in the sidebar; no second one in a header above the page."""
     bs4 = pytest.importorskip("bs4", reason="install xception_lib[test]")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import load_tool
+from conftest import load_tool, skip_summary
 
 ROOT = Path(__file__).resolve().parent.parent
 yaml = pytest.importorskip("yaml", reason="install xception_lib[test]")
@@ -143,13 +143,20 @@ def test_prepare_cache_keeps_or_empties(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ a real build, three times
 
 
-def test_a_library_or_record_change_executes_the_chapter_again(tmp_path: Path) -> None:
-    """A one-page book whose cell prints a library value, a record and a random number."""
+@pytest.mark.slow
+def test_a_library_or_record_change_executes_the_chapter_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-page book whose cell prints a library value, a record and a random number.
+
+    Built without a git remote, its repository link is the configured placeholder, and its
+    page says so once.
+    """
     pytest.importorskip("myst_nb", reason="install xception_lib[book]")
     nbformat = pytest.importorskip("nbformat")
+    monkeypatch.delenv("GITHUB_REPOSITORY", raising=False)
     book = _tree(tmp_path / "book")
     (book / "_config.yml").write_text(
         "title: t\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: cache\n"
+        "repository:\n  url: https://github.com/example/placeholder\nhtml:\n  use_repository_button: true\n"
     )
     (book / "_toc.yml").write_text("format: jb-book\nroot: page\n")
     nb = nbformat.v4.new_notebook()
@@ -173,6 +180,10 @@ def test_a_library_or_record_change_executes_the_chapter_again(tmp_path: Path) -
 
     first = build()
     assert first.startswith("value=1 accuracy=0.9 ")
+    page = (book / "_build" / "html" / "page.html").read_text(encoding="utf-8")
+    assert page.count("Built without a GitHub remote") == 1  # one banner
+    assert 'href="https://github.com/example/placeholder"' in page
+    assert "announcement" not in (book / "_config.yml").read_text(), "the committed configuration is not edited"
     assert build() == first  # nothing changed: the cached output, not a new draw
     (book / "lib" / "__init__.py").write_text("VALUE = 2\n")
     second = build()
@@ -316,6 +327,25 @@ def test_a_make_in_book_points_at_the_repository_root() -> None:
     assert result.returncode != 0 and "repository root" in result.stderr and "cd .." in result.stderr
 
 
+def test_a_run_that_skips_the_built_book_says_so_last(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("XL_REQUIRE_BUILD", "PYTEST_ADDOPTS")}
+    env |= {"XL_BUILD_DIR": str(tmp_path / "_build" / "html")}  # no book built there
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/test_colab.py", "-k", "fit_the_column"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    last = result.stdout.strip().splitlines()[-1]
+    assert result.returncode == 0 and "skipped" in result.stdout, result.stdout[-2000:]
+    assert last.startswith("NOT CHECKED: ") and "tests of the built book SKIPPED" in last, last
+    assert "run `make book` first" in last  # why, and what to do
+
+
+def test_skip_summary_counts_by_marker_and_names_the_commonest_reason() -> None:
+    assert skip_summary({"book": [], "data": []}) is None
+    line = skip_summary({"book": ["no book", "no book", "stale"], "data": ["no data"]})
+    assert line == "3 tests of the built book SKIPPED (no book); 1 tests needing CIFAR-10 SKIPPED (no data)"
+
+
 # ------------------------------------------------------------------ the repository the links name
 
 
@@ -347,18 +377,21 @@ def test_the_built_config_names_the_repository_and_says_when_it_is_a_placeholder
     assert (tmp_path / "_config.yml").read_text(encoding="utf-8") == (ROOT / "_config.yml").read_text(encoding="utf-8")
 
 
-def test_ci_and_workflow_run_the_readme_commands() -> None:
+def test_ci_and_workflow_run_the_gate_then_the_readme_commands() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make book" in readme and "make test" in readme
-    assert re.search(r"^make book\b.*TORCH=\"torch==2\.14\.1 torchvision==0\.29\.1\"", ci, flags=re.M)
-    assert re.search(r"^XL_REQUIRE_BUILD=1 make test\b", ci, flags=re.M)
+    assert re.search(r"^MAKE_ARGS=\(.*TORCH=\"torch==2\.14\.1 torchvision==0\.29\.1\"", ci, flags=re.M)
+    order = [r"^make data-check\b", r"^make lint\b", r"^make test-fast\b", r"^make book\b", r"^XL_REQUIRE_BUILD=1 make test\b"]
+    where = [re.search(pattern, ci, flags=re.M) for pattern in order]
+    assert all(where), [p for p, m in zip(order, where, strict=True) if not m]
+    assert [m.start() for m in where] == sorted(m.start() for m in where), "data, gate, book, then the full tests"
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text(encoding="utf-8"))
     steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
     runs = [step.get("run", "") for step in steps]
-    book = next(i for i, run in enumerate(runs) if run.startswith("make book"))
-    test = next(i for i, run in enumerate(runs) if run.startswith("make test"))
-    assert book < test and str(steps[test]["env"]["XL_REQUIRE_BUILD"]) == "1"
+    lint, fast, book, test = (next(i for i, run in enumerate(runs) if run.split()[:2] == c.split()) for c in
+                              ("make lint", "make test-fast", "make book", "make test"))
+    assert lint < fast < book < test and str(steps[test]["env"]["XL_REQUIRE_BUILD"]) == "1"
 
 
 def test_workflow_never_restores_a_cache_of_other_library_code() -> None:

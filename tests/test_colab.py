@@ -13,8 +13,9 @@ one run and not in the other fails the test.
 The same runs check what the book's column can show: every figure's smallest text (recorded
 as the figure is drawn for display), and every line of text output in the built book.
 
-Needs a built book (``make book``): skipped without one, failed under ``XL_REQUIRE_BUILD=1``
-(as in CI). ``$XL_COLAB_OUT``, when set, keeps the notebooks executed alone.
+Needs a built book (``make book``): skipped without one (the run's last line then says so),
+failed under ``XL_REQUIRE_BUILD=1`` (as in CI). The tests that take ``built_cache`` are marked
+``book`` (``tests/conftest.py``). ``$XL_COLAB_OUT``, when set, keeps the notebooks executed alone.
 """
 
 from __future__ import annotations
@@ -220,6 +221,7 @@ def _first_line(cell: dict) -> str:
     return cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", _chapters(), ids=lambda p: p.name)
 def test_chapter_runs_alone_as_in_colab(path: Path, built_cache, installed_library: Path, tmp_path: Path) -> None:
     built = _built(built_cache, path)
@@ -228,6 +230,7 @@ def test_chapter_runs_alone_as_in_colab(path: Path, built_cache, installed_libra
     assert not found, f"{path.name} alone ({seconds:.0f} s) differs from the built book:\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", _chapters(), ids=lambda p: p.name)
 def test_figures_are_legible_in_the_column(path: Path, built_cache, installed_library: Path, tmp_path: Path) -> None:
     """The smallest text of every figure, as shown in the book's column, is at least 8.4 pt."""
