@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     import torch
 
     import xception_lib as xl
+    from xception_lib.data import CifarArrays
 
 REPO = Path(__file__).resolve().parents[1]
 # fixture -> the marker that a test using it gets
@@ -90,14 +91,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def cifar10() -> xl.data.CifarArrays:
+def cifar10() -> CifarArrays:
     """The whole CIFAR-10 copy (``XCEPTION_DATA``, else ``../shared/data``); skipped where it is missing."""
-    import xception_lib as xl
+    from xception_lib.data import load_cifar
 
     root = Path(os.environ.get("XCEPTION_DATA") or REPO.parent / "shared" / "data")
     if not (root / "cifar10-jpeg.tar.xz").exists() and not root.is_file():
         pytest.skip(f"offline CIFAR-10 copy not found at {root} (set XCEPTION_DATA)")
-    return xl.data.load_cifar("cifar10", root)
+    return load_cifar("cifar10", root)
 
 
 @pytest.fixture

@@ -91,7 +91,10 @@ def test_setup_cell_uses_the_configured_repository() -> None:
     source = sync_tool.setup_cell_source(url)
     assert f'REPOSITORY = "{url}"' in source
     # the version xception_lib/__init__.py declares, which pip installed
-    assert f'PACKAGE, VERSION = f"xception_lib[tools] @ git+{{REPOSITORY}}", "{metadata.version("xception_lib")}"' in source
+    assert (
+        f'PACKAGE, VERSION = f"xception_lib[tools] @ git+{{REPOSITORY}}", "{metadata.version("xception_lib")}"'
+        in source
+    )
     assert "--quiet" not in source  # pip's progress is shown
     assert source.startswith(sync_tool.SETUP_MARKER)
     compile(source, "<setup cell>", "exec")
@@ -104,11 +107,20 @@ def test_setup_cell_is_as_ruff_formats_it() -> None:
         pytest.skip("ruff is not installed (pip install -e .[dev])")
     source = sync_tool.setup_cell_source(sync_tool.repository_url())
     config = str(BOOK / "ruff.toml")
-    formatted = subprocess.run([ruff, "format", "--config", config, "--stdin-filename", "cell.py", "-"],
-                               input=source + "\n", capture_output=True, text=True, check=True).stdout
+    formatted = subprocess.run(
+        [ruff, "format", "--config", config, "--stdin-filename", "cell.py", "-"],
+        input=source + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert formatted == source + "\n"
-    lint = subprocess.run([ruff, "check", "--config", config, "--stdin-filename", "cell.py", "-"],
-                          input=source + "\n", capture_output=True, text=True)
+    lint = subprocess.run(
+        [ruff, "check", "--config", config, "--stdin-filename", "cell.py", "-"],
+        input=source + "\n",
+        capture_output=True,
+        text=True,
+    )
     assert lint.returncode == 0, lint.stdout
     assert len(source.splitlines()) <= 21, "the setup cell stays short"
 
@@ -188,7 +200,9 @@ def test_workflow_builds_tests_and_publishes() -> None:
 
 def test_preface_shows_the_build_command() -> None:
     preface = "\n".join(c.source for c in nbformat.read(BOOK / "00_preface.ipynb", as_version=4).cells)
-    assert BUILD_COMMAND in preface, "the preface must show the README's build command (a plain jupyter-book build can serve stale outputs)"
+    assert BUILD_COMMAND in preface, (
+        "the preface must show the README's build command (a plain jupyter-book build can serve stale outputs)"
+    )
     assert "jupyter-book build" not in preface
     assert sync_tool.repository_url() in preface  # the clone URL
 
@@ -260,9 +274,13 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     colab_site.mkdir()
     for entry in _preinstalled():
         (colab_site / entry.name).symlink_to(entry)
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).stdout.strip())
+    site = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).stdout.strip()
+    )
     (site / "colab_preinstalled.pth").write_text(f"{colab_site}\n")
-    probe = "import importlib.util as u, torch; print(u.find_spec('xception_lib') is None, u.find_spec('fvcore') is None)"
+    probe = (
+        "import importlib.util as u, torch; print(u.find_spec('xception_lib') is None, u.find_spec('fvcore') is None)"
+    )
     assert _run([str(python), "-c", probe], tmp_path).stdout.split() == ["True", "True"], "the environment is not fresh"
 
     # the setup cell, exactly as committed, with only the repository URL replaced
@@ -277,7 +295,9 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     script = tmp_path / "colab_fails.py"
     script.write_text(colab + cell.replace(f'"{url}"', f'"{missing}"'))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    failed = subprocess.run([str(python), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    failed = subprocess.run(
+        [str(python), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert failed.returncode != 0
     assert f"RuntimeError: Could not install xception_lib from {missing}" in failed.stderr, failed.stderr[-2000:]
     assert "!pip install" in failed.stderr and "CalledProcessError" not in failed.stderr
@@ -304,7 +324,11 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     version = metadata.version("xception_lib")
     assert lines[0] == f"Installing xception_lib[tools] @ git+file://localhost{repo} with pip:"
     assert any(line.startswith("Successfully installed") for line in lines), "pip's progress is shown"
-    assert lines[-3:] == [f"Installed xception_lib {version}.", f"OK {version}", f"xception_lib {version} is already installed."]
+    assert lines[-3:] == [
+        f"Installed xception_lib {version}.",
+        f"OK {version}",
+        f"xception_lib {version} is already installed.",
+    ]
 
 
 # ------------------------------------------------------------------ the built book
@@ -342,7 +366,9 @@ def test_colab_launch_links() -> None:
             assert links == [], f"{chapter} is not a notebook but links to Colab"
             continue
         expected = COLAB.format(org_repo=org_repo, branch=branch, chapter=Path(chapter).name)
-        assert links == [expected], f"{chapter}: Colab links {links}, expected [{expected}] (built elsewhere? make book)"
+        assert links == [expected], (
+            f"{chapter}: Colab links {links}, expected [{expected}] (built elsewhere? make book)"
+        )
         assert "/./" not in expected and "book/book" not in expected
         banner = soup.select(".bd-header-announcement")
         assert len(banner) == (1 if placeholder else 0), f"{chapter}: {len(banner)} banners on placeholder links"
@@ -358,7 +384,9 @@ def test_one_search_field_per_page() -> None:
         soup = bs4.BeautifulSoup((html / f"{chapter}.html").read_text(encoding="utf-8"), "html.parser")
         fields = soup.select(".search-button-field")
         in_sidebar = soup.select(".bd-sidebar-primary .search-button-field")
-        assert len(fields) == len(in_sidebar) == 1, f"{chapter}: {len(fields)} search fields, {len(in_sidebar)} in the sidebar"
+        assert len(fields) == len(in_sidebar) == 1, (
+            f"{chapter}: {len(fields)} search fields, {len(in_sidebar)} in the sidebar"
+        )
 
 
 # ------------------------------------------------------------------ numbers the chapters state

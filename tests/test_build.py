@@ -59,7 +59,9 @@ def test_fingerprint_sees_every_dependency(tmp_path: Path) -> None:
     assert "lib/records/new.json added" in build_book.changes(base, build_book.fingerprint(root, DEPS, env))
 
     moved = build_book.fingerprint(root, DEPS, ["python==3.11.7", "torch==2.15.0"])
-    assert any("installed packages or settings changed" in c and "torch==2.15.0" in c for c in build_book.changes(base, moved))
+    assert any(
+        "installed packages or settings changed" in c and "torch==2.15.0" in c for c in build_book.changes(base, moved)
+    )
     assert build_book.changes(None, base) != []  # a cache of unknown provenance is not trusted
 
 
@@ -78,7 +80,10 @@ def test_the_book_depends_on_the_library_its_records_and_the_packages_it_imports
 
 # what `installed()` returns, for a small made-up environment
 PACKAGES = {
-    "torch": ("2.14.1", ["numpy>=1.24", "sympy", "opt-einsum>=3.3; extra == 'opt-einsum'", "triton; sys_platform == 'never'"]),
+    "torch": (
+        "2.14.1",
+        ["numpy>=1.24", "sympy", "opt-einsum>=3.3; extra == 'opt-einsum'", "triton; sys_platform == 'never'"],
+    ),
     "numpy": ("2.4.6", []),
     "sympy": ("1.14", ["mpmath"]),
     "mpmath": ("1.3.0", []),
@@ -92,14 +97,27 @@ PACKAGES = {
 
 def test_fingerprint_keeps_unrelated_installs_and_sees_a_new_torch(tmp_path: Path) -> None:
     (tmp_path / "book").mkdir()
-    (tmp_path / "book" / "ch.ipynb").write_text(json.dumps({"cells": [
-        {"cell_type": "code", "source": ["%matplotlib inline\n", "import torch\n"]},
-        {"cell_type": "markdown", "source": "import ruff"},
-    ]}))
+    (tmp_path / "book" / "ch.ipynb").write_text(
+        json.dumps(
+            {
+                "cells": [
+                    {"cell_type": "code", "source": ["%matplotlib inline\n", "import torch\n"]},
+                    {"cell_type": "markdown", "source": "import ruff"},
+                ]
+            }
+        )
+    )
     modules = {"torch": ["torch"], "ruff": ["ruff"], "jupyterlab": ["jupyterlab"], "numpy": ["numpy"]}
     before = build_book.chapter_packages(tmp_path, PACKAGES, modules)
     # what torch requires, and what executes the chapters; not extras, other platforms or unused tools
-    assert before == {"torch": "2.14.1", "numpy": "2.4.6", "sympy": "1.14", "mpmath": "1.3.0", "ipykernel": "7.4.0", "tornado": "6.5"}
+    assert before == {
+        "torch": "2.14.1",
+        "numpy": "2.4.6",
+        "sympy": "1.14",
+        "mpmath": "1.3.0",
+        "ipykernel": "7.4.0",
+        "tornado": "6.5",
+    }
     with_lab = PACKAGES | {"jupyterlab": ("4.5", ["jupyter-server", "tornado>=6"]), "jupyter-server": ("2.17", [])}
     assert build_book.chapter_packages(tmp_path, with_lab, modules) == before  # `make lab` keeps the cache
     newer = PACKAGES | {"torch": ("2.15.0", PACKAGES["torch"][1])}
@@ -121,7 +139,9 @@ def test_the_data_and_offline_settings_are_dependencies(monkeypatch: pytest.Monk
     before = build_book.environment()
     assert f"XCEPTION_DATA={(ROOT / '../shared/data').resolve()}" in before  # relative to the repository
     monkeypatch.setenv("XCEPTION_OFFLINE", "1")
-    assert build_book.changes({"files": {}, "environment": before}, {"files": {}, "environment": build_book.environment()})
+    assert build_book.changes(
+        {"files": {}, "environment": before}, {"files": {}, "environment": build_book.environment()}
+    )
 
 
 def test_prepare_cache_keeps_or_empties(tmp_path: Path) -> None:
@@ -208,7 +228,10 @@ def test_missing_data_fails_before_the_build(tmp_path: Path) -> None:
     env |= {"XCEPTION_DATA": str(tmp_path / "nothing-here"), "XCEPTION_CACHE": str(tmp_path / "cache")}
     result = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "build_book.py"), "--path-output", str(tmp_path / "out")],
-        env=env, capture_output=True, text=True, timeout=120,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "cannot build the book" in result.stderr
@@ -249,7 +272,9 @@ def test_make_book_and_make_test_set_themselves_up(tmp_path: Path) -> None:
     test = _make_dry_run("test", VENV=str(venv), SETTINGS_FILE=settings)
     assert "pip install -r requirements.txt" in test
     assert test.strip().splitlines()[-1] == f"{venv}/bin/python -m pytest"
-    cpu = _make_dry_run("book", VENV=str(venv), SETTINGS_FILE=settings, TORCH_INDEX="https://download.pytorch.org/whl/cpu")
+    cpu = _make_dry_run(
+        "book", VENV=str(venv), SETTINGS_FILE=settings, TORCH_INDEX="https://download.pytorch.org/whl/cpu"
+    )
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in cpu
     assert f"cp tools/ipython_kernel_config.py {venv}/etc/ipython/" in book  # no TCP notice from every kernel
 
@@ -261,7 +286,10 @@ def test_make_lint_test_fast_lab_and_clean(tmp_path: Path) -> None:
     fast = _make_dry_run("test-fast", VENV=str(venv), SETTINGS_FILE=settings).strip().splitlines()[-1]
     assert fast == f'{venv}/bin/python -m pytest -m "not slow and not book and not browser"'
     lab = _make_dry_run("lab", VENV=str(venv), SETTINGS_FILE=settings)
-    assert "pip install jupyterlab -c" in lab and lab.strip().splitlines()[-1] == f"{venv}/bin/python tools/build_book.py --lab"
+    assert (
+        "pip install jupyterlab -c" in lab
+        and lab.strip().splitlines()[-1] == f"{venv}/bin/python tools/build_book.py --lab"
+    )
     assert _make_dry_run("clean").strip() == "rm -rf _build"
 
 
@@ -306,7 +334,9 @@ def test_make_book_without_data_fails_before_the_install(tmp_path: Path) -> None
 def test_the_quick_data_check_needs_only_the_standard_library(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("XCEPTION_", "PYTHON"))}
     check = [sys.executable, "-I", "-S", str(ROOT / "tools" / "build_book.py"), "--check-data-only"]  # no site-packages
-    present = subprocess.run(check, env=env | {"XCEPTION_DATA": str(tmp_path)}, capture_output=True, text=True, timeout=60)
+    present = subprocess.run(
+        check, env=env | {"XCEPTION_DATA": str(tmp_path)}, capture_output=True, text=True, timeout=60
+    )
     assert present.returncode == 0, present.stderr
     env |= {"XCEPTION_DATA": "no-such-folder"}
     absent = subprocess.run(check, env=env, capture_output=True, text=True, timeout=60)
@@ -318,7 +348,10 @@ def test_threads_for_the_chapters_are_chosen_unless_set() -> None:
     assert build_book.kernel_threads() == max(1, len(os.sched_getaffinity(0)) // 2)
     environ: dict[str, str] = {}
     assert build_book.set_threads(environ) == str(build_book.kernel_threads())
-    assert environ == {"OMP_NUM_THREADS": environ["MKL_NUM_THREADS"], "MKL_NUM_THREADS": str(build_book.kernel_threads())}
+    assert environ == {
+        "OMP_NUM_THREADS": environ["MKL_NUM_THREADS"],
+        "MKL_NUM_THREADS": str(build_book.kernel_threads()),
+    }
     assert build_book.set_threads({"OMP_NUM_THREADS": "3"}) == "3"  # the reader's choice is kept
 
 
@@ -332,7 +365,11 @@ def test_a_run_that_skips_the_built_book_says_so_last(tmp_path: Path) -> None:
     env |= {"XL_BUILD_DIR": str(tmp_path / "_build" / "html")}  # no book built there
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "tests/test_colab.py", "-k", "fit_the_column"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     last = result.stdout.strip().splitlines()[-1]
     assert result.returncode == 0 and "skipped" in result.stdout, result.stdout[-2000:]
@@ -367,7 +404,10 @@ def test_the_built_config_names_the_repository_and_says_when_it_is_a_placeholder
     local = yaml.safe_load(build_book.built_config(tmp_path, tmp_path / "_build").read_text(encoding="utf-8"))
     configured = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
     assert local["repository"] == configured["repository"]
-    assert "placeholder" in local["html"]["announcement"] and configured["repository"]["url"] in local["html"]["announcement"]
+    assert (
+        "placeholder" in local["html"]["announcement"]
+        and configured["repository"]["url"] in local["html"]["announcement"]
+    )
     assert {k: v for k, v in local.items() if k not in ("repository", "html")} == {
         k: v for k, v in configured.items() if k not in ("repository", "html")
     }
@@ -382,22 +422,32 @@ def test_ci_and_workflow_run_the_gate_then_the_readme_commands() -> None:
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "make book" in readme and "make test" in readme
     assert re.search(r"^MAKE_ARGS=\(.*TORCH=\"torch==2\.14\.1 torchvision==0\.29\.1\"", ci, flags=re.M)
-    order = [r"^make data-check\b", r"^make lint\b", r"^make test-fast\b", r"^make book\b", r"^XL_REQUIRE_BUILD=1 make test\b"]
+    order = [
+        r"^make data-check\b",
+        r"^make lint\b",
+        r"^make test-fast\b",
+        r"^make book\b",
+        r"^XL_REQUIRE_BUILD=1 make test\b",
+    ]
     where = [re.search(pattern, ci, flags=re.M) for pattern in order]
     assert all(where), [p for p, m in zip(order, where, strict=True) if not m]
     assert [m.start() for m in where] == sorted(m.start() for m in where), "data, gate, book, then the full tests"
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text(encoding="utf-8"))
     steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
     runs = [step.get("run", "") for step in steps]
-    lint, fast, book, test = (next(i for i, run in enumerate(runs) if run.split()[:2] == c.split()) for c in
-                              ("make lint", "make test-fast", "make book", "make test"))
+    lint, fast, book, test = (
+        next(i for i, run in enumerate(runs) if run.split()[:2] == c.split())
+        for c in ("make lint", "make test-fast", "make book", "make test")
+    )
     assert lint < fast < book < test and str(steps[test]["env"]["XL_REQUIRE_BUILD"]) == "1"
 
 
 def test_workflow_never_restores_a_cache_of_other_library_code() -> None:
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text(encoding="utf-8"))
     steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
-    caches = [s for s in steps if s.get("uses", "").startswith("actions/cache") and ".jupyter_cache" in s["with"]["path"]]
+    caches = [
+        s for s in steps if s.get("uses", "").startswith("actions/cache") and ".jupyter_cache" in s["with"]["path"]
+    ]
     assert len(caches) == 1
     options = caches[0]["with"]
     dependencies = re.search(r"hashFiles\(([^)]*)\)", options["key"]).group(1)
@@ -412,4 +462,6 @@ def test_readme_quickstart_pastes_as_is() -> None:
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.S)
     for line in (line for block in blocks for line in block.splitlines()):
         assert not re.search(r"/path/to|<[a-z-]+>", line), f"README command with a placeholder: {line}"
-    assert re.search(r"outputs? (are|is) reused|reuses? (the )?(cached )?outputs", readme), "say when outputs are reused"
+    assert re.search(r"outputs? (are|is) reused|reuses? (the )?(cached )?outputs", readme), (
+        "say when outputs are reused"
+    )

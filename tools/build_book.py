@@ -168,13 +168,19 @@ def chapter_packages(
 def environment(root: Path = ROOT, packages: Mapping[str, tuple[str, list[str]]] | None = None) -> list[str]:
     """The Python version, the chapters' packages (``name==version``) and the settings."""
     dists = [f"{name}=={version}" for name, version in sorted(chapter_packages(root, packages).items())]
-    settings = [f"{name}={data_path() if name == 'XCEPTION_DATA' else os.environ[name]}" for name in SETTINGS if os.environ.get(name)]
+    settings = [
+        f"{name}={data_path() if name == 'XCEPTION_DATA' else os.environ[name]}"
+        for name in SETTINGS
+        if os.environ.get(name)
+    ]
     return [f"python=={sys.version.split()[0]}", *dists, *settings]
 
 
 def fingerprint(root: Path = ROOT, dependencies: tuple[str, ...] = DEPENDENCIES, env: list[str] | None = None) -> dict:
     """What the chapters' outputs depend on besides their cells: a hash per file, and the environment."""
-    files = {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(root, dependencies)}
+    files = {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in _files(root, dependencies)
+    }
     return {"files": files, "environment": environment(root) if env is None else env}
 
 
@@ -183,13 +189,17 @@ def changes(old: dict | None, new: dict) -> list[str]:
     if old is None:
         return ["no record of what the cached outputs were computed with"]
     files_old, files_new = old.get("files", {}), new["files"]
-    said = [f"{name} changed" for name in sorted(files_old.keys() & files_new.keys()) if files_old[name] != files_new[name]]
+    said = [
+        f"{name} changed" for name in sorted(files_old.keys() & files_new.keys()) if files_old[name] != files_new[name]
+    ]
     said += [f"{name} added" for name in sorted(files_new.keys() - files_old.keys())]
     said += [f"{name} removed" for name in sorted(files_old.keys() - files_new.keys())]
     env_old, env_new = set(old.get("environment", [])), set(new["environment"])
     if env_old != env_new:
         differ = sorted(env_old ^ env_new)
-        said.append(f"installed packages or settings changed ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''})")
+        said.append(
+            f"installed packages or settings changed ({', '.join(differ[:4])}{', ...' if len(differ) > 4 else ''})"
+        )
     return said
 
 
@@ -224,7 +234,9 @@ def github_url(remote: str) -> str | None:
     return f"https://github.com/{match.group(1)}/{match.group(2)}" if match else None
 
 
-def repository(root: Path = ROOT, configured: str | None = None, environ: Mapping[str, str] = os.environ) -> tuple[str | None, bool]:
+def repository(
+    root: Path = ROOT, configured: str | None = None, environ: Mapping[str, str] = os.environ
+) -> tuple[str | None, bool]:
     """The repository the book is built from, and whether it is only ``_config.yml``'s placeholder.
 
     ``$GITHUB_REPOSITORY`` (set in GitHub's workflows), else the ``origin`` remote if it is
@@ -287,7 +299,10 @@ def build(
         shown = "; ".join(reasons[:5]) + (f"; and {len(reasons) - 5} more" if len(reasons) > 5 else "")
         print(f"build_book: {shown}: executing every chapter again.", flush=True)
     else:
-        print("build_book: library, packages and settings unchanged: chapters whose cells did not change come from the cache.", flush=True)
+        print(
+            "build_book: library, packages and settings unchanged: chapters whose cells did not change come from the cache.",
+            flush=True,
+        )
     command = [jupyter_book or _jupyter_book(), "build", str(root), "-W", "-n", "--keep-going"]
     config = built_config(root, build_dir) if (root / "_config.yml").exists() else None
     if config is not None:
@@ -314,7 +329,9 @@ def _beside_python(name: str) -> str | None:
 def _jupyter_book() -> str:
     found = _beside_python("jupyter-book")
     if found is None:
-        raise SystemExit("build_book: jupyter-book is not installed; run `pip install -r requirements.txt` (make book does)")
+        raise SystemExit(
+            "build_book: jupyter-book is not installed; run `pip install -r requirements.txt` (make book does)"
+        )
     return found
 
 
@@ -327,7 +344,11 @@ def remembered(path: Path = ROOT / SETTINGS_FILE) -> dict[str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError:
         return {}
-    return {m.group(1): m.group(2).strip() for m in re.finditer(r"^(\w+)\s*\?=\s*(.*)$", text, flags=re.M) if m.group(2).strip()}
+    return {
+        m.group(1): m.group(2).strip()
+        for m in re.finditer(r"^(\w+)\s*\?=\s*(.*)$", text, flags=re.M)
+        if m.group(2).strip()
+    }
 
 
 def use_remembered(environ: MutableMapping[str, str] = os.environ, path: Path = ROOT / SETTINGS_FILE) -> list[str]:
@@ -397,7 +418,11 @@ def check_data_quick(root: Path = ROOT, timeout: float = 10.0) -> str | None:
             "repository root), or unset it (`make book XCEPTION_DATA=`) to download the data (about 170 MB)."
         )
     cache = os.environ.get("XCEPTION_CACHE")
-    cache_root = (root / cache if cache and not Path(cache).is_absolute() else Path(cache)) if cache else Path.home() / ".cache" / "xception_lib"
+    cache_root = (
+        (root / cache if cache and not Path(cache).is_absolute() else Path(cache))
+        if cache
+        else Path.home() / ".cache" / "xception_lib"
+    )
     if (cache_root / "torchvision" / "cifar-10-batches-py").is_dir():
         return None
     try:
@@ -456,7 +481,9 @@ def lab(root: Path = ROOT) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path-output", type=Path, help="build into PATH/_build instead of ./_build")
-    parser.add_argument("--check-data-only", action="store_true", help="only check that CIFAR-10 can be found (seconds)")
+    parser.add_argument(
+        "--check-data-only", action="store_true", help="only check that CIFAR-10 can be found (seconds)"
+    )
     parser.add_argument("--lab", action="store_true", help="open the chapters in JupyterLab with the build's settings")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -32,7 +32,7 @@ SETUP_MARKER = "# Setup: in Colab, install xception_lib"
 SETUP_METADATA = {"tags": ["hide-input"]}
 COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
-SETUP_TEMPLATE = '''# Setup: in Colab, install xception_lib and the tools Colab lacks.
+SETUP_TEMPLATE = """# Setup: in Colab, install xception_lib and the tools Colab lacks.
 import sys
 from importlib import metadata
 from subprocess import PIPE, STDOUT, Popen
@@ -52,7 +52,7 @@ elif "google.colab" in sys.modules:
         raise RuntimeError(
             f"Could not install xception_lib from {{REPOSITORY}} (pip's messages are above). Check that the runtime is connected to the internet and that the repository opens in a browser, then run this cell again; or install it by hand in a cell: !pip install '{{PACKAGE}}'"
         )
-    print(f"Installed xception_lib {{metadata.version('xception_lib')}}.")'''
+    print(f"Installed xception_lib {{metadata.version('xception_lib')}}.")"""
 
 
 def repository_url(config: Path = ROOT / "_config.yml") -> str:
@@ -109,9 +109,9 @@ def sync(path: Path, url: str, check: bool = False) -> bool:
     for key, value in SETUP_METADATA.items():
         changed |= first.metadata.get(key) != value
         first.metadata[key] = value
-    for key, value in COLAB_METADATA.items():
-        changed |= nb.metadata.get(key) != value
-        nb.metadata[key] = value
+    for key, wanted in COLAB_METADATA.items():
+        changed |= nb.metadata.get(key) != wanted
+        nb.metadata[key] = wanted
     if changed and not check:
         nbformat.write(nb, path)
     return changed
