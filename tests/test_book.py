@@ -190,7 +190,7 @@ def test_workflow_builds_tests_and_publishes() -> None:
     runs = [step.get("run", "") for step in steps]
     uses = [step.get("uses", "") for step in steps]
     build = next(i for i, run in enumerate(runs) if run.startswith(BUILD_COMMAND))
-    tests = next(i for i, run in enumerate(runs) if run.startswith("make test"))
+    tests = next(i for i, run in enumerate(runs) if run.split()[:2] == ["make", "test"])
     assert build < tests, "the book must be built before the tests that check it"
     assert str(steps[tests].get("env", {}).get("XL_REQUIRE_BUILD")) == "1"
     upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-pages-artifact"))

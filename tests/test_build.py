@@ -133,6 +133,7 @@ def test_imports_are_found_in_functions_and_beside_magics() -> None:
     assert {"torch", "myst_nb", "timm"} <= build_book.imported_modules()  # timm: imported inside a function
 
 
+@pytest.mark.slow
 def test_the_data_and_offline_settings_are_dependencies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XCEPTION_OFFLINE", raising=False)
     monkeypatch.setenv("XCEPTION_DATA", "../shared/data")
@@ -212,6 +213,7 @@ def test_a_library_or_record_change_executes_the_chapter_again(tmp_path: Path, m
     assert build().startswith("value=2 accuracy=0.8 ")
 
 
+@pytest.mark.slow
 def test_a_failed_build_is_not_called_up_to_date_next_time(tmp_path: Path) -> None:
     book = _tree(tmp_path)
     (book / "_build" / ".doctrees").mkdir(parents=True)
@@ -223,6 +225,7 @@ def test_a_failed_build_is_not_called_up_to_date_next_time(tmp_path: Path) -> No
 # ------------------------------------------------------------------ missing data, commands
 
 
+@pytest.mark.slow
 def test_missing_data_fails_before_the_build(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XCEPTION_")}
     env |= {"XCEPTION_DATA": str(tmp_path / "nothing-here"), "XCEPTION_CACHE": str(tmp_path / "cache")}
@@ -360,6 +363,7 @@ def test_a_make_in_book_points_at_the_repository_root() -> None:
     assert result.returncode != 0 and "repository root" in result.stderr and "cd .." in result.stderr
 
 
+@pytest.mark.slow
 def test_a_run_that_skips_the_built_book_says_so_last(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("XL_REQUIRE_BUILD", "PYTEST_ADDOPTS")}
     env |= {"XL_BUILD_DIR": str(tmp_path / "_build" / "html")}  # no book built there
