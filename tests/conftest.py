@@ -51,6 +51,7 @@ def pytest_configure() -> None:
     build_book.set_threads()  # before torch is imported (OpenMP reads it once, at load time)
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         for fixture, marker in MARKED_BY_FIXTURE.items():

@@ -381,6 +381,32 @@ def test_a_run_that_skips_the_built_book_says_so_last(tmp_path: Path) -> None:
     assert "run `make book` first" in last  # why, and what to do
 
 
+@pytest.mark.slow
+def test_tests_of_the_built_book_are_marked_by_the_fixture_they_use() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--collect-only",
+            "-q",
+            "-m",
+            "not book",
+            "tests/test_colab.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    kept = {line.split("::")[1] for line in result.stdout.splitlines() if "::" in line}
+    assert kept == {"test_differences_sees_fallbacks_errors_and_lost_figures", "test_lines_are_what_the_page_shows"}, (
+        result.stdout
+    )
+
+
 def test_skip_summary_counts_by_marker_and_names_the_commonest_reason() -> None:
     assert skip_summary({"book": [], "data": []}) is None
     line = skip_summary({"book": ["no book", "no book", "stale"], "data": ["no data"]})
