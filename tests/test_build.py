@@ -454,6 +454,8 @@ def test_ci_and_workflow_run_the_gate_then_the_readme_commands() -> None:
     assert re.search(r"^MAKE_ARGS=\(.*TORCH=\"torch==2\.14\.1 torchvision==0\.29\.1\"", ci, flags=re.M)
     order = [
         r"^make data-check\b",
+        r"^\.venv-ci/bin/ruff check \. && \.venv-ci/bin/ruff format --check \.$",  # before the set-up
+        r"^make .*\.venv-ci/\.installed",
         r"^make lint\b",
         r"^make test-fast\b",
         r"^make book\b",
@@ -461,7 +463,7 @@ def test_ci_and_workflow_run_the_gate_then_the_readme_commands() -> None:
     ]
     where = [re.search(pattern, ci, flags=re.M) for pattern in order]
     assert all(where), [p for p, m in zip(order, where, strict=True) if not m]
-    assert [m.start() for m in where] == sorted(m.start() for m in where), "data, gate, book, then the full tests"
+    assert [m.start() for m in where] == sorted(m.start() for m in where), "data, ruff, set-up, gate, book, tests"
     workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text(encoding="utf-8"))
     steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
     runs = [step.get("run", "") for step in steps]
