@@ -362,8 +362,8 @@ def use_remembered(environ: MutableMapping[str, str] = os.environ, path: Path = 
 def kernel_threads() -> int:
     """Threads for the chapters' kernels: half the CPUs this process may use, at least one.
 
-    On 2 cores, one: a second job on the machine then slows a chapter by a fifth instead of
-    tenfold (see the module's docstring); on a quiet machine one thread costs a fifth.
+    On 2 cores, one: beside a second job, chapter 4 then took 26 s instead of 209 s (22 s on a
+    quiet machine with PyTorch's default of two). Half, not all, leaves room for other work.
     """
     try:
         cpus = len(os.sched_getaffinity(0))
