@@ -100,6 +100,17 @@ def test_setup_cell_uses_the_configured_repository() -> None:
     compile(source, "<setup cell>", "exec")
 
 
+def test_the_version_is_written_once() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "xception_lib.__version__"}
+    import xception_lib
+
+    assert sync_tool.library_version() == xception_lib.__version__ == metadata.version("xception_lib")
+
+
 def test_setup_cell_is_as_ruff_formats_it() -> None:
     """`ruff format` over a chapter leaves the setup cell as the sync tool writes it (no drift)."""
     ruff = shutil.which("ruff")
