@@ -4,7 +4,8 @@
 #   make book       build the book into _build/html; a chapter executes again whenever its
 #                   cells, the library, the packages it imports or the settings changed
 #   make test       run the tests (python -m pytest)
-#   make lab        open the chapters in JupyterLab (installed into .venv on first use)
+#   make lab        open the chapters in JupyterLab (installed into .venv on first use;
+#                   LAB_ARGS=--no-browser and the like go to JupyterLab)
 #   make lint       ruff (lint and format check, notebooks included) and mypy
 #   make test-fast  the quick tests only (not slow, not needing the built book or a browser)
 #   make settings   show the remembered settings (below)
@@ -64,7 +65,7 @@ lab: settings $(VENV)/.installed
 	  && $(BIN)/python -m pip install jupyterlab -c $(VENV)/constraints.txt \
 	  || { echo "make lab: JupyterLab needs other versions of installed packages; installing it anyway"; \
 	       $(BIN)/python -m pip install jupyterlab; }; }
-	$(BIN)/python tools/build_book.py --lab
+	$(BIN)/python tools/build_book.py --lab $(LAB_ARGS)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -34,6 +34,7 @@ Usage::
     python tools/build_book.py --path-output /tmp/b # build into /tmp/b/_build
     python tools/build_book.py --check-data-only    # only the data check (seconds)
     python tools/build_book.py --lab                # JupyterLab on book/, with the same settings
+    python tools/build_book.py --lab --no-browser   # ... arguments after --lab go to JupyterLab
 
 Settings that ``make`` remembered (``settings.mk``) apply here too when the environment does
 not set them. Any warning fails the build (``jupyter-book build . -W -n --keep-going``).
@@ -467,14 +468,14 @@ def resolve_data_path(root: Path = ROOT) -> None:
         os.environ["XCEPTION_DATA"] = value
 
 
-def lab(root: Path = ROOT) -> int:
+def lab(root: Path = ROOT, arguments: list[str] | None = None) -> int:
     """Replace this process by JupyterLab on ``book/``, with the build's settings and threads."""
     found = _beside_python("jupyter-lab")
     if found is None:
         print("build_book: JupyterLab is not installed: `make lab` installs it.", file=sys.stderr)
         return 2
     os.chdir(root / "book")  # the chapters' working directory, as in the build
-    os.execv(found, [found])
+    os.execv(found, [found, *(arguments or [])])
     return 0  # not reached
 
 
@@ -484,8 +485,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check-data-only", action="store_true", help="only check that CIFAR-10 can be found (seconds)"
     )
-    parser.add_argument("--lab", action="store_true", help="open the chapters in JupyterLab with the build's settings")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--lab",
+        action="store_true",
+        help="open the chapters in JupyterLab with the build's settings (other arguments go to it)",
+    )
+    args, rest = parser.parse_known_args(argv)
+    if rest and not args.lab:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     start = time.perf_counter()
     use_remembered()
     if args.check_data_only:
@@ -498,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     resolve_data_path()
     threads = set_threads()
     if args.lab:
-        return lab()
+        return lab(arguments=rest)
     for problem in (check_library(), check_data()):
         if problem:
             print(f"build_book: cannot build the book: {problem}", file=sys.stderr)
