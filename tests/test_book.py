@@ -90,11 +90,50 @@ def test_setup_cell_uses_the_configured_repository() -> None:
     url = _config()["repository"]["url"]
     source = sync_tool.setup_cell_source(url)
     assert f'REPOSITORY = "{url}"' in source
-    assert 'f"xception_lib[tools] @ git+{REPOSITORY}"' in source
-    assert f'VERSION = "{metadata.version("xception_lib")}"' in source  # the version pyproject.toml declares
+    # the version xception_lib/__init__.py declares, which pip installed
+    assert (
+        f'PACKAGE, VERSION = f"xception_lib[tools] @ git+{{REPOSITORY}}", "{metadata.version("xception_lib")}"'
+        in source
+    )
     assert "--quiet" not in source  # pip's progress is shown
     assert source.startswith(sync_tool.SETUP_MARKER)
     compile(source, "<setup cell>", "exec")
+
+
+def test_the_version_is_written_once() -> None:
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"] and project["project"]["dynamic"] == ["version"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "xception_lib.__version__"}
+    import xception_lib
+
+    assert sync_tool.library_version() == xception_lib.__version__ == metadata.version("xception_lib")
+
+
+def test_setup_cell_is_as_ruff_formats_it() -> None:
+    """`ruff format` over a chapter leaves the setup cell as the sync tool writes it (no drift)."""
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed (pip install -e .[dev])")
+    source = sync_tool.setup_cell_source(sync_tool.repository_url())
+    config = str(BOOK / "ruff.toml")
+    formatted = subprocess.run(
+        [ruff, "format", "--config", config, "--stdin-filename", "cell.py", "-"],
+        input=source + "\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert formatted == source + "\n"
+    lint = subprocess.run(
+        [ruff, "check", "--config", config, "--stdin-filename", "cell.py", "-"],
+        input=source + "\n",
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout
+    assert len(source.splitlines()) <= 21, "the setup cell stays short"
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
@@ -162,7 +201,7 @@ def test_workflow_builds_tests_and_publishes() -> None:
     runs = [step.get("run", "") for step in steps]
     uses = [step.get("uses", "") for step in steps]
     build = next(i for i, run in enumerate(runs) if run.startswith(BUILD_COMMAND))
-    tests = next(i for i, run in enumerate(runs) if run.startswith("make test"))
+    tests = next(i for i, run in enumerate(runs) if run.split()[:2] == ["make", "test"])
     assert build < tests, "the book must be built before the tests that check it"
     assert str(steps[tests].get("env", {}).get("XL_REQUIRE_BUILD")) == "1"
     upload = next(step for step in steps if step.get("uses", "").startswith("actions/upload-pages-artifact"))
@@ -172,7 +211,9 @@ def test_workflow_builds_tests_and_publishes() -> None:
 
 def test_preface_shows_the_build_command() -> None:
     preface = "\n".join(c.source for c in nbformat.read(BOOK / "00_preface.ipynb", as_version=4).cells)
-    assert BUILD_COMMAND in preface, "the preface must show the README's build command (a plain jupyter-book build can serve stale outputs)"
+    assert BUILD_COMMAND in preface, (
+        "the preface must show the README's build command (a plain jupyter-book build can serve stale outputs)"
+    )
     assert "jupyter-book build" not in preface
     assert sync_tool.repository_url() in preface  # the clone URL
 
@@ -212,6 +253,7 @@ def _run(args: list[str], cwd: Path, timeout: int = 900) -> subprocess.Completed
     return result
 
 
+@pytest.mark.slow
 def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     """Run a chapter's setup cell as Colab would, in a new virtual environment, then build a model.
 
@@ -243,9 +285,13 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     colab_site.mkdir()
     for entry in _preinstalled():
         (colab_site / entry.name).symlink_to(entry)
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).stdout.strip())
+    site = Path(
+        _run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], tmp_path).stdout.strip()
+    )
     (site / "colab_preinstalled.pth").write_text(f"{colab_site}\n")
-    probe = "import importlib.util as u, torch; print(u.find_spec('xception_lib') is None, u.find_spec('fvcore') is None)"
+    probe = (
+        "import importlib.util as u, torch; print(u.find_spec('xception_lib') is None, u.find_spec('fvcore') is None)"
+    )
     assert _run([str(python), "-c", probe], tmp_path).stdout.split() == ["True", "True"], "the environment is not fresh"
 
     # the setup cell, exactly as committed, with only the repository URL replaced
@@ -260,7 +306,9 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     script = tmp_path / "colab_fails.py"
     script.write_text(colab + cell.replace(f'"{url}"', f'"{missing}"'))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
-    failed = subprocess.run([str(python), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    failed = subprocess.run(
+        [str(python), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
+    )
     assert failed.returncode != 0
     assert f"RuntimeError: Could not install xception_lib from {missing}" in failed.stderr, failed.stderr[-2000:]
     assert "!pip install" in failed.stderr and "CalledProcessError" not in failed.stderr
@@ -287,7 +335,11 @@ def test_setup_cell_installs_in_a_fresh_environment(tmp_path: Path) -> None:
     version = metadata.version("xception_lib")
     assert lines[0] == f"Installing xception_lib[tools] @ git+file://localhost{repo} with pip:"
     assert any(line.startswith("Successfully installed") for line in lines), "pip's progress is shown"
-    assert lines[-3:] == [f"Installed xception_lib {version}.", f"OK {version}", f"xception_lib {version} is already installed."]
+    assert lines[-3:] == [
+        f"Installed xception_lib {version}.",
+        f"OK {version}",
+        f"xception_lib {version} is already installed.",
+    ]
 
 
 # ------------------------------------------------------------------ the built book
@@ -303,11 +355,18 @@ def _built_html() -> Path:
     return html
 
 
+@pytest.mark.book
 def test_colab_launch_links() -> None:
+    """Every chapter links to Colab once, for the repository the book was built from.
+
+    That is ``$GITHUB_REPOSITORY`` in a workflow, else the ``origin`` remote, else the
+    placeholder in ``_config.yml``, which a banner then calls one (``tools/build_book.py``).
+    """
     bs4 = pytest.importorskip("bs4", reason="install xception_lib[test]")
     html = _built_html()
     config = _config()
-    org_repo = config["repository"]["url"].removeprefix("https://github.com/").rstrip("/")
+    url, placeholder = load_tool("build_book").repository(ROOT, config["repository"]["url"].rstrip("/"))
+    org_repo = url.removeprefix("https://github.com/")
     branch = config["repository"]["branch"]
     for chapter in _toc_chapters():
         page = html / f"{chapter}.html"
@@ -318,10 +377,16 @@ def test_colab_launch_links() -> None:
             assert links == [], f"{chapter} is not a notebook but links to Colab"
             continue
         expected = COLAB.format(org_repo=org_repo, branch=branch, chapter=Path(chapter).name)
-        assert links == [expected], f"{chapter}: Colab links {links}, expected [{expected}]"
+        assert links == [expected], (
+            f"{chapter}: Colab links {links}, expected [{expected}] (built elsewhere? make book)"
+        )
         assert "/./" not in expected and "book/book" not in expected
+        banner = soup.select(".bd-header-announcement")
+        assert len(banner) == (1 if placeholder else 0), f"{chapter}: {len(banner)} banners on placeholder links"
+        assert not placeholder or "placeholder" in banner[0].get_text()
 
 
+@pytest.mark.book
 def test_one_search_field_per_page() -> None:
     """The search field is in the sidebar; no second one in a header above the page."""
     bs4 = pytest.importorskip("bs4", reason="install xception_lib[test]")
@@ -330,7 +395,9 @@ def test_one_search_field_per_page() -> None:
         soup = bs4.BeautifulSoup((html / f"{chapter}.html").read_text(encoding="utf-8"), "html.parser")
         fields = soup.select(".search-button-field")
         in_sidebar = soup.select(".bd-sidebar-primary .search-button-field")
-        assert len(fields) == len(in_sidebar) == 1, f"{chapter}: {len(fields)} search fields, {len(in_sidebar)} in the sidebar"
+        assert len(fields) == len(in_sidebar) == 1, (
+            f"{chapter}: {len(fields)} search fields, {len(in_sidebar)} in the sidebar"
+        )
 
 
 # ------------------------------------------------------------------ numbers the chapters state

@@ -13,8 +13,9 @@ one run and not in the other fails the test.
 The same runs check what the book's column can show: every figure's smallest text (recorded
 as the figure is drawn for display), and every line of text output in the built book.
 
-Needs a built book (``make book``): skipped without one, failed under ``XL_REQUIRE_BUILD=1``
-(as in CI). ``$XL_COLAB_OUT``, when set, keeps the notebooks executed alone.
+Needs a built book (``make book``): skipped without one (the run's last line then says so),
+failed under ``XL_REQUIRE_BUILD=1`` (as in CI). The tests that take ``built_cache`` are marked
+``book`` (``tests/conftest.py``). ``$XL_COLAB_OUT``, when set, keeps the notebooks executed alone.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ pylabtools.print_figure = print_figure
 
 def _chapters() -> list[Path]:
     return [
-        p for p in sorted(BOOK.glob("*.ipynb"))
+        p
+        for p in sorted(BOOK.glob("*.ipynb"))
         if any(c.cell_type == "code" for c in nbformat.read(p, as_version=4).cells)
     ]
 
@@ -86,6 +88,7 @@ def _cache_dir() -> Path:
 @pytest.fixture(scope="module")
 def built_cache():  # -> jupyter_cache JupyterCacheBase
     """The build's execution cache, if it was made with today's library; else skip (or fail)."""
+
     def missing(message: str):
         if os.environ.get("XL_REQUIRE_BUILD") == "1":
             pytest.fail(message + " (XL_REQUIRE_BUILD=1)")
@@ -119,7 +122,10 @@ def installed_library(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site = tmp / "site-packages"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site), str(source)],
-        check=True, capture_output=True, text=True, timeout=600,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert (site / "xception_lib" / "__init__.py").exists()
     return site
@@ -157,8 +163,9 @@ def _execute_alone(path: Path, site: Path, tmp: Path) -> tuple[nbformat.Notebook
     if env.get("XCEPTION_DATA") and not Path(env["XCEPTION_DATA"]).expanduser().is_absolute():
         env["XCEPTION_DATA"] = str((ROOT / env["XCEPTION_DATA"]).resolve())  # as `make` passes it
     nb = nbformat.read(notebook, as_version=4)
-    client = NotebookClient(nb, timeout=900, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(workdir)}})
+    client = NotebookClient(
+        nb, timeout=900, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(workdir)}}
+    )
     client.execute(env=env)
     log = tmp / "figures.jsonl"
     figures = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -197,7 +204,7 @@ def differences(alone: nbformat.NotebookNode, built: nbformat.NotebookNode) -> l
     cells_alone, cells_built = _code(alone), _code(built)
     assert len(cells_alone) == len(cells_built)
     found = []
-    for n, (a, b) in enumerate(zip(cells_alone, cells_built), start=1):
+    for n, (a, b) in enumerate(zip(cells_alone, cells_built, strict=True), start=1):
         sa, sb = summary(a), summary(b)
         where = f"code cell {n} ({_first_line(a)})"
         if sa["error"] or sb["error"]:
@@ -220,6 +227,7 @@ def _first_line(cell: dict) -> str:
     return cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", _chapters(), ids=lambda p: p.name)
 def test_chapter_runs_alone_as_in_colab(path: Path, built_cache, installed_library: Path, tmp_path: Path) -> None:
     built = _built(built_cache, path)
@@ -228,6 +236,7 @@ def test_chapter_runs_alone_as_in_colab(path: Path, built_cache, installed_libra
     assert not found, f"{path.name} alone ({seconds:.0f} s) differs from the built book:\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", _chapters(), ids=lambda p: p.name)
 def test_figures_are_legible_in_the_column(path: Path, built_cache, installed_library: Path, tmp_path: Path) -> None:
     """The smallest text of every figure, as shown in the book's column, is at least 8.4 pt."""
@@ -235,7 +244,9 @@ def test_figures_are_legible_in_the_column(path: Path, built_cache, installed_li
     images = {
         hashlib.sha1(data["image/png"].encode()).hexdigest(): (i, cell, data["image/png"])
         for i, cell in enumerate(_code(alone), start=1)
-        for o in cell.outputs for data in [o.get("data", {})] if "image/png" in data
+        for o in cell.outputs
+        for data in [o.get("data", {})]
+        if "image/png" in data
     }
     assert len(images) >= len([f for f in figures if f["image"] in images])
     small = []
@@ -273,7 +284,9 @@ def test_text_outputs_fit_the_column(path: Path, built_cache) -> None:
     wide = [
         f"code cell {i} ({_first_line(cell)}): {len(line)} characters: {line[:60]}..."
         for i, cell in enumerate(_code(built), start=1)
-        for output in cell.outputs for line in _lines(output) if len(line) > MAX_CHARS
+        for output in cell.outputs
+        for line in _lines(output)
+        if len(line) > MAX_CHARS
     ]
     assert not wide, f"{path.name}: text output lines wider than {MAX_CHARS} characters:\n" + "\n".join(wide)
 
@@ -290,13 +303,24 @@ def test_differences_sees_fallbacks_errors_and_lost_figures() -> None:
     figure = out("display_data", data={"image/png": "iVBOR", "text/plain": "<Figure>"})
     stream = out("stream", name="stdout", text="accuracy 91.2%\n")
     same = nbformat.v4.new_notebook(cells=[_cell(stream, figure)])
-    timings = nbformat.v4.new_notebook(cells=[_cell(out("stream", name="stdout", text="accuracy "),
-                                                    out("stream", name="stdout", text="90.7%\n"), figure)])
+    timings = nbformat.v4.new_notebook(
+        cells=[
+            _cell(out("stream", name="stdout", text="accuracy "), out("stream", name="stdout", text="90.7%\n"), figure)
+        ]
+    )
     assert differences(same, timings) == []  # other numbers, other stream chunks: the same page
-    fallback = nbformat.v4.new_notebook(cells=[_cell(out("stream", name="stdout", text="GPU results are not yet recorded\n"))])
+    fallback = nbformat.v4.new_notebook(
+        cells=[_cell(out("stream", name="stdout", text="GPU results are not yet recorded\n"))]
+    )
     found = differences(fallback, same)
-    assert len(found) == 1 and "figures alone 0 vs built 1" in found[0] and "missing alone ['not yet recorded']" in found[0]
-    error = nbformat.v4.new_notebook(cells=[_cell(out("error", ename="FileNotFoundError", evalue="cifar10.json", traceback=[]))])
+    assert (
+        len(found) == 1
+        and "figures alone 0 vs built 1" in found[0]
+        and "missing alone ['not yet recorded']" in found[0]
+    )
+    error = nbformat.v4.new_notebook(
+        cells=[_cell(out("error", ename="FileNotFoundError", evalue="cifar10.json", traceback=[]))]
+    )
     assert "FileNotFoundError: cifar10.json" in differences(error, same)[0]
     empty = nbformat.v4.new_notebook(cells=[_cell()])
     assert "empty alone True" in differences(empty, same)[0]

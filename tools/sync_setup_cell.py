@@ -3,7 +3,7 @@
 
 The first code cell of each ``book/*.ipynb`` installs ``xception_lib`` when the notebook
 runs in Colab and does nothing elsewhere. Its text is generated here from
-``repository.url`` in ``_config.yml`` and the version in ``pyproject.toml``, so that moving
+``repository.url`` in ``_config.yml`` and the library's version (``xception_lib.__version__``), so that moving
 the repository means editing one line and running this script. In Colab the cell prints
 what it does and pip's progress, says what to try when the install fails, and skips the
 install when this version is already installed (after a runtime restart).
@@ -32,36 +32,27 @@ SETUP_MARKER = "# Setup: in Colab, install xception_lib"
 SETUP_METADATA = {"tags": ["hide-input"]}
 COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance": []}}
 
-SETUP_TEMPLATE = '''# Setup: in Colab, install xception_lib and the tools Colab lacks; elsewhere, do nothing.
+SETUP_TEMPLATE = """# Setup: in Colab, install xception_lib and the tools Colab lacks.
 import sys
+from importlib import metadata
+from subprocess import PIPE, STDOUT, Popen
 
 REPOSITORY = "{url}"
-VERSION = "{version}"
-if "google.colab" in sys.modules:
-    import subprocess
-    from importlib import metadata
-
-    try:
-        installed = metadata.version("xception_lib")
-    except metadata.PackageNotFoundError:
-        installed = None
-    if installed == VERSION:
-        print(f"xception_lib {{VERSION}} is already installed.")
-    else:
-        package = f"xception_lib[tools] @ git+{{REPOSITORY}}"
-        print(f"Installing {{package}} with pip:", flush=True)
-        pip = subprocess.Popen([sys.executable, "-m", "pip", "install", package],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in pip.stdout:
-            print(line, end="", flush=True)
-        if pip.wait() != 0:
-            raise RuntimeError(
-                f"Could not install xception_lib from {{REPOSITORY}} (pip's messages are above). "
-                "Check that the runtime is connected to the internet and that the repository "
-                "opens in a browser, then run this cell again; or install it by hand in a cell: "
-                f"!pip install '{{package}}'"
-            )
-        print(f"Installed xception_lib {{metadata.version('xception_lib')}}.")'''
+PACKAGE, VERSION = f"xception_lib[tools] @ git+{{REPOSITORY}}", "{version}"
+have = [d.version for d in metadata.distributions(name="xception_lib")]
+if "google.colab" in sys.modules and VERSION in have:
+    print(f"xception_lib {{VERSION}} is already installed.")
+elif "google.colab" in sys.modules:
+    print(f"Installing {{PACKAGE}} with pip:", flush=True)
+    command = [sys.executable, "-m", "pip", "install", PACKAGE]
+    pip = Popen(command, stdout=PIPE, stderr=STDOUT, text=True)
+    for line in pip.stdout:
+        print(line, end="", flush=True)
+    if pip.wait():
+        raise RuntimeError(
+            f"Could not install xception_lib from {{REPOSITORY}} (pip's messages are above). Check that the runtime is connected to the internet and that the repository opens in a browser, then run this cell again; or install it by hand in a cell: !pip install '{{PACKAGE}}'"
+        )
+    print(f"Installed xception_lib {{metadata.version('xception_lib')}}.")"""
 
 
 def repository_url(config: Path = ROOT / "_config.yml") -> str:
@@ -78,11 +69,14 @@ def repository_url(config: Path = ROOT / "_config.yml") -> str:
     return url
 
 
-def library_version(pyproject: Path = ROOT / "pyproject.toml") -> str:
-    """``project.version`` from ``pyproject.toml``."""
-    import tomllib
+def library_version(init: Path = ROOT / "xception_lib" / "__init__.py") -> str:
+    """``xception_lib.__version__``, the one place the version is written (read, not imported)."""
+    import ast
 
-    return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
+            return str(ast.literal_eval(node.value))
+    raise ValueError(f"{init} does not set __version__")
 
 
 def setup_cell_source(url: str, version: str | None = None) -> str:
@@ -115,9 +109,9 @@ def sync(path: Path, url: str, check: bool = False) -> bool:
     for key, value in SETUP_METADATA.items():
         changed |= first.metadata.get(key) != value
         first.metadata[key] = value
-    for key, value in COLAB_METADATA.items():
-        changed |= nb.metadata.get(key) != value
-        nb.metadata[key] = value
+    for key, wanted in COLAB_METADATA.items():
+        changed |= nb.metadata.get(key) != wanted
+        nb.metadata[key] = wanted
     if changed and not check:
         nbformat.write(nb, path)
     return changed

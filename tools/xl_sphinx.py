@@ -57,9 +57,8 @@ def _defining_target(module_name: str | None, target: str) -> str | None:
 def _is_type_alias(module_name: str | None, target: str) -> bool:
     """Whether ``target`` names a typing construct (``Literal[...]``, ``Union``, ...) of an xception_lib module."""
     import importlib
-    import typing
-
     import sys
+    import typing
 
     if "." in target:
         module_name, target = target.rsplit(".", 1)
