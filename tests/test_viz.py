@@ -170,13 +170,6 @@ def test_top_k_is_sorted_probabilities(model: xl.Xception, image_71: torch.Tenso
         viz.top_k(model, image_71, names[:5])
 
 
-def test_top_k_plot_an_image_and_its_bars_per_image(model: xl.Xception, image_71: torch.Tensor) -> None:
-    fig = viz.plot_top_k(model, image_71, [f"c{i}" for i in range(7)], k=4, image_names=["a", "b"])
-    assert len(fig.axes) == 4
-    assert [ax.get_title() for ax in fig.axes[::2]] == ["a", "b"]
-    assert len(fig.axes[1].patches) == 4  # four bars
-
-
 @pytest.mark.slow
 def test_figures_fit_the_column_with_readable_text(
     model: xl.Xception, image: torch.Tensor, image_71: torch.Tensor
@@ -190,7 +183,6 @@ def test_figures_fit_the_column_with_readable_text(
         "filters": viz.plot_first_filters(model),
         "separable": viz.plot_separable_steps(model, image),
         "statistics": viz.plot_activation_statistics({"a": stats, "b": stats}),
-        "top-k": viz.plot_top_k(model, image_71, [f"class {i}" for i in range(7)]),
         "grad-cam": gradcam.plot_grad_cam(model, image_71, ["top1", "top2"]),
     }
     for name, fig in figures.items():

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 import torch
 
-from xception_lib.chapters.images import Preprocessing, to_display
 from xception_lib.checkpoint import CheckpointError, load_checkpoint
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SeparableConv2d
@@ -51,7 +50,7 @@ def as_batch(images: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
+def _device_of(model: torch.nn.Module, device: Device) -> torch.device:
     return torch.device(device) if device is not None else next(model.parameters()).device
 
 
@@ -99,10 +98,10 @@ def panel_grid(nrows: int, ncols: int, *, height: float | None = None) -> tuple[
     return fig, axes
 
 
-def _panels(count: int, ncols: int, *, height: float | None = None) -> tuple[Figure, list[Axes]]:
+def _panels(count: int, ncols: int) -> tuple[Figure, list[Axes]]:
     """The first ``count`` axes of a :func:`panel_grid` of ``ncols`` columns; the others are removed."""
     ncols = max(1, min(ncols, count))
-    fig, axes = panel_grid(-(-count // ncols), ncols, height=height)
+    fig, axes = panel_grid(-(-count // ncols), ncols)
     for ax in axes.flat[count:]:
         ax.remove()
     return fig, list(axes.flat[:count])
@@ -353,37 +352,6 @@ def top_k(
         [(class_names[i], v) for v, i in zip(vs.tolist(), ids.tolist(), strict=False)]
         for vs, ids in zip(values, indices, strict=False)
     ]
-
-
-def plot_top_k(
-    model: Xception,
-    images: torch.Tensor,
-    class_names: Sequence[str],
-    *,
-    k: int = 5,
-    image_names: Sequence[str] | None = None,
-    spec: Preprocessing | None = None,
-    device: Device = None,
-    title: str | None = None,
-) -> Figure:
-    """Each image beside a bar chart of its top-``k`` classes (two images per row)."""
-    from matplotlib.ticker import PercentFormatter
-
-    x = as_batch(images)
-    predictions = top_k(model, x, class_names, k=k, device=device)
-    fig, axes = _panels(2 * len(predictions), 4, height=1.9)  # image, bars, image, bars, ...
-    for i, pairs in enumerate(predictions):
-        image_ax, ax = axes[2 * i], axes[2 * i + 1]
-        image_ax.imshow(to_display(x[i], spec))
-        image_ax.set_title(image_names[i] if image_names else f"image {i}", fontsize=9)
-        names, probs = zip(*pairs, strict=False)
-        ax.barh(range(len(pairs))[::-1], probs, color="tab:blue", tick_label=[s[:14] for s in names])
-        ax.set(xlim=(0, 1), xticks=[0, 0.5, 1])
-        ax.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-        ax.tick_params(labelsize=9)
-        ax.set_title(f"top-{len(pairs)}: {probs[0]:.0%}", fontsize=9)
-    fig.suptitle(title or f"Top-{k} predictions", fontsize=11)
-    return fig
 
 
 # --------------------------------------------------------------------------- which model
