@@ -19,9 +19,7 @@ def model(tiny_cfg: xl.XceptionConfig) -> xl.Xception:
 
 
 def no_hooks(model: torch.nn.Module) -> bool:
-    return all(
-        not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules()
-    )
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks for m in model.modules())
 
 
 def reference_grad_cam(model: xl.Xception, x: torch.Tensor, cls: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ def test_photo_rejects_unknown_and_greyscale_names() -> None:
 
 
 def test_preprocess_resizes_photos_of_different_sizes_to_the_model_size() -> None:
-    photos = im.photos(("chelsea", "coffee"))  # 300 x 451 and 400 x 600
+    photos = {name: im.photo(name) for name in ("chelsea", "coffee")}  # 300 x 451 and 400 x 600
     x = im.preprocess(list(photos.values()), im.IMAGENET_XCEPTION)
     assert x.shape == (2, 3, 299, 299)
     assert x.dtype == torch.float32
@@ -35,9 +35,9 @@ def test_preprocess_normalises_with_the_spec_and_to_display_undoes_it() -> None:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
     x = im.preprocess(image, im.CIFAR10)  # already 32 px: no resampling
-    expected = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(im.CIFAR10.mean).view(3, 1, 1)) / torch.tensor(
-        im.CIFAR10.std
-    ).view(3, 1, 1)
+    expected = (
+        torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(im.CIFAR10.mean).view(3, 1, 1)
+    ) / torch.tensor(im.CIFAR10.std).view(3, 1, 1)
     torch.testing.assert_close(x[0], expected)
     np.testing.assert_allclose(im.to_display(x[0], im.CIFAR10), image / 255.0, atol=1e-5)
 
@@ -83,6 +83,7 @@ def test_example_images_for_imagenet_models_are_the_photos() -> None:
         im.example_images("random")
 
 
+@pytest.mark.data
 def test_cifar_test_images_are_of_distinct_classes() -> None:
     from xception_lib import data
 
@@ -102,3 +103,23 @@ def test_cifar_test_images_are_of_distinct_classes() -> None:
     assert x.shape == (4, 3, 32, 32)
     with pytest.raises(ValueError, match=r"n must be in \[1, 10\]"):
         im.cifar_test_images(11)
+
+
+def test_class_names_for_each_kind() -> None:
+    assert len(im.class_names_for("imagenet", 1000)) == 1000
+    assert im.class_names_for("cifar10")[3] == "cat"
+    with pytest.raises(ValueError, match="kind must be one of"):
+        im.class_names_for("random")
+    with pytest.raises(ValueError, match="expected a model with 10 outputs"):
+        im.class_names_for("cifar10", 100)
+
+
+def test_preprocess_refuses_0_255_values_unless_uint8() -> None:
+    """Issue 24: float or int64 images in 0-255 were clamped to 1, up to 4 normalised units off the uint8 path."""
+    image = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    expected = im.preprocess(image, im.CIFAR10)
+    torch.testing.assert_close(im.preprocess(image.astype(np.float64) / 255, im.CIFAR10), expected)
+    with pytest.raises(ValueError, match=r"expected float images in \[0, 1\], got values in \[0, 255\].*uint8"):
+        im.preprocess(image.astype(np.float32), im.CIFAR10)
+    with pytest.raises(TypeError, match="expected uint8 images.*got torch.int64"):
+        im.preprocess(torch.from_numpy(image.astype(np.int64)), im.CIFAR10)

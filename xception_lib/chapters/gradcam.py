@@ -22,25 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from xception_lib.chapters.images import Preprocessing, to_display
+from xception_lib.chapters.viz import Device, as_batch, panel_grid
 from xception_lib.model import Xception
 from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-Target = int | str | Sequence[int] | None
-
-
-def _device_of(model: torch.nn.Module, device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
+Target = int | str | Sequence[int] | torch.Tensor | None
 
 
 def grad_cam(
-    model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow",
-    device: torch.device | str | None = None,
+    model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow", device: Device = None
 ) -> torch.Tensor:
     """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode. ``target``:
     one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for
@@ -51,15 +44,14 @@ def grad_cam(
 
 
 def grad_cams(
-    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow",
-    device: torch.device | str | None = None,
+    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow", device: Device = None
 ) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
     """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`): the maps (one
     N x H x W tensor per target), the classes explained (a list of N per target) and the probabilities."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
-    device = _device_of(model, device)
-    x = (images[None] if images.dim() == 3 else images).to(device)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    x = as_batch(images).to(device)
     n = x.shape[0]
     cams, explained = [], []
     with eval_mode(model.to(device)), torch.enable_grad():
@@ -83,7 +75,7 @@ def grad_cams(
 def _target_classes(target: Target, ranked: torch.Tensor) -> list[int]:
     """One target's classes, one per image; ``ranked`` holds each image's classes by logit."""
     n, num_classes = ranked.shape
-    target = "top1" if target is None else target
+    target = "top1" if target is None else target.tolist() if isinstance(target, torch.Tensor) else target
     if isinstance(target, str):
         rank = target.removeprefix("top")
         if not target.startswith("top") or not rank.isdigit() or not 1 <= int(rank) <= num_classes:
@@ -99,17 +91,22 @@ def _target_classes(target: Target, ranked: torch.Tensor) -> list[int]:
 
 
 def plot_grad_cam(
-    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, class_names: Sequence[str] | None = None,
-    image_names: Sequence[str] | None = None, stage: str = "exit_flow", spec: Preprocessing | None = None,
-    device: torch.device | str | None = None, title: str | None = None,
+    model: Xception,
+    images: torch.Tensor,
+    targets: Sequence[Target],
+    *,
+    class_names: Sequence[str] | None = None,
+    image_names: Sequence[str] | None = None,
+    stage: str = "exit_flow",
+    spec: Preprocessing | None = None,
+    device: Device = None,
+    title: str | None = None,
 ) -> Figure:
     """A row per image: the image, then its Grad-CAM map for each of ``targets`` (each one as
     ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour."""
-    from xception_lib.chapters.viz import panel_grid
-
     if not targets:
         raise ValueError("expected at least one target class (or None for the predicted class)")
-    x = images[None] if images.dim() == 3 else images
+    x = as_batch(images)
     cams, classes, probs = grad_cams(model, x, targets, stage=stage, device=device)
     fig, axes = panel_grid(x.shape[0], 1 + len(targets), height=2.3)
     for row, image in enumerate(x):

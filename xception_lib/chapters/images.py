@@ -1,5 +1,5 @@
-"""Example images (scikit-image photos, CIFAR-10 test images) and the preprocessing each model expects:
-:func:`preprocess` applies a :class:`Preprocessing`, :func:`to_display` undoes it.
+"""Example images (scikit-image photos, CIFAR-10 test images), their class names, and the preprocessing each
+model expects: :func:`preprocess` applies a :class:`Preprocessing`, :func:`to_display` undoes it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from xception_lib.data import DATASETS
 
 #: scikit-image photos used in the book (all bundled with scikit-image, no download).
 PHOTO_NAMES: tuple[str, ...] = ("chelsea", "coffee", "astronaut")
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 @dataclass(frozen=True)
@@ -31,8 +32,8 @@ class Preprocessing:
 #: ImageNet Xception (timm and Keras weights) takes 299 px inputs scaled to [-1, 1].
 IMAGENET_XCEPTION = Preprocessing(299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "ImageNet Xception, 299 px")
 #: A CIFAR-10 model takes 32 px inputs normalised as :func:`xception_lib.data.load_cifar` does.
-CIFAR10 = Preprocessing(32, tuple(DATASETS["cifar10"]["mean"]), tuple(DATASETS["cifar10"]["std"]),  # type: ignore[arg-type]
-                        "CIFAR-10, 32 px")
+_STATS = DATASETS["cifar10"]
+CIFAR10 = Preprocessing(32, tuple(_STATS["mean"]), tuple(_STATS["std"]), "CIFAR-10, 32 px")  # type: ignore[arg-type]
 _KINDS = {"imagenet": IMAGENET_XCEPTION, "cifar10": CIFAR10}
 
 
@@ -43,22 +44,25 @@ def preprocessing_for(kind: str) -> Preprocessing:
     return _KINDS[kind]
 
 
+def class_names_for(kind: str, num_classes: int | None = None) -> list[str]:
+    """Class names of a model kind (``"imagenet"``: 1000, ``"cifar10"``: 10), checked against ``num_classes``."""
+    names = list(CIFAR10_CLASSES) if preprocessing_for(kind) is CIFAR10 else imagenet_categories()
+    if num_classes is not None and num_classes != len(names):
+        raise ValueError(f"expected a model with {len(names)} outputs for kind {kind!r}, got {num_classes}")
+    return names
+
+
 def photo(name: str) -> np.ndarray:
     """A photo bundled with scikit-image as H x W x 3 uint8, e.g. ``"chelsea"`` (a cat), ``"coffee"``."""
     import skimage.data
 
     loader = getattr(skimage.data, name, None)
-    if loader is None or not callable(loader):
+    if not callable(loader):
         raise ValueError(f"expected the name of a scikit-image photo such as {PHOTO_NAMES}, got {name!r}")
     image = np.asarray(loader())
     if image.ndim != 3 or image.shape[2] < 3:
         raise ValueError(f"expected an RGB photo (H x W x 3), but skimage.data.{name}() has shape {image.shape}")
     return np.ascontiguousarray(image[:, :, :3])
-
-
-def photos(names: Sequence[str] = PHOTO_NAMES) -> dict[str, np.ndarray]:
-    """Several scikit-image photos, by name (see :func:`photo`)."""
-    return {name: photo(name) for name in names}
 
 
 def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
@@ -73,7 +77,8 @@ def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
     chosen: dict[int, int] = {}  # class -> its first image in a seeded random order
     for i in np.random.default_rng(seed).permutation(len(labels)).tolist():
         chosen.setdefault(labels[i], i)
-    return {f"test {i}: {arrays.classes[c]}": arrays.test_images[i].permute(1, 2, 0).numpy() for c, i in list(chosen.items())[:n]}
+    picked = list(chosen.items())[:n]
+    return {f"test {i}: {arrays.classes[c]}": arrays.test_images[i].permute(1, 2, 0).numpy() for c, i in picked}
 
 
 def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
@@ -83,29 +88,47 @@ def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndar
     names = (*PHOTO_NAMES, "rocket")
     if not 1 <= n <= len(names):
         raise ValueError(f"n must be in [1, {len(names)}] for photos, got {n}")
-    return photos(names[:n])
+    return {name: photo(name) for name in names[:n]}
 
 
-def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> list[torch.Tensor]:
+def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]) -> list[torch.Tensor]:
     """Images in any of the accepted layouts -> list of 3 x H x W float tensors in [0, 1]."""
     if isinstance(images, (list, tuple)):
+        if not images:
+            raise ValueError("expected at least one image, got an empty list")
         return [t for image in images for t in _as_float_batch(image)]
     t = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
     t = t[None] if t.dim() == 3 else t
-    if t.dim() != 4:
-        raise ValueError(f"expected an H x W x 3 image or a batch of them, got shape {tuple(t.shape)}")
+    if t.dim() != 4 or t.shape[0] == 0 or 0 in t.shape[-2:]:
+        raise ValueError(f"expected an H x W x 3 image or a non-empty batch of them, got shape {tuple(t.shape)}")
     if t.shape[-1] == 3 and t.shape[1] != 3:
         t = t.permute(0, 3, 1, 2)  # N x H x W x 3 -> N x 3 x H x W
     if t.shape[1] != 3:
         raise ValueError(f"expected 3 colour channels (RGB), got shape {tuple(t.shape)}")
-    return list(t.float() / 255.0 if t.dtype == torch.uint8 else t.float())
+    if t.dtype == torch.uint8:
+        return list(t.float() / 255.0)
+    if not t.is_floating_point():
+        raise TypeError(
+            f"expected uint8 images (0-255) or floats in [0, 1], got {t.dtype}: convert with .to(torch.uint8)"
+        )
+    low, high = float(t.min()), float(t.max())  # nan compares false: caught below
+    if not (0.0 <= low and high <= 1.0):
+        raise ValueError(
+            f"expected float images in [0, 1], got values in [{low:g}, {high:g}]: for 0-255 values "
+            "pass uint8 images (or divide by 255)"
+        )
+    return list(t.float())
 
 
 def preprocess(
-    images: np.ndarray | torch.Tensor | Sequence[np.ndarray], spec: Preprocessing, *, device: torch.device | str = "cpu"
+    images: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
+    spec: Preprocessing,
+    *,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """N x 3 x ``spec.size`` x ``spec.size`` floats: resized, centre-cropped and normalised. ``images``: one
-    RGB image (H x W x 3 or 3 x H x W; uint8 or float in [0, 1]), a batch of them, or a list of any sizes."""
+    RGB image (H x W x 3 or 3 x H x W; uint8 in 0-255 or float in [0, 1], anything else is refused), a batch
+    of them, or a list of any sizes."""
     out = []
     for image in _as_float_batch(images):
         h, w = image.shape[-2:]
@@ -122,9 +145,8 @@ def to_display(x: torch.Tensor, spec: Preprocessing | None = None) -> np.ndarray
     """Undo :func:`preprocess` for one image (3 x H x W or 1 x 3 x H x W) -> H x W x 3 in [0, 1].
     ``spec=None`` rescales the image's own range to [0, 1]."""
     x = x.detach().float().cpu()
-    if x.dim() == 4 and x.shape[0] == 1:
-        x = x[0]
-    if x.dim() != 3 or x.shape[0] != 3:
+    x = x[0] if x.dim() == 4 and x.shape[0] == 1 else x
+    if x.dim() != 3 or x.shape[0] != 3 or x.numel() == 0:
         raise ValueError(f"expected one RGB image (3 x H x W or 1 x 3 x H x W), got shape {tuple(x.shape)}")
     if spec is None:
         x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
