@@ -10,7 +10,8 @@ At the book's desktop width (1280 px) every page of the built book is loaded and
 
 Needs a built book (``make book``; ``$XL_BUILD_DIR`` for another build) and Chromium
 (``apt-get install chromium``) with the ``playwright`` Python package: skipped without them,
-failed under ``XL_REQUIRE_BUILD=1`` (as in CI, whose ``.ci/run`` installs both).
+a missing build fails under ``XL_REQUIRE_BUILD=1``, a missing browser under ``XL_REQUIRE_BROWSER=1``
+(``.ci/run`` installs Chromium and sets it once Chromium is there).
 
 ``python tests/test_pages.py [HTML_DIR]`` prints the same measurements for every page, as counts.
 """
@@ -72,9 +73,9 @@ def built_html() -> Path:
     return html
 
 
-def _missing(message: str) -> None:
-    if os.environ.get("XL_REQUIRE_BUILD") == "1":
-        pytest.fail(message + " (XL_REQUIRE_BUILD=1)")
+def _missing(message: str, requirement: str = "XL_REQUIRE_BUILD") -> None:
+    if os.environ.get(requirement) == "1":
+        pytest.fail(f"{message} ({requirement}=1)")
     pytest.skip(message)
 
 
@@ -126,10 +127,10 @@ def browser() -> Iterator[Any]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        _missing("the playwright package is not installed (pip install playwright)")
+        _missing("the playwright package is not installed (pip install playwright)", "XL_REQUIRE_BROWSER")
     binary = chromium()
     if binary is None:
-        _missing("no Chromium found (apt-get install chromium, or set XL_CHROMIUM)")
+        _missing("no Chromium found (apt-get install chromium, or set XL_CHROMIUM)", "XL_REQUIRE_BROWSER")
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=binary, args=CHROMIUM_ARGS, headless=True)
         yield instance
