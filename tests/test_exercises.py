@@ -250,3 +250,8 @@ def test_quiz_output_renders_offline():
     assert "Which step comes first" in text or "which step comes first" in text
     with pytest.raises(ValueError, match="ch9.json"):
         exercises.quiz_questions(9)
+
+
+def test_reachable_as_xl_exercises():
+    """The chapters call ``xl.exercises.check``: xception_lib/__init__.py lists the module."""
+    assert xl.exercises is exercises
