@@ -253,5 +253,11 @@ def test_quiz_output_renders_offline():
 
 
 def test_reachable_as_xl_exercises():
-    """The chapters call ``xl.exercises.check``: xception_lib/__init__.py lists the module."""
-    assert xl.exercises is exercises
+    """The chapters call ``xl.exercises.check`` after ``import xception_lib as xl`` alone, so
+    xception_lib/__init__.py must list the module (here it is already imported: ask a fresh process)."""
+    import subprocess
+    import sys
+
+    code = "import xception_lib as xl; print(xl.exercises.__name__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.stdout.strip() == "xception_lib.exercises", result.stderr[-500:]
