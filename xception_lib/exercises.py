@@ -28,10 +28,8 @@ import inspect
 import json
 import math
 import re
-import statistics
 import textwrap
 import time
-import timeit
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -41,9 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import xception_lib as xl
 from xception_lib import complexity
 from xception_lib.config import XceptionConfig
-from xception_lib.layers import SegmentedInception, SeparableConv2d
+from xception_lib.layers import SegmentedInception, SeparableConv2d, SimplifiedInception
 from xception_lib.model import Xception, xception
 
 Predicate = Callable[[Any, Any], bool]
@@ -311,7 +310,7 @@ def _ch1_segmented_macs() -> Callable[[int, int, int, int], int]:
     """The 1x1 step applies C x C weights at every position; the 3x3 step applies 9 weights per
     (input, output) pair within a segment of C/s channels, so 9 C^2/s weights, at every position."""
 
-    def segmented_macs(c: int, h: int, w: int, s: int) -> int:
+    def segmented_macs(c, h, w, s):
         return (c * c + 9 * c * c // s) * h * w
 
     return segmented_macs
@@ -376,6 +375,69 @@ def _ch1_segmented_params() -> int:
     reads 96/4 = 24 channels, so 9 x 24 x 96 weights, and 96 biases."""
     segmented_params = (64 * 96 + 96) + (9 * 24 * 96 + 96)
     return segmented_params
+
+
+def _simplified_case() -> tuple[SimplifiedInception, torch.Tensor]:
+    with torch.random.fork_rng():
+        torch.manual_seed(6)
+        return SimplifiedInception(6, 4, towers=3), torch.randn(2, 6, 5, 5)
+
+
+def _rewritten_by(fn: Callable[[SimplifiedInception], nn.Module]) -> torch.Tensor:
+    simplified, x = _simplified_case()
+    with torch.no_grad():
+        return fn(simplified)(x)
+
+
+def _without_biases(simplified: SimplifiedInception) -> nn.Module:
+    segmented = SegmentedInception.from_simplified(simplified)
+    with torch.no_grad():
+        segmented.pointwise.bias.zero_()  # type: ignore[union-attr]
+        segmented.spatial.bias.zero_()  # type: ignore[union-attr]
+    return segmented
+
+
+@exercise(
+    "ch1.rewrite",
+    expected=lambda: _rewritten_by(lambda simplified: simplified),
+    run=_rewritten_by,
+    hints=[
+        (
+            lambda v, e: v.shape != e.shape,
+            "The output must have towers x tower_channels channels: one segment per tower, in the towers' order.",
+        ),
+        (
+            lambda v, e: same(v, _rewritten_by(_without_biases), 1e-5),
+            "The weights are right; copy the towers' biases too, in both steps.",
+        ),
+        (
+            lambda v, e: isinstance(v, RuntimeError) and "size" in str(v),
+            "A grouped 3x3 convolution with s groups has weights of shape (C, C / s, 3, 3): use one segment per tower.",
+        ),
+    ],
+    otherwise="Stack the towers' 1x1 weights and biases into one 1x1 convolution, and their 3x3 weights and "
+    "biases into one grouped convolution with one group per tower, keeping the towers' order.",
+    rel_tol=1e-5,
+)
+def _ch1_rewrite() -> Callable[[SimplifiedInception], SegmentedInception]:
+    """Tower t's 1x1 filters become output channels t*k ... t*k + k - 1 of one 1x1 convolution; its 3x3
+    filters become group t of one grouped convolution, which reads exactly those channels. Concatenating
+    along the first (output) dimension does both."""
+    import torch
+
+    def rewrite(simplified):
+        first = [tower[0] for tower in simplified.towers]  # the 1x1 convolutions
+        second = [tower[2] for tower in simplified.towers]  # the 3x3 convolutions
+        width = sum(conv.out_channels for conv in first)
+        segmented = xl.SegmentedInception(first[0].in_channels, width, segments=len(first))
+        with torch.no_grad():
+            segmented.pointwise.weight.copy_(torch.cat([c.weight for c in first]))
+            segmented.pointwise.bias.copy_(torch.cat([c.bias for c in first]))
+            segmented.spatial.weight.copy_(torch.cat([c.weight for c in second]))
+            segmented.spatial.bias.copy_(torch.cat([c.bias for c in second]))
+        return segmented
+
+    return rewrite
 
 
 # ================================================================== chapter 2
@@ -498,7 +560,7 @@ def _ch2_separable_forward() -> Callable[[torch.Tensor, torch.Tensor, torch.Tens
     """A depthwise step is a convolution with one group per channel; the pointwise step is a 1x1
     convolution over all channels. No bias, no activation in between."""
 
-    def separable(x: torch.Tensor, depthwise: torch.Tensor, pointwise: torch.Tensor) -> torch.Tensor:
+    def separable(x, depthwise, pointwise):
         y = F.conv2d(x, depthwise, padding=1, groups=x.shape[1])
         return F.conv2d(y, pointwise)
 
@@ -588,6 +650,8 @@ def _first_wrong(v: dict[str, int], e: dict[str, int]) -> str | None:
 def _ch3_sizes_224() -> dict[str, int]:
     """Stem: (224 - 3) // 2 + 1 = 111, then 111 - 2 = 109. Each stride-2 'same' max-pool gives
     ceil(n / 2): 55, 28, 14; the middle flow keeps 14; the exit block halves it to 7."""
+    import math
+
     stem = (224 - 3) // 2 + 1 - 2
     entry1 = math.ceil(stem / 2)
     entry2 = math.ceil(entry1 / 2)
@@ -641,10 +705,10 @@ def _regular_params(weights: Callable[[int, int], int] = lambda c_in, c_out: 9 *
 )
 def _ch3_regular_params() -> int:
     """For each separable convolution, replace 9 C_in + C_in C_out by 9 C_in C_out; everything else stays."""
-    model = xception()
+    model = xl.xception()
     regular_params = sum(p.numel() for p in model.parameters())
     for m in model.modules():
-        if isinstance(m, SeparableConv2d):
+        if isinstance(m, xl.SeparableConv2d):
             c_in, c_out = m.depthwise.in_channels, m.pointwise.out_channels
             regular_params += 9 * c_in * c_out - (9 * c_in + c_in * c_out)
     return regular_params
@@ -723,8 +787,8 @@ def _ch4_shares_parameters() -> Callable[[nn.Module], bool]:
     """Walk the modules without removing duplicates and record which names hold each parameter
     object; a parameter held under two names is shared."""
 
-    def shares_parameters(model: nn.Module) -> bool:
-        owners: dict[int, set[str]] = {}
+    def shares_parameters(model):
+        owners = {}  # id of a parameter -> names of the modules that hold it
         for name, module in model.named_modules(remove_duplicate=False):
             for p in module.parameters(recurse=False):
                 owners.setdefault(id(p), set()).add(name)
@@ -840,9 +904,7 @@ def _ch5_train_step() -> Callable[..., float]:
     """Gradients accumulate in .grad until zeroed, so zero them first; the loss returned is the one
     the gradients came from."""
 
-    def train_step(
-        model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer
-    ) -> float:
+    def train_step(model, images, labels, optimizer):
         optimizer.zero_grad()
         loss = F.cross_entropy(model(images), labels)
         loss.backward()
@@ -894,7 +956,7 @@ def _smoothing_k_minus_1(logits: torch.Tensor, labels: torch.Tensor, eps: float)
 def _ch5_label_smoothing() -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]:
     """The smoothed target puts 1 - eps + eps / K on the true class and eps / K on each of the others."""
 
-    def smoothed_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float) -> torch.Tensor:
+    def smoothed_loss(logits, labels, eps):
         k = logits.shape[1]
         target = torch.full_like(logits, eps / k)
         target[torch.arange(len(labels)), labels] += 1 - eps
@@ -940,7 +1002,7 @@ def _crops_by(fn: Callable[[torch.Tensor, int, int], torch.Tensor]) -> torch.Ten
 def _ch5_pad_crop() -> Callable[[torch.Tensor, int, int], torch.Tensor]:
     """Zero padding of 4 pixels makes a 40 x 40 image; the window starts dy rows down and dx columns right."""
 
-    def pad_crop(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    def pad_crop(images, dy, dx):
         padded = F.pad(images, (4, 4, 4, 4))  # N x C x 40 x 40
         return padded[:, :, dy : dy + 32, dx : dx + 32]
 
@@ -1000,7 +1062,9 @@ def _ch6_max_segments() -> int:
     and every other width is a multiple of it. With a fixed number of channels per segment instead (say 8),
     each layer would have C/8 groups: the first layer would no longer limit the spectrum, and every layer's
     feature spaces would have the same depth, as ResNeXt's fixed group width does."""
-    config = XceptionConfig.cifar(width_multiplier=0.5)
+    import math
+
+    config = xl.XceptionConfig.cifar(width_multiplier=0.5)
     max_segments = math.gcd(*config.separable_in_channels())
     return max_segments
 
@@ -1027,6 +1091,8 @@ def _ch6_max_segments() -> int:
 def _ch6_seeds() -> int:
     """The difference of two means over n seeds has standard error sigma sqrt(2/n); require
     0.2 >= 2 x 0.15 x sqrt(2/n) and round up."""
+    import math
+
     seeds = math.ceil(2 * (2 * 0.15 / 0.2) ** 2)
     return seeds
 
@@ -1069,7 +1135,7 @@ def _ch7_grad_cam() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """One weight per channel (its gradient averaged over positions), a weighted sum of the activation
     maps, then a ReLU (Selvaraju et al., 2017, equations 1 and 2)."""
 
-    def grad_cam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
+    def grad_cam(activations, gradients):
         weights = gradients.mean(dim=(1, 2))  # C
         cam = (weights[:, None, None] * activations).sum(dim=0)  # H x W
         return cam.relu()
@@ -1108,7 +1174,7 @@ def _dead_case() -> torch.Tensor:
 def _ch7_dead_channels() -> Callable[[torch.Tensor], torch.Tensor]:
     """A channel is dead when every value of it, on every image, is zero: `all` over images, rows and columns."""
 
-    def dead_channels(activations: torch.Tensor) -> torch.Tensor:
+    def dead_channels(activations):
         return (activations == 0).all(dim=3).all(dim=2).all(dim=0)  # C booleans
 
     return dead_channels
@@ -1155,7 +1221,7 @@ def _ch7_depthwise_channel() -> Callable[[SeparableConv2d, torch.Tensor, int], t
     """Output channel c of the depthwise step reads input channel c only, with filter c: one ordinary
     single-channel convolution."""
 
-    def depthwise_channel(layer: SeparableConv2d, x: torch.Tensor, c: int) -> torch.Tensor:
+    def depthwise_channel(layer, x, c):
         filter_c = layer.depthwise.weight[c : c + 1]  # 1 x 1 x 3 x 3
         return F.conv2d(x[:, c : c + 1], filter_c, padding=1)[:, 0]  # N x H x W
 
@@ -1258,7 +1324,10 @@ def _ch8_median_time() -> Callable[[Callable[[], Any], int], float]:
     """One call first, to warm up (caches, lazy initialisation, thread start-up); then one time per call,
     and the median, which a single slow call does not move."""
 
-    def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    import statistics
+    import timeit
+
+    def median_time(fn, repeats):
         fn()  # warm-up, not timed
         times = timeit.repeat(fn, number=1, repeat=repeats)
         return statistics.median(times)
