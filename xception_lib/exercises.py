@@ -423,7 +423,6 @@ def _ch1_rewrite() -> Callable[[SimplifiedInception], SegmentedInception]:
     """Tower t's 1x1 filters become output channels t*k ... t*k + k - 1 of one 1x1 convolution; its 3x3
     filters become group t of one grouped convolution, which reads exactly those channels. Concatenating
     along the first (output) dimension does both."""
-    import torch
 
     def rewrite(simplified):
         first = [tower[0] for tower in simplified.towers]  # the 1x1 convolutions
