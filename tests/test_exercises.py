@@ -268,3 +268,46 @@ def test_reachable_as_xl_exercises():
     code = "import xception_lib as xl; print(xl.exercises.__name__)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.stdout.strip() == "xception_lib.exercises", result.stderr[-500:]
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_quiz_works_in_a_built_page_offline(tmp_path):
+    """The quiz's outputs, rendered by MyST-NB (as the book renders them) into a page, show every
+    question in Chromium, answer a click with its explanation, and request nothing."""
+    import shutil
+
+    import nbformat
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+    from sphinx.cmd.build import build_main
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    InteractiveShell.instance()
+    with capture_output() as captured:
+        exercises.quiz(3)
+    cell = nbformat.v4.new_code_cell("xl.exercises.quiz(3)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data=o.data) for o in captured.outputs]
+    src = tmp_path / "src"
+    src.mkdir()
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# Quiz"), cell]), src / "index.ipynb")
+    (src / "conf.py").write_text('extensions = ["myst_nb"]\nnb_execution_mode = "off"\nhtml_theme = "basic"\n')
+    assert build_main(["-q", "-b", "html", str(src), str(tmp_path / "html")]) == 0
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    with playwright.sync_playwright() as p:
+        try:
+            browser = p.chromium.launch(executable_path=executable)
+        except Exception as error:  # no browser on this machine
+            pytest.skip(f"Chromium does not start: {error}")
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto((tmp_path / "html" / "index.html").as_uri())
+        page.wait_for_selector(".MCButton")
+        questions = exercises.quiz_questions(3)
+        assert page.locator(".MCButton").count() == sum(len(q["answers"]) for q in questions)
+        page.locator(".MCButton").first.click()
+        feedback = page.locator(".Feedback").first.inner_text()
+        browser.close()
+    assert feedback.strip() in {a["feedback"] for q in questions for a in q["answers"]}
+    assert [u for u in requests if not u.startswith("file:")] == []
