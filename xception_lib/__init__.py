@@ -19,7 +19,26 @@ from xception_lib.pretrained import from_timm
 # Submodules loaded on first use (``xl.complexity``, ``xl.viz``, ...), so that
 # ``import xception_lib`` stays fast and needs only torch. The reusable library sits at the
 # top level; the apparatus of single chapters lives in ``xception_lib.chapters``.
-_SUBMODULES = ("checkpoint", "complexity", "data", "distributed", "history", "ledger", "loader", "pretrained", "provenance", "runtime", "train")
+_SUBMODULES = (
+    "checkpoint",
+    "complexity",
+    "data",
+    "distributed",
+    "evaluation",
+    "exercises",
+    "folders",
+    "history",
+    "ledger",
+    "loader",
+    "model",
+    "pooling",
+    "pretrained",
+    "provenance",
+    "runtime",
+    "timing",
+    "train",
+    "transfer",
+)
 _CHAPTER_MODULES = (
     "anatomy",
     "bench",
@@ -29,6 +48,7 @@ _CHAPTER_MODULES = (
     "gradcam",
     "images",
     "profiling",
+    "style",
     "train_plots",
     "viz",
 )
