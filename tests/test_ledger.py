@@ -221,3 +221,85 @@ def test_command_line_merges_and_checks(tmp_path: Path) -> None:
     ledger.append(make_run(), source)
     assert ledger.main(["merge", str(source), "--into", str(book)]) == 0
     assert ledger.main(["check", str(book)]) == 0 and len(ledger.read(book)) == 1
+
+
+# ---------------------------------------------------------------- appends never damage the ledger (issue 24, item 2)
+
+
+def test_an_append_after_a_last_line_without_newline_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    first, second = make_run(seed=0), make_run(seed=1)
+    path.write_text(json.dumps(first.to_dict(), sort_keys=True))  # written by hand, no final newline
+    ledger.append(second, path)
+    assert ledger.read(path) == [first, second]
+
+
+def test_an_append_after_a_cut_line_keeps_the_new_run_apart(tmp_path: Path) -> None:
+    path = tmp_path / "runs.jsonl"
+    ledger.append(make_run(seed=0), path)
+    cut = json.dumps(make_run(seed=1).to_dict(), sort_keys=True)[:-40]  # an interrupted write
+    path.write_text(path.read_text() + cut)
+    ledger.append(make_run(seed=2), path)
+    lines = path.read_text().splitlines()
+    assert len(lines) == 3 and lines[1] == cut and ledger.Run.from_dict(json.loads(lines[2])).seed == 2
+    with pytest.raises(ValueError, match=r"line 2: not valid JSON.*delete line 2 \(only that line\)"):
+        ledger.read(path)
+    path.write_text("\n".join(lines[::2]) + "\n")  # what the message says: delete line 2, and only it
+    assert [r.seed for r in ledger.read(path)] == [0, 2]
+
+
+def test_an_append_that_meets_a_full_disk_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    path = tmp_path / "runs.jsonl"
+    ledger.append(make_run(seed=0), path)
+    before = path.read_bytes()
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if len(data) > 100:
+            return real_write(fd, bytes(data[:100]))  # some bytes go through...
+        raise OSError(errno.ENOSPC, "No space left on device")  # ...then the disk is full
+
+    monkeypatch.setattr(os, "write", full_disk)
+    with pytest.raises(OSError, match="nothing appended.*No space left"):
+        ledger.append(make_run(seed=1), path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    ledger.append(make_run(seed=1), path)  # and the next append, with space again, is whole
+    assert [r.seed for r in ledger.read(path)] == [0, 1]
+
+
+def test_a_cut_copy_of_a_run_does_not_stop_it_being_appended(tmp_path: Path) -> None:
+    """The duplicate check reads a damaged line as no run, instead of failing on it."""
+    path = tmp_path / "runs.jsonl"
+    run = make_run(seed=0)
+    line = json.dumps(run.to_dict(), sort_keys=True)
+    path.write_text(line[: line.index(run.id) + 20] + "\n")  # cut after its id
+    ledger.append(run, path)
+    assert ledger.Run.from_dict(json.loads(path.read_text().splitlines()[1])) == run
+
+
+def test_write_json_atomic_replaces_whole_or_not_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    path = tmp_path / "bench.json"
+    ledger.write_json_atomic(path, {"a": [1, 2]})
+    assert json.loads(path.read_text()) == {"a": [1, 2]}
+    before = path.read_bytes()
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        ledger.write_json_atomic(path, {"a": [3]})
+    monkeypatch.undo()
+    for bad in ({"a": math.nan}, {"a": {1, 2}}):  # refused before the disk is touched
+        with pytest.raises((ValueError, TypeError)):
+            ledger.write_json_atomic(path, bad)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no leftovers

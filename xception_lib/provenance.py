@@ -38,72 +38,55 @@ def expect(condition: bool, where: str, expected: str, got: Any) -> None:
 
 def check(where: str, value: Any, hint: Any, low: float = -math.inf, high: float = math.inf, nan: bool = False) -> Any:
     """``value`` checked against a type ``hint`` (``str``, ``int``, ``float``, ``bool``, ``dict[...]``,
-    ``list[float]``, a class, ``X | None``) and the range ``[low, high]``; numpy numbers come back as Python ones.
-
-    ``nan``: NaN (and, within the range, infinity) is a value (a diverged loss, an epoch not evaluated).
+    ``list[float]``, a class, ``X | None``) and the range ``[low, high]``; numpy numbers come back as Python ones
+    (numpy bools are refused). ``nan``: NaN and, within the range, infinity are values (a loss that diverged).
     """
-    args = typing.get_args(hint)
-    if type(None) in args:  # X | None
+    if type(None) in typing.get_args(hint):  # X | None
         if value is None:
             return None
-        hint = next(a for a in args if a is not type(None))
+        hint = typing.get_args(hint)[0]
     origin = typing.get_origin(hint) or hint
     if origin is list:
         expect(isinstance(value, list), where, "a list", value)
-        return [check(f"{where}[{i}]", v, args[0] if args else Any, low, high, nan) for i, v in enumerate(value)]
+        return [check(f"{where}[{i}]", v, typing.get_args(hint)[0], low, high, nan) for i, v in enumerate(value)]
     if hint in (int, float):
-        kind = numbers.Integral if hint is int else numbers.Real
-        expect(
-            isinstance(value, kind) and not isinstance(value, bool),
-            where,
-            f"{'an integer' if hint is int else 'a number'}",
-            value,
-        )
-        value = hint(value)
-        ok = (nan and math.isnan(value)) or ((math.isfinite(value) or nan) and low <= value <= high)
+        number = isinstance(value, numbers.Integral if hint is int else numbers.Real) and not isinstance(value, bool)
+        expect(number, where, "an integer" if hint is int else "a number", value)
+        value = hint(value) if hint is int or abs(value) < 1e308 else math.inf  # no OverflowError for 10**400
+        ok = (nan and math.isnan(value)) or ((hint is int or math.isfinite(value) or nan) and low <= value <= high)
         expect(ok, where, f"a finite number in [{low:g}, {high:g}]", value)
         return value
     if origin is dict:
-        expect(
-            isinstance(value, dict) and all(isinstance(k, str) for k in value), where, "an object (string keys)", value
-        )
+        expect(isinstance(value, dict) and all(isinstance(k, str) for k in value), where, "an object", value)
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as error:
             raise ValueError(
-                f"{where}: expected plain JSON values (str, int, float, bool, list, dict), {error}"
+                f"{where}: expected plain JSON values (str, int, float, bool, list, dict): {error}"
             ) from None
         return dict(value)
-    names = {str: "a string", bool: "true or false"}
-    expect(
-        origin is Any or isinstance(value, origin),
-        where,
-        names.get(origin, getattr(origin, "__name__", str(hint))),
-        value,
-    )
+    expect(isinstance(value, origin), where, {str: "a string", bool: "true or false"}.get(origin, str(hint)), value)
     return value
 
 
-def check_fields(record: Any, where: str = "", **ranges: tuple[float, float]) -> None:
-    """Check every field of the dataclass ``record`` against its annotation (and its ``ranges``), in place."""
+def check_fields(record: Any, ranges: dict[str, tuple[float, float]] | None = None, where: str = "") -> None:
+    """Check every field of the dataclass ``record`` against its annotation (and ``ranges``), in place."""
     hints = typing.get_type_hints(type(record))
     for f in dataclasses.fields(record):
-        value = check(f"{where}{f.name}", getattr(record, f.name), hints[f.name], *ranges.get(f.name, ()))
+        value = check(f"{where}{f.name}", getattr(record, f.name), hints[f.name], *(ranges or {}).get(f.name, ()))
         object.__setattr__(record, f.name, value)
 
 
 def from_dict(cls: type[R], data: Any, where: str) -> R:
     """``cls(**data)`` once ``data`` is an object holding ``cls``'s fields and no others (the class checks values)."""
     expect(isinstance(data, dict), where, "a JSON object", data)
-    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(names))
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
     expect(not unknown, where, f"only the fields {sorted(names)}", unknown)
-    no_default = dataclasses.MISSING
-    missing = [
-        n for n, f in names.items() if n not in data and f.default is no_default and f.default_factory is no_default
-    ]
-    expect(not missing, where, "every required field", f"{missing} missing")
-    return cls(**data)
+    try:
+        return cls(**data)
+    except TypeError as error:  # a field without a default is missing
+        raise ValueError(f"{where}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -124,13 +107,10 @@ class Environment:
     commit_note: str | None = None
 
     def __post_init__(self) -> None:
-        check_fields(self, "environment.", cpu_count=(1, math.inf))
+        check_fields(self, {"cpu_count": (1, math.inf)}, "environment.")
         for name in ("device", "device_name", "torch"):
             expect(bool(getattr(self, name)), f"environment.{name}", "a non-empty string", getattr(self, name))
-        try:
-            _dt.datetime.fromisoformat(self.date)
-        except ValueError:
-            expect(False, "environment.date", "an ISO 8601 date (2026-11-27T21:21:14+00:00)", self.date)
+        expect(_iso_date(self.date), "environment.date", "an ISO 8601 date (2026-11-27T21:21:14+00:00)", self.date)
 
     def describe(self) -> str:
         """``NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, commit 2c75ac8, 2026-11-27``."""
@@ -145,6 +125,13 @@ class Environment:
     def from_dict(cls, data: Any) -> Environment:
         """Validate a stored environment (missing optional fields are ``None``); errors name the field."""
         return from_dict(cls, data, "environment")
+
+
+def _iso_date(text: str) -> bool:
+    try:
+        return _dt.datetime.fromisoformat(text) is not None
+    except ValueError:
+        return False
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
