@@ -121,9 +121,7 @@ class Run:
 
     def to_dict(self) -> dict[str, Any]:
         """One JSON object (``id`` and ``format`` included)."""
-        out = {"format": FORMAT, **dataclasses.asdict(self)}
-        out["history"] = self.history.to_dict()
-        return out
+        return {"format": FORMAT, **dataclasses.asdict(self)}  # the history and environment as objects
 
     @classmethod
     def from_dict(cls, data: Any) -> Run:
@@ -248,8 +246,8 @@ def append_json_line(path: str | Path, obj: dict[str, Any], unique_id: str | Non
 
 def _id_of(line: bytes) -> Any:
     try:
-        return json.loads(line).get("id")
-    except (ValueError, AttributeError):  # a damaged line is no run
+        return json.loads(line)["id"]
+    except (ValueError, TypeError, KeyError):  # a damaged line is no run
         return None
 
 
@@ -258,11 +256,11 @@ def merge(source: str | Path, path: str | Path | None = None) -> int:
     path = default_path() if path is None else Path(path)
     if not Path(source).is_file():
         raise ValueError(f"{source}: no such ledger file; give the runs.jsonl of a GPU session")
-    new = read(source)  # every line checked before anything is appended
-    have = {run.id for run in read(path)}
-    for run in (run for run in new if run.id not in have):
+    runs, have = read(source), {run.id for run in read(path)}  # every line checked before anything is appended
+    new = [run for run in runs if run.id not in have]
+    for run in new:
         append(run, path)
-    return len([run for run in new if run.id not in have])
+    return len(new)
 
 
 def select(runs: Iterable[Run], *, results_only: bool = True, **fields: Any) -> list[Run]:

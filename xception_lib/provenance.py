@@ -20,14 +20,12 @@ import subprocess
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 
 COMMIT_ENV_VAR = "XCEPTION_COMMIT"
 """Names the commit where there is no git checkout (a copy of the tree sent to a GPU machine)."""
-
-R = TypeVar("R")
 
 
 def expect(condition: bool, where: str, expected: str, got: Any) -> None:
@@ -77,10 +75,10 @@ def check_fields(record: Any, ranges: dict[str, tuple[float, float]] | None = No
         object.__setattr__(record, f.name, value)
 
 
-def from_dict(cls: type[R], data: Any, where: str) -> R:
+def from_dict(cls: Any, data: Any, where: str) -> Any:
     """``cls(**data)`` once ``data`` is an object holding ``cls``'s fields and no others (the class checks values)."""
     expect(isinstance(data, dict), where, "a JSON object", data)
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     expect(not unknown, where, f"only the fields {sorted(names)}", unknown)
     try:
