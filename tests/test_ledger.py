@@ -119,6 +119,7 @@ def test_merge_adds_only_what_is_missing(tmp_path: Path) -> None:
             r"line 2: id: expected .*was it edited",
         ),
         (lambda line: line.replace('"format": "xception_lib.ledger/1"', '"format": "other"'), r"line 2: format"),
+        (lambda line: line.replace('"lr": [0.1, 0.1]', '"lr": [0.1, 1' + "0" * 400 + "]"), r"line 2: .*too large"),
     ],
 )
 def test_a_bad_line_names_the_file_and_the_line(tmp_path: Path, edit, message: str) -> None:
@@ -303,3 +304,23 @@ def test_write_json_atomic_replaces_whole_or_not_at_all(tmp_path: Path, monkeypa
         with pytest.raises((ValueError, TypeError)):
             ledger.write_json_atomic(path, bad)
     assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no leftovers
+
+
+def _append_seeds(path: str, seeds: range) -> None:
+    for seed in seeds:
+        ledger.append(make_run(seed=seed), path)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the file lock is POSIX's (fcntl)")
+def test_concurrent_appends_lose_nothing(tmp_path: Path) -> None:
+    import multiprocessing
+
+    path = tmp_path / "runs.jsonl"
+    ctx = multiprocessing.get_context("fork")
+    writers = [ctx.Process(target=_append_seeds, args=(str(path), range(10 * w, 10 * w + 10))) for w in range(4)]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join(timeout=60)
+    assert all(w.exitcode == 0 for w in writers)
+    assert sorted(r.seed for r in ledger.read(path)) == list(range(40))

@@ -234,6 +234,7 @@ def gpu_session() -> Any:
         (["--budget-s", "60", "--race-share", "nan"], "--race-share: expected a fraction"),
         (["--budget-s", "60", "--phases", "smoke,warp"], "--phases: expected some of"),
         (["--budget-s", "60", "--out-is-a-file"], "cannot write results there"),
+        (["--budget-s", "60", "--out-has-a-cut-ledger"], "line 1: not valid JSON"),
     ],
 )
 def test_gpu_session_refuses_bad_arguments_before_any_work(
@@ -243,7 +244,11 @@ def test_gpu_session_refuses_bad_arguments_before_any_work(
     if "--out-is-a-file" in args:
         args = args[:-1]
         out.write_text("not a folder")
+    if "--out-has-a-cut-ledger" in args:
+        args = args[:-1]
+        out.mkdir()
+        (out / "runs.jsonl").write_text(json.dumps(make_run().to_dict())[:-30])
     with pytest.raises(SystemExit) as stop:
         gpu_session.main(["--out", str(out), "--dry-run", *args])
     assert stop.value.code == 2 and message in capsys.readouterr().err
-    assert not out.is_dir()  # nothing started: no folder, no log, no runs
+    assert not out.is_dir() or [p.name for p in out.iterdir()] == ["runs.jsonl"]  # nothing started, no log

@@ -324,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         tempfile.TemporaryFile(dir=out).close()  # a real write: permissions can mislead
     except OSError as error:
         parser.error(f"--out {out}: cannot write results there ({error.strerror or error}); give a writable folder")
+    try:  # a ledger damaged by an earlier, cut session: say so now, not after the race
+        ledger.read(out / ledger.LEDGER_NAME)
+    except ValueError as error:
+        parser.error(str(error))
     start = time.time()
     deadline = start + args.budget_s
     s = size(args.dry_run)

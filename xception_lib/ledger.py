@@ -195,7 +195,7 @@ def read(path: str | Path | None = None) -> list[Run]:
         except json.JSONDecodeError as error:
             cut = f"if an interrupted write cut it short, delete line {number} (only that line)"
             raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno}); {cut}") from error
-        except (TypeError, ValueError) as error:  # a UnicodeDecodeError too
+        except (TypeError, ValueError, OverflowError) as error:  # UnicodeDecodeError, float(10**400)
             raise ValueError(f"{where}: {error}") from error
         if run.id in seen:
             raise ValueError(f"{where}: run {run.id} already appended at line {seen[run.id]}")

@@ -1,10 +1,8 @@
-"""Where, when and on what a result was measured, and the one way every stored record is checked.
+"""Where, when and on what a result was measured (:class:`Environment`), and how every record is checked.
 
-:class:`Environment` is stored beside every recorded number (a ledger run, a benchmark's results).
-:func:`check` and :func:`check_fields` validate every record type (:class:`Environment`,
-:class:`xception_lib.ledger.Run`): a bad value raises a ``ValueError`` naming the field, what was
-expected and what came. Numbers must be finite (NaN only where a field allows it), ``True`` is not a
-number, and numpy numbers become Python numbers, so that a checked record always writes as JSON.
+:func:`check` and :func:`check_fields` validate every record type (:class:`Environment`, ``ledger.Run``): a bad
+value is a ``ValueError`` naming the field, what was expected and what came. Numbers are finite (NaN only where
+a field allows it), ``True`` is not a number, numpy numbers become Python ones: a checked record writes as JSON.
 """
 
 from __future__ import annotations
@@ -108,7 +106,10 @@ class Environment:
         check_fields(self, {"cpu_count": (1, math.inf)}, "environment.")
         for name in ("device", "device_name", "torch"):
             expect(bool(getattr(self, name)), f"environment.{name}", "a non-empty string", getattr(self, name))
-        expect(_iso_date(self.date), "environment.date", "an ISO 8601 date (2026-11-27T21:21:14+00:00)", self.date)
+        try:
+            _dt.datetime.fromisoformat(self.date)
+        except ValueError:
+            expect(False, "environment.date", "an ISO 8601 date (2026-11-27T21:21:14+00:00)", self.date)
 
     def describe(self) -> str:
         """``NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, commit 2c75ac8, 2026-11-27``."""
@@ -123,13 +124,6 @@ class Environment:
     def from_dict(cls, data: Any) -> Environment:
         """Validate a stored environment (missing optional fields are ``None``); errors name the field."""
         return from_dict(cls, data, "environment")
-
-
-def _iso_date(text: str) -> bool:
-    try:
-        return _dt.datetime.fromisoformat(text) is not None
-    except ValueError:
-        return False
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
