@@ -152,6 +152,7 @@ def test_the_records_ship_with_the_package() -> None:
     assert files and all(any(p.match(pattern) for pattern in patterns) for p in files)
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch
 def test_the_book_ledger_reads_from_an_empty_directory(tmp_path: Path) -> None:
     """As in Colab: another working directory, nothing but the importable package."""
     code = (
