@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import multiprocessing as mp
 import os
 import queue as queues
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -64,9 +66,23 @@ class Size:
 def size(dry_run: bool) -> Size:
     if dry_run:
         tiny = {"train_subset": 32, "test_subset": 32, "batch_size": 16, "epochs": 1, "compile": False}
-        return Size("cpu", ex.preview_base(), ex.preview_base(), tiny, tiny, 1, 1, (1, 2), 0.5, False, (5.0, 0.0), False)
-    return Size("cuda", ex.XceptionConfig.cifar(), ex.sweep_base(), {}, {"epochs": 1, "train_subset": 4096, "test_subset": 1000},
-                15, 3, (1, 2, 4), 10.0, True, (30.0, 90.0), True)
+        return Size(
+            "cpu", ex.preview_base(), ex.preview_base(), tiny, tiny, 1, 1, (1, 2), 0.5, False, (5.0, 0.0), False
+        )
+    return Size(
+        "cuda",
+        ex.XceptionConfig.cifar(),
+        ex.sweep_base(),
+        {},
+        {"epochs": 1, "train_subset": 4096, "test_subset": 1000},
+        15,
+        3,
+        (1, 2, 4),
+        10.0,
+        True,
+        (30.0, 90.0),
+        True,
+    )
 
 
 def log(out: Path, text: str) -> None:
@@ -100,8 +116,20 @@ def execute(job: dict[str, Any], data: Any, s: Size, command: str) -> ledger.Run
     if s.device == "cpu":
         train.pop("compile", None)  # no C++ toolchain needed for a dry run
     cfg = job_config({**job, "train": train}, s)
-    return ex.train_run(job["name"], architecture, cfg, data, device=s.device, kind=job["kind"], study=job["study"], step_time=s.step_time,
-                        changes=job.get("changes", {}), extras=recipe, command=command, notes=job.get("notes", {}))
+    return ex.train_run(
+        job["name"],
+        architecture,
+        cfg,
+        data,
+        device=s.device,
+        kind=job["kind"],
+        study=job["study"],
+        step_time=s.step_time,
+        changes=job.get("changes", {}),
+        extras=recipe,
+        command=command,
+        notes=job.get("notes", {}),
+    )
 
 
 def worker(jobs: Any, results: Any, out: str, dry_run: bool, command: str) -> None:
@@ -119,17 +147,33 @@ def worker(jobs: Any, results: Any, out: str, dry_run: bool, command: str) -> No
             run = execute(job, data, s, command)
             ledger.append(run, Path(out) / ledger.LEDGER_NAME)
             best = max([run.final_test_acc, *run.metrics.values()])
-            results.put({"job": job, "ok": True, "acc": run.final_test_acc, "best": best, "metrics": run.metrics,
-                         "wall_s": time.perf_counter() - start, "epochs": run.epochs})
+            results.put(
+                {
+                    "job": job,
+                    "ok": True,
+                    "acc": run.final_test_acc,
+                    "best": best,
+                    "metrics": run.metrics,
+                    "wall_s": time.perf_counter() - start,
+                    "epochs": run.epochs,
+                }
+            )
         except Exception:  # noqa: BLE001  (reported, the session goes on)
-            results.put({"job": job, "ok": False, "error": traceback.format_exc(limit=3), "wall_s": time.perf_counter() - start})
+            results.put(
+                {"job": job, "ok": False, "error": traceback.format_exc(limit=3), "wall_s": time.perf_counter() - start}
+            )
 
 
-def run_jobs(jobs: list[dict[str, Any]], workers: int, deadline: float, out: Path, dry_run: bool, command: str) -> list[dict]:
+def run_jobs(
+    jobs: list[dict[str, Any]], workers: int, deadline: float, out: Path, dry_run: bool, command: str
+) -> list[dict]:
     """Run ``jobs`` in order on ``workers`` processes; start none that would end after ``deadline``."""
     ctx = mp.get_context("spawn")
     todo, results = ctx.Queue(), ctx.Queue()
-    procs = [ctx.Process(target=worker, args=(todo, results, str(out), dry_run, command), daemon=True) for _ in range(min(workers, len(jobs)))]
+    procs = [
+        ctx.Process(target=worker, args=(todo, results, str(out), dry_run, command), daemon=True)
+        for _ in range(min(workers, len(jobs)))
+    ]
     for p in procs:
         p.start()
     per_epoch: dict[str, float] = {}  # observed seconds per epoch, by architecture
@@ -137,9 +181,14 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, deadline: float, out: Pat
     while pending or busy:
         while pending and busy < len(procs):
             job = pending[0]
-            estimate = per_epoch.get(job["architecture"], job.get("epoch_s", 0.0)) * job.get("epochs", 1) + job.get("overhead_s", 5.0)
+            estimate = per_epoch.get(job["architecture"], job.get("epoch_s", 0.0)) * job.get("epochs", 1) + job.get(
+                "overhead_s", 5.0
+            )
             if time.time() + estimate > deadline:
-                log(out, f"not starting {job['kind']} {job['name']} seed {job.get('seed', 0)}: ~{estimate:.0f} s would pass the budget")
+                log(
+                    out,
+                    f"not starting {job['kind']} {job['name']} seed {job.get('seed', 0)}: ~{estimate:.0f} s would pass the budget",
+                )
                 pending.pop(0)
                 continue
             todo.put(pending.pop(0))
@@ -156,9 +205,14 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, deadline: float, out: Pat
         done.append(result)
         job = result["job"]
         if result["ok"]:
-            per_epoch[job["architecture"]] = max(per_epoch.get(job["architecture"], 0.0), result["wall_s"] / result["epochs"])
-            log(out, f"{job['kind']} {job['name']} seed {job.get('seed', 0)}: {100 * result['acc']:.2f}% "
-                     f"{json.dumps({k: round(100 * v, 2) for k, v in result['metrics'].items()})} in {result['wall_s']:.0f} s")
+            per_epoch[job["architecture"]] = max(
+                per_epoch.get(job["architecture"], 0.0), result["wall_s"] / result["epochs"]
+            )
+            log(
+                out,
+                f"{job['kind']} {job['name']} seed {job.get('seed', 0)}: {100 * result['acc']:.2f}% "
+                f"{json.dumps({k: round(100 * v, 2) for k, v in result['metrics'].items()})} in {result['wall_s']:.0f} s",
+            )
         else:
             log(out, f"{job['kind']} {job['name']} FAILED:\n{result['error']}")
     for _ in procs:
@@ -173,7 +227,9 @@ def run_jobs(jobs: list[dict[str, Any]], workers: int, deadline: float, out: Pat
 # ---------------------------------------------------------------- throughput
 
 
-def measure(barrier: Any, results: Any, architecture: Any, compiled: bool, window_s: float, device: str, batch: int) -> None:
+def measure(
+    barrier: Any, results: Any, architecture: Any, compiled: bool, window_s: float, device: str, batch: int
+) -> None:
     """One process: train steps of random data; after all processes are warm, count images for ``window_s``."""
     from xception_lib.runtime import synchronize
     from xception_lib.train import resolve_amp, train_step
@@ -208,8 +264,12 @@ def throughput(n: int, compiled: bool, s: Size, timeout_s: float) -> dict[str, A
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(n), ctx.Queue()
     batch = s.train.get("batch_size", 512)
-    procs = [ctx.Process(target=measure, args=(barrier, results, s.xception, compiled, s.throughput_s, s.device, batch), daemon=True)
-             for _ in range(n)]
+    procs = [
+        ctx.Process(
+            target=measure, args=(barrier, results, s.xception, compiled, s.throughput_s, s.device, batch), daemon=True
+        )
+        for _ in range(n)
+    ]
     for p in procs:
         p.start()
     rates = []
@@ -226,10 +286,18 @@ def throughput(n: int, compiled: bool, s: Size, timeout_s: float) -> dict[str, A
         return None
     from xception_lib.provenance import environment
 
-    return {"format": "xception_lib.throughput/1", "model": "xception_cifar" if s.device == "cuda" else "preview_base",
-            "processes": n, "compile": compiled, "batch_size": batch, "window_s": s.throughput_s,
-            "images_per_sec": rates, "total_images_per_sec": sum(rates), "environment": environment(s.device),
-            "preview": s.device != "cuda"}
+    return {
+        "format": "xception_lib.throughput/1",
+        "model": "xception_cifar" if s.device == "cuda" else "preview_base",
+        "processes": n,
+        "compile": compiled,
+        "batch_size": batch,
+        "window_s": s.throughput_s,
+        "images_per_sec": rates,
+        "total_images_per_sec": sum(rates),
+        "environment": environment(s.device).to_dict(),
+        "preview": s.device != "cuda",
+    }
 
 
 # ---------------------------------------------------------------- the session
@@ -244,12 +312,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--race-share", type=float, default=0.45, help="fraction of the budget for race + reference")
     args = parser.parse_args(argv)
     phases = args.phases.split(",")
-    if args.budget_s <= 0 or not 0 < args.race_share <= 1 or set(phases) - set(PHASES):
-        parser.error(f"expected --budget-s > 0, 0 < --race-share <= 1, --phases among {PHASES}")
+    if not 0 < args.budget_s < math.inf:  # NaN too
+        parser.error(f"--budget-s: expected a number of seconds > 0, got {args.budget_s}")
+    if not 0 < args.race_share <= 1:
+        parser.error(f"--race-share: expected a fraction in (0, 1], got {args.race_share}")
+    if set(phases) - set(PHASES):
+        parser.error(f"--phases: expected some of {','.join(PHASES)}, got {sorted(set(phases) - set(PHASES))}")
+    out = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()  # a real write: permissions can mislead
+    except OSError as error:
+        parser.error(f"--out {out}: cannot write results there ({error.strerror or error}); give a writable folder")
+    try:  # a ledger damaged by an earlier, cut session: say so now, not after the race
+        ledger.read(out / ledger.LEDGER_NAME)
+    except ValueError as error:
+        parser.error(str(error))
     start = time.time()
     deadline = start + args.budget_s
-    out = args.out
-    out.mkdir(parents=True, exist_ok=True)
     s = size(args.dry_run)
     if s.device == "cuda" and not torch.cuda.is_available():
         log(out, "no CUDA GPU: stopping (use --dry-run for a CPU test)")
@@ -259,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = 1
 
     if "smoke" in phases:
-        smoke = [{"kind": "smoke", "study": "smoke", "name": n, "architecture": a, "train": s.smoke, "epochs": 1}
-                 for n, a in (("xception_cifar", "xception"), ("resnet18", "resnet18"))]
+        smoke = [
+            {"kind": "smoke", "study": "smoke", "name": n, "architecture": a, "train": s.smoke, "epochs": 1}
+            for n, a in (("xception_cifar", "xception"), ("resnet18", "resnet18"))
+        ]
         results = run_jobs(smoke, 1, deadline, out, args.dry_run, command)
         if len(results) < 2 or not all(r["ok"] for r in results):
             log(out, "smoke run failed: stopping")
@@ -279,9 +361,11 @@ def main(argv: list[str] | None = None) -> int:
                 if record is None:
                     log(out, f"throughput: {n} process(es), compile={compiled} failed or timed out")
                     continue
-                with open(out / "throughput.jsonl", "a", encoding="utf-8") as f:
-                    f.write(json.dumps(record) + "\n")
-                log(out, f"throughput: {n} process(es), compile={compiled}: {record['total_images_per_sec']:,.0f} images/s in all")
+                ledger.append_json_line(out / "throughput.jsonl", record)
+                log(
+                    out,
+                    f"throughput: {n} process(es), compile={compiled}: {record['total_images_per_sec']:,.0f} images/s in all",
+                )
                 if not compiled and record["total_images_per_sec"] > best[0] * 1.1:
                     best = (record["total_images_per_sec"], n)
             workers = best[1]
@@ -293,28 +377,72 @@ def main(argv: list[str] | None = None) -> int:
     winner = None
     race_end = start + args.race_share * args.budget_s if "queue" in phases or "reference" in phases else deadline
     if "race" in phases:
-        race = [{"kind": "control", "study": "race", "name": "resnet18", "architecture": "resnet18", "recipe": "baseline+flip",
-                 "epochs": s.train.get("epochs", 30), "epoch_s": 2 * epoch_s}]
-        race += [{"kind": "recipe", "study": "race", "name": r.name, "architecture": "xception", "recipe": r.name,
-                  "epochs": s.train.get("epochs", r.train.get("epochs", 30)), "epoch_s": epoch_s} for r in ex.RECIPES]
-        results = [r for r in run_jobs(race, workers, race_end, out, args.dry_run, command) if r["ok"] and r["job"]["kind"] == "recipe"]
+        race = [
+            {
+                "kind": "control",
+                "study": "race",
+                "name": "resnet18",
+                "architecture": "resnet18",
+                "recipe": "baseline+flip",
+                "epochs": s.train.get("epochs", 30),
+                "epoch_s": 2 * epoch_s,
+            }
+        ]
+        race += [
+            {
+                "kind": "recipe",
+                "study": "race",
+                "name": r.name,
+                "architecture": "xception",
+                "recipe": r.name,
+                "epochs": s.train.get("epochs", r.train.get("epochs", 30)),
+                "epoch_s": epoch_s,
+            }
+            for r in ex.RECIPES
+        ]
+        results = [
+            r
+            for r in run_jobs(race, workers, race_end, out, args.dry_run, command)
+            if r["ok"] and r["job"]["kind"] == "recipe"
+        ]
         if results:
             winner = max(results, key=lambda r: r["best"])["job"]
             log(out, f"race winner: {winner['name']} ({100 * max(r['best'] for r in results):.2f}%)")
 
     if "reference" in phases and winner is not None:
         reference = {**winner, "kind": "reference", "study": "reference", "epoch_s": epoch_s / max(1, workers)}
-        run_jobs([reference], 1, race_end + 0.25 * args.budget_s if "queue" in phases else deadline, out, args.dry_run, command)
+        run_jobs(
+            [reference],
+            1,
+            race_end + 0.25 * args.budget_s if "queue" in phases else deadline,
+            out,
+            args.dry_run,
+            command,
+        )
 
     if "queue" in phases:
         from xception_lib import train as tr
 
-        cfg = job_config({"train": {"epochs": s.queue_epochs}}, s) if s.device == "cpu" else tr.recommended_config(
-            "cuda", epochs=s.queue_epochs, compile=False)
+        cfg = (
+            job_config({"train": {"epochs": s.queue_epochs}}, s)
+            if s.device == "cpu"
+            else tr.recommended_config("cuda", epochs=s.queue_epochs, compile=False)
+        )
         known = ledger.read() + ledger.read(out / ledger.LEDGER_NAME)
-        jobs = [{"kind": "ablation", "study": "ablations", "name": p.name, "architecture": "xception-sweep", "changes": p.changes,
-                 "seed": c.seed, "train": {"epochs": s.queue_epochs, "compile": False}, "epochs": s.queue_epochs,
-                 "epoch_s": epoch_s / 3} for p, c in ex.ablation_queue(s.sweep, s.seeds, cfg, known)]
+        jobs = [
+            {
+                "kind": "ablation",
+                "study": "ablations",
+                "name": p.name,
+                "architecture": "xception-sweep",
+                "changes": p.changes,
+                "seed": c.seed,
+                "train": {"epochs": s.queue_epochs, "compile": False},
+                "epochs": s.queue_epochs,
+                "epoch_s": epoch_s / 3,
+            }
+            for p, c in ex.ablation_queue(s.sweep, s.seeds, cfg, known)
+        ]
         log(out, f"ablation queue: {len(jobs)} run(s) missing")
         run_jobs(jobs, workers, deadline, out, args.dry_run, command)
     log(out, f"done in {time.time() - start:.0f} s")

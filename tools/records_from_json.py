@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xception_lib import ledger  # noqa: E402
 from xception_lib.history import History  # noqa: E402
+from xception_lib.provenance import Environment  # noqa: E402
 
 
 def runs_of(record: dict, kind: str, source: str) -> list[ledger.Run]:
@@ -29,29 +30,67 @@ def runs_of(record: dict, kind: str, source: str) -> list[ledger.Run]:
         notes["sweep"] = record["sizing"]
     out = []
     for run in record["runs"]:
-        out.append(ledger.Run(
-            kind=kind, study=study, name=run["name"], model="xception", model_config=run["model_config"],
-            changes=run["changes"], train_config=run["train_config"], seed=run["seed"],
-            epochs=len(run["history"]["test_acc"]), params=run["params"], macs=run["macs"],
-            final_test_acc=run["final_test_acc"], wall_time_s=run["wall_time_s"], images_per_sec=run["images_per_sec"],
-            history=History.from_dict(run["history"]), environment=ledger.Environment(**record["environment"]),
-            data=record["data"], command=record["command"], step_time_s=run["step_time_s"],
-            step_batch_size=run["step_batch_size"], notes=notes, preview=record["preview"],
-        ))
+        out.append(
+            ledger.Run(
+                kind=kind,
+                study=study,
+                name=run["name"],
+                model="xception",
+                model_config=run["model_config"],
+                changes=run["changes"],
+                train_config=run["train_config"],
+                seed=run["seed"],
+                epochs=len(run["history"]["test_acc"]),
+                params=run["params"],
+                macs=run["macs"],
+                final_test_acc=run["final_test_acc"],
+                wall_time_s=run["wall_time_s"],
+                images_per_sec=run["images_per_sec"],
+                history=History.from_dict(run["history"]),
+                environment=Environment.from_dict(record["environment"]),
+                data=record["data"],
+                command=record["command"],
+                step_time_s=run["step_time_s"],
+                step_batch_size=run["step_batch_size"],
+                notes=notes,
+                preview=record["preview"],
+            )
+        )
     return out
 
 
-def main() -> int:
+def convert(path: str, kind: str) -> list[ledger.Run]:
+    """The runs of one record, checked; errors name the file."""
+    record = ledger.read_json(path)
+    try:
+        return runs_of(record, kind, Path(path).name)
+    except (KeyError, TypeError, ValueError) as error:
+        what = f"field {error} missing" if isinstance(error, KeyError) else str(error)
+        raise ValueError(f"{path}: {what}; expected an xception_lib.experiments/1 record") from None
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("records", nargs="+", help="PATH:KIND pairs")
     parser.add_argument("--into", type=Path, required=True)
-    args = parser.parse_args()
-    for item in args.records:
-        path, kind = item.rsplit(":", 1)
-        runs = runs_of(ledger.read_json(path), kind, Path(path).name)
-        for run in runs:
-            ledger.append(run, args.into)
-        print(f"{path}: {len(runs)} run(s) -> {args.into}")
+    args = parser.parse_args(argv)
+    if args.into.exists() and not args.into.is_file():
+        parser.error(f"--into {args.into}: not a ledger file")
+    pairs = [item.rpartition(":")[::2] for item in args.records]
+    for item, (path, kind) in zip(args.records, pairs, strict=True):
+        if not path or kind not in ledger.KINDS:
+            parser.error(f"{item}: expected PATH:KIND with KIND one of {', '.join(ledger.KINDS)}")
+        if not Path(path).is_file():
+            parser.error(f"{path}: no such file")
+    try:  # every record converted and checked before anything is appended
+        converted = [(path, convert(path, kind)) for path, kind in pairs]
+        for path, runs in converted:
+            for run in runs:
+                ledger.append(run, args.into)
+            print(f"{path}: {len(runs)} run(s) -> {args.into}")
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 
