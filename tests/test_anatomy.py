@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib.chapters import anatomy as an
 from xception_lib import complexity as cx
+from xception_lib.chapters import anatomy as an
 
 PAPER = xl.XceptionConfig.imagenet()
 
@@ -24,7 +24,9 @@ def same_pool_out(n: int, stride: int = 2) -> int:
 # ---------------------------------------------------------------- parameters and MACs
 
 
-@pytest.mark.parametrize("cfg", [PAPER, xl.XceptionConfig.imagenet(width_multiplier=0.25, middle_blocks=2, num_classes=7)])
+@pytest.mark.parametrize(
+    "cfg", [PAPER, xl.XceptionConfig.imagenet(width_multiplier=0.25, middle_blocks=2, num_classes=7)]
+)
 def test_formula_matches_the_modules_flow_by_flow(cfg: xl.XceptionConfig) -> None:
     model = an.meta_model(cfg)
     measured = {row.name: row.params for row in an.flow_costs(model, (1, 3, 71, 71))}
@@ -34,19 +36,15 @@ def test_formula_matches_the_modules_flow_by_flow(cfg: xl.XceptionConfig) -> Non
 
 def test_paper_total_is_table_3() -> None:
     assert sum(an.flow_params_formula(PAPER).values()) == 22_855_952  # the paper's Table 3
+    no_shortcuts = an.flow_params_formula(xl.XceptionConfig.imagenet(residual=False))
+    assert sum(no_shortcuts.values()) == sum(
+        p.numel() for p in an.meta_model(xl.XceptionConfig.imagenet(residual=False)).parameters()
+    )
 
 
 def test_formula_rejects_segments() -> None:
     with pytest.raises(ValueError, match="segments=None"):
         an.flow_params_formula(xl.XceptionConfig.imagenet(segments=8))
-
-
-def test_separable_layers_are_those_of_the_model() -> None:
-    model = an.meta_model(PAPER)
-    seps = [m for m in model.modules() if isinstance(m, xl.SeparableConv2d)]
-    layers = an.separable_layers(PAPER)
-    assert [(s.depthwise.in_channels, s.pointwise.out_channels) for s in seps] == [(i, o) for _, i, o in layers]
-    assert [i for _, i, _ in layers] == PAPER.separable_in_channels()
 
 
 def test_depthwise_share_counts_depthwise_weights() -> None:
@@ -213,7 +211,9 @@ def test_bar_charts_fit_the_column() -> None:
     fig = an.plot_flow_costs(rows)
     assert [len(ax.patches) for ax in fig.axes] == [5, 5]
     assert fig.get_size_inches()[0] <= 7.5
-    assert min(t.get_fontsize() for ax in fig.axes for t in [*ax.texts, *ax.get_xticklabels(), *ax.get_yticklabels()]) >= 9
+    assert (
+        min(t.get_fontsize() for ax in fig.axes for t in [*ax.texts, *ax.get_xticklabels(), *ax.get_yticklabels()]) >= 9
+    )
     models = [an.ModelComplexity("a", 32, 10, 100), an.ModelComplexity("b", 64, 20, 50)]
     assert [len(ax.patches) for ax in an.plot_comparison(models).axes] == [2, 2]
     with pytest.raises(ValueError):

@@ -21,19 +21,19 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Activation = Literal["none", "relu", "elu"]
 Stem = Literal["imagenet", "cifar"]
 PoolPadding = Literal["same", "symmetric"]
 Flow = Literal["entry_flow", "middle_flow", "exit_flow"]
 
-_ACTIVATIONS = ("none", "relu", "elu")
-_STEMS = ("imagenet", "cifar")
-_POOL_PADDINGS = ("same", "symmetric")
-
-
-_INTERVALS = {"width_multiplier": "(0, inf)", "bn_eps": "(0, inf)", "dropout": "[0, 1)", "bn_momentum": "[0, 1]"}
+_INTERVALS = {  # the real-valued fields: low, high, whether each end is allowed
+    "width_multiplier": (0.0, math.inf, False, False),
+    "bn_eps": (0.0, math.inf, False, False),
+    "dropout": (0.0, 1.0, True, False),
+    "bn_momentum": (0.0, 1.0, True, True),
+}
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -48,13 +48,6 @@ def scale_channels(channels: int, width_multiplier: float) -> int:
 
     Every channel count of the paper's Xception is already a multiple of 8 (728 = 8 x 91),
     so a multiplier of 1.0 leaves the architecture unchanged.
-
-    Args:
-        channels: Channel count at width 1.0.
-        width_multiplier: Factor applied to ``channels``.
-
-    Returns:
-        The scaled channel count.
     """
     return max(8, int(round(channels * width_multiplier / 8.0)) * 8)
 
@@ -161,31 +154,19 @@ class XceptionConfig:
                 raise TypeError(f"{name} must be a tuple of {length} ints, got {value!r}")
             for i, item in enumerate(value):
                 _check_int(f"{name}[{i}]", item, 1)
-        for name, low, high in (
-            ("width_multiplier", 0.0, math.inf),
-            ("bn_eps", 0.0, math.inf),
-            ("dropout", 0.0, 1.0),
-            ("bn_momentum", 0.0, 1.0),
-        ):
+        for name, (low, high, with_low, with_high) in _INTERVALS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise TypeError(f"{name} must be a finite real number, got {value!r}")
             value = float(value)
-            if (
-                not low <= value <= high
-                or (value == low and name in ("width_multiplier", "bn_eps"))
-                or (value == high and name == "dropout")
-            ):
-                raise ValueError(f"{name} must be in {_INTERVALS[name]}, got {value}")
+            if not (value >= low if with_low else value > low) or not (value <= high if with_high else value < high):
+                interval = f"{'[' if with_low else '('}{low:g}, {high:g}{']' if with_high else ')'}"
+                raise ValueError(f"{name} must be in {interval}, got {value}")
         if not isinstance(self.residual, bool):
             raise TypeError(f"residual must be True or False, got {self.residual!r}")
-        for name, allowed in (
-            ("stem", _STEMS),
-            ("intermediate_activation", _ACTIVATIONS),
-            ("pool_padding", _POOL_PADDINGS),
-        ):
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        for name, kind in (("stem", Stem), ("intermediate_activation", Activation), ("pool_padding", PoolPadding)):
+            if getattr(self, name) not in get_args(kind):
+                raise ValueError(f"{name} must be one of {get_args(kind)}, got {getattr(self, name)!r}")
         if any(s not in (1, 2) for s in (*self.entry_strides, self.exit_stride)):
             raise ValueError(
                 f"entry_strides and exit_stride must be 1 or 2, got {self.entry_strides} and {self.exit_stride}"

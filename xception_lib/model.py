@@ -1,16 +1,9 @@
 """Xception (Chollet, CVPR 2017), built from an :class:`~xception_lib.XceptionConfig`.
 
-The network of the paper's Figure 5, as in the authors' Keras implementation:
-
-* stem: 3x3 conv (stride 2, no padding) -> 3x3 conv (no padding), each with BN and ReLU;
-* entry flow: three residual blocks (128, 256, 728 channels), each two separable
-  convolutions and a stride-2 3x3 max-pool, with a 1x1 stride-2 convolution + BN on the
-  shortcut;
-* middle flow: eight residual blocks of three separable convolutions at 728 channels,
-  each with its own weights;
-* exit flow: a residual block 728 -> 1024 (grow last), then separable convolutions to
-  1536 and 2048 channels;
-* head: global average pooling, optional dropout, a linear classifier.
+The network of the paper's Figure 5, as in the authors' Keras implementation: a stem of two 3x3
+convolutions; the residual blocks of :meth:`~xception_lib.XceptionConfig.blocks` (the one table of
+the layout) in the entry, middle and exit flows; two more separable convolutions (1536 and 2048
+channels); global average pooling, optional dropout and a linear classifier.
 
 Every separable convolution is followed by batch norm; ReLUs come *before* the separable
 convolutions inside residual blocks, so a block's output is the un-activated sum.

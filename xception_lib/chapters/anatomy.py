@@ -25,7 +25,7 @@ from xception_lib.complexity import (
     separable_params,
     torchinfo_params,
 )
-from xception_lib.config import XceptionConfig
+from xception_lib.config import BlockSpec, XceptionConfig
 from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
@@ -42,53 +42,32 @@ COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": "#c7e9c
 # ------------------------------------------------------------------ parameters and MACs
 
 
-def separable_layers(config: XceptionConfig) -> list[tuple[str, int, int]]:
-    """Every separable convolution of a config as ``(flow, in_channels, out_channels)``, in
-    forward order (34 for the paper's Xception)."""
-    c = config.channels
-    rows: list[tuple[str, int, int]] = []
-    prev = c(config.stem_channels[1])
-    for out in config.entry_channels:
-        rows += [("entry_flow", prev, c(out)), ("entry_flow", c(out), c(out))]  # grow first
-        prev = c(out)
-    rows += [("middle_flow", prev, prev)] * (3 * config.middle_blocks)
-    e0, e1, e2 = (c(x) for x in config.exit_channels)
-    rows += [("exit_flow", prev, prev), ("exit_flow", prev, e0)]  # the exit block grows last
-    rows += [("exit_flow", e0, e1), ("exit_flow", e1, e2)]
-    return rows
-
-
 def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
-    """``{flow: parameters}`` from closed forms of a config (``segments=None``), no model built.
+    """``{flow: parameters}`` from closed forms and the config's block table (``segments=None``), no model built.
 
-    Stem: two regular 3x3 convolutions. Each separable convolution: ``k^2 C_in + C_in C_out``.
-    Each strided or widening residual block: a 1x1 shortcut. Every convolution has a batch
-    norm (2 parameters per channel). Head: ``features x classes`` weights and ``classes`` biases.
+    Stem: two regular 3x3 convolutions. Each separable convolution: ``k^2 C_in + C_in C_out``. Each block whose
+    shortcut projects: a 1x1 convolution. Every convolution has a batch norm (2 parameters per channel). Head:
+    ``features x classes`` weights and ``classes`` biases.
     """
     if config.segments is not None:
         raise ValueError(f"flow_params_formula expects depthwise convolutions (segments=None), got {config.segments}")
-    c = config.channels
-    s1, s2 = c(config.stem_channels[0]), c(config.stem_channels[1])
+    s1, s2 = (config.channels(c) for c in config.stem_channels)
     out = dict.fromkeys(FLOWS, 0)
     out["stem"] = conv_params(config.in_channels, s1, 3) + 2 * s1 + conv_params(s1, s2, 3) + 2 * s2
-    for flow, cin, cout in separable_layers(config):
+    for flow, cin, cout in config.separable_layers():
         out[flow] += separable_params(cin, cout, 3) + 2 * cout
-    if config.residual:
-        prev = s2
-        for ch, stride in zip(config.entry_channels, config.entry_strides):
-            if c(ch) != prev or stride != 1:
-                out["entry_flow"] += pointwise_params(prev, c(ch)) + 2 * c(ch)
-            prev = c(ch)
-        out["exit_flow"] += pointwise_params(prev, c(config.exit_channels[0])) + 2 * c(config.exit_channels[0])
-    features = c(config.exit_channels[2])
-    out["head"] = features * config.num_classes + config.num_classes
+    for block in config.blocks():
+        if config.residual and block.projects:
+            out[block.flow] += pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
+    classes = config.num_classes
+    out["head"] = config.channels(config.exit_channels[2]) * classes + classes
     return out
 
 
 def depthwise_share(config: XceptionConfig) -> float:
     """The fraction of all parameters held by the depthwise (spatial) filters."""
     total = sum(flow_params_formula(config).values())
-    return sum(depthwise_params(cin, 3) for _, cin, _ in separable_layers(config)) / total
+    return sum(depthwise_params(cin, 3) for _, cin, _ in config.separable_layers()) / total
 
 
 @dataclass(frozen=True)
@@ -303,57 +282,88 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     fig = Figure(figsize=(7.0, 10.0))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
 
-    def flow(column: _Column, steps: Sequence[str]) -> None:
-        for text in steps:
-            kind = "relu" if text == "ReLU" else "pool" if text.startswith("MaxPool") else "separable"
-            column.box(text, kind)
+    def block(column: _Column, spec: BlockSpec) -> None:  # a row of the block table, drawn
+        start = column.y
+        for i, (_, cout) in enumerate(spec.widths()):
+            if i > 0 or spec.start_with_relu:
+                column.box("ReLU", "relu")
+            column.box(f"SeparableConv {cout}", "separable")
+        if spec.stride != 1:
+            column.box(f"MaxPool 3x3, stride {spec.stride}", "pool")
+        stride = f"\nstride {spec.stride}" if spec.stride != 1 else ""
+        column.residual(start, f"Conv 1x1{stride}" if spec.projects else None)
 
+    blocks = {flow: [b for b in cfg.blocks() if b.flow == flow] for flow in FLOWS}
     entry = _Column(ax, 1.7, 0.0, "Entry flow")
     entry.box(f"{input_size}x{input_size}x{cfg.in_channels} images", "io")
     for i, name in enumerate(("conv1", "conv2")):
         entry.box(f"Conv {c(cfg.stem_channels[i])}, 3x3" + (", stride 2" if i == 0 else ""), "joint")
         entry.box("ReLU", "relu")
         entry.note(shape[f"stem.{name}"])
-    for i, (ch, stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
-        start = entry.y
-        flow(entry, ([] if i == 0 else ["ReLU"]) + [f"SeparableConv {c(ch)}", "ReLU", f"SeparableConv {c(ch)}"])
-        if stride != 1:
-            flow(entry, [f"MaxPool 3x3, stride {stride}"])
-        entry.residual(start, "Conv 1x1" + (f"\nstride {stride}" if stride != 1 else ""))
+    for i, spec in enumerate(blocks["entry_flow"]):
+        block(entry, spec)
         entry.note(shape[f"entry_flow.block{i + 1}"])
     entry.box(f"{shape['entry_flow.block3']} maps", "io")
 
     middle = _Column(ax, 5.05, 0.0, "Middle flow")
     middle.box(f"{shape['entry_flow.block3']} maps", "io")
-    start, width = middle.y, c(cfg.entry_channels[2])
-    flow(middle, ["ReLU", f"SeparableConv {width}"] * 3)
-    middle.residual(start, None)
+    for spec in blocks["middle_flow"][:1]:  # one drawn for all
+        block(middle, spec)
     middle.box(f"{shape['middle_flow']} maps", "io")
-    ax.text(middle.x, middle.y, f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
-            ha="center", va="top", fontsize=9, weight="bold")
+    ax.text(
+        middle.x,
+        middle.y,
+        f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
+        ha="center",
+        va="top",
+        fontsize=9,
+        weight="bold",
+    )
 
-    e0, e1, e2 = (c(x) for x in cfg.exit_channels)
+    e1, e2 = (c(x) for x in cfg.exit_channels[1:])
     exit_ = _Column(ax, 5.05, middle.y - 0.65, "Exit flow")
     exit_.box(f"{shape['middle_flow']} maps", "io")
-    start = exit_.y
-    flow(exit_, ["ReLU", f"SeparableConv {width}", "ReLU", f"SeparableConv {e0}"])
-    flow(exit_, [f"MaxPool 3x3, stride {cfg.exit_stride}"])
-    exit_.residual(start, f"Conv 1x1\nstride {cfg.exit_stride}")
-    flow(exit_, [f"SeparableConv {e1}", "ReLU", f"SeparableConv {e2}", "ReLU"])
+    block(exit_, blocks["exit_flow"][0])
+    for text, kind in (
+        (f"SeparableConv {e1}", "separable"),
+        ("ReLU", "relu"),
+        (f"SeparableConv {e2}", "separable"),
+        ("ReLU", "relu"),
+    ):
+        exit_.box(text, kind)
     exit_.note(shape["exit_flow"])
     exit_.box("GlobalAveragePooling", "pool")
     exit_.note(f"{e2}-d vector")
     exit_.box("Optional FC layers", "io")
     exit_.box(f"Linear, {cfg.num_classes} classes", "cross")  # the paper: "Logistic regression"
 
-    labels = {"joint": "regular conv (spatial and cross-channel)", "spatial": "depthwise step (spatial)",
-              "cross": "pointwise or 1x1 conv (cross-channel)", "add": "residual addition"}
+    labels = {
+        "joint": "regular conv (spatial and cross-channel)",
+        "spatial": "depthwise step (spatial)",
+        "cross": "pointwise or 1x1 conv (cross-channel)",
+        "add": "residual addition",
+    }
     handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
     bottom = min(entry.y, exit_.y) - 0.1
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(3.5, bottom), bbox_transform=ax.transData,
-              ncols=2, fontsize=9, frameon=False)
-    ax.text(3.5, bottom - 0.5, "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by "
-            "batch normalisation (not drawn), as in the paper.", ha="center", va="top", fontsize=9, style="italic")
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(3.5, bottom),
+        bbox_transform=ax.transData,
+        ncols=2,
+        fontsize=9,
+        frameon=False,
+    )
+    ax.text(
+        3.5,
+        bottom - 0.5,
+        "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by "
+        "batch normalisation (not drawn), as in the paper.",
+        ha="center",
+        va="top",
+        fontsize=9,
+        style="italic",
+    )
     height = 0.25 - (bottom - 0.95)
     fig.set_size_inches(7.0, height)
     ax.set_xlim(0.0, 7.0)
@@ -404,8 +414,9 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
 # ------------------------------------------------------------------ bar charts
 
 
-def _bar_pair(labels: Sequence[str], params: Sequence[int], macs: Sequence[int], macs_title: str, percent: bool
-              ) -> Figure:
+def _bar_pair(
+    labels: Sequence[str], params: Sequence[int], macs: Sequence[int], macs_title: str, percent: bool
+) -> Figure:
     """Parameters (left) and MACs (right) as horizontal bars, 7 in wide, in neutral greys (the book's colours mean
     kinds of convolution)."""
     from matplotlib.figure import Figure
