@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -26,6 +26,7 @@ from xception_lib.complexity import (
     torchinfo_params,
 )
 from xception_lib.config import BlockSpec, XceptionConfig
+from xception_lib.model import Xception, xception, xception_cifar
 from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
@@ -125,7 +126,7 @@ class ShapeStep:
     error: str | None = None
 
 
-def shape_trace(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
+def shape_trace(model: Xception, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
     ``model`` has ``forward_intermediates`` and ``forward_head`` (an Xception or the book's ``FlawedXception``), on
@@ -134,8 +135,8 @@ def shape_trace(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) 
     """
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
-    if not hasattr(model, "forward_intermediates") or not hasattr(model, "forward_head"):
-        raise TypeError(f"expected a model with forward_intermediates and forward_head, got {type(model).__name__}")
+    if not isinstance(model, Xception):
+        raise TypeError(f"expected an xception_lib Xception (changed or not), got {type(model).__name__}")
     recorded: dict[str, tuple[int, ...]] = {}
 
     def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
@@ -169,10 +170,8 @@ def format_shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape[1:])
 
 
-def meta_model(config: XceptionConfig) -> nn.Module:
+def meta_model(config: XceptionConfig) -> Xception:
     """An :class:`~xception_lib.model.Xception` on the ``meta`` device: shapes only, no memory."""
-    from xception_lib.model import Xception
-
     with torch.device("meta"):
         return Xception(config)
 
@@ -195,14 +194,15 @@ def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
         with torch.no_grad():
             model(batch)
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
     return model.eval()
 
 
 # ------------------------------------------------------------------ the drawing
 
-_EDGE, _STYLE = {"edgecolor": "#333333", "linewidth": 0.8}, "round,pad=0,rounding_size=0.03"
+_EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 0.8}
+_STYLE = "round,pad=0,rounding_size=0.03"
 
 
 class _Column:
@@ -390,8 +390,6 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
     each at its native input size."""
     from torchvision import models
 
-    from xception_lib.model import xception, xception_cifar
-
     available: dict[str, tuple[Callable[[], nn.Module], int]] = {
         "Xception": (xception, 299),
         "Inception V3": (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
@@ -409,44 +407,3 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
         model, shape = build(), (1, 3, size, size)
         rows.append(ModelComplexity(name, size, torchinfo_params(model, shape), count_macs(model, shape)))
     return rows
-
-
-# ------------------------------------------------------------------ bar charts
-
-
-def _bar_pair(
-    labels: Sequence[str], params: Sequence[int], macs: Sequence[int], macs_title: str, percent: bool
-) -> Figure:
-    """Parameters (left) and MACs (right) as horizontal bars, 7 in wide, in neutral greys (the book's colours mean
-    kinds of convolution)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.0, 0.45 * len(labels) + 1.3), layout="constrained")
-    panels = zip(fig.subplots(1, 2, sharey=True), (params, macs), ("parameters", macs_title), (1e6, 1e9))
-    for ax, values, title, factor in panels:
-        bars = ax.barh(labels[::-1], [v / factor for v in values][::-1], color="#bdbdbd", edgecolor="#333333", lw=0.6)
-        total = sum(values)
-        texts = [figures.short_number(v) + (f" ({v / total:.0%})" if percent and total else "") for v in values]
-        ax.bar_label(bars, labels=texts[::-1], fontsize=9, padding=2)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("millions" if factor == 1e6 else "billions", fontsize=9)
-        ax.margins(x=0.45)
-        ax.tick_params(labelsize=9)
-        ax.spines[["top", "right"]].set_visible(False)
-    return fig
-
-
-def plot_flow_costs(rows: Sequence[FlowCost]) -> Figure:
-    """Parameters and MACs of each flow (the output of :func:`flow_costs`), with each flow's share."""
-    if not rows:
-        raise ValueError("expected at least one FlowCost, got none")
-    labels = [r.name.replace("_", " ") for r in rows]
-    return _bar_pair(labels, [r.params for r in rows], [r.macs for r in rows], "MACs (conv + linear)", True)
-
-
-def plot_comparison(rows: Sequence[ModelComplexity]) -> Figure:
-    """Parameters and MACs of several models (the output of :func:`comparison_table`)."""
-    if not rows:
-        raise ValueError("expected at least one ModelComplexity row, got none")
-    labels = [f"{r.name}\n({r.input_size} px)" for r in rows]
-    return _bar_pair(labels, [r.params for r in rows], [r.macs for r in rows], "MACs per image", False)
