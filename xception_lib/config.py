@@ -78,11 +78,9 @@ class BlockSpec:
 
     def widths(self) -> list[tuple[int, int]]:
         """``(in_channels, out_channels)`` of each separable convolution, in order."""
-        grow = 0 if self.grow_first else self.reps - 1  # the one convolution that changes the width
-        return [
-            (self.in_channels if i <= grow else self.out_channels, self.out_channels if i >= grow else self.in_channels)
-            for i in range(self.reps)
-        ]
+        grow = 0 if self.grow_first else self.reps - 1  # the one that widens
+        a, b = self.in_channels, self.out_channels  # a before it, b from it on
+        return [(a if i <= grow else b, b if i >= grow else a) for i in range(self.reps)]
 
     @property
     def projects(self) -> bool:
@@ -185,21 +183,19 @@ class XceptionConfig:
         return scale_channels(base, self.width_multiplier)
 
     def blocks(self) -> tuple[BlockSpec, ...]:
-        """Figure 5's residual blocks, the one written description of Xception's layout.
-
-        Widths are scaled by ``width_multiplier``; strides and ``middle_blocks`` come from the config.
-        """
+        """Figure 5's residual blocks: the one place the layout is written down."""
         c = self.channels
-        stem, (e1, e2, e3), x1 = c(self.stem_channels[1]), (c(n) for n in self.entry_channels), c(self.exit_channels[0])
+        stem, x1 = c(self.stem_channels[1]), c(self.exit_channels[0])
+        e1, e2, e3 = (c(n) for n in self.entry_channels)
         s1, s2, s3 = self.entry_strides
         return (  # flow, in, out, reps, stride, start_with_relu, grow_first
-            # entry flow: each block widens in its first separable conv, then pools (stride 2 in the paper)
-            BlockSpec("entry_flow", stem, e1, 2, s1, False, True),  # 64 -> 128: the stem's ReLU comes just before
-            BlockSpec("entry_flow", e1, e2, 2, s2, True, True),  # 128 -> 256
-            BlockSpec("entry_flow", e2, e3, 2, s3, True, True),  # 256 -> 728
-            # middle flow: 8 blocks of 3 separable convs at 728 channels, each block with its own weights
-            *(BlockSpec("middle_flow", e3, e3, 3, 1, True, True) for _ in range(self.middle_blocks)),
-            # exit flow: one block that widens in its *last* separable conv (728 -> 1024), then pools
+            # entry flow: each block widens in its first separable conv, then pools
+            BlockSpec("entry_flow", stem, e1, 2, s1, False, True),  # the stem ends in ReLU
+            BlockSpec("entry_flow", e1, e2, 2, s2, True, True),
+            BlockSpec("entry_flow", e2, e3, 2, s3, True, True),
+            # middle flow: blocks of 3 separable convs at one width, own weights each
+            *(BlockSpec("middle_flow", e3, e3, 3, 1, True, True),) * self.middle_blocks,
+            # exit flow: one block that widens in its *last* separable conv, then pools
             BlockSpec("exit_flow", e3, x1, 2, self.exit_stride, True, False),
         )
 

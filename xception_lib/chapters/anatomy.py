@@ -1,7 +1,5 @@
-"""Anatomy of an Xception (chapter 3): where its parameters and MACs live, its shapes, its drawing, its neighbours.
-
-What needs only shapes runs on a ``meta``-device model (:func:`meta_model`): no memory, no arithmetic. MACs here are
-those of convolutions and linear layers; batch norm, ReLU and pooling are not counted.
+"""Anatomy of an Xception (chapter 3): where its parameters and MACs (convolutions and linear layers only) live, its
+shapes, its drawing, its neighbours. What needs only shapes runs on a ``meta`` model (:func:`meta_model`): free.
 """
 
 from __future__ import annotations
@@ -129,8 +127,7 @@ class ShapeStep:
 def shape_trace(model: Xception, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
-    ``model`` has ``forward_intermediates`` and ``forward_head`` (an Xception or the book's ``FlawedXception``), on
-    any device (``meta`` is free). A failing stage or classifier (e.g. on an input too small) ends the trace with a
+    ``model`` is an Xception, as built or changed (chapter 4's flawed models), on any device (``meta`` is free). A failing stage or classifier (e.g. on an input too small) ends the trace with a
     :class:`ShapeStep` carrying the error.
     """
     if len(input_size) != 4:
