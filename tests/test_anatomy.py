@@ -195,6 +195,7 @@ def test_architecture_figure_fits_the_column_and_every_label_fits_its_box() -> N
         assert inside and extent.width <= inside[0].width and extent.height <= inside[0].height, label.get_text()
 
 
+@pytest.mark.slow
 def test_comparison_table_rows() -> None:
     pytest.importorskip("torchvision")
     rows = {r.name: r for r in an.comparison_table(["Xception", "MobileNetV2"])}

@@ -68,6 +68,7 @@ def test_every_conv_of_a_model_agrees_layer_by_layer(segments: int | None) -> No
     assert {c.groups for c in convs.values()} > {1}  # depthwise (or grouped) convolutions were among them
 
 
+@pytest.mark.slow
 def test_full_xception_counts() -> None:
     model = xl.xception()
     assert cx.torchinfo_params(model) == 22_855_952

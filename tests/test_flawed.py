@@ -181,6 +181,7 @@ def test_stem_flaws_change_the_shapes() -> None:
     assert stem_sizes(("stem_stride_1", "stem_padding")) == (299, 299)
 
 
+@pytest.mark.slow
 def test_post_accepts_only_inputs_whose_exit_map_is_2x2() -> None:
     sizes = [15, 16, 17, 24, 32, 33, 64, 299]
 
@@ -210,6 +211,7 @@ def test_audit_row_of_the_post() -> None:
     assert fixed.shapes["exit_flow"] == (1, 2048, 10, 10) and fixed.shapes["logits"] == (1, 100)
 
 
+@pytest.mark.slow
 def test_audit_table_of_the_fix_sequence_fits_the_column() -> None:
     rows = [fl.audit(build_meta(flaws, TINY), label=label) for label, flaws in fl.fix_sequence()]
     table = fl.audit_table(rows)
