@@ -63,7 +63,7 @@ def test_segment_spectrum_counters_match_closed_forms() -> None:
         assert p.params == p.formula_params
         assert p.macs == p.formula_macs
     # more segments, fewer parameters and MACs, down to the 1x1 plus a depthwise 3x3
-    assert all(a.params > b.params and a.macs > b.macs for a, b in zip(points, points[1:]))
+    assert all(a.params > b.params and a.macs > b.macs for a, b in zip(points, points[1:], strict=False))
     last = points[-1]
     assert last.params == cx.conv_params(24, 24, 1, bias=True) + cx.depthwise_params(24, 3) + 24
     assert last.macs == cx.pointwise_macs(24, 24, 7, 7) + cx.depthwise_macs(24, 3, 7, 7)
@@ -133,9 +133,18 @@ def test_figures_are_drawn_for_the_column_with_legible_text() -> None:
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
         renderer = canvas.get_renderer()
-        texts = [t for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text")) if t.get_text().strip()]
+        texts = [
+            t
+            for t in fig.findobj(lambda o: hasattr(o, "get_fontsize") and hasattr(o, "get_text"))
+            if t.get_text().strip()
+        ]
         assert min(t.get_fontsize() for t in texts) >= 9
-        boxes = [p.get_window_extent(renderer) for ax in fig.axes for p in ax.patches if (p.get_gid() or "").startswith("box:")]
+        boxes = [
+            p.get_window_extent(renderer)
+            for ax in fig.axes
+            for p in ax.patches
+            if (p.get_gid() or "").startswith("box:")
+        ]
         for ax in fig.axes:  # each diagram label fits inside its box
             for text in ax.texts:
                 extent = text.get_window_extent(renderer)

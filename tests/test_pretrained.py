@@ -27,6 +27,7 @@ def reference() -> nn.Module:
     return model.eval()
 
 
+@pytest.mark.slow
 def test_logits_match_timm_in_eval_mode(reference: nn.Module) -> None:
     model = xl.from_timm(reference)
     assert not model.training
@@ -48,6 +49,7 @@ def test_from_state_dict_and_every_tensor_is_used(reference: nn.Module) -> None:
         assert torch.equal(tensor, state[f"{mapping[prefix]}.{leaf}"])
 
 
+@pytest.mark.slow
 def test_keras_conventions_change_the_logits(reference: nn.Module) -> None:
     keras = xl.from_timm(reference, config=xl.XceptionConfig.imagenet())
     port = xl.from_timm(reference)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -148,76 +147,3 @@ def fvcore_analysis(model: nn.Module, input_size: Sequence[int]):  # -> fvcore F
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
         analysis.total()  # run the trace now, while in eval mode
     return analysis
-
-
-def torchinfo_summary(
-    model: nn.Module,
-    input_size: Sequence[int] = (1, 3, 299, 299),
-    depth: int = 3,
-    col_names: Sequence[str] = ("num_params", "mult_adds"),
-    col_width: int = 16,
-):  # -> torchinfo ModelStatistics
-    """torchinfo's summary: per layer, by default, parameters and MACs (``"output_size"`` adds
-    the shapes; the defaults keep the table within the book's 88 columns).
-
-    torchinfo labels its MAC total "Total mult-adds (Units.GIGABYTES)": the unit is G
-    (billions of multiply-adds), not bytes.
-    """
-    from torchinfo import summary
-
-    return summary(
-        model, input_size=tuple(input_size), depth=depth, col_names=tuple(col_names), col_width=col_width,
-        row_settings=("var_names",), verbose=0,
-    )
-
-
-@dataclass(frozen=True)
-class ConvCheck:
-    """One convolution: its closed-form counts beside the counters'."""
-
-    name: str
-    kind: str  # "regular", "depthwise", "pointwise" or "grouped"
-    formula_params: int
-    counted_params: int
-    formula_macs: int
-    fvcore_macs: int
-
-    @property
-    def agrees(self) -> bool:
-        return self.formula_params == self.counted_params and self.formula_macs == self.fvcore_macs
-
-
-def conv_kind(conv: nn.Conv2d) -> str:
-    """``"pointwise"``, ``"depthwise"``, ``"grouped"`` or ``"regular"``."""
-    if conv.kernel_size == (1, 1) and conv.groups == 1:
-        return "pointwise"
-    if conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1:
-        return "depthwise"
-    return "grouped" if conv.groups > 1 else "regular"
-
-
-def check_convs(model: nn.Module, input_size: Sequence[int]) -> list[ConvCheck]:
-    """Compare formula and counter for every ``nn.Conv2d`` of ``model``, layer by layer.
-
-    Output sizes come from :func:`output_shapes`; parameters from the module's own tensors;
-    MACs from fvcore.
-    """
-    shapes = output_shapes(model, input_size)
-    by_module = fvcore_analysis(model, input_size).by_module()
-    rows = []
-    for name, conv in model.named_modules():
-        if name not in shapes:
-            continue
-        k = conv.kernel_size[0]
-        formula_macs = sum(n * conv_macs(conv.in_channels, c, k, h, w, conv.groups) for n, c, h, w in shapes[name])
-        rows.append(
-            ConvCheck(
-                name=name,
-                kind=conv_kind(conv),
-                formula_params=conv_params(conv.in_channels, conv.out_channels, k, conv.groups, conv.bias is not None),
-                counted_params=sum(p.numel() for p in conv.parameters()),
-                formula_macs=formula_macs,
-                fvcore_macs=int(by_module[name]),
-            )
-        )
-    return rows

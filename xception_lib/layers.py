@@ -17,6 +17,8 @@ The paper's argument, module by module:
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -201,9 +203,7 @@ class SegmentedInception(nn.Module):
         _check_divides(segments, out_channels, "out_channels")
         self.segments = segments
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
-        self.spatial = nn.Conv2d(
-            out_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=segments
-        )
+        self.spatial = nn.Conv2d(out_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=segments)
         self.act = nn.ReLU() if activation else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -218,14 +218,14 @@ class SegmentedInception(nn.Module):
         become the groups of one grouped convolution. The result computes exactly the
         same function (the paper's Figure 2 -> Figure 3).
         """
-        first = [tower[0] for tower in module.towers]
-        second = [tower[2] for tower in module.towers]
+        towers = [cast(nn.Sequential, tower) for tower in module.towers]
+        first, second = [cast(nn.Conv2d, t[0]) for t in towers], [cast(nn.Conv2d, t[2]) for t in towers]
         seg = cls(first[0].in_channels, sum(c.out_channels for c in first), segments=len(first))
         with torch.no_grad():
             seg.pointwise.weight.copy_(torch.cat([c.weight for c in first]))
-            seg.pointwise.bias.copy_(torch.cat([c.bias for c in first]))  # type: ignore[union-attr]
+            seg.pointwise.bias.copy_(torch.cat([c.bias for c in first]))  # type: ignore[union-attr, misc]
             seg.spatial.weight.copy_(torch.cat([c.weight for c in second]))
-            seg.spatial.bias.copy_(torch.cat([c.bias for c in second]))  # type: ignore[union-attr]
+            seg.spatial.bias.copy_(torch.cat([c.bias for c in second]))  # type: ignore[union-attr, misc]
         return seg
 
 

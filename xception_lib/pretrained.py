@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from xception_lib.config import XceptionConfig
-from xception_lib.model import Xception
+from xception_lib.model import Xception, XceptionBlock
 
 
 def timm_key_map(config: XceptionConfig | None = None) -> dict[str, str]:
@@ -51,29 +51,18 @@ def timm_key_map(config: XceptionConfig | None = None) -> dict[str, str]:
     cfg = config if config is not None else XceptionConfig.timm_port()
     if not cfg.residual:
         raise ValueError("timm's legacy_xception has residual connections; expected residual=True")
-    mapping = {
-        "stem.conv1": "conv1",
-        "stem.bn1": "bn1",
-        "stem.conv2": "conv2",
-        "stem.bn2": "bn2",
-    }
-
-    def block(ours: str, theirs: str, reps: int, start_with_relu: bool, shortcut_conv: bool) -> None:
-        offset = 0 if start_with_relu else -1  # timm drops the leading ReLU from rep
-        for i in range(reps):
+    mapping = {"stem.conv1": "conv1", "stem.bn1": "bn1", "stem.conv2": "conv2", "stem.bn2": "bn2"}
+    with torch.device("meta"):
+        ours = [name for name, m in Xception(cfg).named_modules() if isinstance(m, XceptionBlock)]
+    for n, (block, spec) in enumerate(zip(ours, cfg.blocks(), strict=True), start=1):  # timm: block1 ... block12
+        offset = 0 if spec.start_with_relu else -1  # timm drops the leading ReLU from rep
+        for i in range(spec.reps):
             sep_index = 3 * i + 1 + offset
-            mapping[f"{ours}.layers.sep{i + 1}.depthwise"] = f"{theirs}.rep.{sep_index}.conv1"
-            mapping[f"{ours}.layers.sep{i + 1}.pointwise"] = f"{theirs}.rep.{sep_index}.pointwise"
-            mapping[f"{ours}.layers.bn{i + 1}"] = f"{theirs}.rep.{sep_index + 1}"
-        if shortcut_conv:
-            mapping[f"{ours}.shortcut.conv"] = f"{theirs}.skip"
-            mapping[f"{ours}.shortcut.bn"] = f"{theirs}.skipbn"
-
-    for i in range(3):
-        block(f"entry_flow.block{i + 1}", f"block{i + 1}", 2, i > 0, True)
-    for i in range(cfg.middle_blocks):
-        block(f"middle_flow.block{i + 1}", f"block{i + 4}", 3, True, False)
-    block("exit_flow.block", f"block{cfg.middle_blocks + 4}", 2, True, True)
+            mapping[f"{block}.layers.sep{i + 1}.depthwise"] = f"block{n}.rep.{sep_index}.conv1"
+            mapping[f"{block}.layers.sep{i + 1}.pointwise"] = f"block{n}.rep.{sep_index}.pointwise"
+            mapping[f"{block}.layers.bn{i + 1}"] = f"block{n}.rep.{sep_index + 1}"
+        if spec.projects:
+            mapping.update({f"{block}.shortcut.conv": f"block{n}.skip", f"{block}.shortcut.bn": f"block{n}.skipbn"})
     mapping.update(
         {
             "exit_flow.sep1.depthwise": "conv3.conv1",

@@ -1,7 +1,5 @@
-"""Anatomy of an Xception (chapter 3): where its parameters and MACs live, its shapes, its drawing, its neighbours.
-
-What needs only shapes runs on a ``meta``-device model (:func:`meta_model`): no memory, no arithmetic. MACs here are
-those of convolutions and linear layers; batch norm, ReLU and pooling are not counted.
+"""Anatomy of an Xception (chapter 3): where its parameters and MACs (convolutions and linear layers only) live, its
+shapes, its drawing, its neighbours. What needs only shapes runs on a ``meta`` model (:func:`meta_model`): free.
 """
 
 from __future__ import annotations
@@ -9,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -25,7 +23,8 @@ from xception_lib.complexity import (
     separable_params,
     torchinfo_params,
 )
-from xception_lib.config import XceptionConfig
+from xception_lib.config import BlockSpec, XceptionConfig
+from xception_lib.model import Xception, xception, xception_cifar
 from xception_lib.runtime import eval_mode
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
@@ -42,53 +41,32 @@ COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": "#c7e9c
 # ------------------------------------------------------------------ parameters and MACs
 
 
-def separable_layers(config: XceptionConfig) -> list[tuple[str, int, int]]:
-    """Every separable convolution of a config as ``(flow, in_channels, out_channels)``, in
-    forward order (34 for the paper's Xception)."""
-    c = config.channels
-    rows: list[tuple[str, int, int]] = []
-    prev = c(config.stem_channels[1])
-    for out in config.entry_channels:
-        rows += [("entry_flow", prev, c(out)), ("entry_flow", c(out), c(out))]  # grow first
-        prev = c(out)
-    rows += [("middle_flow", prev, prev)] * (3 * config.middle_blocks)
-    e0, e1, e2 = (c(x) for x in config.exit_channels)
-    rows += [("exit_flow", prev, prev), ("exit_flow", prev, e0)]  # the exit block grows last
-    rows += [("exit_flow", e0, e1), ("exit_flow", e1, e2)]
-    return rows
-
-
 def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
-    """``{flow: parameters}`` from closed forms of a config (``segments=None``), no model built.
+    """``{flow: parameters}`` from closed forms and the config's block table (``segments=None``), no model built.
 
-    Stem: two regular 3x3 convolutions. Each separable convolution: ``k^2 C_in + C_in C_out``.
-    Each strided or widening residual block: a 1x1 shortcut. Every convolution has a batch
-    norm (2 parameters per channel). Head: ``features x classes`` weights and ``classes`` biases.
+    Stem: two regular 3x3 convolutions. Each separable convolution: ``k^2 C_in + C_in C_out``. Each block whose
+    shortcut projects: a 1x1 convolution. Every convolution has a batch norm (2 parameters per channel). Head:
+    ``features x classes`` weights and ``classes`` biases.
     """
     if config.segments is not None:
         raise ValueError(f"flow_params_formula expects depthwise convolutions (segments=None), got {config.segments}")
-    c = config.channels
-    s1, s2 = c(config.stem_channels[0]), c(config.stem_channels[1])
+    s1, s2 = (config.channels(c) for c in config.stem_channels)
     out = dict.fromkeys(FLOWS, 0)
     out["stem"] = conv_params(config.in_channels, s1, 3) + 2 * s1 + conv_params(s1, s2, 3) + 2 * s2
-    for flow, cin, cout in separable_layers(config):
+    for flow, cin, cout in config.separable_layers():
         out[flow] += separable_params(cin, cout, 3) + 2 * cout
-    if config.residual:
-        prev = s2
-        for ch, stride in zip(config.entry_channels, config.entry_strides):
-            if c(ch) != prev or stride != 1:
-                out["entry_flow"] += pointwise_params(prev, c(ch)) + 2 * c(ch)
-            prev = c(ch)
-        out["exit_flow"] += pointwise_params(prev, c(config.exit_channels[0])) + 2 * c(config.exit_channels[0])
-    features = c(config.exit_channels[2])
-    out["head"] = features * config.num_classes + config.num_classes
+    for block in config.blocks():
+        if config.residual and block.projects:
+            out[block.flow] += pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
+    classes = config.num_classes
+    out["head"] = config.channels(config.exit_channels[2]) * classes + classes
     return out
 
 
 def depthwise_share(config: XceptionConfig) -> float:
     """The fraction of all parameters held by the depthwise (spatial) filters."""
     total = sum(flow_params_formula(config).values())
-    return sum(depthwise_params(cin, 3) for _, cin, _ in separable_layers(config)) / total
+    return sum(depthwise_params(cin, 3) for _, cin, _ in config.separable_layers()) / total
 
 
 @dataclass(frozen=True)
@@ -146,17 +124,16 @@ class ShapeStep:
     error: str | None = None
 
 
-def shape_trace(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
+def shape_trace(model: Xception, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
-    ``model`` has ``forward_intermediates`` and ``forward_head`` (an Xception or the book's ``FlawedXception``), on
-    any device (``meta`` is free). A failing stage or classifier (e.g. on an input too small) ends the trace with a
+    ``model`` is an Xception, as built or changed (chapter 4's flawed models), on any device (``meta`` is free). A failing stage or classifier (e.g. on an input too small) ends the trace with a
     :class:`ShapeStep` carrying the error.
     """
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
-    if not hasattr(model, "forward_intermediates") or not hasattr(model, "forward_head"):
-        raise TypeError(f"expected a model with forward_intermediates and forward_head, got {type(model).__name__}")
+    if not isinstance(model, Xception):
+        raise TypeError(f"expected an xception_lib Xception (changed or not), got {type(model).__name__}")
     recorded: dict[str, tuple[int, ...]] = {}
 
     def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
@@ -190,10 +167,8 @@ def format_shape(shape: tuple[int, ...] | None) -> str:
     return "x".join(str(s) for s in shape[1:])
 
 
-def meta_model(config: XceptionConfig) -> nn.Module:
+def meta_model(config: XceptionConfig) -> Xception:
     """An :class:`~xception_lib.model.Xception` on the ``meta`` device: shapes only, no memory."""
-    from xception_lib.model import Xception
-
     with torch.device("meta"):
         return Xception(config)
 
@@ -216,14 +191,15 @@ def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
         with torch.no_grad():
             model(batch)
     finally:
-        for m, momentum in zip(norms, momenta):
+        for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
     return model.eval()
 
 
 # ------------------------------------------------------------------ the drawing
 
-_EDGE, _STYLE = {"edgecolor": "#333333", "linewidth": 0.8}, "round,pad=0,rounding_size=0.03"
+_EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 0.8}
+_STYLE = "round,pad=0,rounding_size=0.03"
 
 
 class _Column:
@@ -303,57 +279,88 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     fig = Figure(figsize=(7.0, 10.0))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
 
-    def flow(column: _Column, steps: Sequence[str]) -> None:
-        for text in steps:
-            kind = "relu" if text == "ReLU" else "pool" if text.startswith("MaxPool") else "separable"
-            column.box(text, kind)
+    def block(column: _Column, spec: BlockSpec) -> None:  # a row of the block table, drawn
+        start = column.y
+        for i, (_, cout) in enumerate(spec.widths()):
+            if i > 0 or spec.start_with_relu:
+                column.box("ReLU", "relu")
+            column.box(f"SeparableConv {cout}", "separable")
+        if spec.stride != 1:
+            column.box(f"MaxPool 3x3, stride {spec.stride}", "pool")
+        stride = f"\nstride {spec.stride}" if spec.stride != 1 else ""
+        column.residual(start, f"Conv 1x1{stride}" if spec.projects else None)
 
+    blocks = {flow: [b for b in cfg.blocks() if b.flow == flow] for flow in FLOWS}
     entry = _Column(ax, 1.7, 0.0, "Entry flow")
     entry.box(f"{input_size}x{input_size}x{cfg.in_channels} images", "io")
     for i, name in enumerate(("conv1", "conv2")):
         entry.box(f"Conv {c(cfg.stem_channels[i])}, 3x3" + (", stride 2" if i == 0 else ""), "joint")
         entry.box("ReLU", "relu")
         entry.note(shape[f"stem.{name}"])
-    for i, (ch, stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
-        start = entry.y
-        flow(entry, ([] if i == 0 else ["ReLU"]) + [f"SeparableConv {c(ch)}", "ReLU", f"SeparableConv {c(ch)}"])
-        if stride != 1:
-            flow(entry, [f"MaxPool 3x3, stride {stride}"])
-        entry.residual(start, "Conv 1x1" + (f"\nstride {stride}" if stride != 1 else ""))
+    for i, spec in enumerate(blocks["entry_flow"]):
+        block(entry, spec)
         entry.note(shape[f"entry_flow.block{i + 1}"])
     entry.box(f"{shape['entry_flow.block3']} maps", "io")
 
     middle = _Column(ax, 5.05, 0.0, "Middle flow")
     middle.box(f"{shape['entry_flow.block3']} maps", "io")
-    start, width = middle.y, c(cfg.entry_channels[2])
-    flow(middle, ["ReLU", f"SeparableConv {width}"] * 3)
-    middle.residual(start, None)
+    for spec in blocks["middle_flow"][:1]:  # one drawn for all
+        block(middle, spec)
     middle.box(f"{shape['middle_flow']} maps", "io")
-    ax.text(middle.x, middle.y, f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
-            ha="center", va="top", fontsize=9, weight="bold")
+    ax.text(
+        middle.x,
+        middle.y,
+        f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
+        ha="center",
+        va="top",
+        fontsize=9,
+        weight="bold",
+    )
 
-    e0, e1, e2 = (c(x) for x in cfg.exit_channels)
+    e1, e2 = (c(x) for x in cfg.exit_channels[1:])
     exit_ = _Column(ax, 5.05, middle.y - 0.65, "Exit flow")
     exit_.box(f"{shape['middle_flow']} maps", "io")
-    start = exit_.y
-    flow(exit_, ["ReLU", f"SeparableConv {width}", "ReLU", f"SeparableConv {e0}"])
-    flow(exit_, [f"MaxPool 3x3, stride {cfg.exit_stride}"])
-    exit_.residual(start, f"Conv 1x1\nstride {cfg.exit_stride}")
-    flow(exit_, [f"SeparableConv {e1}", "ReLU", f"SeparableConv {e2}", "ReLU"])
+    block(exit_, blocks["exit_flow"][0])
+    for text, kind in (
+        (f"SeparableConv {e1}", "separable"),
+        ("ReLU", "relu"),
+        (f"SeparableConv {e2}", "separable"),
+        ("ReLU", "relu"),
+    ):
+        exit_.box(text, kind)
     exit_.note(shape["exit_flow"])
     exit_.box("GlobalAveragePooling", "pool")
     exit_.note(f"{e2}-d vector")
     exit_.box("Optional FC layers", "io")
     exit_.box(f"Linear, {cfg.num_classes} classes", "cross")  # the paper: "Logistic regression"
 
-    labels = {"joint": "regular conv (spatial and cross-channel)", "spatial": "depthwise step (spatial)",
-              "cross": "pointwise or 1x1 conv (cross-channel)", "add": "residual addition"}
+    labels = {
+        "joint": "regular conv (spatial and cross-channel)",
+        "spatial": "depthwise step (spatial)",
+        "cross": "pointwise or 1x1 conv (cross-channel)",
+        "add": "residual addition",
+    }
     handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
     bottom = min(entry.y, exit_.y) - 0.1
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(3.5, bottom), bbox_transform=ax.transData,
-              ncols=2, fontsize=9, frameon=False)
-    ax.text(3.5, bottom - 0.5, "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by "
-            "batch normalisation (not drawn), as in the paper.", ha="center", va="top", fontsize=9, style="italic")
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(3.5, bottom),
+        bbox_transform=ax.transData,
+        ncols=2,
+        fontsize=9,
+        frameon=False,
+    )
+    ax.text(
+        3.5,
+        bottom - 0.5,
+        "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by "
+        "batch normalisation (not drawn), as in the paper.",
+        ha="center",
+        va="top",
+        fontsize=9,
+        style="italic",
+    )
     height = 0.25 - (bottom - 0.95)
     fig.set_size_inches(7.0, height)
     ax.set_xlim(0.0, 7.0)
@@ -380,8 +387,6 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
     each at its native input size."""
     from torchvision import models
 
-    from xception_lib.model import xception, xception_cifar
-
     available: dict[str, tuple[Callable[[], nn.Module], int]] = {
         "Xception": (xception, 299),
         "Inception V3": (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
@@ -399,43 +404,3 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
         model, shape = build(), (1, 3, size, size)
         rows.append(ModelComplexity(name, size, torchinfo_params(model, shape), count_macs(model, shape)))
     return rows
-
-
-# ------------------------------------------------------------------ bar charts
-
-
-def _bar_pair(labels: Sequence[str], params: Sequence[int], macs: Sequence[int], macs_title: str, percent: bool
-              ) -> Figure:
-    """Parameters (left) and MACs (right) as horizontal bars, 7 in wide, in neutral greys (the book's colours mean
-    kinds of convolution)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.0, 0.45 * len(labels) + 1.3), layout="constrained")
-    panels = zip(fig.subplots(1, 2, sharey=True), (params, macs), ("parameters", macs_title), (1e6, 1e9))
-    for ax, values, title, factor in panels:
-        bars = ax.barh(labels[::-1], [v / factor for v in values][::-1], color="#bdbdbd", edgecolor="#333333", lw=0.6)
-        total = sum(values)
-        texts = [figures.short_number(v) + (f" ({v / total:.0%})" if percent and total else "") for v in values]
-        ax.bar_label(bars, labels=texts[::-1], fontsize=9, padding=2)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("millions" if factor == 1e6 else "billions", fontsize=9)
-        ax.margins(x=0.45)
-        ax.tick_params(labelsize=9)
-        ax.spines[["top", "right"]].set_visible(False)
-    return fig
-
-
-def plot_flow_costs(rows: Sequence[FlowCost]) -> Figure:
-    """Parameters and MACs of each flow (the output of :func:`flow_costs`), with each flow's share."""
-    if not rows:
-        raise ValueError("expected at least one FlowCost, got none")
-    labels = [r.name.replace("_", " ") for r in rows]
-    return _bar_pair(labels, [r.params for r in rows], [r.macs for r in rows], "MACs (conv + linear)", True)
-
-
-def plot_comparison(rows: Sequence[ModelComplexity]) -> Figure:
-    """Parameters and MACs of several models (the output of :func:`comparison_table`)."""
-    if not rows:
-        raise ValueError("expected at least one ModelComplexity row, got none")
-    labels = [f"{r.name}\n({r.input_size} px)" for r in rows]
-    return _bar_pair(labels, [r.params for r in rows], [r.macs for r in rows], "MACs per image", False)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
     from matplotlib.axes import Axes
@@ -27,7 +27,7 @@ COLOURS = {
 }
 
 DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
-_EDGE = {"edgecolor": "#333333", "linewidth": 1.0}
+_EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 1.0}
 
 
 def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
@@ -45,8 +45,11 @@ def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: 
     from matplotlib.patches import FancyBboxPatch
 
     style = "round,pad=0.02,rounding_size=0.08"
-    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle=style, facecolor=COLOURS[kind],
-                                gid=f"box:{kind}", **_EDGE))
+    ax.add_patch(
+        FancyBboxPatch(
+            (x - w / 2, y - h / 2), w, h, boxstyle=style, facecolor=COLOURS[kind], gid=f"box:{kind}", **_EDGE
+        )
+    )
     ax.text(x, y, text, ha="center", va="center", fontsize=10)
     return x, y
 
@@ -63,7 +66,7 @@ def _towers(ax: Axes, towers: Sequence[Sequence[tuple[str, str]]], width: float 
     xs = [(i - (n - 1) / 2) * width for i in range(n)]
     inp = _box(ax, 0.0, 0.0, "input", "io")
     out = _box(ax, 0.0, float(top), "concatenate", "concat", w=max(2.0, width * (n - 1) + 1.2))
-    for x, tower in zip(xs, towers):
+    for x, tower in zip(xs, towers, strict=False):
         prev = inp
         for level, (text, kind) in enumerate(tower, start=1):
             cur = _box(ax, x, float(level), text, kind)
@@ -119,8 +122,11 @@ def _finish(ax: Axes, x0: float, x1: float, y0: float, y1: float) -> None:
 def _legend(fig: Figure) -> None:
     from matplotlib.patches import Patch
 
-    labels = {"cross": "cross-channel (1x1)", "spatial": "spatial (per channel or segment)",
-              "joint": "both at once (regular conv)"}
+    labels = {
+        "cross": "cross-channel (1x1)",
+        "spatial": "spatial (per channel or segment)",
+        "joint": "both at once (regular conv)",
+    }
     handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
 
@@ -134,16 +140,28 @@ def module_diagram(kind: str) -> Figure:
     fig, (ax,) = _new_figure(7.0, 3.8)
     one_by_one, three = ("1x1 conv", "cross"), ("3x3 conv", "joint")
     draw, title = {
-        "regular": (lambda: _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"]),
-                    "A regular convolution"),
-        "inception": (lambda: _towers(ax, [[one_by_one], [one_by_one, three], [one_by_one, three, three],
-                                           [("3x3 avg pool", "pool"), one_by_one]]), "Figure 1: an Inception module"),
+        "regular": (
+            lambda: _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"]),
+            "A regular convolution",
+        ),
+        "inception": (
+            lambda: _towers(
+                ax,
+                [[one_by_one], [one_by_one, three], [one_by_one, three, three], [("3x3 avg pool", "pool"), one_by_one]],
+            ),
+            "Figure 1: an Inception module",
+        ),
         "simplified": (lambda: _towers(ax, [[one_by_one, three]] * 3), "Figure 2: the simplified Inception module"),
         "segmented": (lambda: _segmented(ax, 3, 3, "3x3 conv"), "Figure 3: one 1x1, then 3x3 over 3 segments"),
         "extreme": (lambda: _segmented(ax, 0, 9, "3x3"), "Figure 4: the extreme version"),
-        "separable": (lambda: _chain(ax, [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")],
-                                     ["spatial first", "then cross-channel\n(no ReLU in between)"]),
-                      "A depthwise separable convolution"),
+        "separable": (
+            lambda: _chain(
+                ax,
+                [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")],
+                ["spatial first", "then cross-channel\n(no ReLU in between)"],
+            ),
+            "A depthwise separable convolution",
+        ),
     }[kind]
     draw()
     ax.set_title(title, fontsize=11)
@@ -172,8 +190,9 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def segment_spectrum(channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
-                     ) -> list[SpectrumPoint]:
+def segment_spectrum(
+    channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
+) -> list[SpectrumPoint]:
     """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` on a ``size`` x ``size`` input for each
     ``s`` in ``segments`` (default: every divisor of ``channels``), counted by torchinfo and fvcore beside the closed
     forms, in increasing order of ``s``."""
@@ -232,7 +251,7 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
     from matplotlib.ticker import ScalarFormatter
 
     fig, (ax,) = _new_figure(7.0, 3.6)
-    for k, colour in zip(kernel_sizes, ("#222222", "#666666", "#aaaaaa", "#cccccc")):
+    for k, colour in zip(kernel_sizes, ("#222222", "#666666", "#aaaaaa", "#cccccc"), strict=False):
         ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=colour)
         ax.axhline(k * k, linestyle="--", linewidth=0.8, color=colour)
     ax.set_xscale("log", base=2)
@@ -249,8 +268,13 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
 BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
 
 
-def bar_pair(labels: Sequence[str], left: Sequence[float], right: Sequence[float],
-             titles: tuple[str, str] = ("parameters", "MACs"), log: bool = False) -> Figure:
+def bar_pair(
+    labels: Sequence[str],
+    left: Sequence[float],
+    right: Sequence[float],
+    titles: tuple[str, str] = ("parameters", "MACs"),
+    log: bool = False,
+) -> Figure:
     """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
 
     A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue: pointwise; purple:
@@ -261,9 +285,9 @@ def bar_pair(labels: Sequence[str], left: Sequence[float], right: Sequence[float
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
     fig, axes = _new_figure(7.0, 3.2, ncols=2)
     colours = [COLOURS[BAR_KINDS[label]] if label in BAR_KINDS else COLOURS["pool"] for label in labels]
-    for ax, values, title in zip(axes, (left, right), titles):
+    for ax, values, title in zip(axes, (left, right), titles, strict=False):
         bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
-        for label, bar in zip(labels, bars):
+        for label, bar in zip(labels, bars, strict=False):
             if label == "separable":
                 bar.set(hatch="///", edgecolor=COLOURS["cross"])
         ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=9)
