@@ -101,3 +101,28 @@ def test_image_grid_titles_by_class_name() -> None:
     assert len(fig.axes) == 8  # two rows of four; the last three empty
     assert [ax.get_title() for ax in fig.axes[:5]] == ["cat", "dog", "cat", "dog", "dog"]
     assert [ax.get_title() for ax in train_plots.plot_images(images[:2], [3, 4]).axes[:2]] == ["3", "4"]
+
+
+def test_curves_take_the_models_colour_from_the_books_palette() -> None:
+    """Issue 20: one colour per model across the book; train and test told apart by line style."""
+    from xception_lib.chapters import style
+
+    loss_ax, acc_ax, _ = train_plots.plot_history(run(smoothing=0.1)).axes
+    epoch_lines = [line for line in loss_ax.lines if line.get_label() != "train, per step"] + acc_ax.lines
+    assert {line.get_color() for line in epoch_lines} == {style.colour("xception")}
+    assert {line.get_linestyle() for line in acc_ax.lines} == {"--", "-"}
+    other = train_plots.plot_history(run(smoothing=0.1), colour="inception_v3").axes[1]
+    assert {line.get_color() for line in other.lines} == {style.colour("inception_v3")}
+
+
+def test_no_empty_learning_rate_panel_without_per_step_rates() -> None:
+    history = run(smoothing=0.1)
+    history.step_lr = []
+    lr_ax = train_plots.plot_history(history).axes[2]
+    assert list(lr_ax.lines[0].get_ydata()) == history.lr
+    assert lr_ax.get_ylim()[0] == 0
+
+
+def test_the_first_row_is_headed_by_the_given_label() -> None:
+    fig = train_plots.plot_history(run(smoothing=0.1, preview=False), label="recorded run")
+    assert fig.subfigs[0]._suptitle.get_text() == "recorded run"

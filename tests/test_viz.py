@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import xception_lib as xl
-from xception_lib.chapters import gradcam, images, viz
+from xception_lib.chapters import gradcam, images, style, viz
 
 plt = pytest.importorskip("matplotlib.pyplot")
 
@@ -108,6 +108,8 @@ def test_separable_steps_panels_and_hook_removed(model: xl.Xception, image: torc
     fig = viz.plot_separable_steps(model, image, "middle_flow.block1.layers.sep2", inputs=3, outputs=2)
     assert len(fig.axes) == 3 * 3 + 1 + 2
     assert no_hooks(model)
+    steps = {sub._suptitle.get_text().split(",")[0]: sub._suptitle.get_color() for sub in fig.subfigs}
+    assert steps == {"Step 1": style.colour("depthwise"), "Step 2": style.colour("pointwise")}
 
 
 def test_captured_input_is_what_the_layer_receives(model: xl.Xception, image_71: torch.Tensor) -> None:
@@ -157,6 +159,11 @@ def test_statistics_plot_has_four_panels_and_a_legend_when_comparing(
     assert len(viz.plot_activation_statistics(stats).axes) == 4
     fig = viz.plot_activation_statistics({"images": stats, "again": stats})
     assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["images", "again"]
+    first, second = fig.axes[0].lines
+    assert first.get_color() == style.colour("xception")  # the book's colour for the model
+    assert second.get_color() != first.get_color() and second.get_linestyle() != first.get_linestyle()
+    with pytest.raises(ValueError, match="at most 4"):
+        viz.plot_activation_statistics({str(i): stats for i in range(5)})
 
 
 def test_top_k_is_sorted_probabilities(model: xl.Xception, image_71: torch.Tensor) -> None:

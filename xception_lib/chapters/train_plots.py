@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from xception_lib.chapters import style
 from xception_lib.history import History
 
 __all__ = ["FONT", "plot_confusion_matrix", "plot_history", "plot_images", "plot_predictions"]
@@ -61,24 +62,33 @@ def _as_history(run: History | dict[str, Any]) -> History:
     return History.from_dict(run["history"] if "history" in run else run)
 
 
-def plot_history(history: History | dict[str, Any], reference: History | dict[str, Any] | None = None) -> Any:
+def plot_history(
+    history: History | dict[str, Any],
+    reference: History | dict[str, Any] | None = None,
+    *,
+    label: str = "your run",
+    colour: str = "xception",
+) -> Any:
     """Learning curves, one row per run: loss per step and per epoch, accuracy per epoch, learning rate.
 
     The training loss is what the optimiser minimised (with label smoothing, if the recipe uses it); the
     test loss is the plain cross-entropy, so the two are on different scales: compare runs by accuracy.
+    Both are drawn in the model's colour from :mod:`~xception_lib.chapters.style`: test solid with
+    squares, training dashed with open circles.
 
     Args:
         history: The run to plot (a :class:`History` or its ``to_dict()``).
         reference: Another run, drawn in a second row headed by its hardware: a :class:`History`, its
             ``to_dict()``, or a dictionary with a ``"history"`` entry.
+        label: The heading of ``history``'s row (a CPU preview is headed "CPU preview" whatever it is).
+        colour: The model whose colour the curves take (a key of ``style.MODELS``).
     """
     import matplotlib.pyplot as plt
 
-    runs = [(_as_history(history), "your run")] + (
-        [(_as_history(reference), "recorded reference")] if reference else []
-    )
+    model_colour = style.colour(colour)
+    runs = [(_as_history(history), label)] + ([(_as_history(reference), "recorded reference")] if reference else [])
     fig = plt.figure(figsize=(7.2, 2.9 * len(runs)), layout="constrained")
-    for subfig, (run, default) in zip(fig.subfigures(len(runs), 1, squeeze=False)[:, 0], runs, strict=False):
+    for subfig, (run, default) in zip(fig.subfigures(len(runs), 1, squeeze=False)[:, 0], runs, strict=True):
         where = run.meta.get("environment", {}).get("device_name")
         kind = "CPU preview" if run.meta.get("config", {}).get("is_preview") else default
         subfig.suptitle(f"{kind} ({where})" if where else kind, fontsize=FONT + 1)
@@ -89,16 +99,18 @@ def plot_history(history: History | dict[str, Any], reference: History | dict[st
             axes[0].plot(steps, run.step_loss, color="0.75", lw=0.7, label="train, per step")
         smoothing = run.meta.get("config", {}).get("label_smoothing")
         train = f"train (label smoothing {smoothing}), epoch mean" if smoothing else "train, epoch mean"
-        for label, losses, accuracies, style in (
-            (train, run.train_loss, run.train_acc, "o-"),
-            ("test", run.test_loss, run.test_acc, "s-"),
+        for name, losses, accuracies, line in (
+            (train, run.train_loss, run.train_acc, {"ls": "--", "marker": "o", "mfc": "white"}),
+            ("test", run.test_loss, run.test_acc, {"ls": "-", "marker": "s"}),
         ):
-            color = "tab:blue" if style == "o-" else "tab:orange"
-            axes[0].plot(epochs, losses, style, ms=3, color=color, label=label)
-            axes[1].plot(epochs, [100 * a for a in accuracies], style, ms=3, color=color)
-        if run.step_lr:
+            axes[0].plot(epochs, losses, ms=3.5, color=model_colour, label=name, **line)
+            axes[1].plot(epochs, [100 * a for a in accuracies], ms=3.5, color=model_colour, **line)
+        if run.step_lr:  # every step's rate; older histories have only the rate at the end of each epoch
             axes[2].plot([(i + 1) / per_step for i in range(len(run.step_lr))], run.step_lr, color="0.3")
-        for ax, ylabel in zip(axes, ("cross-entropy", "accuracy (%)", "learning rate"), strict=False):
+        else:
+            axes[2].plot(epochs, run.lr, "o-", ms=3, color="0.3")
+        axes[2].set_ylim(bottom=0)
+        for ax, ylabel in zip(axes, ("cross-entropy", "accuracy (%)", "learning rate"), strict=True):
             ax.set_xlabel("epoch", fontsize=FONT)
             ax.set_ylabel(ylabel, fontsize=FONT)
             ax.tick_params(labelsize=FONT)

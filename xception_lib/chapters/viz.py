@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import numpy as np
 import torch
 
+from xception_lib.chapters import style
 from xception_lib.checkpoint import CheckpointError, load_checkpoint
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SeparableConv2d
@@ -268,7 +269,12 @@ def plot_separable_steps(
             _show_map(grid[row, col], m, f"{what}, ch {i}", signed=True)
     for ax, label in zip(grid[:, 0], ("input", "3x3 kernel", "after\ndepthwise"), strict=False):
         ax.set_ylabel(label, fontsize=9)
-    top.suptitle(f"Step 1, depthwise: each of the {c_in} channels is filtered on its own", fontsize=10)
+    top.suptitle(
+        f"Step 1, depthwise: each of the {c_in} channels is filtered on its own",
+        fontsize=10,
+        color=style.colour("depthwise"),
+        fontweight="bold",
+    )
     lower = bottom.subplots(1, 1 + outputs, squeeze=False, width_ratios=[1.6] + [1.0] * outputs)[0]
     weights = p[outs][:, ins].numpy()
     bound = float(np.abs(weights).max()) or 1.0
@@ -282,7 +288,12 @@ def plot_separable_steps(
     lower[0].set_title("pointwise weights", fontsize=9)
     for ax, o in zip(lower[1:], outs, strict=False):
         _show_map(ax, pointwise[0, o], f"output ch {o}", signed=True)
-    bottom.suptitle(f"Step 2, pointwise: each of the {c_out} outputs sums all {c_in} depthwise channels", fontsize=10)
+    bottom.suptitle(
+        f"Step 2, pointwise: each of the {c_out} outputs sums all {c_in} depthwise channels",
+        fontsize=10,
+        color=style.colour("pointwise"),
+        fontweight="bold",
+    )
     fig.suptitle(title or f"{layer}: {c_in} -> {c_out} channels at {h}x{w}", fontsize=11)
     return fig
 
@@ -307,24 +318,44 @@ def activation_statistics(model: Xception, images: torch.Tensor, *, device: Devi
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
 
 
+def _leading(value: float) -> int:
+    """The leading digit of a positive number (2 for 0.2, 20 and 200)."""
+    return round(value / 10 ** np.floor(np.log10(value))) if value > 0 else 0
+
+
+def _plain(value: float, _position: object = None) -> str:
+    return f"{value:g}"
+
+
 def plot_activation_statistics(stats: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
     """Mean after ReLU, spread, sparsity and dead channels per stage: four line plots of
-    :func:`activation_statistics`, or of several of them keyed by a label to compare."""
+    :func:`activation_statistics`, or of several of them keyed by a label to compare. The first
+    series is drawn in Xception's colour (:mod:`~xception_lib.chapters.style`), the others in greys
+    with dashed lines and open markers, so that they are told apart without colour."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     series = dict(stats) if isinstance(stats, Mapping) else {"": stats}
+    looks = [{"color": style.colour("xception"), "ls": "-", "marker": "o"}] + [
+        {"color": grey, "ls": "--", "marker": marker, "mfc": "white"}
+        for grey, marker in zip(("0.45", "0.2", "0.65"), "s^D", strict=True)
+    ]
+    if len(series) > len(looks):
+        raise ValueError(f"expected at most {len(looks)} sets of statistics to compare, got {len(series)}")
     fig, grid = plt.subplots(2, 2, figsize=(WIDTH, 5.6), layout="constrained")
     panels = {"mean_relu": "mean after ReLU", "std": "standard deviation", "sparsity": "fraction zero after ReLU",
               "dead_channels": "channels never firing"}  # fmt: skip
     for ax, (key, label) in zip(grid.flat, panels.items(), strict=False):
-        for name, frame in series.items():
+        for (name, frame), look in zip(series.items(), looks, strict=False):
             short = [s.replace("_flow", "").replace(".block", " ") for s in frame.index]
-            ax.plot(short, frame[key], marker="o", label=name or None)
+            ax.plot(short, frame[key], label=name or None, **look)
         fraction = key in ("sparsity", "dead_channels")
         if fraction:
             ax.set_ylim(-0.02, 1.02)
         elif all((frame[key] > 0).all() for frame in series.values()):
             ax.set_yscale("log")  # values can span orders of magnitude across stages
+            ax.yaxis.set_major_formatter(FuncFormatter(_plain))  # 0.5, not 5 x 10^-1
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: _plain(v) if _leading(v) in (2, 5) else ""))
         ax.set_ylabel(label + ("" if fraction or ax.get_yscale() != "log" else " (log)"), fontsize=9)
         ax.tick_params(labelsize=9)
         ax.tick_params(axis="x", labelrotation=30)
