@@ -35,7 +35,7 @@ class _Stop(Exception):
     pass
 
 
-def _stop_after_first_epoch(epoch: int, history: xl.train.History) -> None:
+def _stop_after_first_epoch(epoch: int, history: xl.history.History) -> None:
     raise _Stop
 
 

@@ -409,5 +409,5 @@ def test_subset_is_seeded(cifar10: xl.data.CifarArrays) -> None:
     assert a.train_images.shape == (100, 3, 32, 32) and a.test_labels.shape == (50,)
     assert torch.equal(a.train_images, b.train_images) and not torch.equal(a.train_images, c.train_images)
     assert len(a.test_labels.unique()) > 5  # a random choice, not the class-sorted first 50
-    with pytest.raises(ValueError, match="1..50000"):
+    with pytest.raises(ValueError, match="train must be an integer >= 1 and <= 50000, got 0"):
         cifar10.subset(train=0)

@@ -88,7 +88,7 @@ def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
         bn_model = tiny_cnn(batch_norm=True)
         synced: list[bool] = []
 
-        def record(epoch: int, run: xl.train.History) -> None:
+        def record(epoch: int, run: xl.history.History) -> None:
             synced.append(_has_sync_batchnorm(bn_model))
 
         fit(bn_model, synthetic_cifar(), dataclasses.replace(CONFIG, epochs=1), device="cpu", progress=False, callbacks=[record])
@@ -131,7 +131,7 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
 
     # Metrics: reduced over the ranks, they are the single process's.
     for r, result in enumerate(ranks):
-        got = xl.train.History.from_dict(result["history"])
+        got = xl.history.History.from_dict(result["history"])
         assert got.epochs == single.epochs == CONFIG.epochs and got.steps == single.steps == CONFIG.epochs * (200 // 32)
         assert got.lr == single.lr and got.step_lr == single.step_lr
         assert got.train_acc == single.train_acc  # the same images, the same predictions
@@ -171,12 +171,12 @@ def test_evaluation_shards_count_every_image_once(n: int, world_size: int) -> No
     labels = torch.arange(n)  # a label names its image
     seen = []
     for rank in range(world_size):
-        loader = xl.data.GpuLoader(images, labels, batch_size=4, train=False, rank=rank, world_size=world_size, **NORM)
+        loader = xl.loader.GpuLoader(images, labels, batch_size=4, train=False, rank=rank, world_size=world_size, **NORM)
         seen += [y for _, y in loader]
         assert len(loader) == -(-loader.num_images // 4)
     assert sorted(torch.cat(seen).tolist()) == list(range(n))
     # Training shards stay equally long, so that every process makes the same steps.
-    train = [xl.data.GpuLoader(images, labels, batch_size=1, rank=r, world_size=world_size, **NORM) for r in range(world_size)]
+    train = [xl.loader.GpuLoader(images, labels, batch_size=1, rank=r, world_size=world_size, **NORM) for r in range(world_size)]
     assert {len(loader) for loader in train} == {n // world_size}
 
 
@@ -214,7 +214,7 @@ def test_batchnorm_is_not_synced_on_a_cpu_or_in_one_process() -> None:
     synced: list[bool] = []
     cfg = dataclasses.replace(CONFIG, epochs=1, sync_batchnorm=True)
 
-    def record(epoch: int, run: xl.train.History) -> None:
+    def record(epoch: int, run: xl.history.History) -> None:
         synced.append(_has_sync_batchnorm(model))
 
     fit(model, synthetic_cifar(64, 16), cfg, device="cpu", progress=False, callbacks=[record])

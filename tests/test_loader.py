@@ -149,9 +149,9 @@ def test_loader_names_the_bad_argument(overrides: dict[str, object], error: type
 
 def test_loader_rejects_bad_labels_and_needs_mean_and_std() -> None:
     images, labels = _coordinate_images(8)
-    with pytest.raises(TypeError, match="integer class indices"):
+    with pytest.raises(TypeError, match="integer tensor of class indices"):
         GpuLoader(images, labels.float(), **NORM)
-    with pytest.raises(ValueError, match=">= 0, got -1"):
+    with pytest.raises(ValueError, match=">= 0, got values from -1"):
         GpuLoader(images, labels - 1, **NORM)
     with pytest.raises(TypeError, match="mean"):
         GpuLoader(images, labels)  # type: ignore[call-arg]  # no silent CIFAR-10 default

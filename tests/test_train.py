@@ -12,8 +12,10 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib.chapters.train_plots import compare_loaders
+from xception_lib.chapters.train_plots import compare_loaders, plot_confusion_matrix, plot_history, plot_images, plot_predictions
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from xception_lib.evaluation import confusion_matrix, evaluate, predict
+from xception_lib.loader import GpuLoader
 from xception_lib.train import NonFiniteLossError, TrainConfig, fit, lr_at, recommended_config, train_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +171,7 @@ def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     full = tiny_model(seed=0, dropout=0.2)  # dropout: random numbers must be replayed too
     full_history = fit(full, data, cfg, device="cpu", checkpoint_dir=tmp_path / "a", progress=False)
 
-    def stop_after_first_epoch(epoch: int, history: xl.train.History) -> None:
+    def stop_after_first_epoch(epoch: int, history: xl.history.History) -> None:
         if epoch == 0:
             raise _Interrupt
 
@@ -258,17 +260,17 @@ def test_evaluate_predict_and_confusion_matrix(small: xl.data.CifarArrays) -> No
     model = tiny_model()
     images, labels = small.test_images[:50], small.test_labels[:50]
     norm = {"mean": small.mean, "std": small.std}
-    probabilities = xl.train.predict(model, images, **norm, batch_size=20)
+    probabilities = predict(model, images, **norm, batch_size=20)
     assert probabilities.shape == (50, 10) and torch.allclose(probabilities.sum(1), torch.ones(50), atol=1e-5)
-    accuracy = xl.train.evaluate(model, images, labels, **norm, batch_size=20)
+    accuracy = evaluate(model, images, labels, **norm, batch_size=20)
     assert accuracy == pytest.approx(float((probabilities.argmax(1) == labels).double().mean()))
     assert model.training  # restored
-    matrix = xl.train.confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     with pytest.raises(ValueError, match="same shape"):
-        xl.train.confusion_matrix(torch.zeros(3), torch.zeros(4), 3)
+        confusion_matrix(torch.zeros(3), torch.zeros(4), 3)
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\), got values from 0 to 3"):
-        xl.train.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
 
 
 def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.CifarArrays) -> None:
@@ -276,13 +278,13 @@ def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.Cifa
     images, labels = small.test_images[:8], small.test_labels[:8]
     norm = {"mean": small.mean, "std": small.std}
     normalised = (images.float() / 255 - torch.tensor(small.mean).view(1, 3, 1, 1)) / torch.tensor(small.std).view(1, 3, 1, 1)
-    for call in (lambda: xl.train.predict(model, normalised, **norm), lambda: xl.train.evaluate(model, normalised, labels, **norm)):
+    for call in (lambda: predict(model, normalised, **norm), lambda: evaluate(model, normalised, labels, **norm)):
         with pytest.raises(TypeError, match=r"images must be uint8 images \(0-255.*normalises them"):
             call()
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\), got values from .* to 10"):
-        xl.train.evaluate(model, images, torch.cat([labels[:-1], torch.tensor([10])]), **norm)
+        evaluate(model, images, torch.cat([labels[:-1], torch.tensor([10])]), **norm)
     with pytest.raises(TypeError, match="labels must be an integer tensor"):
-        xl.train.evaluate(model, images, labels.float(), **norm)
+        evaluate(model, images, labels.float(), **norm)
     # fit: float images, and labels beyond the model's classes (CIFAR-100 labels for a 10-class model)
     floats = dataclasses.replace(small, train_images=small.train_images.float())
     with pytest.raises(TypeError, match=r"data.train_images must be uint8"):
@@ -302,7 +304,7 @@ def test_fit_is_train_step_in_a_loop(small: xl.data.CifarArrays) -> None:
     cfg = quick_config(epochs=1, batch_size=16, channels_last=False, amp="off")
     by_fit, by_hand = tiny_model(), tiny_model()
     history = fit(by_fit, data, cfg, device="cpu", progress=False)
-    loader = xl.data.GpuLoader(data.train_images, data.train_labels, batch_size=16, seed=cfg.seed, mean=data.mean, std=data.std)
+    loader = GpuLoader(data.train_images, data.train_labels, batch_size=16, seed=cfg.seed, mean=data.mean, std=data.std)
     optimizer = xl.train._make_optimizer(by_hand, cfg)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     losses = []
@@ -326,18 +328,18 @@ def test_plots(small: xl.data.CifarArrays) -> None:
     matplotlib.use("Agg")
     history = fit(tiny_model(), small.subset(train=64, test=32), quick_config(epochs=2, batch_size=16), device="cpu", progress=False)
     reference = json.loads(json.dumps({"history": history.to_dict()}))
-    alone = xl.train.plot_history(history)
-    beside = xl.train.plot_history(history, reference=reference)
+    alone = plot_history(history)
+    beside = plot_history(history, reference=reference)
     assert len(alone.axes) == 3 and len(beside.axes) == 6
     headings = [sub._suptitle.get_text() for sub in beside.subfigs]
     assert headings[0].startswith("CPU preview") and headings[1].startswith("CPU preview")  # both runs are previews here
-    matrix = xl.train.confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
-    assert len(xl.train.plot_confusion_matrix(matrix, ["a", "b"]).axes) == 2  # matrix + colour bar
+    matrix = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
+    assert len(plot_confusion_matrix(matrix, ["a", "b"]).axes) == 2  # matrix + colour bar
     images = small.test_images[:6]
     probs = torch.eye(10)[small.test_labels[:6]]
-    fig = xl.train.plot_predictions(images, small.test_labels[:6], probs, small.classes, ncols=3)
+    fig = plot_predictions(images, small.test_labels[:6], probs, small.classes, ncols=3)
     assert all(ax.title.get_color() == "tab:green" for ax in fig.axes[:6])
-    assert len(xl.train.plot_images(images, small.test_labels[:6], small.classes, ncols=4).axes) == 8
+    assert len(plot_images(images, small.test_labels[:6], small.classes, ncols=4).axes) == 8
     for figure in (alone, beside, fig):  # drawn for the book's column: <= 7.5 in wide, text >= 9 pt
         assert figure.get_figwidth() <= 7.5
         texts = [t for ax in figure.axes for t in [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels()]]

@@ -34,8 +34,9 @@ import torch
 
 import xception_lib as xl
 from xception_lib.checkpoint import atomic_save
+from xception_lib.evaluation import evaluate
 from xception_lib.provenance import environment
-from xception_lib.train import TrainConfig, evaluate, fit
+from xception_lib.train import TrainConfig, fit
 
 ASSETS = Path(__file__).resolve().parent.parent / "xception_lib" / "assets"
 

@@ -9,6 +9,7 @@ checkpoint is a dict: ``model`` (state dict), ``model_config`` (``None`` unless 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -21,6 +22,8 @@ import torch
 __all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "atomic_save", "check_resumable", "data_fingerprint", "load_checkpoint"]
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
+# How torch's file writer reports a failed write (a full disk) as a RuntimeError.
+_WRITER_FAILURES = ("file write failed", "unexpected pos", "inline_container", "PytorchStreamWriter")
 FORMAT = 2  #: version of the checkpoint's layout (version 1 kept the TrainConfig under "config")
 
 
@@ -29,26 +32,40 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place; returns ``target``."""
+    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place; returns ``target``.
+
+    A failed write (a full disk, a folder that is not writable) leaves ``target`` as it was and raises an
+    ``OSError`` naming ``target`` and the cause; torch reports such failures as a ``RuntimeError``.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except (OSError, RuntimeError) as error:
+        if not isinstance(error, OSError) and not any(m in str(error) for m in _WRITER_FAILURES):
+            raise  # not a write: an object that cannot be saved
+        code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
+        cause = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else os.strerror(code)}"
+        kind = type(error) if isinstance(error, OSError) else OSError  # a PermissionError stays one
+        raise kind(code, f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?") from error
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink()
     return target
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict of tensors and plain values, or raise a :class:`CheckpointError` naming the file
     (empty, truncated, not a ``torch.save`` file, or not a dict)."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file (fit writes {CHECKPOINT_NAME} inside its checkpoint_dir)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:

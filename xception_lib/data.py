@@ -29,15 +29,14 @@ reduced one: a truncated archive, a half-copied folder or the other CIFAR is a
 Decoding 60,000 JPEGs takes seconds; the decoded arrays are therefore stored once under
 ``~/.cache/xception_lib`` (or ``XCEPTION_CACHE``), keyed by the source's path, sizes and
 modification times, and the next load memory-maps them in well under a second. An
-unreadable cache file is reported and rebuilt; an unwritable cache is reported, and the
-data returned all the same.
-
-The GPU-resident loader lives in :mod:`xception_lib.loader` and is re-exported here as
-:class:`GpuLoader`.
+unreadable cache file is reported and rebuilt; an unwritable cache (or a full disk) is
+reported, and the data returned all the same. torchvision's pickled batches are read with an
+unpickler that builds nothing but dicts, lists, strings, numbers and numpy arrays.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import hashlib
 import io
@@ -56,12 +55,11 @@ import numpy as np
 import torch
 
 from xception_lib.checkpoint import atomic_save
-from xception_lib.loader import GpuLoader
+from xception_lib.loader import check_number
 
 __all__ = [
-    "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError",
-    "GpuLoader", "cache_dir", "load_cifar",
-]
+    "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError", "cache_dir", "load_cifar",
+]  # fmt: skip
 
 ENV_VAR = "XCEPTION_DATA"
 """Environment variable naming a local copy of the data (a directory or an archive)."""
@@ -163,10 +161,9 @@ class CifarArrays:
         def pick(images: torch.Tensor, labels: torch.Tensor, n: int | None, what: str) -> tuple[torch.Tensor, ...]:
             if n is None:
                 return images, labels
-            if not 0 < n <= len(labels):
-                raise ValueError(f"{what} subset must be in 1..{len(labels)}, got {n}")
-            g = torch.Generator().manual_seed(seed)
-            idx = torch.randperm(len(labels), generator=g)[:n].sort().values
+            check_number("CifarArrays.subset", what, n, integer=True, low=1, high=len(labels))
+            g = torch.Generator().manual_seed(int(seed))
+            idx = torch.randperm(len(labels), generator=g)[: int(n)].sort().values
             return images[idx], labels[idx]
 
         tr_x, tr_y = pick(self.train_images, self.train_labels, train, "train")
@@ -233,9 +230,11 @@ def load_cifar(
     if key not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
     per_class = DATASETS[key]["per_class"] if images_per_class is None else images_per_class
-    if not (isinstance(per_class, (tuple, list)) and len(per_class) == 2 and all(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in per_class)):
+    if not isinstance(per_class, (tuple, list)) or len(per_class) != 2:
         raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
+    for what, n in zip(("train", "test"), per_class):
+        check_number("load_cifar", f"images_per_class ({what})", n, integer=True, low=1)
+    per_class = tuple(int(n) for n in per_class)  # numpy integers too
     cache_root = cache_dir(cache)
     env = os.environ.get(ENV_VAR)
     if root is None and env:
@@ -333,7 +332,8 @@ def _check(name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...]
         counts = torch.bincount(y, minlength=len(classes)).tolist()
         if any(c != want for c in counts):
             wrong = ", ".join(f"{classes[i]}: {c:,}" for i, c in enumerate(counts) if c != want)
-            what = (f"if it is a deliberately reduced copy, pass images_per_class" if len(set(counts)) == 1
+            what = ("if it is a deliberately reduced copy, pass images_per_class" if len(set(counts)) == 1
+                    else "it holds extra images: remove the files that do not belong" if max(counts) > want
                     else "it is truncated or incomplete: copy or download it again")
             raise DataError(f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
                             f"({info['title']}), but {wrong[:300]}; {what}")
@@ -345,7 +345,7 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
     if path.is_file():
         state = f"{path.stat().st_size}|{path.stat().st_mtime_ns}"
     else:
-        files = [os.path.join(d, f) for d, _, names in sorted(os.walk(path)) for f in sorted(names)]
+        files = sorted(str(f) for f in _walk(path) if f.exists())  # a broken link is named when it is read
         state = "|".join(f"{f}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [os.stat(f)])
     fingerprint = f"v{_CACHE_VERSION}|{name}|{kind}|{path}|{state}"
     cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
@@ -403,6 +403,8 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
             else:
                 found[parts[-3]].append((parts[-2], member, read()))
     except _READ_ERRORS as error:
+        if isinstance(error, OSError) and not isinstance(error, EOFError) and kind == "folder":
+            raise DataError(f"{path}: {error.filename or member} cannot be read ({error.strerror or error})") from error
         at = f" at {member}" if member else " (it does not open)"
         detail = str(error).splitlines()[0].rstrip(":. ")
         raise DataError(f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
@@ -453,15 +455,35 @@ def _archive_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
             handle = archive.extractfile(member) if member.isfile() else None
             if handle is not None:
                 yield member.name, handle.read
+            elif member.issym() or member.islnk():  # refused when it matters, i.e. where an image or batch belongs
+                yield member.name, _refuse_link(path, member)
         while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
             pass
 
 
+def _refuse_link(path: Path, member: tarfile.TarInfo) -> Callable[[], bytes]:
+    def read() -> bytes:
+        kind = "a symbolic link" if member.issym() else "a hard link"
+        raise DataError(f"{path}: {member.name} is {kind} (to {member.linkname}), not a file; the loader reads only "
+                        f"regular files from an archive: pack the copy again without links (tar --dereference)")
+    return read
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every file under ``root``, following symbolic links to folders (a class folder may be one), each folder once."""
+    seen: set[Path] = set()
+    for directory, folders, names in os.walk(root, followlinks=True):
+        real = Path(directory).resolve()
+        if real in seen:
+            folders.clear()  # a link back to a folder already read (a loop)
+            continue
+        seen.add(real)
+        yield from (Path(directory) / name for name in sorted(names))
+
+
 def _folder_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    for directory, _, names in os.walk(root):
-        for file_name in names:
-            full = Path(directory) / file_name
-            yield full.relative_to(root).as_posix(), full.read_bytes
+    for full in _walk(root):
+        yield full.relative_to(root).as_posix(), full.read_bytes
 
 
 def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> CifarArrays:
@@ -472,8 +494,12 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
         if file_name not in files:
             raise DataError(f"{source} is incomplete: {file_name} is missing; download it again")
         try:
-            batch = pickle.loads(files[file_name], encoding="latin1")
+            batch = _BatchUnpickler(io.BytesIO(files[file_name]), encoding="latin1").load()
             return [np.asarray(batch[k]) for k in keys]
+        except _RefusedGlobal as error:
+            raise DataError(f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, "
+                            f"strings, numbers and numpy arrays; this file may be malicious: do not use it, download the "
+                            f"data again from its source") from None
         except Exception as error:  # truncated (EOFError, UnpicklingError) or foreign (KeyError, ...)
             raise DataError(f"{source}: {file_name} is not a readable torchvision batch "
                             f"({type(error).__name__}: {error}); download it again") from error
@@ -489,3 +515,27 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
     test_images, test_labels = split(info["test_files"])  # type: ignore[arg-type]
     classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())  # type: ignore[arg-type]
     return CifarArrays(name, train_images, train_labels, test_images, test_labels, classes, source)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a function or class that a CIFAR batch never needs."""
+
+
+# What a numpy array (and its dtype) pickles to, under numpy 1's and numpy 2's module names, and the helper that
+# pickles of bytes written by Python 3 with protocol 2 call. Nothing else can be built: no code runs.
+_ARRAY_GLOBALS = {
+    "_reconstruct": np.zeros(1).__reduce__()[0], "scalar": np.float64(0).__reduce__()[0],
+    "_frombuffer": np.zeros(1).__reduce_ex__(5)[0], "ndarray": np.ndarray, "dtype": np.dtype,
+}  # fmt: skip
+_ALLOWED_GLOBALS = {("_codecs", "encode"): codecs.encode} | {
+    (f"numpy{core}.{module}", name): _ARRAY_GLOBALS[name]
+    for core in (".core", "._core") for module, names in (("multiarray", ("_reconstruct", "scalar")), ("numeric", ("_frombuffer",)))
+    for name in names
+} | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}  # fmt: skip
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _RefusedGlobal(f"its pickle calls {module}.{name}")
+        return _ALLOWED_GLOBALS[module, name]

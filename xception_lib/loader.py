@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GpuLoader", "check_number"]
+__all__ = ["GpuLoader", "check_images", "check_labels", "check_number"]
 
 
 def check_number(
@@ -37,6 +37,26 @@ def check_number(
     too_high = high is not None and (value >= high if high_open else value > high)
     if not math.isfinite(value) or too_low or too_high:
         raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
+
+
+def check_images(images: object, name: str) -> None:
+    """Raise a ``TypeError`` unless ``images`` is an ``N x C x H x W`` uint8 tensor (0-255, unnormalised)."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(
+            f"{name} must be uint8 images N x C x H x W (0-255, as xception_lib.data.load_cifar returns them), got a "
+            f"{got}; pass them unnormalised: the loader normalises them with the data set's mean and std"
+        )
+
+
+def check_labels(labels: object, classes: int | None, name: str) -> None:
+    """Raise a ``TypeError`` or ``ValueError`` unless ``labels`` is an integer tensor of indices in [0, ``classes``)."""
+    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}")
+    if labels.numel() and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
+        low, high = int(labels.min()), int(labels.max())
+        span = f"in [0, {classes})" if classes is not None else ">= 0"
+        raise ValueError(f"{name} must be class indices {span}, got values from {low} to {high}")
 
 
 class GpuLoader:
@@ -65,16 +85,11 @@ class GpuLoader:
         drop_last: bool | None = None, dtype: torch.dtype = torch.float32, channels_last: bool = False, rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"GpuLoader: images must be uint8 N x C x H x W (0-255: the loader normalises them), got a {got}")
+        check_images(images, "GpuLoader: images")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
             got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise ValueError(f"GpuLoader: labels must be a 1-D tensor of {len(images)} labels, got {got}")
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(f"GpuLoader: labels must be integer class indices, got {labels.dtype}")
-        if len(labels) and labels.min() < 0:
-            raise ValueError(f"GpuLoader: labels must be class indices >= 0, got {int(labels.min())}")
+        check_labels(labels, None, "GpuLoader: labels")
         for name, value, low in (("batch_size", batch_size, 1), ("crop_padding", crop_padding, 0), ("seed", seed, 0), ("world_size", world_size, 1)):
             check_number("GpuLoader", name, value, integer=True, low=low)
         check_number("GpuLoader", "rank", rank, integer=True, low=0, high=world_size, high_open=True)
@@ -87,7 +102,7 @@ class GpuLoader:
             check_number("GpuLoader", f"mean[{i}]", mean[i], low=0, high=1)
             check_number("GpuLoader", f"std[{i}]", std[i], low=0, low_open=True)
         self.device = torch.device(device)
-        self.images = images.to(self.device)  # N x C x H x W uint8, the whole split
+        self.images = images.to(self.device).contiguous()  # N x C x H x W uint8, the whole split, in the layout the gather reads
         self.labels = labels.to(self.device, torch.int64)
         self.batch_size, self.train, self.seed, self.dtype, self.channels_last = batch_size, train, seed, dtype, channels_last
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)

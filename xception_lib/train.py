@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,18 +24,14 @@ import torch
 from torch import nn
 
 from xception_lib import distributed
-from xception_lib.chapters.train_plots import plot_confusion_matrix, plot_history, plot_images, plot_predictions
 from xception_lib.checkpoint import CHECKPOINT_NAME, FORMAT, CheckpointError, atomic_save, check_resumable, data_fingerprint, load_checkpoint
 from xception_lib.config import XceptionConfig
 from xception_lib.history import History
-from xception_lib.loader import GpuLoader, check_number
+from xception_lib.loader import GpuLoader, check_images, check_labels, check_number
+from xception_lib.provenance import environment
 from xception_lib.runtime import eval_mode
 
-__all__ = [
-    "FULL_EPOCHS", "SHORT_EPOCHS", "History", "NonFiniteLossError", "TrainConfig", "confusion_matrix", "evaluate", "fit",
-    "lr_at", "plot_confusion_matrix", "plot_history", "plot_images", "plot_predictions", "predict", "recommended_config",
-    "resolve_amp", "train_step",
-]  # fmt: skip
+__all__ = ["FULL_EPOCHS", "SHORT_EPOCHS", "NonFiniteLossError", "TrainConfig", "fit", "lr_at", "recommended_config", "resolve_amp", "train_step"]  # fmt: skip
 
 FULL_EPOCHS = 30  #: Epochs of the full schedule (:class:`TrainConfig`'s default).
 SHORT_EPOCHS = 10  #: Epochs of the shorter GPU schedule, ``recommended_config(device, full=False)``.
@@ -102,6 +99,9 @@ class TrainConfig:
         check_number("TrainConfig", "label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
         check_number("TrainConfig", "warmup", self.warmup, low=0, high=1, high_open=True)
         check_number("TrainConfig", "grad_clip", self.grad_clip, low=0, low_open=True, optional=True)
+        for name, value in vars(self).items():  # numpy numbers become Python's, so that the config writes to JSON
+            if isinstance(value, numbers.Real) and type(value) not in (bool, int, float):
+                object.__setattr__(self, name, int(value) if isinstance(value, numbers.Integral) else float(value))
 
     def describe(self) -> str:
         """A few lines saying what this schedule is, with ``PREVIEW`` in front of a preview."""
@@ -164,6 +164,8 @@ def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate of optimizer step ``step`` (0-based) out of ``total_steps``."""
+    check_number("lr_at", "total_steps", total_steps, integer=True, low=1)
+    check_number("lr_at", "step", step, integer=True)
     if not 0 <= step < total_steps:
         raise ValueError(f"step must be in [0, {total_steps}), got {step}")
     warm = round(cfg.warmup * total_steps)
@@ -194,6 +196,12 @@ def train_step(
     Returns:
         The loss (0-d) and the logits (``B x classes``, float32), detached and still on the device.
     """
+    if not images.is_floating_point():
+        raise TypeError(f"train_step: images must be a normalised floating-point batch, got {images.dtype} (GpuLoader makes them)")
+    check_labels(labels, None, "train_step: labels")
+    if images.dim() != 4 or len(images) == 0 or labels.shape != images.shape[:1]:
+        shapes = f"images {tuple(images.shape)} and labels {tuple(labels.shape)}"
+        raise ValueError(f"train_step: expected a non-empty batch B x C x H x W and B labels, got {shapes}")
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(images)  # B x classes, in amp_dtype where autocast chose it
     logits = logits.float()  # the softmax and loss in float32
@@ -232,6 +240,8 @@ def fit(
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cfg = cfg if cfg is not None else recommended_config(device)
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"fit: cfg must be a TrainConfig (or None for recommended_config), got {type(cfg).__name__}")
     rank, world_size = distributed.rank_and_world_size()
     checkpoint_path = _checkpoint_path(checkpoint_dir, rank)
     data = _checked_data(data, model, cfg, world_size)
@@ -354,31 +364,16 @@ def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int
         data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
     classes = model_config.num_classes if (model_config := _xception_config(model)) else getattr(data, "num_classes", None)
     for split in ("train", "test"):
-        _check_images(getattr(data, f"{split}_images"), f"data.{split}_images")
-        _check_labels(getattr(data, f"{split}_labels"), classes, f"data.{split}_labels")
+        images, labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        check_images(images, f"data.{split}_images")
+        check_labels(labels, classes, f"data.{split}_labels")
+        if labels.dim() != 1 or len(labels) != len(images) or len(labels) == 0:
+            raise ValueError(f"data.{split}_labels: expected one label for each of the {len(images)} images, got {tuple(labels.shape)}")
     if cfg.batch_size % world_size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world_size})")
     if cfg.batch_size > len(data.train_labels):
         raise ValueError(f"batch_size {cfg.batch_size} exceeds the {len(data.train_labels)} training images; lower it")
     return data
-
-
-def _check_images(images: Any, name: str) -> None:
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
-        got = f"{images.dtype} tensor" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(
-            f"{name} must be uint8 images (0-255, as xception_lib.data.load_cifar returns them), got a {got}; "
-            f"pass them unnormalised: the loader normalises them with the data set's mean and std"
-        )
-
-
-def _check_labels(labels: Any, classes: int | None, name: str) -> None:
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        got = getattr(labels, "dtype", type(labels).__name__)
-        raise TypeError(f"{name} must be an integer tensor of class indices, got {got}")
-    if len(labels) and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
-        low, high = int(labels.min()), int(labels.max())
-        raise ValueError(f"{name} must be class indices in [0, {classes}), got values from {low} to {high}")
 
 
 def _xception_config(model: nn.Module) -> XceptionConfig | None:
@@ -466,12 +461,12 @@ def _run_meta(
     model: nn.Module, model_config: dict[str, Any] | None, data: Any, cfg: TrainConfig, device: torch.device,
     world_size: int, steps_per_epoch: int, total_steps: int,
 ) -> dict[str, Any]:
-    from xception_lib.provenance import environment
-
+    env = environment(device)
+    env = env.to_dict() if hasattr(env, "to_dict") else env  # a dict, or (after provenance's change) an Environment
     meta = {
         "config": cfg.to_dict(),
         # Plain types only (torch.__version__ is a str subclass), so checkpoints load with weights_only.
-        "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in environment(device).items()},
+        "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in env.items()},
         "world_size": world_size, "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
         "model_config": model_config, "data": getattr(data, "source", None), "train_images": len(data.train_labels),
         "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
@@ -493,43 +488,3 @@ def _evaluate(model: nn.Module, loader: GpuLoader, amp_dtype: torch.dtype | None
             totals[2] += len(y)
     loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()
     return loss_sum / count, correct / count
-
-
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-    device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
-) -> float:
-    """Accuracy of ``model`` on uint8 ``images`` with integer ``labels``; the arguments are as in :func:`predict`."""
-    _check_images(images, "images")
-    _check_labels(labels, getattr(_xception_config(model), "num_classes", None), "labels")
-    predictions = predict(model, images, mean=mean, std=std, device=device, batch_size=batch_size, amp=amp).argmax(1)
-    return float((predictions == labels.cpu()).double().mean())
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-    device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
-) -> torch.Tensor:
-    """Class probabilities (``N x classes``, float32, on the CPU) of ``model`` in eval mode for ``N x 3 x H x W``
-    uint8 ``images``, normalised with the training data's ``mean`` and ``std``; ``device``: default the model's;
-    ``amp`` as in :class:`TrainConfig`."""
-    _check_images(images, "images")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    weights = [p for p in model.parameters() if p.dim() == 4]  # feed the model in its own memory format
-    channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last) and not weights[0].is_contiguous()
-    loader = GpuLoader(images, torch.zeros(len(images), dtype=torch.int64), mean=mean, std=std, batch_size=batch_size, train=False,
-                       device=device, channels_last=channels_last)  # fmt: skip
-    amp_dtype = resolve_amp(amp, device)
-    with eval_mode(model), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        return torch.cat([model(x).float().softmax(1).cpu() for x, _ in loader])
-
-
-def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``num_classes x num_classes`` counts: row = true class, column = predicted class."""
-    if predictions.shape != labels.shape:
-        raise ValueError(f"predictions and labels must have the same shape, got {tuple(predictions.shape)} and {tuple(labels.shape)}")
-    _check_labels(predictions, num_classes, "predictions")
-    _check_labels(labels, num_classes, "labels")
-    flat = labels.long() * num_classes + predictions.long()
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
