@@ -179,3 +179,26 @@ def test_an_unwritable_checkpoint_dir_fails_before_training(tmp_path: Path) -> N
             fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path / "new", progress=False)
     finally:
         tmp_path.chmod(0o700)
+
+
+# ----------------------------------------------------------------------------- a full disk (issue 24)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 0"), OSError(28, "No space left on device")],
+    ids=["torch-writer", "enospc"],
+)
+def test_a_failed_write_is_an_io_error_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception) -> None:
+    target = tmp_path / "ckpt.pt"
+    atomic_save({"epoch": 1}, target)
+
+    def full_disk(obj: object, f: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=f"writing {target} failed, an I/O error .*is the disk full") as raised:
+        atomic_save({"epoch": 2}, target)
+    assert raised.value.errno == (28 if isinstance(failure, OSError) else 5)
+    monkeypatch.undo()
+    assert load_checkpoint(target) == {"epoch": 1} and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]

@@ -411,3 +411,105 @@ def test_subset_is_seeded(cifar10: xl.data.CifarArrays) -> None:
     assert len(a.test_labels.unique()) > 5  # a random choice, not the class-sorted first 50
     with pytest.raises(ValueError, match="train must be an integer >= 1 and <= 50000, got 0"):
         cifar10.subset(train=0)
+
+
+# ----------------------------------------------------------------------------- files from outside (issue 24)
+
+
+class _RunsACommand:
+    """Pickles to ``os.system(command)``: what a malicious batch file holds."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (self.command,))
+
+
+def malicious_copy(folder: Path, marker: Path) -> Path:
+    """torchvision's CIFAR-10 folder whose first training batch runs ``touch marker`` when unpickled."""
+    write_fake_pickles(folder, "cifar10", 1, np.random.default_rng(0))
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({"data": _RunsACommand(f"touch {marker}"), "labels": list(range(10))}, f, protocol=2)
+    return folder
+
+
+def test_a_batch_that_runs_code_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "it-ran"
+    folder = malicious_copy(tmp_path / "data" / "cifar-10-batches-py", marker)
+    with pytest.raises(DataError, match=r"cifar-10-batches-py: data_batch_1 was refused: its pickle calls \w+\.system"):
+        load_cifar("cifar10", folder, cache=tmp_path / "cache", images_per_class=(5, 1))
+    assert not marker.exists()
+
+
+def test_a_batch_that_runs_code_is_refused_inside_the_archive(tmp_path: Path) -> None:
+    marker = tmp_path / "it-ran"
+    folder = malicious_copy(tmp_path / "cifar-10-batches-py", marker)
+    archive = pack(folder, tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz: data_batch_1 was refused"):
+        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=(5, 1))
+    assert not marker.exists()
+
+
+def test_batches_as_python_2_wrote_them_still_load(tmp_path: Path) -> None:
+    """The real files: protocol 2, a numpy array, bytes file names (which Python 3 pickles via _codecs.encode)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for file in (*xl.data.DATASETS["cifar10"]["train_files"], "test_batch"):  # type: ignore[misc]
+        batch = {"batch_label": b"batch", "labels": list(range(10)), "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
+                 "filenames": [f"{i}.png".encode() for i in range(10)]}  # fmt: skip
+        (folder / file).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES)}, protocol=2))
+    data = load_cifar("cifar10", folder, cache=tmp_path / "cache", images_per_class=(5, 1))
+    assert data.classes == CIFAR10_CLASSES and data.train_images.shape == (50, 3, 32, 32)
+    assert data.test_images.flatten().tolist() == pickle.loads((folder / "test_batch").read_bytes())["data"].flatten().tolist()
+
+
+def test_a_class_folder_that_is_a_symlink_is_read(tmp_path: Path) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    expected = write_tree(tree)
+    (tree / "train" / "cat").rename(tmp_path / "cats")
+    (tree / "train" / "cat").symlink_to(tmp_path / "cats", target_is_directory=True)
+    data = load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+    assert torch.equal(data.train_images, as_tensor(expected["train"]))
+
+
+@pytest.mark.parametrize(("kind", "said"), [(tarfile.LNKTYPE, "a hard link"), (tarfile.SYMTYPE, "a symbolic link")])
+def test_a_link_inside_an_archive_is_named_not_called_truncated(tmp_path: Path, kind: bytes, said: str) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    write_tree(tree)
+    archive = tmp_path / "cifar10-jpeg.tar"
+    with tarfile.open(archive, "w") as t:
+        for file in sorted(f for f in tree.rglob("*") if f.is_file()):
+            name = str(Path(tree.name) / file.relative_to(tree))
+            if name.endswith("train/cat/0001.png"):
+                link = tarfile.TarInfo(name)
+                link.type, link.linkname = kind, name.replace("0001", "0000")
+                t.addfile(link)
+            else:
+                t.add(file, name)
+    with pytest.raises(DataError, match=f"train/cat/0001.png is {said} .* not a file; .*without links"):
+        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=TINY)
+
+
+def test_an_extra_image_is_not_called_truncated(tmp_path: Path) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    write_tree(tree)
+    shutil.copy(tree / "train" / "cat" / "0000.png", tree / "train" / "cat" / "copy.png")
+    with pytest.raises(DataError, match="cat: 3; it holds extra images: remove the files that do not belong"):
+        load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+
+
+def test_a_full_disk_under_the_cache_warns_and_returns_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    expected = write_tree(tree)
+
+    def full_disk(obj: object, f: object) -> None:  # what torch.save raises when a write comes up short
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.warns(UserWarning, match=r"Could not write the cache file .* an I/O error .* is the disk full"):
+        data = load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+    assert torch.equal(data.test_images, as_tensor(expected["test"]))
+    assert not list((tmp_path / "cache").iterdir())  # no temporary file left behind

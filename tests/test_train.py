@@ -279,7 +279,7 @@ def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.Cifa
     norm = {"mean": small.mean, "std": small.std}
     normalised = (images.float() / 255 - torch.tensor(small.mean).view(1, 3, 1, 1)) / torch.tensor(small.std).view(1, 3, 1, 1)
     for call in (lambda: predict(model, normalised, **norm), lambda: evaluate(model, normalised, labels, **norm)):
-        with pytest.raises(TypeError, match=r"images must be uint8 images \(0-255.*normalises them"):
+        with pytest.raises(TypeError, match=r"images must be uint8 images N x C x H x W \(0-255.*normalises them"):
             call()
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\), got values from .* to 10"):
         evaluate(model, images, torch.cat([labels[:-1], torch.tensor([10])]), **norm)

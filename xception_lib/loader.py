@@ -97,7 +97,7 @@ class GpuLoader:
             raise TypeError(f"GpuLoader: dtype must be a floating-point type, got {dtype}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"GpuLoader: mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+            raise ValueError(f"GpuLoader: images of {channels} channels need mean and std of {channels} values each, got {len(mean)} and {len(std)}")
         for i in range(channels):
             check_number("GpuLoader", f"mean[{i}]", mean[i], low=0, high=1)
             check_number("GpuLoader", f"std[{i}]", std[i], low=0, low_open=True)
