@@ -54,7 +54,7 @@ def write_tree(root: Path, per_class: tuple[int, int] = TINY, seed: int = 0) -> 
 
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, n in zip(("train", "test"), per_class):
+    for split, n in zip(("train", "test"), per_class, strict=False):
         images = rng.integers(0, 256, (len(CIFAR10_CLASSES), n, 32, 32, 3), dtype=np.uint8)
         for c, name in enumerate(CIFAR10_CLASSES):
             (root / split / name).mkdir(parents=True)
@@ -71,11 +71,11 @@ def pack(tree: Path, archive: Path) -> Path:
     names = [str(Path(tree.name) / f.relative_to(tree)) for f in files]
     if archive.suffix == ".zip":
         with zipfile.ZipFile(archive, "w") as z:
-            for file, name in zip(files, names):
+            for file, name in zip(files, names, strict=False):
                 z.write(file, name)
     else:
         with tarfile.open(archive, {".tar": "w", ".gz": "w:gz", ".xz": "w:xz"}[archive.suffix]) as t:
-            for file, name in zip(files, names):
+            for file, name in zip(files, names, strict=False):
                 t.add(file, name)
     return archive
 
@@ -226,7 +226,9 @@ def test_environment_variable_pointing_nowhere_says_so(tmp_path: Path, monkeypat
     assert "does not exist" in message and "root=" in message and "download" in message
 
 
-def test_relative_data_path_means_the_same_in_tests_and_notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_data_path_means_the_same_in_tests_and_notebooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A checkout (tests run in its root, notebooks in book/) beside the data, as in CI.
     repo = tmp_path / "repo"
     (repo / "xception_lib").mkdir(parents=True)
@@ -281,7 +283,9 @@ def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
     assert "train split has 49,997 images, 5,000 per class expected (CIFAR-10), but truck: 4,997" in str(info.value)
     assert "copy or download it again" in str(info.value)
     mid_member = cut(tmp_path / "full.tar", last[1].offset_data + 100, tmp_path / "mid.tar")
-    with pytest.raises(DataError, match="mid.tar cannot be read at cifar10-jpeg/train/truck/4998.jpg: .*truncated, corrupt"):
+    with pytest.raises(
+        DataError, match="mid.tar cannot be read at cifar10-jpeg/train/truck/4998.jpg: .*truncated, corrupt"
+    ):
         load_cifar("cifar10", mid_member, cache=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
@@ -463,7 +467,10 @@ def test_batches_as_python_2_wrote_them_still_load(tmp_path: Path) -> None:
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES)}, protocol=2))
     data = load_cifar("cifar10", folder, cache=tmp_path / "cache", images_per_class=(5, 1))
     assert data.classes == CIFAR10_CLASSES and data.train_images.shape == (50, 3, 32, 32)
-    assert data.test_images.flatten().tolist() == pickle.loads((folder / "test_batch").read_bytes())["data"].flatten().tolist()
+    assert (
+        data.test_images.flatten().tolist()
+        == pickle.loads((folder / "test_batch").read_bytes())["data"].flatten().tolist()
+    )
 
 
 def test_a_class_folder_that_is_a_symlink_is_read(tmp_path: Path) -> None:
@@ -501,7 +508,9 @@ def test_an_extra_image_is_not_called_truncated(tmp_path: Path) -> None:
         load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
 
 
-def test_a_full_disk_under_the_cache_warns_and_returns_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_full_disk_under_the_cache_warns_and_returns_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)
 

@@ -95,19 +95,19 @@ CASES: list[Case] = [
     ("step-empty-batch", lambda: step(torch.randn(0, 3, 32, 32), labels(0)), ValueError, "non-empty batch"),
     ("step-channels-last", lambda: step(batch()[0].contiguous(memory_format=torch.channels_last), labels(4)), None, ""),
     # fit: checked before any training
-    ("fit-empty-test-set", lambda: run_fit(data(test=0)), ValueError, "test_labels: expected one label for each of the 0"),
+    ("fit-empty-test-set", lambda: run_fit(data(test=0)), ValueError, "data.test_images is empty"),
     ("fit-channels-last", lambda: run_fit(data(train_images=images().contiguous(memory_format=torch.channels_last))), None, ""),
     ("fit-strided-images", lambda: run_fit(data(train_images=images(32)[::2])), None, ""),
     ("fit-numpy-config", lambda: json.dumps(run_fit(data(), TrainConfig(**{**CFG.to_dict(), "epochs": np.int64(1)})).meta), None, ""),
     ("fit-dict-config", lambda: run_fit(data(), CFG.to_dict()), TypeError, "cfg must be a TrainConfig"),
     ("fit-3d-images", lambda: run_fit(data(train_images=images()[:, 0])), TypeError, r"data.train_images must be uint8 images N x C x H x W"),
     ("fit-labels-short", lambda: run_fit(data(train_labels=labels(15))), ValueError, "one label for each of the 16 images"),
-    ("fit-labels-2d", lambda: run_fit(data(test_labels=labels().view(4, 4))), ValueError, r"got \(4, 4\)"),
+    ("fit-labels-2d", lambda: run_fit(data(test_labels=labels().view(4, 4))), ValueError, r"got shape \(4, 4\)"),
     ("fit-labels-float", lambda: run_fit(data(train_labels=labels().float())), TypeError, "integer tensor"),
     ("fit-label-out-of-range", lambda: run_fit(data(test_labels=labels() + 10)), ValueError, r"class indices in \[0, 10\)"),
     # evaluate, predict, confusion_matrix
-    ("evaluate-one-label", lambda: evaluate(small_model(), images(10), labels(1), **NORM), ValueError, "10 images but 1 labels"),
-    ("evaluate-labels-2d", lambda: evaluate(small_model(), images(4), labels(4).view(2, 2), **NORM), ValueError, "4 images but 2 labels"),
+    ("evaluate-one-label", lambda: evaluate(small_model(), images(10), labels(1), **NORM), ValueError, r"labels: expected one label for each of the 10 images, got shape \(1,\)"),
+    ("evaluate-labels-2d", lambda: evaluate(small_model(), images(4), labels(4).view(2, 2), **NORM), ValueError, r"got shape \(2, 2\)"),
     ("evaluate-empty", lambda: evaluate(small_model(), images(0), labels(0), **NORM), ValueError, "images is empty"),
     ("evaluate-float-images", lambda: evaluate(small_model(), images(4).float(), labels(4), **NORM), TypeError, "must be uint8"),
     ("predict-empty", lambda: predict(small_model(), images(0), **NORM), ValueError, "images is empty"),
@@ -159,4 +159,4 @@ def test_channels_last_images_give_the_same_batches() -> None:
     x, y = images(), labels()
     plain = list(GpuLoader(x, y, **NORM, batch_size=4, seed=1))
     nhwc = list(GpuLoader(x.contiguous(memory_format=torch.channels_last), y, **NORM, batch_size=4, seed=1))
-    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, nhwc))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(plain, nhwc, strict=False))

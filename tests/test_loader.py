@@ -56,7 +56,7 @@ def test_augmentation_statistics() -> None:
         for x, y in loader:
             x = _unnormalize(x)
             assert x.min() >= 0 and x.max() <= 255
-            for image, label in zip(x, y):
+            for image, label in zip(x, y, strict=False):
                 r, g, b = image
                 inside = (r > 0) & (g > 0)
                 assert torch.all(image[:, ~inside] == 0), "padding must be zeros"

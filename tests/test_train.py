@@ -12,7 +12,13 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib.chapters.train_plots import compare_loaders, plot_confusion_matrix, plot_history, plot_images, plot_predictions
+from xception_lib.chapters.train_plots import (
+    compare_loaders,
+    plot_confusion_matrix,
+    plot_history,
+    plot_images,
+    plot_predictions,
+)
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from xception_lib.evaluation import confusion_matrix, evaluate, predict
 from xception_lib.loader import GpuLoader
@@ -48,7 +54,9 @@ def test_schedules_warm_up_then_decay() -> None:
     cfg = TrainConfig(lr=0.4, warmup=0.2, schedule="onecycle")
     lrs = [lr_at(cfg, s, 100) for s in range(100)]
     assert lrs[0] == pytest.approx(0.4 / 20) and max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 19
-    assert all(a < b for a, b in zip(lrs[:19], lrs[1:20])) and all(a > b for a, b in zip(lrs[19:], lrs[20:]))
+    assert all(a < b for a, b in zip(lrs[:19], lrs[1:20], strict=False)) and all(
+        a > b for a, b in zip(lrs[19:], lrs[20:], strict=False)
+    )
     assert 0 < lrs[-1] < 0.4 * 0.02
     cos = [lr_at(dataclasses.replace(cfg, schedule="cosine"), s, 100) for s in range(100)]
     assert cos[:20] == lrs[:20] and cos[20 + 40] == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 41 / 81)))
@@ -91,7 +99,12 @@ def test_presets() -> None:
     full = recommended_config("cuda")
     short = recommended_config("cuda", full=False)
     preview = recommended_config("cpu")
-    assert not full.is_preview and full.train_subset is None and full == TrainConfig() and full.epochs == xl.train.FULL_EPOCHS
+    assert (
+        not full.is_preview
+        and full.train_subset is None
+        and full == TrainConfig()
+        and full.epochs == xl.train.FULL_EPOCHS
+    )
     assert short == dataclasses.replace(full, epochs=xl.train.SHORT_EPOCHS) and short.epochs < full.epochs
     assert preview.is_preview and preview.train_subset is not None and preview.epochs < full.epochs
     assert recommended_config("cpu", full=False) == preview  # a CPU always gets the preview
@@ -102,7 +115,10 @@ def test_presets() -> None:
     assert recommended_config("cuda", is_preview=True, epochs=1).describe().startswith("PREVIEW")
 
 
-@pytest.mark.parametrize(("capability", "expected"), [((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
+)
 def test_auto_precision_follows_the_compute_capability(
     monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: torch.dtype
 ) -> None:
@@ -113,7 +129,9 @@ def test_auto_precision_follows_the_compute_capability(
         return capability
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", fake_capability)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # as on a T4 (emulation): not the test
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True
+    )  # as on a T4 (emulation): not the test
     assert xl.train.resolve_amp("auto", "cuda:0") is expected
     assert asked == [torch.device("cuda:0")]  # the capability of the device that trains
 
@@ -152,7 +170,9 @@ def test_loss_falls_on_real_images(small: xl.data.CifarArrays) -> None:
     assert last < first - 0.1, (first, last)
     assert history.train_loss[-1] < history.train_loss[0]
     assert all(0 <= a <= 1 for a in history.test_acc) and all(r > 0 for r in history.images_per_sec)
-    assert history.meta["config"]["epochs"] == 4 and history.meta["parameters"] == sum(p.numel() for p in model.parameters())
+    assert history.meta["config"]["epochs"] == 4 and history.meta["parameters"] == sum(
+        p.numel() for p in model.parameters()
+    )
     assert history.step_lr[0] < max(history.step_lr) and history.step_lr[-1] < max(history.step_lr) / 5
 
 
@@ -177,7 +197,15 @@ def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
 
     interrupted = tiny_model(seed=0, dropout=0.2)
     with pytest.raises(_Interrupt):
-        fit(interrupted, data, cfg, device="cpu", checkpoint_dir=tmp_path / "b", progress=False, callbacks=[stop_after_first_epoch])
+        fit(
+            interrupted,
+            data,
+            cfg,
+            device="cpu",
+            checkpoint_dir=tmp_path / "b",
+            progress=False,
+            callbacks=[stop_after_first_epoch],
+        )
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["epoch"] == 1
 
     resumed = tiny_model(seed=123, dropout=0.2)  # a fresh session: different initial weights
@@ -194,7 +222,9 @@ def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     again = fit(resumed, data, cfg, device="cpu", checkpoint_dir=tmp_path / "b", progress=False)
     assert again.epochs == 3 and torch.equal(_state(resumed)["head.fc.weight"], got["head.fc.weight"])
     with pytest.raises(ValueError, match="lr"):
-        fit(resumed, data, dataclasses.replace(cfg, lr=0.2), device="cpu", checkpoint_dir=tmp_path / "b", progress=False)
+        fit(
+            resumed, data, dataclasses.replace(cfg, lr=0.2), device="cpu", checkpoint_dir=tmp_path / "b", progress=False
+        )
 
 
 def test_seeded_runs_are_reproducible(small: xl.data.CifarArrays) -> None:
@@ -207,7 +237,7 @@ def test_seeded_runs_are_reproducible(small: xl.data.CifarArrays) -> None:
     fit(a, data, cfg, device="cpu", progress=False)
     assert torch.equal(torch.rand(1), before)  # fit leaves the caller's random state alone
     fit(b, data, cfg, device="cpu", progress=False)
-    assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
+    assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values(), strict=False))
     c = tiny_model(seed=0)
     fit(c, data, dataclasses.replace(cfg, seed=1), device="cpu", progress=False)
     assert not torch.equal(_state(a)["head.fc.weight"], _state(c)["head.fc.weight"])
@@ -277,7 +307,9 @@ def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.Cifa
     model = tiny_model()
     images, labels = small.test_images[:8], small.test_labels[:8]
     norm = {"mean": small.mean, "std": small.std}
-    normalised = (images.float() / 255 - torch.tensor(small.mean).view(1, 3, 1, 1)) / torch.tensor(small.std).view(1, 3, 1, 1)
+    normalised = (images.float() / 255 - torch.tensor(small.mean).view(1, 3, 1, 1)) / torch.tensor(small.std).view(
+        1, 3, 1, 1
+    )
     for call in (lambda: predict(model, normalised, **norm), lambda: evaluate(model, normalised, labels, **norm)):
         with pytest.raises(TypeError, match=r"images must be uint8 images N x C x H x W \(0-255.*normalises them"):
             call()
@@ -316,7 +348,7 @@ def test_fit_is_train_step_in_a_loop(small: xl.data.CifarArrays) -> None:
         assert logits.shape == (16, 10) and not loss.requires_grad and not logits.requires_grad
         losses.append(loss.item())
     assert losses == history.step_loss
-    assert all(torch.equal(a, b) for a, b in zip(_state(by_fit).values(), _state(by_hand).values()))
+    assert all(torch.equal(a, b) for a, b in zip(_state(by_fit).values(), _state(by_hand).values(), strict=False))
 
 
 # ----------------------------------------------------------------------------- history, checkpoint, plots
@@ -326,13 +358,21 @@ def test_plots(small: xl.data.CifarArrays) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    history = fit(tiny_model(), small.subset(train=64, test=32), quick_config(epochs=2, batch_size=16), device="cpu", progress=False)
+    history = fit(
+        tiny_model(),
+        small.subset(train=64, test=32),
+        quick_config(epochs=2, batch_size=16),
+        device="cpu",
+        progress=False,
+    )
     reference = json.loads(json.dumps({"history": history.to_dict()}))
     alone = plot_history(history)
     beside = plot_history(history, reference=reference)
     assert len(alone.axes) == 3 and len(beside.axes) == 6
     headings = [sub._suptitle.get_text() for sub in beside.subfigs]
-    assert headings[0].startswith("CPU preview") and headings[1].startswith("CPU preview")  # both runs are previews here
+    assert headings[0].startswith("CPU preview") and headings[1].startswith(
+        "CPU preview"
+    )  # both runs are previews here
     matrix = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
     assert len(plot_confusion_matrix(matrix, ["a", "b"]).axes) == 2  # matrix + colour bar
     images = small.test_images[:6]
@@ -357,7 +397,13 @@ def test_no_text_bar_in_a_notebook_without_widgets(
     monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # importing it raises ImportError
     assert xl.train._progress_bar(10, 0, "x", True) is None
-    fit(tiny_model(), small.subset(train=32, test=16), quick_config(epochs=1, batch_size=16), device="cpu", progress=True)
+    fit(
+        tiny_model(),
+        small.subset(train=32, test=16),
+        quick_config(epochs=1, batch_size=16),
+        device="cpu",
+        progress=True,
+    )
     captured = capsys.readouterr()
     assert "epoch 1/1: train loss" in captured.out and "\r" not in captured.out + captured.err
 
@@ -365,12 +411,19 @@ def test_no_text_bar_in_a_notebook_without_widgets(
 def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
     threads = torch.get_num_threads()
     result = compare_loaders(
-        cifar10.train_images[:2000], cifar10.train_labels[:2000], mean=cifar10.mean, std=cifar10.std, batch_size=100,
-        num_batches=3, repeats=1, num_workers=2,
+        cifar10.train_images[:2000],
+        cifar10.train_labels[:2000],
+        mean=cifar10.mean,
+        std=cifar10.std,
+        batch_size=100,
+        num_batches=3,
+        repeats=1,
+        num_workers=2,
     )
     assert result["gpu_loader"] > 0 and result["dataloader"] > 0
     assert result["ratio"] == pytest.approx(result["gpu_loader"] / result["dataloader"])
     assert result["threads"] == 1 and torch.get_num_threads() == threads  # restored
     with pytest.raises(ValueError, match="at least"):
-        compare_loaders(cifar10.train_images[:100], cifar10.train_labels[:100], mean=cifar10.mean, std=cifar10.std,
-                        batch_size=100)
+        compare_loaders(
+            cifar10.train_images[:100], cifar10.train_labels[:100], mean=cifar10.mean, std=cifar10.std, batch_size=100
+        )

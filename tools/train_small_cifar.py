@@ -109,10 +109,13 @@ def main(argv: list[str] | None = None) -> None:
         "wall_seconds": wall_s,
         "training_seconds": sum(history.epoch_time),
         "environment": {k: str(v) if v is not None else None for k, v in environment("cpu").items()},
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": "python "
+        + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
     }
     args.output.with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
-    print(f"wrote {args.output} ({provenance['bytes']:,} bytes): test accuracy {test_acc:.2%} on {len(data.test_labels):,} images")
+    print(
+        f"wrote {args.output} ({provenance['bytes']:,} bytes): test accuracy {test_acc:.2%} on {len(data.test_labels):,} images"
+    )
 
 
 if __name__ == "__main__":

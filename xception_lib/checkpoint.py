@@ -19,7 +19,15 @@ from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "atomic_save", "check_resumable", "data_fingerprint", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT",
+    "CheckpointError",
+    "atomic_save",
+    "check_resumable",
+    "data_fingerprint",
+    "load_checkpoint",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
 # How torch's file writer reports a failed write (a full disk) as a RuntimeError.
@@ -54,7 +62,9 @@ def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
         code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
         cause = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else os.strerror(code)}"
         kind = type(error) if isinstance(error, OSError) else OSError  # a PermissionError stays one
-        raise kind(code, f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?") from error
+        raise kind(
+            code, f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?"
+        ) from error
     finally:
         if tmp is not None and Path(tmp).exists():
             Path(tmp).unlink()
@@ -65,14 +75,20 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     """Load a checkpoint dict of tensors and plain values, or raise a :class:`CheckpointError` naming the file
     (empty, truncated, not a ``torch.save`` file, or not a dict)."""
     if Path(path).is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file (fit writes {CHECKPOINT_NAME} inside its checkpoint_dir)")
+        raise IsADirectoryError(
+            f"{path} is a folder, not a checkpoint file (fit writes {CHECKPOINT_NAME} inside its checkpoint_dir)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as error:  # torch and pickle raise many kinds here (EOFError, UnpicklingError, ...)
-        reason = "it is empty" if Path(path).stat().st_size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0]}"
-        raise CheckpointError(f"{path} is not a readable checkpoint ({reason}); it may be truncated or another kind of file") from None
+        reason = (
+            "it is empty" if Path(path).stat().st_size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        )
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({reason}); it may be truncated or another kind of file"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dictionary")
     return state
@@ -86,7 +102,11 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
         digest.update(labels.cpu().numpy().astype("int64").tobytes())
         rows = torch.linspace(0, len(images) - 1, min(16, len(images))).long()
         digest.update(images[rows].cpu().contiguous().numpy().tobytes())
-    return {"train_images": len(data.train_labels), "test_images": len(data.test_labels), "sha256": digest.hexdigest()[:16]}
+    return {
+        "train_images": len(data.train_labels),
+        "test_images": len(data.test_labels),
+        "sha256": digest.hexdigest()[:16],
+    }
 
 
 def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expected: dict[str, Any]) -> None:
@@ -94,13 +114,19 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expecte
     checkpoint of the run whose checkpoint values are ``expected``; a key an older checkpoint lacks is skipped."""
     missing = sorted({"model", "optimizer", "scaler", "history", "epoch", "train_config"} - set(state))
     if missing:
-        raise CheckpointError(f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh")
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh"
+        )
     differences = []
     for key, want in expected.items():
         have = state.get(key, want)
         if isinstance(want, dict) and isinstance(have, dict):
             fields = sorted(set(have) | set(want))
-            differences += [f"{key}.{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in fields if _plain(have.get(k)) != _plain(want.get(k))]
+            differences += [
+                f"{key}.{k}: {have.get(k)!r} -> {want.get(k)!r}"
+                for k in fields
+                if _plain(have.get(k)) != _plain(want.get(k))
+            ]
         elif _plain(have) != _plain(want):
             differences.append(f"{key}: {have!r} -> {want!r}")
     if differences:

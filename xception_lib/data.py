@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import hashlib
 import io
 import lzma
@@ -67,30 +68,56 @@ ENV_VAR = "XCEPTION_DATA"
 CACHE_ENV_VAR = "XCEPTION_CACHE"
 """Environment variable overriding the cache directory (default ``~/.cache/xception_lib``)."""
 
+
 # Per-dataset facts: size, torchvision's folder name and class, pickle keys, and the channel
 # statistics of the training set (the usual normalisation constants).
 def _cifar(
-    classes: int, torchvision_dir: str, train_files: tuple[str, ...], test_files: tuple[str, ...], meta_file: str,
-    fine: str, mean: tuple[float, ...], std: tuple[float, ...],
+    classes: int,
+    torchvision_dir: str,
+    train_files: tuple[str, ...],
+    test_files: tuple[str, ...],
+    meta_file: str,
+    fine: str,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
 ) -> dict[str, object]:
     """One entry of :data:`DATASETS`: 50,000 training and 10,000 test images spread evenly over ``classes``."""
     return {
-        "title": f"CIFAR-{classes}", "num_classes": classes,
+        "title": f"CIFAR-{classes}",
+        "num_classes": classes,
         "per_class": (50_000 // classes, 10_000 // classes),  # training and test images of each class
-        "torchvision_dir": torchvision_dir, "torchvision_class": f"CIFAR{classes}",
-        "train_files": train_files, "test_files": test_files, "meta_file": meta_file,
-        "meta_key": f"{fine}label_names", "label_key": f"{fine}labels", "mean": mean, "std": std,
+        "torchvision_dir": torchvision_dir,
+        "torchvision_class": f"CIFAR{classes}",
+        "train_files": train_files,
+        "test_files": test_files,
+        "meta_file": meta_file,
+        "meta_key": f"{fine}label_names",
+        "label_key": f"{fine}labels",
+        "mean": mean,
+        "std": std,
     }
 
 
 DATASETS: dict[str, dict[str, object]] = {
     "cifar10": _cifar(
-        10, "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta", "",
-        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+        10,
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "batches.meta",
+        "",
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
     ),
     "cifar100": _cifar(
-        100, "cifar-100-python", ("train",), ("test",), "meta", "fine_",
-        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+        100,
+        "cifar-100-python",
+        ("train",),
+        ("test",),
+        "meta",
+        "fine_",
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
     ),
 }
 
@@ -169,12 +196,15 @@ class CifarArrays:
         tr_x, tr_y = pick(self.train_images, self.train_labels, train, "train")
         te_x, te_y = pick(self.test_images, self.test_labels, test, "test")
         source = f"subset (train={len(tr_y)}, test={len(te_y)}, seed={seed}) of {self.source}"
-        return dataclasses.replace(self, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y,
-                                   source=source)
+        return dataclasses.replace(
+            self, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y, source=source
+        )
 
     def __repr__(self) -> str:
-        return (f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
-                f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})")
+        return (
+            f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
+            f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})"
+        )
 
 
 def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -232,18 +262,26 @@ def load_cifar(
     per_class = DATASETS[key]["per_class"] if images_per_class is None else images_per_class
     if not isinstance(per_class, (tuple, list)) or len(per_class) != 2:
         raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
-    for what, n in zip(("train", "test"), per_class):
+    for what, n in zip(("train", "test"), per_class, strict=True):
         check_number("load_cifar", f"images_per_class ({what})", n, integer=True, low=1)
     per_class = tuple(int(n) for n in per_class)  # numpy integers too
     cache_root = cache_dir(cache)
+    source: Path | None
     env = os.environ.get(ENV_VAR)
     if root is None and env:
         source = _env_path(env)
         where = f"{ENV_VAR}={env!r}" + ("" if source == Path(env).expanduser() else f" (resolved to {source})")
         if env.startswith("/path/to/"):
-            raise DataNotFoundError(_missing_message(key, cache_root, (
-                f"{where} is the README's placeholder: replace it with the folder that holds your "
-                f"copy, or unset {ENV_VAR} to let torchvision download the data")))
+            raise DataNotFoundError(
+                _missing_message(
+                    key,
+                    cache_root,
+                    (
+                        f"{where} is the README's placeholder: replace it with the folder that holds your "
+                        f"copy, or unset {ENV_VAR} to let torchvision download the data"
+                    ),
+                )
+            )
     else:
         source, where = (None, "") if root is None else (Path(root).expanduser(), f"root={str(root)!r}")
     if source is not None:
@@ -316,27 +354,39 @@ def _find_source(root: Path, name: str) -> tuple[str, Path] | None:
 # ----------------------------------------------------------------------------- checking and caching
 
 
-def _check(name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], per_class: tuple[int, ...],
-           source: str) -> None:
+def _check(
+    name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], per_class: tuple[int, ...], source: str
+) -> None:
     """Raise :class:`DataError` unless the classes and the (train, test) labels make the data set asked for."""
     info = DATASETS[name]
     if len(classes) != info["num_classes"]:
-        like = [f"; it looks like {d['title']}: load it with name={k!r}" for k, d in DATASETS.items()
-                if d["num_classes"] == len(classes)]
+        like = [
+            f"; it looks like {d['title']}: load it with name={k!r}"
+            for k, d in DATASETS.items()
+            if d["num_classes"] == len(classes)
+        ]
         shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
-        raise DataError(f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has "
-                        f"{info['num_classes']}{''.join(like)}")
-    for split, y, want in zip(("train", "test"), labels, per_class):
+        raise DataError(
+            f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has "
+            f"{info['num_classes']}{''.join(like)}"
+        )
+    for split, y, want in zip(("train", "test"), labels, per_class, strict=True):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise DataError(f"{source}: {split} labels outside 0..{len(classes) - 1}: the copy is corrupt")
         counts = torch.bincount(y, minlength=len(classes)).tolist()
         if any(c != want for c in counts):
             wrong = ", ".join(f"{classes[i]}: {c:,}" for i, c in enumerate(counts) if c != want)
-            what = ("if it is a deliberately reduced copy, pass images_per_class" if len(set(counts)) == 1
-                    else "it holds extra images: remove the files that do not belong" if max(counts) > want
-                    else "it is truncated or incomplete: copy or download it again")
-            raise DataError(f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
-                            f"({info['title']}), but {wrong[:300]}; {what}")
+            what = (
+                "if it is a deliberately reduced copy, pass images_per_class"
+                if len(set(counts)) == 1
+                else "it holds extra images: remove the files that do not belong"
+                if max(counts) > want
+                else "it is truncated or incomplete: copy or download it again"
+            )
+            raise DataError(
+                f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
+                f"({info['title']}), but {wrong[:300]}; {what}"
+            )
 
 
 def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: tuple[int, int]) -> CifarArrays:
@@ -357,14 +407,19 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
         pass  # no cache yet, or one that is not what was asked for: the source decides, below
     except Exception as error:  # truncated, corrupt or foreign: torch and pickle raise many kinds
         reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__} from torch.load"
-        warnings.warn(f"The cache file {cache_file} is unreadable ({reason}); decoding {path} again to replace it.")
+        warnings.warn(
+            f"The cache file {cache_file} is unreadable ({reason}); decoding {path} again to replace it.", stacklevel=3
+        )
     arrays = _decode(name, kind, path, per_class)
     _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))  # pickles
     try:
         atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
     except OSError as error:
-        warnings.warn(f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
-                      f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.")
+        warnings.warn(
+            f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
+            f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.",
+            stacklevel=3,
+        )
     return arrays
 
 
@@ -373,8 +428,15 @@ def _from_cache(name: str, stored: object, source: str) -> CifarArrays:
     if not isinstance(stored, dict) or set(stored) != {*_ARRAY_KEYS, "classes"}:
         raise ValueError("not a cache of decoded CIFAR arrays")
     for x, y in ((stored["train_images"], stored["train_labels"]), (stored["test_images"], stored["test_labels"])):
-        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1:] == (3, 32, 32)
-                and isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
+        if not (
+            isinstance(x, torch.Tensor)
+            and x.dtype == torch.uint8
+            and x.dim() == 4
+            and x.shape[1:] == (3, 32, 32)
+            and isinstance(y, torch.Tensor)
+            and y.dtype == torch.int64
+            and y.shape == x.shape[:1]
+        ):
             raise ValueError("its arrays have the wrong type or shape")
     if not all(isinstance(c, str) for c in stored["classes"]):
         raise ValueError("its class names are not strings")
@@ -407,8 +469,10 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
             raise DataError(f"{path}: {error.filename or member} cannot be read ({error.strerror or error})") from error
         at = f" at {member}" if member else " (it does not open)"
         detail = str(error).splitlines()[0].rstrip(":. ")
-        raise DataError(f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
-                        f"The file is truncated, corrupt or of another kind; copy or download it again.") from error
+        raise DataError(
+            f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
+            f"The file is truncated, corrupt or of another kind; copy or download it again."
+        ) from error
     if not found["train"] and pickled:  # torchvision's own cifar-*-python.tar.gz
         return _arrays_from_pickles(name, pickled, str(path))
     if not found["train"] or not found["test"]:
@@ -435,8 +499,10 @@ def _decode_image(raw: bytes, member: str, path: Path) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as image:
             array = np.asarray(image.convert("RGB"))
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for a bad file
-        raise DataError(f"{path}: {member} is not a readable image ({type(error).__name__}: {error}); "
-                        f"replace the file, or copy the data again") from error
+        raise DataError(
+            f"{path}: {member} is not a readable image ({type(error).__name__}: {error}); "
+            f"replace the file, or copy the data again"
+        ) from error
     if array.shape != (32, 32, 3):
         raise DataError(f"{path}: {member} is {array.shape[1]}x{array.shape[0]} pixels, expected 32x32")
     return array
@@ -448,7 +514,7 @@ def _archive_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
-                    yield info.filename, (lambda info=info: archive.read(info))
+                    yield info.filename, functools.partial(archive.read, info)
         return
     with tarfile.open(path, "r:*") as archive:
         for member in archive:
@@ -464,8 +530,11 @@ def _archive_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
 def _refuse_link(path: Path, member: tarfile.TarInfo) -> Callable[[], bytes]:
     def read() -> bytes:
         kind = "a symbolic link" if member.issym() else "a hard link"
-        raise DataError(f"{path}: {member.name} is {kind} (to {member.linkname}), not a file; the loader reads only "
-                        f"regular files from an archive: pack the copy again without links (tar --dereference)")
+        raise DataError(
+            f"{path}: {member.name} is {kind} (to {member.linkname}), not a file; the loader reads only "
+            f"regular files from an archive: pack the copy again without links (tar --dereference)"
+        )
+
     return read
 
 
@@ -497,15 +566,19 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
             batch = _BatchUnpickler(io.BytesIO(files[file_name]), encoding="latin1").load()
             return [np.asarray(batch[k]) for k in keys]
         except _RefusedGlobal as error:
-            raise DataError(f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, "
-                            f"strings, numbers and numpy arrays; this file may be malicious: do not use it, download the "
-                            f"data again from its source") from None
+            raise DataError(
+                f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, "
+                f"strings, numbers and numpy arrays; this file may be malicious: do not use it, download the "
+                f"data again from its source"
+            ) from None
         except Exception as error:  # truncated (EOFError, UnpicklingError) or foreign (KeyError, ...)
-            raise DataError(f"{source}: {file_name} is not a readable torchvision batch "
-                            f"({type(error).__name__}: {error}); download it again") from error
+            raise DataError(
+                f"{source}: {file_name} is not a readable torchvision batch "
+                f"({type(error).__name__}: {error}); download it again"
+            ) from error
 
     def split(file_names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = zip(*(load(f, "data", str(info["label_key"])) for f in file_names))
+        images, labels = zip(*(load(f, "data", str(info["label_key"])) for f in file_names), strict=True)
         images, labels = np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int64)
         if images.shape[1:] != (3072,) or len(images) != len(labels):
             raise DataError(f"{source}: data of shape {images.shape} with {len(labels)} labels; download it again")
@@ -513,7 +586,7 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
 
     train_images, train_labels = split(info["train_files"])  # type: ignore[arg-type]
     test_images, test_labels = split(info["test_files"])  # type: ignore[arg-type]
-    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())  # type: ignore[arg-type]
+    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())
     return CifarArrays(name, train_images, train_labels, test_images, test_labels, classes, source)
 
 

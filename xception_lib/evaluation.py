@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from xception_lib.config import XceptionConfig
-from xception_lib.loader import GpuLoader, check_images, check_labels, check_number
+from xception_lib.loader import GpuLoader, check_images, check_labels, check_number, check_split
 from xception_lib.runtime import eval_mode
 from xception_lib.train import resolve_amp
 
@@ -24,11 +24,8 @@ def evaluate(
     device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
 ) -> float:  # fmt: skip
     """Accuracy of ``model`` on uint8 ``images`` with one integer label each; the arguments are as in :func:`predict`."""
-    check_images(images, "images")
     config = getattr(model, "config", None)
-    check_labels(labels, config.num_classes if isinstance(config, XceptionConfig) else None, "labels")
-    if len(labels) != len(images):
-        raise ValueError(f"evaluate: {len(images)} images but {len(labels)} labels; pass one label per image")
+    check_split(images, labels, config.num_classes if isinstance(config, XceptionConfig) else None)
     predictions = predict(model, images, mean=mean, std=std, device=device, batch_size=batch_size, amp=amp).argmax(1)
     return float((predictions == labels.cpu()).double().mean())
 
@@ -43,11 +40,13 @@ def predict(
     ``amp`` as in :class:`~xception_lib.train.TrainConfig`."""
     check_images(images, "images")
     if len(images) == 0:
-        raise ValueError("predict: images is empty (0 x C x H x W); pass at least one image")
+        raise ValueError("images is empty (0 x C x H x W); pass at least one image")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype = resolve_amp(amp, device)
     weights = [p for p in model.parameters() if p.dim() == 4]  # feed the model in its own memory format
-    channels_last = bool(weights) and not weights[0].is_contiguous() and weights[0].is_contiguous(memory_format=torch.channels_last)
+    channels_last = (
+        bool(weights) and not weights[0].is_contiguous() and weights[0].is_contiguous(memory_format=torch.channels_last)
+    )
     no_labels = torch.zeros(len(images), dtype=torch.int64)
     loader = GpuLoader(images, no_labels, mean=mean, std=std, batch_size=batch_size, train=False, device=device,
                        channels_last=channels_last)  # fmt: skip
