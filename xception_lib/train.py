@@ -512,8 +512,9 @@ def _run_meta(
         # Plain types only (torch.__version__ is a str subclass), so checkpoints load with weights_only.
         "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in env.items()},
         "world_size": world_size, "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
-        "model_config": model_config, "data": getattr(data, "source", None), "train_images": len(data.train_labels),
-        "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+        "model_config": model_config, "dataset": getattr(data, "name", None), "data": getattr(data, "source", None),
+        "train_images": len(data.train_labels), "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
     }  # fmt: skip
     return json.loads(json.dumps(meta))  # as it will read back from JSON (tuples become lists)
 
