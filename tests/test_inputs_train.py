@@ -129,6 +129,11 @@ CASES: list[Case] = [
     ("loader-numpy-batch", lambda: len(GpuLoader(images(), labels(), **NORM, batch_size=np.int64(4))), None, ""),
     ("loader-labels-bool", lambda: GpuLoader(images(), labels() > 3, **NORM), TypeError, "integer tensor of class indices"),
     ("loader-mean-nan", lambda: GpuLoader(images(), labels(), mean=(math.nan, 0.5, 0.5), std=NORM["std"]), ValueError, r"mean\[0\]"),
+    ("loader-augment-out-of-range", lambda: GpuLoader(images(), labels(), **NORM).augment(torch.tensor([16])), ValueError, r"idx must be 1-D image indices in \[0, 16\), got \[16\]"),
+    ("loader-augment-float", lambda: GpuLoader(images(), labels(), **NORM).augment(torch.tensor([1.5])), TypeError, "idx must be integer image indices"),
+    ("loader-augment-list", lambda: GpuLoader(images(), labels(), **NORM).augment([0, 0, 3]).shape, None, ""),
+    ("loader-set-epoch-float", lambda: GpuLoader(images(), labels(), **NORM).set_epoch(1.5), TypeError, "epoch must be an integer"),
+    ("loader-set-epoch-negative", lambda: GpuLoader(images(), labels(), **NORM).set_epoch(-1), ValueError, "epoch must be an integer >= 0"),
     # data and checkpoints
     ("subset-float", lambda: data().subset(train=2.5), TypeError, "train must be an integer"),
     ("subset-numpy", lambda: data().subset(train=np.int64(4)).train_labels.shape, None, ""),

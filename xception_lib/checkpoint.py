@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -27,6 +28,8 @@ __all__ = [
     "check_resumable",
     "data_fingerprint",
     "load_checkpoint",
+    "restore",
+    "checkpoint_file",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
@@ -139,3 +142,42 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expecte
 def _plain(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists), so that both compare equal."""
     return json.loads(json.dumps(value))
+
+
+def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bool = True) -> Path | None:
+    """``checkpoint_dir/checkpoint.pt`` (``None`` for ``None``), after making the folder if ``create``: before any
+    training, so that a folder that cannot be one fails at once."""
+    if checkpoint_dir is None:
+        return None
+    folder = Path(checkpoint_dir)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"checkpoint_dir {folder} is a file, not a folder; pass a folder (made if missing)")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder / CHECKPOINT_NAME
+
+
+def restore(
+    path: Path, expected: dict[str, Any], defaults: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> tuple[dict[str, Any], int]:  # fmt: skip
+    """Load the checkpoint ``path`` into the model, optimizer and scaler, after :func:`check_resumable` against
+    ``expected``; return its history (a dict) and epoch. ``defaults``: the ``TrainConfig`` fields, which a
+    checkpoint written before a field existed reads as."""
+    afresh = "Pass resume=False (or another checkpoint_dir) to start afresh."
+    device = next(model.parameters()).device
+    try:
+        state = load_checkpoint(path, map_location=device)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}. {afresh}") from None
+    stored = state.get("train_config", state.get("config"))  # format 1 kept it under "config"
+    if isinstance(stored, dict):
+        state["train_config"] = {**defaults, **stored}
+    check_resumable(state, path, expected)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} does not fit this model ({str(error).splitlines()[0]}). {afresh}") from None
+    return state["history"], int(state["epoch"])

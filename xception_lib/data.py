@@ -450,7 +450,10 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
     info, pickled, member = DATASETS[name], {}, None
     wanted_pickles = {*info["train_files"], *info["test_files"], info["meta_file"]}  # type: ignore[misc]
     if kind == "pickles":
-        files = {f: (path / f).read_bytes() for f in wanted_pickles if (path / f).is_file()}
+        try:
+            files = {f: (path / f).read_bytes() for f in wanted_pickles if (path / f).is_file()}
+        except OSError as error:
+            raise DataError(f"{path}: {error.filename} cannot be read ({error.strerror or error})") from error
         return _arrays_from_pickles(name, files, str(path))
     found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, member, bytes)
     try:

@@ -181,6 +181,7 @@ class GpuLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``'s permutation and augmentations."""
+        check_number("GpuLoader.set_epoch", "epoch", epoch, integer=True, low=0)
         self.epoch = int(epoch)
 
     def state_dict(self) -> dict[str, int]:
@@ -237,7 +238,14 @@ class GpuLoader:
         """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
         and flips from ``generator`` (default: one seeded with ``seed``), as uint8, for looking at them."""
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
-        idx = torch.as_tensor(idx, dtype=torch.int64)
+        idx = torch.as_tensor(idx)
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+            raise TypeError(f"GpuLoader.augment: idx must be integer image indices, got {idx.dtype}")
+        if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self.images))):
+            raise ValueError(
+                f"GpuLoader.augment: idx must be 1-D image indices in [0, {len(self.images)}), got {idx.tolist()}"[:300]
+            )
+        idx = idx.to(torch.int64)
         offsets, flips = self._random_views(len(idx), g)
         return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
 

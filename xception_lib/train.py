@@ -149,17 +149,9 @@ def recommended_config(device: torch.device | str, *, full: bool = True, **overr
         base = TrainConfig() if full else TrainConfig(epochs=SHORT_EPOCHS)
     else:
         base = TrainConfig(
-            epochs=4,
-            batch_size=64,
-            lr=0.05,
-            warmup=0.1,
-            amp="off",
-            train_subset=4096,
-            test_subset=1000,
-            eval_batch_size=250,
-            log_every=1,
-            is_preview=True,
-        )
+            epochs=4, batch_size=64, lr=0.05, warmup=0.1, amp="off", train_subset=4096, test_subset=1000, eval_batch_size=250,
+            log_every=1, is_preview=True,
+        )  # fmt: skip
     return dataclasses.replace(base, **overrides)
 
 
@@ -264,7 +256,7 @@ def fit(
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"fit: cfg must be a TrainConfig (or None for recommended_config), got {type(cfg).__name__}")
     rank, world_size = distributed.rank_and_world_size()
-    checkpoint_path = _checkpoint_path(checkpoint_dir, rank)
+    checkpoint_path = checkpoint.checkpoint_file(checkpoint_dir, create=rank == 0)
     data = _checked_data(data, model, cfg, world_size)
     model.to(device).to(memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     train_loader, test_loader = (_loader(data, cfg, device, train, rank, world_size) for train in (True, False))
@@ -281,7 +273,10 @@ def fit(
     identity |= {"train_config": cfg.to_dict(), "data": checkpoint.data_fingerprint(data)}
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
-        history, start_epoch = _resume(checkpoint_path, identity, model, optimizer, scaler, device)
+        stored, start_epoch = checkpoint.restore(
+            checkpoint_path, identity, TrainConfig().to_dict(), model, optimizer, scaler
+        )
+        history = History.from_dict(stored)
     label = "preview" if cfg.is_preview else "train"
     bar = _progress_bar(total_steps, min(start_epoch * steps_per_epoch, total_steps), label, progress and rank == 0)
     step = start_epoch * steps_per_epoch
@@ -386,18 +381,6 @@ def _record_losses(
         bar.set_postfix(loss=f"{values[-1]:.3f}", lr=f"{lr:.3g}", refresh=False)
 
 
-def _checkpoint_path(checkpoint_dir: str | Path | None, rank: int) -> Path | None:
-    """``checkpoint_dir/checkpoint.pt``, after making the folder (before any training, so that it fails early)."""
-    if checkpoint_dir is None:
-        return None
-    folder = Path(checkpoint_dir)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"checkpoint_dir {folder} is a file, not a folder; pass a folder (made if missing)")
-    if rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-    return folder / checkpoint.CHECKPOINT_NAME
-
-
 def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int) -> Any:
     """``data`` (or the subset ``cfg`` asks for), after checking what training will need of it."""
     missing = [
@@ -445,31 +428,6 @@ def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     shard gets the same mask); rank 0's is the single process's."""
     entropy = [seed, epoch, 1] if rank == 0 else [seed, epoch, 1, rank]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def _resume(
-    path: Path, identity: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler, device: torch.device,
-) -> tuple[History, int]:  # fmt: skip
-    """Load ``path`` into the model, optimizer and scaler, after checking it is this run's; return its history and epoch."""
-    afresh = "Pass resume=False (or another checkpoint_dir) to start afresh."
-    try:
-        state = checkpoint.load_checkpoint(path, map_location=device)
-    except checkpoint.CheckpointError as error:
-        raise checkpoint.CheckpointError(f"{error}. {afresh}") from None
-    stored = state.get("train_config", state.get("config"))  # format 1 kept it under "config"
-    if isinstance(stored, dict):  # a field added since the checkpoint was written reads as its default
-        state["train_config"] = {**TrainConfig().to_dict(), **stored}
-    checkpoint.check_resumable(state, path, identity)
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise checkpoint.CheckpointError(
-            f"{path} does not fit this model ({str(error).splitlines()[0]}). {afresh}"
-        ) from None
-    return History.from_dict(state["history"]), int(state["epoch"])
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
