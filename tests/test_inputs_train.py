@@ -100,6 +100,7 @@ CASES: list[Case] = [
     ("fit-strided-images", lambda: run_fit(data(train_images=images(32)[::2])), None, ""),
     ("fit-numpy-config", lambda: json.dumps(run_fit(data(), TrainConfig(**{**CFG.to_dict(), "epochs": np.int64(1)})).meta), None, ""),
     ("fit-dict-config", lambda: run_fit(data(), CFG.to_dict()), TypeError, "cfg must be a TrainConfig"),
+    ("fit-callback-not-callable", lambda: fit(small_model(), data(), CFG, device="cpu", progress=False, callbacks=[1]), TypeError, "callbacks must be functions"),
     ("fit-3d-images", lambda: run_fit(data(train_images=images()[:, 0])), TypeError, r"data.train_images must be uint8 images N x C x H x W"),
     ("fit-labels-short", lambda: run_fit(data(train_labels=labels(15))), ValueError, "one label for each of the 16 images"),
     ("fit-labels-2d", lambda: run_fit(data(test_labels=labels().view(4, 4))), ValueError, r"got shape \(4, 4\)"),

@@ -255,6 +255,9 @@ def fit(
     cfg = cfg if cfg is not None else recommended_config(device)
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"fit: cfg must be a TrainConfig (or None for recommended_config), got {type(cfg).__name__}")
+    callbacks = list(callbacks)
+    if not all(callable(f) for f in callbacks):
+        raise TypeError(f"fit: callbacks must be functions f(epoch, history), got {callbacks}")
     rank, world_size = distributed.rank_and_world_size()
     checkpoint_path = checkpoint.checkpoint_file(checkpoint_dir, create=rank == 0)
     data = _checked_data(data, model, cfg, world_size)
