@@ -93,6 +93,7 @@ def cut(file: Path, size: int, to: Path) -> Path:
 # ----------------------------------------------------------------------------- loading
 
 
+@pytest.mark.data
 def test_real_archive_via_environment_variable(monkeypatch: pytest.MonkeyPatch, cifar10: xl.data.CifarArrays) -> None:
     monkeypatch.setenv("XCEPTION_DATA", str(real_data_root()))
     start = time.perf_counter()
@@ -265,11 +266,15 @@ def test_other_cifar_is_refused(tmp_path: Path) -> None:
     assert not cache.exists()  # nothing decoded, nothing cached
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_other_cifar_is_refused_real_archive(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds 10 classes .* but CIFAR-100 has 100"):
         load_cifar("cifar100", root=real_archive(), cache=tmp_path / "cache")
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
     archive = real_archive()
     with lzma.open(archive) as source, open(tmp_path / "full.tar", "wb") as target:
@@ -406,6 +411,7 @@ def test_unwritable_cache_warns_and_returns_the_data(tmp_path: Path) -> None:
     assert torch.equal(data.test_images, as_tensor(expected["test"]))
 
 
+@pytest.mark.data
 def test_subset_is_seeded(cifar10: xl.data.CifarArrays) -> None:
     a = cifar10.subset(train=100, test=50, seed=3)
     b = cifar10.subset(train=100, test=50, seed=3)

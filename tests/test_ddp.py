@@ -122,6 +122,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_ddp_worker, args=(WORLD_SIZE, str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]

@@ -30,6 +30,7 @@ def _unnormalize(x: torch.Tensor) -> torch.Tensor:
     return (x * std + mean).round().to(torch.int64)
 
 
+@pytest.mark.data
 def test_loader_shapes_and_eval_order(cifar10: xl.data.CifarArrays) -> None:
     images, labels = cifar10.test_images[:1000], cifar10.test_labels[:1000]
     loader = GpuLoader(images, labels, **NORM, batch_size=300, train=False)

@@ -145,6 +145,7 @@ def test_mixed_precision_choice() -> None:
         xl.train.resolve_amp("fp8", "cpu")
 
 
+@pytest.mark.slow
 def test_no_weight_decay_on_norms_and_biases() -> None:
     model = tiny_model()
     decay, no_decay = xl.train._make_optimizer(model, TrainConfig(weight_decay=5e-4)).param_groups
@@ -162,6 +163,8 @@ def test_no_weight_decay_on_norms_and_biases() -> None:
 # ----------------------------------------------------------------------------- fit
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_loss_falls_on_real_images(small: xl.data.CifarArrays) -> None:
     model = tiny_model()
     history = fit(model, small, quick_config(epochs=4, lr=0.1), device="cpu", progress=False)
@@ -184,6 +187,8 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     data = small.subset(train=128, test=64, seed=1)
     cfg = quick_config(epochs=3, batch_size=16)
@@ -227,6 +232,7 @@ def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
         )
 
 
+@pytest.mark.data
 def test_seeded_runs_are_reproducible(small: xl.data.CifarArrays) -> None:
     data = small.subset(train=64, test=32, seed=2)
     cfg = quick_config(epochs=1, batch_size=16)
@@ -256,6 +262,7 @@ class _NanAfter(nn.Module):
         return out * float("nan") if self.calls > self.bad_call else out
 
 
+@pytest.mark.data
 def test_non_finite_loss_names_the_step(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     data = small.subset(train=128, test=32, seed=3)
     model = _NanAfter(tiny_model(), bad_call=5)
@@ -266,6 +273,7 @@ def test_non_finite_loss_names_the_step(small: xl.data.CifarArrays, tmp_path: Pa
     assert issubclass(NonFiniteLossError, FloatingPointError)
 
 
+@pytest.mark.data
 def test_progress_bar_and_channels_last(small: xl.data.CifarArrays, capsys: pytest.CaptureFixture[str]) -> None:
     data = small.subset(train=32, test=16, seed=4)
     model = tiny_model()
@@ -276,6 +284,7 @@ def test_progress_bar_and_channels_last(small: xl.data.CifarArrays, capsys: pyte
     assert model.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.data
 def test_max_steps_fits_the_schedule(small: xl.data.CifarArrays) -> None:
     data = small.subset(train=64, test=16, seed=5)
     history = fit(tiny_model(), data, quick_config(epochs=5, batch_size=16, max_steps=6), device="cpu", progress=False)
@@ -286,6 +295,7 @@ def test_max_steps_fits_the_schedule(small: xl.data.CifarArrays) -> None:
 # ----------------------------------------------------------------------------- evaluation
 
 
+@pytest.mark.data
 def test_evaluate_predict_and_confusion_matrix(small: xl.data.CifarArrays) -> None:
     model = tiny_model()
     images, labels = small.test_images[:50], small.test_labels[:50]
@@ -303,6 +313,7 @@ def test_evaluate_predict_and_confusion_matrix(small: xl.data.CifarArrays) -> No
         confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
 
 
+@pytest.mark.data
 def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.CifarArrays) -> None:
     model = tiny_model()
     images, labels = small.test_images[:8], small.test_labels[:8]
@@ -330,6 +341,7 @@ def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.Cifa
         fit(model, small, quick_config(epochs=1, batch_size=1024), device="cpu", progress=False)
 
 
+@pytest.mark.data
 def test_fit_is_train_step_in_a_loop(small: xl.data.CifarArrays) -> None:
     """One epoch of fit equals a plain loop of train_step over the same batches, bit for bit."""
     data = small.subset(train=64, test=16, seed=6)
@@ -354,6 +366,8 @@ def test_fit_is_train_step_in_a_loop(small: xl.data.CifarArrays) -> None:
 # ----------------------------------------------------------------------------- history, checkpoint, plots
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_plots(small: xl.data.CifarArrays) -> None:
     import matplotlib
 
@@ -388,6 +402,7 @@ def test_plots(small: xl.data.CifarArrays) -> None:
         assert min(t.get_fontsize() for t in texts if t.get_text()) >= 9
 
 
+@pytest.mark.data
 def test_no_text_bar_in_a_notebook_without_widgets(
     small: xl.data.CifarArrays, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -408,6 +423,7 @@ def test_no_text_bar_in_a_notebook_without_widgets(
     assert "epoch 1/1: train loss" in captured.out and "\r" not in captured.out + captured.err
 
 
+@pytest.mark.data
 def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
     threads = torch.get_num_threads()
     result = compare_loaders(

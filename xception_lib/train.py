@@ -264,7 +264,7 @@ def fit(
     model.to(device).to(memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
     train_loader, test_loader = (_loader(data, cfg, device, train, rank, world_size) for train in (True, False))
     steps_per_epoch = len(train_loader)
-    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch)
+    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or sys.maxsize)
     last_epoch = math.ceil(total_steps / steps_per_epoch)  # epochs actually run
     optimizer = _make_optimizer(model, cfg)
     amp_dtype = resolve_amp(cfg.amp, device)
