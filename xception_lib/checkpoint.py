@@ -4,7 +4,8 @@
 the previous complete checkpoint or the new one, never half a file. :func:`xception_lib.train.fit`'s
 checkpoint is a dict: ``model`` (state dict), ``model_config`` (``None`` unless an ``XceptionConfig``),
 ``model_class``, ``train_config``, ``data`` (:func:`data_fingerprint`), ``format``, ``epoch``, ``step``,
-``optimizer``, ``scaler``, ``history`` and ``loader``.
+``optimizer``, ``scaler``, ``history`` and ``loader``. :func:`restore` loads one back after
+:func:`check_resumable`; a failed write (a full disk) is an ``OSError`` naming the file.
 """
 
 from __future__ import annotations
