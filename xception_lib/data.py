@@ -259,6 +259,8 @@ def load_cifar(
     key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
     if key not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {download!r}")
     per_class = DATASETS[key]["per_class"] if images_per_class is None else images_per_class
     if not isinstance(per_class, (tuple, list)) or len(per_class) != 2:
         raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")

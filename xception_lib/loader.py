@@ -258,6 +258,9 @@ class GpuLoader:
         """``B x C x H x W`` uint8 images ``idx``, cropped at ``offsets`` (``B x 2`` top-left corners, row and
         column, in the padded images) and mirrored where ``flips`` (``B`` booleans), as one gather."""
         b = len(idx)
+        if idx.dim() != 1 or offsets.shape != (b, 2) or flips.shape != (b,):
+            shapes = f"{tuple(idx.shape)}, {tuple(offsets.shape)} and {tuple(flips.shape)}"
+            raise ValueError(f"GpuLoader.crop_and_flip: expected idx (B,), offsets (B, 2) and flips (B,), got {shapes}")
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
         device = self._padded.device
@@ -279,6 +282,11 @@ class GpuLoader:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images -> normalised floating-point images (in ``channels_last`` if asked)."""
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self._shift.shape[1]:
+            want = f"uint8 B x {self._shift.shape[1]} x H x W"
+            raise TypeError(
+                f"GpuLoader.normalize: expected {want} images, got a {x.dtype} tensor of shape {tuple(x.shape)}"
+            )
         # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
         x = x.to(self.dtype).sub_(self._shift).mul_(self._inv_scale)
         if self.channels_last:
