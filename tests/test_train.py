@@ -1,9 +1,8 @@
-"""Tests of xception_lib.train (the recipe and its checks, train_step, fit, evaluate, predict) and train_plots."""
+"""Tests of xception_lib.train (the recipe and its checks, train_step, fit) and xception_lib.evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -12,13 +11,6 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib.chapters.train_plots import (
-    compare_loaders,
-    plot_confusion_matrix,
-    plot_history,
-    plot_images,
-    plot_predictions,
-)
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from xception_lib.evaluation import confusion_matrix, evaluate, predict
 from xception_lib.loader import GpuLoader
@@ -367,42 +359,6 @@ def test_fit_is_train_step_in_a_loop(small: xl.data.CifarArrays) -> None:
 
 
 @pytest.mark.data
-@pytest.mark.slow
-def test_plots(small: xl.data.CifarArrays) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    history = fit(
-        tiny_model(),
-        small.subset(train=64, test=32),
-        quick_config(epochs=2, batch_size=16),
-        device="cpu",
-        progress=False,
-    )
-    reference = json.loads(json.dumps({"history": history.to_dict()}))
-    alone = plot_history(history)
-    beside = plot_history(history, reference=reference)
-    assert len(alone.axes) == 3 and len(beside.axes) == 6
-    headings = [sub._suptitle.get_text() for sub in beside.subfigs]
-    assert headings[0].startswith("CPU preview") and headings[1].startswith(
-        "CPU preview"
-    )  # both runs are previews here
-    matrix = confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
-    assert len(plot_confusion_matrix(matrix, ["a", "b"]).axes) == 2  # matrix + colour bar
-    images = small.test_images[:6]
-    probs = torch.eye(10)[small.test_labels[:6]]
-    fig = plot_predictions(images, small.test_labels[:6], probs, small.classes, ncols=3)
-    assert all(ax.title.get_color() == "tab:green" for ax in fig.axes[:6])
-    assert len(plot_images(images, small.test_labels[:6], small.classes, ncols=4).axes) == 8
-    for figure in (alone, beside, fig):  # drawn for the book's column: <= 7.5 in wide, text >= 9 pt
-        assert figure.get_figwidth() <= 7.5
-        texts = [t for ax in figure.axes for t in [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels()]]
-        texts += [t for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
-        texts += [t for sub in figure.subfigs for legend in sub.legends for t in legend.get_texts()]
-        assert min(t.get_fontsize() for t in texts if t.get_text()) >= 9
-
-
-@pytest.mark.data
 def test_no_text_bar_in_a_notebook_without_widgets(
     small: xl.data.CifarArrays, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -421,25 +377,3 @@ def test_no_text_bar_in_a_notebook_without_widgets(
     )
     captured = capsys.readouterr()
     assert "epoch 1/1: train loss" in captured.out and "\r" not in captured.out + captured.err
-
-
-@pytest.mark.data
-def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
-    threads = torch.get_num_threads()
-    result = compare_loaders(
-        cifar10.train_images[:2000],
-        cifar10.train_labels[:2000],
-        mean=cifar10.mean,
-        std=cifar10.std,
-        batch_size=100,
-        num_batches=3,
-        repeats=1,
-        num_workers=2,
-    )
-    assert result["gpu_loader"] > 0 and result["dataloader"] > 0
-    assert result["ratio"] == pytest.approx(result["gpu_loader"] / result["dataloader"])
-    assert result["threads"] == 1 and torch.get_num_threads() == threads  # restored
-    with pytest.raises(ValueError, match="at least"):
-        compare_loaders(
-            cifar10.train_images[:100], cifar10.train_labels[:100], mean=cifar10.mean, std=cifar10.std, batch_size=100
-        )
