@@ -60,8 +60,12 @@ def test_device_is_synchronised_around_every_timed_call(monkeypatch: pytest.Monk
 
 @pytest.mark.parametrize(
     "kwargs,message",
-    [({"repeats": 0}, "repeats >= 1"), ({"warmup": -1}, "warmup >= 0"), ({"repeats": 1.5}, "repeats >= 1"),
-     ({"budget_s": 0}, "budget_s > 0")],
+    [
+        ({"repeats": 0}, "repeats >= 1"),
+        ({"warmup": -1}, "warmup >= 0"),
+        ({"repeats": 1.5}, "repeats >= 1"),
+        ({"budget_s": 0}, "budget_s > 0"),
+    ],
 )
 def test_bad_arguments_say_what_was_expected(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
