@@ -299,7 +299,7 @@ def test_separable_shares_and_variant_speedups(small_results: benchmark.Results)
     pw = bench.find(small_results.layers, kind="pointwise", variant="fp32")
     assert shares.time_share.iloc[0] == pytest.approx(dw.median_s / (dw.median_s + pw.median_s))
     speedups = bench.variant_speedups(small_results)
-    assert list(zip(speedups.case, speedups.variant)) == [
+    assert list(zip(speedups.case, speedups.variant, strict=True)) == [
         ("depthwise 16@8", "channels_last"),
         ("pointwise 16@8", "channels_last"),
     ]

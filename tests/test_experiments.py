@@ -144,7 +144,7 @@ def _shortcuts(config: xl.XceptionConfig, size: int = 32) -> list[tuple[int, int
     """(C_in, C_out, output size) of every block whose shortcut is a 1x1 conv + BN, from the config."""
     c = config.channels
     prev, out = c(config.stem_channels[1]), []
-    for channels, stride in zip(config.entry_channels, config.entry_strides):
+    for channels, stride in zip(config.entry_channels, config.entry_strides, strict=True):
         size = size if stride == 1 else -(-size // 2)
         if prev != c(channels) or stride != 1:
             out.append((prev, c(channels), size))
