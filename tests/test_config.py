@@ -89,15 +89,87 @@ def test_numpy_integers_and_integral_floats_where_reals_are_expected_are_accepte
 
 def test_scale_channels_rounds_to_multiples_of_8() -> None:
     assert [xl.scale_channels(c, 1.0) for c in (32, 64, 128, 256, 728, 1024, 1536, 2048)] == [
-        32, 64, 128, 256, 728, 1024, 1536, 2048,
+        32,
+        64,
+        128,
+        256,
+        728,
+        1024,
+        1536,
+        2048,
     ]
     assert xl.scale_channels(728, 0.5) == 368  # 364 rounds to the nearest multiple of 8
     assert xl.scale_channels(32, 0.01) == 8
 
 
+def test_block_table_of_the_paper_is_figure_5() -> None:
+    blocks = xl.XceptionConfig.imagenet().blocks()
+    assert [(b.flow, b.in_channels, b.out_channels, b.reps, b.stride) for b in blocks] == [
+        ("entry_flow", 64, 128, 2, 2),
+        ("entry_flow", 128, 256, 2, 2),
+        ("entry_flow", 256, 728, 2, 2),
+        *[("middle_flow", 728, 728, 3, 1)] * 8,
+        ("exit_flow", 728, 1024, 2, 2),
+    ]
+    assert [b.start_with_relu for b in blocks] == [False] + [True] * 11
+    assert blocks[-1].widths() == [(728, 728), (728, 1024)] and blocks[0].widths() == [(64, 128), (128, 128)]
+    assert [b.projects for b in blocks] == [True] * 3 + [False] * 8 + [True]
+
+
+def test_blocks_apply_width_depth_and_the_cifar_strides() -> None:
+    blocks = xl.XceptionConfig.cifar(width_multiplier=0.5, middle_blocks=2).blocks()
+    assert [(b.in_channels, b.out_channels, b.stride) for b in blocks] == [
+        (32, 64, 1),
+        (64, 128, 2),
+        (128, 256, 2),
+        (256, 256, 1),
+        (256, 256, 1),
+        (256, 384, 2),
+    ]
+    assert xl.XceptionConfig.imagenet(middle_blocks=0).blocks()[-1].in_channels == 728
+
+
 def test_separable_in_channels_lists_every_separable_conv() -> None:
     cfg = xl.XceptionConfig.imagenet()
     model = xl.Xception(cfg)
-    seps = [m.depthwise.in_channels for m in model.modules() if isinstance(m, xl.SeparableConv2d)]
-    assert seps == cfg.separable_in_channels()
+    seps = [m for m in model.modules() if isinstance(m, xl.SeparableConv2d)]
+    assert [("entry_flow", m.depthwise.in_channels, m.pointwise.out_channels) for m in seps][:2] == [
+        ("entry_flow", 64, 128),
+        ("entry_flow", 128, 128),
+    ]
+    assert [(m.depthwise.in_channels, m.pointwise.out_channels) for m in seps] == [
+        (i, o) for _, i, o in cfg.separable_layers()
+    ]
+    assert [m.depthwise.in_channels for m in seps] == cfg.separable_in_channels()
     assert len(seps) == 2 * 3 + 3 * 8 + 2 + 2  # entry, middle, exit block, exit convs
+
+
+@pytest.mark.parametrize("preset", [xl.XceptionConfig.imagenet, xl.XceptionConfig.cifar, xl.XceptionConfig.timm_port])
+def test_to_dict_is_json_and_from_dict_inverts_it(preset) -> None:  # noqa: ANN001
+    import json
+
+    cfg = preset(segments=8 if preset is xl.XceptionConfig.cifar else None)
+    assert xl.XceptionConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    assert xl.XceptionConfig.from_dict(dataclasses.asdict(cfg)) == cfg
+
+
+def test_to_dict_converts_numpy_numbers() -> None:
+    import json
+
+    np = pytest.importorskip("numpy")
+    cfg = xl.XceptionConfig.imagenet(num_classes=np.int64(10), dropout=np.float32(0.5), stem_channels=(np.int32(8), 16))
+    data = json.loads(json.dumps(cfg.to_dict()))  # would raise on numpy integers
+    assert data["num_classes"] == 10 and type(cfg.to_dict()["num_classes"]) is int
+    assert data["stem_channels"] == [8, 16] and data["dropout"] == 0.5
+
+
+def test_from_dict_rejects_a_bad_dict() -> None:
+    data = xl.XceptionConfig.cifar().to_dict()
+    with pytest.raises(ValueError, match=r"unknown keys \['widths'\], missing keys \[\]"):
+        xl.XceptionConfig.from_dict({**data, "widths": 1})
+    with pytest.raises(ValueError, match=r"unknown keys \[\], missing keys \['residual'\]"):
+        xl.XceptionConfig.from_dict({k: v for k, v in data.items() if k != "residual"})
+    with pytest.raises(TypeError, match="expected a dict of XceptionConfig fields, got list"):
+        xl.XceptionConfig.from_dict([])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="num_classes must be an int"):
+        xl.XceptionConfig.from_dict({**data, "num_classes": "10"})

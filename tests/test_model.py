@@ -204,7 +204,9 @@ def test_flag_pool_padding(tiny_cfg: xl.XceptionConfig) -> None:
 
 
 def test_flags_strides_classes_and_channels(tiny_cfg: xl.XceptionConfig) -> None:
-    model = xl.Xception(dataclasses.replace(tiny_cfg, entry_strides=(1, 2, 2), exit_stride=1, num_classes=3, in_channels=1))
+    model = xl.Xception(
+        dataclasses.replace(tiny_cfg, entry_strides=(1, 2, 2), exit_stride=1, num_classes=3, in_channels=1)
+    )
     with torch.no_grad():
         stages = model.eval().forward_intermediates(torch.randn(1, 1, 71, 71))
         assert stages["stem"].shape[-1] == stages["entry_flow.block1"].shape[-1] == 33  # 71 -> 35 -> 33
@@ -235,7 +237,9 @@ def test_bad_input_raises_value_error_with_expected_shape(shape: tuple[int, ...]
 def test_integer_images_raise_type_error_saying_what_to_do(dtype: torch.dtype) -> None:
     model = xl.xception_cifar(width_multiplier=0.25, middle_blocks=0)
     images = torch.zeros(2, 3, 32, 32, dtype=dtype)  # what a uint8 image tensor looks like
-    with pytest.raises(TypeError, match=rf"floating-point image batch, got dtype {dtype}: convert to float and normalise"):
+    with pytest.raises(
+        TypeError, match=rf"floating-point image batch, got dtype {dtype}: convert to float and normalise"
+    ):
         model(images)
     with torch.no_grad():
         assert model.eval()(images.float() / 255).shape == (2, 10)
@@ -252,18 +256,61 @@ def test_float64_images_for_a_float32_model_raise_type_error() -> None:
         assert model.double()(images).dtype == torch.float64
 
 
-def test_block_is_built_from_its_own_arguments() -> None:
-    block = xl.XceptionBlock(16, 32, reps=2, stride=2, grow_first=False, intermediate="relu", segments=4,
-                             bn_eps=1e-5, bn_momentum=0.1, pool_padding="symmetric")
-    assert [type(m).__name__ for m in block.layers] == ["ReLU", "SeparableConv2d", "BatchNorm2d", "ReLU",
-                                                       "SeparableConv2d", "BatchNorm2d", "MaxPool2d"]
+def test_block_is_built_from_its_spec_and_config() -> None:
+    spec = xl.config.BlockSpec("exit_flow", 16, 32, reps=2, stride=2, start_with_relu=True, grow_first=False)
+    cfg = xl.XceptionConfig.imagenet(
+        intermediate_activation="relu",
+        segments=4,
+        bn_eps=1e-5,
+        bn_momentum=0.1,
+        pool_padding="symmetric",
+        width_multiplier=0.25,
+    )
+    block = xl.XceptionBlock(spec, cfg)
+    assert [type(m).__name__ for m in block.layers] == [
+        "ReLU",
+        "SeparableConv2d",
+        "BatchNorm2d",
+        "ReLU",
+        "SeparableConv2d",
+        "BatchNorm2d",
+        "MaxPool2d",
+    ]
     assert (block.layers.sep1.pointwise.out_channels, block.layers.sep2.pointwise.out_channels) == (16, 32)
     assert block.layers.sep1.depthwise.groups == 4 and isinstance(block.layers.sep1.intermediate, nn.ReLU)
     assert block.layers.bn1.eps == 1e-5 and block.shortcut.bn.momentum == 0.1
     assert block(torch.randn(1, 16, 9, 9)).shape == (1, 32, 5, 5)
-    plain = xl.XceptionBlock(8, 8, reps=3)
+    middle = xl.config.BlockSpec("middle_flow", 8, 8, reps=3, stride=1, start_with_relu=True, grow_first=True)
+    plain = xl.XceptionBlock(middle)
     assert isinstance(plain.shortcut, nn.Identity) and not hasattr(plain.layers, "pool")
-    assert xl.XceptionBlock(8, 8, reps=3, residual=False).shortcut is None
+    assert xl.XceptionBlock(middle, xl.XceptionConfig(residual=False)).shortcut is None
+
+
+def test_model_is_built_from_the_block_table() -> None:
+    """Each block of the model has the widths, convolutions, pool and first ReLU of its row of the table."""
+    for cfg in (xl.XceptionConfig.imagenet(), xl.XceptionConfig.cifar(width_multiplier=0.5, middle_blocks=2)):
+        model = xl.Xception(cfg)
+        built = [*model.entry_flow, *model.middle_flow, model.exit_flow.block]
+        assert len(built) == len(cfg.blocks())
+        for spec, block in zip(cfg.blocks(), built, strict=True):
+            seps = [m for m in block.layers if isinstance(m, xl.SeparableConv2d)]
+            assert [(s.depthwise.in_channels, s.pointwise.out_channels) for s in seps] == spec.widths()
+            assert hasattr(block.layers, "pool") == (spec.stride != 1)
+            assert isinstance(block.layers[0], nn.ReLU) == spec.start_with_relu
+            assert isinstance(block.shortcut, nn.Sequential) == spec.projects
+
+
+@pytest.mark.parametrize("name", ["xception", "xception_cifar", "xception_timm_port"])
+def test_build_by_name_uses_the_preset_and_overrides(name: str) -> None:
+    preset = {
+        "xception": xl.XceptionConfig.imagenet,
+        "xception_cifar": xl.XceptionConfig.cifar,
+        "xception_timm_port": xl.XceptionConfig.timm_port,
+    }[name]
+    model = xl.model.build(name, width_multiplier=0.25, residual=False)
+    assert model.config == preset(width_multiplier=0.25, residual=False)
+    with pytest.raises(ValueError, match=r"unknown model 'resnet'; expected one of \['xception', "):
+        xl.model.build("resnet")
 
 
 def test_non_tensor_input_raises_type_error() -> None:

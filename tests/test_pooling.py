@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -56,6 +58,7 @@ def test_same_max_pool_equals_explicit_padding(kernel: int, stride: int) -> None
     """MaxPool2dSame uses max_pool2d's own padding (and ceil_mode) instead of an explicit
     -inf pad where that is equivalent: outputs and gradients must be identical."""
     pool = xl.MaxPool2dSame(kernel, stride)
+    pool.fast = True  # what xl.pooling.fast_max_pools switches on
     gen = torch.Generator().manual_seed(0)
     for h, w in [(1, 1), (4, 5), (7, 7), (19, 38), (37, 74), (147, 8)]:
         x = torch.randn(2, 3, h, w, generator=gen, requires_grad=True)
@@ -69,3 +72,21 @@ def test_same_max_pool_equals_explicit_padding(kernel: int, stride: int) -> None
         ref.backward(grad)
         assert torch.equal(x.grad, ref_x.grad), (h, w)
 
+
+@pytest.mark.parametrize("pool_padding", ["same", "symmetric"])
+def test_fast_max_pools_is_opt_in_and_changes_no_number(pool_padding: str) -> None:
+    torch.manual_seed(0)
+    plain = xl.xception_cifar(width_multiplier=0.125, middle_blocks=1, pool_padding=pool_padding)
+    pools = [m for m in plain.modules() if isinstance(m, (nn.MaxPool2d, xl.MaxPool2dSame))]
+    assert pools and not any(isinstance(m, xl.MaxPool2d) or getattr(m, "fast", False) for m in pools)
+    fast = xl.pooling.fast_max_pools(copy.deepcopy(plain))
+    switched = [m for m in fast.modules() if isinstance(m, (nn.MaxPool2d, xl.MaxPool2dSame))]
+    assert all(isinstance(m, xl.MaxPool2d) or getattr(m, "fast", False) for m in switched)
+    x = torch.randn(2, 3, 30, 30)
+    outputs = []
+    for model in (plain, fast):
+        model.zero_grad()
+        y = model(x)
+        y.square().sum().backward()
+        outputs.append((y, plain.stem.conv1.weight.grad if model is plain else fast.stem.conv1.weight.grad))
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])

@@ -19,12 +19,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 Activation = Literal["none", "relu", "elu"]
 Stem = Literal["imagenet", "cifar"]
 PoolPadding = Literal["same", "symmetric"]
+Flow = Literal["entry_flow", "middle_flow", "exit_flow"]
 
 _ACTIVATIONS = ("none", "relu", "elu")
 _STEMS = ("imagenet", "cifar")
@@ -55,6 +57,44 @@ def scale_channels(channels: int, width_multiplier: float) -> int:
         The scaled channel count.
     """
     return max(8, int(round(channels * width_multiplier / 8.0)) * 8)
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One residual block of Figure 5: ``reps`` x (ReLU -> SeparableConv -> BN), a max-pool, a shortcut.
+
+    Attributes:
+        flow: The stage that holds the block (the name of the model's attribute).
+        in_channels: Channels entering the block.
+        out_channels: Channels leaving it.
+        reps: Separable convolutions in the block.
+        stride: Stride of the closing 3x3 max-pool (1: no pool).
+        start_with_relu: Whether a ReLU precedes the first separable convolution (not in the
+            first block, whose input the stem has just activated).
+        grow_first: Whether the first (entry and middle flows) or the last (exit flow)
+            separable convolution changes the width.
+    """
+
+    flow: Flow
+    in_channels: int
+    out_channels: int
+    reps: int
+    stride: int
+    start_with_relu: bool
+    grow_first: bool
+
+    def widths(self) -> list[tuple[int, int]]:
+        """``(in_channels, out_channels)`` of each separable convolution, in order."""
+        grow = 0 if self.grow_first else self.reps - 1  # the one convolution that changes the width
+        return [
+            (self.in_channels if i <= grow else self.out_channels, self.out_channels if i >= grow else self.in_channels)
+            for i in range(self.reps)
+        ]
+
+    @property
+    def projects(self) -> bool:
+        """Whether the shortcut needs a 1x1 convolution (+ BN): the width or the resolution changes."""
+        return self.in_channels != self.out_channels or self.stride != 1
 
 
 @dataclass(frozen=True)
@@ -121,22 +161,35 @@ class XceptionConfig:
                 raise TypeError(f"{name} must be a tuple of {length} ints, got {value!r}")
             for i, item in enumerate(value):
                 _check_int(f"{name}[{i}]", item, 1)
-        for name, low, high in (("width_multiplier", 0.0, math.inf), ("bn_eps", 0.0, math.inf),
-                                ("dropout", 0.0, 1.0), ("bn_momentum", 0.0, 1.0)):
+        for name, low, high in (
+            ("width_multiplier", 0.0, math.inf),
+            ("bn_eps", 0.0, math.inf),
+            ("dropout", 0.0, 1.0),
+            ("bn_momentum", 0.0, 1.0),
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise TypeError(f"{name} must be a finite real number, got {value!r}")
-            if not low <= value <= high or (value == low and name in ("width_multiplier", "bn_eps")) or (
-                value == high and name == "dropout"
+            value = float(value)
+            if (
+                not low <= value <= high
+                or (value == low and name in ("width_multiplier", "bn_eps"))
+                or (value == high and name == "dropout")
             ):
                 raise ValueError(f"{name} must be in {_INTERVALS[name]}, got {value}")
         if not isinstance(self.residual, bool):
             raise TypeError(f"residual must be True or False, got {self.residual!r}")
-        for name, allowed in (("stem", _STEMS), ("intermediate_activation", _ACTIVATIONS), ("pool_padding", _POOL_PADDINGS)):
+        for name, allowed in (
+            ("stem", _STEMS),
+            ("intermediate_activation", _ACTIVATIONS),
+            ("pool_padding", _POOL_PADDINGS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if any(s not in (1, 2) for s in (*self.entry_strides, self.exit_stride)):
-            raise ValueError(f"entry_strides and exit_stride must be 1 or 2, got {self.entry_strides} and {self.exit_stride}")
+            raise ValueError(
+                f"entry_strides and exit_stride must be 1 or 2, got {self.entry_strides} and {self.exit_stride}"
+            )
         if self.segments is not None:
             _check_int("segments", self.segments, 1)
             bad = [c for c in self.separable_in_channels() if c % self.segments]
@@ -150,19 +203,60 @@ class XceptionConfig:
         """A channel count of this config after the width multiplier."""
         return scale_channels(base, self.width_multiplier)
 
+    def blocks(self) -> tuple[BlockSpec, ...]:
+        """Figure 5's residual blocks, the one written description of Xception's layout.
+
+        Widths are scaled by ``width_multiplier``; strides and ``middle_blocks`` come from the config.
+        """
+        c = self.channels
+        stem, (e1, e2, e3), x1 = c(self.stem_channels[1]), (c(n) for n in self.entry_channels), c(self.exit_channels[0])
+        s1, s2, s3 = self.entry_strides
+        return (  # flow, in, out, reps, stride, start_with_relu, grow_first
+            # entry flow: each block widens in its first separable conv, then pools (stride 2 in the paper)
+            BlockSpec("entry_flow", stem, e1, 2, s1, False, True),  # 64 -> 128: the stem's ReLU comes just before
+            BlockSpec("entry_flow", e1, e2, 2, s2, True, True),  # 128 -> 256
+            BlockSpec("entry_flow", e2, e3, 2, s3, True, True),  # 256 -> 728
+            # middle flow: 8 blocks of 3 separable convs at 728 channels, each block with its own weights
+            *(BlockSpec("middle_flow", e3, e3, 3, 1, True, True) for _ in range(self.middle_blocks)),
+            # exit flow: one block that widens in its *last* separable conv (728 -> 1024), then pools
+            BlockSpec("exit_flow", e3, x1, 2, self.exit_stride, True, False),
+        )
+
+    def separable_layers(self) -> list[tuple[Flow, int, int]]:
+        """Every separable convolution as ``(flow, in_channels, out_channels)``, in forward order:
+        those of :meth:`blocks`, then the exit flow's two (1024 -> 1536 -> 2048 in the paper)."""
+        x1, x2, x3 = (self.channels(n) for n in self.exit_channels)
+        rows = [(b.flow, cin, cout) for b in self.blocks() for cin, cout in b.widths()]
+        return rows + [("exit_flow", x1, x2), ("exit_flow", x2, x3)]
+
     def separable_in_channels(self) -> list[int]:
         """Input channels of every separable convolution, in forward order."""
-        c = self.channels
-        stem_out = c(self.stem_channels[1])
-        ins: list[int] = []
-        prev = stem_out
-        for out in self.entry_channels:
-            ins += [prev, c(out)]  # grow first: in -> out, then out -> out
-            prev = c(out)
-        ins += [prev] * (3 * self.middle_blocks)
-        ins += [prev, prev]  # exit block grows last: in -> in, then in -> out
-        ins += [c(self.exit_channels[0]), c(self.exit_channels[1])]
-        return ins
+        return [cin for _, cin, _ in self.separable_layers()]
+
+    def to_dict(self) -> dict[str, object]:
+        """The fields as JSON values: tuples become lists, numpy numbers Python ones."""
+
+        def plain(v: object) -> object:
+            if isinstance(v, bool | str) or v is None:
+                return v
+            return int(v) if isinstance(v, numbers.Integral) else float(v)  # type: ignore[arg-type]
+
+        items = ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
+        return {k: [plain(x) for x in v] if isinstance(v, tuple) else plain(v) for k, v in items}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> XceptionConfig:
+        """The config that :meth:`to_dict` (or ``dataclasses.asdict``) wrote: every field, nothing else."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, Mapping):
+            raise TypeError(f"expected a dict of XceptionConfig fields, got {type(data).__name__}")
+        unknown, missing = sorted(set(data) - set(names)), [n for n in names if n not in data]
+        if unknown or missing:
+            raise ValueError(
+                f"not an XceptionConfig dict: unknown keys {unknown}, missing keys {missing}; "
+                f"expected exactly {names} (as XceptionConfig.to_dict() writes them)"
+            )
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # type: ignore[arg-type]
 
     # ----------------------------------------------------------------- presets
     @classmethod

@@ -19,36 +19,13 @@ convolutions inside residual blocks, so a block's output is the un-activated sum
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from xception_lib.config import Activation, PoolPadding, XceptionConfig
+from xception_lib.config import BlockSpec, XceptionConfig
 from xception_lib.layers import SeparableConv2d
-from xception_lib.pooling import MaxPool2d, MaxPool2dSame
-
-
-def block_layers(
-    in_channels: int, out_channels: int, reps: int, *, start_with_relu: bool,
-    grow_first: bool, separable: Callable[[int, int], nn.Module],
-    norm: Callable[[int], nn.Module] | None,
-) -> OrderedDict[str, nn.Module]:
-    """A block's ``reps`` x (ReLU -> ``separable(cin, cout)`` -> ``norm(cout)``), named
-    ``act1, sep1, bn1, ...``; the first (``grow_first``) or the last separable
-    convolution changes the width; ``norm=None``: no norms."""
-    layers: OrderedDict[str, nn.Module] = OrderedDict()
-    for i in range(reps):
-        if grow_first:
-            cin, cout = (in_channels if i == 0 else out_channels), out_channels
-        else:
-            cin, cout = in_channels, (in_channels if i < reps - 1 else out_channels)
-        if i > 0 or start_with_relu:
-            layers[f"act{i + 1}"] = nn.ReLU()
-        layers[f"sep{i + 1}"] = separable(cin, cout)
-        if norm is not None:
-            layers[f"bn{i + 1}"] = norm(cout)
-    return layers
+from xception_lib.pooling import MaxPool2dSame
 
 
 class XceptionBlock(nn.Module):
@@ -56,58 +33,38 @@ class XceptionBlock(nn.Module):
 
     Layers are named ``act1, sep1, bn1, act2, sep2, bn2, ...`` and ``pool``. The
     shortcut is the identity, or a 1x1 convolution + BN when the block changes the
-    width or the resolution; with ``residual=False`` there is none.
+    width or the resolution; with ``config.residual=False`` there is none.
 
     Args:
-        in_channels: Input channels.
-        out_channels: Output channels.
-        reps: Number of separable convolutions.
-        stride: Stride of the final 3x3 max-pool (1: no pool).
-        start_with_relu: Whether a ReLU precedes the first separable convolution (not
-            in the first entry block, whose input the stem has just activated).
-        grow_first: Whether the first (True) or the last (False) separable convolution
-            changes the channel count.
-        residual: Whether the block has a shortcut (the paper's Figure 9 ablation: no).
-        intermediate: Activation between the depthwise and pointwise steps (Figure 10).
-        segments: Channel segments of the spatial steps (``None``: depthwise).
-        bn_eps: Batch-norm epsilon.
-        bn_momentum: Batch-norm momentum (PyTorch's convention).
-        pool_padding: Max-pool padding, ``"same"`` (TensorFlow) or ``"symmetric"``.
+        spec: The block's row of Figure 5 (one of :meth:`XceptionConfig.blocks`).
+        config: Everything else: residuals, the separable convolutions' ``segments`` and
+            intermediate activation, batch norm's ``bn_eps`` and ``bn_momentum``, the
+            max-pool's padding (``"same"``: TensorFlow's; ``"symmetric"``: PyTorch's).
     """
 
-    def __init__(
-        self, in_channels: int, out_channels: int, reps: int, stride: int = 1, *,
-        start_with_relu: bool = True, grow_first: bool = True, residual: bool = True,
-        intermediate: Activation = "none", segments: int | None = None,
-        bn_eps: float = 1e-3, bn_momentum: float = 0.01,
-        pool_padding: PoolPadding = "same",
-    ) -> None:
+    def __init__(self, spec: BlockSpec, config: XceptionConfig | None = None) -> None:
         super().__init__()
-
-        def separable(cin: int, cout: int) -> SeparableConv2d:
-            options = {"intermediate": intermediate, "segments": segments}
-            return SeparableConv2d(cin, cout, **options)
-
-        layers = block_layers(
-            in_channels, out_channels, reps, start_with_relu=start_with_relu,
-            grow_first=grow_first, separable=separable,
-            norm=lambda channels: nn.BatchNorm2d(channels, bn_eps, bn_momentum),
-        )
-        if stride != 1 and pool_padding == "same":
-            layers["pool"] = MaxPool2dSame(3, stride)
-        elif stride != 1:
-            layers["pool"] = MaxPool2d(3, stride, padding=1)
+        cfg = config if config is not None else XceptionConfig()
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, (cin, cout) in enumerate(spec.widths(), start=1):
+            if i > 1 or spec.start_with_relu:
+                layers[f"act{i}"] = nn.ReLU()
+            layers[f"sep{i}"] = SeparableConv2d(
+                cin, cout, intermediate=cfg.intermediate_activation, segments=cfg.segments
+            )
+            layers[f"bn{i}"] = nn.BatchNorm2d(cout, cfg.bn_eps, cfg.bn_momentum)
+        if spec.stride != 1 and cfg.pool_padding == "same":
+            layers["pool"] = MaxPool2dSame(3, spec.stride)
+        elif spec.stride != 1:
+            layers["pool"] = nn.MaxPool2d(3, spec.stride, padding=1)
         self.layers = nn.Sequential(layers)
 
         self.shortcut: nn.Module | None = None
-        if residual and (in_channels != out_channels or stride != 1):
-            self.shortcut = nn.Sequential(
-                OrderedDict(
-                    conv=nn.Conv2d(in_channels, out_channels, 1, stride, bias=False),
-                    bn=nn.BatchNorm2d(out_channels, bn_eps, bn_momentum),
-                )
-            )
-        elif residual:
+        if cfg.residual and spec.projects:
+            conv = nn.Conv2d(spec.in_channels, spec.out_channels, 1, spec.stride, bias=False)
+            bn = nn.BatchNorm2d(spec.out_channels, cfg.bn_eps, cfg.bn_momentum)
+            self.shortcut = nn.Sequential(OrderedDict(conv=conv, bn=bn))
+        elif cfg.residual:
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,10 +95,6 @@ class Xception(nn.Module):
         def sep(cin: int, cout: int) -> SeparableConv2d:
             return SeparableConv2d(cin, cout, 3, intermediate=cfg.intermediate_activation, segments=cfg.segments)
 
-        block_options = dict(
-            residual=cfg.residual, intermediate=cfg.intermediate_activation, segments=cfg.segments,
-            bn_eps=cfg.bn_eps, bn_momentum=cfg.bn_momentum, pool_padding=cfg.pool_padding,
-        )
         s1, s2 = c(cfg.stem_channels[0]), c(cfg.stem_channels[1])
         stride, padding = (2, 0) if cfg.stem == "imagenet" else (1, 1)
         self.stem = nn.Sequential(
@@ -154,19 +107,19 @@ class Xception(nn.Module):
                 act2=nn.ReLU(),
             )
         )
-        entry: OrderedDict[str, nn.Module] = OrderedDict()
-        prev = s2
-        for i, (out, block_stride) in enumerate(zip(cfg.entry_channels, cfg.entry_strides)):
-            entry[f"block{i + 1}"] = XceptionBlock(prev, c(out), 2, block_stride, start_with_relu=i > 0, **block_options)
-            prev = c(out)
-        self.entry_flow = nn.Sequential(entry)
-        self.middle_flow = nn.Sequential(
-            OrderedDict((f"block{i + 1}", XceptionBlock(prev, prev, 3, **block_options)) for i in range(cfg.middle_blocks))
-        )
+        flows: dict[str, OrderedDict[str, nn.Module]] = {
+            f: OrderedDict() for f in ("entry_flow", "middle_flow", "exit_flow")
+        }
+        for spec in cfg.blocks():  # Figure 5, row by row
+            blocks = flows[spec.flow]
+            name = "block" if spec.flow == "exit_flow" else f"block{len(blocks) + 1}"
+            blocks[name] = XceptionBlock(spec, cfg)
+        self.entry_flow = nn.Sequential(flows["entry_flow"])
+        self.middle_flow = nn.Sequential(flows["middle_flow"])
         e0, e1, e2 = (c(x) for x in cfg.exit_channels)
         self.exit_flow = nn.Sequential(
             OrderedDict(
-                block=XceptionBlock(prev, e0, 2, cfg.exit_stride, grow_first=False, **block_options),
+                **flows["exit_flow"],
                 sep1=sep(e0, e1),
                 bn1=bn(e1),
                 act1=nn.ReLU(),
@@ -204,9 +157,11 @@ class Xception(nn.Module):
                 f"expected a floating-point image batch, got dtype {x.dtype}: convert to float and normalise "
                 "first, e.g. x = (x.float() / 255 - mean) / std with the data set's per-channel mean and std"
             )
-        weight = self.stem.conv1.weight
+        weight = self.stem[0].weight  # conv1's
         if x.dtype != weight.dtype and not torch.is_autocast_enabled(x.device.type):
-            raise TypeError(f"expected {weight.dtype} images like the model's weights, got {x.dtype}: use x.to({weight.dtype})")
+            raise TypeError(
+                f"expected {weight.dtype} images like the model's weights, got {x.dtype}: use x.to({weight.dtype})"
+            )
         if x.dim() != 4:
             raise ValueError(f"{expected}, got a {x.dim()}-D tensor of shape {tuple(x.shape)}")
         if x.shape[1] != cin:
@@ -249,26 +204,35 @@ class Xception(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Feature map -> logits (or the pooled features with ``pre_logits=True``)."""
-        x = self.head.flatten(self.head.pool(x))  # N x 2048
+        pool, flatten, dropout, fc = self.head
+        x = flatten(pool(x))  # N x 2048
         if pre_logits:
             return x
-        return self.head.fc(self.head.dropout(x))  # N x num_classes
+        return fc(dropout(x))  # N x num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
 
-def xception(num_classes: int = 1000, *, dropout: float = 0.0, **overrides: object) -> Xception:
-    """The paper's Xception (22,855,952 parameters with 1000 classes).
+def build(name: str, **overrides: object) -> Xception:
+    """A model by name: ``"xception"`` (the paper's, :meth:`XceptionConfig.imagenet`), ``"xception_cifar"``
+    (:meth:`XceptionConfig.cifar`) or ``"xception_timm_port"`` (:meth:`XceptionConfig.timm_port`), with
+    any :class:`XceptionConfig` field overridden, e.g. ``build("xception_cifar", residual=False)``."""
+    presets = {
+        "xception": XceptionConfig.imagenet,
+        "xception_cifar": XceptionConfig.cifar,
+        "xception_timm_port": XceptionConfig.timm_port,
+    }
+    if name not in presets:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(presets)}")
+    return Xception(presets[name](**overrides))
 
-    Args:
-        num_classes: Classifier outputs.
-        dropout: Dropout before the classifier.
-        **overrides: Any other :class:`XceptionConfig` field, e.g. ``residual=False``.
-    """
-    return Xception(XceptionConfig.imagenet(num_classes=num_classes, dropout=dropout, **overrides))
+
+def xception(num_classes: int = 1000, *, dropout: float = 0.0, **overrides: object) -> Xception:
+    """The paper's Xception (22,855,952 parameters with 1000 classes): ``build("xception", ...)``."""
+    return build("xception", num_classes=num_classes, dropout=dropout, **overrides)
 
 
 def xception_cifar(num_classes: int = 10, *, dropout: float = 0.0, **overrides: object) -> Xception:
     """Xception for 32x32 images (CIFAR-10/100); see :meth:`XceptionConfig.cifar` for the design."""
-    return Xception(XceptionConfig.cifar(num_classes=num_classes, dropout=dropout, **overrides))
+    return build("xception_cifar", num_classes=num_classes, dropout=dropout, **overrides)

@@ -1,12 +1,13 @@
-"""The blocks' stride-2 max-pooling, with TensorFlow's or PyTorch's padding, fast on the CPU.
+"""TensorFlow's "same" max-pooling, and an opt-in faster CPU path for every max-pool of a model.
 
-Max-pooling does no multiply-accumulates, yet PyTorch's CPU kernel for NCHW tensors (one
-output pixel at a time, along each channel's plane) made the four pools of Xception cost
-about 7% of a CPU training step. Its channels_last kernel works on all channels of a pixel
-at once and is 2-5x faster, copies included. So :func:`max_pool2d` finds the positions of
-the maxima in a channels_last copy and gathers the output from ``x`` at those positions:
-the same values and the same gradients (gather's backward adds each output's gradient into
-the input in the same order as max-pooling's). Other devices and layouts use ``F.max_pool2d``.
+:class:`MaxPool2dSame` is what the authors' Keras model computes. The rest of the module is a
+speed trick, off unless :func:`fast_max_pools` switches it on: max-pooling does no
+multiply-accumulates, yet PyTorch's CPU kernel for NCHW tensors (one output pixel at a time, along
+each channel's plane) made the four pools of Xception cost about 7% of a CPU training step. Its
+channels_last kernel works on all channels of a pixel at once and is 2-5x faster, copies included.
+So :func:`max_pool2d` finds the positions of the maxima in a channels_last copy and gathers the
+output from ``x`` at those positions: the same values and the same gradients (gather's backward adds
+each output's gradient into the input in the same order as max-pooling's).
 """
 
 from __future__ import annotations
@@ -16,12 +17,66 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class MaxPool2dSame(nn.Module):
+    """Max-pooling with TensorFlow's ``padding="same"``, as in the authors' Keras model.
+
+    TensorFlow pads ``max((ceil(n / s) - 1) * s + k - n, 0)`` pixels, the odd one at the
+    bottom/right. For odd inputs (147 -> 74, 37 -> 19) this is PyTorch's symmetric
+    ``padding=1``; for even ones (74 -> 37) TensorFlow pads only at the end, so symmetric
+    padding would shift every pooling window by one pixel.
+    """
+
+    def __init__(self, kernel_size: int = 3, stride: int = 2) -> None:
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+        self.fast = False  # set by fast_max_pools
+
+    def _pad(self, n: int) -> tuple[int, int]:
+        total = max((-(-n // self.stride) - 1) * self.stride + self.kernel_size - n, 0)
+        return total // 2, total - total // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (top, bottom), (left, right) = self._pad(x.shape[-2]), self._pad(x.shape[-1])
+        if self.fast:
+            return self._fast(x, top, bottom, left, right)
+        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))  # N x C x (H + pad) x (W + pad)
+        return F.max_pool2d(x, self.kernel_size, self.stride)  # N x C x ceil(H / s) x ceil(W / s)
+
+    def _fast(self, x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
+        # Implicit -inf padding plus ceil_mode (a last window clipped at the bottom/right) is the
+        # same pooling without a padded copy of x, whenever the windows start at the same places
+        # and are as many. ceil_mode only where the padding is asymmetric: slower.
+        ceil_mode = bool(bottom > top or right > left)  # a plain bool also under torch.jit.trace
+        k, s = self.kernel_size, self.stride
+
+        def pooled(n: int, pad: int) -> int:  # PyTorch's output size, without windows starting in the padding
+            out = (n + 2 * pad - k + (s - 1 if ceil_mode else 0)) // s + 1
+            return out - 1 if ceil_mode and (out - 1) * s >= n + pad else out
+
+        if max(top, left) <= k // 2 and all(
+            pooled(n, p) == -(-n // s) for n, p in ((x.shape[-2], top), (x.shape[-1], left))
+        ):
+            return max_pool2d(x, k, s, (top, left), ceil_mode=ceil_mode)
+        return max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), k, s)
+
+
+# ------------------------------------------------------------------ the opt-in CPU speed trick
+
+
 def max_pool2d(
-    x: torch.Tensor, kernel_size: int, stride: int, padding: int | tuple[int, int] = 0, *, ceil_mode: bool = False
+    x: torch.Tensor,
+    kernel_size: int | tuple[int, ...],
+    stride: int | tuple[int, ...],
+    padding: int | tuple[int, ...] = 0,
+    *,
+    ceil_mode: bool = False,
 ) -> torch.Tensor:
     """``F.max_pool2d`` (implicit -inf ``padding``), computing the same numbers faster on the CPU."""
-    if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous() or x.is_contiguous(
-        memory_format=torch.channels_last
+    if (
+        x.device.type != "cpu"
+        or x.dim() != 4
+        or not x.is_contiguous()
+        or x.is_contiguous(memory_format=torch.channels_last)
     ):
         return F.max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode)
     with torch.no_grad():
@@ -40,39 +95,19 @@ class MaxPool2d(nn.MaxPool2d):
         return max_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
 
 
-class MaxPool2dSame(nn.Module):
-    """Max-pooling with TensorFlow's ``padding="same"``, as in the authors' Keras model.
-
-    TensorFlow pads ``max((ceil(n / s) - 1) * s + k - n, 0)`` pixels, the odd one at the
-    bottom/right. For odd inputs (147 -> 74, 37 -> 19) this is PyTorch's symmetric
-    ``padding=1``; for even ones (74 -> 37) TensorFlow pads only at the end, so symmetric
-    padding would shift every pooling window by one pixel.
-    """
-
-    def __init__(self, kernel_size: int = 3, stride: int = 2) -> None:
-        super().__init__()
-        self.kernel_size, self.stride = kernel_size, stride
-
-    def _pad(self, n: int) -> tuple[int, int]:
-        total = max((-(-n // self.stride) - 1) * self.stride + self.kernel_size - n, 0)
-        return total // 2, total - total // 2
-
-    def _pooled_size(self, n: int, pad: int, ceil_mode: bool) -> int:
-        """Output size of PyTorch's ``max_pool2d(padding=pad, ceil_mode=ceil_mode)`` on ``n`` pixels."""
-        k, s = self.kernel_size, self.stride
-        out = (n + 2 * pad - k + (s - 1 if ceil_mode else 0)) // s + 1
-        return out - 1 if ceil_mode and (out - 1) * s >= n + pad else out  # no window starting in the padding
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        (top, bottom), (left, right) = self._pad(x.shape[-2]), self._pad(x.shape[-1])
-        # Implicit -inf padding plus ceil_mode (a last window clipped at the bottom/right) is
-        # TensorFlow's "same" pooling without a padded copy of x, whenever the windows start at
-        # the same places and are as many. ceil_mode only where the padding is asymmetric: slower.
-        ceil_mode = bool(bottom > top or right > left)  # a plain bool also under torch.jit.trace
-        if max(top, left) <= self.kernel_size // 2 and all(
-            self._pooled_size(n, pad, ceil_mode) == -(-n // self.stride)
-            for n, pad in ((x.shape[-2], top), (x.shape[-1], left))
-        ):
-            return max_pool2d(x, self.kernel_size, self.stride, (top, left), ceil_mode=ceil_mode)
-        x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
-        return max_pool2d(x, self.kernel_size, self.stride)
+def fast_max_pools(model: nn.Module) -> nn.Module:
+    """Switch every max-pool of ``model`` to :func:`max_pool2d` (in place; the same numbers); return ``model``."""
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.MaxPool2d:
+            fast = MaxPool2d(
+                module.kernel_size,
+                module.stride,
+                module.padding,
+                module.dilation,
+                module.return_indices,
+                module.ceil_mode,
+            )
+            model.set_submodule(name, fast)
+        elif isinstance(module, MaxPool2dSame):
+            module.fast = True
+    return model
