@@ -14,22 +14,52 @@ import pytest
 
 from xception_lib import ledger
 from xception_lib.history import History
+from xception_lib.provenance import Environment
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def make_run(name: str = "base", seed: int = 0, acc: float = 0.5, *, device: str = "cuda", epochs: int = 2, **fields) -> ledger.Run:
+def make_run(
+    name: str = "base", seed: int = 0, acc: float = 0.5, *, device: str = "cuda", epochs: int = 2, **fields
+) -> ledger.Run:
     history = History()
     for e in range(epochs):
-        history.append_epoch(train_loss=1.0, train_acc=0.4, test_loss=1.1, test_acc=acc if e == epochs - 1 else acc / 2,
-                             lr=0.1, images_per_sec=1000.0, epoch_time=1.0)
-    values = dict(kind="ablation", study="ablations", name=name, model="xception", model_config={"segments": None},
-                  changes={}, train_config={"epochs": epochs, "seed": seed}, seed=seed, epochs=epochs, params=100, macs=1000,
-                  final_test_acc=acc, wall_time_s=3.0, images_per_sec=1000.0, history=history,
-                  environment=ledger.Environment(device=device, device_name="GPU" if device == "cuda" else "CPU", torch="2.x",
-                                                 date="2026-11-29T00:00:00+00:00", commit="abc"),
-                  data={"name": "cifar10", "source": "test", "train_size": 10, "test_size": 10}, command="pytest",
-                  step_time_s=0.01)
+        history.append_epoch(
+            train_loss=1.0,
+            train_acc=0.4,
+            test_loss=1.1,
+            test_acc=acc if e == epochs - 1 else acc / 2,
+            lr=0.1,
+            images_per_sec=1000.0,
+            epoch_time=1.0,
+        )
+    values = dict(
+        kind="ablation",
+        study="ablations",
+        name=name,
+        model="xception",
+        model_config={"segments": None},
+        changes={},
+        train_config={"epochs": epochs, "seed": seed},
+        seed=seed,
+        epochs=epochs,
+        params=100,
+        macs=1000,
+        final_test_acc=acc,
+        wall_time_s=3.0,
+        images_per_sec=1000.0,
+        history=history,
+        environment=Environment(
+            device=device,
+            device_name="GPU" if device == "cuda" else "CPU",
+            torch="2.x",
+            date="2026-11-29T00:00:00+00:00",
+            commit="abc",
+        ),
+        data={"name": "cifar10", "source": "test", "train_size": 10, "test_size": 10},
+        command="pytest",
+        step_time_s=0.01,
+    )
     return ledger.Run(**{**values, **fields})
 
 
@@ -62,14 +92,32 @@ def test_merge_adds_only_what_is_missing(tmp_path: Path) -> None:
     ("edit", "message"),
     [
         (lambda line: line[:-20], r"line 2: not valid JSON"),
-        (lambda line: line.replace('"final_test_acc": 0.5', '"final_test_acc": "0.5"'), r"line 2: final_test_acc: expected a number"),
-        (lambda line: line.replace('"test_acc": [0.25, 0.5]', '"test_acc": [0.25, "x"]'), r"line 2: history.test_acc\[1\]: expected a number"),
-        (lambda line: line.replace('"test_acc": [0.25, 0.5]', '"test_acc": [0.25, true]'), r"line 2: history.test_acc\[1\]: expected a number"),
-        (lambda line: line.replace('"train_loss": [1.0, 1.0]', '"train_loss": [1.0]'), r"line 2: history: expected non-empty per-epoch lists"),
+        (
+            lambda line: line.replace('"final_test_acc": 0.5', '"final_test_acc": "0.5"'),
+            r"line 2: final_test_acc: expected a number",
+        ),
+        (
+            lambda line: line.replace('"test_acc": [0.25, 0.5]', '"test_acc": [0.25, "x"]'),
+            r"line 2: History field test_acc\[1\] must be a number",
+        ),
+        (
+            lambda line: line.replace('"test_acc": [0.25, 0.5]', '"test_acc": [0.25, true]'),
+            r"line 2: History field test_acc\[1\] must be a number",
+        ),
+        (
+            lambda line: line.replace('"train_loss": [1.0, 1.0]', '"train_loss": [1.0]'),
+            r"line 2: history: expected per-epoch lists of one length",
+        ),
         (lambda line: line.replace('"kind": "ablation"', '"kind": "sweep"'), r"line 2: kind: expected one of"),
         (lambda line: line.replace('"seed": 1,', '"seed": 1.5,'), r"line 2: seed: expected an integer"),
-        (lambda line: line.replace('"device_name": "GPU"', '"device_name": 3'), r"line 2: environment.device_name: expected a string"),
-        (lambda line: line.replace('"wall_time_s": 3.0', '"wall_time_s": 4.0'), r"line 2: id: expected .*was it edited"),
+        (
+            lambda line: line.replace('"device_name": "GPU"', '"device_name": 3'),
+            r"line 2: environment.device_name: expected a string",
+        ),
+        (
+            lambda line: line.replace('"wall_time_s": 3.0', '"wall_time_s": 4.0'),
+            r"line 2: id: expected .*was it edited",
+        ),
         (lambda line: line.replace('"format": "xception_lib.ledger/1"', '"format": "other"'), r"line 2: format"),
     ],
 )
@@ -96,16 +144,26 @@ def test_the_records_ship_with_the_package() -> None:
     tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     folder = ledger.records_dir()
     assert folder == Path(ledger.__file__).parent / "records" and ledger.default_path().exists()
-    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["xception_lib"]
+    patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "xception_lib"
+    ]
     files = [p for p in folder.iterdir() if p.is_file()]
     assert files and all(any(p.match(pattern) for pattern in patterns) for p in files)
 
 
 def test_the_book_ledger_reads_from_an_empty_directory(tmp_path: Path) -> None:
     """As in Colab: another working directory, nothing but the importable package."""
-    code = "from xception_lib import ledger; rs = ledger.read(); print(len(rs), len(ledger.select(rs, kind='reference')))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
-                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    code = (
+        "from xception_lib import ledger; rs = ledger.read(); print(len(rs), len(ledger.select(rs, kind='reference')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(REPO), "PATH": ""},
+    )
     total, references = map(int, done.stdout.split())
     assert total == len(ledger.read()) > 0 and references >= 1
 
@@ -120,7 +178,9 @@ def test_the_first_sessions_runs_keep_their_provenance() -> None:
 
 
 def test_summaries_count_runs_and_give_mean_and_standard_error() -> None:
-    runs = [make_run("base", s, a) for s, a in enumerate((0.50, 0.52, 0.54))] + [make_run("x", 0, 0.6, changes={"residual": False})]
+    runs = [make_run("base", s, a) for s, a in enumerate((0.50, 0.52, 0.54))] + [
+        make_run("x", 0, 0.6, changes={"residual": False})
+    ]
     rows = {s.name: s for s in ledger.summarize(runs)}
     base = rows["base"]
     assert base.n == 3 and base.mean == pytest.approx(0.52)
@@ -138,7 +198,12 @@ def test_summaries_count_runs_and_give_mean_and_standard_error() -> None:
 
 
 def test_select_shows_only_gpu_results_by_default() -> None:
-    runs = [make_run(seed=0), make_run(seed=1, device="cpu"), make_run(seed=2, preview=True), make_run(seed=3, kind="control")]
+    runs = [
+        make_run(seed=0),
+        make_run(seed=1, device="cpu"),
+        make_run(seed=2, preview=True),
+        make_run(seed=3, kind="control"),
+    ]
     assert [r.seed for r in ledger.select(runs)] == [0, 3]
     assert [r.seed for r in ledger.select(runs, kind="ablation", results_only=False)] == [0, 1, 2]
     assert ledger.latest(runs, kind="control").seed == 3 and ledger.latest(runs, kind="reference") is None

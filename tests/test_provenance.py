@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -30,5 +31,6 @@ def test_the_variable_names_the_commit_of_a_copy(tmp_path: Path, monkeypatch: py
 
 def test_environment_names_device_and_date() -> None:
     env = xl.provenance.environment("cpu")
-    assert env["device"] == "cpu" and env["device_name"] and env["date"].endswith("+00:00")
-    assert "cudnn_benchmark" not in env  # only recorded for CUDA runs
+    assert env.device == "cpu" and env.device_name and env.date.endswith("+00:00")
+    assert env.cudnn_benchmark is None  # only recorded for CUDA runs
+    assert xl.provenance.Environment.from_dict(json.loads(json.dumps(env.to_dict()))) == env

@@ -228,7 +228,7 @@ def throughput(n: int, compiled: bool, s: Size, timeout_s: float) -> dict[str, A
 
     return {"format": "xception_lib.throughput/1", "model": "xception_cifar" if s.device == "cuda" else "preview_base",
             "processes": n, "compile": compiled, "batch_size": batch, "window_s": s.throughput_s,
-            "images_per_sec": rates, "total_images_per_sec": sum(rates), "environment": environment(s.device),
+            "images_per_sec": rates, "total_images_per_sec": sum(rates), "environment": environment(s.device).to_dict(),
             "preview": s.device != "cuda"}
 
 

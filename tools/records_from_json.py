@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xception_lib import ledger  # noqa: E402
 from xception_lib.history import History  # noqa: E402
+from xception_lib.provenance import Environment  # noqa: E402
 
 
 def runs_of(record: dict, kind: str, source: str) -> list[ledger.Run]:
@@ -34,7 +35,7 @@ def runs_of(record: dict, kind: str, source: str) -> list[ledger.Run]:
             changes=run["changes"], train_config=run["train_config"], seed=run["seed"],
             epochs=len(run["history"]["test_acc"]), params=run["params"], macs=run["macs"],
             final_test_acc=run["final_test_acc"], wall_time_s=run["wall_time_s"], images_per_sec=run["images_per_sec"],
-            history=History.from_dict(run["history"]), environment=ledger.Environment(**record["environment"]),
+            history=History.from_dict(run["history"]), environment=Environment.from_dict(record["environment"]),
             data=record["data"], command=record["command"], step_time_s=run["step_time_s"],
             step_batch_size=run["step_batch_size"], notes=notes, preview=record["preview"],
         ))

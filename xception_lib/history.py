@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-_EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")
+EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")
 
 
 @dataclass
@@ -42,17 +42,19 @@ class History:
 
     def append_epoch(self, **metrics: float) -> None:
         """Record one epoch; every per-epoch field must be given."""
-        missing, extra = set(_EPOCH_FIELDS) - set(metrics), set(metrics) - set(_EPOCH_FIELDS)
+        missing, extra = set(EPOCH_FIELDS) - set(metrics), set(metrics) - set(EPOCH_FIELDS)
         if missing or extra:
-            raise ValueError(f"expected exactly the metrics {_EPOCH_FIELDS}, missing {sorted(missing)}, extra {sorted(extra)}")
-        for name in _EPOCH_FIELDS:
+            raise ValueError(
+                f"expected exactly the metrics {EPOCH_FIELDS}, missing {sorted(missing)}, extra {sorted(extra)}"
+            )
+        for name in EPOCH_FIELDS:
             getattr(self, name).append(float(metrics[name]))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> History:
+    def from_dict(cls, data: Any) -> History:
         """Inverse of ``to_dict``; unknown keys and values of the wrong type are errors naming the field."""
         if not isinstance(data, dict):
             raise TypeError(f"a History must be read from a dict, got {type(data).__name__}")
@@ -66,10 +68,14 @@ class History:
         for name, column in columns.items():
             if not isinstance(column, list):
                 raise TypeError(f"History field {name} must be a list of numbers, got {type(column).__name__}")
-            bad = next((i for i, v in enumerate(column) if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+            bad = next(
+                (i for i, v in enumerate(column) if isinstance(v, bool) or not isinstance(v, (int, float))), None
+            )
             if bad is not None:
                 raise TypeError(f"History field {name}[{bad}] must be a number, got {column[bad]!r}")
-        return cls(**{name: [float(v) for v in column] for name, column in columns.items()}, meta=dict(data.get("meta", {})))
+        return cls(
+            **{name: [float(v) for v in column] for name, column in columns.items()}, meta=dict(data.get("meta", {}))
+        )
 
     def summary(self) -> str:
         if not self.epochs:

@@ -13,17 +13,20 @@ import json
 import math
 import os
 import statistics
+import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from xception_lib.history import History
+from xception_lib.history import EPOCH_FIELDS, History
+from xception_lib.provenance import Environment, check, check_fields, expect, from_dict
 
 try:
     import fcntl
 except ImportError:  # Windows: one writer at a time is the caller's business
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 FORMAT = "xception_lib.ledger/1"
 """The ``format`` field of every line."""
@@ -42,31 +45,6 @@ def records_dir() -> Path:
 def default_path() -> Path:
     """The book's ledger: ``records_dir() / "runs.jsonl"``."""
     return records_dir() / LEDGER_NAME
-
-
-@dataclass(frozen=True)
-class Environment:
-    """Where and with what a run was measured (:func:`xception_lib.provenance.environment`).
-
-    ``commit_note`` explains a commit corrected after the run.
-    """
-
-    device: str
-    device_name: str
-    torch: str
-    date: str
-    cuda: str | None = None
-    python: str | None = None
-    platform: str | None = None
-    cpu_count: int | None = None
-    commit: str | None = None
-    cudnn_benchmark: bool | None = None
-    commit_note: str | None = None
-
-    def describe(self) -> str:
-        """``NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, commit 2c75ac8, 2026-11-27``."""
-        commit = (self.commit or "unknown")[:7]
-        return f"{self.device_name}, torch {self.torch}, commit {commit}, {self.date[:10]}"
 
 
 @dataclass(frozen=True)
@@ -100,17 +78,53 @@ class Run:
     id: str = ""  # a hash of all the above, unique in a ledger
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind: expected one of {KINDS}, got {self.kind!r}")
-        if not (0.0 <= self.final_test_acc <= 1.0):
-            raise ValueError(f"final_test_acc: expected a fraction in [0, 1], got {self.final_test_acc!r}")
-        for name in ("wall_time_s", "images_per_sec"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name}: expected a positive number, got {getattr(self, name)!r}")
-        if self.epochs < 1 or len(self.history.test_acc) != self.epochs:
-            raise ValueError(f"epochs: expected {len(self.history.test_acc)} (the history's), got {self.epochs}")
-        if not self.id:
-            object.__setattr__(self, "id", _content_id(self.to_dict()))
+        """Every field checked, and against the rest of the run: a run that contradicts itself is refused."""
+        positive = (1e-300, math.inf)
+        check_fields(
+            self,
+            final_test_acc=(0, 1),
+            wall_time_s=positive,
+            images_per_sec=positive,
+            params=(1, math.inf),
+            macs=(1, math.inf),
+            epochs=(1, math.inf),
+            seed=(0, math.inf),
+            step_time_s=positive,
+            step_batch_size=(1, math.inf),
+        )
+        expect(self.kind in KINDS, "kind", f"one of {KINDS}", self.kind)
+        for name, kind in (("name", str), ("source", str), ("train_size", int), ("test_size", int)):
+            check(f"data.{name}", self.data.get(name), kind, *(1, math.inf) if kind is int else ())
+        for name, value in self.metrics.items():
+            check(f"metrics.{name}", value, float, 0, 1)
+        h = self.history
+        lengths = {k: len(getattr(h, k)) for k in EPOCH_FIELDS}
+        expect(len(set(lengths.values())) == 1, "history", "per-epoch lists of one length", lengths)
+        for name in ("train_acc", "test_acc"):
+            check(f"history.{name}", getattr(h, name), list[float], 0, 1, nan=True)
+        expect(self.epochs == h.epochs, "epochs", f"{h.epochs} (the history's)", self.epochs)
+        last = h.test_acc[-1]
+        agree = math.isclose(self.final_test_acc, last, rel_tol=1e-9)
+        expect(
+            agree,
+            "final_test_acc",
+            f"{last!r}, the history's last test accuracy (which one is wrong?)",
+            self.final_test_acc,
+        )
+        speeds = [s for s in h.images_per_sec if s > 0]
+        median = statistics.median(speeds) if speeds else math.nan
+        agree = math.isclose(self.images_per_sec, median, rel_tol=1e-9)
+        expect(agree, "images_per_sec", f"{median!r}, the median of the history's epochs", self.images_per_sec)
+        expect(
+            self.wall_time_s >= h.train_time * (1 - 1e-9),
+            "wall_time_s",
+            f">= {h.train_time!r}, the history's training time",
+            self.wall_time_s,
+        )
+        content_id = _content_id(self.to_dict())
+        edited = "was it edited? A changed copy of a run needs id=''"
+        expect(self.id in ("", content_id), "id", f"{content_id}, the hash of the run ({edited})", self.id)
+        object.__setattr__(self, "id", content_id)
 
     @property
     def is_result(self) -> bool:
@@ -133,72 +147,12 @@ class Run:
     @classmethod
     def from_dict(cls, data: Any) -> Run:
         """Validate one ledger line's object and build the run; errors name the field."""
-        _expect(isinstance(data, dict), "the line", "a JSON object", data)
-        _expect(data.get("format") == FORMAT, "format", repr(FORMAT), data.get("format"))
-        values = {k: v for k, v in data.items() if k != "format"}
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(names))
-        _expect(not unknown, "fields", f"only {sorted(names)}", unknown)
-        for name, f in names.items():
-            if name in values:
-                _check_type(name, values[name], _TYPES[name], optional=name in _OPTIONAL)
-            else:
-                has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-                _expect(has_default, name, "a field", "nothing")
-        values["history"] = _history(values["history"])
-        env = values["environment"]
-        env_fields = {f.name for f in dataclasses.fields(Environment)}
-        _expect(set(env) <= env_fields, "environment", f"only {sorted(env_fields)}", sorted(set(env) - env_fields))
-        for name in ("device", "device_name", "torch", "date"):
-            _check_type(f"environment.{name}", env.get(name), str)
-        values["environment"] = Environment(**env)
-        for name, kind in (("name", str), ("source", str), ("train_size", int), ("test_size", int)):
-            _check_type(f"data.{name}", values["data"].get(name), kind)
-        stored_id = values.pop("id", "")
-        run = cls(**values)  # its id is the hash of its content
-        edited = stored_id and stored_id != run.id
-        _expect(not edited, "id", f"{run.id} (the hash of the line: was it edited?)", stored_id)
-        return run
-
-
-_NUMBER = (int, float)
-_TYPES: dict[str, Any] = {
-    "kind": str, "study": str, "name": str, "model": str, "model_config": dict, "changes": dict,
-    "train_config": dict, "seed": int, "epochs": int, "params": int, "macs": int,
-    "final_test_acc": _NUMBER, "wall_time_s": _NUMBER, "images_per_sec": _NUMBER, "history": dict,
-    "environment": dict, "data": dict, "command": str, "step_time_s": _NUMBER,
-    "step_batch_size": int, "extras": dict, "metrics": dict, "notes": dict, "preview": bool, "id": str,
-}
-_OPTIONAL = {"macs", "step_time_s", "step_batch_size"}  # may be null
-_KIND_NAMES = {str: "a string", bool: "true or false", dict: "an object", int: "an integer", _NUMBER: "a number"}
-
-
-def _check_type(where: str, value: Any, kind: Any, optional: bool = False) -> None:
-    ok = (optional and value is None) or (isinstance(value, kind) and (kind is bool or not isinstance(value, bool)))
-    _expect(ok, where, _KIND_NAMES[kind] + (" or null" if optional else ""), value)
-
-
-def _expect(condition: bool, where: str, expected: str, got: Any) -> None:
-    if not condition:
-        raise ValueError(f"{where}: expected {expected}, got {repr(got)[:120]}")
-
-
-def _history(data: Any) -> History:
-    """A :class:`History` whose every per-epoch and per-step value is a number (NaN allowed)."""
-    _expect(isinstance(data, dict), "history", "an object", data)
-    for key, values in data.items():
-        if key == "meta":
-            _check_type("history.meta", values, dict)
-            continue
-        _expect(isinstance(values, list), f"history.{key}", "a list of numbers", values)
-        for i, value in enumerate(values):
-            _check_type(f"history.{key}[{i}]", value, _NUMBER)
-    history = History.from_dict(data)
-    per_epoch = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")
-    lengths = {k: len(getattr(history, k)) for k in per_epoch}
-    one_length = len(set(lengths.values())) == 1 and lengths["test_acc"] > 0
-    _expect(one_length, "history", "non-empty per-epoch lists of one length", lengths)
-    return history
+        expect(isinstance(data, dict), "the line", "a JSON object", data)
+        expect(data.get("format") == FORMAT, "format", repr(FORMAT), data.get("format"))
+        values: dict[str, Any] = {k: v for k, v in data.items() if k != "format"}
+        values["history"] = History.from_dict(values.get("history"))
+        values["environment"] = Environment.from_dict(values.get("environment"))
+        return from_dict(cls, values, "the run")
 
 
 def _content_id(data: dict[str, Any]) -> str:
@@ -212,10 +166,31 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ValueError(f"{path}, line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}); "
-                         "restore the file from version control or record it again") from error
+        raise ValueError(
+            f"{path}, line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}); "
+            "restore the file from version control or record it again"
+        ) from error
     except UnicodeDecodeError as error:
         raise ValueError(f"{path}: not a UTF-8 text file ({error}); is it the right file?") from error
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as strict JSON (no NaN) to ``path`` all at once: into a temporary file of the same folder,
+    synced, then renamed over ``path``. A crash or a full disk leaves the old file whole, never half a new one."""
+    path = Path(path)
+    text = json.dumps(obj, indent=1, allow_nan=False) + "\n"  # a value JSON cannot hold fails before the disk
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+    return path
 
 
 def read(path: str | Path | None = None) -> list[Run]:
@@ -226,27 +201,29 @@ def read(path: str | Path | None = None) -> list[Run]:
     path = default_path() if path is None else Path(path)
     if not path.exists():
         return []
+    expect(path.is_file(), str(path), "a ledger file (JSON Lines)", "a folder")
     stamp = (path.stat().st_mtime_ns, path.stat().st_size)
     if _READ.get(path, (None,))[0] == stamp:  # unchanged since the last read: validated already
         return list(_READ[path][1])
     runs: list[Run] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}, line {number}"
-            try:
-                run = Run.from_dict(json.loads(line))
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno}); "
-                                 "a line cut short by an interrupted write can be deleted") from error
-            except (TypeError, ValueError) as error:
-                raise ValueError(f"{where}: {error}") from error
-            if run.id in seen:
-                raise ValueError(f"{where}: run {run.id} already appended at line {seen[run.id]}")
-            seen[run.id] = number
-            runs.append(run)
+    for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {number}"
+        try:
+            run = Run.from_dict(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{where}: not valid JSON ({error.msg} at column {error.colno}); if an interrupted "
+                f"write cut it short, delete line {number} (only that line)"
+            ) from error
+        except (TypeError, ValueError) as error:  # a UnicodeDecodeError too
+            raise ValueError(f"{where}: {error}") from error
+        if run.id in seen:
+            raise ValueError(f"{where}: run {run.id} already appended at line {seen[run.id]}")
+        seen[run.id] = number
+        runs.append(run)
     _READ[path] = (stamp, runs)
     return list(runs)
 
@@ -255,32 +232,62 @@ _READ: dict[Path, tuple[tuple[int, int], list[Run]]] = {}
 
 
 def append(run: Run, path: str | Path) -> None:
-    """Append ``run`` as one line of the ledger at ``path`` (created if missing); a run already there: ValueError.
+    """Append ``run`` as one line of the ledger at ``path`` (created if missing); a run already there: ValueError."""
+    append_json_line(path, run.to_dict(), unique_id=run.id)
 
-    Concurrent writers (the training processes of one GPU session) are serialised by a file lock.
+
+def append_json_line(path: str | Path, obj: dict[str, Any], unique_id: str | None = None) -> None:
+    """Append ``obj`` as one line of the JSON Lines file at ``path``, never damaging what is there.
+
+    The line is whole or absent (a failed write, a full disk, is undone), starts on a line of its own even after
+    a line cut short, and concurrent writers are serialised by a file lock. ``unique_id``: refuse an ``id`` that
+    is already there.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(run.to_dict(), sort_keys=True) + "\n"
-    with open(path, "a+", encoding="utf-8") as f:
+    line = json.dumps(obj, sort_keys=True, allow_nan=False).encode() + b"\n"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
         if fcntl is not None:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)  # released when the file is closed
-        f.seek(0)
-        if any(run.id in existing and Run.from_dict(json.loads(existing)).id == run.id for existing in f):
-            raise ValueError(f"{path}: run {run.id} ({run.study}/{run.name}, seed {run.seed}) is already in the ledger")
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file is closed
+        with open(fd, "rb", closefd=False) as f:
+            existing = f.read()
+        if unique_id is not None and any(
+            unique_id.encode() in old and _id_of(old) == unique_id for old in existing.splitlines()
+        ):
+            raise ValueError(
+                f"{path}: run {unique_id} ({obj.get('study')}/{obj.get('name')}, seed {obj.get('seed')}) "
+                "is already in the ledger"
+            )
+        data = memoryview(line if existing.endswith(b"\n") or not existing else b"\n" + line)
+        try:
+            while data:
+                data = data[os.write(fd, data) :]
+            os.fsync(fd)
+        except OSError as error:
+            os.ftruncate(fd, len(existing))  # undo a partial line
+            raise OSError(error.errno, f"{path}: nothing appended ({error.strerror}); the file is as it was") from error
+    finally:
+        os.close(fd)
+
+
+def _id_of(line: bytes) -> Any:
+    try:
+        return json.loads(line).get("id")
+    except (ValueError, AttributeError):  # a damaged line is no run
+        return None
 
 
 def merge(source: str | Path, path: str | Path | None = None) -> int:
     """Append to ``path`` (default: the book's ledger) the runs of ``source`` it lacks; return how many."""
     path = default_path() if path is None else Path(path)
+    if not Path(source).is_file():
+        raise ValueError(f"{source}: no such ledger file; give the runs.jsonl of a GPU session")
+    new = read(source)  # every line checked before anything is appended
     have = {run.id for run in read(path)}
-    new = [run for run in read(source) if run.id not in have]
-    for run in new:
+    for run in (run for run in new if run.id not in have):
         append(run, path)
-    return len(new)
+    return len([run for run in new if run.id not in have])
 
 
 def select(runs: Iterable[Run], *, results_only: bool = True, **fields: Any) -> list[Run]:
@@ -324,8 +331,18 @@ def summarize(runs: Sequence[Run], metric: str = "final_test_acc") -> list[Summa
     for group in groups.values():
         values = [r.final_test_acc if metric == "final_test_acc" else r.metrics[metric] for r in group]
         std = statistics.stdev(values) if len(values) > 1 else math.nan
-        out.append(Summary(group[0].name, len(values), statistics.fmean(values), std, std / math.sqrt(len(values)),
-                           min(values), max(values), tuple(group)))
+        out.append(
+            Summary(
+                group[0].name,
+                len(values),
+                statistics.fmean(values),
+                std,
+                std / math.sqrt(len(values)),
+                min(values),
+                max(values),
+                tuple(group),
+            )
+        )
     return out
 
 
@@ -348,8 +365,9 @@ def effects(runs: Sequence[Run], base: str = "base") -> list[Effect]:
     rows = summarize(runs)
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
-        raise ValueError(f"expected one configuration per name, got {names}; "
-                         "select one number of epochs and one recipe first")
+        raise ValueError(
+            f"expected one configuration per name, got {names}; select one number of epochs and one recipe first"
+        )
     by_name = {r.name: r for r in rows}
     if base not in by_name:
         raise ValueError(f"expected runs named {base!r} to compare with, got {sorted(by_name)}")
@@ -359,8 +377,20 @@ def effects(runs: Sequence[Run], base: str = "base") -> list[Effect]:
         a, c = getattr(row.first, attr), getattr(b.first, attr)
         return a / c if a is not None and c else math.nan
 
-    return [Effect(r.name, r.n, b.n, r.mean - b.mean, math.hypot(r.se, b.se), ratio(r, "macs"), ratio(r, "params"),
-                   ratio(r, "step_time_s")) for r in rows if r.name != base]
+    return [
+        Effect(
+            r.name,
+            r.n,
+            b.n,
+            r.mean - b.mean,
+            math.hypot(r.se, b.se),
+            ratio(r, "macs"),
+            ratio(r, "params"),
+            ratio(r, "step_time_s"),
+        )
+        for r in rows
+        if r.name != base
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,10 +405,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("check", help="validate every line of a ledger")
     c.add_argument("path", type=Path, nargs="?", default=None)
     args = parser.parse_args(argv)
-    if args.command == "merge":
-        print(f"{merge(args.source, args.into)} run(s) appended to {args.into or default_path()}")
-    else:
-        print(f"{len(read(args.path))} valid run(s) in {args.path or default_path()}")
+    path = args.into if args.command == "merge" else args.path
+    for given in (args.source, path) if args.command == "merge" else (path,):
+        if given is not None and not given.is_file() and (given.exists() or given is not args.into):
+            parser.error(f"{given}: no such ledger file")  # exit 2; --into may be a new file
+    try:
+        if args.command == "merge":
+            print(f"{merge(args.source, path)} run(s) appended to {path or default_path()}")
+        else:
+            print(f"{len(read(path))} valid run(s) in {path or default_path()}")
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,18 +1,150 @@
-"""Where, when and on what a result was measured: recorded beside every stored number."""
+"""Where, when and on what a result was measured, and the one way every stored record is checked.
+
+:class:`Environment` is stored beside every recorded number (a ledger run, a benchmark's results).
+:func:`check` and :func:`check_fields` validate every record type (:class:`Environment`,
+:class:`xception_lib.ledger.Run`): a bad value raises a ``ValueError`` naming the field, what was
+expected and what came. Numbers must be finite (NaN only where a field allows it), ``True`` is not a
+number, and numpy numbers become Python numbers, so that a checked record always writes as JSON.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
+import json
+import math
+import numbers
 import os
 import platform
 import subprocess
+import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
 COMMIT_ENV_VAR = "XCEPTION_COMMIT"
 """Names the commit where there is no git checkout (a copy of the tree sent to a GPU machine)."""
+
+R = TypeVar("R")
+
+
+def expect(condition: bool, where: str, expected: str, got: Any) -> None:
+    """A ``ValueError`` ``"{where}: expected {expected}, got {got!r}"`` unless ``condition``."""
+    if not condition:
+        raise ValueError(f"{where}: expected {expected}, got {repr(got)[:120]}")
+
+
+def check(where: str, value: Any, hint: Any, low: float = -math.inf, high: float = math.inf, nan: bool = False) -> Any:
+    """``value`` checked against a type ``hint`` (``str``, ``int``, ``float``, ``bool``, ``dict[...]``,
+    ``list[float]``, a class, ``X | None``) and the range ``[low, high]``; numpy numbers come back as Python ones.
+
+    ``nan``: NaN (and, within the range, infinity) is a value (a diverged loss, an epoch not evaluated).
+    """
+    args = typing.get_args(hint)
+    if type(None) in args:  # X | None
+        if value is None:
+            return None
+        hint = next(a for a in args if a is not type(None))
+    origin = typing.get_origin(hint) or hint
+    if origin is list:
+        expect(isinstance(value, list), where, "a list", value)
+        return [check(f"{where}[{i}]", v, args[0] if args else Any, low, high, nan) for i, v in enumerate(value)]
+    if hint in (int, float):
+        kind = numbers.Integral if hint is int else numbers.Real
+        expect(
+            isinstance(value, kind) and not isinstance(value, bool),
+            where,
+            f"{'an integer' if hint is int else 'a number'}",
+            value,
+        )
+        value = hint(value)
+        ok = (nan and math.isnan(value)) or ((math.isfinite(value) or nan) and low <= value <= high)
+        expect(ok, where, f"a finite number in [{low:g}, {high:g}]", value)
+        return value
+    if origin is dict:
+        expect(
+            isinstance(value, dict) and all(isinstance(k, str) for k in value), where, "an object (string keys)", value
+        )
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{where}: expected plain JSON values (str, int, float, bool, list, dict), {error}"
+            ) from None
+        return dict(value)
+    names = {str: "a string", bool: "true or false"}
+    expect(
+        origin is Any or isinstance(value, origin),
+        where,
+        names.get(origin, getattr(origin, "__name__", str(hint))),
+        value,
+    )
+    return value
+
+
+def check_fields(record: Any, where: str = "", **ranges: tuple[float, float]) -> None:
+    """Check every field of the dataclass ``record`` against its annotation (and its ``ranges``), in place."""
+    hints = typing.get_type_hints(type(record))
+    for f in dataclasses.fields(record):
+        value = check(f"{where}{f.name}", getattr(record, f.name), hints[f.name], *ranges.get(f.name, ()))
+        object.__setattr__(record, f.name, value)
+
+
+def from_dict(cls: type[R], data: Any, where: str) -> R:
+    """``cls(**data)`` once ``data`` is an object holding ``cls``'s fields and no others (the class checks values)."""
+    expect(isinstance(data, dict), where, "a JSON object", data)
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    expect(not unknown, where, f"only the fields {sorted(names)}", unknown)
+    no_default = dataclasses.MISSING
+    missing = [
+        n for n, f in names.items() if n not in data and f.default is no_default and f.default_factory is no_default
+    ]
+    expect(not missing, where, "every required field", f"{missing} missing")
+    return cls(**data)
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Where and with what a result was measured (:func:`environment`); ``commit_note`` explains a commit
+    corrected after the run. Stored as :meth:`to_dict` in the ledger and in benchmark results."""
+
+    device: str  # a torch device type: "cuda", "cpu", "mps"
+    device_name: str
+    torch: str
+    date: str  # ISO 8601, UTC
+    cuda: str | None = None
+    python: str | None = None
+    platform: str | None = None
+    cpu_count: int | None = None
+    commit: str | None = None
+    cudnn_benchmark: bool | None = None
+    commit_note: str | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, "environment.", cpu_count=(1, math.inf))
+        for name in ("device", "device_name", "torch"):
+            expect(bool(getattr(self, name)), f"environment.{name}", "a non-empty string", getattr(self, name))
+        try:
+            _dt.datetime.fromisoformat(self.date)
+        except ValueError:
+            expect(False, "environment.date", "an ISO 8601 date (2026-11-27T21:21:14+00:00)", self.date)
+
+    def describe(self) -> str:
+        """``NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, commit 2c75ac8, 2026-11-27``."""
+        commit = (self.commit or "unknown")[:7]
+        return f"{self.device_name}, torch {self.torch}, commit {commit}, {self.date[:10]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, ``None`` included (a ledger run's ``id`` hashes exactly this)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Environment:
+        """Validate a stored environment (missing optional fields are ``None``); errors name the field."""
+        return from_dict(cls, data, "environment")
 
 
 def git_commit(path: str | Path | None = None) -> str | None:
@@ -24,8 +156,9 @@ def git_commit(path: str | Path | None = None) -> str | None:
         return os.environ[COMMIT_ENV_VAR]
     where = Path(path) if path is not None else Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10,
-                             check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -46,19 +179,19 @@ def device_name(device: torch.device | str) -> str:
     return names[0] if names else platform.processor() or platform.machine() or "CPU"
 
 
-def environment(device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Hardware and software facts to store with a measurement: :class:`xception_lib.ledger.Environment`'s fields."""
+def environment(device: torch.device | str = "cpu") -> Environment:
+    """The hardware and software a measurement on ``device`` runs with, and the commit and date."""
     device = torch.device(device)
     cuda = device.type == "cuda"
-    return {
-        "device": device.type,
-        "device_name": device_name(device),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda if cuda else None,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "commit": git_commit(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        **({"cudnn_benchmark": bool(torch.backends.cudnn.benchmark)} if cuda else {}),
-    }
+    return Environment(
+        device=device.type,
+        device_name=device_name(device),
+        torch=str(torch.__version__),  # a str subclass: plain, so that checkpoints load with weights_only
+        date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        cuda=torch.version.cuda if cuda else None,
+        python=platform.python_version(),
+        platform=platform.platform(),
+        cpu_count=os.cpu_count(),
+        commit=git_commit(),
+        cudnn_benchmark=bool(torch.backends.cudnn.benchmark) if cuda else None,
+    )
