@@ -3,7 +3,9 @@ performance changes to the model (which must not change a single number)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -119,37 +121,29 @@ def test_small_run_has_a_row_per_case(small_results: benchmark.Results) -> None:
     "corrupt,message",
     [
         (lambda r: r.update(schema="other/0"), "schema"),
-        (lambda r: r["environment"].pop("commit"), r"environment\.commit: missing"),
-        (lambda r: r["settings"].pop("threads"), r"settings\.threads: missing"),
-        (lambda r: r["settings"].update(quick="yes"), r"settings\.quick: expected bool"),
-        (lambda r: r["models"][0].update(median_s=-1.0), r"models\[0\]\.median_s: expected float > 0"),
+        (lambda r: r["environment"].pop("torch"), r"environment"),
+        (lambda r: r["settings"].pop("threads"), r"settings: expected every required field"),
+        (lambda r: r["settings"].update(quick="yes"), r"settings\.quick: expected true or false"),
+        (lambda r: r["models"][0].update(median_s=-1.0), r"models\[0\]\.median_s: expected a finite number"),
         (lambda r: r["models"][0].update(median_s=float("nan")), r"models\[0\]\.median_s"),
         (lambda r: r["models"][0].update(mode="backward"), r"models\[0\]\.mode: expected one of"),
-        (lambda r: r["models"][1].update(macs_per_image="3G"), r"models\[1\]\.macs_per_image: expected int \| None"),
+        (lambda r: r["models"][1].update(macs_per_image="3G"), r"models\[1\]\.macs_per_image: expected an integer"),
         (lambda r: r["layers"][1]["times_s"].pop(), r"layers\[1\]\.times_s: expected 2 times"),
         (lambda r: r["layers"][0].update(variant="int8"), r"layers\[0\]\.variant"),
         (lambda r: r["roofline"].update(bandwidth_gb_per_s=0), r"roofline\.bandwidth_gb_per_s"),
-        (lambda r: r["roofline"].pop("compute_from"), r"roofline\.compute_from: missing"),
-        (lambda r: r.update(skipped=[{"what": "x"}]), r"skipped\[0\]\.reason: missing"),
+        (lambda r: r["roofline"].pop("compute_from"), r"roofline: expected every required field"),
+        (lambda r: r.update(skipped=[{"what": "x"}]), r"skipped\[0\]: expected every required field"),
         (lambda r: r.update(layers={}), "layers: expected a list"),
+        (lambda r: r.update(models=["not a row"]), r"models\[0\]: expected a JSON object"),
     ],
 )
 def test_from_dict_names_what_is_wrong(small_results: benchmark.Results, corrupt, message: str) -> None:
     broken = json.loads(json.dumps(small_results.to_dict()))
     corrupt(broken)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="invalid benchmark results in some.json: " + message):
         benchmark.Results.from_dict(broken, where="some.json")
     with pytest.raises(ValueError, match="invalid benchmark results in results"):
         benchmark.validate_results(broken)
-
-
-def test_from_dict_lists_every_problem(small_results: benchmark.Results) -> None:
-    broken = small_results.to_dict()
-    broken["models"] = [dict(broken["models"][0], runs=0, label=""), "not a row"]
-    with pytest.raises(ValueError) as err:
-        benchmark.Results.from_dict(broken, where="x.json")
-    assert str(err.value).count("\n") == 3  # the title, then three problems
-    assert "models[1]: expected a dict, got str" in str(err.value)
 
 
 def test_save_load_round_trip_and_recorded(small_results: benchmark.Results, tmp_path: Path) -> None:
@@ -174,7 +168,7 @@ def test_save_is_atomic_a_failed_write_keeps_the_old_file(small_results, tmp_pat
     def broken_replace(src: str, dst: str) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(benchmark.os, "replace", broken_replace)
+    monkeypatch.setattr(os, "replace", broken_replace)  # the rename, the last step of every atomic write
     with pytest.raises(OSError, match="disk full"):
         benchmark.save(small_results, path)
     assert path.read_text() == before and benchmark.load(path) == small_results
@@ -221,7 +215,7 @@ def test_the_recorded_runs_load_and_fit_the_column() -> None:
 
 
 def test_describe_says_when_there_is_no_commit(small_results: benchmark.Results) -> None:
-    no_git = benchmark.Results({**small_results.environment, "commit": None}, *list(vars(small_results).values())[1:])
+    no_git = dataclasses.replace(small_results, environment=dataclasses.replace(small_results.environment, commit=None))
     assert "not a git checkout" in bench.describe(no_git)
     assert all(len(line) <= 88 for line in bench.describe(small_results).splitlines())
 
@@ -248,7 +242,7 @@ def test_speed_ratio_and_find(small_results: benchmark.Results) -> None:
         images_per_s=1.0,
     )
     b = benchmark.ModelRow(**{**vars(a), **benchmark.Measured.of(timing.Timing((2.0, 2.0, 2.0))), "model": "b"})
-    r = bench.speed_ratio(benchmark.Results({}, small_results.settings, (a, b), (), None, ()), "a", "b")
+    r = bench.speed_ratio(dataclasses.replace(small_results, models=(a, b)), "a", "b")
     assert (r.ratio, r.paired_median, r.paired_q1) == (2.0, 2.0, 1.5)
     with pytest.raises(ValueError, match="exactly one row"):
         bench.find([a, b], model="c")

@@ -12,16 +12,14 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import tempfile
-import types
 import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +27,10 @@ from torch import nn
 
 from xception_lib.complexity import count_macs
 from xception_lib.config import XceptionConfig
-from xception_lib.ledger import records_dir
+from xception_lib.ledger import records_dir, write_json_atomic
 from xception_lib.model import Xception, xception
-from xception_lib.provenance import environment
+from xception_lib.pooling import fast_max_pools
+from xception_lib.provenance import Environment, check, check_fields, environment, expect, from_dict
 from xception_lib.timing import Timing, interleaved
 
 SCHEMA = "xception_lib.bench/1"
@@ -42,9 +41,26 @@ LAYER_KINDS = ("regular", "depthwise", "pointwise")
 # (Xception's own entry-flow convolutions change the width: 64 -> 128 at 147x147, 128 -> 256 at 74x74, ...).
 LAYER_SHAPES = ((128, 74), (256, 37), (728, 19))
 RECORDS = records_dir()  # the recorded results (package data)
+R = TypeVar("R")
 
 
 # ------------------------------------------------------------------ records
+_CHOICES = {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}
+
+
+def _check_record(record: Any) -> None:
+    """Every field against its annotation (:func:`xception_lib.provenance.check_fields`): numbers finite and > 0
+    (the IQR >= 0), names from their choices, one time per run."""
+    hints = typing.get_type_hints(type(record))
+    numeric = [n for n, h in hints.items() if h in (int, float, int | None)]
+    check_fields(record, "", **{n: (0.0, math.inf) if n == "iqr_s" else (1e-300, math.inf) for n in numeric})
+    for name in _CHOICES.keys() & hints.keys():
+        expect(getattr(record, name) in _CHOICES[name], name, f"one of {_CHOICES[name]}", getattr(record, name))
+    if "times_s" in hints:
+        check("times_s", list(record.times_s), list[float], 1e-300)
+        expect(len(record.times_s) == record.runs, "times_s", f"{record.runs} times (runs)", len(record.times_s))
+
+
 @dataclass(frozen=True)
 class Measured:
     """Repeated runs of one case: every time (seconds), their median and interquartile range."""
@@ -53,6 +69,9 @@ class Measured:
     iqr_s: float  # the spread of the middle half of the runs
     runs: int
     times_s: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        _check_record(self)
 
     @staticmethod
     def of(t: Timing) -> dict[str, Any]:
@@ -103,11 +122,17 @@ class Roofline:
     compute_from: str
     bandwidth_from: str
 
+    def __post_init__(self) -> None:
+        _check_record(self)
+
 
 @dataclass(frozen=True)
 class Skipped:
     what: str
     reason: str
+
+    def __post_init__(self) -> None:
+        _check_record(self)
 
 
 @dataclass(frozen=True)
@@ -120,12 +145,26 @@ class Settings:
     compile: bool = False
     tf32_convolutions: bool | None = None  # cuDNN's float32 convolutions on TF32 cores; None: CPU or not recorded
 
+    def __post_init__(self) -> None:
+        _check_record(self)
+
+
+def _row(cls: type[R], data: Any, where: str) -> R:
+    """``cls`` from a JSON object (lists become tuples); errors name ``where``."""
+    try:
+        return from_dict(cls, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}, where)
+    except AttributeError:
+        raise ValueError(f"{where}: expected a JSON object, got {data!r:.40}") from None
+    except ValueError as err:
+        message = str(err)
+        raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None
+
 
 @dataclass(frozen=True)
 class Results:
-    """A benchmark run: where it ran (``xl.provenance.environment()``), how, and every row."""
+    """A benchmark run: where it ran (:func:`xception_lib.provenance.environment`), how, and every row."""
 
-    environment: dict[str, Any]
+    environment: Environment
     settings: Settings
     models: tuple[ModelRow, ...]
     layers: tuple[LayerRow, ...]
@@ -137,67 +176,27 @@ class Results:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "results") -> Results:
-        """Check and convert a JSON dict; a ``ValueError`` lists every problem and names ``where``."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"{where}: expected a dict of benchmark results, got {type(data).__name__}")
-        problems = [] if data.get("schema") == SCHEMA else [f"schema: expected {SCHEMA!r}, got {data.get('schema')!r}"]
-        env = data.get("environment")
-        env_keys = ("device", "device_name", "torch", "commit", "date")
-        problems += [f"environment.{k}: missing" for k in env_keys if not isinstance(env, Mapping) or k not in env]
-        parts: dict[str, Any] = {"settings": _convert(Settings, data.get("settings"), "settings", problems)}
-        for name, kind in (("models", ModelRow), ("layers", LayerRow), ("skipped", Skipped)):
-            rows = data.get(name)
-            if not isinstance(rows, (list, tuple)):
-                problems.append(f"{name}: expected a list, got {type(rows).__name__}")
-            parts[name] = tuple(_convert(kind, row, f"{name}[{i}]", problems) for i, row in enumerate(rows or []))
-        roof = data.get("roofline")
-        parts["roofline"] = None if roof is None else _convert(Roofline, roof, "roofline", problems)
-        if problems:
-            raise ValueError(f"invalid benchmark results in {where}:\n  " + "\n  ".join(problems))
-        return cls(environment=dict(env), **parts)  # type: ignore[arg-type]
-
-
-_CHOICES = {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}
-
-
-def _fits(value: Any, hint: Any, name: str) -> bool:
-    """Whether a JSON ``value`` fits a field's type; numbers must be finite and > 0 (IQR: >= 0)."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return any(_fits(value, a, name) for a in typing.get_args(hint))
-    if typing.get_origin(hint) is tuple:
-        return isinstance(value, (list, tuple)) and all(_fits(v, float, name) for v in value)
-    if hint in (int, float):
-        number = isinstance(value, int) or (hint is float and isinstance(value, float))
-        finite = number and not isinstance(value, bool) and math.isfinite(value)
-        return finite and (value >= 0 if name == "iqr_s" else value > 0)
-    if hint is str:
-        return isinstance(value, str) and bool(value) and value in _CHOICES.get(name, (value,))
-    return isinstance(value, hint)  # bool, None
-
-
-def _convert(cls: type, data: Any, where: str, problems: list[str]) -> Any:
-    """``cls(**data)`` after checking each field, adding what is wrong to ``problems``."""
-    if not isinstance(data, Mapping):
-        problems.append(f"{where}: expected a dict, got {type(data).__name__}")
-        return None
-    hints, before = typing.get_type_hints(cls), len(problems)
-    for f in fields(cls):
-        if f.name not in data and f.default is MISSING:
-            problems.append(f"{where}.{f.name}: missing")
-        elif f.name in data and not _fits(data[f.name], hints[f.name], f.name):
-            numeric = "int" in str(f.type) or "float" in str(f.type)
-            expected = f"one of {_CHOICES[f.name]}" if f.name in _CHOICES else f"{f.type}{' > 0' * numeric}"
-            problems.append(f"{where}.{f.name}: expected {expected}, got {data[f.name]!r:.40}")
-    values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
-    if "times_s" in values and len(problems) == before and len(values["times_s"]) != values["runs"]:
-        problems.append(f"{where}.times_s: expected {values['runs']} times (runs), got {len(values['times_s'])}")
-    if len(problems) > before:
-        return None
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        """Check and convert a JSON object; a ``ValueError`` names ``where`` and the first field that is wrong."""
+        try:
+            expect(isinstance(data, Mapping), "results", "a JSON object of benchmark results", type(data).__name__)
+            expect(data.get("schema") == SCHEMA, "schema", repr(SCHEMA), data.get("schema"))
+            rows: dict[str, Any] = {}
+            for name, kind in (("models", ModelRow), ("layers", LayerRow), ("skipped", Skipped)):
+                expect(isinstance(data.get(name), (list, tuple)), name, "a list", data.get(name))
+                rows[name] = tuple(_row(kind, row, f"{name}[{i}]") for i, row in enumerate(data[name]))
+            roof = data.get("roofline")
+            return cls(
+                Environment.from_dict(data.get("environment")),
+                _row(Settings, data.get("settings"), "settings"),
+                roofline=None if roof is None else _row(Roofline, roof, "roofline"),
+                **rows,
+            )
+        except ValueError as err:
+            raise ValueError(f"invalid benchmark results in {where}: {err}") from None
 
 
 def validate_results(results: Results | Mapping[str, Any]) -> Results:
-    """``results`` as a checked :class:`Results` (``ValueError`` listing every problem)."""
+    """``results`` as a checked :class:`Results` (``ValueError`` naming what is wrong)."""
     return results if isinstance(results, Results) else Results.from_dict(results)
 
 
@@ -216,18 +215,8 @@ def check_writable(path: str | Path) -> Path:
 
 
 def save(results: Results | Mapping[str, Any], path: str | Path) -> Path:
-    """Check ``results`` and write them as JSON, atomically: a failed write leaves an existing file as it was."""
-    path = check_writable(path)
-    text = json.dumps(validate_results(results).to_dict(), indent=1) + "\n"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as file:
-            file.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Check ``results`` and write them as JSON atomically: a failed write leaves an existing file as it was."""
+    return write_json_atomic(check_writable(path), validate_results(results).to_dict())
 
 
 def load(path: str | Path) -> Results:
@@ -358,8 +347,8 @@ def build_model(name: str) -> tuple[nn.Module, int]:
 
             return timm.create_model("legacy_xception"), 299
     return {
-        "xception": lambda: (xception(), 299),
-        "xception_timm_port": lambda: (Xception(XceptionConfig.timm_port()), 299),
+        "xception": lambda: (fast_max_pools(xception()), 299),  # the CPU gather kernel (chapter 8)
+        "xception_timm_port": lambda: (fast_max_pools(Xception(XceptionConfig.timm_port())), 299),
         "inception_v3": lambda: (models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
         "resnet50": lambda: (models.resnet50(weights=None), 224),
         "mobilenet_v2": lambda: (models.mobilenet_v2(weights=None), 224),

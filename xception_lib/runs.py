@@ -286,7 +286,7 @@ def train_run(
         wall_time_s=wall,
         images_per_sec=float(statistics.median(speeds)) if speeds else math.nan,
         history=history,
-        environment=ledger.Environment(**environment(device)),
+        environment=environment(device),
         data={
             "name": data.name,
             "source": str(data.source),

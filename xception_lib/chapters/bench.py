@@ -63,12 +63,12 @@ def speed_ratio(
 def describe(results: Results) -> str:
     """Two lines saying where, when and how ``results`` were measured."""
     env, s = results.environment, results.settings
-    commit = f"commit {env['commit'][:8]}" if env.get("commit") else "not a git checkout (no commit)"
-    if env.get("commit_note"):
+    commit = f"commit {env.commit[:8]}" if env.commit else "not a git checkout (no commit)"
+    if env.commit_note:
         commit += " (corrected after the run, see commit_note)"
     return (
-        f"{env['device_name']}, torch {env['torch']}, {s.threads} threads, batch {s.batch_size}, "
-        f"{s.rounds} rounds\n{commit}, {env['date']}"
+        f"{env.device_name}, torch {env.torch}, {s.threads} threads, batch {s.batch_size}, "
+        f"{s.rounds} rounds\n{commit}, {env.date}"
     )
 
 
@@ -252,7 +252,7 @@ def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> An
         ax,
         "arithmetic intensity (MACs per byte, fp32)",
         "achieved GMAC/s",
-        f"{results.environment['device_name']}, batch {rows[0].batch_size}",
+        f"{results.environment.device_name}, batch {rows[0].batch_size}",
     )
     return ax
 
@@ -281,7 +281,7 @@ def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "
     fig.legend(
         *axes[0][0].get_legend_handles_labels(), fontsize=9, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.02)
     )
-    fig.suptitle(f"{results.environment['device_name']}, {variant}", fontsize=10)
+    fig.suptitle(f"{results.environment.device_name}, {variant}", fontsize=10)
     fig.tight_layout()
     return axes[0]
 
@@ -314,7 +314,7 @@ def plot_variants(results: Results) -> Any:
         ax.set_xticks([], minor=True)
         legend = ax.get_legend_handles_labels()
         _labels(ax, "speed-up over fp32 (x, log scale)", "", section)
-    fig.suptitle(results.environment["device_name"], fontsize=10)
+    fig.suptitle(results.environment.device_name, fontsize=10)
     fig.tight_layout()
     fig.legend(*legend, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     return axes[:, 0]

@@ -141,25 +141,17 @@ class SeparableLayer:
 
 
 def separable_layout(config: XceptionConfig, image_size: int = 32) -> list[SeparableLayer]:
-    """Every separable convolution of ``config`` in forward order, derived from the config alone."""
-    size = image_size
-    if config.stem == "imagenet":
-        size = (size - 3) // 2 + 1 - 2  # 3x3 stride 2, then 3x3, no padding
-    down = lambda n, stride: n if stride == 1 else -(-n // 2)  # noqa: E731  (3x3 max-pool, stride 2)
-    outs: list[int] = []
-    sizes: list[int] = []
-    for out, stride in zip(config.entry_channels, config.entry_strides, strict=True):
-        outs += [config.channels(out)] * 2
-        sizes += [size, size]
-        size = down(size, stride)
-    mid = config.channels(config.entry_channels[-1])
-    e0, e1, e2 = (config.channels(c) for c in config.exit_channels)
-    outs += [mid] * (3 * config.middle_blocks) + [mid, e0]
-    sizes += [size] * (3 * config.middle_blocks + 2)
-    size = down(size, config.exit_stride)
-    outs += [e1, e2]
-    sizes += [size, size]
-    return [SeparableLayer(i, o, s, s) for i, o, s in zip(config.separable_in_channels(), outs, sizes, strict=True)]
+    """Every separable convolution of ``config`` in forward order, from its block table (:meth:`~XceptionConfig.blocks`).
+
+    A block's convolutions run at its input's size; its max-pool then divides the size by its stride (rounding up).
+    """
+    size = (image_size - 3) // 2 + 1 - 2 if config.stem == "imagenet" else image_size  # 3x3 stride 2, then 3x3
+    layers = []
+    for block in config.blocks():
+        layers += [SeparableLayer(cin, cout, size, size) for cin, cout in block.widths()]
+        size = -(-size // block.stride)
+    x1, x2, x3 = (config.channels(n) for n in config.exit_channels)  # the exit flow's two after its block
+    return [*layers, SeparableLayer(x1, x2, size, size), SeparableLayer(x2, x3, size, size)]
 
 
 def reference_run() -> ledger.Run | None:
