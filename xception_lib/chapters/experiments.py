@@ -154,6 +154,17 @@ def separable_layout(config: XceptionConfig, image_size: int = 32) -> list[Separ
     return [*layers, SeparableLayer(x1, x2, size, size), SeparableLayer(x2, x3, size, size)]
 
 
+_OLD_PROGS = ("python -m xception_lib.chapters.experiments", "python -m xception_lib.experiments")
+
+
+def command_today(command: str) -> str:
+    """A recorded command as it runs today: the command lines moved to ``python -m xception_lib.chapters``."""
+    for old in _OLD_PROGS:
+        if command.startswith(f"{old} "):
+            return "python -m xception_lib.chapters" + command[len(old) :]
+    return command
+
+
 def reference_run() -> ledger.Run | None:
     """The book's latest recorded reference run of ``xception_cifar``, or ``None``."""
     return ledger.latest(ledger.read(), kind="reference")
@@ -232,6 +243,33 @@ def effects_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.
     return table
 
 
+def cost_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.DataFrame
+    """Each configuration's MACs and measured step time relative to the base, one time column per sweep."""
+    import pandas as pd
+
+    effects = {label: {e.name: e for e in ledger.effects(runs)} for label, runs in sweeps.items()}
+    first = next(iter(effects.values()))
+    table = pd.DataFrame({"MACs x": {n: e.macs_ratio for n, e in first.items()}})
+    for label, by_name in effects.items():
+        table[f"time x, {label}"] = pd.Series({n: e.step_time_ratio for n, e in by_name.items()})
+    return table
+
+
+def cost_verdict(sweeps: dict[str, Sequence[ledger.Run]]) -> str:
+    """Per sweep: the configuration with the most MACs against the slowest one, as a sentence (chapter 8)."""
+    parts = []
+    for label, runs in sweeps.items():
+        effects = ledger.effects(runs)
+        most = max(effects, key=lambda e: e.macs_ratio)
+        slowest = max(effects, key=lambda e: e.step_time_ratio)
+        parts.append(
+            f"in the {label} sweep {most.name}, with {most.macs_ratio:.1f} times the base's MACs, took "
+            f"{most.step_time_ratio:.2f} times its step time, and the slowest was {slowest.name} "
+            f"({slowest.macs_ratio:.2f} times the MACs) at {slowest.step_time_ratio:.2f} times"
+        )
+    return "; ".join(parts)
+
+
 def _pm(value: float, se: float, sign: bool = False) -> str:
     spread = "n/a" if math.isnan(se) else f"{100 * se:.2f}"
     return f"{100 * value:{'+' if sign else ''}.2f} ± {spread}"
@@ -287,7 +325,7 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
     pad = max(1.0, 0.2 * (high - low))
     final.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
     final.set_xticks(range(len(rows)), [point_label(r, experiment) for r in rows])
-    final.set(xlabel=EXPERIMENT_FIELDS[experiment], ylabel="final test accuracy (%)")
+    final.set(xlabel=EXPERIMENT_FIELDS[experiment], ylabel="test acc. at the end (%)")
     for ax in (curve, final):
         ax.grid(alpha=0.3)
     fig.suptitle(title or f"{experiment}: {_where(runs)}", fontsize=10)
@@ -296,7 +334,7 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
 
 
 def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> Figure
-    """Final accuracy (mean ± s.e.) against segments, and against MACs and measured step time (two panels)."""
+    """End-of-run accuracy (mean ± s.e.) against segments, MACs and, where measured, the step time (a panel each)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -304,11 +342,12 @@ def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> F
     labels = [point_label(r, "segments").replace("depthwise", "dw") for r in rows]
     accs = [100 * r.mean for r in rows]
     errs = [0 if math.isnan(r.se) else 100 * r.se for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(7.2, 2.9), sharey=True)
+    costs = [("macs", 1e6, "MACs per image (M)"), ("step_time_s", 1e-3, "ms per training step")]
+    costs = [c for c in costs if all(getattr(r.first, c[0]) for r in rows)]  # no empty panel
+    fig, axes = plt.subplots(1, 1 + len(costs), figsize=(7.2, 2.9), sharey=True)
     axes[0].errorbar(range(len(rows)), accs, yerr=errs, fmt="o-", capsize=3)
     axes[0].set_xticks(range(len(rows)), labels)
-    axes[0].set(xlabel="segments", ylabel="final test acc. (%)")
-    costs = (("macs", 1e6, "MACs per image (M)"), ("step_time_s", 1e-3, "ms per training step"))
+    axes[0].set(xlabel="segments", ylabel="test acc. at the end (%)")
     for ax, (attr, scale, label) in zip(axes[1:], costs, strict=True):
         values = [(getattr(r.first, attr) or math.nan) / scale for r in rows]
         ax.errorbar(values, accs, yerr=errs, fmt="o", capsize=3)
