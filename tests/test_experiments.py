@@ -17,6 +17,7 @@ from torch import nn
 import xception_lib as xl
 from xception_lib import complexity as cx
 from xception_lib import runs as xr
+from xception_lib import timing
 from xception_lib.chapters import experiments as ex
 from xception_lib.chapters.__main__ import main
 
@@ -393,6 +394,45 @@ def test_reference_summary_reads_the_goal_off_the_history(tiny_runs: list) -> No
     assert goal.best_test_acc == max(run.history.test_acc)
     assert goal.seconds_per_epoch == pytest.approx(run.wall_time_s)
     assert not ex.reference_summary(run, target_acc=1.01).met_accuracy
+
+
+def test_goal_report_and_verdict_say_met_or_missed() -> None:
+    goal = ex.Goal(0.897, 0.9, 28, 0.994, 30, 150.0, 5.0, 24, False, False)
+    assert goal.verdict().startswith("The recorded run misses the time goal (150 s of 120 s) and misses the accuracy")
+    assert "89.70% of 94%" in goal.verdict() and "9.7 points more" in goal.verdict()
+    met = dataclasses.replace(goal, met_time=True, wall_time_s=100.0, target_s=110.0)
+    assert "meets the time goal (100 s of 110 s)" in met.verdict()
+    report = goal.report().splitlines()
+    assert report[0].endswith("goal missed") and "in 120 s: 24" in report[-1] and len(report) == 4
+
+
+def test_cost_table_and_verdict_read_every_sweep() -> None:
+    sweeps = {f"{n}-epoch": ex.ablation_runs(n) for n in (2, 4)}
+    table = ex.cost_table(sweeps)
+    assert list(table.columns) == ["MACs x", "time x, 2-epoch", "time x, 4-epoch"]
+    two = {e.name: e for e in xl.ledger.effects(sweeps["2-epoch"])}
+    assert table.loc["segments=32", "time x, 2-epoch"] == two["segments=32"].step_time_ratio
+    slowest = table["time x, 4-epoch"].idxmax()
+    verdict = ex.cost_verdict(sweeps)
+    assert verdict.count("sweep") == 2 and f"the slowest was {slowest} " in verdict.split("4-epoch")[1]
+
+
+def test_command_today_renames_only_the_old_entry_points() -> None:
+    assert ex.command_today("python -m xception_lib.experiments ablations --seeds 3") == (
+        "python -m xception_lib.chapters ablations --seeds 3"
+    )
+    assert (
+        ex.command_today("python -m xception_lib.chapters.experiments cifar10")
+        == "python -m xception_lib.chapters cifar10"
+    )
+    assert ex.command_today("python tools/other.py") == "python tools/other.py"
+
+
+def test_estimate_multiplies_the_measured_step() -> None:
+    text = xr.estimate(timing.Timing((0.1, 0.2, 0.3)), 600)
+    assert "200 ms per step (median of 3; fastest 100 ms, slowest 300 ms)" in text
+    assert "2.0 min (fastest to slowest step: 1.0-3.0 min)" in text and "cut" not in text
+    assert "budget cut" in xr.estimate(timing.Timing((0.1,), truncated=True), 600)
 
 
 def test_the_book_finds_the_recorded_runs() -> None:

@@ -189,6 +189,31 @@ class Goal:
     epochs_in_target: int
     met_accuracy: bool
     met_time: bool
+    target_acc: float = 0.94
+    target_s: float = 120.0
+
+    def report(self) -> str:
+        """Chapter 5's printout: time, accuracy and the training accuracy, each against the goal."""
+        met = {True: "met", False: "missed"}
+        return (
+            f"time:     {self.wall_time_s:.0f} s for {self.epochs} epochs ({self.seconds_per_epoch:.2f} s per epoch "
+            f"with its evaluation): goal {met[self.met_time]}\n"
+            f"accuracy: {self.final_test_acc:.2%} on the 10,000 test images (best epoch {self.best_epoch}): "
+            f"goal {met[self.met_accuracy]}\n"
+            f"training accuracy in the last epoch: {self.final_train_acc:.2%} "
+            f"({100 * (self.final_train_acc - self.final_test_acc):.1f} points above the test accuracy)\n"
+            f"epochs of this speed that would fit in {self.target_s:.0f} s: {self.epochs_in_target}"
+        )
+
+    def verdict(self) -> str:
+        """The goal's verdict as a sentence of chapter 5's text."""
+        meets = {True: "meets", False: "misses"}
+        return (
+            f"The recorded run {meets[self.met_time]} the time goal ({self.wall_time_s:.0f} s of "
+            f"{self.target_s:.0f} s) and {meets[self.met_accuracy]} the accuracy goal ({self.final_test_acc:.2%} of "
+            f"{self.target_acc:.0%}). Its last epoch classified {self.final_train_acc:.1%} of the *training* images "
+            f"correctly, {100 * (self.final_train_acc - self.final_test_acc):.1f} points more than the test images."
+        )
 
 
 def reference_summary(run: ledger.Run, *, target_acc: float = 0.94, target_s: float = 120.0) -> Goal:
@@ -207,6 +232,8 @@ def reference_summary(run: ledger.Run, *, target_acc: float = 0.94, target_s: fl
         int(target_s // per_epoch),
         run.final_test_acc >= target_acc,
         run.wall_time_s <= target_s,
+        target_acc,
+        target_s,
     )
 
 
