@@ -188,6 +188,16 @@ def test_call_patterns_time_each_layer_both_ways_and_restore_the_threads() -> No
     assert [len(t.times) for t in out["one at a time"].values()] == [6, 6]
 
 
+def test_call_table_shows_both_ways_and_the_rate() -> None:
+    t = timing.Timing((0.001, 0.002, 0.003))
+    ways = {"back to back": {"a": t, "b": t}, "one at a time": {"a": t, "b": timing.Timing((0.004,))}}
+    table = bench.call_table(ways, {"a": 2_000_000, "b": 4_000_000})
+    assert list(table.index) == ["a", "b"] and table.loc["b", "M MACs"] == 4.0
+    assert table.loc["a", "back to back, ms (IQR)"] == "2.000 (1.500-2.500)"
+    assert table.loc["b", "GMAC/s"] == pytest.approx(4e6 / 0.002 / 1e9)
+    assert table.loc["b", "one at a time, ms (IQR)"] == "4.000 (4.000-4.000)"
+
+
 def test_a_budget_cuts_the_rounds_and_the_rows_say_how_many() -> None:
     rows = benchmark.layer_benchmarks(
         [benchmark.LayerCase("pointwise", 8, 8)], batch_size=1, rounds=1000, budget_s=0.05

@@ -417,6 +417,14 @@ def test_cost_table_and_verdict_read_every_sweep() -> None:
     assert verdict.count("sweep") == 2 and f"the slowest was {slowest} " in verdict.split("4-epoch")[1]
 
 
+def test_effect_verdict_applies_the_chapters_rule() -> None:
+    effect = xl.ledger.Effect("x", 3, 3, 0.03, 0.01, 1.0, 1.0, 1.0)
+    assert ex.effect_verdict(effect) == "+3.00 ± 1.00 points (3 vs 3 runs): a real effect"
+    assert ex.effect_verdict(dataclasses.replace(effect, delta=-0.025)).endswith("suggestive, not settled")
+    assert ex.effect_verdict(dataclasses.replace(effect, delta=0.01)).endswith("no evidence either way")
+    assert ex.effect_verdict(dataclasses.replace(effect, n=2)).endswith("too few runs for a verdict")
+
+
 def test_command_today_renames_only_the_old_entry_points() -> None:
     assert ex.command_today("python -m xception_lib.experiments ablations --seeds 3") == (
         "python -m xception_lib.chapters ablations --seeds 3"

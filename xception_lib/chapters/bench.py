@@ -173,6 +173,25 @@ def format_results(
     return "\n".join(out)
 
 
+def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pandas.DataFrame:
+    """:func:`xception_lib.benchmark.call_patterns`' timings beside each layer's MACs (chapters 2 and 8):
+    milliseconds per call, median (IQR), both ways, and the GMAC/s of the back-to-back median."""
+    import pandas as pd
+
+    def ms(t: Timing) -> str:
+        return f"{t.median * 1e3:.3f} ({t.q1 * 1e3:.3f}-{t.q3 * 1e3:.3f})"
+
+    hot, cold = ways["back to back"], ways["one at a time"]
+    return pd.DataFrame(
+        {
+            "M MACs": {n: macs[n] / 1e6 for n in hot},
+            "back to back, ms (IQR)": {n: ms(t) for n, t in hot.items()},
+            "GMAC/s": {n: macs[n] / t.median / 1e9 for n, t in hot.items()},
+            "one at a time, ms (IQR)": {n: ms(t) for n, t in cold.items()},
+        }
+    )
+
+
 def separable_shares(results: Results, variant: str = "fp32") -> pandas.DataFrame:
     """The depthwise 3x3's share of a separable convolution's (depthwise, then pointwise) MACs and time, by shape."""
     rows = []

@@ -297,6 +297,17 @@ def cost_verdict(sweeps: dict[str, Sequence[ledger.Run]]) -> str:
     return "; ".join(parts)
 
 
+def effect_verdict(effect: ledger.Effect) -> str:
+    """The chapter's rule for a difference from the base: 3 or more standard errors from zero, with 3 runs or more
+    on each side, is a real effect; within 2 is no evidence either way; in between, suggestive."""
+    z = abs(effect.delta) / effect.se if effect.se > 0 else math.nan
+    if min(effect.n, effect.base_n) < 3 or math.isnan(z):
+        verdict = "too few runs for a verdict"
+    else:
+        verdict = "a real effect" if z >= 3 else "no evidence either way" if z < 2 else "suggestive, not settled"
+    return f"{100 * effect.delta:+.2f} ± {100 * effect.se:.2f} points ({effect.n} vs {effect.base_n} runs): {verdict}"
+
+
 def _pm(value: float, se: float, sign: bool = False) -> str:
     spread = "n/a" if math.isnan(se) else f"{100 * se:.2f}"
     return f"{100 * value:{'+' if sign else ''}.2f} ± {spread}"
