@@ -1,10 +1,8 @@
 """The one timer of the book: repeated, synchronised calls and their median and spread.
 
-Timing code is easy to get wrong: the first calls are slow (allocation, kernel choice), one call is
-one sample, two cases timed one after the other see different conditions, and a GPU returns before
-its work is done. :func:`measure` warms up, repeats, synchronises the device around every call and
-stops at a time budget; :func:`interleaved` does the same for several cases in turn (A, B, A, B, ...),
-so that a slow spell on a shared machine hits every case. Both return :class:`Timing`.
+:func:`measure` warms up (allocation, kernel choice), repeats, synchronises the device around every
+call (a GPU returns before its work is done) and stops at a time budget; :func:`interleaved` does the
+same for several cases in turn (A, B, A, B, ...), so a slow spell on a shared machine hits them all.
 """
 
 from __future__ import annotations
@@ -79,11 +77,9 @@ def interleaved(
     """Time several cases in rounds (A, B, A, B, ...), one call of each per round.
 
     Args:
-        cases: name -> a callable doing one step.
-        warmup: untimed calls of each case first (allocation, kernel choice).
-        repeats: timed rounds.
-        budget_s: start no round after this many seconds (warm-up included); at least one round always
-            runs, and the :class:`Timing` says ``truncated`` if rounds were left out.
+        cases: name -> a callable doing one step; ``warmup``: untimed calls of each first; ``repeats``: rounds.
+        budget_s: start no round after this many seconds (warm-up included); one round always runs, and the
+            :class:`Timing` says ``truncated`` if rounds were left out.
         device: synchronised before and after every timed call (``None``: the CPU, whose calls are synchronous).
     """
     if not (isinstance(warmup, int) and warmup >= 0 and isinstance(repeats, int) and repeats >= 1):
@@ -120,8 +116,6 @@ def measure(
 ) -> Timing:
     """Time ``fn()``: ``warmup`` untimed calls, then up to ``repeats`` timed ones within ``budget_s`` seconds.
 
-    Example:
-        >>> t = measure(lambda: model(x), repeats=20, budget_s=5)
-        >>> print(f"{t.median * 1e3:.1f} ms (IQR {t.iqr * 1e3:.1f} ms)")
+    Example: ``measure(lambda: model(x), budget_s=5).median`` (seconds per call).
     """
     return interleaved({0: fn}, warmup=warmup, repeats=repeats, budget_s=budget_s, device=device)[0]
