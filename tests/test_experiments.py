@@ -324,6 +324,8 @@ def tiny_runs(cifar) -> list:
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_runs_are_valid_ledger_lines(tiny_runs: list, tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     for run in tiny_runs:
@@ -346,6 +348,7 @@ def test_runs_are_valid_ledger_lines(tiny_runs: list, tmp_path: Path) -> None:
     assert rows["residual=False"].first.params < rows["base"].first.params < rows["segments=1"].first.params
 
 
+@pytest.mark.data
 def test_flip_evaluation_agrees_with_the_trainer(cifar) -> None:
     cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=64, batch_size=32)
     recipe = xr.Recipe("t", cutout=8, ema=0.9, tta_flip=True)
@@ -362,6 +365,8 @@ def test_flip_evaluation_agrees_with_the_trainer(cifar) -> None:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
     pytest.importorskip("matplotlib")
     import matplotlib
@@ -387,6 +392,8 @@ def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
     plt.close(fig)
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_reference_summary_reads_the_goal_off_the_history(tiny_runs: list) -> None:
     run = tiny_runs[0]
     goal = ex.reference_summary(run, target_acc=0.0, target_s=1e6)
@@ -464,6 +471,8 @@ def test_readme_quotes_the_recorded_gpu_results() -> None:
 # ---------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_command_line_appends_preview_runs(cifar, tmp_path: Path) -> None:
     out = tmp_path / "runs.jsonl"
     args = ["ablations", "--preview", "--out", str(out), "--data-root", DATA, "--experiments", "residual"]
@@ -538,6 +547,7 @@ def _session(tmp_path: Path, budget: int, **env: str) -> subprocess.CompletedPro
     )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the session would train")
 def test_gpu_session_stops_without_a_gpu_and_records_nothing(tmp_path: Path) -> None:
     done = _session(tmp_path, 60)
@@ -546,6 +556,8 @@ def test_gpu_session_stops_without_a_gpu_and_records_nothing(tmp_path: Path) -> 
     assert not (tmp_path / "out" / "runs.jsonl").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_gpu_session_dry_run_goes_through_every_phase(cifar, tmp_path: Path) -> None:
     """The one command, tiny, on the CPU: what a GPU session does, appended as each run finishes."""
     done = _session(tmp_path, 400, XCEPTION_DRY_RUN="1")
