@@ -299,7 +299,7 @@ def call_patterns(
     layers: Mapping[str, nn.Module],
     x: torch.Tensor,
     *,
-    calls: int = 20,
+    calls: int = 5,
     rounds: int = 10,
     budget_s: float | None = 10.0,
     threads: int | None = 1,
