@@ -1,4 +1,4 @@
-"""The ablations change exactly what they say; the queue, the recipes, the control; runs are valid ledger runs; the command line."""
+"""The ablations change exactly what they say; the queue; runs are valid ledger runs; tables, verdicts; the command line."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from torch import nn
 import xception_lib as xl
 from xception_lib import complexity as cx
 from xception_lib import runs as xr
-from xception_lib import timing
 from xception_lib.chapters import experiments as ex
 from xception_lib.chapters.__main__ import main
 
@@ -186,25 +185,6 @@ def test_intermediate_activation_changes_outputs_not_params(small_base: xl.Xcept
         assert not torch.allclose(base.forward_features(x), other.forward_features(x))
 
 
-def test_complexity_counts_the_built_model(small_base: xl.XceptionConfig) -> None:
-    pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
-    cost = xr.complexity(small_base)
-    assert cost["params"] == n_params(xl.Xception(small_base))
-    assert xr.complexity("resnet18")["params"] == n_params(xr.resnet18_cifar())
-    assert cost["macs"] == cx.count_macs(xl.Xception(small_base), (1, 3, 32, 32))
-    assert cost["macs"] > conv_macs(small_base)  # fvcore adds batch norm and pooling
-
-
-def test_measure_step_time_is_positive_and_leaves_global_rng_alone(small_base: xl.XceptionConfig) -> None:
-    state = torch.random.get_rng_state()
-    t = xr.measure_step_time(small_base, batch_size=4, warmup=1, steps=2)
-    assert t.median > 0 and len(t.times) == 2 and not t.truncated
-    assert len(xr.measure_step_time(small_base, batch_size=4, warmup=0, steps=50, budget_s=1e-9).times) == 1
-    assert torch.equal(state, torch.random.get_rng_state())
-    with pytest.raises(ValueError, match="batch_size >= 1"):
-        xr.measure_step_time(small_base, batch_size=0)
-
-
 # ---------------------------------------------------------------- the queue, the recipes, the control
 
 
@@ -254,52 +234,6 @@ def _fake_run(point: ex.Ablation, cfg) -> xl.ledger.Run:
     )
 
 
-def test_recipes_are_distinct_and_valid() -> None:
-    names = [r.name for r in xr.RECIPES]
-    assert len(set(names)) == len(names) and xr.recipe(names[0]) is xr.RECIPES[0]
-    for r in xr.RECIPES:
-        xl.train.recommended_config("cuda", **r.train)  # every override is a TrainConfig field with a valid value
-        dataclasses.replace(xl.XceptionConfig.cifar(), **r.model)
-    with pytest.raises(ValueError, match="unknown recipe"):
-        xr.recipe("fastest")
-
-
-def test_cutout_zeroes_one_square_per_training_image_and_eval_is_the_model() -> None:
-    torch.manual_seed(0)
-    inner = nn.Identity()
-    wrapped = xr.WithExtras(inner, cutout=8).train()
-    x = torch.ones(64, 3, 32, 32)
-    zeroed = (wrapped(x) == 0).all(1)  # N x H x W: the pixels zeroed in every channel
-    per_image = zeroed.sum((1, 2))
-    assert per_image.max() == 64 and per_image.min() > 0  # an 8x8 square, cut where it crosses the border
-    rows, cols = zeroed.any(2), zeroed.any(1)
-    assert torch.equal(rows.sum(1) * cols.sum(1), per_image)  # a rectangle, not scattered pixels
-    assert torch.equal(wrapped.eval()(x), x)
-
-
-def test_ema_follows_the_weights_and_is_not_trained() -> None:
-    model = nn.Linear(2, 2)
-    wrapped = xr.WithExtras(model, ema=0.5)
-    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
-    wrapped.train()(torch.zeros(1, 2))  # the first training forward copies the weights
-    old = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    wrapped.update_ema()
-    assert torch.allclose(wrapped.averaged.weight, old + 0.5)  # halfway, with decay 0.5
-    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
-
-
-def test_control_is_a_cifar_resnet18() -> None:
-    model = xr.resnet18_cifar()
-    assert 11.1e6 < n_params(model) < 11.2e6
-    features: dict = {}
-    model.layer1.register_forward_hook(lambda m, i, o: features.update(layer1=o.shape))
-    with torch.no_grad():
-        assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert features["layer1"] == (2, 64, 32, 32)  # full resolution in the first stage
-
-
 # ---------------------------------------------------------------- runs on real CIFAR-10
 
 DATA = os.environ.get("XCEPTION_DATA") or str(REPO.parent / "shared" / "data")
@@ -346,23 +280,6 @@ def test_runs_are_valid_ledger_lines(tiny_runs: list, tmp_path: Path) -> None:
     rows = {s.name: s for s in xl.ledger.summarize(tiny_runs)}
     assert all(s.n == 2 for s in rows.values())
     assert rows["residual=False"].first.params < rows["base"].first.params < rows["segments=1"].first.params
-
-
-@pytest.mark.data
-def test_flip_evaluation_agrees_with_the_trainer(cifar) -> None:
-    cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=64, batch_size=32)
-    recipe = xr.Recipe("t", cutout=8, ema=0.9, tta_flip=True)
-    run = xr.train_run(
-        "t", ex.preview_base(), cfg, cifar, device="cpu", kind="recipe", study="race", extras=recipe, step_time=False
-    )
-    assert set(run.metrics) == {"tta_test_acc", "ema_test_acc", "ema_tta_test_acc"}
-    assert run.extras == {"cutout": 8, "ema": 0.9, "tta_flip": True}
-    model = xr.build_model(ex.preview_base())
-    test = cifar.subset(test=64, seed=0)
-    # the public pieces agree: accuracy without flips is the trainer's evaluate
-    assert xr.test_accuracy(model, test, device="cpu") == pytest.approx(
-        xl.train.evaluate(model, test.test_images, test.test_labels, mean=test.mean, std=test.std)
-    )
 
 
 @pytest.mark.slow
@@ -441,13 +358,6 @@ def test_command_today_renames_only_the_old_entry_points() -> None:
         == "python -m xception_lib.chapters cifar10"
     )
     assert ex.command_today("python tools/other.py") == "python tools/other.py"
-
-
-def test_estimate_multiplies_the_measured_step() -> None:
-    text = xr.estimate(timing.Timing((0.1, 0.2, 0.3)), 600)
-    assert "200 ms per step (median of 3; fastest 100 ms, slowest 300 ms)" in text
-    assert "2.0 min (fastest to slowest step: 1.0-3.0 min)" in text and "cut" not in text
-    assert "budget cut" in xr.estimate(timing.Timing((0.1,), truncated=True), 600)
 
 
 def test_the_book_finds_the_recorded_runs() -> None:
