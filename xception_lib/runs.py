@@ -101,7 +101,7 @@ def estimate(step: Timing, steps: int) -> str:
     return (
         f"{1000 * step.median:.0f} ms per step (median of {len(step.times)}; fastest {1000 * min(step.times):.0f} ms, "
         f"slowest {1000 * max(step.times):.0f} ms){cut}\nESTIMATE for {steps:,} steps: {mid:.1f} min "
-        f"(fastest to slowest step: {low:.1f}-{high:.1f} min), evaluation not included"
+        f"(fastest to slowest step: {low:.1f}-{high:.1f} min),\nevaluation not included"
     )
 
 

@@ -175,19 +175,19 @@ def format_results(
 
 def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pandas.DataFrame:
     """:func:`xception_lib.benchmark.call_patterns`' timings beside each layer's MACs (chapters 2 and 8):
-    milliseconds per call, median (IQR), both ways, and the GMAC/s of the back-to-back median."""
+    milliseconds per call, median (IQR, 3 significant digits), both ways, and the GMAC/s of the back-to-back median."""
     import pandas as pd
 
     def ms(t: Timing) -> str:
-        return f"{t.median * 1e3:.3f} ({t.q1 * 1e3:.3f}-{t.q3 * 1e3:.3f})"
+        return f"{t.median * 1e3:.3g} ({t.q1 * 1e3:.3g}-{t.q3 * 1e3:.3g})"
 
     hot, cold = ways["back to back"], ways["one at a time"]
     return pd.DataFrame(
         {
             "M MACs": {n: macs[n] / 1e6 for n in hot},
-            "back to back, ms (IQR)": {n: ms(t) for n, t in hot.items()},
+            "back to back, ms": {n: ms(t) for n, t in hot.items()},
             "GMAC/s": {n: macs[n] / t.median / 1e9 for n, t in hot.items()},
-            "one at a time, ms (IQR)": {n: ms(t) for n, t in cold.items()},
+            "one at a time, ms": {n: ms(t) for n, t in cold.items()},
         }
     )
 
