@@ -207,7 +207,5 @@ def test_call_patterns_time_each_layer_both_ways_and_restore_the_threads() -> No
 
 
 def test_a_budget_cuts_the_rounds_and_the_rows_say_how_many() -> None:
-    rows = benchmark.layer_benchmarks(
-        [benchmark.LayerCase("pointwise", 8, 8)], batch_size=1, rounds=1000, budget_s=0.05
-    )
-    assert 1 <= rows[0].runs < 1000 and len(rows[0].times_s) == rows[0].runs
+    rows = benchmark.layer_benchmarks([benchmark.LayerCase("pointwise", 8, 8)], batch_size=1, rounds=50, budget_s=1e-9)
+    assert rows[0].runs == len(rows[0].times_s) == 1  # spent after the first round, which always runs
