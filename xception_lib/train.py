@@ -464,14 +464,9 @@ def _run_meta(
     model: nn.Module, model_config: dict[str, Any] | None, data: Any, cfg: TrainConfig, device: torch.device,
     world_size: int, steps_per_epoch: int, total_steps: int,
 ) -> dict[str, Any]:  # fmt: skip
-    found: Any = environment(device)
-    env = (
-        found.to_dict() if hasattr(found, "to_dict") else found
-    )  # a dict, or (after provenance's change) an Environment
     meta = {
         "config": cfg.to_dict(),
-        # Plain types only (torch.__version__ is a str subclass), so checkpoints load with weights_only.
-        "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in env.items()},
+        "environment": environment(device).to_dict(),  # plain types: checkpoints load with weights_only
         "world_size": world_size, "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
         "model_config": model_config, "dataset": getattr(data, "name", None), "data": getattr(data, "source", None),
         "train_images": len(data.train_labels), "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch,
