@@ -273,11 +273,12 @@ def setup(app: Any) -> dict[str, Any]:
     register_bibliography_style()
     return {"parallel_read_safe": True, "parallel_write_safe": True}
 
+
 # ------------------------------------------------------------------ bibliography labels
 
 
 def _author_year_style() -> type:
-    """pybtex's ``unsrt`` entries, sorted by author and year, labelled as the text cites them.
+    """pybtex's ``unsrt`` entries, sorted by first author and year, labelled as the text cites them.
 
     The text cites author-year ("Chollet, 2017"); pybtex's default ``alpha`` labels ("[Cho17]",
     "[GDollarG+17]") match nothing a reader saw in the text.
@@ -314,9 +315,17 @@ def _author_year_style() -> type:
                 else:
                     yield label
 
+    class ByLabel(SortingStyle):
+        """First author's surname, then year: the order of the labels ("Szegedy et al., 2015, 2016, 2017")."""
+
+        def sorting_key(self, entry: Any) -> tuple[str, str, str, str]:
+            people = entry.persons.get("author") or entry.persons.get("editor") or []
+            first = surname(people[0]).lower() if people else entry.key.lower()
+            return (first, entry.fields.get("year", ""), self.persons_key(people), entry.fields.get("title", ""))
+
     class AuthorYear(Unsrt):
         default_label_style = AuthorYearLabels
-        default_sorting_style = SortingStyle
+        default_sorting_style = ByLabel
 
     return AuthorYear
 
