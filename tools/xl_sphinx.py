@@ -264,7 +264,18 @@ def add_colab_badge(app: Any, pagename: str, templatename: str, context: dict[st
     context["body"] = body.replace("</h1>", "</h1>\n" + colab_badge(url), 1)
 
 
+def add_static_path(app: Any) -> None:
+    """``builder-inited``: serve ``tools/xl_sphinx_static`` (the extension's stylesheet)."""
+    from pathlib import Path
+
+    static = str(Path(__file__).resolve().parent / "xl_sphinx_static")
+    if static not in app.config.html_static_path:
+        app.config.html_static_path.append(static)
+
+
 def setup(app: Any) -> dict[str, Any]:
+    app.connect("builder-inited", add_static_path)
+    app.add_css_file("xl_sphinx.css")
     app.connect("missing-reference", resolve_reexport)
     app.connect("autodoc-skip-member", skip_unlisted_constant)
     # After sphinx.ext.autodoc.typehints has added the "Parameters" list (priority 500).
