@@ -1,4 +1,4 @@
-"""Sphinx extension of the book: resolve references to ``xception_lib``'s own names.
+"""Sphinx extension of the book: references to ``xception_lib``, the API pages, Colab badges, citations.
 
 * Re-exports. Docstrings say :class:`xception_lib.XceptionConfig` or just
   :class:`XceptionConfig`, the names a reader types after ``import xception_lib as xl``; the
