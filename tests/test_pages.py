@@ -255,7 +255,7 @@ def main(argv: list[str]) -> int:
     }
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
-        page = instance.new_page(viewport=DESKTOP)
+        page = instance.new_page(viewport={"width": DESKTOP["width"], "height": DESKTOP["height"]})
         for path in pages(html):
             name = str(path.relative_to(html))
             report = measure(page, path)
