@@ -198,10 +198,13 @@ def train_step(
 
     Args:
         model: The classifier, in train mode.
-        images, labels: ``B x C x H x W`` normalised images and ``B`` class indices, on the model's device.
+        images: ``B x C x H x W`` normalised images, on the model's device.
+        labels: ``B`` class indices (int64), on the same device.
+        optimizer: The optimiser whose step this is.
         scaler: Scales the fp16 loss so that small gradients do not underflow; for bf16 or full precision
             pass ``torch.amp.GradScaler(enabled=False)``, which changes nothing.
         amp_dtype: The autocast dtype (:func:`resolve_amp`), or ``None`` for full precision.
+        label_smoothing: Label smoothing of the cross-entropy (0: none).
         grad_clip: Clip the gradient norm to this value; ``None``: no clipping.
 
     Returns:
