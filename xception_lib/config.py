@@ -121,7 +121,7 @@ class XceptionConfig:
             PyTorch ports of the Keras weights, is 1e-5.
         bn_momentum: Batch-norm momentum in PyTorch's convention (0.01 equals Keras's 0.99).
         pool_padding: ``"same"`` pads the stride-2 max-pools like TensorFlow (asymmetrically,
-            only at the bottom/right when the input size is even), as the authors' model did;
+            only at the bottom/right when the input size is even), as Keras's reference model does;
             ``"symmetric"`` pads one pixel on every side, as the PyTorch ports do.
     """
 
