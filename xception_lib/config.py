@@ -10,7 +10,7 @@ An ablation is one ``dataclasses.replace`` away::
     model = xl.Xception(no_residual)
 
 The defaults of :meth:`XceptionConfig.imagenet` reproduce the paper's Figure 5 and the
-authors' Keras implementation (``keras.applications.Xception``), including Keras's
+author's Keras implementation (``keras.applications.Xception``), including Keras's
 batch-norm epsilon and its ``padding="same"`` max-pooling.
 """
 
