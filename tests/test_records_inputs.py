@@ -30,6 +30,7 @@ ENV = {"device": "cuda", "device_name": "GPU", "torch": "2.x", "date": "2026-11-
 def test_every_shipped_record_loads() -> None:
     """The package's records: the ledger line by line, each benchmark file's environment and rows."""
     from xception_lib import benchmark as bench
+
     runs = ledger.read()
     assert len(runs) >= 54 and all(r.final_test_acc == r.history.test_acc[-1] for r in runs)
     files = sorted(ledger.records_dir().glob("*.json"))

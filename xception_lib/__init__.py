@@ -65,6 +65,7 @@ def __getattr__(name: str) -> object:
         return importlib.import_module(f"xception_lib.chapters.{name}")
     raise AttributeError(f"module 'xception_lib' has no attribute {name!r}")
 
+
 __version__ = "0.1.0"
 
 __all__ = [
