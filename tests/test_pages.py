@@ -6,6 +6,8 @@ At the book's desktop width (1280 px) every page of the built book is loaded and
 - every image in the text is SVG, or a bitmap at least 1.5 times the width it is shown at;
 - every figure of a chapter is numbered ("Fig. N") and has alt text that describes it (not a file name);
 - no page is taller than 40,000 px;
+- every chapter (``book/NN_*``, NN from 01) is titled with its number ("6. ...", as the prose says
+  "chapter 6") and opens with an "Open in Colab" badge;
 - no output shows a traceback, a network error or a placeholder such as ``± n/a``.
 
 Needs a built book (``make book``; ``$XL_BUILD_DIR`` for another build) and Chromium
@@ -60,7 +62,10 @@ MEASURE_JS = """
       caption: (i.closest('figure') && i.closest('figure').querySelector('figcaption'))
                ? i.closest('figure').querySelector('figcaption').innerText : ''}));
   const outputs = [...article.querySelectorAll('div.cell_output, .output')].map(o => o.innerText).join('\\n');
-  return {height: document.documentElement.scrollHeight, blocks: blocks.length, wide, images, outputs};
+  const h1 = article.querySelector('h1');
+  const badge = article.querySelector('a[href^="https://colab.research.google.com/github/"]');
+  return {height: document.documentElement.scrollHeight, blocks: blocks.length, wide, images, outputs,
+          title: h1 ? h1.innerText : '', colab: !!badge && badge.offsetHeight > 0};
 }
 """
 
@@ -85,8 +90,21 @@ def pages(html: Path) -> list[Path]:
     return sorted(
         p
         for p in html.rglob("*.html")
-        if p.name not in skip and "_static" not in p.parts and "_modules" not in p.parts and "_sources" not in p.parts
+        if p.name not in skip
+        and "_static" not in p.parts
+        and "_modules" not in p.parts
+        and "_sources" not in p.parts
+        and not _is_redirect(p)
     )
+
+
+def _is_redirect(path: Path) -> bool:
+    """A stub that only sends the browser on (the root ``index.html`` -> the preface): nothing to measure.
+
+    Measuring it would race the redirect (the page is replaced while it is read).
+    """
+    head = path.read_text(encoding="utf-8", errors="replace")[:300].lower()
+    return head.lstrip().startswith("<meta") and 'http-equiv="refresh"' in head
 
 
 def chromium() -> str | None:
@@ -101,8 +119,21 @@ def measure(page: Any, path: Path) -> dict[str, Any]:
     return page.evaluate(MEASURE_JS)
 
 
-def problems(report: dict[str, Any], chapter: bool) -> list[str]:
-    """What a reader would see wrong on a measured page, one line each."""
+def chapter_number(name: str) -> int | None:
+    """The chapter a page is, from its file name (``book/06_ablations.html`` -> 6); ``None`` for the rest.
+
+    The preface (``00``) is the book's unnumbered root; the reference pages have no number.
+    """
+    import re
+
+    match = re.fullmatch(r"book/(\d\d)_[^/]+\.html", name)
+    if match is None or int(match.group(1)) == 0:
+        return None
+    return int(match.group(1))
+
+
+def problems(report: dict[str, Any], chapter: bool, number: int | None = None) -> list[str]:
+    """What a reader would see wrong on a measured page, one line each (``number``: the chapter's)."""
     found = [f"code/output block scrolls sideways by {w['over']} px: {w['text'][:70]!r}" for w in report["wide"]]
     if report["height"] > MAX_PAGE_PX:
         found.append(f"page is {report['height']:,} px tall (at most {MAX_PAGE_PX:,})")
@@ -118,6 +149,12 @@ def problems(report: dict[str, Any], chapter: bool) -> list[str]:
         if image["shown"] > 200 and (len(alt) < 15 or "/" in alt or alt.endswith((".png", ".svg", ".jpg"))):
             found.append(f"{name}: alt text {alt!r} does not describe the figure")
     found += [f"output shows {word!r}" for word in NOISE if word in report["outputs"]]
+    if number is not None:
+        title = report.get("title", "").strip()
+        if not title.startswith(f"{number}. "):
+            found.append(f"the title {title[:60]!r} does not start with the chapter number {number}")
+        if not report.get("colab"):
+            found.append("no visible 'Open in Colab' badge")
     return found
 
 
@@ -152,7 +189,7 @@ def test_page_reads_well_at_desktop_width(browser: Any, name: str) -> None:
     finally:
         page.close()
     chapter = name.startswith("book/") and not name.startswith(("book/api", "book/bibliography"))
-    found = problems(report, chapter)
+    found = problems(report, chapter, chapter_number(name))
     assert not found, f"{name}:\n  " + "\n  ".join(found)
 
 
@@ -175,6 +212,14 @@ def test_problems_are_found() -> None:
         ],
     }
     assert problems(clean, chapter=True) == []
+    titled = {**clean, "title": "6. What the paper's experiments look like", "colab": True}
+    assert problems(titled, chapter=True, number=6) == []
+    assert chapter_number("book/06_ablations.html") == 6
+    assert chapter_number("book/00_preface.html") is None
+    assert chapter_number("book/api_core.html") is None
+    unnumbered = "\n".join(problems({**clean, "title": "Ablations", "colab": False}, chapter=True, number=6))
+    assert "chapter number 6" in unnumbered and "Open in Colab" in unnumbered
+    assert "chapter number" in "\n".join(problems({**titled, "title": "16. X"}, chapter=True, number=6))
     bad = {
         "height": 50_000,
         "blocks": 2,
@@ -204,6 +249,13 @@ def test_problems_are_found() -> None:
         assert expected in found, expected
 
 
+def test_redirect_stubs_are_not_pages(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/00_preface.html" />\n')
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "00_preface.html").write_text("<!DOCTYPE html><html><body><main></main></body></html>")
+    assert [p.relative_to(tmp_path).as_posix() for p in pages(tmp_path)] == ["book/00_preface.html"]
+
+
 def main(argv: list[str]) -> int:
     """Print every page's measurements and the totals (for a closing note or a quick look)."""
     from playwright.sync_api import sync_playwright
@@ -219,15 +271,17 @@ def main(argv: list[str]) -> int:
         "bad_alt": 0,
         "tall": 0,
         "noise": 0,
+        "no_badge": 0,
+        "unnumbered_title": 0,
     }
     with sync_playwright() as p:
         instance = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS, headless=True)
-        page = instance.new_page(viewport=DESKTOP)
+        page = instance.new_page(viewport={"width": DESKTOP["width"], "height": DESKTOP["height"]})
         for path in pages(html):
             name = str(path.relative_to(html))
             report = measure(page, path)
             chapter = name.startswith("book/") and not name.startswith(("book/api", "book/bibliography"))
-            found = problems(report, chapter)
+            found = problems(report, chapter, chapter_number(name))
             totals["pages"] += 1
             totals["blocks"] += report["blocks"]
             totals["wide"] += len(report["wide"])
@@ -237,6 +291,8 @@ def main(argv: list[str]) -> int:
             totals["bad_alt"] += sum("alt text" in f for f in found)
             totals["tall"] += report["height"] > MAX_PAGE_PX
             totals["noise"] += sum("output shows" in f for f in found)
+            totals["no_badge"] += sum("Open in Colab" in f for f in found)
+            totals["unnumbered_title"] += sum("chapter number" in f for f in found)
             print(
                 f"{name}: {report['height']:,} px, {len(report['wide'])}/{report['blocks']} blocks scroll, "
                 f"{len(report['images'])} images, {len(found)} problems"

@@ -125,7 +125,7 @@ def test_flip_evaluation_agrees_with_the_trainer(cifar) -> None:
     test = cifar.subset(test=64, seed=0)
     # the public pieces agree: accuracy without flips is the trainer's evaluate
     assert xr.test_accuracy(model, test, device="cpu") == pytest.approx(
-        xl.train.evaluate(model, test.test_images, test.test_labels, mean=test.mean, std=test.std)
+        xl.evaluation.evaluate(model, test.test_images, test.test_labels, mean=test.mean, std=test.std)
     )
 
 

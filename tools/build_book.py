@@ -266,6 +266,11 @@ def built_config(root: Path, build_dir: Path) -> Path | None:
         return None
     url, placeholder = repository(root, str(configured).rstrip("/"))
     config["repository"]["url"] = url
+    # Jupyter Book finds local extensions relative to the configuration file: from the copy in the
+    # build folder, name them by absolute path.
+    extensions = (config.get("sphinx") or {}).get("local_extensions") or {}
+    for name, where in extensions.items():
+        extensions[name] = str((root / where).resolve())
     if placeholder:
         config.setdefault("html", {})["announcement"] = (
             f"Built without a GitHub remote: the repository, issue and Colab links on these pages point at "

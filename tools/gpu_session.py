@@ -8,7 +8,7 @@ Run by ``tools/gpu_session.sh BUDGET_S`` (see there). Every finished run is appe
    failure stops the session (exit 3) before any real work.
 2. **throughput**: total training images/s of N concurrent processes (N = 1, 2, 4), without and
    (if the budget allows) with ``torch.compile``; the best N sizes the next phases.
-3. **race**: the control and every recipe of ``experiments.RECIPES`` on ``xception_cifar``,
+3. **race**: the control and every recipe of ``runs.RECIPES`` on ``xception_cifar``,
    one seed each, N at a time.
 4. **reference**: the race's best recipe again, alone on the GPU, so that its time is its own.
 5. **queue**: ``experiments.ablation_queue`` (15 epochs, 3 seeds), skipping runs the book's
@@ -39,8 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from xception_lib import ledger  # noqa: E402
+from xception_lib import (
+    ledger,  # noqa: E402
+    runs,  # noqa: E402
+)
 from xception_lib.chapters import experiments as ex  # noqa: E402
+from xception_lib.config import XceptionConfig  # noqa: E402
 
 PHASES = ("smoke", "throughput", "race", "reference", "queue")
 
@@ -71,7 +75,7 @@ def size(dry_run: bool) -> Size:
         )
     return Size(
         "cuda",
-        ex.XceptionConfig.cifar(),
+        XceptionConfig.cifar(),
         ex.sweep_base(),
         {},
         {"epochs": 1, "train_subset": 4096, "test_subset": 1000},
@@ -106,7 +110,7 @@ def job_config(job: dict[str, Any], s: Size) -> Any:
 
 def execute(job: dict[str, Any], data: Any, s: Size, command: str) -> ledger.Run:
     """Train one job (a JSON-able dict) and return its run."""
-    recipe = ex.recipe(job["recipe"]) if job.get("recipe") else None
+    recipe = runs.recipe(job["recipe"]) if job.get("recipe") else None
     if job["architecture"] == "resnet18":
         architecture: Any = "resnet18"
     else:
@@ -116,7 +120,7 @@ def execute(job: dict[str, Any], data: Any, s: Size, command: str) -> ledger.Run
     if s.device == "cpu":
         train.pop("compile", None)  # no C++ toolchain needed for a dry run
     cfg = job_config({**job, "train": train}, s)
-    return ex.train_run(
+    return runs.train_run(
         job["name"],
         architecture,
         cfg,
@@ -235,7 +239,7 @@ def measure(
     from xception_lib.train import resolve_amp, train_step
 
     torch.set_num_threads(1)
-    model = ex.build_model(architecture).to(device, memory_format=torch.channels_last).train()
+    model = runs.build_model(architecture).to(device, memory_format=torch.channels_last).train()
     step_model = torch.compile(model) if compiled else model
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
     x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=torch.channels_last)
@@ -398,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                 "epochs": s.train.get("epochs", r.train.get("epochs", 30)),
                 "epoch_s": epoch_s,
             }
-            for r in ex.RECIPES
+            for r in runs.RECIPES
         ]
         results = [
             r

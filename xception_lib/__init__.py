@@ -20,6 +20,7 @@ from xception_lib.pretrained import from_timm
 # ``import xception_lib`` stays fast and needs only torch. The reusable library sits at the
 # top level; the apparatus of single chapters lives in ``xception_lib.chapters``.
 _SUBMODULES = (
+    "benchmark",
     "checkpoint",
     "complexity",
     "data",
@@ -34,6 +35,7 @@ _SUBMODULES = (
     "pooling",
     "pretrained",
     "provenance",
+    "runs",
     "runtime",
     "timing",
     "train",
@@ -62,6 +64,7 @@ def __getattr__(name: str) -> object:
     if name in _CHAPTER_MODULES:
         return importlib.import_module(f"xception_lib.chapters.{name}")
     raise AttributeError(f"module 'xception_lib' has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

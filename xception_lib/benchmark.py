@@ -53,7 +53,7 @@ def _check_record(record: Any) -> None:
     (the IQR >= 0), names from their choices, one time per run."""
     hints = typing.get_type_hints(type(record))
     numeric = [n for n, h in hints.items() if h in (int, float, int | None)]
-    check_fields(record, "", **{n: (0.0, math.inf) if n == "iqr_s" else (1e-300, math.inf) for n in numeric})
+    check_fields(record, {n: (0.0, math.inf) if n == "iqr_s" else (1e-300, math.inf) for n in numeric})
     for name in _CHOICES.keys() & hints.keys():
         expect(getattr(record, name) in _CHOICES[name], name, f"one of {_CHOICES[name]}", getattr(record, name))
     if "times_s" in hints:

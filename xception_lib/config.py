@@ -10,7 +10,7 @@ An ablation is one ``dataclasses.replace`` away::
     model = xl.Xception(no_residual)
 
 The defaults of :meth:`XceptionConfig.imagenet` reproduce the paper's Figure 5 and the
-authors' Keras implementation (``keras.applications.Xception``), including Keras's
+author's Keras implementation (``keras.applications.Xception``), including Keras's
 batch-norm epsilon and its ``padding="same"`` max-pooling.
 """
 
@@ -121,7 +121,7 @@ class XceptionConfig:
             PyTorch ports of the Keras weights, is 1e-5.
         bn_momentum: Batch-norm momentum in PyTorch's convention (0.01 equals Keras's 0.99).
         pool_padding: ``"same"`` pads the stride-2 max-pools like TensorFlow (asymmetrically,
-            only at the bottom/right when the input size is even), as the authors' model did;
+            only at the bottom/right when the input size is even), as Keras's reference model does;
             ``"symmetric"`` pads one pixel on every side, as the PyTorch ports do.
     """
 

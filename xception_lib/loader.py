@@ -102,14 +102,17 @@ class GpuLoader:
     which makes resuming and sharding exact. Iterating advances the epoch; :meth:`set_epoch` sets it.
 
     Args:
-        images, labels: ``N x C x H x W`` uint8 images and ``N`` integer labels.
-        mean, std: Per-channel statistics in [0, 1] of the data set (``CifarArrays.mean`` / ``.std``).
+        images: ``N x C x H x W`` uint8 images.
+        labels: ``N`` integer labels.
+        mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``).
+        std: Per-channel standard deviations in [0, 1] of the data set (``CifarArrays.std``).
         batch_size: Images per batch (per process, when sharded).
         train: Shuffle and augment (``True``) or walk the images in order unchanged.
         crop_padding: Zero-pad by this many pixels, then crop back to ``H x W`` at a random offset
             (torchvision's ``RandomCrop(32, padding=4)``); 0: no crops. ``flip``: mirror with probability 1/2.
         drop_last: Drop the last, smaller batch (default: ``train``).
-        rank, world_size: Each of ``world_size`` processes takes every ``world_size``-th image of the
+        rank: This process's index among ``world_size`` (0 when not sharded).
+        world_size: Each of ``world_size`` processes takes every ``world_size``-th image of the
             epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of
             one loader with batch ``world_size * b``. With ``drop_last`` the shards are equally long;
             without it every image is in exactly one shard (what evaluation needs).

@@ -1,6 +1,6 @@
 """Xception (Chollet, CVPR 2017), built from an :class:`~xception_lib.XceptionConfig`.
 
-The network of the paper's Figure 5, as in the authors' Keras implementation: a stem of two 3x3
+The network of the paper's Figure 5, as in Keras's reference implementation (by the paper's author): a stem of two 3x3
 convolutions; the residual blocks of :meth:`~xception_lib.XceptionConfig.blocks` (the one table of
 the layout) in the entry, middle and exit flows; two more separable convolutions (1536 and 2048
 channels); global average pooling, optional dropout and a linear classifier.

@@ -1,6 +1,6 @@
 """TensorFlow's "same" max-pooling, and an opt-in faster CPU path for every max-pool of a model.
 
-:class:`MaxPool2dSame` is what the authors' Keras model computes. The rest of the module is a
+:class:`MaxPool2dSame` is what Keras's reference model computes. The rest of the module is a
 speed trick, off unless :func:`fast_max_pools` switches it on: max-pooling does no
 multiply-accumulates, yet PyTorch's CPU kernel for NCHW tensors (one output pixel at a time, along
 each channel's plane) made the four pools of Xception cost about 7% of a CPU training step. Its
@@ -18,7 +18,7 @@ from torch import nn
 
 
 class MaxPool2dSame(nn.Module):
-    """Max-pooling with TensorFlow's ``padding="same"``, as in the authors' Keras model.
+    """Max-pooling with TensorFlow's ``padding="same"``, as in Keras's reference model.
 
     TensorFlow pads ``max((ceil(n / s) - 1) * s + k - n, 0)`` pixels, the odd one at the
     bottom/right. For odd inputs (147 -> 74, 37 -> 19) this is PyTorch's symmetric

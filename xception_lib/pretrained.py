@@ -1,6 +1,6 @@
 """Weights from timm's ``legacy_xception``, the reference PyTorch port of the Keras model.
 
-Where the PyTorch ports differ from the authors' Keras original
+Where the PyTorch ports differ from Keras's reference original
 ----------------------------------------------------------------
 The Keras weights (``keras.applications.Xception``) were converted to PyTorch by
 tstandley and Cadene; timm ships that port as ``legacy_xception``. Two conventions did

@@ -79,10 +79,10 @@ def from_dict(cls: Any, data: Any, where: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     expect(not unknown, where, f"only the fields {sorted(names)}", unknown)
-    try:
-        return cls(**data)
-    except TypeError as error:  # a field without a default is missing
-        raise ValueError(f"{where}: {error}") from None
+    required = {f.name for f in dataclasses.fields(cls) if f.default is f.default_factory is dataclasses.MISSING}
+    missing = sorted(required - set(data))
+    expect(not missing, where, "every required field", f"no {', '.join(missing)}")
+    return cls(**data)
 
 
 @dataclass(frozen=True)

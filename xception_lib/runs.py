@@ -205,7 +205,7 @@ class WithExtras(nn.Module):
 
 def test_accuracy(model: nn.Module, data: Any, *, device: torch.device | str, flip: bool = False) -> float:
     """Accuracy on ``data``'s test images; with ``flip``, of the average prediction of each image and its mirror."""
-    from xception_lib.train import predict
+    from xception_lib.evaluation import predict
 
     kw = {"device": device, "mean": data.mean, "std": data.std}
     probs = predict(model, data.test_images, **kw)

@@ -198,10 +198,13 @@ def train_step(
 
     Args:
         model: The classifier, in train mode.
-        images, labels: ``B x C x H x W`` normalised images and ``B`` class indices, on the model's device.
+        images: ``B x C x H x W`` normalised images, on the model's device.
+        labels: ``B`` class indices (int64), on the same device.
+        optimizer: The optimiser whose step this is.
         scaler: Scales the fp16 loss so that small gradients do not underflow; for bf16 or full precision
             pass ``torch.amp.GradScaler(enabled=False)``, which changes nothing.
         amp_dtype: The autocast dtype (:func:`resolve_amp`), or ``None`` for full precision.
+        label_smoothing: Label smoothing of the cross-entropy (0: none).
         grad_clip: Clip the gradient norm to this value; ``None``: no clipping.
 
     Returns:
@@ -464,14 +467,9 @@ def _run_meta(
     model: nn.Module, model_config: dict[str, Any] | None, data: Any, cfg: TrainConfig, device: torch.device,
     world_size: int, steps_per_epoch: int, total_steps: int,
 ) -> dict[str, Any]:  # fmt: skip
-    found: Any = environment(device)
-    env = (
-        found.to_dict() if hasattr(found, "to_dict") else found
-    )  # a dict, or (after provenance's change) an Environment
     meta = {
         "config": cfg.to_dict(),
-        # Plain types only (torch.__version__ is a str subclass), so checkpoints load with weights_only.
-        "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in env.items()},
+        "environment": environment(device).to_dict(),  # plain types: checkpoints load with weights_only
         "world_size": world_size, "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
         "model_config": model_config, "dataset": getattr(data, "name", None), "data": getattr(data, "source", None),
         "train_images": len(data.train_labels), "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch,
