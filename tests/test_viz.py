@@ -376,3 +376,12 @@ def test_unreachable_host_fails_fast_with_one_plain_sentence(monkeypatch: pytest
     with pytest.raises(OSError, match=r"^weights\.invalid cannot be reached from this machine \(no network\?\)$"):
         viz.load_pretrained_imagenet(timeout_s=1.0)
     assert time.perf_counter() - start < 5.0
+
+
+def test_a_checkpoint_of_another_class_count_is_not_called_cifar10(tmp_path: Path) -> None:
+    """Issue 24: a 100-class checkpoint was described as "CIFAR-10 Xception"."""
+    model = xl.Xception(dataclasses.replace(SMALL_CIFAR, num_classes=100))
+    path = tmp_path / "cifar100.pt"
+    torch.save({"model": model.state_dict(), "model_config": model.config.to_dict()}, path)
+    with pytest.raises(ValueError, match="100-class Xception, not a CIFAR-10 one"):
+        load(path)

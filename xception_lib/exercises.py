@@ -171,7 +171,7 @@ def verdict(name: str, answer: Any) -> Verdict:
     ex = _get(name)
     if _unanswered(answer):
         return Verdict(
-            name, "not attempted", f"{name}: not attempted yet. Replace the ... above and run this cell again."
+            name, "not attempted", f"{name}: not attempted yet.\nReplace the ... above and run this cell again."
         )
     value: Any = answer
     if ex.run is not None:
@@ -181,7 +181,7 @@ def verdict(name: str, answer: Any) -> Verdict:
             value = error
     if _unanswered(value):
         return Verdict(
-            name, "not attempted", f"{name}: not attempted yet. Replace the ... above and run this cell again."
+            name, "not attempted", f"{name}: not attempted yet.\nReplace the ... above and run this cell again."
         )
     expected = ex.expected()
     if not isinstance(value, Exception) and same(value, expected, ex.rel_tol):

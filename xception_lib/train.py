@@ -127,7 +127,7 @@ class TrainConfig:
         else:
             head = "Full schedule"
         return (
-            f"{head}: {self.epochs} epochs on {data}{steps},\n"
+            f"{head}:\n  {self.epochs} epochs on {data}{steps},\n"
             f"  batch {self.batch_size}, evaluated on {test}\n"
             f"  {opt}, peak lr {self.lr:g},\n"
             f"  {self.schedule} schedule with {self.warmup:.0%} warm-up, label smoothing {self.label_smoothing:g},\n"
@@ -453,8 +453,8 @@ def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
 
 def _report(what: str, metrics: dict[str, float], bar: Any) -> None:
     line = (
-        f"{what}: train loss {metrics['train_loss']:.3f}, train acc {metrics['train_acc']:.1%}, "
-        f"test acc {metrics['test_acc']:.1%}, {metrics['images_per_sec']:,.0f} images/s"
+        f"{what}: train loss {metrics['train_loss']:.3f}, train {metrics['train_acc']:.1%}, "
+        f"test {metrics['test_acc']:.1%}, {metrics['images_per_sec']:,.0f} images/s"
     )
     if bar is None:
         print(line, flush=True)

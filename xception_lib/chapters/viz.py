@@ -489,6 +489,11 @@ def load_best_available_model(
     if named:
         path = Path(named).expanduser()
         model, accuracy = _read_checkpoint(path)
+        if model.config.num_classes != 10:
+            raise ValueError(
+                f"{path} holds a {model.config.num_classes}-class Xception, not a CIFAR-10 one: chapter 7 names "
+                f"its classes with CIFAR-10's. Name a CIFAR-10 checkpoint, or unset {CHECKPOINT_ENV}."
+            )
         measured = f"last test accuracy {accuracy:.2%}" if accuracy is not None else "no test accuracy recorded"
         found = AvailableModel(model, f"CIFAR-10 Xception from {path}, {measured}.", "cifar10", accuracy)
     else:
