@@ -110,9 +110,28 @@ def test_bar_colours_follow_the_legend() -> None:
 
     fig = figures.bar_pair(["regular", "separable", "depthwise", "pointwise", "other"], [1.0] * 5, [1.0] * 5)
     faces = [to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches]
-    c = figures.COLOURS
+    c = {kind: to_hex(colour) for kind, colour in figures.COLOURS.items()}
     assert faces == [c["joint"], c["spatial"], c["spatial"], c["cross"], c["pool"]]  # orange: depthwise, blue: 1x1
     assert fig.axes[0].patches[1].get_hatch() == "///"
+
+
+def test_bars_of_models_take_the_books_model_colours() -> None:
+    from matplotlib.colors import to_hex
+
+    from xception_lib.chapters import style
+
+    names = ["Xception", "Inception V3", "ResNet-50", "MobileNetV2"]
+    fig = figures.bar_pair(names, [1.0] * 4, [1.0] * 4)
+    faces = [to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches]
+    keys = ["xception", "inception_v3", "resnet50", "mobilenet_v2"]
+    assert faces == [to_hex(style.MODELS[key]) for key in keys]
+    assert all(ax.get_ylim()[0] == 0 for ax in fig.axes)  # bars start at zero
+
+
+def test_diagram_text_is_white_on_the_dark_blue_only() -> None:
+    assert figures.text_colour(figures.COLOURS["cross"]) == "white"
+    assert figures.text_colour(figures.COLOURS["spatial"]) == "black"
+    assert figures.text_colour("#ffffff") == "black"
 
 
 def _every_figure() -> list[Figure]:

@@ -12,19 +12,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from xception_lib.chapters.style import LAYERS, MODELS
+
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: Face colour of each kind of box in the diagrams (what the box correlates).
+#: Face colour of each kind of box in the diagrams (what the box correlates), from the book's
+#: one palette (:data:`xception_lib.chapters.style.LAYERS`).
 COLOURS = {
-    "cross": "#9ecae1",  # 1x1: cross-channel
-    "spatial": "#fdae6b",  # 3x3 on one channel / segment: spatial
-    "joint": "#bcbddc",  # regular 3x3: both at once
-    "pool": "#d9d9d9",
+    "cross": LAYERS["pointwise"],  # 1x1: cross-channel
+    "spatial": LAYERS["depthwise"],  # 3x3 on one channel / segment: spatial
+    "joint": LAYERS["regular"],  # regular 3x3: both at once
+    "pool": LAYERS["pool"],
     "io": "#ffffff",
-    "concat": "#c7e9c0",
+    "concat": LAYERS["other"],
 }
+
+
+def text_colour(face: str) -> str:
+    """Black or white, whichever reads better on ``face`` (white on the dark blue of a 1x1)."""
+    from matplotlib.colors import to_rgb
+
+    if face == "none":
+        return "black"
+    r, g, b = to_rgb(face)
+    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.35 else "black"
+
 
 DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 1.0}
@@ -50,7 +64,7 @@ def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: 
             (x - w / 2, y - h / 2), w, h, boxstyle=style, facecolor=COLOURS[kind], gid=f"box:{kind}", **_EDGE
         )
     )
-    ax.text(x, y, text, ha="center", va="center", fontsize=10)
+    ax.text(x, y, text, ha="center", va="center", fontsize=10, color=text_colour(COLOURS[kind]))
     return x, y
 
 
@@ -251,7 +265,8 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
     from matplotlib.ticker import ScalarFormatter
 
     fig, (ax,) = _new_figure(7.0, 3.6)
-    for k, colour in zip(kernel_sizes, ("#222222", "#666666", "#aaaaaa", "#cccccc"), strict=False):
+    shades = ("#222222", "#555555", "#888888", "#aaaaaa")  # one grey per kernel size
+    for k, colour in zip(kernel_sizes, shades, strict=False):
         ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=colour)
         ax.axhline(k * k, linestyle="--", linewidth=0.8, color=colour)
     ax.set_xscale("log", base=2)
@@ -268,6 +283,21 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
 BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
 
 
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+_MODEL_KEYS = {_key(name): colour for name, colour in MODELS.items()}
+
+
+def bar_colour(label: str) -> str:
+    """The colour of a bar: its layer kind's (:data:`BAR_KINDS`), its model's ("ResNet-50" is
+    ``resnet50``), or grey."""
+    if label in BAR_KINDS:
+        return COLOURS[BAR_KINDS[label]]
+    return _MODEL_KEYS.get(_key(label), COLOURS["pool"])
+
+
 def bar_pair(
     labels: Sequence[str],
     left: Sequence[float],
@@ -278,13 +308,14 @@ def bar_pair(
     """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
 
     A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue: pointwise; purple:
-    regular); any other label is grey. ``log``: logarithmic value axes.
+    regular), a model's name its colour in :data:`~xception_lib.chapters.style.MODELS` ("Inception V3":
+    orange); any other label is grey. ``log``: logarithmic value axes (otherwise the bars start at zero).
     """
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
     fig, axes = _new_figure(7.0, 3.2, ncols=2)
-    colours = [COLOURS[BAR_KINDS[label]] if label in BAR_KINDS else COLOURS["pool"] for label in labels]
+    colours = [bar_colour(label) for label in labels]
     for ax, values, title in zip(axes, (left, right), titles, strict=False):
         bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
         for label, bar in zip(labels, bars, strict=False):
