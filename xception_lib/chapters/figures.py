@@ -31,13 +31,15 @@ COLOURS = {
 
 
 def text_colour(face: str) -> str:
-    """Black or white, whichever reads better on ``face`` (white on the dark blue of a 1x1)."""
+    """Black or white, whichever contrasts more with ``face`` (WCAG's relative luminance):
+    white on the dark blue of a 1x1, black on the others."""
     from matplotlib.colors import to_rgb
 
     if face == "none":
         return "black"
-    r, g, b = to_rgb(face)
-    return "white" if 0.2126 * r + 0.7152 * g + 0.0722 * b < 0.35 else "black"
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(face)]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "white" if luminance < 0.179 else "black"
 
 
 DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
