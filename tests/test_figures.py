@@ -170,3 +170,34 @@ def test_figures_are_drawn_for_the_column_with_legible_text() -> None:
                 inside = [b for b in boxes if b.contains(*extent.get_points().mean(axis=0))]
                 if inside:
                     assert extent.width <= inside[0].width, text.get_text()
+
+
+def _code_only(source: str) -> str:
+    """The AST of ``source`` without docstrings, as text: what runs, not how it is laid out."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    return ast.dump(tree)
+
+
+def test_fit_source_fits_the_column_and_keeps_the_code() -> None:
+    import textwrap
+
+    source = (
+        "    def f(self, x):\n"
+        '        """A docstring line that is far too long for the column of the book, by some margin."""\n'
+        "        y = x + 1  # a trailing comment that pushes this line well past the eighty characters\n"
+        "        return y\n"
+    )
+    fitted = figures.fit_source(source)
+    assert all(len(line) <= 80 for line in fitted.splitlines())
+    assert _code_only(fitted) == _code_only(textwrap.dedent(source))
+    assert "    # a trailing comment" in fitted and "    y = x + 1\n" in fitted
+    assert "far too long" in fitted and "some margin" in fitted
+    short = "def g():\n    return 1\n"
+    assert figures.fit_source(short) == short
