@@ -23,7 +23,9 @@ def synthetic(train: int = 64, test: int = 32, seed: int = 0) -> xl.data.CifarAr
     images = torch.randint(0, 256, (train + test, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.randint(0, 10, (train + test,), generator=g)
     classes = tuple(f"class {i}" for i in range(10))
-    return xl.data.CifarArrays("cifar10", images[:train], labels[:train], images[train:], labels[train:], classes, "synthetic")
+    return xl.data.CifarArrays(
+        "cifar10", images[:train], labels[:train], images[train:], labels[train:], classes, "synthetic"
+    )
 
 
 def tiny(**overrides: object) -> xl.Xception:
@@ -35,14 +37,22 @@ class _Stop(Exception):
     pass
 
 
-def _stop_after_first_epoch(epoch: int, history: xl.train.History) -> None:
+def _stop_after_first_epoch(epoch: int, history: xl.history.History) -> None:
     raise _Stop
 
 
 def interrupted_run(folder: Path, **model_overrides: object) -> Path:
     """A run stopped after its first epoch: its checkpoint."""
     with pytest.raises(_Stop):
-        fit(tiny(**model_overrides), synthetic(), CFG, device="cpu", checkpoint_dir=folder, progress=False, callbacks=[_stop_after_first_epoch])
+        fit(
+            tiny(**model_overrides),
+            synthetic(),
+            CFG,
+            device="cpu",
+            checkpoint_dir=folder,
+            progress=False,
+            callbacks=[_stop_after_first_epoch],
+        )
     return folder / CHECKPOINT_NAME
 
 
@@ -80,7 +90,9 @@ def test_fit_writes_the_model_and_both_configs(tmp_path: Path) -> None:
 
 
 def test_a_model_without_a_config_stores_none(tmp_path: Path) -> None:
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 10)
+    )
     fit(model, synthetic(), dataclasses.replace(CFG, epochs=1), device="cpu", checkpoint_dir=tmp_path, progress=False)
     state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert state["model_config"] is None and state["model_class"] == "Sequential"
@@ -91,17 +103,27 @@ def test_a_model_without_a_config_stores_none(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("overrides", "field"),
-    [({"intermediate_activation": "relu"}, "model_config.intermediate_activation"), ({"dropout": 0.3}, "model_config.dropout")],
+    [
+        ({"intermediate_activation": "relu"}, "model_config.intermediate_activation"),
+        ({"dropout": 0.3}, "model_config.dropout"),
+    ],
 )
-def test_resume_refuses_another_model_of_the_same_shapes(tmp_path: Path, overrides: dict[str, object], field: str) -> None:
+def test_resume_refuses_another_model_of_the_same_shapes(
+    tmp_path: Path, overrides: dict[str, object], field: str
+) -> None:
     """Issue 14, 2: an ablation with identical tensor shapes does not continue the old run."""
     path = interrupted_run(tmp_path)
     with pytest.raises(CheckpointError, match=field) as caught:
         fit(tiny(**overrides), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False)
     message = str(caught.value)
     assert str(path) in message and "resume=False" in message and "another checkpoint_dir" in message
-    history = fit(tiny(**overrides), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False, resume=False)
-    assert history.epochs == 2 and history.meta["model_config"]["intermediate_activation"] == tiny(**overrides).config.intermediate_activation
+    history = fit(
+        tiny(**overrides), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False, resume=False
+    )
+    assert (
+        history.epochs == 2
+        and history.meta["model_config"]["intermediate_activation"] == tiny(**overrides).config.intermediate_activation
+    )
 
 
 def test_resume_refuses_other_data_and_another_recipe(tmp_path: Path) -> None:
@@ -112,8 +134,12 @@ def test_resume_refuses_other_data_and_another_recipe(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match=r"data\.train_images: 64 -> 48"):
         fit(tiny(), synthetic(train=48), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match=r"train_config\.lr: 0\.05 -> 0\.1"):  # CheckpointError is a ValueError
-        fit(tiny(), synthetic(), dataclasses.replace(CFG, lr=0.1), device="cpu", checkpoint_dir=tmp_path, progress=False)
-    history = fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False)  # the same run continues
+        fit(
+            tiny(), synthetic(), dataclasses.replace(CFG, lr=0.1), device="cpu", checkpoint_dir=tmp_path, progress=False
+        )
+    history = fit(
+        tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False
+    )  # the same run continues
     assert history.epochs == 2
 
 
@@ -159,7 +185,9 @@ def test_an_unreadable_checkpoint_names_the_file(tmp_path: Path, damage: object,
         fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False)
     message = str(caught.value)
     assert str(path) in message and "resume=False" in message and "weights_only" not in message
-    assert fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False, resume=False).epochs == 2
+    assert (
+        fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False, resume=False).epochs == 2
+    )
 
 
 def test_a_checkpoint_dir_that_is_a_file_fails_before_training(tmp_path: Path) -> None:
@@ -167,7 +195,15 @@ def test_a_checkpoint_dir_that_is_a_file_fails_before_training(tmp_path: Path) -
     target.write_text("not a folder")
     epochs: list[int] = []
     with pytest.raises(NotADirectoryError, match=f"checkpoint_dir {target} is a file"):
-        fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=target, progress=False, callbacks=[lambda e, h: epochs.append(e)])
+        fit(
+            tiny(),
+            synthetic(),
+            CFG,
+            device="cpu",
+            checkpoint_dir=target,
+            progress=False,
+            callbacks=[lambda e, h: epochs.append(e)],
+        )
     assert epochs == []
 
 
@@ -179,3 +215,31 @@ def test_an_unwritable_checkpoint_dir_fails_before_training(tmp_path: Path) -> N
             fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path / "new", progress=False)
     finally:
         tmp_path.chmod(0o700)
+
+
+# ----------------------------------------------------------------------------- a full disk (issue 24)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 0"),
+        OSError(28, "No space left on device"),
+    ],
+    ids=["torch-writer", "enospc"],
+)
+def test_a_failed_write_is_an_io_error_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    target = tmp_path / "ckpt.pt"
+    atomic_save({"epoch": 1}, target)
+
+    def full_disk(obj: object, f: object) -> None:
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match=f"writing {target} failed, an I/O error .*is the disk full") as raised:
+        atomic_save({"epoch": 2}, target)
+    assert raised.value.errno == (28 if isinstance(failure, OSError) else 5)
+    monkeypatch.undo()
+    assert load_checkpoint(target) == {"epoch": 1} and [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]

@@ -43,7 +43,7 @@ MISSING = re.compile(r"not (yet )?recorded|no \w+( \w+)? (is|are) recorded|nothi
 COLUMN_PX = 690  # the width of the book's text column; wider images are shrunk to it
 COLUMN_IN = 7.0  # ... which the style treats as 7 in (a figure 7 in wide is shown at full size)
 MIN_TEXT_PT = 9 * 7.0 / 7.5  # 9 pt on a figure 7.5 in wide, the style's limits, as shown in the column
-MAX_CHARS = 88  # characters of text output per line that the column shows without cutting
+MAX_CHARS = 80  # characters of text output per line (the column shows 83 at 1280 px: tests/test_pages.py)
 
 # An IPython startup file for the kernel: note every figure drawn for display (its size, its dpi
 # and its smallest text), keyed by the image's hash so that the test finds its cell.
@@ -242,20 +242,27 @@ def test_figures_are_legible_in_the_column(path: Path, built_cache, installed_li
     """The smallest text of every figure, as shown in the book's column, is at least 8.4 pt."""
     alone, figures, _ = _run_alone(path, installed_library, tmp_path)
     images = {
-        hashlib.sha1(data["image/png"].encode()).hexdigest(): (i, cell, data["image/png"])
+        hashlib.sha1(data[kind].encode()).hexdigest(): (i, cell, kind, data[kind])
         for i, cell in enumerate(_code(alone), start=1)
         for o in cell.outputs
         for data in [o.get("data", {})]
-        if "image/png" in data
+        for kind in ("image/png", "image/svg+xml")
+        if kind in data
     }
     assert len(images) >= len([f for f in figures if f["image"] in images])
     small = []
     for figure in figures:
         if figure["min_pt"] is None or figure["image"] not in images:
             continue
-        i, cell, png = images[figure["image"]]
-        width_px = int.from_bytes(base64.b64decode(png[:44])[16:20], "big")  # the PNG header's width
-        width_in = width_px / figure["dpi"]  # as drawn
+        i, cell, kind, image = images[figure["image"]]
+        if kind == "image/png":
+            width_px = int.from_bytes(base64.b64decode(image[:44])[16:20], "big")  # the PNG header's width
+            width_in = width_px / figure["dpi"]  # as drawn
+        else:  # an SVG is shown at its own size: 96 CSS px per inch
+            match = re.search(r'<svg[^>]*\swidth="([0-9.]+)pt"', image)
+            assert match, f"code cell {i}: an SVG without a width in pt"
+            width_in = float(match.group(1)) / 72
+            width_px = round(width_in * 96)
         shown_pt = figure["min_pt"] * min(width_px, COLUMN_PX) / COLUMN_PX * COLUMN_IN / width_in
         if shown_pt < MIN_TEXT_PT - 0.05:
             small.append(

@@ -54,7 +54,7 @@ def write_tree(root: Path, per_class: tuple[int, int] = TINY, seed: int = 0) -> 
 
     rng = np.random.default_rng(seed)
     arrays = {}
-    for split, n in zip(("train", "test"), per_class):
+    for split, n in zip(("train", "test"), per_class, strict=False):
         images = rng.integers(0, 256, (len(CIFAR10_CLASSES), n, 32, 32, 3), dtype=np.uint8)
         for c, name in enumerate(CIFAR10_CLASSES):
             (root / split / name).mkdir(parents=True)
@@ -71,11 +71,11 @@ def pack(tree: Path, archive: Path) -> Path:
     names = [str(Path(tree.name) / f.relative_to(tree)) for f in files]
     if archive.suffix == ".zip":
         with zipfile.ZipFile(archive, "w") as z:
-            for file, name in zip(files, names):
+            for file, name in zip(files, names, strict=False):
                 z.write(file, name)
     else:
         with tarfile.open(archive, {".tar": "w", ".gz": "w:gz", ".xz": "w:xz"}[archive.suffix]) as t:
-            for file, name in zip(files, names):
+            for file, name in zip(files, names, strict=False):
                 t.add(file, name)
     return archive
 
@@ -93,6 +93,7 @@ def cut(file: Path, size: int, to: Path) -> Path:
 # ----------------------------------------------------------------------------- loading
 
 
+@pytest.mark.data
 def test_real_archive_via_environment_variable(monkeypatch: pytest.MonkeyPatch, cifar10: xl.data.CifarArrays) -> None:
     monkeypatch.setenv("XCEPTION_DATA", str(real_data_root()))
     start = time.perf_counter()
@@ -226,7 +227,9 @@ def test_environment_variable_pointing_nowhere_says_so(tmp_path: Path, monkeypat
     assert "does not exist" in message and "root=" in message and "download" in message
 
 
-def test_relative_data_path_means_the_same_in_tests_and_notebooks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_data_path_means_the_same_in_tests_and_notebooks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # A checkout (tests run in its root, notebooks in book/) beside the data, as in CI.
     repo = tmp_path / "repo"
     (repo / "xception_lib").mkdir(parents=True)
@@ -263,11 +266,15 @@ def test_other_cifar_is_refused(tmp_path: Path) -> None:
     assert not cache.exists()  # nothing decoded, nothing cached
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_other_cifar_is_refused_real_archive(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds 10 classes .* but CIFAR-100 has 100"):
         load_cifar("cifar100", root=real_archive(), cache=tmp_path / "cache")
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
     archive = real_archive()
     with lzma.open(archive) as source, open(tmp_path / "full.tar", "wb") as target:
@@ -281,7 +288,9 @@ def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
     assert "train split has 49,997 images, 5,000 per class expected (CIFAR-10), but truck: 4,997" in str(info.value)
     assert "copy or download it again" in str(info.value)
     mid_member = cut(tmp_path / "full.tar", last[1].offset_data + 100, tmp_path / "mid.tar")
-    with pytest.raises(DataError, match="mid.tar cannot be read at cifar10-jpeg/train/truck/4998.jpg: .*truncated, corrupt"):
+    with pytest.raises(
+        DataError, match="mid.tar cannot be read at cifar10-jpeg/train/truck/4998.jpg: .*truncated, corrupt"
+    ):
         load_cifar("cifar10", mid_member, cache=tmp_path / "cache")
     assert not (tmp_path / "cache").exists()
 
@@ -402,6 +411,7 @@ def test_unwritable_cache_warns_and_returns_the_data(tmp_path: Path) -> None:
     assert torch.equal(data.test_images, as_tensor(expected["test"]))
 
 
+@pytest.mark.data
 def test_subset_is_seeded(cifar10: xl.data.CifarArrays) -> None:
     a = cifar10.subset(train=100, test=50, seed=3)
     b = cifar10.subset(train=100, test=50, seed=3)
@@ -409,5 +419,112 @@ def test_subset_is_seeded(cifar10: xl.data.CifarArrays) -> None:
     assert a.train_images.shape == (100, 3, 32, 32) and a.test_labels.shape == (50,)
     assert torch.equal(a.train_images, b.train_images) and not torch.equal(a.train_images, c.train_images)
     assert len(a.test_labels.unique()) > 5  # a random choice, not the class-sorted first 50
-    with pytest.raises(ValueError, match="1..50000"):
+    with pytest.raises(ValueError, match="train must be an integer >= 1 and <= 50000, got 0"):
         cifar10.subset(train=0)
+
+
+# ----------------------------------------------------------------------------- files from outside (issue 24)
+
+
+class _RunsACommand:
+    """Pickles to ``os.system(command)``: what a malicious batch file holds."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (os.system, (self.command,))
+
+
+def malicious_copy(folder: Path, marker: Path) -> Path:
+    """torchvision's CIFAR-10 folder whose first training batch runs ``touch marker`` when unpickled."""
+    write_fake_pickles(folder, "cifar10", 1, np.random.default_rng(0))
+    with open(folder / "data_batch_1", "wb") as f:
+        pickle.dump({"data": _RunsACommand(f"touch {marker}"), "labels": list(range(10))}, f, protocol=2)
+    return folder
+
+
+def test_a_batch_that_runs_code_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "it-ran"
+    folder = malicious_copy(tmp_path / "data" / "cifar-10-batches-py", marker)
+    with pytest.raises(DataError, match=r"cifar-10-batches-py: data_batch_1 was refused: its pickle calls \w+\.system"):
+        load_cifar("cifar10", folder, cache=tmp_path / "cache", images_per_class=(5, 1))
+    assert not marker.exists()
+
+
+def test_a_batch_that_runs_code_is_refused_inside_the_archive(tmp_path: Path) -> None:
+    marker = tmp_path / "it-ran"
+    folder = malicious_copy(tmp_path / "cifar-10-batches-py", marker)
+    archive = pack(folder, tmp_path / "cifar-10-python.tar.gz")
+    with pytest.raises(DataError, match=r"cifar-10-python.tar.gz: data_batch_1 was refused"):
+        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=(5, 1))
+    assert not marker.exists()
+
+
+def test_batches_as_python_2_wrote_them_still_load(tmp_path: Path) -> None:
+    """The real files: protocol 2, a numpy array, bytes file names (which Python 3 pickles via _codecs.encode)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for file in (*xl.data.DATASETS["cifar10"]["train_files"], "test_batch"):  # type: ignore[misc]
+        batch = {"batch_label": b"batch", "labels": list(range(10)), "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
+                 "filenames": [f"{i}.png".encode() for i in range(10)]}  # fmt: skip
+        (folder / file).write_bytes(pickle.dumps(batch, protocol=2))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES)}, protocol=2))
+    data = load_cifar("cifar10", folder, cache=tmp_path / "cache", images_per_class=(5, 1))
+    assert data.classes == CIFAR10_CLASSES and data.train_images.shape == (50, 3, 32, 32)
+    assert (
+        data.test_images.flatten().tolist()
+        == pickle.loads((folder / "test_batch").read_bytes())["data"].flatten().tolist()
+    )
+
+
+def test_a_class_folder_that_is_a_symlink_is_read(tmp_path: Path) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    expected = write_tree(tree)
+    (tree / "train" / "cat").rename(tmp_path / "cats")
+    (tree / "train" / "cat").symlink_to(tmp_path / "cats", target_is_directory=True)
+    data = load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+    assert torch.equal(data.train_images, as_tensor(expected["train"]))
+
+
+@pytest.mark.parametrize(("kind", "said"), [(tarfile.LNKTYPE, "a hard link"), (tarfile.SYMTYPE, "a symbolic link")])
+def test_a_link_inside_an_archive_is_named_not_called_truncated(tmp_path: Path, kind: bytes, said: str) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    write_tree(tree)
+    archive = tmp_path / "cifar10-jpeg.tar"
+    with tarfile.open(archive, "w") as t:
+        for file in sorted(f for f in tree.rglob("*") if f.is_file()):
+            name = str(Path(tree.name) / file.relative_to(tree))
+            if name.endswith("train/cat/0001.png"):
+                link = tarfile.TarInfo(name)
+                link.type, link.linkname = kind, name.replace("0001", "0000")
+                t.addfile(link)
+            else:
+                t.add(file, name)
+    with pytest.raises(DataError, match=f"train/cat/0001.png is {said} .* not a file; .*without links"):
+        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=TINY)
+
+
+def test_an_extra_image_is_not_called_truncated(tmp_path: Path) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    write_tree(tree)
+    shutil.copy(tree / "train" / "cat" / "0000.png", tree / "train" / "cat" / "copy.png")
+    with pytest.raises(DataError, match="cat: 3; it holds extra images: remove the files that do not belong"):
+        load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+
+
+def test_a_full_disk_under_the_cache_warns_and_returns_the_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = tmp_path / "cifar10-jpeg"
+    expected = write_tree(tree)
+
+    def full_disk(obj: object, f: object) -> None:  # what torch.save raises when a write comes up short
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4096 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.warns(UserWarning, match=r"Could not write the cache file .* an I/O error .* is the disk full"):
+        data = load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+    assert torch.equal(data.test_images, as_tensor(expected["test"]))
+    assert not list((tmp_path / "cache").iterdir())  # no temporary file left behind

@@ -70,28 +70,39 @@ def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
     """One ``torchrun``-style process: join the group, fit, save what happened for the test."""
     torch.set_num_threads(1)
     out = Path(out_dir)
-    torch.distributed.init_process_group("gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=world_size)
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{out / 'store'}", rank=rank, world_size=world_size
+    )
     saves: list[str] = []
-    real_save = xl.train.atomic_save
+    real_save = xl.checkpoint.atomic_save
 
     def counting_save(obj: object, target: Path) -> Path:
         saves.append(str(target))
         return real_save(obj, target)
 
-    xl.train.atomic_save = counting_save  # in this child process only
+    xl.checkpoint.atomic_save = counting_save  # in this child process only
     printed = io.StringIO()
     try:
         model = tiny_cnn()
         with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(printed):
-            history = fit(model, synthetic_cifar(), CONFIG, device="cpu", checkpoint_dir=out / "checkpoints", progress=True)
+            history = fit(
+                model, synthetic_cifar(), CONFIG, device="cpu", checkpoint_dir=out / "checkpoints", progress=True
+            )
         # Batch norm on CPUs: no SyncBatchNorm (it would raise in training), statistics per process.
         bn_model = tiny_cnn(batch_norm=True)
         synced: list[bool] = []
 
-        def record(epoch: int, run: xl.train.History) -> None:
+        def record(epoch: int, run: xl.history.History) -> None:
             synced.append(_has_sync_batchnorm(bn_model))
 
-        fit(bn_model, synthetic_cifar(), dataclasses.replace(CONFIG, epochs=1), device="cpu", progress=False, callbacks=[record])
+        fit(
+            bn_model,
+            synthetic_cifar(),
+            dataclasses.replace(CONFIG, epochs=1),
+            device="cpu",
+            progress=False,
+            callbacks=[record],
+        )
         torch.save(
             {
                 "model": model.state_dict(),
@@ -111,6 +122,7 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path: Path) -> None:
     torch.multiprocessing.spawn(_ddp_worker, args=(WORLD_SIZE, str(tmp_path)), nprocs=WORLD_SIZE, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
@@ -130,8 +142,8 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
             assert torch.allclose(result["model"][key], want[key], rtol=0, atol=1e-5), f"rank {r}: {key}"
 
     # Metrics: reduced over the ranks, they are the single process's.
-    for r, result in enumerate(ranks):
-        got = xl.train.History.from_dict(result["history"])
+    for result in ranks:
+        got = xl.history.History.from_dict(result["history"])
         assert got.epochs == single.epochs == CONFIG.epochs and got.steps == single.steps == CONFIG.epochs * (200 // 32)
         assert got.lr == single.lr and got.step_lr == single.step_lr
         assert got.train_acc == single.train_acc  # the same images, the same predictions
@@ -171,12 +183,17 @@ def test_evaluation_shards_count_every_image_once(n: int, world_size: int) -> No
     labels = torch.arange(n)  # a label names its image
     seen = []
     for rank in range(world_size):
-        loader = xl.data.GpuLoader(images, labels, batch_size=4, train=False, rank=rank, world_size=world_size, **NORM)
+        loader = xl.loader.GpuLoader(
+            images, labels, batch_size=4, train=False, rank=rank, world_size=world_size, **NORM
+        )
         seen += [y for _, y in loader]
         assert len(loader) == -(-loader.num_images // 4)
     assert sorted(torch.cat(seen).tolist()) == list(range(n))
     # Training shards stay equally long, so that every process makes the same steps.
-    train = [xl.data.GpuLoader(images, labels, batch_size=1, rank=r, world_size=world_size, **NORM) for r in range(world_size)]
+    train = [
+        xl.loader.GpuLoader(images, labels, batch_size=1, rank=r, world_size=world_size, **NORM)
+        for r in range(world_size)
+    ]
     assert {len(loader) for loader in train} == {n // world_size}
 
 
@@ -214,7 +231,7 @@ def test_batchnorm_is_not_synced_on_a_cpu_or_in_one_process() -> None:
     synced: list[bool] = []
     cfg = dataclasses.replace(CONFIG, epochs=1, sync_batchnorm=True)
 
-    def record(epoch: int, run: xl.train.History) -> None:
+    def record(epoch: int, run: xl.history.History) -> None:
         synced.append(_has_sync_batchnorm(model))
 
     fit(model, synthetic_cifar(64, 16), cfg, device="cpu", progress=False, callbacks=[record])

@@ -1,4 +1,4 @@
-"""The ablations change exactly what they say; the queue, the recipes, the control; runs are valid ledger runs; the command line."""
+"""The ablations change exactly what they say; the queue; runs are valid ledger runs; tables, verdicts; the command line."""
 
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from torch import nn
 
 import xception_lib as xl
 from xception_lib import complexity as cx
+from xception_lib import runs as xr
 from xception_lib.chapters import experiments as ex
+from xception_lib.chapters.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -118,7 +120,10 @@ def test_segments_change_only_the_spatial_step_as_the_formulas_say(small_base: x
     for g in [g for g in ex.spectrum_segments(small_base) if g is not None]:
         config = dataclasses.replace(small_base, segments=g)
         model = xl.Xception(config)
-        param_delta = sum(cx.conv_params(s.in_channels, s.in_channels, 3, groups=g) - cx.depthwise_params(s.in_channels, 3) for s in layout)
+        param_delta = sum(
+            cx.conv_params(s.in_channels, s.in_channels, 3, groups=g) - cx.depthwise_params(s.in_channels, 3)
+            for s in layout
+        )
         assert param_delta == sum(9 * s.in_channels * (s.in_channels // g - 1) for s in layout)
         assert n_params(model) - n_params(depthwise) == param_delta
         mac_delta = sum(
@@ -139,7 +144,7 @@ def _shortcuts(config: xl.XceptionConfig, size: int = 32) -> list[tuple[int, int
     """(C_in, C_out, output size) of every block whose shortcut is a 1x1 conv + BN, from the config."""
     c = config.channels
     prev, out = c(config.stem_channels[1]), []
-    for channels, stride in zip(config.entry_channels, config.entry_strides):
+    for channels, stride in zip(config.entry_channels, config.entry_strides, strict=True):
         size = size if stride == 1 else -(-size // 2)
         if prev != c(channels) or stride != 1:
             out.append((prev, c(channels), size))
@@ -180,24 +185,6 @@ def test_intermediate_activation_changes_outputs_not_params(small_base: xl.Xcept
         assert not torch.allclose(base.forward_features(x), other.forward_features(x))
 
 
-def test_complexity_counts_the_built_model(small_base: xl.XceptionConfig) -> None:
-    pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
-    cost = ex.complexity(small_base)
-    assert cost["params"] == n_params(xl.Xception(small_base))
-    assert ex.complexity("resnet18")["params"] == n_params(ex.resnet18_cifar())
-    assert cost["macs"] == cx.count_macs(xl.Xception(small_base), (1, 3, 32, 32))
-    assert cost["macs"] > conv_macs(small_base)  # fvcore adds batch norm and pooling
-
-
-def test_measure_step_time_is_positive_and_leaves_global_rng_alone(small_base: xl.XceptionConfig) -> None:
-    state = torch.random.get_rng_state()
-    t = ex.measure_step_time(small_base, batch_size=4, warmup=1, steps=2)
-    assert t > 0
-    assert torch.equal(state, torch.random.get_rng_state())
-    with pytest.raises(ValueError, match="batch_size >= 1"):
-        ex.measure_step_time(small_base, batch_size=0)
-
-
 # ---------------------------------------------------------------- the queue, the recipes, the control
 
 
@@ -206,13 +193,18 @@ def test_queue_runs_the_claims_first_seed_by_seed_and_skips_what_is_done(small_b
     queue = ex.ablation_queue(small_base, 3, cfg)
     claims = ["base", "residual=False", "activation=relu", "activation=elu"]
     spectrum = [f"segments={g}" for g in ex.spectrum_segments(small_base)[:-1]]
-    assert [(p.name, c.seed) for p, c in queue] == [(n, s) for s in range(3) for n in claims] + [(n, s) for s in range(3) for n in spectrum]
+    assert [(p.name, c.seed) for p, c in queue] == [(n, s) for s in range(3) for n in claims] + [
+        (n, s) for s in range(3) for n in spectrum
+    ]
     assert all(dataclasses.replace(c, seed=0) == cfg for _, c in queue)
     done = [_fake_run(p, c) for p, c in queue[:5]]  # the first round and one more
     other_recipe = [_fake_run(p, dataclasses.replace(c, epochs=2)) for p, c in queue[5:8]]  # another recipe: not done
     left = ex.ablation_queue(small_base, 3, cfg, done + other_recipe)
     assert [(p.name, c.seed) for p, c in left] == [(p.name, c.seed) for p, c in queue[5:]]
-    assert [p.name for p, _ in ex.ablation_queue(small_base, 1, cfg, experiments=["residual"])] == ["base", "residual=False"]
+    assert [p.name for p, _ in ex.ablation_queue(small_base, 1, cfg, experiments=["residual"])] == [
+        "base",
+        "residual=False",
+    ]
     with pytest.raises(ValueError, match="seeds >= 1"):
         ex.ablation_queue(small_base, 0, cfg)
 
@@ -221,58 +213,25 @@ def _fake_run(point: ex.Ablation, cfg) -> xl.ledger.Run:
     history = xl.history.History()
     history.append_epoch(train_loss=1, train_acc=0.1, test_loss=1, test_acc=0.1, lr=0.1, images_per_sec=1, epoch_time=1)
     return xl.ledger.Run(
-        kind="ablation", study="ablations", name=point.name, model="xception",
-        model_config=json.loads(json.dumps(dataclasses.asdict(point.config))), changes=point.changes,
-        train_config=dataclasses.asdict(cfg), seed=cfg.seed, epochs=1, params=1, macs=1, final_test_acc=0.1, wall_time_s=1,
-        images_per_sec=1, history=history, environment=xl.ledger.Environment("cuda", "GPU", "2", "2026-01-01"),
-        data={"name": "cifar10", "source": "x", "train_size": 1, "test_size": 1}, command="pytest",
+        kind="ablation",
+        study="ablations",
+        name=point.name,
+        model="xception",
+        model_config=json.loads(json.dumps(dataclasses.asdict(point.config))),
+        changes=point.changes,
+        train_config=dataclasses.asdict(cfg),
+        seed=cfg.seed,
+        epochs=1,
+        params=1,
+        macs=1,
+        final_test_acc=0.1,
+        wall_time_s=1,
+        images_per_sec=1,
+        history=history,
+        environment=xl.ledger.Environment("cuda", "GPU", "2", "2026-01-01"),
+        data={"name": "cifar10", "source": "x", "train_size": 1, "test_size": 1},
+        command="pytest",
     )
-
-
-def test_recipes_are_distinct_and_valid() -> None:
-    names = [r.name for r in ex.RECIPES]
-    assert len(set(names)) == len(names) and ex.recipe(names[0]) is ex.RECIPES[0]
-    for r in ex.RECIPES:
-        xl.train.recommended_config("cuda", **r.train)  # every override is a TrainConfig field with a valid value
-        dataclasses.replace(xl.XceptionConfig.cifar(), **r.model)
-    with pytest.raises(ValueError, match="unknown recipe"):
-        ex.recipe("fastest")
-
-
-def test_cutout_zeroes_one_square_per_training_image_and_eval_is_the_model() -> None:
-    torch.manual_seed(0)
-    inner = nn.Identity()
-    wrapped = ex.WithExtras(inner, cutout=8).train()
-    x = torch.ones(64, 3, 32, 32)
-    zeroed = (wrapped(x) == 0).all(1)  # N x H x W: the pixels zeroed in every channel
-    per_image = zeroed.sum((1, 2))
-    assert per_image.max() == 64 and per_image.min() > 0  # an 8x8 square, cut where it crosses the border
-    rows, cols = zeroed.any(2), zeroed.any(1)
-    assert torch.equal(rows.sum(1) * cols.sum(1), per_image)  # a rectangle, not scattered pixels
-    assert torch.equal(wrapped.eval()(x), x)
-
-
-def test_ema_follows_the_weights_and_is_not_trained() -> None:
-    model = nn.Linear(2, 2)
-    wrapped = ex.WithExtras(model, ema=0.5)
-    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
-    wrapped.train()(torch.zeros(1, 2))  # the first training forward copies the weights
-    old = model.weight.detach().clone()
-    with torch.no_grad():
-        model.weight.add_(1.0)
-    wrapped.update_ema()
-    assert torch.allclose(wrapped.averaged.weight, old + 0.5)  # halfway, with decay 0.5
-    assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
-
-
-def test_control_is_a_cifar_resnet18() -> None:
-    model = ex.resnet18_cifar()
-    assert 11.1e6 < n_params(model) < 11.2e6
-    features: dict = {}
-    model.layer1.register_forward_hook(lambda m, i, o: features.update(layer1=o.shape))
-    with torch.no_grad():
-        assert model.eval()(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert features["layer1"] == (2, 64, 32, 32)  # full resolution in the first stage
 
 
 # ---------------------------------------------------------------- runs on real CIFAR-10
@@ -292,11 +251,15 @@ def tiny_runs(cifar) -> list:
     """Two experiments x two seeds of the preview base, 2 steps of 32 real images each."""
     cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=64, batch_size=32)
     return [
-        ex.train_run(p.name, p.config, c, cifar, device="cpu", changes=p.changes, command="pytest", step_time=p.name == "base")
+        xr.train_run(
+            p.name, p.config, c, cifar, device="cpu", changes=p.changes, command="pytest", step_time=p.name == "base"
+        )
         for p, c in ex.ablation_queue(ex.preview_base(), 2, cfg, experiments=["residual", "segments"])
     ]
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_runs_are_valid_ledger_lines(tiny_runs: list, tmp_path: Path) -> None:
     path = tmp_path / "runs.jsonl"
     for run in tiny_runs:
@@ -307,7 +270,9 @@ def test_runs_are_valid_ledger_lines(tiny_runs: list, tmp_path: Path) -> None:
         assert run.train_config["train_subset"] == 64 and run.train_config["seed"] == run.seed
         assert run.epochs == 1 and len(run.history.step_loss) == 2  # 64 / 32 steps
         assert run.final_test_acc == run.history.test_acc[-1]
-        config = xl.XceptionConfig.cifar(**{k: tuple(v) if isinstance(v, list) else v for k, v in run.model_config.items()} | {})
+        config = xl.XceptionConfig.cifar(
+            **{k: tuple(v) if isinstance(v, list) else v for k, v in run.model_config.items()} | {}
+        )
         assert config == dataclasses.replace(ex.preview_base(), **run.changes)
         assert run.params == n_params(xl.Xception(config))
     base = [r for r in tiny_runs if r.name == "base"]
@@ -317,19 +282,8 @@ def test_runs_are_valid_ledger_lines(tiny_runs: list, tmp_path: Path) -> None:
     assert rows["residual=False"].first.params < rows["base"].first.params < rows["segments=1"].first.params
 
 
-def test_flip_evaluation_agrees_with_the_trainer(cifar) -> None:
-    cfg = ex.preview_train_config("cpu", train_subset=64, test_subset=64, batch_size=32)
-    recipe = ex.Recipe("t", cutout=8, ema=0.9, tta_flip=True)
-    run = ex.train_run("t", ex.preview_base(), cfg, cifar, device="cpu", kind="recipe", study="race", extras=recipe, step_time=False)
-    assert set(run.metrics) == {"tta_test_acc", "ema_test_acc", "ema_tta_test_acc"}
-    assert run.extras == {"cutout": 8, "ema": 0.9, "tta_flip": True}
-    model = ex.build_model(ex.preview_base())
-    test = cifar.subset(test=64, seed=0)
-    # the public pieces agree: accuracy without flips is the trainer's evaluate
-    assert ex.test_accuracy(model, test, device="cpu") == pytest.approx(
-        xl.train.evaluate(model, test.test_images, test.test_labels, mean=test.mean, std=test.std))
-
-
+@pytest.mark.slow
+@pytest.mark.data
 def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
     pytest.importorskip("matplotlib")
     import matplotlib
@@ -355,6 +309,8 @@ def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
     plt.close(fig)
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_reference_summary_reads_the_goal_off_the_history(tiny_runs: list) -> None:
     run = tiny_runs[0]
     goal = ex.reference_summary(run, target_acc=0.0, target_s=1e6)
@@ -362,6 +318,46 @@ def test_reference_summary_reads_the_goal_off_the_history(tiny_runs: list) -> No
     assert goal.best_test_acc == max(run.history.test_acc)
     assert goal.seconds_per_epoch == pytest.approx(run.wall_time_s)
     assert not ex.reference_summary(run, target_acc=1.01).met_accuracy
+
+
+def test_goal_report_and_verdict_say_met_or_missed() -> None:
+    goal = ex.Goal(0.897, 0.9, 28, 0.994, 30, 150.0, 5.0, 24, False, False)
+    assert goal.verdict().startswith("The recorded run misses the time goal (150 s of 120 s) and misses the accuracy")
+    assert "89.70% of 94%" in goal.verdict() and "9.7 points more" in goal.verdict()
+    met = dataclasses.replace(goal, met_time=True, wall_time_s=100.0, target_s=110.0)
+    assert "meets the time goal (100 s of 110 s)" in met.verdict()
+    report = goal.report().splitlines()
+    assert report[0].endswith("goal missed") and "in 120 s: 24" in report[-1] and len(report) == 4
+
+
+def test_cost_table_and_verdict_read_every_sweep() -> None:
+    sweeps = {f"{n}-epoch": ex.ablation_runs(n) for n in (2, 4)}
+    table = ex.cost_table(sweeps)
+    assert list(table.columns) == ["MACs x", "time x, 2-epoch", "time x, 4-epoch"]
+    two = {e.name: e for e in xl.ledger.effects(sweeps["2-epoch"])}
+    assert table.loc["segments=32", "time x, 2-epoch"] == two["segments=32"].step_time_ratio
+    slowest = table["time x, 4-epoch"].idxmax()
+    verdict = ex.cost_verdict(sweeps)
+    assert verdict.count("sweep") == 2 and f"the slowest was {slowest} " in verdict.split("4-epoch")[1]
+
+
+def test_effect_verdict_applies_the_chapters_rule() -> None:
+    effect = xl.ledger.Effect("x", 3, 3, 0.03, 0.01, 1.0, 1.0, 1.0)
+    assert ex.effect_verdict(effect) == "+3.00 ± 1.00 points (3 vs 3 runs): a real effect"
+    assert ex.effect_verdict(dataclasses.replace(effect, delta=-0.025)).endswith("suggestive, not settled")
+    assert ex.effect_verdict(dataclasses.replace(effect, delta=0.01)).endswith("no evidence either way")
+    assert ex.effect_verdict(dataclasses.replace(effect, n=2)).endswith("too few runs for a verdict")
+
+
+def test_command_today_renames_only_the_old_entry_points() -> None:
+    assert ex.command_today("python -m xception_lib.experiments ablations --seeds 3") == (
+        "python -m xception_lib.chapters ablations --seeds 3"
+    )
+    assert (
+        ex.command_today("python -m xception_lib.chapters.experiments cifar10")
+        == "python -m xception_lib.chapters cifar10"
+    )
+    assert ex.command_today("python tools/other.py") == "python tools/other.py"
 
 
 def test_the_book_finds_the_recorded_runs() -> None:
@@ -385,15 +381,17 @@ def test_readme_quotes_the_recorded_gpu_results() -> None:
 # ---------------------------------------------------------------- the command line
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_command_line_appends_preview_runs(cifar, tmp_path: Path) -> None:
     out = tmp_path / "runs.jsonl"
     args = ["ablations", "--preview", "--out", str(out), "--data-root", DATA, "--experiments", "residual"]
     args += ["--seeds", "1", "--train-subset", "32", "--test-subset", "32", "--no-progress"]
-    assert ex.main(args) == 0
+    assert main(args) == 0
     runs = xl.ledger.read(out)
     assert [r.name for r in runs] == ["base", "residual=False"] and all(r.preview for r in runs)
-    assert runs[0].command == "python -m xception_lib.chapters.experiments " + " ".join(args)
-    assert ex.main(args) == 0 and len(xl.ledger.read(out)) == 2  # run again: nothing is missing, nothing is added
+    assert runs[0].command == "python -m xception_lib.chapters " + " ".join(args)
+    assert main(args) == 0 and len(xl.ledger.read(out)) == 2  # run again: nothing is missing, nothing is added
 
 
 @pytest.mark.parametrize(
@@ -406,7 +404,10 @@ def test_command_line_appends_preview_runs(cifar, tmp_path: Path) -> None:
         (["cifar10", "--preview", "--recipe", "fastest"], "--recipe: unknown recipe 'fastest'"),
         (["cifar10", "--preview", "--epochs", "-1"], "--epochs: expected a positive int"),
         (["cifar10", "--preview", "--device", "cuda:x"], "--device"),
-        (["cifar10", "--preview", "--data-root", "/nonexistent/cifar"], "--data-root /nonexistent/cifar: does not exist"),
+        (
+            ["cifar10", "--preview", "--data-root", "/nonexistent/cifar"],
+            "--data-root /nonexistent/cifar: does not exist",
+        ),
         (["cifar10", "--preview", "--out", "/proc/runs.jsonl"], "--out /proc/runs.jsonl: cannot write in /proc"),
         (["cifar10", "--preview", "--out", "{tmp}"], "is a folder"),
         (["cifar10", "--preview", "--out", "{tmp}/bad.jsonl/runs.jsonl"], "cannot write in .*bad.jsonl is a file"),
@@ -418,9 +419,11 @@ def test_command_line_checks_every_argument_before_any_work(args, message, tmp_p
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     if "--out" not in args:
         args += ["--out", str(tmp_path / "runs.jsonl")]
-    monkeypatch.setattr(xl.data, "load_cifar", lambda *a, **k: pytest.fail("work started before the arguments were checked"))
+    monkeypatch.setattr(
+        xl.data, "load_cifar", lambda *a, **k: pytest.fail("work started before the arguments were checked")
+    )
     with pytest.raises(SystemExit) as exit_info:
-        ex.main(args)
+        main(args)
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
 
@@ -428,7 +431,7 @@ def test_command_line_checks_every_argument_before_any_work(args, message, tmp_p
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the full schedule would start")
 def test_command_line_refuses_the_full_schedule_on_a_cpu(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
-        ex.main(["cifar10", "--out", str(tmp_path / "runs.jsonl")])
+        main(["cifar10", "--out", str(tmp_path / "runs.jsonl")])
     assert "--preview" in capsys.readouterr().err
 
 
@@ -436,11 +439,25 @@ def test_command_line_refuses_the_full_schedule_on_a_cpu(tmp_path: Path, capsys)
 
 
 def _session(tmp_path: Path, budget: int, **env: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable, "XCEPTION_COMMIT": "test", "XCEPTION_DATA": DATA, **env}
-    return subprocess.run(["bash", str(REPO / "tools" / "gpu_session.sh"), str(budget)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=budget + 120)
+    env = {
+        **os.environ,
+        "OUT": str(tmp_path / "out"),
+        "PYTHON": sys.executable,
+        "XCEPTION_COMMIT": "test",
+        "XCEPTION_DATA": DATA,
+        **env,
+    }
+    return subprocess.run(
+        ["bash", str(REPO / "tools" / "gpu_session.sh"), str(budget)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=budget + 120,
+    )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the session would train")
 def test_gpu_session_stops_without_a_gpu_and_records_nothing(tmp_path: Path) -> None:
     done = _session(tmp_path, 60)
@@ -449,6 +466,8 @@ def test_gpu_session_stops_without_a_gpu_and_records_nothing(tmp_path: Path) -> 
     assert not (tmp_path / "out" / "runs.jsonl").exists()
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_gpu_session_dry_run_goes_through_every_phase(cifar, tmp_path: Path) -> None:
     """The one command, tiny, on the CPU: what a GPU session does, appended as each run finishes."""
     done = _session(tmp_path, 400, XCEPTION_DRY_RUN="1")
@@ -459,7 +478,7 @@ def test_gpu_session_dry_run_goes_through_every_phase(cifar, tmp_path: Path) -> 
     kinds = [r.kind for r in runs]
     assert kinds[:2] == ["smoke", "smoke"] and "control" in kinds and "reference" in kinds
     race = [r for r in runs if r.kind == "recipe"]
-    assert [r.name for r in race] == [r.name for r in ex.RECIPES][: len(race)] and race
+    assert [r.name for r in race] == [r.name for r in xr.RECIPES][: len(race)] and race
     winner = max(race, key=lambda r: max([r.final_test_acc, *r.metrics.values()]))
     assert next(r for r in runs if r.kind == "reference").name == winner.name
     started = re.findall(r"start ablation (\S+) seed", log)  # concurrent runs may finish in any order

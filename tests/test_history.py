@@ -9,7 +9,15 @@ import pytest
 
 from xception_lib.history import History
 
-EPOCH = {"train_loss": 1.0, "train_acc": 0.5, "test_loss": math.nan, "test_acc": math.nan, "lr": 0.1, "images_per_sec": 100.0, "epoch_time": 2.0}
+EPOCH = {
+    "train_loss": 1.0,
+    "train_acc": 0.5,
+    "test_loss": math.nan,
+    "test_acc": math.nan,
+    "lr": 0.1,
+    "images_per_sec": 100.0,
+    "epoch_time": 2.0,
+}
 
 
 def test_round_trip_through_json() -> None:

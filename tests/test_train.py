@@ -1,9 +1,8 @@
-"""Tests of xception_lib.train (the recipe and its checks, train_step, fit, evaluate, predict) and train_plots."""
+"""Tests of xception_lib.train (the recipe and its checks, train_step, fit) and xception_lib.evaluation."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -12,8 +11,9 @@ import torch
 from torch import nn
 
 import xception_lib as xl
-from xception_lib.chapters.train_plots import compare_loaders
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
+from xception_lib.evaluation import confusion_matrix, evaluate, predict
+from xception_lib.loader import GpuLoader
 from xception_lib.train import NonFiniteLossError, TrainConfig, fit, lr_at, recommended_config, train_step
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +46,9 @@ def test_schedules_warm_up_then_decay() -> None:
     cfg = TrainConfig(lr=0.4, warmup=0.2, schedule="onecycle")
     lrs = [lr_at(cfg, s, 100) for s in range(100)]
     assert lrs[0] == pytest.approx(0.4 / 20) and max(lrs) == pytest.approx(0.4) and lrs.index(max(lrs)) == 19
-    assert all(a < b for a, b in zip(lrs[:19], lrs[1:20])) and all(a > b for a, b in zip(lrs[19:], lrs[20:]))
+    assert all(a < b for a, b in zip(lrs[:19], lrs[1:20], strict=False)) and all(
+        a > b for a, b in zip(lrs[19:], lrs[20:], strict=False)
+    )
     assert 0 < lrs[-1] < 0.4 * 0.02
     cos = [lr_at(dataclasses.replace(cfg, schedule="cosine"), s, 100) for s in range(100)]
     assert cos[:20] == lrs[:20] and cos[20 + 40] == pytest.approx(0.4 * 0.5 * (1 + math.cos(math.pi * 41 / 81)))
@@ -89,7 +91,12 @@ def test_presets() -> None:
     full = recommended_config("cuda")
     short = recommended_config("cuda", full=False)
     preview = recommended_config("cpu")
-    assert not full.is_preview and full.train_subset is None and full == TrainConfig() and full.epochs == xl.train.FULL_EPOCHS
+    assert (
+        not full.is_preview
+        and full.train_subset is None
+        and full == TrainConfig()
+        and full.epochs == xl.train.FULL_EPOCHS
+    )
     assert short == dataclasses.replace(full, epochs=xl.train.SHORT_EPOCHS) and short.epochs < full.epochs
     assert preview.is_preview and preview.train_subset is not None and preview.epochs < full.epochs
     assert recommended_config("cpu", full=False) == preview  # a CPU always gets the preview
@@ -100,7 +107,10 @@ def test_presets() -> None:
     assert recommended_config("cuda", is_preview=True, epochs=1).describe().startswith("PREVIEW")
 
 
-@pytest.mark.parametrize(("capability", "expected"), [((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
+)
 def test_auto_precision_follows_the_compute_capability(
     monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: torch.dtype
 ) -> None:
@@ -111,7 +121,9 @@ def test_auto_precision_follows_the_compute_capability(
         return capability
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", fake_capability)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)  # as on a T4 (emulation): not the test
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True
+    )  # as on a T4 (emulation): not the test
     assert xl.train.resolve_amp("auto", "cuda:0") is expected
     assert asked == [torch.device("cuda:0")]  # the capability of the device that trains
 
@@ -125,6 +137,7 @@ def test_mixed_precision_choice() -> None:
         xl.train.resolve_amp("fp8", "cpu")
 
 
+@pytest.mark.slow
 def test_no_weight_decay_on_norms_and_biases() -> None:
     model = tiny_model()
     decay, no_decay = xl.train._make_optimizer(model, TrainConfig(weight_decay=5e-4)).param_groups
@@ -142,6 +155,8 @@ def test_no_weight_decay_on_norms_and_biases() -> None:
 # ----------------------------------------------------------------------------- fit
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_loss_falls_on_real_images(small: xl.data.CifarArrays) -> None:
     model = tiny_model()
     history = fit(model, small, quick_config(epochs=4, lr=0.1), device="cpu", progress=False)
@@ -150,7 +165,9 @@ def test_loss_falls_on_real_images(small: xl.data.CifarArrays) -> None:
     assert last < first - 0.1, (first, last)
     assert history.train_loss[-1] < history.train_loss[0]
     assert all(0 <= a <= 1 for a in history.test_acc) and all(r > 0 for r in history.images_per_sec)
-    assert history.meta["config"]["epochs"] == 4 and history.meta["parameters"] == sum(p.numel() for p in model.parameters())
+    assert history.meta["config"]["epochs"] == 4 and history.meta["parameters"] == sum(
+        p.numel() for p in model.parameters()
+    )
     assert history.step_lr[0] < max(history.step_lr) and history.step_lr[-1] < max(history.step_lr) / 5
 
 
@@ -162,6 +179,8 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.data
+@pytest.mark.slow
 def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     data = small.subset(train=128, test=64, seed=1)
     cfg = quick_config(epochs=3, batch_size=16)
@@ -169,13 +188,21 @@ def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     full = tiny_model(seed=0, dropout=0.2)  # dropout: random numbers must be replayed too
     full_history = fit(full, data, cfg, device="cpu", checkpoint_dir=tmp_path / "a", progress=False)
 
-    def stop_after_first_epoch(epoch: int, history: xl.train.History) -> None:
+    def stop_after_first_epoch(epoch: int, history: xl.history.History) -> None:
         if epoch == 0:
             raise _Interrupt
 
     interrupted = tiny_model(seed=0, dropout=0.2)
     with pytest.raises(_Interrupt):
-        fit(interrupted, data, cfg, device="cpu", checkpoint_dir=tmp_path / "b", progress=False, callbacks=[stop_after_first_epoch])
+        fit(
+            interrupted,
+            data,
+            cfg,
+            device="cpu",
+            checkpoint_dir=tmp_path / "b",
+            progress=False,
+            callbacks=[stop_after_first_epoch],
+        )
     assert load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)["epoch"] == 1
 
     resumed = tiny_model(seed=123, dropout=0.2)  # a fresh session: different initial weights
@@ -192,9 +219,12 @@ def test_resume_is_exact(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     again = fit(resumed, data, cfg, device="cpu", checkpoint_dir=tmp_path / "b", progress=False)
     assert again.epochs == 3 and torch.equal(_state(resumed)["head.fc.weight"], got["head.fc.weight"])
     with pytest.raises(ValueError, match="lr"):
-        fit(resumed, data, dataclasses.replace(cfg, lr=0.2), device="cpu", checkpoint_dir=tmp_path / "b", progress=False)
+        fit(
+            resumed, data, dataclasses.replace(cfg, lr=0.2), device="cpu", checkpoint_dir=tmp_path / "b", progress=False
+        )
 
 
+@pytest.mark.data
 def test_seeded_runs_are_reproducible(small: xl.data.CifarArrays) -> None:
     data = small.subset(train=64, test=32, seed=2)
     cfg = quick_config(epochs=1, batch_size=16)
@@ -205,7 +235,7 @@ def test_seeded_runs_are_reproducible(small: xl.data.CifarArrays) -> None:
     fit(a, data, cfg, device="cpu", progress=False)
     assert torch.equal(torch.rand(1), before)  # fit leaves the caller's random state alone
     fit(b, data, cfg, device="cpu", progress=False)
-    assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values()))
+    assert all(torch.equal(x, y) for x, y in zip(_state(a).values(), _state(b).values(), strict=False))
     c = tiny_model(seed=0)
     fit(c, data, dataclasses.replace(cfg, seed=1), device="cpu", progress=False)
     assert not torch.equal(_state(a)["head.fc.weight"], _state(c)["head.fc.weight"])
@@ -224,6 +254,7 @@ class _NanAfter(nn.Module):
         return out * float("nan") if self.calls > self.bad_call else out
 
 
+@pytest.mark.data
 def test_non_finite_loss_names_the_step(small: xl.data.CifarArrays, tmp_path: Path) -> None:
     data = small.subset(train=128, test=32, seed=3)
     model = _NanAfter(tiny_model(), bad_call=5)
@@ -234,6 +265,7 @@ def test_non_finite_loss_names_the_step(small: xl.data.CifarArrays, tmp_path: Pa
     assert issubclass(NonFiniteLossError, FloatingPointError)
 
 
+@pytest.mark.data
 def test_progress_bar_and_channels_last(small: xl.data.CifarArrays, capsys: pytest.CaptureFixture[str]) -> None:
     data = small.subset(train=32, test=16, seed=4)
     model = tiny_model()
@@ -244,6 +276,7 @@ def test_progress_bar_and_channels_last(small: xl.data.CifarArrays, capsys: pyte
     assert model.stem.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.data
 def test_max_steps_fits_the_schedule(small: xl.data.CifarArrays) -> None:
     data = small.subset(train=64, test=16, seed=5)
     history = fit(tiny_model(), data, quick_config(epochs=5, batch_size=16, max_steps=6), device="cpu", progress=False)
@@ -254,35 +287,39 @@ def test_max_steps_fits_the_schedule(small: xl.data.CifarArrays) -> None:
 # ----------------------------------------------------------------------------- evaluation
 
 
+@pytest.mark.data
 def test_evaluate_predict_and_confusion_matrix(small: xl.data.CifarArrays) -> None:
     model = tiny_model()
     images, labels = small.test_images[:50], small.test_labels[:50]
     norm = {"mean": small.mean, "std": small.std}
-    probabilities = xl.train.predict(model, images, **norm, batch_size=20)
+    probabilities = predict(model, images, **norm, batch_size=20)
     assert probabilities.shape == (50, 10) and torch.allclose(probabilities.sum(1), torch.ones(50), atol=1e-5)
-    accuracy = xl.train.evaluate(model, images, labels, **norm, batch_size=20)
+    accuracy = evaluate(model, images, labels, **norm, batch_size=20)
     assert accuracy == pytest.approx(float((probabilities.argmax(1) == labels).double().mean()))
     assert model.training  # restored
-    matrix = xl.train.confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
+    matrix = confusion_matrix(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
     with pytest.raises(ValueError, match="same shape"):
-        xl.train.confusion_matrix(torch.zeros(3), torch.zeros(4), 3)
+        confusion_matrix(torch.zeros(3), torch.zeros(4), 3)
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 3\), got values from 0 to 3"):
-        xl.train.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
+        confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 3]), 3)
 
 
+@pytest.mark.data
 def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.CifarArrays) -> None:
     model = tiny_model()
     images, labels = small.test_images[:8], small.test_labels[:8]
     norm = {"mean": small.mean, "std": small.std}
-    normalised = (images.float() / 255 - torch.tensor(small.mean).view(1, 3, 1, 1)) / torch.tensor(small.std).view(1, 3, 1, 1)
-    for call in (lambda: xl.train.predict(model, normalised, **norm), lambda: xl.train.evaluate(model, normalised, labels, **norm)):
-        with pytest.raises(TypeError, match=r"images must be uint8 images \(0-255.*normalises them"):
+    normalised = (images.float() / 255 - torch.tensor(small.mean).view(1, 3, 1, 1)) / torch.tensor(small.std).view(
+        1, 3, 1, 1
+    )
+    for call in (lambda: predict(model, normalised, **norm), lambda: evaluate(model, normalised, labels, **norm)):
+        with pytest.raises(TypeError, match=r"images must be uint8 images N x C x H x W \(0-255.*normalises them"):
             call()
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 10\), got values from .* to 10"):
-        xl.train.evaluate(model, images, torch.cat([labels[:-1], torch.tensor([10])]), **norm)
+        evaluate(model, images, torch.cat([labels[:-1], torch.tensor([10])]), **norm)
     with pytest.raises(TypeError, match="labels must be an integer tensor"):
-        xl.train.evaluate(model, images, labels.float(), **norm)
+        evaluate(model, images, labels.float(), **norm)
     # fit: float images, and labels beyond the model's classes (CIFAR-100 labels for a 10-class model)
     floats = dataclasses.replace(small, train_images=small.train_images.float())
     with pytest.raises(TypeError, match=r"data.train_images must be uint8"):
@@ -296,13 +333,14 @@ def test_inputs_must_be_uint8_images_and_labels_of_the_model(small: xl.data.Cifa
         fit(model, small, quick_config(epochs=1, batch_size=1024), device="cpu", progress=False)
 
 
+@pytest.mark.data
 def test_fit_is_train_step_in_a_loop(small: xl.data.CifarArrays) -> None:
     """One epoch of fit equals a plain loop of train_step over the same batches, bit for bit."""
     data = small.subset(train=64, test=16, seed=6)
     cfg = quick_config(epochs=1, batch_size=16, channels_last=False, amp="off")
     by_fit, by_hand = tiny_model(), tiny_model()
     history = fit(by_fit, data, cfg, device="cpu", progress=False)
-    loader = xl.data.GpuLoader(data.train_images, data.train_labels, batch_size=16, seed=cfg.seed, mean=data.mean, std=data.std)
+    loader = GpuLoader(data.train_images, data.train_labels, batch_size=16, seed=cfg.seed, mean=data.mean, std=data.std)
     optimizer = xl.train._make_optimizer(by_hand, cfg)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     losses = []
@@ -314,38 +352,13 @@ def test_fit_is_train_step_in_a_loop(small: xl.data.CifarArrays) -> None:
         assert logits.shape == (16, 10) and not loss.requires_grad and not logits.requires_grad
         losses.append(loss.item())
     assert losses == history.step_loss
-    assert all(torch.equal(a, b) for a, b in zip(_state(by_fit).values(), _state(by_hand).values()))
+    assert all(torch.equal(a, b) for a, b in zip(_state(by_fit).values(), _state(by_hand).values(), strict=False))
 
 
 # ----------------------------------------------------------------------------- history, checkpoint, plots
 
 
-def test_plots(small: xl.data.CifarArrays) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    history = fit(tiny_model(), small.subset(train=64, test=32), quick_config(epochs=2, batch_size=16), device="cpu", progress=False)
-    reference = json.loads(json.dumps({"history": history.to_dict()}))
-    alone = xl.train.plot_history(history)
-    beside = xl.train.plot_history(history, reference=reference)
-    assert len(alone.axes) == 3 and len(beside.axes) == 6
-    headings = [sub._suptitle.get_text() for sub in beside.subfigs]
-    assert headings[0].startswith("CPU preview") and headings[1].startswith("CPU preview")  # both runs are previews here
-    matrix = xl.train.confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), 2)
-    assert len(xl.train.plot_confusion_matrix(matrix, ["a", "b"]).axes) == 2  # matrix + colour bar
-    images = small.test_images[:6]
-    probs = torch.eye(10)[small.test_labels[:6]]
-    fig = xl.train.plot_predictions(images, small.test_labels[:6], probs, small.classes, ncols=3)
-    assert all(ax.title.get_color() == "tab:green" for ax in fig.axes[:6])
-    assert len(xl.train.plot_images(images, small.test_labels[:6], small.classes, ncols=4).axes) == 8
-    for figure in (alone, beside, fig):  # drawn for the book's column: <= 7.5 in wide, text >= 9 pt
-        assert figure.get_figwidth() <= 7.5
-        texts = [t for ax in figure.axes for t in [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.get_xticklabels()]]
-        texts += [t for ax in figure.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
-        texts += [t for sub in figure.subfigs for legend in sub.legends for t in legend.get_texts()]
-        assert min(t.get_fontsize() for t in texts if t.get_text()) >= 9
-
-
+@pytest.mark.data
 def test_no_text_bar_in_a_notebook_without_widgets(
     small: xl.data.CifarArrays, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -355,20 +368,12 @@ def test_no_text_bar_in_a_notebook_without_widgets(
     monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # importing it raises ImportError
     assert xl.train._progress_bar(10, 0, "x", True) is None
-    fit(tiny_model(), small.subset(train=32, test=16), quick_config(epochs=1, batch_size=16), device="cpu", progress=True)
+    fit(
+        tiny_model(),
+        small.subset(train=32, test=16),
+        quick_config(epochs=1, batch_size=16),
+        device="cpu",
+        progress=True,
+    )
     captured = capsys.readouterr()
     assert "epoch 1/1: train loss" in captured.out and "\r" not in captured.out + captured.err
-
-
-def test_compare_loaders_reports_both_rates(cifar10: xl.data.CifarArrays) -> None:
-    threads = torch.get_num_threads()
-    result = compare_loaders(
-        cifar10.train_images[:2000], cifar10.train_labels[:2000], mean=cifar10.mean, std=cifar10.std, batch_size=100,
-        num_batches=3, repeats=1, num_workers=2,
-    )
-    assert result["gpu_loader"] > 0 and result["dataloader"] > 0
-    assert result["ratio"] == pytest.approx(result["gpu_loader"] / result["dataloader"])
-    assert result["threads"] == 1 and torch.get_num_threads() == threads  # restored
-    with pytest.raises(ValueError, match="at least"):
-        compare_loaders(cifar10.train_images[:100], cifar10.train_labels[:100], mean=cifar10.mean, std=cifar10.std,
-                        batch_size=100)

@@ -29,13 +29,15 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 import xception_lib as xl
 from xception_lib.checkpoint import atomic_save
+from xception_lib.evaluation import evaluate
 from xception_lib.provenance import environment
-from xception_lib.train import TrainConfig, evaluate, fit
+from xception_lib.train import TrainConfig, fit
 
 ASSETS = Path(__file__).resolve().parent.parent / "xception_lib" / "assets"
 
@@ -58,21 +60,27 @@ def main(argv: list[str] | None = None) -> None:
     if not args.output.parent.is_dir():
         parser.error(f"--output's folder {args.output.parent} does not exist")
 
+    try:  # every argument checked before the data is loaded
+        torch.manual_seed(args.seed)
+        model = xl.xception_cifar(width_multiplier=args.width, middle_blocks=args.middle_blocks)
+        cfg = TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            amp="off",
+            eval_batch_size=500,
+            eval_every=args.epochs,  # test once, at the end: a CPU epoch is precious
+            log_every=20,
+            seed=args.seed,
+            train_subset=args.train_subset,
+        )
+    except (TypeError, ValueError, RuntimeError) as error:
+        parser.error(str(error))
     torch.set_num_threads(args.threads)
-    data = xl.data.load_cifar("cifar10")
-    torch.manual_seed(args.seed)
-    model = xl.xception_cifar(width_multiplier=args.width, middle_blocks=args.middle_blocks)
-    cfg = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        amp="off",
-        eval_batch_size=500,
-        eval_every=args.epochs,  # test once, at the end: a CPU epoch is precious
-        log_every=20,
-        seed=args.seed,
-        train_subset=args.train_subset,
-    )
+    try:
+        data = xl.data.load_cifar("cifar10")
+    except (xl.data.DataNotFoundError, xl.data.DataError) as error:
+        sys.exit(f"error: {error}")
     start = time.perf_counter()
     history = fit(model, data, cfg, device="cpu", checkpoint_dir=args.work_dir)
     wall_s = time.perf_counter() - start  # of this invocation (a resumed run counts only its own part)
@@ -107,11 +115,19 @@ def main(argv: list[str] | None = None) -> None:
         "threads": args.threads,
         "wall_seconds": wall_s,
         "training_seconds": sum(history.epoch_time),
-        "environment": {k: str(v) if v is not None else None for k, v in environment("cpu").items()},
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "environment": {k: str(v) if v is not None else None for k, v in _as_dict(environment("cpu")).items()},
+        "command": "python "
+        + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
     }
     args.output.with_suffix(".json").write_text(json.dumps(provenance, indent=1) + "\n")
-    print(f"wrote {args.output} ({provenance['bytes']:,} bytes): test accuracy {test_acc:.2%} on {len(data.test_labels):,} images")
+    print(
+        f"wrote {args.output} ({provenance['bytes']:,} bytes): test accuracy {test_acc:.2%} on {len(data.test_labels):,} images"
+    )
+
+
+def _as_dict(found: Any) -> dict[str, Any]:
+    """provenance.environment's answer as a dict (a dict today; an ``Environment`` with ``to_dict()`` after issue 19)."""
+    return found.to_dict() if hasattr(found, "to_dict") else dict(found)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,13 @@
 the previous complete checkpoint or the new one, never half a file. :func:`xception_lib.train.fit`'s
 checkpoint is a dict: ``model`` (state dict), ``model_config`` (``None`` unless an ``XceptionConfig``),
 ``model_class``, ``train_config``, ``data`` (:func:`data_fingerprint`), ``format``, ``epoch``, ``step``,
-``optimizer``, ``scaler``, ``history`` and ``loader``.
+``optimizer``, ``scaler``, ``history`` and ``loader``. :func:`restore` loads one back after
+:func:`check_resumable`; a failed write (a full disk) is an ``OSError`` naming the file.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -17,10 +19,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-__all__ = ["CHECKPOINT_NAME", "FORMAT", "CheckpointError", "atomic_save", "check_resumable", "data_fingerprint", "load_checkpoint"]
+__all__ = [
+    "CHECKPOINT_NAME",
+    "FORMAT",
+    "CheckpointError",
+    "atomic_save",
+    "check_resumable",
+    "data_fingerprint",
+    "load_checkpoint",
+    "restore",
+    "checkpoint_file",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
+# How torch's file writer reports a failed write (a full disk) as a RuntimeError.
+_WRITER_FAILURES = ("file write failed", "unexpected pos", "inline_container", "PytorchStreamWriter")
 FORMAT = 2  #: version of the checkpoint's layout (version 1 kept the TrainConfig under "config")
 
 
@@ -29,33 +44,55 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place; returns ``target``."""
+    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place; returns ``target``.
+
+    A failed write (a full disk, a folder that is not writable) leaves ``target`` as it was and raises an
+    ``OSError`` naming ``target`` and the cause; torch reports such failures as a ``RuntimeError``.
+    """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except (OSError, RuntimeError) as error:
+        if not isinstance(error, OSError) and not any(m in str(error) for m in _WRITER_FAILURES):
+            raise  # not a write: an object that cannot be saved
+        code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
+        cause = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else os.strerror(code)}"
+        kind = type(error) if isinstance(error, OSError) else OSError  # a PermissionError stays one
+        raise kind(
+            code, f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?"
+        ) from error
+    finally:
+        if tmp is not None and Path(tmp).exists():
+            Path(tmp).unlink()
     return target
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict of tensors and plain values, or raise a :class:`CheckpointError` naming the file
     (empty, truncated, not a ``torch.save`` file, or not a dict)."""
+    if Path(path).is_dir():
+        raise IsADirectoryError(
+            f"{path} is a folder, not a checkpoint file (fit writes {CHECKPOINT_NAME} inside its checkpoint_dir)"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as error:  # torch and pickle raise many kinds here (EOFError, UnpicklingError, ...)
-        reason = "it is empty" if Path(path).stat().st_size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0]}"
-        raise CheckpointError(f"{path} is not a readable checkpoint ({reason}); it may be truncated or another kind of file") from None
+        reason = (
+            "it is empty" if Path(path).stat().st_size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        )
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint ({reason}); it may be truncated or another kind of file"
+        ) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} holds a {type(state).__name__}, not a checkpoint dictionary")
     return state
@@ -69,7 +106,11 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
         digest.update(labels.cpu().numpy().astype("int64").tobytes())
         rows = torch.linspace(0, len(images) - 1, min(16, len(images))).long()
         digest.update(images[rows].cpu().contiguous().numpy().tobytes())
-    return {"train_images": len(data.train_labels), "test_images": len(data.test_labels), "sha256": digest.hexdigest()[:16]}
+    return {
+        "train_images": len(data.train_labels),
+        "test_images": len(data.test_labels),
+        "sha256": digest.hexdigest()[:16],
+    }
 
 
 def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expected: dict[str, Any]) -> None:
@@ -77,13 +118,19 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expecte
     checkpoint of the run whose checkpoint values are ``expected``; a key an older checkpoint lacks is skipped."""
     missing = sorted({"model", "optimizer", "scaler", "history", "epoch", "train_config"} - set(state))
     if missing:
-        raise CheckpointError(f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh")
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh"
+        )
     differences = []
     for key, want in expected.items():
         have = state.get(key, want)
         if isinstance(want, dict) and isinstance(have, dict):
             fields = sorted(set(have) | set(want))
-            differences += [f"{key}.{k}: {have.get(k)!r} -> {want.get(k)!r}" for k in fields if _plain(have.get(k)) != _plain(want.get(k))]
+            differences += [
+                f"{key}.{k}: {have.get(k)!r} -> {want.get(k)!r}"
+                for k in fields
+                if _plain(have.get(k)) != _plain(want.get(k))
+            ]
         elif _plain(have) != _plain(want):
             differences.append(f"{key}: {have!r} -> {want!r}")
     if differences:
@@ -96,3 +143,42 @@ def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expecte
 def _plain(value: Any) -> Any:
     """``value`` as it reads back from JSON (tuples become lists), so that both compare equal."""
     return json.loads(json.dumps(value))
+
+
+def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bool = True) -> Path | None:
+    """``checkpoint_dir/checkpoint.pt`` (``None`` for ``None``), after making the folder if ``create``: before any
+    training, so that a folder that cannot be one fails at once."""
+    if checkpoint_dir is None:
+        return None
+    folder = Path(checkpoint_dir)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"checkpoint_dir {folder} is a file, not a folder; pass a folder (made if missing)")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder / CHECKPOINT_NAME
+
+
+def restore(
+    path: Path, expected: dict[str, Any], defaults: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> tuple[dict[str, Any], int]:  # fmt: skip
+    """Load the checkpoint ``path`` into the model, optimizer and scaler, after :func:`check_resumable` against
+    ``expected``; return its history (a dict) and epoch. ``defaults``: the ``TrainConfig`` fields, which a
+    checkpoint written before a field existed reads as."""
+    afresh = "Pass resume=False (or another checkpoint_dir) to start afresh."
+    device = next(model.parameters()).device
+    try:
+        state = load_checkpoint(path, map_location=device)
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}. {afresh}") from None
+    stored = state.get("train_config", state.get("config"))  # format 1 kept it under "config"
+    if isinstance(stored, dict):
+        state["train_config"] = {**defaults, **stored}
+    check_resumable(state, path, expected)
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+    except (RuntimeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} does not fit this model ({str(error).splitlines()[0]}). {afresh}") from None
+    return state["history"], int(state["epoch"])

@@ -29,16 +29,16 @@ reduced one: a truncated archive, a half-copied folder or the other CIFAR is a
 Decoding 60,000 JPEGs takes seconds; the decoded arrays are therefore stored once under
 ``~/.cache/xception_lib`` (or ``XCEPTION_CACHE``), keyed by the source's path, sizes and
 modification times, and the next load memory-maps them in well under a second. An
-unreadable cache file is reported and rebuilt; an unwritable cache is reported, and the
-data returned all the same.
-
-The GPU-resident loader lives in :mod:`xception_lib.loader` and is re-exported here as
-:class:`GpuLoader`.
+unreadable cache file is reported and rebuilt; an unwritable cache (or a full disk) is
+reported, and the data returned all the same. torchvision's pickled batches are read with an
+unpickler that builds nothing but dicts, lists, strings, numbers and numpy arrays.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import functools
 import hashlib
 import io
 import lzma
@@ -56,12 +56,11 @@ import numpy as np
 import torch
 
 from xception_lib.checkpoint import atomic_save
-from xception_lib.loader import GpuLoader
+from xception_lib.loader import check_number
 
 __all__ = [
-    "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError",
-    "GpuLoader", "cache_dir", "load_cifar",
-]
+    "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError", "cache_dir", "load_cifar",
+]  # fmt: skip
 
 ENV_VAR = "XCEPTION_DATA"
 """Environment variable naming a local copy of the data (a directory or an archive)."""
@@ -69,30 +68,56 @@ ENV_VAR = "XCEPTION_DATA"
 CACHE_ENV_VAR = "XCEPTION_CACHE"
 """Environment variable overriding the cache directory (default ``~/.cache/xception_lib``)."""
 
+
 # Per-dataset facts: size, torchvision's folder name and class, pickle keys, and the channel
 # statistics of the training set (the usual normalisation constants).
 def _cifar(
-    classes: int, torchvision_dir: str, train_files: tuple[str, ...], test_files: tuple[str, ...], meta_file: str,
-    fine: str, mean: tuple[float, ...], std: tuple[float, ...],
+    classes: int,
+    torchvision_dir: str,
+    train_files: tuple[str, ...],
+    test_files: tuple[str, ...],
+    meta_file: str,
+    fine: str,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
 ) -> dict[str, object]:
     """One entry of :data:`DATASETS`: 50,000 training and 10,000 test images spread evenly over ``classes``."""
     return {
-        "title": f"CIFAR-{classes}", "num_classes": classes,
+        "title": f"CIFAR-{classes}",
+        "num_classes": classes,
         "per_class": (50_000 // classes, 10_000 // classes),  # training and test images of each class
-        "torchvision_dir": torchvision_dir, "torchvision_class": f"CIFAR{classes}",
-        "train_files": train_files, "test_files": test_files, "meta_file": meta_file,
-        "meta_key": f"{fine}label_names", "label_key": f"{fine}labels", "mean": mean, "std": std,
+        "torchvision_dir": torchvision_dir,
+        "torchvision_class": f"CIFAR{classes}",
+        "train_files": train_files,
+        "test_files": test_files,
+        "meta_file": meta_file,
+        "meta_key": f"{fine}label_names",
+        "label_key": f"{fine}labels",
+        "mean": mean,
+        "std": std,
     }
 
 
 DATASETS: dict[str, dict[str, object]] = {
     "cifar10": _cifar(
-        10, "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta", "",
-        mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616),
+        10,
+        "cifar-10-batches-py",
+        tuple(f"data_batch_{i}" for i in range(1, 6)),
+        ("test_batch",),
+        "batches.meta",
+        "",
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
     ),
     "cifar100": _cifar(
-        100, "cifar-100-python", ("train",), ("test",), "meta", "fine_",
-        mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+        100,
+        "cifar-100-python",
+        ("train",),
+        ("test",),
+        "meta",
+        "fine_",
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
     ),
 }
 
@@ -163,21 +188,23 @@ class CifarArrays:
         def pick(images: torch.Tensor, labels: torch.Tensor, n: int | None, what: str) -> tuple[torch.Tensor, ...]:
             if n is None:
                 return images, labels
-            if not 0 < n <= len(labels):
-                raise ValueError(f"{what} subset must be in 1..{len(labels)}, got {n}")
-            g = torch.Generator().manual_seed(seed)
-            idx = torch.randperm(len(labels), generator=g)[:n].sort().values
+            check_number("CifarArrays.subset", what, n, integer=True, low=1, high=len(labels))
+            g = torch.Generator().manual_seed(int(seed))
+            idx = torch.randperm(len(labels), generator=g)[: int(n)].sort().values
             return images[idx], labels[idx]
 
         tr_x, tr_y = pick(self.train_images, self.train_labels, train, "train")
         te_x, te_y = pick(self.test_images, self.test_labels, test, "test")
         source = f"subset (train={len(tr_y)}, test={len(te_y)}, seed={seed}) of {self.source}"
-        return dataclasses.replace(self, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y,
-                                   source=source)
+        return dataclasses.replace(
+            self, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y, source=source
+        )
 
     def __repr__(self) -> str:
-        return (f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
-                f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})")
+        return (
+            f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
+            f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})"
+        )
 
 
 def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -232,19 +259,31 @@ def load_cifar(
     key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
     if key not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
+    if not isinstance(download, bool):
+        raise TypeError(f"download must be True or False, got {download!r}")
     per_class = DATASETS[key]["per_class"] if images_per_class is None else images_per_class
-    if not (isinstance(per_class, (tuple, list)) and len(per_class) == 2 and all(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in per_class)):
+    if not isinstance(per_class, (tuple, list)) or len(per_class) != 2:
         raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
+    for what, n in zip(("train", "test"), per_class, strict=True):
+        check_number("load_cifar", f"images_per_class ({what})", n, integer=True, low=1)
+    per_class = tuple(int(n) for n in per_class)  # numpy integers too
     cache_root = cache_dir(cache)
+    source: Path | None
     env = os.environ.get(ENV_VAR)
     if root is None and env:
         source = _env_path(env)
         where = f"{ENV_VAR}={env!r}" + ("" if source == Path(env).expanduser() else f" (resolved to {source})")
         if env.startswith("/path/to/"):
-            raise DataNotFoundError(_missing_message(key, cache_root, (
-                f"{where} is the README's placeholder: replace it with the folder that holds your "
-                f"copy, or unset {ENV_VAR} to let torchvision download the data")))
+            raise DataNotFoundError(
+                _missing_message(
+                    key,
+                    cache_root,
+                    (
+                        f"{where} is the README's placeholder: replace it with the folder that holds your "
+                        f"copy, or unset {ENV_VAR} to let torchvision download the data"
+                    ),
+                )
+            )
     else:
         source, where = (None, "") if root is None else (Path(root).expanduser(), f"root={str(root)!r}")
     if source is not None:
@@ -317,26 +356,39 @@ def _find_source(root: Path, name: str) -> tuple[str, Path] | None:
 # ----------------------------------------------------------------------------- checking and caching
 
 
-def _check(name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], per_class: tuple[int, ...],
-           source: str) -> None:
+def _check(
+    name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], per_class: tuple[int, ...], source: str
+) -> None:
     """Raise :class:`DataError` unless the classes and the (train, test) labels make the data set asked for."""
     info = DATASETS[name]
     if len(classes) != info["num_classes"]:
-        like = [f"; it looks like {d['title']}: load it with name={k!r}" for k, d in DATASETS.items()
-                if d["num_classes"] == len(classes)]
+        like = [
+            f"; it looks like {d['title']}: load it with name={k!r}"
+            for k, d in DATASETS.items()
+            if d["num_classes"] == len(classes)
+        ]
         shown = ", ".join(classes[:12]) + (", ..." if len(classes) > 12 else "")
-        raise DataError(f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has "
-                        f"{info['num_classes']}{''.join(like)}")
-    for split, y, want in zip(("train", "test"), labels, per_class):
+        raise DataError(
+            f"{source} holds {len(classes)} classes ({shown}), but {info['title']} has "
+            f"{info['num_classes']}{''.join(like)}"
+        )
+    for split, y, want in zip(("train", "test"), labels, per_class, strict=True):
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
             raise DataError(f"{source}: {split} labels outside 0..{len(classes) - 1}: the copy is corrupt")
         counts = torch.bincount(y, minlength=len(classes)).tolist()
         if any(c != want for c in counts):
             wrong = ", ".join(f"{classes[i]}: {c:,}" for i, c in enumerate(counts) if c != want)
-            what = (f"if it is a deliberately reduced copy, pass images_per_class" if len(set(counts)) == 1
-                    else "it is truncated or incomplete: copy or download it again")
-            raise DataError(f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
-                            f"({info['title']}), but {wrong[:300]}; {what}")
+            what = (
+                "if it is a deliberately reduced copy, pass images_per_class"
+                if len(set(counts)) == 1
+                else "it holds extra images: remove the files that do not belong"
+                if max(counts) > want
+                else "it is truncated or incomplete: copy or download it again"
+            )
+            raise DataError(
+                f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
+                f"({info['title']}), but {wrong[:300]}; {what}"
+            )
 
 
 def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: tuple[int, int]) -> CifarArrays:
@@ -345,7 +397,7 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
     if path.is_file():
         state = f"{path.stat().st_size}|{path.stat().st_mtime_ns}"
     else:
-        files = [os.path.join(d, f) for d, _, names in sorted(os.walk(path)) for f in sorted(names)]
+        files = sorted(str(f) for f in _walk(path) if f.exists())  # a broken link is named when it is read
         state = "|".join(f"{f}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [os.stat(f)])
     fingerprint = f"v{_CACHE_VERSION}|{name}|{kind}|{path}|{state}"
     cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
@@ -357,14 +409,19 @@ def _load_cached(name: str, kind: str, path: Path, cache_root: Path, per_class: 
         pass  # no cache yet, or one that is not what was asked for: the source decides, below
     except Exception as error:  # truncated, corrupt or foreign: torch and pickle raise many kinds
         reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__} from torch.load"
-        warnings.warn(f"The cache file {cache_file} is unreadable ({reason}); decoding {path} again to replace it.")
+        warnings.warn(
+            f"The cache file {cache_file} is unreadable ({reason}); decoding {path} again to replace it.", stacklevel=3
+        )
     arrays = _decode(name, kind, path, per_class)
     _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))  # pickles
     try:
         atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
     except OSError as error:
-        warnings.warn(f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
-                      f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.")
+        warnings.warn(
+            f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
+            f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.",
+            stacklevel=3,
+        )
     return arrays
 
 
@@ -373,8 +430,15 @@ def _from_cache(name: str, stored: object, source: str) -> CifarArrays:
     if not isinstance(stored, dict) or set(stored) != {*_ARRAY_KEYS, "classes"}:
         raise ValueError("not a cache of decoded CIFAR arrays")
     for x, y in ((stored["train_images"], stored["train_labels"]), (stored["test_images"], stored["test_labels"])):
-        if not (isinstance(x, torch.Tensor) and x.dtype == torch.uint8 and x.dim() == 4 and x.shape[1:] == (3, 32, 32)
-                and isinstance(y, torch.Tensor) and y.dtype == torch.int64 and y.shape == x.shape[:1]):
+        if not (
+            isinstance(x, torch.Tensor)
+            and x.dtype == torch.uint8
+            and x.dim() == 4
+            and x.shape[1:] == (3, 32, 32)
+            and isinstance(y, torch.Tensor)
+            and y.dtype == torch.int64
+            and y.shape == x.shape[:1]
+        ):
             raise ValueError("its arrays have the wrong type or shape")
     if not all(isinstance(c, str) for c in stored["classes"]):
         raise ValueError("its class names are not strings")
@@ -388,7 +452,10 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
     info, pickled, member = DATASETS[name], {}, None
     wanted_pickles = {*info["train_files"], *info["test_files"], info["meta_file"]}  # type: ignore[misc]
     if kind == "pickles":
-        files = {f: (path / f).read_bytes() for f in wanted_pickles if (path / f).is_file()}
+        try:
+            files = {f: (path / f).read_bytes() for f in wanted_pickles if (path / f).is_file()}
+        except OSError as error:
+            raise DataError(f"{path}: {error.filename} cannot be read ({error.strerror or error})") from error
         return _arrays_from_pickles(name, files, str(path))
     found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, member, bytes)
     try:
@@ -403,10 +470,14 @@ def _decode(name: str, kind: str, path: Path, per_class: tuple[int, int]) -> Cif
             else:
                 found[parts[-3]].append((parts[-2], member, read()))
     except _READ_ERRORS as error:
+        if isinstance(error, OSError) and not isinstance(error, EOFError) and kind == "folder":
+            raise DataError(f"{path}: {error.filename or member} cannot be read ({error.strerror or error})") from error
         at = f" at {member}" if member else " (it does not open)"
         detail = str(error).splitlines()[0].rstrip(":. ")
-        raise DataError(f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
-                        f"The file is truncated, corrupt or of another kind; copy or download it again.") from error
+        raise DataError(
+            f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
+            f"The file is truncated, corrupt or of another kind; copy or download it again."
+        ) from error
     if not found["train"] and pickled:  # torchvision's own cifar-*-python.tar.gz
         return _arrays_from_pickles(name, pickled, str(path))
     if not found["train"] or not found["test"]:
@@ -433,8 +504,10 @@ def _decode_image(raw: bytes, member: str, path: Path) -> np.ndarray:
         with Image.open(io.BytesIO(raw)) as image:
             array = np.asarray(image.convert("RGB"))
     except Exception as error:  # PIL raises OSError, SyntaxError, ValueError, ... for a bad file
-        raise DataError(f"{path}: {member} is not a readable image ({type(error).__name__}: {error}); "
-                        f"replace the file, or copy the data again") from error
+        raise DataError(
+            f"{path}: {member} is not a readable image ({type(error).__name__}: {error}); "
+            f"replace the file, or copy the data again"
+        ) from error
     if array.shape != (32, 32, 3):
         raise DataError(f"{path}: {member} is {array.shape[1]}x{array.shape[0]} pixels, expected 32x32")
     return array
@@ -446,22 +519,45 @@ def _archive_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
-                    yield info.filename, (lambda info=info: archive.read(info))
+                    yield info.filename, functools.partial(archive.read, info)
         return
     with tarfile.open(path, "r:*") as archive:
         for member in archive:
             handle = archive.extractfile(member) if member.isfile() else None
             if handle is not None:
                 yield member.name, handle.read
+            elif member.issym() or member.islnk():  # refused when it matters, i.e. where an image or batch belongs
+                yield member.name, _refuse_link(path, member)
         while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
             pass
 
 
+def _refuse_link(path: Path, member: tarfile.TarInfo) -> Callable[[], bytes]:
+    def read() -> bytes:
+        kind = "a symbolic link" if member.issym() else "a hard link"
+        raise DataError(
+            f"{path}: {member.name} is {kind} (to {member.linkname}), not a file; the loader reads only "
+            f"regular files from an archive: pack the copy again without links (tar --dereference)"
+        )
+
+    return read
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every file under ``root``, following symbolic links to folders (a class folder may be one), each folder once."""
+    seen: set[Path] = set()
+    for directory, folders, names in os.walk(root, followlinks=True):
+        real = Path(directory).resolve()
+        if real in seen:
+            folders.clear()  # a link back to a folder already read (a loop)
+            continue
+        seen.add(real)
+        yield from (Path(directory) / name for name in sorted(names))
+
+
 def _folder_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    for directory, _, names in os.walk(root):
-        for file_name in names:
-            full = Path(directory) / file_name
-            yield full.relative_to(root).as_posix(), full.read_bytes
+    for full in _walk(root):
+        yield full.relative_to(root).as_posix(), full.read_bytes
 
 
 def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> CifarArrays:
@@ -472,14 +568,22 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
         if file_name not in files:
             raise DataError(f"{source} is incomplete: {file_name} is missing; download it again")
         try:
-            batch = pickle.loads(files[file_name], encoding="latin1")
+            batch = _BatchUnpickler(io.BytesIO(files[file_name]), encoding="latin1").load()
             return [np.asarray(batch[k]) for k in keys]
+        except _RefusedGlobal as error:
+            raise DataError(
+                f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, "
+                f"strings, numbers and numpy arrays; this file may be malicious: do not use it, download the "
+                f"data again from its source"
+            ) from None
         except Exception as error:  # truncated (EOFError, UnpicklingError) or foreign (KeyError, ...)
-            raise DataError(f"{source}: {file_name} is not a readable torchvision batch "
-                            f"({type(error).__name__}: {error}); download it again") from error
+            raise DataError(
+                f"{source}: {file_name} is not a readable torchvision batch "
+                f"({type(error).__name__}: {error}); download it again"
+            ) from error
 
     def split(file_names: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        images, labels = zip(*(load(f, "data", str(info["label_key"])) for f in file_names))
+        images, labels = zip(*(load(f, "data", str(info["label_key"])) for f in file_names), strict=True)
         images, labels = np.concatenate(images).astype(np.uint8), np.concatenate(labels).astype(np.int64)
         if images.shape[1:] != (3072,) or len(images) != len(labels):
             raise DataError(f"{source}: data of shape {images.shape} with {len(labels)} labels; download it again")
@@ -487,5 +591,29 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
 
     train_images, train_labels = split(info["train_files"])  # type: ignore[arg-type]
     test_images, test_labels = split(info["test_files"])  # type: ignore[arg-type]
-    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())  # type: ignore[arg-type]
+    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())
     return CifarArrays(name, train_images, train_labels, test_images, test_labels, classes, source)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a function or class that a CIFAR batch never needs."""
+
+
+# What a numpy array (and its dtype) pickles to, under numpy 1's and numpy 2's module names, and the helper that
+# pickles of bytes written by Python 3 with protocol 2 call. Nothing else can be built: no code runs.
+_ARRAY_GLOBALS = {
+    "_reconstruct": np.zeros(1).__reduce__()[0], "scalar": np.float64(0).__reduce__()[0],
+    "_frombuffer": np.zeros(1).__reduce_ex__(5)[0], "ndarray": np.ndarray, "dtype": np.dtype,
+}  # fmt: skip
+_ALLOWED_GLOBALS = {("_codecs", "encode"): codecs.encode} | {
+    (f"numpy{core}.{module}", name): _ARRAY_GLOBALS[name]
+    for core in (".core", "._core") for module, names in (("multiarray", ("_reconstruct", "scalar")), ("numeric", ("_frombuffer",)))
+    for name in names
+} | {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}  # fmt: skip
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _RefusedGlobal(f"its pickle calls {module}.{name}")
+        return _ALLOWED_GLOBALS[module, name]

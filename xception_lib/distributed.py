@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import cast
 
 import torch
 from torch import nn
@@ -88,4 +89,4 @@ def wrap(model: nn.Module, device: torch.device, *, sync_batchnorm: bool, compil
         if world_size > 1:
             device_ids = [device.index] if device.type == "cuda" and device.index is not None else None
             wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-        yield torch.compile(wrapped) if compile else wrapped
+        yield cast(nn.Module, torch.compile(wrapped)) if compile else wrapped

@@ -16,12 +16,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["GpuLoader", "check_number"]
+__all__ = ["GpuLoader", "check_images", "check_labels", "check_number", "check_split"]
 
 
 def check_number(
-    where: str, name: str, value: object, *, integer: bool = False, low: float | None = None, high: float | None = None,
-    low_open: bool = False, high_open: bool = False, optional: bool = False,
+    where: str,
+    name: str,
+    value: object,
+    *,
+    integer: bool = False,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
 ) -> None:
     """Raise a ``TypeError`` (not a number; never a ``bool``) or ``ValueError`` (not finite, out of bounds) naming
     ``where`` and ``name`` unless ``value`` is a finite number between ``low`` and ``high`` (inclusive unless
@@ -30,13 +38,61 @@ def check_number(
         return
     bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
     bounds += [f"{'<' if high_open else '<='} {high}"] if high is not None else []
-    expected = " ".join(["an integer" if integer else "a finite number", " and ".join(bounds), "or None" if optional else ""]).strip()
+    expected = " ".join(
+        ["an integer" if integer else "a finite number", " and ".join(bounds), "or None" if optional else ""]
+    ).strip()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
         raise TypeError(f"{where}: {name} must be {expected}, got {value!r} ({type(value).__name__})")
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if not math.isfinite(value) or too_low or too_high:
+    number = float(value)  # a numbers.Real: int, float, numpy's
+    too_low = low is not None and (number <= low if low_open else number < low)
+    too_high = high is not None and (number >= high if high_open else number > high)
+    if not math.isfinite(number) or too_low or too_high:
         raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
+
+
+def check_images(images: object, name: str) -> None:
+    """Raise a ``TypeError`` unless ``images`` is an ``N x C x H x W`` uint8 tensor (0-255, unnormalised)."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        got = (
+            f"{images.dtype} tensor of shape {tuple(images.shape)}"
+            if isinstance(images, torch.Tensor)
+            else type(images).__name__
+        )
+        raise TypeError(
+            f"{name} must be uint8 images N x C x H x W (0-255, as xception_lib.data.load_cifar returns them), got a "
+            f"{got}; pass them unnormalised: the loader normalises them with the data set's mean and std"
+        )
+
+
+def check_labels(labels: object, classes: int | None, name: str) -> None:
+    """Raise a ``TypeError`` or ``ValueError`` unless ``labels`` is an integer tensor of indices in [0, ``classes``)."""
+    if (
+        not isinstance(labels, torch.Tensor)
+        or labels.is_floating_point()
+        or labels.is_complex()
+        or labels.dtype == torch.bool
+    ):
+        raise TypeError(
+            f"{name} must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}"
+        )
+    if labels.numel() and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
+        low, high = int(labels.min()), int(labels.max())
+        span = f"in [0, {classes})" if classes is not None else ">= 0"
+        raise ValueError(f"{name} must be class indices {span}, got values from {low} to {high}")
+
+
+def check_split(images: object, labels: object, classes: int | None, where: str = "") -> None:
+    """:func:`check_images` and :func:`check_labels`, at least one image, one label per image; ``where`` prefixes
+    the names in messages (``"data.train_"``)."""
+    check_images(images, f"{where}images")
+    check_labels(labels, classes, f"{where}labels")
+    assert isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)  # for the type checker
+    if len(images) == 0:
+        raise ValueError(f"{where}images is empty (0 x C x H x W); pass at least one image")
+    if labels.shape != images.shape[:1]:
+        raise ValueError(
+            f"{where}labels: expected one label for each of the {len(images)} images, got shape {tuple(labels.shape)}"
+        )
 
 
 class GpuLoader:
@@ -60,36 +116,59 @@ class GpuLoader:
     """
 
     def __init__(
-        self, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float], batch_size: int = 512,
-        train: bool = True, device: torch.device | str = "cpu", seed: int = 0, crop_padding: int = 4, flip: bool = True,
-        drop_last: bool | None = None, dtype: torch.dtype = torch.float32, channels_last: bool = False, rank: int = 0,
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        batch_size: int = 512,
+        train: bool = True,
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        crop_padding: int = 4,
+        flip: bool = True,
+        drop_last: bool | None = None,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = False,
+        rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-            got = f"{images.dtype} tensor of shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else type(images).__name__
-            raise TypeError(f"GpuLoader: images must be uint8 N x C x H x W (0-255: the loader normalises them), got a {got}")
+        check_images(images, "GpuLoader: images")
         if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
             got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
             raise ValueError(f"GpuLoader: labels must be a 1-D tensor of {len(images)} labels, got {got}")
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(f"GpuLoader: labels must be integer class indices, got {labels.dtype}")
-        if len(labels) and labels.min() < 0:
-            raise ValueError(f"GpuLoader: labels must be class indices >= 0, got {int(labels.min())}")
-        for name, value, low in (("batch_size", batch_size, 1), ("crop_padding", crop_padding, 0), ("seed", seed, 0), ("world_size", world_size, 1)):
+        check_labels(labels, None, "GpuLoader: labels")
+        for name, value, low in (
+            ("batch_size", batch_size, 1),
+            ("crop_padding", crop_padding, 0),
+            ("seed", seed, 0),
+            ("world_size", world_size, 1),
+        ):
             check_number("GpuLoader", name, value, integer=True, low=low)
         check_number("GpuLoader", "rank", rank, integer=True, low=0, high=world_size, high_open=True)
         if not dtype.is_floating_point:
             raise TypeError(f"GpuLoader: dtype must be a floating-point type, got {dtype}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
-            raise ValueError(f"GpuLoader: mean and std need {channels} values each, got {len(mean)} and {len(std)}")
+            raise ValueError(
+                f"GpuLoader: images of {channels} channels need mean and std of {channels} values each, got {len(mean)} and {len(std)}"
+            )
         for i in range(channels):
             check_number("GpuLoader", f"mean[{i}]", mean[i], low=0, high=1)
             check_number("GpuLoader", f"std[{i}]", std[i], low=0, low_open=True)
         self.device = torch.device(device)
-        self.images = images.to(self.device)  # N x C x H x W uint8, the whole split
+        self.images = images.to(
+            self.device
+        ).contiguous()  # N x C x H x W uint8, the whole split, in the layout the gather reads
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size, self.train, self.seed, self.dtype, self.channels_last = batch_size, train, seed, dtype, channels_last
+        self.batch_size, self.train, self.seed, self.dtype, self.channels_last = (
+            batch_size,
+            train,
+            seed,
+            dtype,
+            channels_last,
+        )
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
@@ -102,6 +181,7 @@ class GpuLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``'s permutation and augmentations."""
+        check_number("GpuLoader.set_epoch", "epoch", epoch, integer=True, low=0)
         self.epoch = int(epoch)
 
     def state_dict(self) -> dict[str, int]:
@@ -126,7 +206,11 @@ class GpuLoader:
         """This process's image order, crop offsets (``n x 2``) and flips for ``epoch``."""
         n_total = len(self.labels)
         if not self.train:
-            order, offsets, flips = torch.arange(n_total), torch.zeros(n_total, 2, dtype=torch.int64), torch.zeros(n_total, dtype=torch.bool)
+            order, offsets, flips = (
+                torch.arange(n_total),
+                torch.zeros(n_total, 2, dtype=torch.int64),
+                torch.zeros(n_total, dtype=torch.bool),
+            )
         else:
             seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
             g = torch.Generator().manual_seed(seed)
@@ -143,7 +227,9 @@ class GpuLoader:
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             if self.train:
-                x = self.crop_and_flip(idx, offsets[start : start + self.batch_size], flips[start : start + self.batch_size])
+                x = self.crop_and_flip(
+                    idx, offsets[start : start + self.batch_size], flips[start : start + self.batch_size]
+                )
             else:
                 x = self.images.index_select(0, idx)
             yield self.normalize(x), self.labels.index_select(0, idx)
@@ -152,7 +238,14 @@ class GpuLoader:
         """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
         and flips from ``generator`` (default: one seeded with ``seed``), as uint8, for looking at them."""
         g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
-        idx = torch.as_tensor(idx, dtype=torch.int64)
+        idx = torch.as_tensor(idx)
+        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+            raise TypeError(f"GpuLoader.augment: idx must be integer image indices, got {idx.dtype}")
+        if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self.images))):
+            raise ValueError(
+                f"GpuLoader.augment: idx must be 1-D image indices in [0, {len(self.images)}), got {idx.tolist()}"[:300]
+            )
+        idx = idx.to(torch.int64)
         offsets, flips = self._random_views(len(idx), g)
         return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
 
@@ -165,6 +258,9 @@ class GpuLoader:
         """``B x C x H x W`` uint8 images ``idx``, cropped at ``offsets`` (``B x 2`` top-left corners, row and
         column, in the padded images) and mirrored where ``flips`` (``B`` booleans), as one gather."""
         b = len(idx)
+        if idx.dim() != 1 or offsets.shape != (b, 2) or flips.shape != (b,):
+            shapes = f"{tuple(idx.shape)}, {tuple(offsets.shape)} and {tuple(flips.shape)}"
+            raise ValueError(f"GpuLoader.crop_and_flip: expected idx (B,), offsets (B, 2) and flips (B,), got {shapes}")
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
         device = self._padded.device
@@ -186,6 +282,11 @@ class GpuLoader:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images -> normalised floating-point images (in ``channels_last`` if asked)."""
+        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self._shift.shape[1]:
+            want = f"uint8 B x {self._shift.shape[1]} x H x W"
+            raise TypeError(
+                f"GpuLoader.normalize: expected {want} images, got a {x.dtype} tensor of shape {tuple(x.shape)}"
+            )
         # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
         x = x.to(self.dtype).sub_(self._shift).mul_(self._inv_scale)
         if self.channels_last:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,22 +23,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from xception_lib import distributed
-from xception_lib.chapters.train_plots import plot_confusion_matrix, plot_history, plot_images, plot_predictions
-from xception_lib.checkpoint import CHECKPOINT_NAME, FORMAT, CheckpointError, atomic_save, check_resumable, data_fingerprint, load_checkpoint
+from xception_lib import checkpoint, distributed
 from xception_lib.config import XceptionConfig
 from xception_lib.history import History
-from xception_lib.loader import GpuLoader, check_number
+from xception_lib.loader import GpuLoader, check_labels, check_number, check_split
+from xception_lib.provenance import environment
 from xception_lib.runtime import eval_mode
 
-__all__ = [
-    "FULL_EPOCHS", "SHORT_EPOCHS", "History", "NonFiniteLossError", "TrainConfig", "confusion_matrix", "evaluate", "fit",
-    "lr_at", "plot_confusion_matrix", "plot_history", "plot_images", "plot_predictions", "predict", "recommended_config",
-    "resolve_amp", "train_step",
-]  # fmt: skip
+__all__ = ["FULL_EPOCHS", "SHORT_EPOCHS", "NonFiniteLossError", "TrainConfig", "fit", "lr_at", "recommended_config", "resolve_amp", "train_step"]  # fmt: skip
 
 FULL_EPOCHS = 30  #: Epochs of the full schedule (:class:`TrainConfig`'s default).
 SHORT_EPOCHS = 10  #: Epochs of the shorter GPU schedule, ``recommended_config(device, full=False)``.
+
+
+_AMP = ("auto", "bf16", "fp16", "off")
+_OPTIONAL_COUNTS = ("train_subset", "test_subset", "max_steps")  # None: all
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -64,7 +64,9 @@ class TrainConfig:
     # on its direction), while decaying batch norm's own scale and shift would change the function. ~0.05 for AdamW.
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1  # target probability spread over all classes: no over-confident logits
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"  # after warm-up: linear / cosine decay to 0, or flat
+    schedule: Literal["onecycle", "cosine", "constant"] = (
+        "onecycle"  # after warm-up: linear / cosine decay to 0, or flat
+    )
     warmup: float = 0.15  # fraction of steps from 0 to lr: BN statistics and momentum settle before the large steps
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # mixed precision; "auto": see resolve_amp
     channels_last: bool = True  # NHWC: what tensor cores want (and about twice as fast on a CPU for this network)
@@ -85,15 +87,17 @@ class TrainConfig:
     is_preview: bool = False  # marks a shortened CPU schedule; printed by describe()
 
     def __post_init__(self) -> None:
-        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "constant"), "amp": ("auto", "bf16", "fp16", "off")}
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "constant"), "amp": _AMP}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("nesterov", "channels_last", "compile", "flip", "sync_batchnorm", "is_preview"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"TrainConfig: {name} must be True or False, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size", "log_every", "train_subset", "test_subset", "max_steps"):
-            check_number("TrainConfig", name, getattr(self, name), integer=True, low=1, optional=name.endswith(("subset", "steps")))
+        for name in ("epochs", "batch_size", "eval_every", "eval_batch_size", "log_every", *_OPTIONAL_COUNTS):
+            check_number(
+                "TrainConfig", name, getattr(self, name), integer=True, low=1, optional=name in _OPTIONAL_COUNTS
+            )
         check_number("TrainConfig", "crop_padding", self.crop_padding, integer=True, low=0)
         check_number("TrainConfig", "seed", self.seed, integer=True, low=0)
         check_number("TrainConfig", "lr", self.lr, low=0, low_open=True)
@@ -102,13 +106,20 @@ class TrainConfig:
         check_number("TrainConfig", "label_smoothing", self.label_smoothing, low=0, high=1, high_open=True)
         check_number("TrainConfig", "warmup", self.warmup, low=0, high=1, high_open=True)
         check_number("TrainConfig", "grad_clip", self.grad_clip, low=0, low_open=True, optional=True)
+        for name, value in vars(self).items():  # numpy numbers become Python's, so that the config writes to JSON
+            if isinstance(value, numbers.Real) and type(value) not in (bool, int, float):
+                object.__setattr__(self, name, int(value) if isinstance(value, numbers.Integral) else float(value))
 
     def describe(self) -> str:
         """A few lines saying what this schedule is, with ``PREVIEW`` in front of a preview."""
         data = f"{self.train_subset:,} training images" if self.train_subset else "all training images"
         test = f"{self.test_subset:,} test images" if self.test_subset else "all test images"
         steps = f", at most {self.max_steps} steps" if self.max_steps else ""
-        opt = f"SGD ({'Nesterov ' if self.nesterov else ''}momentum {self.momentum})" if self.optimizer == "sgd" else f"AdamW (beta1 {self.momentum})"
+        opt = (
+            f"SGD ({'Nesterov ' if self.nesterov else ''}momentum {self.momentum})"
+            if self.optimizer == "sgd"
+            else f"AdamW (beta1 {self.momentum})"
+        )
         if self.is_preview:
             head = "PREVIEW (a short CPU schedule, not the recipe)"
         elif self.epochs < FULL_EPOCHS:
@@ -140,7 +151,7 @@ def recommended_config(device: torch.device | str, *, full: bool = True, **overr
         base = TrainConfig(
             epochs=4, batch_size=64, lr=0.05, warmup=0.1, amp="off", train_subset=4096, test_subset=1000, eval_batch_size=250,
             log_every=1, is_preview=True,
-        )
+        )  # fmt: skip
     return dataclasses.replace(base, **overrides)
 
 
@@ -164,6 +175,8 @@ def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate of optimizer step ``step`` (0-based) out of ``total_steps``."""
+    check_number("lr_at", "total_steps", total_steps, integer=True, low=1)
+    check_number("lr_at", "step", step, integer=True)
     if not 0 <= step < total_steps:
         raise ValueError(f"step must be in [0, {total_steps}), got {step}")
     warm = round(cfg.warmup * total_steps)
@@ -180,7 +193,7 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
 def train_step(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, optimizer: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, *, label_smoothing: float = 0.0, grad_clip: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One optimiser step on one batch: forward (under autocast), loss, backward, update.
 
     Args:
@@ -194,6 +207,14 @@ def train_step(
     Returns:
         The loss (0-d) and the logits (``B x classes``, float32), detached and still on the device.
     """
+    if not images.is_floating_point():
+        raise TypeError(
+            f"train_step: images must be a normalised floating-point batch (GpuLoader's), got {images.dtype}"
+        )
+    check_labels(labels, None, "train_step: labels")
+    if images.dim() != 4 or len(images) == 0 or labels.shape != images.shape[:1]:
+        shapes = f"images {tuple(images.shape)} and labels {tuple(labels.shape)}"
+        raise ValueError(f"train_step: expected a non-empty batch B x C x H x W and B labels, got {shapes}")
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(images)  # B x classes, in amp_dtype where autocast chose it
     logits = logits.float()  # the softmax and loss in float32
@@ -212,7 +233,7 @@ def fit(
     model: nn.Module, data: Any, cfg: TrainConfig | None = None, *, device: torch.device | str | None = None,
     checkpoint_dir: str | Path | None = None, progress: bool = True, resume: bool = True,
     callbacks: Iterable[Callable[[int, History], None]] = (),
-) -> History:
+) -> History:  # fmt: skip
     """Train ``model`` on ``data`` with the recipe ``cfg``, one :func:`train_step` at a time (with DDP under
     ``torchrun``: :mod:`xception_lib.distributed`).
 
@@ -232,30 +253,39 @@ def fit(
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     cfg = cfg if cfg is not None else recommended_config(device)
+    if not isinstance(cfg, TrainConfig):
+        raise TypeError(f"fit: cfg must be a TrainConfig (or None for recommended_config), got {type(cfg).__name__}")
+    callbacks = list(callbacks)
+    if not all(callable(f) for f in callbacks):
+        raise TypeError(f"fit: callbacks must be functions f(epoch, history), got {callbacks}")
     rank, world_size = distributed.rank_and_world_size()
-    checkpoint_path = _checkpoint_path(checkpoint_dir, rank)
+    checkpoint_path = checkpoint.checkpoint_file(checkpoint_dir, create=rank == 0)
     data = _checked_data(data, model, cfg, world_size)
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    train_loader, test_loader = (_loader(data, cfg, device, train=train, rank=rank, world_size=world_size) for train in (True, False))
+    model.to(device).to(memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
+    train_loader, test_loader = (_loader(data, cfg, device, train, rank, world_size) for train in (True, False))
     steps_per_epoch = len(train_loader)
-    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or math.inf)
+    total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or sys.maxsize)
     last_epoch = math.ceil(total_steps / steps_per_epoch)  # epochs actually run
     optimizer = _make_optimizer(model, cfg)
     amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    model_config = dataclasses.asdict(_xception_config(model)) if _xception_config(model) else None
+    config = getattr(model, "config", None)
+    model_config = dataclasses.asdict(config) if isinstance(config, XceptionConfig) else None
     history = History(meta=_run_meta(model, model_config, data, cfg, device, world_size, steps_per_epoch, total_steps))
-    identity = {"model_class": type(model).__name__, "model_config": model_config, "train_config": cfg.to_dict()}
-    identity["data"] = data_fingerprint(data)
+    identity: dict[str, Any] = {"model_class": type(model).__name__, "model_config": model_config}
+    identity |= {"train_config": cfg.to_dict(), "data": checkpoint.data_fingerprint(data)}
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
-        history, start_epoch = _resume(checkpoint_path, identity, model, optimizer, scaler, device)
+        stored, start_epoch = checkpoint.restore(
+            checkpoint_path, identity, TrainConfig().to_dict(), model, optimizer, scaler
+        )
+        history = History.from_dict(stored)
     label = "preview" if cfg.is_preview else "train"
     bar = _progress_bar(total_steps, min(start_epoch * steps_per_epoch, total_steps), label, progress and rank == 0)
     step = start_epoch * steps_per_epoch
     try:
-        with (
-            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),  # the caller's random state is left alone
+        with (  # fork_rng: the caller's random state is left alone
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
             distributed.wrap(model, device, sync_batchnorm=cfg.sync_batchnorm, compile=cfg.compile) as train_model,
         ):
             for epoch in range(start_epoch, last_epoch):
@@ -263,17 +293,26 @@ def fit(
                 train_loader.set_epoch(epoch)
                 if bar is not None:
                     bar.set_description(f"{label} epoch {epoch + 1}/{last_epoch}")
-                step, metrics = _train_epoch(train_model, train_loader, optimizer, scaler, amp_dtype, cfg, step, total_steps, history, bar)
+                steps = range(step, total_steps)  # the run's steps still to take
+                step, metrics = _train_epoch(
+                    train_model, train_loader, optimizer, scaler, amp_dtype, cfg, steps, history, bar
+                )
                 distributed.broadcast_buffers(model)
                 evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch
-                metrics["test_loss"], metrics["test_acc"] = _evaluate(model, test_loader, amp_dtype) if evaluated else (math.nan, math.nan)
+                metrics["test_loss"], metrics["test_acc"] = _evaluate(model, test_loader, amp_dtype, evaluated)
                 history.append_epoch(**metrics)
                 if progress and rank == 0:
                     _report(f"{label} epoch {epoch + 1}/{last_epoch}", metrics, bar)
                 if checkpoint_path is not None and rank == 0:
-                    state = {"model": model.state_dict(), **identity, "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
-                    state |= {"format": FORMAT, "epoch": epoch + 1, "step": step, "history": history.to_dict(), "loader": train_loader.state_dict()}
-                    atomic_save(state, checkpoint_path)
+                    state = {"model": model.state_dict(), **identity, "optimizer": optimizer.state_dict()}
+                    state |= {
+                        "scaler": scaler.state_dict(),
+                        "format": checkpoint.FORMAT,
+                        "epoch": epoch + 1,
+                        "step": step,
+                    }
+                    state |= {"history": history.to_dict(), "loader": train_loader.state_dict()}
+                    checkpoint.atomic_save(state, checkpoint_path)
                 distributed.barrier()  # no process goes on (or returns) before the checkpoint is written
                 for callback in callbacks:
                     callback(epoch, history)
@@ -285,9 +324,10 @@ def fit(
 
 def _train_epoch(
     model: nn.Module, loader: GpuLoader, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    amp_dtype: torch.dtype | None, cfg: TrainConfig, step: int, total_steps: int, history: History, bar: Any,
-) -> tuple[int, dict[str, float]]:
-    """One epoch (or what is left of ``total_steps``). Returns the next step and the metrics."""
+    amp_dtype: torch.dtype | None, cfg: TrainConfig, steps: range, history: History, bar: Any,
+) -> tuple[int, dict[str, float]]:  # fmt: skip
+    """One epoch, or what is left of ``steps`` (the run's steps still to take). Returns the next step and the metrics."""
+    step, total_steps = steps.start, steps.stop
     model.train()
     pending: list[torch.Tensor] = []  # losses not yet read back from the device
     totals = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss sum, correct, count
@@ -298,7 +338,10 @@ def _train_epoch(
         lr = lr_at(cfg, step, total_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss, logits = train_step(model, images, labels, optimizer, scaler, amp_dtype, label_smoothing=cfg.label_smoothing, grad_clip=cfg.grad_clip)
+        smoothing, clip = cfg.label_smoothing, cfg.grad_clip
+        loss, logits = train_step(
+            model, images, labels, optimizer, scaler, amp_dtype, label_smoothing=smoothing, grad_clip=clip
+        )
         history.step_lr.append(lr)
         step += 1
         pending.append(loss)
@@ -311,17 +354,25 @@ def _train_epoch(
         _record_losses(pending, step, len(loader), history, bar, lr)
     loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()  # waits for the device
     seconds = time.perf_counter() - start
-    return step, {"train_loss": loss_sum / count, "train_acc": correct / count, "lr": lr, "images_per_sec": count / seconds, "epoch_time": seconds}
+    metrics = {
+        "train_loss": loss_sum / count,
+        "train_acc": correct / count,
+        "lr": lr,
+        "images_per_sec": count / seconds,
+    }
+    return step, metrics | {"epoch_time": seconds}
 
 
-def _record_losses(pending: list[torch.Tensor], step: int, steps_per_epoch: int, history: History, bar: Any, lr: float) -> None:
+def _record_losses(
+    pending: list[torch.Tensor], step: int, per_epoch: int, history: History, bar: Any, lr: float
+) -> None:
     """Copy the pending losses (averaged over processes: the global batch's) into ``history``; a non-finite one
     stops every process at once, naming its exact step."""
     values = (distributed.all_reduce_sum(torch.stack(pending)) / distributed.rank_and_world_size()[1]).tolist()
     for offset, value in enumerate(values):
         if not math.isfinite(value):
             bad = step - len(values) + offset
-            epoch, batch = divmod(bad, steps_per_epoch)
+            epoch, batch = divmod(bad, per_epoch)
             raise NonFiniteLossError(
                 f"non-finite training loss ({value}) at step {bad} (epoch {epoch + 1}, batch {batch + 1} of the epoch, "
                 f"lr {history.step_lr[bad]:.4g}); lower the learning rate or enable grad_clip"
@@ -333,29 +384,21 @@ def _record_losses(pending: list[torch.Tensor], step: int, steps_per_epoch: int,
         bar.set_postfix(loss=f"{values[-1]:.3f}", lr=f"{lr:.3g}", refresh=False)
 
 
-def _checkpoint_path(checkpoint_dir: str | Path | None, rank: int) -> Path | None:
-    """``checkpoint_dir/checkpoint.pt``, after making the folder (before any training, so that it fails early)."""
-    if checkpoint_dir is None:
-        return None
-    folder = Path(checkpoint_dir)
-    if folder.exists() and not folder.is_dir():
-        raise NotADirectoryError(f"checkpoint_dir {folder} is a file, not a folder; pass a folder (it is created if missing)")
-    if rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-    return folder / CHECKPOINT_NAME
-
-
 def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int) -> Any:
     """``data`` (or the subset ``cfg`` asks for), after checking what training will need of it."""
-    missing = [k for k in ("train_images", "train_labels", "test_images", "test_labels", "mean", "std") if not hasattr(data, k)]
+    missing = [
+        k for k in ("train_images", "train_labels", "test_images", "test_labels", "mean", "std") if not hasattr(data, k)
+    ]
     if missing:
-        raise TypeError(f"data must be a CifarArrays (from xception_lib.data.load_cifar); a {type(data).__name__} has no {missing}")
+        raise TypeError(
+            f"data must be a CifarArrays (from xception_lib.data.load_cifar); a {type(data).__name__} has no {missing}"
+        )
     if cfg.train_subset is not None or cfg.test_subset is not None:
         data = data.subset(train=cfg.train_subset, test=cfg.test_subset, seed=cfg.seed)
-    classes = model_config.num_classes if (model_config := _xception_config(model)) else getattr(data, "num_classes", None)
+    config = getattr(model, "config", None)
+    classes = config.num_classes if isinstance(config, XceptionConfig) else getattr(data, "num_classes", None)
     for split in ("train", "test"):
-        _check_images(getattr(data, f"{split}_images"), f"data.{split}_images")
-        _check_labels(getattr(data, f"{split}_labels"), classes, f"data.{split}_labels")
+        check_split(getattr(data, f"{split}_images"), getattr(data, f"{split}_labels"), classes, f"data.{split}_")
     if cfg.batch_size % world_size:
         raise ValueError(f"batch_size ({cfg.batch_size}) must be divisible by the number of processes ({world_size})")
     if cfg.batch_size > len(data.train_labels):
@@ -363,29 +406,7 @@ def _checked_data(data: Any, model: nn.Module, cfg: TrainConfig, world_size: int
     return data
 
 
-def _check_images(images: Any, name: str) -> None:
-    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
-        got = f"{images.dtype} tensor" if isinstance(images, torch.Tensor) else type(images).__name__
-        raise TypeError(
-            f"{name} must be uint8 images (0-255, as xception_lib.data.load_cifar returns them), got a {got}; "
-            f"pass them unnormalised: the loader normalises them with the data set's mean and std"
-        )
-
-
-def _check_labels(labels: Any, classes: int | None, name: str) -> None:
-    if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
-        got = getattr(labels, "dtype", type(labels).__name__)
-        raise TypeError(f"{name} must be an integer tensor of class indices, got {got}")
-    if len(labels) and (int(labels.min()) < 0 or (classes is not None and int(labels.max()) >= classes)):
-        low, high = int(labels.min()), int(labels.max())
-        raise ValueError(f"{name} must be class indices in [0, {classes}), got values from {low} to {high}")
-
-
-def _xception_config(model: nn.Module) -> XceptionConfig | None:
-    return model.config if isinstance(getattr(model, "config", None), XceptionConfig) else None
-
-
-def _loader(data: Any, cfg: TrainConfig, device: torch.device, *, train: bool, rank: int, world_size: int) -> GpuLoader:
+def _loader(data: Any, cfg: TrainConfig, device: torch.device, train: bool, rank: int, world_size: int) -> GpuLoader:
     split = "train" if train else "test"
     return GpuLoader(
         getattr(data, f"{split}_images"), getattr(data, f"{split}_labels"),
@@ -410,29 +431,6 @@ def _epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     shard gets the same mask); rank 0's is the single process's."""
     entropy = [seed, epoch, 1] if rank == 0 else [seed, epoch, 1, rank]
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
-
-
-def _resume(
-    path: Path, identity: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-    device: torch.device,
-) -> tuple[History, int]:
-    """Load ``path`` into the model, optimizer and scaler, after checking it is this run's; return its history and epoch."""
-    afresh = "Pass resume=False (or another checkpoint_dir) to start afresh."
-    try:
-        state = load_checkpoint(path, map_location=device)
-    except CheckpointError as error:
-        raise CheckpointError(f"{error}. {afresh}") from None
-    stored = state.get("train_config", state.get("config"))  # format 1 kept it under "config"
-    if isinstance(stored, dict):  # a field added since the checkpoint was written reads as its default
-        state["train_config"] = {**TrainConfig().to_dict(), **stored}
-    check_resumable(state, path, identity)
-    try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-    except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path} does not fit this model ({str(error).splitlines()[0]}). {afresh}") from None
-    return History.from_dict(state["history"]), int(state["epoch"])
 
 
 def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
@@ -465,23 +463,29 @@ def _report(what: str, metrics: dict[str, float], bar: Any) -> None:
 def _run_meta(
     model: nn.Module, model_config: dict[str, Any] | None, data: Any, cfg: TrainConfig, device: torch.device,
     world_size: int, steps_per_epoch: int, total_steps: int,
-) -> dict[str, Any]:
-    from xception_lib.provenance import environment
-
+) -> dict[str, Any]:  # fmt: skip
+    found: Any = environment(device)
+    env = (
+        found.to_dict() if hasattr(found, "to_dict") else found
+    )  # a dict, or (after provenance's change) an Environment
     meta = {
         "config": cfg.to_dict(),
         # Plain types only (torch.__version__ is a str subclass), so checkpoints load with weights_only.
-        "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in environment(device).items()},
+        "environment": {k: v if v is None or type(v) in (str, int, float) else str(v) for k, v in env.items()},
         "world_size": world_size, "parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__,
-        "model_config": model_config, "data": getattr(data, "source", None), "train_images": len(data.train_labels),
-        "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+        "model_config": model_config, "dataset": getattr(data, "name", None), "data": getattr(data, "source", None),
+        "train_images": len(data.train_labels), "test_images": len(data.test_labels), "steps_per_epoch": steps_per_epoch,
+        "total_steps": total_steps,
     }  # fmt: skip
     return json.loads(json.dumps(meta))  # as it will read back from JSON (tuples become lists)
 
 
 @torch.no_grad()
-def _evaluate(model: nn.Module, loader: GpuLoader, amp_dtype: torch.dtype | None) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing) and accuracy over the loader's images (all processes' shards)."""
+def _evaluate(model: nn.Module, loader: GpuLoader, amp_dtype: torch.dtype | None, wanted: bool) -> tuple[float, float]:
+    """Mean cross-entropy (no label smoothing) and accuracy over the loader's images (all processes' shards);
+    NaNs unless ``wanted`` (an epoch without a test)."""
+    if not wanted:
+        return math.nan, math.nan
     totals = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss sum, correct, count
     with eval_mode(model):
         for x, y in loader:
@@ -493,43 +497,3 @@ def _evaluate(model: nn.Module, loader: GpuLoader, amp_dtype: torch.dtype | None
             totals[2] += len(y)
     loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()
     return loss_sum / count, correct / count
-
-
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-    device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
-) -> float:
-    """Accuracy of ``model`` on uint8 ``images`` with integer ``labels``; the arguments are as in :func:`predict`."""
-    _check_images(images, "images")
-    _check_labels(labels, getattr(_xception_config(model), "num_classes", None), "labels")
-    predictions = predict(model, images, mean=mean, std=std, device=device, batch_size=batch_size, amp=amp).argmax(1)
-    return float((predictions == labels.cpu()).double().mean())
-
-
-@torch.no_grad()
-def predict(
-    model: nn.Module, images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-    device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
-) -> torch.Tensor:
-    """Class probabilities (``N x classes``, float32, on the CPU) of ``model`` in eval mode for ``N x 3 x H x W``
-    uint8 ``images``, normalised with the training data's ``mean`` and ``std``; ``device``: default the model's;
-    ``amp`` as in :class:`TrainConfig`."""
-    _check_images(images, "images")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    weights = [p for p in model.parameters() if p.dim() == 4]  # feed the model in its own memory format
-    channels_last = bool(weights) and weights[0].is_contiguous(memory_format=torch.channels_last) and not weights[0].is_contiguous()
-    loader = GpuLoader(images, torch.zeros(len(images), dtype=torch.int64), mean=mean, std=std, batch_size=batch_size, train=False,
-                       device=device, channels_last=channels_last)  # fmt: skip
-    amp_dtype = resolve_amp(amp, device)
-    with eval_mode(model), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        return torch.cat([model(x).float().softmax(1).cpu() for x, _ in loader])
-
-
-def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``num_classes x num_classes`` counts: row = true class, column = predicted class."""
-    if predictions.shape != labels.shape:
-        raise ValueError(f"predictions and labels must have the same shape, got {tuple(predictions.shape)} and {tuple(labels.shape)}")
-    _check_labels(predictions, num_classes, "predictions")
-    _check_labels(labels, num_classes, "labels")
-    flat = labels.long() * num_classes + predictions.long()
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)

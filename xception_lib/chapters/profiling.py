@@ -1,6 +1,6 @@
 """Where a training step's time goes, operator by operator: a CPU profile grouped into layer kinds.
 
-Timing a whole model (:mod:`xception_lib.chapters.bench`) says *how fast*; a profile says *where*.
+Timing a whole model (:mod:`xception_lib.benchmark`) says *how fast*; a profile says *where*.
 :func:`op_profile` returns each operator's *self* time (its own work, not that of the operators it
 calls); :func:`by_kind` adds those up into the kinds a reader thinks in.
 """
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.chapters.bench import make_step
+from xception_lib.benchmark import make_step
 
 if TYPE_CHECKING:
     import pandas
@@ -35,7 +35,7 @@ KINDS: dict[str, tuple[str, ...]] = {
 def op_profile(
     model: nn.Module, *, input_size: int, batch_size: int = 1, mode: str = "train", steps: int = 2, warmup: int = 1
 ) -> pandas.DataFrame:
-    """Self CPU time per operator and step of :func:`~xception_lib.chapters.bench.make_step` on random images.
+    """Self CPU time per operator and step of :func:`~xception_lib.benchmark.make_step` on random images.
 
     ``mode``: ``"train"`` (train mode) or ``"forward"`` (eval mode); ``warmup`` unprofiled steps come first.
 
@@ -49,8 +49,10 @@ def op_profile(
     if mode not in ("train", "forward"):
         raise ValueError(f"mode must be 'train' or 'forward', got {mode!r}")
     if steps < 1 or warmup < 0 or batch_size < 1 or input_size < 1:
-        raise ValueError("expected steps >= 1, warmup >= 0, batch_size >= 1, input_size >= 1; "
-                         f"got {steps}, {warmup}, {batch_size}, {input_size}")
+        raise ValueError(
+            "expected steps >= 1, warmup >= 0, batch_size >= 1, input_size >= 1; "
+            f"got {steps}, {warmup}, {batch_size}, {input_size}"
+        )
     x = torch.randn(batch_size, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     step = make_step(model.cpu().train(mode == "train"), x, train=mode == "train")
     for _ in range(warmup):
@@ -60,8 +62,10 @@ def op_profile(
             step()
     events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
     total = sum(e.self_cpu_time_total for e in events)
-    rows = pd.DataFrame([(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total)
-                         for e in events], columns=["op", "calls", "self_ms", "share"])
+    rows = pd.DataFrame(
+        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total) for e in events],
+        columns=["op", "calls", "self_ms", "share"],
+    )
     return rows.sort_values("self_ms", ascending=False, ignore_index=True)
 
 

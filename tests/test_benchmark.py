@@ -1,0 +1,211 @@
+"""The benchmark harness (``xception_lib.benchmark``): layer arithmetic, timed runs within budgets, typed
+records checked on the way in and written atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import xception_lib as xl
+from xception_lib import benchmark, timing
+from xception_lib import complexity as cx
+
+# ------------------------------------------------------------------ layer arithmetic
+
+
+@pytest.mark.parametrize("kind", benchmark.LAYER_KINDS)
+def test_layer_case_macs_match_fvcore(kind: str) -> None:
+    case = benchmark.LayerCase(kind, 16, 9)
+    assert case.macs(batch_size=2) == cx.count_macs(case.module(), (2, 16, 9, 9))
+
+
+@pytest.mark.parametrize("kind", benchmark.LAYER_KINDS)
+def test_layer_case_bytes_are_input_weights_output(kind: str) -> None:
+    case = benchmark.LayerCase(kind, 16, 9)
+    conv = case.module()
+    x = torch.zeros(3, 16, 9, 9)
+    expected = 4 * (x.numel() + conv.weight.numel() + conv(x).numel())
+    assert case.bytes_moved(batch_size=3) == expected
+    assert case.intensity(batch_size=3) == case.macs(3) / expected
+
+
+@pytest.mark.parametrize("channels,size", benchmark.LAYER_SHAPES)
+def test_depthwise_has_the_lowest_arithmetic_intensity(channels: int, size: int) -> None:
+    dw, pw, reg = (benchmark.LayerCase(k, channels, size).intensity(2) for k in ("depthwise", "pointwise", "regular"))
+    assert dw < 2 < pw < reg  # depthwise: about 1 MAC per byte, whatever the width
+
+
+def test_batch_size_raises_the_intensity_of_regular_and_pointwise_only() -> None:
+    """What chapter 8's batch-size printout shows: the weights' traffic is shared by more images."""
+    for kind, grows in (("regular", True), ("pointwise", True), ("depthwise", False)):
+        one, eight = (benchmark.LayerCase(kind, 728, 19).intensity(n) for n in (1, 8))
+        assert (eight / one > 1.5) == grows, kind
+        assert eight >= one
+
+
+def test_unknown_names_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        benchmark.LayerCase("dilated", 8, 8).module()
+    with pytest.raises(ValueError, match="unknown layer kind"):
+        benchmark.layer_cases(kinds=["dilated"])
+    with pytest.raises(ValueError, match="unknown model"):
+        benchmark.build_model("vgg16")
+    with pytest.raises(ValueError, match="unknown variant"):
+        benchmark.variant_support("int8", "cpu")
+
+
+# ------------------------------------------------------------------ runs and records
+
+
+@pytest.fixture(scope="module")
+def small_results() -> benchmark.Results:
+    """A real (tiny) run: two small layers and MobileNetV2, batch 1."""
+    skipped: list[benchmark.Skipped] = []
+    layers = benchmark.layer_benchmarks(
+        [benchmark.LayerCase("depthwise", 16, 8), benchmark.LayerCase("pointwise", 16, 8)],
+        batch_size=1,
+        variants=["fp32", "channels_last", "compile"],
+        rounds=2,
+        skipped=skipped,
+    )
+    models = benchmark.model_benchmarks(["mobilenet_v2"], batch_size=1, rounds=2, skipped=skipped)
+    settings = benchmark.Settings("cpu", True, 1, 2, torch.get_num_threads())
+    return benchmark.Results(
+        xl.provenance.environment("cpu"),
+        settings,
+        tuple(models),
+        tuple(layers),
+        benchmark.roofline(matrix_size=256, copy_mib=4, rounds=2),
+        tuple(skipped),
+    )
+
+
+def test_small_run_has_a_row_per_case(small_results: benchmark.Results) -> None:
+    assert [(r.mode, r.variant) for r in small_results.models] == [("forward", "fp32"), ("train", "fp32")]
+    assert [(r.kind, r.variant) for r in small_results.layers] == [
+        ("depthwise", "fp32"),
+        ("pointwise", "fp32"),
+        ("depthwise", "channels_last"),
+        ("pointwise", "channels_last"),
+    ]
+    for row in small_results.layers:
+        assert row.gmacs_per_s == pytest.approx(row.macs / row.median_s / 1e9)
+        assert row.runs == 2 and row.median_s == timing.Timing(row.times_s).median
+    mobilenet_macs = cx.count_macs(benchmark.build_model("mobilenet_v2")[0], (1, 3, 224, 224))
+    assert small_results.models[0].macs_per_image == mobilenet_macs
+    assert benchmark.Skipped("layers/compile", benchmark.variant_support("compile", "cpu")) in small_results.skipped
+
+
+@pytest.mark.parametrize(
+    "corrupt,message",
+    [
+        (lambda r: r.update(schema="other/0"), "schema"),
+        (lambda r: r["environment"].pop("torch"), r"environment"),
+        (lambda r: r["settings"].pop("threads"), r"settings: expected every required field"),
+        (lambda r: r["settings"].update(quick="yes"), r"settings\.quick: expected true or false"),
+        (lambda r: r["models"][0].update(median_s=-1.0), r"models\[0\]\.median_s: expected a finite number"),
+        (lambda r: r["models"][0].update(median_s=float("nan")), r"models\[0\]\.median_s"),
+        (lambda r: r["models"][0].update(mode="backward"), r"models\[0\]\.mode: expected one of"),
+        (lambda r: r["models"][1].update(macs_per_image="3G"), r"models\[1\]\.macs_per_image: expected an integer"),
+        (lambda r: r["layers"][1]["times_s"].pop(), r"layers\[1\]\.times_s: expected 2 times"),
+        (lambda r: r["layers"][0].update(variant="int8"), r"layers\[0\]\.variant"),
+        (lambda r: r["roofline"].update(bandwidth_gb_per_s=0), r"roofline\.bandwidth_gb_per_s"),
+        (lambda r: r["roofline"].pop("compute_from"), r"roofline: expected every required field"),
+        (lambda r: r.update(skipped=[{"what": "x"}]), r"skipped\[0\]: expected every required field"),
+        (lambda r: r.update(layers={}), "layers: expected a list"),
+        (lambda r: r.update(models=["not a row"]), r"models\[0\]: expected a JSON object"),
+    ],
+)
+def test_from_dict_names_what_is_wrong(small_results: benchmark.Results, corrupt, message: str) -> None:
+    broken = json.loads(json.dumps(small_results.to_dict()))
+    corrupt(broken)
+    with pytest.raises(ValueError, match="invalid benchmark results in some.json: " + message):
+        benchmark.Results.from_dict(broken, where="some.json")
+    with pytest.raises(ValueError, match="invalid benchmark results in results"):
+        benchmark.validate_results(broken)
+
+
+def test_save_load_round_trip_and_recorded(small_results: benchmark.Results, tmp_path: Path) -> None:
+    benchmark.save(small_results, tmp_path / "bench_gpu_test.json")
+    benchmark.save(small_results.to_dict(), tmp_path / "bench_cpu_other.json")  # a dict is checked, then written
+    assert benchmark.load(tmp_path / "bench_gpu_test.json") == small_results  # typed rows again, tuples and all
+    assert benchmark.recorded(directory=tmp_path) == [small_results]
+    assert len(benchmark.recorded("bench_*.json", tmp_path)) == 2
+    assert benchmark.recorded(directory=tmp_path / "absent") == []
+    (tmp_path / "bench_gpu_broken.json").write_text(json.dumps({"schema": benchmark.SCHEMA}))
+    with pytest.raises(ValueError, match="bench_gpu_broken.json"):
+        benchmark.recorded(directory=tmp_path)  # the broken file is reported, not silently dropped
+    (tmp_path / "bench_gpu_broken.json").write_text('{"schema": ')
+    with pytest.raises(ValueError, match="cannot read benchmark results .*bench_gpu_broken.json"):
+        benchmark.load(tmp_path / "bench_gpu_broken.json")
+
+
+def test_save_is_atomic_a_failed_write_keeps_the_old_file(small_results, tmp_path: Path, monkeypatch) -> None:
+    path = benchmark.save(small_results, tmp_path / "bench.json")
+    before = path.read_text()
+
+    def broken_replace(src: str, dst: str) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)  # the rename, the last step of every atomic write
+    with pytest.raises(OSError, match="disk full"):
+        benchmark.save(small_results, path)
+    assert path.read_text() == before and benchmark.load(path) == small_results
+    assert [p.name for p in tmp_path.iterdir()] == ["bench.json"]  # no temporary file left behind
+    with pytest.raises(ValueError, match="invalid benchmark results"):
+        benchmark.save({"schema": "nonsense"}, path)  # checked before anything is written
+    assert path.read_text() == before
+
+
+def test_recorded_defaults_to_the_package_records(small_results: benchmark.Results, tmp_path, monkeypatch) -> None:
+    assert benchmark.RECORDS == Path(xl.__file__).parent / "records"
+    monkeypatch.setattr(benchmark, "RECORDS", tmp_path)
+    benchmark.save(small_results, tmp_path / "bench_gpu_x.json")
+    monkeypatch.chdir(tmp_path.parent)  # whatever the working directory
+    assert benchmark.recorded() == [small_results]
+
+
+def test_unsupported_variants_are_skipped_with_a_reason() -> None:
+    assert benchmark.variant_support("fp32", "cpu") is None
+    assert benchmark.variant_support("channels_last", "cpu") is None
+    assert "--compile" in benchmark.variant_support("compile", "cpu")
+    assert benchmark.variant_support("compile", "cpu", compile=True) is None
+    fp16_cpu = getattr(torch.ops.mkldnn, "_is_mkldnn_fp16_supported", lambda: False)()
+    assert (benchmark.variant_support("fp16", "cpu") is None) == fp16_cpu
+
+
+def test_benchmarks_check_their_arguments() -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        benchmark.model_benchmarks(["vgg16"])
+    with pytest.raises(ValueError, match="variant_models must be some of"):
+        benchmark.model_benchmarks(["mobilenet_v2"], variant_models=["resnet50"])
+    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+        benchmark.layer_benchmarks(batch_size=0)
+    with pytest.raises(ValueError, match="unknown variant"):
+        benchmark.layer_benchmarks(variants=["fp8"])
+    with pytest.raises(ValueError, match="rounds must be a whole number"):
+        benchmark.run(rounds=0)
+    with pytest.raises(ValueError, match="not a device"):
+        benchmark.check_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available on this machine"):
+            benchmark.check_device("cuda")
+
+
+def test_call_patterns_time_each_layer_both_ways_and_restore_the_threads() -> None:
+    layers = {"a": torch.nn.Conv2d(4, 4, 3, padding=1), "b": torch.nn.Conv2d(4, 4, 1)}
+    threads = torch.get_num_threads()
+    out = benchmark.call_patterns(layers, torch.randn(1, 4, 8, 8), calls=3, rounds=2, budget_s=None, threads=1)
+    assert set(out) == {"back to back", "one at a time"} and torch.get_num_threads() == threads
+    assert all(set(ways) == {"a", "b"} for ways in out.values())
+    assert [len(t.times) for t in out["back to back"].values()] == [2, 2]  # per call: a block's time / 3
+    assert [len(t.times) for t in out["one at a time"].values()] == [6, 6]
+
+
+def test_a_budget_cuts_the_rounds_and_the_rows_say_how_many() -> None:
+    rows = benchmark.layer_benchmarks([benchmark.LayerCase("pointwise", 8, 8)], batch_size=1, rounds=50, budget_s=1e-9)
+    assert rows[0].runs == len(rows[0].times_s) == 1  # spent after the first round, which always runs

@@ -1,0 +1,121 @@
+"""The one timer of the book: repeated, synchronised calls and their median and spread.
+
+:func:`measure` warms up (allocation, kernel choice), repeats, synchronises the device around every
+call (a GPU returns before its work is done) and stops at a time budget; :func:`interleaved` does the
+same for several cases in turn (A, B, A, B, ...), so a slow spell on a shared machine hits them all.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from xception_lib.runtime import synchronize
+
+__all__ = ["Timing", "clock", "interleaved", "measure"]
+
+K = TypeVar("K", bound=Hashable)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The seconds of repeated calls of one case, with their median and interquartile range (IQR)."""
+
+    times: tuple[float, ...]  # seconds per call, in the order measured
+    truncated: bool = False  # the budget ran out before every repeat was taken
+
+    def __post_init__(self) -> None:
+        if not self.times:
+            raise ValueError("expected at least one time, got none")
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def q1(self) -> float:  # 25th percentile
+        return self._quartiles()[0]
+
+    @property
+    def q3(self) -> float:  # 75th percentile
+        return self._quartiles()[2]
+
+    @property
+    def iqr(self) -> float:  # the spread of the middle half of the calls
+        return self.q3 - self.q1
+
+    @property
+    def spread(self) -> float:  # IQR / median: comparable between fast and slow cases
+        return self.iqr / self.median
+
+    def _quartiles(self) -> tuple[float, float, float]:
+        if len(self.times) == 1:
+            return self.times[0], self.times[0], self.times[0]
+        q1, q2, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
+        return q1, q2, q3
+
+
+def clock() -> Callable[[], float]:
+    """A stopwatch started now: calling it returns the seconds elapsed (for wall times and budgets)."""
+    start = time.perf_counter()
+    return lambda: time.perf_counter() - start
+
+
+def interleaved(
+    cases: Mapping[K, Callable[[], object]],
+    *,
+    warmup: int = 1,
+    repeats: int = 5,
+    budget_s: float | None = None,
+    device: torch.device | str | None = None,
+) -> dict[K, Timing]:
+    """Time several cases in rounds (A, B, A, B, ...), one call of each per round.
+
+    Args:
+        cases: name -> a callable doing one step; ``warmup``: untimed calls of each first; ``repeats``: rounds.
+        budget_s: start no round after this many seconds (warm-up included); one round always runs, and the
+            :class:`Timing` says ``truncated`` if rounds were left out.
+        device: synchronised before and after every timed call (``None``: the CPU, whose calls are synchronous).
+    """
+    if not (isinstance(warmup, int) and warmup >= 0 and isinstance(repeats, int) and repeats >= 1):
+        raise ValueError(f"expected warmup >= 0 and repeats >= 1, got warmup={warmup!r}, repeats={repeats!r}")
+    if budget_s is not None and not budget_s > 0:
+        raise ValueError(f"expected budget_s > 0 seconds or None, got {budget_s!r}")
+    if not cases:
+        raise ValueError("expected at least one case to time, got none")
+    device = torch.device(device if device is not None else "cpu")
+    elapsed = clock()
+    for _ in range(warmup):
+        for fn in cases.values():
+            fn()
+    times: dict[K, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        if times[next(iter(cases))] and budget_s is not None and elapsed() > budget_s:
+            break
+        for name, fn in cases.items():
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return {name: Timing(tuple(ts), truncated=len(ts) < repeats) for name, ts in times.items()}
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 2,
+    repeats: int = 10,
+    budget_s: float | None = None,
+    device: torch.device | str | None = None,
+) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then up to ``repeats`` timed ones within ``budget_s`` seconds.
+
+    Example: ``measure(lambda: model(x), budget_s=5).median`` (seconds per call).
+    """
+    return interleaved({0: fn}, warmup=warmup, repeats=repeats, budget_s=budget_s, device=device)[0]
