@@ -316,6 +316,8 @@ def bar_pair(
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
+    from matplotlib.ticker import FuncFormatter
+
     fig, axes = _new_figure(7.0, 3.2, ncols=2)
     colours = [bar_colour(label) for label in labels]
     for ax, values, title in zip(axes, (left, right), titles, strict=False):
@@ -327,6 +329,8 @@ def bar_pair(
         ax.set_title(title, fontsize=10)
         if log:
             ax.set_yscale("log")
+        else:  # "20M", not "2.0" under a "1e7" at the top of the axis
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: short_number(value)))
         ax.margins(y=0.15)
         ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
     return fig
