@@ -217,3 +217,30 @@ def test_calibrate_batch_norm_stores_the_batch_statistics(tiny_cfg: xl.XceptionC
     assert torch.allclose(model.stem.bn1.running_var, conv.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4)
     with pytest.raises(ValueError, match="BatchNorm2d"):
         an.calibrate_batch_norm(nn.Conv2d(3, 3, 1), image_71)
+
+
+def test_the_max_pools_of_chapter_3_read_two_even_sizes_at_128_px_and_one_at_299() -> None:
+    meta = an.meta_model(xl.XceptionConfig.imagenet())
+    stages = ["stem", "entry_flow.block1", "entry_flow.block2", "middle_flow"]
+
+    def pool_inputs(size: int) -> list[int]:
+        height = {s.name: s.shape[-1] for s in an.shape_trace(meta, (1, 3, size, size))}
+        return [height[name] for name in stages]
+
+    assert pool_inputs(299) == [147, 74, 37, 19]  # one even size: 74
+    assert pool_inputs(128) == [61, 31, 16, 8]  # two: 16 and 8
+
+
+def test_inception_v3_counts_that_chapter_3_explains() -> None:
+    models = pytest.importorskip("torchvision.models")
+    with torch.device("meta"):
+        tv = models.inception_v3(weights=None, aux_logits=True, init_weights=False)
+    aux = sum(p.numel() for p in tv.AuxLogits.parameters())
+    main = sum(p.numel() for p in tv.parameters()) - aux
+    scales = sum(
+        m.weight.numel()
+        for name, m in tv.named_modules()
+        if isinstance(m, nn.BatchNorm2d) and not name.startswith("AuxLogits")
+    )
+    assert (aux, main, scales) == (3_326_696, 23_834_568, 17_216)
+    assert main - 23_626_728 == 207_840  # against the paper's Table 3

@@ -110,9 +110,28 @@ def test_bar_colours_follow_the_legend() -> None:
 
     fig = figures.bar_pair(["regular", "separable", "depthwise", "pointwise", "other"], [1.0] * 5, [1.0] * 5)
     faces = [to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches]
-    c = figures.COLOURS
+    c = {kind: to_hex(colour) for kind, colour in figures.COLOURS.items()}
     assert faces == [c["joint"], c["spatial"], c["spatial"], c["cross"], c["pool"]]  # orange: depthwise, blue: 1x1
     assert fig.axes[0].patches[1].get_hatch() == "///"
+
+
+def test_bars_of_models_take_the_books_model_colours() -> None:
+    from matplotlib.colors import to_hex
+
+    from xception_lib.chapters import style
+
+    names = ["Xception", "Inception V3", "ResNet-50", "MobileNetV2"]
+    fig = figures.bar_pair(names, [1.0] * 4, [1.0] * 4)
+    faces = [to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches]
+    keys = ["xception", "inception_v3", "resnet50", "mobilenet_v2"]
+    assert faces == [to_hex(style.MODELS[key]) for key in keys]
+    assert all(ax.get_ylim()[0] == 0 for ax in fig.axes)  # bars start at zero
+
+
+def test_diagram_text_is_white_on_the_dark_blue_only() -> None:
+    assert figures.text_colour(figures.COLOURS["cross"]) == "white"
+    assert figures.text_colour(figures.COLOURS["spatial"]) == "black"
+    assert figures.text_colour("#ffffff") == "black"
 
 
 def _every_figure() -> list[Figure]:
@@ -151,3 +170,34 @@ def test_figures_are_drawn_for_the_column_with_legible_text() -> None:
                 inside = [b for b in boxes if b.contains(*extent.get_points().mean(axis=0))]
                 if inside:
                     assert extent.width <= inside[0].width, text.get_text()
+
+
+def _code_only(source: str) -> str:
+    """The AST of ``source`` without docstrings, as text: what runs, not how it is laid out."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr):
+            if isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]  # type: ignore[attr-defined]
+    return ast.dump(tree)
+
+
+def test_fit_source_fits_the_column_and_keeps_the_code() -> None:
+    import textwrap
+
+    source = (
+        "    def f(self, x):\n"
+        '        """A docstring line that is far too long for the column of the book, by some margin."""\n'
+        "        y = x + 1  # a trailing comment that pushes this line well past the eighty characters\n"
+        "        return y\n"
+    )
+    fitted = figures.fit_source(source)
+    assert all(len(line) <= 80 for line in fitted.splitlines())
+    assert _code_only(fitted) == _code_only(textwrap.dedent(source))
+    assert "    # a trailing comment" in fitted and "    y = x + 1\n" in fitted
+    assert "far too long" in fitted and "some margin" in fitted
+    short = "def g():\n    return 1\n"
+    assert figures.fit_source(short) == short

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from xception_lib.chapters import figures
+from xception_lib.chapters.style import LAYERS
 from xception_lib.complexity import (
     conv_macs,
     conv_params,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that 
 FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 
 #: Face colour of each kind of box, as in chapters 1 and 2 (blue for 1x1, orange for spatial, purple for both), and three more.
-COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": "#c7e9c0"}
+COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": LAYERS["other"]}
 
 
 # ------------------------------------------------------------------ parameters and MACs
@@ -225,7 +226,11 @@ class _Column:
         face = "none" if kind == "separable" else COLOURS[kind]
         box = FancyBboxPatch((x0, bottom), w, h, boxstyle=_STYLE, facecolor=face, gid=f"box:{kind}", **_EDGE)
         self.ax.add_patch(box)
-        self.ax.text(self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9, gid="box-text")
+        ink = "black" if kind == "separable" else figures.text_colour(face)
+        plate = {"facecolor": "white", "edgecolor": "none", "pad": 0.8} if kind == "separable" else None
+        self.ax.text(
+            self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9, gid="box-text", color=ink, bbox=plate
+        )
         if self.last is not None:
             self.arrow(self.x, self.last, self.y)
         self.last, self.y = bottom, bottom - self.GAP
@@ -253,7 +258,8 @@ class _Column:
             corner, face = (xr - bw / 2, mid - bh / 2), COLOURS["cross"]
             box = FancyBboxPatch(corner, bw, bh, boxstyle=_STYLE, facecolor=face, gid="box:shortcut", **_EDGE)
             self.ax.add_patch(box)
-            self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=9, gid="box-text")
+            ink = figures.text_colour(face)
+            self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=9, gid="box-text", color=ink)
         self.arrow(self.x + r, add_y, add_y, x_from=xr)
         self.ax.add_patch(Circle((self.x, add_y), r, facecolor=COLOURS["add"], gid="box:add", **_EDGE))
         self.ax.text(self.x, add_y, "+", ha="center", va="center", fontsize=9)

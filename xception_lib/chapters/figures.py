@@ -12,19 +12,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from xception_lib.chapters.style import LAYERS, MODELS
+
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: Face colour of each kind of box in the diagrams (what the box correlates).
+#: Face colour of each kind of box in the diagrams (what the box correlates), from the book's
+#: one palette (:data:`xception_lib.chapters.style.LAYERS`).
 COLOURS = {
-    "cross": "#9ecae1",  # 1x1: cross-channel
-    "spatial": "#fdae6b",  # 3x3 on one channel / segment: spatial
-    "joint": "#bcbddc",  # regular 3x3: both at once
-    "pool": "#d9d9d9",
+    "cross": LAYERS["pointwise"],  # 1x1: cross-channel
+    "spatial": LAYERS["depthwise"],  # 3x3 on one channel / segment: spatial
+    "joint": LAYERS["regular"],  # regular 3x3: both at once
+    "pool": LAYERS["pool"],
     "io": "#ffffff",
-    "concat": "#c7e9c0",
+    "concat": LAYERS["other"],
 }
+
+
+def text_colour(face: str) -> str:
+    """Black or white, whichever contrasts more with ``face`` (WCAG's relative luminance):
+    white on the dark blue of a 1x1, black on the others."""
+    from matplotlib.colors import to_rgb
+
+    if face == "none":
+        return "black"
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(face)]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "white" if luminance < 0.179 else "black"
+
 
 DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 1.0}
@@ -50,7 +66,7 @@ def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: 
             (x - w / 2, y - h / 2), w, h, boxstyle=style, facecolor=COLOURS[kind], gid=f"box:{kind}", **_EDGE
         )
     )
-    ax.text(x, y, text, ha="center", va="center", fontsize=10)
+    ax.text(x, y, text, ha="center", va="center", fontsize=10, color=text_colour(COLOURS[kind]))
     return x, y
 
 
@@ -251,7 +267,8 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
     from matplotlib.ticker import ScalarFormatter
 
     fig, (ax,) = _new_figure(7.0, 3.6)
-    for k, colour in zip(kernel_sizes, ("#222222", "#666666", "#aaaaaa", "#cccccc"), strict=False):
+    shades = ("#222222", "#555555", "#888888", "#aaaaaa")  # one grey per kernel size
+    for k, colour in zip(kernel_sizes, shades, strict=False):
         ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=colour)
         ax.axhline(k * k, linestyle="--", linewidth=0.8, color=colour)
     ax.set_xscale("log", base=2)
@@ -268,6 +285,21 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
 BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
 
 
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+_MODEL_KEYS = {_key(name): colour for name, colour in MODELS.items()}
+
+
+def bar_colour(label: str) -> str:
+    """The colour of a bar: its layer kind's (:data:`BAR_KINDS`), its model's ("ResNet-50" is
+    ``resnet50``), or grey."""
+    if label in BAR_KINDS:
+        return COLOURS[BAR_KINDS[label]]
+    return _MODEL_KEYS.get(_key(label), COLOURS["pool"])
+
+
 def bar_pair(
     labels: Sequence[str],
     left: Sequence[float],
@@ -278,13 +310,16 @@ def bar_pair(
     """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
 
     A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue: pointwise; purple:
-    regular); any other label is grey. ``log``: logarithmic value axes.
+    regular), a model's name its colour in :data:`~xception_lib.chapters.style.MODELS` ("Inception V3":
+    orange); any other label is grey. ``log``: logarithmic value axes (otherwise the bars start at zero).
     """
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
+    from matplotlib.ticker import FuncFormatter
+
     fig, axes = _new_figure(7.0, 3.2, ncols=2)
-    colours = [COLOURS[BAR_KINDS[label]] if label in BAR_KINDS else COLOURS["pool"] for label in labels]
+    colours = [bar_colour(label) for label in labels]
     for ax, values, title in zip(axes, (left, right), titles, strict=False):
         bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
         for label, bar in zip(labels, bars, strict=False):
@@ -294,6 +329,8 @@ def bar_pair(
         ax.set_title(title, fontsize=10)
         if log:
             ax.set_yscale("log")
+        else:  # "20M", not "2.0" under a "1e7" at the top of the axis
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: short_number(value)))
         ax.margins(y=0.15)
         ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
     return fig
@@ -305,3 +342,55 @@ def short_number(value: float) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.3g}{suffix}"
     return f"{value:.3g}"
+
+
+# ------------------------------------------------------------------ library source on the page
+
+
+def fit_source(text: str, width: int = 80) -> str:
+    """Python source reflowed for the book's column (the code itself is unchanged): dedented; a
+    trailing comment that would push its line past ``width`` moved onto its own line above;
+    formatted by ruff at ``width - 1`` when ruff is installed; and comment or docstring lines
+    still too long broken at a space, the rest continuing at the same indentation."""
+    import shutil
+    import subprocess
+    import textwrap
+
+    def lifted(line: str) -> list[str]:  # a long line's trailing comment, moved above it
+        code, hash_, comment = line.partition("  # ")
+        if len(line) <= width or not hash_ or not code.strip() or '"' in comment or "'" in comment:
+            return [line]
+        indent = code[: len(code) - len(code.lstrip())]
+        return [f"{indent}# {comment}", code.rstrip()]
+
+    text = "\n".join(out for line in textwrap.dedent(text).splitlines() for out in lifted(line))
+    ruff = shutil.which("ruff")
+    if ruff is not None and any(len(line) > width for line in text.splitlines()):
+        command = [ruff, "format", f"--line-length={width - 1}", "--stdin-filename=source.py", "-"]
+        done = subprocess.run(command, input=text + "\n", capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            text = done.stdout
+    lines: list[str] = []
+    in_string = False
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        prose = in_string or stripped.startswith(("#", '"""'))
+        in_string ^= line.count('"""') % 2 == 1
+        while prose and len(line) > width and " " in line[len(line) - len(stripped) : width]:
+            indent = line[: len(line) - len(stripped)]
+            cut = line.rindex(" ", len(indent), width)
+            lines.append(line[:cut])
+            rest = line[cut + 1 :]
+            line = indent + ("# " if stripped.startswith("#") else "") + rest
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def source_code(obj: object, width: int = 80) -> Any:
+    """The source of a library function or class, highlighted and fitted to the column
+    (:func:`fit_source`): an ``IPython.display.Code`` that a notebook cell displays."""
+    import inspect
+
+    from IPython.display import Code
+
+    return Code(fit_source(inspect.getsource(obj), width), language="python")  # type: ignore[arg-type]

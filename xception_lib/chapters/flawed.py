@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from xception_lib.chapters.anatomy import format_shape, meta_model
+from xception_lib.chapters.style import LAYERS, MODELS
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
 from xception_lib.model import Xception
@@ -189,7 +190,7 @@ def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_fl
 
 def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's: a bar is
-    orange while the count differs, blue once it matches, hatched while a 299 px image cannot reach the logits."""
+    grey while the count differs, Xception's blue once it matches, hatched while a 299 px image cannot reach the logits."""
     from matplotlib.artist import Artist
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
@@ -200,7 +201,8 @@ def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     fig = Figure(figsize=(7.0, 1.2 + 0.3 * len(rows)), layout="constrained")
     ax = fig.subplots()
     ys = range(len(rows))
-    colours = ["#9ecae1" if r.params == r.reference_params else "#fdae6b" for r in rows]
+    same, differs = MODELS["xception"], LAYERS["other"]  # blue: Xception's count; grey: another
+    colours = [same if r.params == r.reference_params else differs for r in rows]
     hatches = ["" if r.logits_at_299 else "//" for r in rows]
     bars = ax.barh(ys, [r.params / 1e6 for r in rows], color=colours, hatch=hatches, edgecolor="#333333", linewidth=0.6)
     labels = [f"{r.params / 1e6:.2f} M ({r.params - r.reference_params:+,})" for r in rows]
@@ -212,7 +214,7 @@ def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     ax.set_xlabel("parameters (millions) after fixing each flaw in turn, top to bottom", fontsize=10)
     ax.tick_params(axis="x", labelsize=9)
     ax.spines[["top", "right"]].set_visible(False)
-    keys = (("#fdae6b", "", "count differs"), ("#9ecae1", "", "count matches"), ("white", "//", "299 px fails"))
+    keys = ((differs, "", "count differs"), (same, "", "count matches"), ("white", "//", "299 px fails"))
     handles: list[Artist] = [Line2D([], [], color="#333333", linestyle="--", label="Xception, same config")]
     handles += [Patch(facecolor=colour, edgecolor="#333333", hatch=hatch, label=label) for colour, hatch, label in keys]
     fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncols=4, frameon=False)
