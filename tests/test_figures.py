@@ -96,11 +96,16 @@ def test_savings_plot_curves_and_ceilings() -> None:
 
 
 def test_bar_pair_panels_and_validation() -> None:
-    fig = figures.bar_pair(["regular", "separable"], [10.0, 2.0], [300.0, 40.0], titles=("MACs", "time"), log=True)
+    fig = figures.bar_pair(["regular", "separable"], [10.0, 2.0], [300.0, 40.0], titles=("MACs", "time"))
     assert [ax.get_title() for ax in fig.axes] == ["MACs", "time"]
     heights = [[bar.get_height() for bar in ax.patches] for ax in fig.axes]
     assert heights == [[10.0, 2.0], [300.0, 40.0]]
-    assert all(ax.get_yscale() == "log" for ax in fig.axes)
+    assert all(ax.get_ylim()[0] == 0 for ax in fig.axes)  # bars start at zero
+    # on log scales, dots: a bar on a log axis has no meaningful length
+    fig = figures.bar_pair(["regular", "separable"], [10.0, 2.0], [300.0, 40.0], titles=("MACs", "time"), log=True)
+    assert all(ax.get_yscale() == "log" and not ax.patches for ax in fig.axes)
+    dots = [ax.collections[0].get_offsets()[:, 1].tolist() for ax in fig.axes]
+    assert dots == [[10.0, 2.0], [300.0, 40.0]]
     with pytest.raises(ValueError, match="as many values as labels"):
         figures.bar_pair(["a"], [1.0, 2.0], [1.0])
 

@@ -311,7 +311,7 @@ def bar_pair(
 
     A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue: pointwise; purple:
     regular), a model's name its colour in :data:`~xception_lib.chapters.style.MODELS` ("Inception V3":
-    orange); any other label is grey. ``log``: logarithmic value axes (otherwise the bars start at zero).
+    orange); any other label is grey. ``log``: logarithmic value axes, drawn as dots (bars start at zero).
     """
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
@@ -321,16 +321,26 @@ def bar_pair(
     fig, axes = _new_figure(7.0, 3.2, ncols=2)
     colours = [bar_colour(label) for label in labels]
     for ax, values, title in zip(axes, (left, right), titles, strict=False):
+        ax.set_title(title, fontsize=10)
+        if log:  # a dot plot: a bar on a log scale starts nowhere, so its length means nothing
+            where = range(len(labels))
+            ax.scatter(where, list(values), c=colours, s=70, edgecolors="#333333", linewidths=0.6, zorder=3)
+            for i, value in zip(where, values, strict=True):
+                ax.annotate(short_number(value), (i, value), textcoords="offset points", xytext=(0, 8),
+                            ha="center", fontsize=9)  # fmt: skip
+            ax.set_xticks(list(where), list(labels))
+            ax.set_yscale("log")
+            ax.grid(axis="y", which="major", alpha=0.3)
+            ax.margins(x=0.15, y=0.3)
+            ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
+            continue
         bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
         for label, bar in zip(labels, bars, strict=False):
             if label == "separable":
                 bar.set(hatch="///", edgecolor=COLOURS["cross"])
         ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=9)
-        ax.set_title(title, fontsize=10)
-        if log:
-            ax.set_yscale("log")
-        else:  # "20M", not "2.0" under a "1e7" at the top of the axis
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: short_number(value)))
+        # "20M", not "2.0" under a "1e7" at the top of the axis
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: short_number(value)))
         ax.margins(y=0.15)
         ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
     return fig
