@@ -47,10 +47,16 @@ def test_folder_gives_uint8_arrays_that_fit_takes(tmp_path: Path) -> None:
     # the red channel says the class: 0, 60, 120
     assert data.train_images[data.train_labels == 2][:, 0].float().mean().item() == pytest.approx(120, abs=2)
     assert data.mean == pytest.approx((0.4914, 0.4822, 0.4465))
-    model = xl.xception_cifar(3, width_multiplier=0.125, middle_blocks=1)
-    cfg = xl.train.TrainConfig(epochs=1, batch_size=4, amp="off")
-    history = xl.train.fit(model, data, cfg, device="cpu", progress=False)
-    assert history.epochs == 1
+
+
+@pytest.mark.slow
+def test_fit_trains_on_a_folder(tmp_path: Path) -> None:
+    data = load_folder(make_folder(tmp_path / "pets", {"cat": 4, "dog": 4}), image_size=16)
+    model = xl.xception_cifar(2, width_multiplier=0.125, middle_blocks=1)
+    history = xl.train.fit(
+        model, data, xl.train.TrainConfig(epochs=1, batch_size=4, amp="off"), device="cpu", progress=False
+    )
+    assert history.epochs == 1 and history.train_loss[0] > 0
 
 
 def test_same_images_from_a_zip_with_or_without_top_folder(tmp_path: Path) -> None:
@@ -147,3 +153,11 @@ def test_arrays_from_datasets_like_torchvision(tmp_path: Path) -> None:
     assert data.mean == (0.5, 0.5, 0.5) and data.subset(train=2).std == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="label 2 is not in 0..1"):
         arrays_from_datasets([(pairs[0][0], 2)], pairs, ["a", "b"], image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3)
+
+
+def test_repr_is_short(tmp_path: Path) -> None:
+    data = load_folder(make_folder(tmp_path / "p", {"cat": 2, "dog": 2}), image_size=8)
+    assert repr(data) == (
+        f"ImageArrays(name='p', train=(2, 3, 8, 8), test=(2, 3, 8, 8), classes=('cat', 'dog'), "
+        f"source={str(tmp_path / 'p')!r})"
+    )

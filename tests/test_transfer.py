@@ -201,3 +201,35 @@ def test_run_experiment_table() -> None:
     assert len(table) == 2 * 2 * len(transfer.REGIMES)
     assert set(table.columns) == {"per_class", "regime", "seed", "test_acc", "seconds"}
     assert table["test_acc"].between(0, 1).all()
+
+
+def test_few_per_class_of_the_test_split() -> None:
+    data = random_data(n_per_class=5, classes=3)
+    few = transfer.few_per_class(data, 2, split="test")
+    assert torch.bincount(few.test_labels).tolist() == [2, 2, 2]
+    assert torch.equal(few.train_images, data.train_images)
+
+
+@pytest.mark.slow
+def test_colab_path_on_random_timm_weights_and_synthetic_flowers() -> None:
+    """What the chapter runs in Colab (ImageNet Xception through timm, a torchvision data set of PIL images),
+    on random weights and a synthetic data set of the same format, at a small image size."""
+    timm = pytest.importorskip("timm")
+    from PIL import Image
+
+    from xception_lib.folders import arrays_from_datasets
+
+    torch.manual_seed(0)
+    model = xl.from_timm(timm.create_model("legacy_xception", pretrained=False))
+    g = torch.Generator().manual_seed(0)
+
+    def pairs(n: int) -> list[tuple[Image.Image, int]]:  # like torchvision's Flowers102: (PIL image, label)
+        colours = torch.randint(0, 256, (n, 3), generator=g)
+        return [(Image.new("RGB", (90, 80), tuple(c.tolist())), i % 3) for i, c in enumerate(colours)]
+
+    data = arrays_from_datasets(pairs(6), pairs(3), ["a", "b", "c"], image_size=71, mean=(0.5,) * 3, std=(0.5,) * 3)
+    lines: list[str] = []
+    result = transfer.fine_tune_pretrained(model, data, top_steps=1, all_steps=1, batch_size=3, report=lines.append)
+    assert model.config.num_classes == 3 and model.head.fc.out_features == 3
+    assert result["estimate_s"] > 0 and 0 <= result["test_acc_all"] <= 1
+    assert lines[0].startswith("estimate:") and len(lines) == 3

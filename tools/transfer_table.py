@@ -2,7 +2,7 @@
 
 Source: the shipped network (``xl.transfer.load_source_model``, trained on CIFAR-10's first five classes).
 Target: the other five classes (``xl.transfer.TARGET_CLASSES``), 10, 50 and 250 training images per class (each
-seed draws its own), tested on all 5,000 of their test images. Regimes: from scratch, linear probe, fine-tune the
+seed draws its own), tested on their test images (all 5,000, or ``--test-per-class`` of each). Regimes: from scratch, linear probe, fine-tune the
 top, fine-tune all (``xl.transfer.REGIMES``), as ``xl.transfer.run_experiment`` runs them. The result goes to
 ``xception_lib/assets/transfer_table.json`` with its provenance (command, machine, torch, commit, date, duration,
 the source model's SHA-256), rewritten after every seed, so that an interrupted run leaves the seeds it finished
@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 50, 250], help="training images per class")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--test-per-class", type=int, default=None, help="test images per class (default: all 1,000)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--source", type=Path, default=transfer.SOURCE_MODEL)
@@ -42,6 +43,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     source, source_provenance = transfer.load_source_model(args.source)
     data = transfer.class_subset(xl.data.load_cifar("cifar10"), transfer.TARGET_CLASSES)
+    if args.test_per_class is not None:  # one fixed choice for every run
+        data = transfer.few_per_class(data, args.test_per_class, seed=0, split="test")
     env = environment(args.device)
     env_dict = env.to_dict() if hasattr(env, "to_dict") else dict(env)
     record = {

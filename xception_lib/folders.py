@@ -38,7 +38,7 @@ _CIFAR10_STATS: tuple[tuple[float, ...], tuple[float, ...]] = (
 )
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, repr=False)
 class ImageArrays(CifarArrays):
     """:class:`~xception_lib.data.CifarArrays` of any images, with the normalisation to use.
 
@@ -57,6 +57,12 @@ class ImageArrays(CifarArrays):
     @property
     def std(self) -> tuple[float, float, float]:
         return self.normalisation[1]  # type: ignore[return-value]
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
+            f"test={tuple(self.test_images.shape)}, classes={self.classes}, source={self.source!r})"
+        )
 
 
 def load_folder(

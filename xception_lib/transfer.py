@@ -29,7 +29,7 @@ from torch import nn
 from xception_lib.data import CifarArrays
 from xception_lib.loader import GpuLoader
 from xception_lib.model import Xception
-from xception_lib.train import evaluate, train_step
+from xception_lib.train import evaluate, resolve_amp, train_step
 
 SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 """CIFAR-10's first five classes: what the shipped source network was trained on."""
@@ -46,6 +46,9 @@ TRANSFER_TABLE = Path(__file__).resolve().parent / "assets" / "transfer_table.js
 Regime = Literal["scratch", "probe", "top", "all"]
 REGIMES: tuple[Regime, ...] = ("scratch", "probe", "top", "all")
 """From scratch (random weights), linear probe (head only), fine-tune the top (exit flow and head), fine-tune all."""
+
+REGIME_NAMES = {"scratch": "from scratch", "probe": "linear probe", "top": "fine-tune top", "all": "fine-tune all"}
+"""How the chapter names the regimes."""
 
 STAGES = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 """Xception's top-level stages, input to output."""
@@ -91,21 +94,26 @@ def class_subset(data: CifarArrays, classes: Sequence[str]) -> CifarArrays:
     )  # fmt: skip
 
 
-def few_per_class(data: CifarArrays, per_class: int, *, seed: int = 0) -> CifarArrays:
-    """``per_class`` training images of every class (a seeded random choice); the test split unchanged.
+def few_per_class(
+    data: CifarArrays, per_class: int, *, seed: int = 0, split: Literal["train", "test"] = "train"
+) -> CifarArrays:
+    """``per_class`` images of every class in one split (a seeded random choice); the other split unchanged.
 
     Raises:
         ValueError: ``per_class`` is below 1 or more than a class has.
     """
-    counts = torch.bincount(data.train_labels, minlength=data.num_classes)
+    images, labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+    counts = torch.bincount(labels, minlength=data.num_classes)
     if not 1 <= per_class <= int(counts.min()):
-        raise ValueError(f"per_class must be in 1..{int(counts.min())} (the smallest class's images), got {per_class}")
+        raise ValueError(
+            f"per_class must be in 1..{int(counts.min())} (the smallest class's {split} images), got {per_class}"
+        )
     g = torch.Generator().manual_seed(seed)
-    picks = [torch.nonzero(data.train_labels == c).flatten() for c in range(data.num_classes)]
+    picks = [torch.nonzero(labels == c).flatten() for c in range(data.num_classes)]
     idx = torch.cat([p[torch.randperm(len(p), generator=g)[:per_class]] for p in picks]).sort().values
     return dataclasses.replace(
-        data, train_images=data.train_images[idx], train_labels=data.train_labels[idx],
-        source=f"{per_class} per class (seed {seed}) of {data.source}",
+        data, **{f"{split}_images": images[idx], f"{split}_labels": labels[idx]},
+        source=f"{per_class} {split} images per class (seed {seed}) of {data.source}",
     )  # fmt: skip
 
 
@@ -222,7 +230,8 @@ def fine_tune(
     optimizer = torch.optim.SGD(param_groups(model, lr=lr, pretrained_lr_scale=pretrained_lr_scale), momentum=0.9,
                                 nesterov=True, weight_decay=weight_decay)  # fmt: skip
     cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    scaler = torch.amp.GradScaler(device.type, enabled=False)
+    amp_dtype = resolve_amp("auto", device)  # bf16 / fp16 on a GPU, off on a CPU
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     model.train()
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for m in {"frozen": frozen_batchnorms(model), "eval": bns, "train": []}[batch_norm]:
@@ -232,7 +241,9 @@ def fine_tune(
         torch.manual_seed(seed)  # dropout, if any
         while len(losses) < steps:
             for images, labels in loader:
-                loss, _ = train_step(model, images, labels, optimizer, scaler, None, label_smoothing=label_smoothing)
+                loss, _ = train_step(
+                    model, images, labels, optimizer, scaler, amp_dtype, label_smoothing=label_smoothing
+                )
                 cosine.step()
                 losses.append(loss.item())
                 if len(losses) == steps:
@@ -306,7 +317,8 @@ def adapt(
 
     ``"scratch"`` trains ``source``'s architecture from random weights (all at ``lr``); ``"probe"`` fits the
     new head alone (:func:`linear_probe`); ``"top"`` and ``"all"`` fine-tune (:func:`fine_tune`) the exit flow
-    and head, or everything, the pretrained part at ``lr * pretrained_lr_scale``.
+    and head, or everything, the pretrained part at ``lr * pretrained_lr_scale``; ``"all"`` keeps every batch norm
+    in ``eval()`` unless ``batch_norm`` (passed on to :func:`fine_tune`) says otherwise.
     """
     if regime not in REGIMES:
         raise ValueError(f"regime must be one of {REGIMES}, got {regime!r}")
@@ -321,7 +333,8 @@ def adapt(
     set_trainable(model, TRAINABLE[regime])
     if regime == "probe":
         linear_probe(model, data, device=device)
-    else:
+    else:  # fine-tuning a whole pretrained network: every batch norm keeps the source's statistics (Keras's advice)
+        fine_tune_options.setdefault("batch_norm", "eval" if regime == "all" else "frozen")
         fine_tune(model, data, steps=steps, lr=lr, pretrained_lr_scale=pretrained_lr_scale, seed=seed, device=device,
                   **fine_tune_options)  # fmt: skip
     return model.eval()
@@ -357,6 +370,61 @@ def accuracy_from_trunk(model: Xception, trunk: torch.Tensor, labels: torch.Tens
     return float((predictions == labels).double().mean())
 
 
+def fine_tune_pretrained(
+    model: Xception,
+    data: CifarArrays,
+    *,
+    top_steps: int,
+    all_steps: int,
+    lr: float = 0.02,
+    pretrained_lr_scale: float = 0.1,
+    batch_size: int = 32,
+    device: torch.device | str = "cpu",
+    seed: int = 0,
+    report: Any = print,
+) -> dict[str, float]:
+    """The recipe for a large pretrained network (the ImageNet Xception): a new head; the exit flow and head
+    trained for ``top_steps``; then everything for ``all_steps``, the pretrained part at ``lr *
+    pretrained_lr_scale``; every batch norm in ``eval()`` throughout. Before training it times two steps of each
+    stage on a copy and reports the estimate (``report``: a function taking one line).
+
+    Returns:
+        ``estimate_s`` (the estimate), ``seconds`` (the time taken), ``test_acc_top`` and ``test_acc_all`` (test
+        accuracy after each stage).
+    """
+    import copy
+    import time
+
+    device = torch.device(device)
+    replace_head(model, data.num_classes)
+    options = dict(batch_size=batch_size, batch_norm="eval", seed=seed, device=device, lr=lr)
+    per_step = []
+    for stages in (("exit_flow", "head"), STAGES):
+        trial = copy.deepcopy(model)
+        set_trainable(trial, stages)
+        fine_tune(trial, data, steps=1, **options)  # type: ignore[arg-type]  # warm-up
+        start = time.perf_counter()
+        fine_tune(trial, data, steps=2, **options)  # type: ignore[arg-type]
+        per_step.append((time.perf_counter() - start) / 2)
+        del trial
+    estimate = top_steps * per_step[0] + all_steps * per_step[1]
+    report(f"estimate: {estimate / 60:.1f} min for {top_steps} + {all_steps} steps of {batch_size} images "
+           f"({per_step[0]:.2f} s and {per_step[1]:.2f} s per step)")  # fmt: skip
+    start = time.perf_counter()
+    result = {"estimate_s": estimate}
+    for name, stages, steps, scale in (
+        ("top", ("exit_flow", "head"), top_steps, 1.0),
+        ("all", STAGES, all_steps, pretrained_lr_scale),
+    ):
+        set_trainable(model, stages)
+        fine_tune(model, data, steps=steps, pretrained_lr_scale=scale, **options)  # type: ignore[arg-type]
+        result[f"test_acc_{name}"] = evaluate(model, data.test_images, data.test_labels, mean=data.mean, std=data.std,
+                                              device=device, batch_size=64, amp="auto")  # fmt: skip
+        report(f"after fine-tuning {name}: test accuracy {result[f'test_acc_{name}']:.1%}")
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
 def run_experiment(
     source: Xception,
     data: CifarArrays,
@@ -367,6 +435,7 @@ def run_experiment(
     steps: dict[int, int] | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    trunk: torch.Tensor | None = None,
 ) -> Any:
     """Test accuracy of every regime at every training-set size (images per class) and seed, on all of ``data``'s
     test images.
@@ -376,6 +445,7 @@ def run_experiment(
         data: The target task.
         sizes: Training images per class; each seed draws its own (:func:`few_per_class`).
         steps: Fine-tuning steps for each size (default: :func:`default_steps`).
+        trunk: ``source``'s :func:`trunk_outputs` for ``data``'s test images, if already computed.
 
     Returns:
         A pandas ``DataFrame`` with the columns ``per_class, regime, seed, test_acc, seconds`` (training time).
@@ -384,7 +454,6 @@ def run_experiment(
 
     import pandas as pd
 
-    trunk = None
     rows = []
     for seed in seeds:
         for per_class in sizes:
@@ -412,6 +481,6 @@ def run_experiment(
 
 
 def default_steps(per_class: int) -> int:
-    """Fine-tuning steps for ``per_class`` images per class (batches of up to 64): 30 for 10 per class (30 passes
-    over the 50 images), up to 60 for 250 (three passes): small sets need many passes, large ones fewer."""
-    return min(60, 25 + per_class // 2)
+    """Training steps for ``per_class`` images per class, the same for every regime (batches of up to 64): 22 for 10
+    per class (22 passes over 50 images), 30 for 50, 40 from 100 on (two passes over 1,250): a CPU's budget."""
+    return min(40, 20 + per_class // 5)
