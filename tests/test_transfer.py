@@ -195,6 +195,7 @@ def test_accuracy_from_shared_trunk_equals_full_evaluation(regime: str) -> None:
     assert transfer.accuracy_from_trunk(model, trunk, data.test_labels) == full
 
 
+@pytest.mark.slow
 def test_run_experiment_table() -> None:
     data = random_data(n_per_class=3)
     table = transfer.run_experiment(tiny(5), data, sizes=[1, 2], seeds=[0, 1], steps={1: 1, 2: 1}, progress=False)
