@@ -125,7 +125,7 @@ def test_linear_probe_fits_the_head_alone() -> None:
     body = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("head")}
     transfer.linear_probe(model, data)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in body.items())
-    acc = xl.train.evaluate(model, data.train_images, data.train_labels, mean=data.mean, std=data.std)
+    acc = xl.evaluation.evaluate(model, data.train_images, data.train_labels, mean=data.mean, std=data.std)
     assert acc > 0.9  # 18 images of 3 classes that differ in brightness: separable
 
 
@@ -191,7 +191,7 @@ def test_accuracy_from_shared_trunk_equals_full_evaluation(regime: str) -> None:
         )
         logits_full = model(x)
     assert torch.allclose(logits_shared, logits_full, atol=1e-4)
-    full = xl.train.evaluate(model, data.test_images, data.test_labels, mean=data.mean, std=data.std)
+    full = xl.evaluation.evaluate(model, data.test_images, data.test_labels, mean=data.mean, std=data.std)
     assert transfer.accuracy_from_trunk(model, trunk, data.test_labels) == full
 
 

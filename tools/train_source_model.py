@@ -36,8 +36,9 @@ import torch
 
 import xception_lib as xl
 from xception_lib.checkpoint import atomic_save
+from xception_lib.evaluation import evaluate
 from xception_lib.provenance import environment
-from xception_lib.train import TrainConfig, evaluate, fit
+from xception_lib.train import TrainConfig, fit
 from xception_lib.transfer import SOURCE_CLASSES, class_subset
 
 ASSETS = Path(__file__).resolve().parent.parent / "xception_lib" / "assets"

@@ -27,9 +27,11 @@ import torch
 from torch import nn
 
 from xception_lib.data import CifarArrays
+from xception_lib.evaluation import evaluate
 from xception_lib.loader import GpuLoader
 from xception_lib.model import Xception
-from xception_lib.train import evaluate, resolve_amp, train_step
+from xception_lib.timing import clock, measure
+from xception_lib.train import resolve_amp, train_step
 
 SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 """CIFAR-10's first five classes: what the shipped source network was trained on."""
@@ -393,7 +395,6 @@ def fine_tune_pretrained(
         accuracy after each stage).
     """
     import copy
-    import time
 
     device = torch.device(device)
     replace_head(model, data.num_classes)
@@ -403,14 +404,13 @@ def fine_tune_pretrained(
         trial = copy.deepcopy(model)
         set_trainable(trial, stages)
         fine_tune(trial, data, steps=1, **options)  # type: ignore[arg-type]  # warm-up
-        start = time.perf_counter()
-        fine_tune(trial, data, steps=2, **options)  # type: ignore[arg-type]
-        per_step.append((time.perf_counter() - start) / 2)
+        timing = measure(lambda trial=trial: fine_tune(trial, data, steps=2, **options), warmup=0, repeats=1)  # type: ignore[arg-type, misc]
+        per_step.append(timing.median / 2)
         del trial
     estimate = top_steps * per_step[0] + all_steps * per_step[1]
     report(f"estimate: {estimate / 60:.1f} min for {top_steps} + {all_steps} steps of {batch_size} images "
            f"({per_step[0]:.2f} s and {per_step[1]:.2f} s per step)")  # fmt: skip
-    start = time.perf_counter()
+    elapsed = clock()
     result = {"estimate_s": estimate}
     for name, stages, steps, scale in (
         ("top", ("exit_flow", "head"), top_steps, 1.0),
@@ -421,7 +421,7 @@ def fine_tune_pretrained(
         result[f"test_acc_{name}"] = evaluate(model, data.test_images, data.test_labels, mean=data.mean, std=data.std,
                                               device=device, batch_size=64, amp="auto")  # fmt: skip
         report(f"after fine-tuning {name}: test accuracy {result[f'test_acc_{name}']:.1%}")
-    result["seconds"] = time.perf_counter() - start
+    result["seconds"] = elapsed()
     return result
 
 
@@ -450,7 +450,6 @@ def run_experiment(
     Returns:
         A pandas ``DataFrame`` with the columns ``per_class, regime, seed, test_acc, seconds`` (training time).
     """
-    import time
 
     import pandas as pd
 
@@ -459,10 +458,10 @@ def run_experiment(
         for per_class in sizes:
             train = few_per_class(data, per_class, seed=seed)
             for regime in regimes:
-                start = time.perf_counter()
+                elapsed = clock()
                 model = adapt(source, train, regime, steps=(steps or {}).get(per_class, default_steps(per_class)),
                               seed=seed, device=device)  # fmt: skip
-                seconds = time.perf_counter() - start
+                seconds = elapsed()
                 if regime in ("probe", "top"):  # the trunk is the source's: reuse its outputs
                     if trunk is None:
                         trunk = trunk_outputs(source, data.test_images, mean=data.mean, std=data.std, device=device)
