@@ -300,7 +300,8 @@ def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
     fig = ex.plot_experiment(tiny_runs, "residual")
     curves, finals = fig.axes
     assert [line.get_label() for line in curves.get_lines()] == ["True (2)", "False (2)"]
-    assert len(finals.patches) == 2 and fig.get_size_inches()[0] <= 7.5
+    assert not finals.patches and len(finals.containers) == 2  # a dot plot (mean ± s.e.), no bars
+    assert fig.get_size_inches()[0] <= 7.5
     plt.close(fig)
     fig = ex.plot_spectrum(tiny_runs)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "4", "8", "dw"]
