@@ -259,6 +259,7 @@ def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> An
     """Achieved GMAC/s against arithmetic intensity (log-log) under the roofs; colour: kind, marker: shape."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.4))[1]
     roof, rows = results.roofline, [r for r in results.layers if r.variant == variant]
@@ -285,6 +286,10 @@ def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> An
     handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
     ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
     ax.set(xscale="log", yscale="log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers (1, 2, 5, 10, ...), not 2 x 10^1
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,g}"))
+        axis.set_minor_formatter(NullFormatter())
     _labels(
         ax,
         "arithmetic intensity (MACs per byte, fp32)",
@@ -347,10 +352,10 @@ def plot_variants(results: Results) -> Any:
     fig, axes = plt.subplots(
         len(parts),
         1,
-        figsize=(7, 1.6 + 0.32 * sum(counts)),
+        figsize=(7, 1.8 + 0.32 * sum(counts)),
         squeeze=False,
         sharex=True,
-        gridspec_kw={"height_ratios": counts},
+        gridspec_kw={"height_ratios": [c + 1 for c in counts]},  # a one-row panel still has room
     )
     for ax, (section, part) in zip(axes[:, 0], parts, strict=True):
         cases = list(dict.fromkeys(part.case))  # in the measured order, top to bottom
