@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import xception_lib as xl
 from xception_lib import complexity as cx
 from xception_lib import runs as xr
 from xception_lib.chapters import experiments as ex
+from xception_lib.chapters import style
 from xception_lib.chapters.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -487,3 +489,17 @@ def test_gpu_session_dry_run_goes_through_every_phase(cifar, tmp_path: Path) -> 
     assert sorted(started) == sorted(r.name for r in runs if r.kind == "ablation")  # each started run was recorded
     throughput = [json.loads(line) for line in (tmp_path / "out" / "throughput.jsonl").read_text().splitlines()]
     assert throughput and throughput[0]["processes"] == 1 and throughput[0]["total_images_per_sec"] > 0
+
+
+def test_a_single_run_shows_no_standard_error() -> None:
+    assert ex._pm(0.6784, math.nan) == "67.84"  # a preview of one run: no "± n/a"
+    assert ex._pm(0.6784, 0.0025) == "67.84 ± 0.25"
+    assert ex._pm(-0.1823, 0.0318, sign=True) == "-18.23 ± 3.18"
+
+
+def test_point_colours_come_from_the_books_palette() -> None:
+    colours = ex.point_colours(3)
+    assert colours[0] == style.colour("xception") and len(set(colours)) == 3
+    assert set(ex.point_colours(6)) <= {*style.MODELS.values(), *style.LAYERS.values()}
+    with pytest.raises(ValueError, match="at most 6"):
+        ex.point_colours(7)
