@@ -10,7 +10,7 @@ import pytest
 
 import xception_lib as xl
 from xception_lib import benchmark, timing
-from xception_lib.chapters import bench
+from xception_lib.chapters import bench, style
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,7 +77,7 @@ def test_speed_ratio_and_find(small_results: benchmark.Results) -> None:
 def test_describe_says_when_there_is_no_commit(small_results: benchmark.Results) -> None:
     no_git = dataclasses.replace(small_results, environment=dataclasses.replace(small_results.environment, commit=None))
     assert "not a git checkout" in bench.describe(no_git)
-    assert all(len(line) <= 88 for line in bench.describe(small_results).splitlines())
+    assert all(len(line) <= bench.WIDTH for line in bench.describe(small_results).splitlines())
 
 
 def test_call_table_shows_both_ways_and_the_rate() -> None:
@@ -97,7 +97,8 @@ def test_the_recorded_runs_load_and_fit_the_column() -> None:
         results = benchmark.load(path)
         assert results.models and all(r.times_s for r in results.models)
         text = bench.format_results(results)
-        assert max(len(line) for line in text.splitlines()) <= 88, path
+        prose = bench.format_results(results, ["roofline", "skipped"])  # the tables are shown as HTML
+        assert max(len(line) for line in prose.splitlines()) <= bench.WIDTH, path
         assert "commit None" not in text
 
 
@@ -112,8 +113,11 @@ def test_tables_and_plots_fit_the_column(small_results: benchmark.Results) -> No
     assert len(ax.collections) == 2  # one point per fp32 layer
     axes = bench.plot_models(small_results)
     assert [len(a.collections) for a in axes] == [1, 1]
+    model = small_results.models[0].model  # the book's colour for the model, on every device's figure
+    assert matplotlib.colors.same_color(axes[0].collections[0].get_facecolor()[0], style.colour(model))
     variants = bench.plot_variants(small_results)
-    assert len(variants[0].patches) == 2  # channels_last bars for the two layers; no model variants here
+    points = variants[0].collections[0].get_offsets()
+    assert len(points) == 2  # channels_last dots for the two layers; no model variants here
     for fig in (ax.figure, axes[0].figure, variants[0].figure):
         assert fig.get_figwidth() <= 7.5
         sizes = [t.get_fontsize() for t in fig.findobj(matplotlib.text.Text) if t.get_text().strip()]

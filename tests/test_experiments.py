@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import subprocess
@@ -18,6 +19,7 @@ import xception_lib as xl
 from xception_lib import complexity as cx
 from xception_lib import runs as xr
 from xception_lib.chapters import experiments as ex
+from xception_lib.chapters import style
 from xception_lib.chapters.__main__ import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -300,7 +302,8 @@ def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
     fig = ex.plot_experiment(tiny_runs, "residual")
     curves, finals = fig.axes
     assert [line.get_label() for line in curves.get_lines()] == ["True (2)", "False (2)"]
-    assert len(finals.patches) == 2 and fig.get_size_inches()[0] <= 7.5
+    assert not finals.patches and len(finals.containers) == 2  # a dot plot (mean ± s.e.), no bars
+    assert fig.get_size_inches()[0] <= 7.5
     plt.close(fig)
     fig = ex.plot_spectrum(tiny_runs)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1", "2", "4", "8", "dw"]
@@ -486,3 +489,17 @@ def test_gpu_session_dry_run_goes_through_every_phase(cifar, tmp_path: Path) -> 
     assert sorted(started) == sorted(r.name for r in runs if r.kind == "ablation")  # each started run was recorded
     throughput = [json.loads(line) for line in (tmp_path / "out" / "throughput.jsonl").read_text().splitlines()]
     assert throughput and throughput[0]["processes"] == 1 and throughput[0]["total_images_per_sec"] > 0
+
+
+def test_a_single_run_shows_no_standard_error() -> None:
+    assert ex._pm(0.6784, math.nan) == "67.84"  # a preview of one run: no "± n/a"
+    assert ex._pm(0.6784, 0.0025) == "67.84 ± 0.25"
+    assert ex._pm(-0.1823, 0.0318, sign=True) == "-18.23 ± 3.18"
+
+
+def test_point_colours_come_from_the_books_palette() -> None:
+    colours = ex.point_colours(3)
+    assert colours[0] == style.colour("xception") and len(set(colours)) == 3
+    assert set(ex.point_colours(6)) <= {*style.MODELS.values(), *style.LAYERS.values()}
+    with pytest.raises(ValueError, match="at most 6"):
+        ex.point_colours(7)

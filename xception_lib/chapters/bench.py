@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from xception_lib.benchmark import MODES, VARIANTS, LayerRow, ModelRow, Results
+from xception_lib.chapters import style
 from xception_lib.timing import Timing
 
 if TYPE_CHECKING:
@@ -66,10 +67,9 @@ def describe(results: Results) -> str:
     commit = f"commit {env.commit[:8]}" if env.commit else "not a git checkout (no commit)"
     if env.commit_note:
         commit += " (corrected after the run, see commit_note)"
-    return (
-        f"{env.device_name}, torch {env.torch}, {s.threads} threads, batch {s.batch_size}, "
-        f"{s.rounds} rounds\n{commit}, {env.date}"
-    )
+    threads = f"{s.threads} thread{'s' * (s.threads != 1)}"
+    when = env.date[:16].replace("T", " ")  # to the minute, in the recorded time zone (UTC)
+    return f"{env.device_name}, torch {env.torch}, {threads}, batch {s.batch_size}, {s.rounds} rounds\n{commit}, {when}"
 
 
 def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
@@ -145,7 +145,11 @@ def format_results(
     variants: Sequence[str] | None = None,
     header: bool = True,
 ) -> str:
-    """A plain-text report of ``sections`` (lines <= 88 characters); ``header``: :func:`describe` and titles."""
+    """A plain-text report of ``sections``; ``header``: :func:`describe` and titles.
+
+    Its lines of prose fit the book's column (:data:`WIDTH` characters); the tables are as wide as pandas prints them
+    (the chapters show them as HTML tables instead).
+    """
     if set(sections) - set(SECTIONS):
         raise ValueError(
             f"unknown section(s) {sorted(set(sections) - set(SECTIONS))}; expected some of {list(SECTIONS)}"
@@ -162,15 +166,24 @@ def format_results(
             out += ["", "Layers (forward, inference mode)"] * header
             out.append(layer_table(results.layers, variants).to_string())
         if section == "roofline" and roof is not None:
-            out += [
-                "",
-                f"roofline: peak {roof.peak_gmacs_per_s:,.1f} GMAC/s ({roof.compute_from})",
-                f"bandwidth {roof.bandwidth_gb_per_s:,.1f} GB/s ({roof.bandwidth_from})",
+            out += [""] * header + [
+                _wrap(f"roofline: peak {roof.peak_gmacs_per_s:,.1f} GMAC/s ({roof.compute_from})"),
+                _wrap(f"bandwidth {roof.bandwidth_gb_per_s:,.1f} GB/s ({roof.bandwidth_from})"),
                 f"ridge point at {roof.ridge_intensity:.1f} MACs per byte",
             ]
         if section == "skipped":
-            out += [f"skipped {item.what}: {item.reason}" for item in results.skipped]
-    return "\n".join(out)
+            out += [_wrap(f"skipped {item.what}: {item.reason}") for item in results.skipped]
+    return "\n".join(out).strip("\n")
+
+
+WIDTH = 80
+"""Characters per line of printed text that the book's column shows without scrolling."""
+
+
+def _wrap(line: str) -> str:
+    import textwrap
+
+    return textwrap.fill(line, WIDTH, subsequent_indent="    ")
 
 
 def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pandas.DataFrame:
@@ -224,24 +237,29 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
 
 
 # ------------------------------------------------------------------ plots (7 in wide, text >= 9 pt)
-#: The book's colours (orange for spatial 3x3, blue for 1x1; the regular 3x3 is purple as in chapter 2).
-KIND_COLOURS = {"regular": "tab:purple", "depthwise": "tab:orange", "pointwise": "tab:blue"}
-#: One colour per benchmark model, the same in every figure (CPU and GPU alike).
-MODEL_COLOURS = {
-    "xception": "tab:orange",
-    "xception_timm_port": "tab:red",
-    "timm_legacy_xception": "tab:brown",
-    "inception_v3": "tab:green",
-    "resnet50": "tab:blue",
-    "mobilenet_v2": "tab:purple",
+#: A marker per benchmark model, so that the two timm-style networks (one colour in ``style.MODELS``) differ.
+MODEL_MARKERS = {
+    "xception": "o",
+    "xception_timm_port": "s",
+    "timm_legacy_xception": "^",
+    "inception_v3": "D",
+    "resnet50": "v",
+    "mobilenet_v2": "P",
 }
-VARIANT_COLOURS = {"channels_last": "tab:green", "bf16": "tab:red", "fp16": "tab:brown", "compile": "tab:grey"}
+#: A colour per variant, from the book's palette (``style``), and a marker, for the speed-up dot plot.
+VARIANT_STYLES = {
+    "channels_last": (style.colour("resnet50"), "o"),
+    "bf16": (style.colour("inception_v3"), "s"),
+    "fp16": (style.colour("mobilenet_v2"), "D"),
+    "compile": (style.colour("vgg16"), "^"),
+}
 
 
 def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> Any:
     """Achieved GMAC/s against arithmetic intensity (log-log) under the roofs; colour: kind, marker: shape."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax = ax if ax is not None else plt.subplots(figsize=(7, 4.4))[1]
     roof, rows = results.roofline, [r for r in results.layers if r.variant == variant]
@@ -258,15 +276,20 @@ def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> An
             marker=markers[r.channels, r.size],
             s=60,
             zorder=3,
-            color=KIND_COLOURS[r.kind],
+            color=style.colour(r.kind),
             edgecolor="k",
             linewidth=0.5,
         )
     handles = [Line2D([], [], color="k", label="roofline")]
-    handles += [Line2D([], [], ls="", marker="o", color=c, label=k) for k, c in KIND_COLOURS.items()]
+    kinds = dict.fromkeys(r.kind for r in rows)
+    handles += [Line2D([], [], ls="", marker="o", color=style.colour(k), label=k) for k in kinds]
     handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
     ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
     ax.set(xscale="log", yscale="log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers (1, 2, 5, 10, ...), not 2 x 10^1
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,g}"))
+        axis.set_minor_formatter(NullFormatter())
     _labels(
         ax,
         "arithmetic intensity (MACs per byte, fp32)",
@@ -294,7 +317,17 @@ def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "
             raise ValueError(f"expected model rows with MACs for mode={mode!r}, variant={variant!r}")
         for r in rows:
             gmacs = (r.macs_per_image or 0) / 1e9
-            ax.scatter(gmacs, 1e3 / r.images_per_s, s=50, label=r.label, color=MODEL_COLOURS[r.model], zorder=3)
+            ax.scatter(
+                gmacs,
+                1e3 / r.images_per_s,
+                s=50,
+                label=r.label,
+                color=style.colour(r.model),
+                marker=MODEL_MARKERS.get(r.model, "o"),
+                edgecolor="k",
+                linewidth=0.5,
+                zorder=3,
+            )
         ax.set(xlim=(0, None), ylim=(0, None))
         _labels(ax, "GMACs per image", "ms per image (median)", f"{mode}, batch {rows[0].batch_size}")
     fig.legend(
@@ -306,34 +339,66 @@ def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "
 
 
 def plot_variants(results: Results) -> Any:
-    """Speed-up over fp32 of every other variant, layers and models (a panel each, if measured), log scale from 1."""
+    """Speed-up over fp32 of every other variant, layers and models (a panel each, if measured): a dot plot, log x."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     speedups = variant_speedups(results)
     if speedups.empty:
         raise ValueError("expected rows of a variant other than fp32")
     parts = [(s, speedups[speedups.section == s]) for s in ("layers", "models") if (speedups.section == s).any()]
     counts = [part.case.nunique() for _, part in parts]
+    variants = [v for v in VARIANTS if v in set(speedups.variant)]
     fig, axes = plt.subplots(
-        len(parts), 1, figsize=(7, 2.2 + 0.4 * sum(counts)), squeeze=False, gridspec_kw={"height_ratios": counts}
+        len(parts),
+        1,
+        figsize=(7, 1.8 + 0.32 * sum(counts)),
+        squeeze=False,
+        sharex=True,
+        gridspec_kw={"height_ratios": [c + 1 for c in counts]},  # a one-row panel still has room
     )
     for ax, (section, part) in zip(axes[:, 0], parts, strict=True):
-        table = part.pivot(index="case", columns="variant", values="speedup")
-        table = table.loc[list(dict.fromkeys(part.case)), [v for v in VARIANTS if v in table]]  # measured order
-        (table - 1).plot.barh(ax=ax, left=1, width=0.8, logx=True, fontsize=9, color=VARIANT_COLOURS, legend=False)
+        cases = list(dict.fromkeys(part.case))  # in the measured order, top to bottom
+        for j, variant in enumerate(variants):
+            rows = part[part.variant == variant]
+            offset = 0.18 * (j - (len(variants) - 1) / 2)  # variants side by side within a case's row
+            colour, marker = VARIANT_STYLES.get(variant, ("k", "o"))
+            ax.scatter(
+                rows.speedup,
+                [cases.index(c) + offset for c in rows.case],
+                s=36,
+                color=colour,
+                marker=marker,
+                edgecolor="k",
+                linewidth=0.4,
+                zorder=3,
+            )
         ax.axvline(1.0, color="k", lw=1)
-        ax.invert_yaxis()
-        lo, hi = ax.get_xlim()
-        ticks = [
-            t
-            for t in ((0.1, 0.2, 0.5, 1, 2, 5, 10) if hi / lo > 6 else (0.5, 0.8, 1, 1.25, 1.5, 2, 2.5, 3))
-            if lo <= t <= hi
-        ]
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.set_xticks([], minor=True)
-        legend = ax.get_legend_handles_labels()
-        _labels(ax, "speed-up over fp32 (x, log scale)", "", section)
+        ax.set_yticks(range(len(cases)), cases)
+        ax.set_ylim(len(cases) - 0.5, -0.5)
+        ax.set_xscale("log")
+        ax.grid(axis="x", which="major", alpha=0.3)
+        ax.grid(axis="y", alpha=0.15)
+        _labels(ax, "", "", section)
+    lo, hi = axes[0, 0].get_xlim()
+    ticks = (0.1, 0.2, 0.5, 1, 2, 5, 10) if hi / lo > 6 else (0.5, 0.7, 0.8, 0.9, 1, 1.25, 1.5, 2, 2.5, 3)
+    axes[-1, 0].set_xticks([t for t in ticks if lo <= t <= hi], [f"{t:g}" for t in ticks if lo <= t <= hi])
+    axes[-1, 0].set_xticks([], minor=True)
+    axes[-1, 0].set_xlabel("speed-up over fp32 (x, log scale; right of 1: faster)", fontsize=10)
     fig.suptitle(results.environment.device_name, fontsize=10)
     fig.tight_layout()
-    fig.legend(*legend, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
+    handles = [
+        Line2D(
+            [],
+            [],
+            ls="",
+            marker=VARIANT_STYLES.get(v, ("k", "o"))[1],
+            color=VARIANT_STYLES.get(v, ("k", "o"))[0],
+            markeredgecolor="k",
+            markeredgewidth=0.4,
+            label=v,
+        )
+        for v in variants
+    ]
+    fig.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     return axes[:, 0]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from xception_lib import ledger
+from xception_lib.chapters import style
 from xception_lib.config import XceptionConfig
 
 EXPERIMENT_FIELDS = {"residual": "residual", "activation": "intermediate_activation", "segments": "segments"}
@@ -309,8 +310,9 @@ def effect_verdict(effect: ledger.Effect) -> str:
 
 
 def _pm(value: float, se: float, sign: bool = False) -> str:
-    spread = "n/a" if math.isnan(se) else f"{100 * se:.2f}"
-    return f"{100 * value:{'+' if sign else ''}.2f} ± {spread}"
+    """``value ± se`` in percentage points; a single run has no standard error, and shows none."""
+    mean = f"{100 * value:{'+' if sign else ''}.2f}"
+    return mean if math.isnan(se) else f"{mean} ± {100 * se:.2f}"
 
 
 def experiment_rows(runs: Sequence[ledger.Run], experiment: str) -> list[ledger.Summary]:
@@ -331,6 +333,15 @@ def point_label(row: ledger.Summary, experiment: str) -> str:
     return str(row.first.changes.get(EXPERIMENT_FIELDS[experiment], _BASE_VALUES[experiment]))
 
 
+def point_colours(n: int) -> list[str]:
+    """Colours for ``n`` configurations of one experiment, the base first in Xception's colour (the book's palette)."""
+    names = ("xception", "inception_v3", "resnet50", "mobilenet_v2", "xception_timm_port", "vgg16")
+    palette = [style.colour(name) for name in names]  # blue, orange, green, purple, sky blue, grey
+    if n > len(palette):
+        raise ValueError(f"expected at most {len(palette)} configurations in one figure, got {n}")
+    return palette[:n]
+
+
 def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | None = None):  # -> Figure
     """Test accuracy per epoch (mean over runs, band min..max) and final accuracy (mean ± s.e., every run a dot)."""
     import matplotlib.pyplot as plt
@@ -338,7 +349,7 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
 
     rows = experiment_rows(runs, experiment)
     fig, (curve, final) = plt.subplots(1, 2, figsize=(7, 3.2), gridspec_kw={"width_ratios": (3, 2)})
-    colors = plt.get_cmap("viridis")([0.9 * i / max(1, len(rows) - 1) for i in range(len(rows))])
+    colors = point_colours(len(rows))
     for pos, (row, color) in enumerate(zip(rows, colors, strict=True)):
         n = min(r.epochs for r in row.runs)
         per_epoch = list(zip(*(r.history.test_acc[:n] for r in row.runs), strict=True))
@@ -353,15 +364,16 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
         )
         band = [[100 * f(v) for v in per_epoch] for f in (min, max)]
         curve.fill_between(epochs, *band, color=color, alpha=0.2)
-        yerr = 0 if math.isnan(row.se) else 100 * row.se
-        final.bar(pos, 100 * row.mean, yerr=yerr, color=color, capsize=4, alpha=0.8)
-        final.plot([pos] * row.n, [100 * r.final_test_acc for r in row.runs], "k.", ms=4)
+        yerr = 0 if math.isnan(row.se) else 100 * row.se  # a dot plot: the axis need not start at zero
+        final.errorbar(pos, 100 * row.mean, yerr=yerr, fmt="D", ms=7, color=color, capsize=5, zorder=3)
+        final.plot([pos + 0.18] * row.n, [100 * r.final_test_acc for r in row.runs], "k.", ms=5)
     curve.set(xlabel="epoch", ylabel="test accuracy (%)")
     curve.xaxis.set_major_locator(MaxNLocator(integer=True))
     curve.legend(fontsize=9, title="(runs)", title_fontsize=9)
     low, high = min(100 * r.min for r in rows), max(100 * r.max for r in rows)
     pad = max(1.0, 0.2 * (high - low))
     final.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
+    final.set_xlim(-0.5, len(rows) - 0.5)
     final.set_xticks(range(len(rows)), [point_label(r, experiment) for r in rows])
     final.set(xlabel=EXPERIMENT_FIELDS[experiment], ylabel="test acc. at the end (%)")
     for ax in (curve, final):
@@ -382,18 +394,26 @@ def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> F
     errs = [0 if math.isnan(r.se) else 100 * r.se for r in rows]
     costs = [("macs", 1e6, "MACs per image (M)"), ("step_time_s", 1e-3, "ms per training step")]
     costs = [c for c in costs if all(getattr(r.first, c[0]) for r in rows)]  # no empty panel
-    fig, axes = plt.subplots(1, 1 + len(costs), figsize=(7.2, 2.9), sharey=True)
-    axes[0].errorbar(range(len(rows)), accs, yerr=errs, fmt="o-", capsize=3)
+    fig, axes = plt.subplots(1, 1 + len(costs), figsize=(7.0, 3.0), sharey=True)
+    blue = style.colour("xception")  # every point is a variant of Xception
+    axes[0].errorbar(range(len(rows)), accs, yerr=errs, fmt="o-", capsize=3, color=blue)
     axes[0].set_xticks(range(len(rows)), labels)
     axes[0].set(xlabel="segments", ylabel="test acc. at the end (%)")
     for ax, (attr, scale, label) in zip(axes[1:], costs, strict=True):
         values = [(getattr(r.first, attr) or math.nan) / scale for r in rows]
-        ax.errorbar(values, accs, yerr=errs, fmt="o", capsize=3)
+        ax.errorbar(values, accs, yerr=errs, fmt="o", capsize=3, color=blue)
         for i, (v, a, text) in enumerate(
             zip(values, accs, labels, strict=True)
         ):  # alternate sides: neighbours do not overlap
             above = i % 2 or a == min(accs)  # the lowest point's label stays clear of the axis
-            ax.annotate(text, (v, a), textcoords="offset points", xytext=(5, 6 if above else -12), fontsize=9)
+            ax.annotate(
+                text,
+                (v, a),
+                textcoords="offset points",
+                xytext=(5, 6 if above else -12),
+                fontsize=9,
+                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
+            )  # on a white ground: error bars do not run through a label
         if attr == "macs":  # a wide range: logarithmic, labelled 100, 200, 500, ...
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
