@@ -84,7 +84,7 @@ class BlockSpec:
 
     @property
     def projects(self) -> bool:
-        """Whether the shortcut needs a 1x1 convolution (+ BN): the width or the resolution changes."""
+        """Whether the shortcut needs a 1x1 convolution and batch norm, because the width or the resolution changes."""
         return self.in_channels != self.out_channels or self.stride != 1
 
 
