@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
-CHAPTERS = ["05_training.ipynb", "07_looking_inside.ipynb"]
+CHAPTERS = ["05_training.ipynb", "07_looking_inside.ipynb"]  # the rendered figures of every chapter: test_pages
 
 
 def code_cells(chapter: str) -> list[dict]:
@@ -39,7 +39,7 @@ def test_every_figure_cell_has_a_caption_a_name_and_alt_text(chapter: str) -> No
             continue
         assert draws == 1, f"{cell['id']} draws {draws} figures: one per cell"
         figure = cell["metadata"].get("mystnb", {}).get("figure", {})
-        alt = cell["metadata"].get("image", {}).get("alt", "")
+        alt = cell["metadata"].get("mystnb", {}).get("image", {}).get("alt", "")  # MyST-NB reads it there
         assert len(figure.get("caption", "")) > 40, f"{cell['id']}: no caption"
         assert "{glue" not in figure["caption"], f"{cell['id']}: a glue role in a caption may not resolve"
         assert figure.get("name", "").startswith(f"fig-ch{number}-"), f"{cell['id']}: name {figure.get('name')!r}"
