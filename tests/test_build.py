@@ -438,6 +438,10 @@ def test_the_built_config_names_the_repository_and_says_when_it_is_a_placeholder
         "placeholder" in local["html"]["announcement"]
         and configured["repository"]["url"] in local["html"]["announcement"]
     )
+    # local extensions are named by absolute path: the copy lives in the build folder
+    extensions = local["sphinx"].pop("local_extensions")
+    wanted = configured["sphinx"].pop("local_extensions")
+    assert extensions == {name: str((tmp_path / where).resolve()) for name, where in wanted.items()}
     assert {k: v for k, v in local.items() if k not in ("repository", "html")} == {
         k: v for k, v in configured.items() if k not in ("repository", "html")
     }

@@ -49,9 +49,8 @@ elif "google.colab" in sys.modules:
     for line in pip.stdout:
         print(line, end="", flush=True)
     if pip.wait():
-        raise RuntimeError(
-            f"Could not install xception_lib from {{REPOSITORY}} (pip's messages are above). Check that the runtime is connected to the internet and that the repository opens in a browser, then run this cell again; or install it by hand in a cell: !pip install '{{PACKAGE}}'"
-        )
+        hint = "check the runtime's internet connection, then run this again"
+        raise RuntimeError(f"pip could not install {{PACKAGE}} (above): {{hint}}")
     print(f"Installed xception_lib {{metadata.version('xception_lib')}}.")"""
 
 

@@ -234,7 +234,20 @@ def solution(name: str) -> Solution:
     body = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)).body
     lines = source.splitlines()
     code = textwrap.dedent("\n".join(lines[body[1].lineno - 1 : body[-2].end_lineno]))
-    return Solution(name, " ".join(inspect.getdoc(fn).split()), code)  # type: ignore[union-attr]
+    return Solution(name, " ".join(inspect.getdoc(fn).split()), _narrow(code))  # type: ignore[union-attr]
+
+
+def _narrow(code: str, width: int = 79) -> str:
+    """``code`` formatted by ruff to fit the book's column, where ruff is installed (else as it is)."""
+    import shutil
+    import subprocess
+
+    ruff = shutil.which("ruff")
+    if ruff is None or all(len(line) <= width for line in code.splitlines()):
+        return code
+    command = [ruff, "format", f"--line-length={width}", "--stdin-filename=solution.py", "-"]
+    done = subprocess.run(command, input=code, capture_output=True, text=True, check=False)
+    return done.stdout.rstrip("\n") if done.returncode == 0 else code
 
 
 # ------------------------------------------------------------------ questions of understanding
