@@ -60,7 +60,7 @@ MEASURE_JS = """
       natural: i.naturalWidth, shown: i.clientWidth,
       inFigure: !!i.closest('figure'),
       caption: (i.closest('figure') && i.closest('figure').querySelector('figcaption'))
-               ? i.closest('figure').querySelector('figcaption').innerText : ''}));
+               ? i.closest('figure').querySelector('figcaption').textContent : ''}));
   const outputs = [...article.querySelectorAll('div.cell_output, .output')].map(o => o.innerText).join('\\n');
   const h1 = article.querySelector('h1');
   const badge = article.querySelector('a[href^="https://colab.research.google.com/github/"]');
