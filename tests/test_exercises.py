@@ -18,7 +18,7 @@ import xception_lib as xl
 from xception_lib import exercises
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
-CHAPTERS = range(1, 9)
+CHAPTERS = range(1, 10)
 
 
 def _biases_left_out(simplified):  # the weights only
@@ -53,6 +53,25 @@ def _mean_time(fn, repeats):  # no warm-up, and the mean
 
     times = timeit.repeat(fn, number=1, repeat=repeats)
     return sum(times) / len(times)
+
+
+def _whole_head_replaced(model, k):  # the pooling and flattening thrown away with the classifier
+    model.head = nn.Linear(model.head.fc.in_features, k)
+    return model
+
+
+def _frozen_in_train_mode(model):  # requires_grad right, batch norms left in training mode
+    model.requires_grad_(False)
+    model.head.requires_grad_(True)
+    model.train()
+
+
+def _head_in_both_groups(model, lr):
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": list(model.head.parameters()), "lr": lr},
+        {"params": trainable, "lr": lr / 10},
+    ]
 
 
 # A typical wrong answer per exercise and a piece of the hint it must get.
@@ -98,6 +117,9 @@ WRONG = {
     "ch8.depthwise_intensity": (2 * 9 * 728 * 361 / (4 * (2 * 728 * 361 + 9 * 728)), "not FLOPs"),
     "ch8.ridge_width": (80, "large-map approximation"),
     "ch8.median_time": (_mean_time, "median, not the mean"),
+    "ch9.new_head": (_whole_head_replaced, "replace only its last layer"),
+    "ch9.prepare": (_frozen_in_train_mode, "running statistics"),
+    "ch9.param_groups": (_head_in_both_groups, "in both groups"),
 }
 
 
@@ -164,8 +186,8 @@ def test_check_prints_and_reports_errors(capsys):
         F.conv2d(x, depthwise, padding=1, groups=x.shape[1])
 
     assert "forget a `return`" in exercises.verdict("ch2.separable_forward", no_return).message
-    with pytest.raises(ValueError, match="no exercise named 'ch9.nothing'"):
-        exercises.verdict("ch9.nothing", 1)
+    with pytest.raises(ValueError, match="no exercise named 'ch99.nothing'"):
+        exercises.verdict("ch99.nothing", 1)
 
 
 def test_a_check_leaves_the_random_state_alone():
@@ -255,8 +277,8 @@ def test_quiz_output_renders_offline():
     text = "".join(v for o in captured.outputs for v in o.data.values() if isinstance(v, str))
     assert "://" not in text
     assert "Which step comes first" in text or "which step comes first" in text
-    with pytest.raises(ValueError, match="ch9.json"):
-        exercises.quiz_questions(9)
+    with pytest.raises(ValueError, match="ch99.json"):
+        exercises.quiz_questions(99)
 
 
 def test_reachable_as_xl_exercises():
