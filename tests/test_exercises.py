@@ -4,6 +4,7 @@ an untouched exercise cell is "not attempted", every chapter has its exercises a
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import re
@@ -158,6 +159,98 @@ def test_wrong_answer_gets_its_hint(name):
 @pytest.mark.parametrize("name", sorted(exercises.EXERCISES))
 def test_placeholder_is_not_attempted(name):
     assert exercises.verdict(name, ...).status == "not attempted"
+
+
+def _kept_source_classes(model, k):
+    model.head.fc = nn.Linear(model.head.fc.in_features, model.head.fc.out_features)
+    return model
+
+
+def _fresh_network(model, k):
+    return xl.Xception(dataclasses.replace(model.config, num_classes=k))
+
+
+def _config_not_updated(model, k):
+    model.head.fc = nn.Linear(model.head.fc.in_features, k)
+    return model
+
+
+def _head_frozen_too(model):
+    model.requires_grad_(False)
+    model.train()
+
+
+def _conv_weights_only(model):  # batch norms' weights and biases left trainable
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("head.") or "bn" in name)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+def _all_in_eval(model):
+    model.requires_grad_(False)
+    model.head.requires_grad_(True)
+    model.eval()
+
+
+def _split(model):
+    head = {id(p) for p in model.head.parameters()}
+    return [p for p in model.parameters() if id(p) in head], [p for p in model.parameters() if id(p) not in head]
+
+
+def _swapped_lrs(model, lr):
+    head, rest = _split(model)
+    return [{"params": head, "lr": lr / 10}, {"params": [p for p in rest if p.requires_grad], "lr": lr}]
+
+
+def _frozen_included(model, lr):
+    head, rest = _split(model)
+    return [{"params": head, "lr": lr}, {"params": rest, "lr": lr / 10}]
+
+
+def _one_lr(model, lr):
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+
+def _exit_flow_half_missing(model, lr):
+    return [
+        {"params": list(model.head.parameters()), "lr": lr},
+        {"params": list(model.exit_flow.sep2.parameters()), "lr": lr / 10},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "hint"),
+    [
+        ("ch9.new_head", _kept_source_classes, "one output per source class"),
+        ("ch9.new_head", _fresh_network, "trunk's weights changed"),
+        ("ch9.new_head", _config_not_updated, "model.config.num_classes"),
+        ("ch9.prepare", _head_frozen_too, "froze the new head too"),
+        ("ch9.prepare", _conv_weights_only, "batch norms' weights and biases"),
+        ("ch9.prepare", _all_in_eval, "whole model is in eval mode"),
+        ("ch9.param_groups", _swapped_lrs, "swap them"),
+        ("ch9.param_groups", _frozen_included, "frozen parameters"),
+        ("ch9.param_groups", _one_lr, "same learning rate"),
+        ("ch9.param_groups", _exit_flow_half_missing, "in no group"),
+    ],
+)
+def test_chapter_9_mistakes_get_their_hints(name, answer, hint):
+    """Each likely mistake of transfer learning is named, not only the first one."""
+    result = exercises.verdict(name, answer)
+    assert result.status == "wrong" and hint in result.message, result.message
+
+
+def test_chapter_9_checks_leave_the_source_network_alone():
+    source = exercises._source()
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    for name in exercises.names(9):
+        exercises.verdict(name, exercises.EXERCISES[name].solution())
+        exercises.verdict(name, _wrong_answer(name)[0])
+    after = source.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in source.parameters())
 
 
 def test_hints_never_contain_the_answer():
