@@ -1382,7 +1382,7 @@ def _run_new_head(fn: Callable[[Xception, int], Any]) -> Any:
 
 @exercise(
     "ch9.new_head",
-    expected=lambda: {"outputs": _NEW_CLASSES, "trunk_kept": True, "config": _NEW_CLASSES},
+    expected=lambda: _run_new_head(transfer.replace_head),
     run=_run_new_head,
     hints=[
         (
@@ -1431,7 +1431,7 @@ def _ch9_new_head() -> Callable[[Xception, int], Xception]:
 
 def _run_prepare(fn: Callable[[Xception], Any]) -> Any:
     """Call ``fn(model)`` on a copy with a new head, then one forward pass in the modes it left."""
-    model = _source_copy(num_classes=5)
+    model = _source_copy(num_classes=len(transfer.TARGET_CLASSES))
     model.eval()  # as a model is after evaluation: prepare must set the modes itself
     if fn(model) is Ellipsis:
         return ...
@@ -1447,19 +1447,17 @@ def _run_prepare(fn: Callable[[Xception], Any]) -> Any:
     }
 
 
-def _prepared_by_library() -> dict[str, Any]:
-    """What the chapter's recipe gives: only the head trainable, the frozen statistics kept, the head training."""
-    model = _source_copy(num_classes=5, trainable=("head",))
-    return {
-        "trainable": tuple(n for n, p in model.named_parameters() if p.requires_grad),
-        "running_stats_kept": True,
-        "head_training": True,
-    }
+def _prepare_by_library(model: Xception) -> None:
+    """The chapter's recipe, with the library's functions: only the head trains, the frozen batch norms in eval()."""
+    transfer.set_trainable(model, ("head",))
+    model.train()
+    for m in transfer.frozen_batchnorms(model):
+        m.eval()
 
 
 @exercise(
     "ch9.prepare",
-    expected=_prepared_by_library,
+    expected=lambda: _run_prepare(_prepare_by_library),
     run=_run_prepare,
     hints=[
         (
@@ -1512,7 +1510,7 @@ _LR = 0.05
 
 def _run_groups(fn: Callable[[Xception, float], Any]) -> Any:
     """Call ``fn(model, 0.05)`` on a copy with a new head and the exit flow unfrozen: each parameter's lrs."""
-    model = _source_copy(num_classes=5, trainable=("exit_flow", "head"))
+    model = _source_copy(num_classes=len(transfer.TARGET_CLASSES), trainable=("exit_flow", "head"))
     groups = fn(model, _LR)
     if groups is None or _unanswered(groups):
         return groups
