@@ -121,6 +121,7 @@ WRONG = {
     "ch9.new_head": (_whole_head_replaced, "replace only its last layer"),
     "ch9.prepare": (_frozen_in_train_mode, "running statistics"),
     "ch9.param_groups": (_head_in_both_groups, "in both groups"),
+    "ch9.count_trainable": (lambda model: sum(p.numel() for p in model.parameters()), "frozen ones included"),
 }
 
 
@@ -234,6 +235,8 @@ def _exit_flow_half_missing(model, lr):
         ("ch9.param_groups", _frozen_included, "frozen parameters"),
         ("ch9.param_groups", _one_lr, "same learning rate"),
         ("ch9.param_groups", _exit_flow_half_missing, "in no group"),
+        ("ch9.count_trainable", lambda m: sum(p.numel() for p in m.parameters() if not p.requires_grad), "frozen part"),
+        ("ch9.count_trainable", lambda m: len([p for p in m.parameters() if p.requires_grad]), "parameter tensors"),
     ],
 )
 def test_chapter_9_mistakes_get_their_hints(name, answer, hint):

@@ -1569,6 +1569,47 @@ def _ch9_param_groups() -> Callable[[Xception, float], list[dict[str, Any]]]:
     return groups
 
 
+_DEEPER = ("middle_flow", "exit_flow", "head")
+
+
+def _deeper() -> Xception:
+    """A copy with a new head and the middle flow, exit flow and head unfrozen."""
+    return _source_copy(num_classes=len(transfer.TARGET_CLASSES), trainable=_DEEPER)
+
+
+def _run_count(fn: Callable[[Xception], Any]) -> Any:
+    return fn(_deeper())
+
+
+@exercise(
+    "ch9.count_trainable",
+    expected=lambda: _run_count(lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)),
+    run=_run_count,
+    hints=[
+        (
+            lambda v, e: v == sum(p.numel() for p in _deeper().parameters()),
+            "That is every parameter, the frozen ones included: count only those with requires_grad.",
+        ),
+        (
+            lambda v, e: v == sum(p.numel() for p in _deeper().parameters() if not p.requires_grad),
+            "That is the frozen part: requires_grad is True for the parameters that train.",
+        ),
+        (
+            lambda v, e: v == sum(1 for p in _deeper().parameters() if p.requires_grad),
+            "That is the number of parameter tensors: count the numbers in each (p.numel()).",
+        ),
+    ],
+    otherwise="Add up p.numel() over the parameters p of model whose requires_grad is True.",
+)
+def _ch9_count_trainable() -> Callable[[Xception], int]:
+    """What the optimizer updates: the elements of every parameter that requires a gradient."""
+
+    def count_trainable(model):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    return count_trainable
+
+
 def names(chapter: int | None = None) -> list[str]:
     """The names of the registered exercises (of one chapter, or all)."""
     return [n for n in EXERCISES if chapter is None or n.startswith(f"ch{chapter}.")]
