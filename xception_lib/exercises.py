@@ -1534,7 +1534,8 @@ def _run_groups(fn: Callable[[Xception, float], Any]) -> Any:
         ),
         (
             lambda v, e: v.keys() - e.keys(),
-            "Your groups include frozen parameters: keep only those with requires_grad.",
+            "Your groups include frozen parameters. The optimizer skips them while they get no gradient, but they "
+            "would train at that rate as soon as they were unfrozen: keep only those with requires_grad.",
         ),
         (
             lambda v, e: e.keys() - v.keys(),
@@ -1555,8 +1556,8 @@ def _run_groups(fn: Callable[[Xception, float], Any]) -> Any:
     otherwise="Two groups: the trainable parameters of model.head at lr, every other trainable one at lr / 10.",
 )
 def _ch9_param_groups() -> Callable[[Xception, float], list[dict[str, Any]]]:
-    """The head's trainable parameters at lr; every other trainable parameter, once, at a tenth of it
-    (frozen ones are left out: they would only cost the optimizer time)."""
+    """The head's trainable parameters at lr; every other trainable parameter, once, at a tenth of it.
+    Frozen ones are left out: the groups say what trains."""
 
     def groups(model, lr):
         head = {id(p) for p in model.head.parameters()}
