@@ -4,6 +4,7 @@ an untouched exercise cell is "not attempted", every chapter has its exercises a
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import math
 import re
@@ -18,7 +19,7 @@ import xception_lib as xl
 from xception_lib import exercises
 
 BOOK = Path(__file__).resolve().parents[1] / "book"
-CHAPTERS = range(1, 9)
+CHAPTERS = range(1, 10)
 
 
 def _biases_left_out(simplified):  # the weights only
@@ -53,6 +54,25 @@ def _mean_time(fn, repeats):  # no warm-up, and the mean
 
     times = timeit.repeat(fn, number=1, repeat=repeats)
     return sum(times) / len(times)
+
+
+def _whole_head_replaced(model, k):  # the pooling and flattening thrown away with the classifier
+    model.head = nn.Linear(model.head.fc.in_features, k)
+    return model
+
+
+def _frozen_in_train_mode(model):  # requires_grad right, batch norms left in training mode
+    model.requires_grad_(False)
+    model.head.requires_grad_(True)
+    model.train()
+
+
+def _head_in_both_groups(model, lr):
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [
+        {"params": list(model.head.parameters()), "lr": lr},
+        {"params": trainable, "lr": lr / 10},
+    ]
 
 
 # A typical wrong answer per exercise and a piece of the hint it must get.
@@ -98,6 +118,10 @@ WRONG = {
     "ch8.depthwise_intensity": (2 * 9 * 728 * 361 / (4 * (2 * 728 * 361 + 9 * 728)), "not FLOPs"),
     "ch8.ridge_width": (80, "large-map approximation"),
     "ch8.median_time": (_mean_time, "median, not the mean"),
+    "ch9.new_head": (_whole_head_replaced, "replace only its last layer"),
+    "ch9.prepare": (_frozen_in_train_mode, "running statistics"),
+    "ch9.param_groups": (_head_in_both_groups, "in both groups"),
+    "ch9.count_trainable": (lambda model: sum(p.numel() for p in model.parameters()), "frozen ones included"),
 }
 
 
@@ -138,6 +162,100 @@ def test_placeholder_is_not_attempted(name):
     assert exercises.verdict(name, ...).status == "not attempted"
 
 
+def _kept_source_classes(model, k):
+    model.head.fc = nn.Linear(model.head.fc.in_features, model.head.fc.out_features)
+    return model
+
+
+def _fresh_network(model, k):
+    return xl.Xception(dataclasses.replace(model.config, num_classes=k))
+
+
+def _config_not_updated(model, k):
+    model.head.fc = nn.Linear(model.head.fc.in_features, k)
+    return model
+
+
+def _head_frozen_too(model):
+    model.requires_grad_(False)
+    model.train()
+
+
+def _conv_weights_only(model):  # batch norms' weights and biases left trainable
+    for name, p in model.named_parameters():
+        p.requires_grad_(name.startswith("head.") or "bn" in name)
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+
+
+def _all_in_eval(model):
+    model.requires_grad_(False)
+    model.head.requires_grad_(True)
+    model.eval()
+
+
+def _split(model):
+    head = {id(p) for p in model.head.parameters()}
+    return [p for p in model.parameters() if id(p) in head], [p for p in model.parameters() if id(p) not in head]
+
+
+def _swapped_lrs(model, lr):
+    head, rest = _split(model)
+    return [{"params": head, "lr": lr / 10}, {"params": [p for p in rest if p.requires_grad], "lr": lr}]
+
+
+def _frozen_included(model, lr):
+    head, rest = _split(model)
+    return [{"params": head, "lr": lr}, {"params": rest, "lr": lr / 10}]
+
+
+def _one_lr(model, lr):
+    return [{"params": [p for p in model.parameters() if p.requires_grad], "lr": lr}]
+
+
+def _exit_flow_half_missing(model, lr):
+    return [
+        {"params": list(model.head.parameters()), "lr": lr},
+        {"params": list(model.exit_flow.sep2.parameters()), "lr": lr / 10},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "hint"),
+    [
+        ("ch9.new_head", _kept_source_classes, "one output per source class"),
+        ("ch9.new_head", _fresh_network, "trunk's weights changed"),
+        ("ch9.new_head", _config_not_updated, "model.config.num_classes"),
+        ("ch9.prepare", _head_frozen_too, "froze the new head too"),
+        ("ch9.prepare", _conv_weights_only, "batch norms' weights and biases"),
+        ("ch9.prepare", _all_in_eval, "whole model is in eval mode"),
+        ("ch9.param_groups", _swapped_lrs, "swap them"),
+        ("ch9.param_groups", _frozen_included, "frozen parameters"),
+        ("ch9.param_groups", _one_lr, "same learning rate"),
+        ("ch9.param_groups", _exit_flow_half_missing, "in no group"),
+        ("ch9.count_trainable", lambda m: sum(p.numel() for p in m.parameters() if not p.requires_grad), "frozen part"),
+        ("ch9.count_trainable", lambda m: len([p for p in m.parameters() if p.requires_grad]), "parameter tensors"),
+    ],
+)
+def test_chapter_9_mistakes_get_their_hints(name, answer, hint):
+    """Each likely mistake of transfer learning is named, not only the first one."""
+    result = exercises.verdict(name, answer)
+    assert result.status == "wrong" and hint in result.message, result.message
+
+
+def test_chapter_9_checks_leave_the_source_network_alone():
+    source = exercises._source()
+    before = {k: v.clone() for k, v in source.state_dict().items()}
+    for name in exercises.names(9):
+        exercises.verdict(name, exercises.EXERCISES[name].solution())
+        exercises.verdict(name, _wrong_answer(name)[0])
+    after = source.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.requires_grad for p in source.parameters())
+
+
 def test_hints_never_contain_the_answer():
     """No message of a wrong answer prints the expected number."""
     for name, ex in exercises.EXERCISES.items():
@@ -164,8 +282,8 @@ def test_check_prints_and_reports_errors(capsys):
         F.conv2d(x, depthwise, padding=1, groups=x.shape[1])
 
     assert "forget a `return`" in exercises.verdict("ch2.separable_forward", no_return).message
-    with pytest.raises(ValueError, match="no exercise named 'ch9.nothing'"):
-        exercises.verdict("ch9.nothing", 1)
+    with pytest.raises(ValueError, match="no exercise named 'ch99.nothing'"):
+        exercises.verdict("ch99.nothing", 1)
 
 
 def test_a_check_leaves_the_random_state_alone():
@@ -255,8 +373,8 @@ def test_quiz_output_renders_offline():
     text = "".join(v for o in captured.outputs for v in o.data.values() if isinstance(v, str))
     assert "://" not in text
     assert "Which step comes first" in text or "which step comes first" in text
-    with pytest.raises(ValueError, match="ch9.json"):
-        exercises.quiz_questions(9)
+    with pytest.raises(ValueError, match="ch99.json"):
+        exercises.quiz_questions(99)
 
 
 def test_reachable_as_xl_exercises():

@@ -13,7 +13,11 @@ from pathlib import Path
 import pytest
 
 BOOK = Path(__file__).resolve().parent.parent / "book"
-CHAPTERS = ["05_training.ipynb", "07_looking_inside.ipynb"]  # the rendered figures of every chapter: test_pages
+CHAPTERS = [
+    "05_training.ipynb",
+    "07_looking_inside.ipynb",
+    "09_transfer_learning.ipynb",
+]  # the rendered figures of every chapter: test_pages
 
 
 def code_cells(chapter: str) -> list[dict]:

@@ -161,3 +161,19 @@ def test_repr_is_short(tmp_path: Path) -> None:
         f"ImageArrays(name='p', train=(2, 3, 8, 8), test=(2, 3, 8, 8), classes=('cat', 'dog'), "
         f"source={str(tmp_path / 'p')!r})"
     )
+
+
+def test_str_is_a_few_short_lines(tmp_path: Path) -> None:
+    """``print(data)`` on a page: the class names shortened to fit the column, the sizes, the source."""
+    data = load_folder(make_folder(tmp_path / "p", {"cat": 2, "dog": 2}), image_size=8)
+    assert str(data).splitlines() == [
+        "p: 2 classes: cat, dog",
+        "train (2, 3, 8, 8), test (2, 3, 8, 8)",
+        f"from {tmp_path / 'p'}",
+    ]
+    pairs = [(Image.new("RGB", (20, 20)), i) for i in range(102)]
+    names = [f"flower number {i}" for i in range(102)]
+    many = arrays_from_datasets(pairs, pairs, names, image_size=8, mean=(0.5,) * 3, std=(0.5,) * 3, name="flowers")
+    first = str(many).splitlines()[0]
+    assert first.startswith("flowers: 102 classes: flower number 0, ") and first.endswith(", ...")
+    assert all(len(line) <= 80 for line in str(many).splitlines()[:2])

@@ -22,6 +22,7 @@ order on ``(value, expected)``. :func:`solution` shows a solution, collapsed unt
 from __future__ import annotations
 
 import ast
+import copy
 import functools
 import html
 import inspect
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import xception_lib as xl
-from xception_lib import complexity
+from xception_lib import complexity, transfer
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SegmentedInception, SeparableConv2d, SimplifiedInception
 from xception_lib.model import Xception, xception
@@ -1345,6 +1346,282 @@ def _ch8_median_time() -> Callable[[Callable[[], Any], int], float]:
         return statistics.median(times)
 
     return median_time
+
+
+# ================================================================== chapter 9
+
+
+@functools.cache
+def _source() -> Xception:
+    """The chapter's pretrained network (five CIFAR-10 classes); callers copy it."""
+    return transfer.load_source_model()[0].eval()
+
+
+def _source_copy(num_classes: int | None = None, trainable: Sequence[str] | None = None) -> Xception:
+    """A fresh copy of the source network, with a new head of ``num_classes`` and only ``trainable`` unfrozen."""
+    model = copy.deepcopy(_source())
+    if num_classes is not None:
+        with torch.random.fork_rng():  # the reader's random state stays as it was
+            torch.manual_seed(0)
+            transfer.replace_head(model, num_classes)
+    if trainable is not None:
+        transfer.set_trainable(model, trainable)
+    return model
+
+
+def _batch() -> torch.Tensor:
+    return torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+
+
+_NEW_CLASSES = 7
+
+
+def _run_new_head(fn: Callable[[Xception, int], Any]) -> Any:
+    """Call ``fn(model, 7)`` on a copy of the source network: the outputs, the trunk, the configuration."""
+    with torch.random.fork_rng():
+        result = fn(_source_copy(), _NEW_CLASSES)
+    if result is None or result is Ellipsis:
+        return result
+    before = {k: v for k, v in _source().state_dict().items() if not k.startswith("head.")}
+    after = result.state_dict()
+    with torch.no_grad():
+        outputs = result.eval()(_batch()).shape[1]
+    return {
+        "outputs": outputs,
+        "trunk_kept": all(k in after and torch.equal(after[k], v) for k, v in before.items()),
+        "config": getattr(getattr(result, "config", None), "num_classes", None),
+    }
+
+
+@exercise(
+    "ch9.new_head",
+    expected=lambda: _run_new_head(transfer.replace_head),
+    run=_run_new_head,
+    hints=[
+        (
+            lambda v, e: isinstance(v, Exception),
+            lambda v, e: (
+                f"Your function, or the network it returned, failed ({type(v).__name__}: {v}). "
+                "model.head is the pooling, the "
+                "flattening and the classifier together: replace only its last layer, model.head.fc, and give it "
+                "the in_features of the old one."
+            ),
+        ),
+        (
+            lambda v, e: v["outputs"] == _source().config.num_classes,
+            "The network still has one output per source class: the new classifier needs k outputs.",
+        ),
+        (
+            lambda v, e: v["outputs"] != e["outputs"],
+            lambda v, e: f"The network has {v['outputs']} outputs for k = {e['outputs']} classes: use k.",
+        ),
+        (
+            lambda v, e: not v["trunk_kept"],
+            "The outputs are right but the trunk's weights changed: a new xl.Xception (or re-initialised "
+            "layers) throws away what the source network learned. Keep everything but model.head.fc.",
+        ),
+        (
+            lambda v, e: v["config"] != e["config"],
+            "The network is right but model.config.num_classes still says the old number: update it "
+            "(dataclasses.replace), so that a saved configuration rebuilds this network.",
+        ),
+    ],
+    otherwise="Replace model.head.fc by an nn.Linear from its in_features to k, and return the model.",
+)
+def _ch9_new_head() -> Callable[[Xception, int], Xception]:
+    """Only the last linear layer depends on the classes: a new one, from the same features to k outputs,
+    and a configuration that says k."""
+
+    import dataclasses
+
+    def new_head(model, k):
+        model.head.fc = nn.Linear(model.head.fc.in_features, k)
+        model.config = dataclasses.replace(model.config, num_classes=k)
+        return model
+
+    return new_head
+
+
+def _run_prepare(fn: Callable[[Xception], Any]) -> Any:
+    """Call ``fn(model)`` on a copy with a new head, then one forward pass in the modes it left."""
+    model = _source_copy(num_classes=len(transfer.TARGET_CLASSES))
+    model.eval()  # as a model is after evaluation: prepare must set the modes itself
+    if fn(model) is Ellipsis:
+        return ...
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    stats = [torch.cat([m.running_mean, m.running_var]) for m in bns]  # type: ignore[list-item]
+    with torch.no_grad():
+        model(_batch())
+    kept = all(torch.equal(s, torch.cat([m.running_mean, m.running_var])) for s, m in zip(stats, bns, strict=True))  # type: ignore[list-item]
+    return {
+        "trainable": tuple(n for n, p in model.named_parameters() if p.requires_grad),
+        "running_stats_kept": kept,
+        "head_training": model.head.training,
+    }
+
+
+def _prepare_by_library(model: Xception) -> None:
+    """The chapter's recipe, with the library's functions: only the head trains, the frozen batch norms in eval()."""
+    transfer.set_trainable(model, ("head",))
+    model.train()
+    for m in transfer.frozen_batchnorms(model):
+        m.eval()
+
+
+@exercise(
+    "ch9.prepare",
+    expected=lambda: _run_prepare(_prepare_by_library),
+    run=_run_prepare,
+    hints=[
+        (
+            lambda v, e: not v["trainable"],
+            "Nothing is trainable: requires_grad_(False) on the whole model froze the new head too. "
+            "Unfreeze model.head afterwards.",
+        ),
+        (
+            lambda v, e: set(v["trainable"]) > set(e["trainable"]),
+            lambda v, e: (
+                f"{len(set(v['trainable']) - set(e['trainable']))} parameter tensors outside the head "
+                f"still require gradients (the first: {sorted(set(v['trainable']) - set(e['trainable']))[0]}). "
+                "Freeze whole modules with requires_grad_(False), batch norms' weights and biases included."
+            ),
+        ),
+        (
+            lambda v, e: v["trainable"] != e["trainable"],
+            "Only the new head's parameters, model.head.fc's weight and bias, should require gradients.",
+        ),
+        (
+            lambda v, e: not v["running_stats_kept"],
+            "The right parameters are frozen, but a forward pass in training mode still moved the frozen batch "
+            "norms' running statistics (requires_grad does not stop that). Put them in eval() after model.train().",
+        ),
+        (
+            lambda v, e: not v["head_training"],
+            "The whole model is in eval mode: a training step needs the head in training mode (dropout, if any). "
+            "Call model.train() first, then eval() on the frozen batch norms.",
+        ),
+    ],
+    otherwise="Freeze everything, unfreeze model.head, call model.train(), then eval() on every frozen batch norm.",
+)
+def _ch9_prepare() -> Callable[[Xception], None]:
+    """requires_grad_(False) stops the gradients, not the running statistics: the batch norms of the frozen
+    part go to eval() after model.train(), at the start of every training run (and after every evaluation)."""
+
+    def prepare(model):
+        model.requires_grad_(False)
+        model.head.requires_grad_(True)
+        model.train()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):  # all frozen: the head has none
+                m.eval()
+
+    return prepare
+
+
+_LR = 0.05
+
+
+def _run_groups(fn: Callable[[Xception, float], Any]) -> Any:
+    """Call ``fn(model, 0.05)`` on a copy with a new head and the exit flow unfrozen: each parameter's lrs."""
+    model = _source_copy(num_classes=len(transfer.TARGET_CLASSES), trainable=("exit_flow", "head"))
+    groups = fn(model, _LR)
+    if groups is None or _unanswered(groups):
+        return groups
+    names = {id(p): n for n, p in model.named_parameters()}
+    lrs: dict[str, tuple[float, ...]] = {}
+    for group in groups:
+        for p in list(group["params"]):
+            lrs[names[id(p)]] = (*lrs.get(names[id(p)], ()), float(group["lr"]))
+    return {n: tuple(sorted(v)) for n, v in lrs.items()}
+
+
+@exercise(
+    "ch9.param_groups",
+    expected=lambda: _run_groups(lambda model, lr: transfer.param_groups(model, lr=lr, pretrained_lr_scale=0.1)),
+    run=_run_groups,
+    hints=[
+        (
+            lambda v, e: any(len(lrs) > 1 for lrs in v.values()),
+            "Some parameters are in both groups (model.parameters() includes the head's): an optimizer refuses "
+            "that. Leave the head's parameters out of the pretrained group.",
+        ),
+        (
+            lambda v, e: v.keys() - e.keys(),
+            "Your groups include frozen parameters. The optimizer skips them while they get no gradient, but they "
+            "would train at that rate as soon as they were unfrozen: keep only those with requires_grad.",
+        ),
+        (
+            lambda v, e: e.keys() - v.keys(),
+            lambda v, e: (
+                f"{len(e.keys() - v.keys())} trainable parameters are in no group "
+                f"(the first: {sorted(e.keys() - v.keys())[0]}): every trainable parameter belongs to one."
+            ),
+        ),
+        (
+            lambda v, e: v["head.fc.weight"][0] < v["exit_flow.bn2.weight"][0],
+            "The new head has the small learning rate and the pretrained layers the large one: swap them.",
+        ),
+        (
+            lambda v, e: len({lrs[0] for lrs in v.values()}) == 1,
+            "Every parameter has the same learning rate: the pretrained layers' should be a tenth of the head's.",
+        ),
+    ],
+    otherwise="Two groups: the trainable parameters of model.head at lr, every other trainable one at lr / 10.",
+)
+def _ch9_param_groups() -> Callable[[Xception, float], list[dict[str, Any]]]:
+    """The head's trainable parameters at lr; every other trainable parameter, once, at a tenth of it.
+    Frozen ones are left out: the groups say what trains."""
+
+    def groups(model, lr):
+        head = {id(p) for p in model.head.parameters()}
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        return [
+            {"params": [p for p in trainable if id(p) in head], "lr": lr},
+            {"params": [p for p in trainable if id(p) not in head], "lr": lr / 10},
+        ]
+
+    return groups
+
+
+_DEEPER = ("middle_flow", "exit_flow", "head")
+
+
+def _deeper() -> Xception:
+    """A copy with a new head and the middle flow, exit flow and head unfrozen."""
+    return _source_copy(num_classes=len(transfer.TARGET_CLASSES), trainable=_DEEPER)
+
+
+def _run_count(fn: Callable[[Xception], Any]) -> Any:
+    return fn(_deeper())
+
+
+@exercise(
+    "ch9.count_trainable",
+    expected=lambda: _run_count(lambda m: sum(p.numel() for p in m.parameters() if p.requires_grad)),
+    run=_run_count,
+    hints=[
+        (
+            lambda v, e: v == sum(p.numel() for p in _deeper().parameters()),
+            "That is every parameter, the frozen ones included: count only those with requires_grad.",
+        ),
+        (
+            lambda v, e: v == sum(p.numel() for p in _deeper().parameters() if not p.requires_grad),
+            "That is the frozen part: requires_grad is True for the parameters that train.",
+        ),
+        (
+            lambda v, e: v == sum(1 for p in _deeper().parameters() if p.requires_grad),
+            "That is the number of parameter tensors: count the numbers in each (p.numel()).",
+        ),
+    ],
+    otherwise="Add up p.numel() over the parameters p of model whose requires_grad is True.",
+)
+def _ch9_count_trainable() -> Callable[[Xception], int]:
+    """What the optimizer updates: the elements of every parameter that requires a gradient."""
+
+    def count_trainable(model):
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+    return count_trainable
 
 
 def names(chapter: int | None = None) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+import textwrap
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,15 @@ class ImageArrays(CifarArrays):
         return (
             f"ImageArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
             f"test={tuple(self.test_images.shape)}, classes={self.classes}, source={self.source!r})"
+        )
+
+    def __str__(self) -> str:
+        """Short lines for a page (``print(data)``): the classes (shortened), the sizes, the source."""
+        classes = textwrap.shorten(", ".join(self.classes), width=60, placeholder=", ...")
+        return (
+            f"{self.name}: {len(self.classes)} classes: {classes}\n"
+            f"train {tuple(self.train_images.shape)}, test {tuple(self.test_images.shape)}\n"
+            f"from {self.source}"
         )
 
 
