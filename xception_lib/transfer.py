@@ -91,9 +91,14 @@ def class_subset(data: CifarArrays, classes: Sequence[str]) -> CifarArrays:
     train_images, train_labels = pick(data.train_images, data.train_labels)
     test_images, test_labels = pick(data.test_images, data.test_labels)
     return dataclasses.replace(
-        data, train_images=train_images, train_labels=train_labels, test_images=test_images,
-        test_labels=test_labels, classes=names, source=f"classes {list(names)} of {data.source}",
-    )  # fmt: skip
+        data,
+        train_images=train_images,
+        train_labels=train_labels,
+        test_images=test_images,
+        test_labels=test_labels,
+        classes=names,
+        source=f"classes {list(names)} of {data.source}",
+    )
 
 
 def few_per_class(
@@ -114,9 +119,10 @@ def few_per_class(
     picks = [torch.nonzero(labels == c).flatten() for c in range(data.num_classes)]
     idx = torch.cat([p[torch.randperm(len(p), generator=g)[:per_class]] for p in picks]).sort().values
     return dataclasses.replace(
-        data, **{f"{split}_images": images[idx], f"{split}_labels": labels[idx]},
+        data,
+        **{f"{split}_images": images[idx], f"{split}_labels": labels[idx]},
         source=f"{per_class} {split} images per class (seed {seed}) of {data.source}",
-    )  # fmt: skip
+    )
 
 
 def load_source_model(path: str | Path = SOURCE_MODEL) -> tuple[Xception, dict[str, Any]]:
@@ -226,11 +232,23 @@ def fine_tune(
     device = torch.device(device)
     model.to(device).to(memory_format=torch.channels_last)
     loader = GpuLoader(
-        data.train_images, data.train_labels, mean=data.mean, std=data.std, batch_size=min(batch_size, len(data.train_labels)),
-        device=device, seed=seed, crop_padding=4 if augment else 0, flip=augment, channels_last=True,
-    )  # fmt: skip
-    optimizer = torch.optim.SGD(param_groups(model, lr=lr, pretrained_lr_scale=pretrained_lr_scale), momentum=0.9,
-                                nesterov=True, weight_decay=weight_decay)  # fmt: skip
+        data.train_images,
+        data.train_labels,
+        mean=data.mean,
+        std=data.std,
+        batch_size=min(batch_size, len(data.train_labels)),
+        device=device,
+        seed=seed,
+        crop_padding=4 if augment else 0,
+        flip=augment,
+        channels_last=True,
+    )
+    optimizer = torch.optim.SGD(
+        param_groups(model, lr=lr, pretrained_lr_scale=pretrained_lr_scale),
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=weight_decay,
+    )
     cosine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
     amp_dtype = resolve_amp("auto", device)  # bf16 / fp16 on a GPU, off on a CPU
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -267,8 +285,16 @@ def features(
     """The pooled features (``N x model.num_features``, on the CPU) the classifier sees, in eval mode."""
     device = torch.device(device)
     model.eval().to(device).to(memory_format=torch.channels_last)
-    loader = GpuLoader(images, torch.zeros(len(images), dtype=torch.int64), mean=mean, std=std, batch_size=batch_size,
-                       train=False, device=device, channels_last=True)  # fmt: skip
+    loader = GpuLoader(
+        images,
+        torch.zeros(len(images), dtype=torch.int64),
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+        train=False,
+        device=device,
+        channels_last=True,
+    )
     return torch.cat([model.forward_head(model.forward_features(x), pre_logits=True).cpu() for x, _ in loader])
 
 
@@ -337,8 +363,16 @@ def adapt(
         linear_probe(model, data, device=device)
     else:  # fine-tuning a whole pretrained network: every batch norm keeps the source's statistics (Keras's advice)
         fine_tune_options.setdefault("batch_norm", "eval" if regime == "all" else "frozen")
-        fine_tune(model, data, steps=steps, lr=lr, pretrained_lr_scale=pretrained_lr_scale, seed=seed, device=device,
-                  **fine_tune_options)  # fmt: skip
+        fine_tune(
+            model,
+            data,
+            steps=steps,
+            lr=lr,
+            pretrained_lr_scale=pretrained_lr_scale,
+            seed=seed,
+            device=device,
+            **fine_tune_options,
+        )
     return model.eval()
 
 
@@ -359,8 +393,16 @@ def trunk_outputs(
     """
     device = torch.device(device)
     model.eval().to(device).to(memory_format=torch.channels_last)
-    loader = GpuLoader(images, torch.zeros(len(images), dtype=torch.int64), mean=mean, std=std, batch_size=batch_size,
-                       train=False, device=device, channels_last=True)  # fmt: skip
+    loader = GpuLoader(
+        images,
+        torch.zeros(len(images), dtype=torch.int64),
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+        train=False,
+        device=device,
+        channels_last=True,
+    )
     return torch.cat([model.forward_intermediates(x)["middle_flow"].cpu() for x, _ in loader])
 
 
@@ -408,8 +450,10 @@ def fine_tune_pretrained(
         per_step.append(timing.median / 2)
         del trial
     estimate = top_steps * per_step[0] + all_steps * per_step[1]
-    report(f"estimate: {estimate / 60:.1f} min for {top_steps} + {all_steps} steps of {batch_size} images "
-           f"({per_step[0]:.2f} s and {per_step[1]:.2f} s per step)")  # fmt: skip
+    report(
+        f"estimate: {estimate / 60:.1f} min for {top_steps} + {all_steps} steps of {batch_size} images "
+        f"({per_step[0]:.2f} s and {per_step[1]:.2f} s per step)"
+    )
     elapsed = clock()
     result = {"estimate_s": estimate}
     for name, stages, steps, scale in (
@@ -418,8 +462,16 @@ def fine_tune_pretrained(
     ):
         set_trainable(model, stages)
         fine_tune(model, data, steps=steps, pretrained_lr_scale=scale, **options)  # type: ignore[arg-type]
-        result[f"test_acc_{name}"] = evaluate(model, data.test_images, data.test_labels, mean=data.mean, std=data.std,
-                                              device=device, batch_size=64, amp="auto")  # fmt: skip
+        result[f"test_acc_{name}"] = evaluate(
+            model,
+            data.test_images,
+            data.test_labels,
+            mean=data.mean,
+            std=data.std,
+            device=device,
+            batch_size=64,
+            amp="auto",
+        )
         report(f"after fine-tuning {name}: test accuracy {result[f'test_acc_{name}']:.1%}")
     result["seconds"] = elapsed()
     return result
@@ -459,16 +511,29 @@ def run_experiment(
             train = few_per_class(data, per_class, seed=seed)
             for regime in regimes:
                 elapsed = clock()
-                model = adapt(source, train, regime, steps=(steps or {}).get(per_class, default_steps(per_class)),
-                              seed=seed, device=device)  # fmt: skip
+                model = adapt(
+                    source,
+                    train,
+                    regime,
+                    steps=(steps or {}).get(per_class, default_steps(per_class)),
+                    seed=seed,
+                    device=device,
+                )
                 seconds = elapsed()
                 if regime in ("probe", "top"):  # the trunk is the source's: reuse its outputs
                     if trunk is None:
                         trunk = trunk_outputs(source, data.test_images, mean=data.mean, std=data.std, device=device)
                     acc = accuracy_from_trunk(model, trunk, data.test_labels)
                 else:
-                    acc = evaluate(model, data.test_images, data.test_labels, mean=data.mean, std=data.std,
-                                   device=device, batch_size=100)  # fmt: skip
+                    acc = evaluate(
+                        model,
+                        data.test_images,
+                        data.test_labels,
+                        mean=data.mean,
+                        std=data.std,
+                        device=device,
+                        batch_size=100,
+                    )
                 rows.append(
                     {"per_class": per_class, "regime": regime, "seed": seed, "test_acc": acc, "seconds": seconds}
                 )
