@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -272,6 +272,23 @@ def fine_tune(
     return losses
 
 
+def _eval_batches(
+    model: Xception,
+    images: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str,
+    batch_size: int,
+) -> Iterator[torch.Tensor]:
+    """``images`` normalised, in order, in batches on ``device``; ``model`` put in eval mode there."""
+    device = torch.device(device)
+    model.eval().to(device).to(memory_format=torch.channels_last)
+    labels = torch.zeros(len(images), dtype=torch.int64)  # the loader wants labels; nothing reads them
+    loader = GpuLoader(images, labels, mean=mean, std=std, batch_size=batch_size, train=False, device=device,
+                       channels_last=True)  # fmt: skip
+    return (x for x, _ in loader)
+
+
 @torch.no_grad()
 def features(
     model: Xception,
@@ -283,19 +300,8 @@ def features(
     batch_size: int = 500,
 ) -> torch.Tensor:
     """The pooled features (``N x model.num_features``, on the CPU) the classifier sees, in eval mode."""
-    device = torch.device(device)
-    model.eval().to(device).to(memory_format=torch.channels_last)
-    loader = GpuLoader(
-        images,
-        torch.zeros(len(images), dtype=torch.int64),
-        mean=mean,
-        std=std,
-        batch_size=batch_size,
-        train=False,
-        device=device,
-        channels_last=True,
-    )
-    return torch.cat([model.forward_head(model.forward_features(x), pre_logits=True).cpu() for x, _ in loader])
+    batches = _eval_batches(model, images, mean, std, device, batch_size)
+    return torch.cat([model.forward_head(model.forward_features(x), pre_logits=True).cpu() for x in batches])
 
 
 def linear_probe(
@@ -391,19 +397,8 @@ def trunk_outputs(
     A network that changed only its exit flow and head (the ``"probe"`` and ``"top"`` regimes, batch norms of the
     frozen part in ``eval()``) computes exactly these from the same images, so they are computed once and shared.
     """
-    device = torch.device(device)
-    model.eval().to(device).to(memory_format=torch.channels_last)
-    loader = GpuLoader(
-        images,
-        torch.zeros(len(images), dtype=torch.int64),
-        mean=mean,
-        std=std,
-        batch_size=batch_size,
-        train=False,
-        device=device,
-        channels_last=True,
-    )
-    return torch.cat([model.forward_intermediates(x)["middle_flow"].cpu() for x, _ in loader])
+    batches = _eval_batches(model, images, mean, std, device, batch_size)
+    return torch.cat([model.forward_intermediates(x)["middle_flow"].cpu() for x in batches])
 
 
 @torch.no_grad()
