@@ -3,10 +3,11 @@
 
 The first code cell of each ``book/*.ipynb`` installs ``xception_lib`` when the notebook
 runs in Colab and does nothing elsewhere. Its text is generated here from
-``repository.url`` in ``_config.yml`` and the library's version (``xception_lib.__version__``), so that moving
-the repository means editing one line and running this script. In Colab the cell prints
-what it does and pip's progress, says what to try when the install fails, and skips the
-install when this version is already installed (after a runtime restart).
+``repository.url`` in ``_config.yml``, so that moving the repository means editing one line
+and running this script. In Colab the cell shows pip's progress as it comes, says what to try
+when the install fails, and skips the install when the library is already there (a cell run
+twice, or a chapter opened after another in the same runtime). It is twelve lines: a reader
+meets it first, in every chapter.
 
 Every chapter with code also gets the notebook metadata with which Colab opens it on a GPU
 runtime (``accelerator`` and ``colab.gpuType``, what Colab itself saves for "T4 GPU").
@@ -34,24 +35,16 @@ COLAB_METADATA = {"accelerator": "GPU", "colab": {"gpuType": "T4", "provenance":
 
 SETUP_TEMPLATE = """# Setup: in Colab, install xception_lib and the tools Colab lacks.
 import sys
-from importlib import metadata
+from importlib.util import find_spec
 from subprocess import PIPE, STDOUT, Popen
 
 REPOSITORY = "{url}"
-PACKAGE, VERSION = f"xception_lib[tools] @ git+{{REPOSITORY}}", "{version}"
-have = [d.version for d in metadata.distributions(name="xception_lib")]
-if "google.colab" in sys.modules and VERSION in have:
-    print(f"xception_lib {{VERSION}} is already installed.")
-elif "google.colab" in sys.modules:
-    print(f"Installing {{PACKAGE}} with pip:", flush=True)
-    command = [sys.executable, "-m", "pip", "install", PACKAGE]
-    pip = Popen(command, stdout=PIPE, stderr=STDOUT, text=True)
-    for line in pip.stdout:
-        print(line, end="", flush=True)
-    if pip.wait():
-        hint = "check the runtime's internet connection, then run this again"
-        raise RuntimeError(f"pip could not install {{PACKAGE}} (above): {{hint}}")
-    print(f"Installed xception_lib {{metadata.version('xception_lib')}}.")"""
+if "google.colab" in sys.modules and find_spec("xception_lib") is None:
+    pip = f"{{sys.executable}} -m pip install xception_lib[tools]@git+{{REPOSITORY}}"
+    with Popen(pip.split(), stdout=PIPE, stderr=STDOUT, text=True) as run:
+        sys.stdout.writelines(run.stdout)  # pip's progress, as it comes
+    if run.returncode:
+        raise RuntimeError("pip failed (above): go online and run this again")"""
 
 
 def repository_url(config: Path = ROOT / "_config.yml") -> str:
@@ -68,19 +61,9 @@ def repository_url(config: Path = ROOT / "_config.yml") -> str:
     return url
 
 
-def library_version(init: Path = ROOT / "xception_lib" / "__init__.py") -> str:
-    """``xception_lib.__version__``, the one place the version is written (read, not imported)."""
-    import ast
-
-    for node in ast.parse(init.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "__version__" for t in node.targets):
-            return str(ast.literal_eval(node.value))
-    raise ValueError(f"{init} does not set __version__")
-
-
-def setup_cell_source(url: str, version: str | None = None) -> str:
-    """The exact source of the setup cell for a repository URL and library version."""
-    return SETUP_TEMPLATE.format(url=url, version=version or library_version())
+def setup_cell_source(url: str) -> str:
+    """The exact source of the setup cell for a repository URL."""
+    return SETUP_TEMPLATE.format(url=url)
 
 
 def chapters(book: Path = ROOT / "book") -> list[Path]:
