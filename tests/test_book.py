@@ -88,8 +88,8 @@ def test_only_the_preface_may_lack_code() -> None:
 def test_setup_cell_uses_the_configured_repository() -> None:
     url = _config()["repository"]["url"]
     source = sync_tool.setup_cell_source(url)
-    assert f'REPOSITORY = "{url}"' in source
-    assert "xception_lib[tools]@git+{REPOSITORY}" in source  # the library and the tools Colab lacks
+    assert f'REPO = "{url}"' in source
+    assert "xception_lib[tools]@git+{REPO}" in source  # the library and the tools Colab lacks
     assert "--quiet" not in source  # pip's progress is shown
     assert source.startswith(sync_tool.SETUP_MARKER)
     compile(source, "<setup cell>", "exec")
@@ -161,7 +161,7 @@ def test_sync_tool_check_and_rewrite(tmp_path: Path) -> None:
     assert sync_tool.sync(path, url) is True and sync_tool.sync(path, url) is False
     assert sync_tool.sync(path, "https://example.org/other", check=True) is True  # stale URL detected
     sync_tool.sync(path, "https://example.org/other")
-    assert 'REPOSITORY = "https://example.org/other"' in _first_code_cell(path)
+    assert 'REPO = "https://example.org/other"' in _first_code_cell(path)
     assert len(nbformat.read(path, as_version=4).cells) == 3  # replaced, not inserted again
 
 

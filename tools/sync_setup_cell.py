@@ -38,9 +38,9 @@ import sys
 from importlib.util import find_spec
 from subprocess import PIPE, STDOUT, Popen
 
-REPOSITORY = "{url}"
+REPO = "{url}"
 if "google.colab" in sys.modules and find_spec("xception_lib") is None:
-    pip = f"{{sys.executable}} -m pip install xception_lib[tools]@git+{{REPOSITORY}}"
+    pip = f"{{sys.executable}} -m pip install xception_lib[tools]@git+{{REPO}}"
     with Popen(pip.split(), stdout=PIPE, stderr=STDOUT, text=True) as run:
         sys.stdout.writelines(run.stdout)  # pip's progress, as it comes
     if run.returncode:
