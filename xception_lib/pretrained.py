@@ -34,27 +34,22 @@ from xception_lib.config import XceptionConfig
 from xception_lib.model import Xception, XceptionBlock
 
 
-def timm_key_map(config: XceptionConfig | None = None) -> dict[str, str]:
+def timm_key_map(config: XceptionConfig) -> dict[str, str]:
     """The explicit map from this library's parameter and buffer names to timm's.
 
     timm names blocks ``block1`` ... ``block12`` and their layers by position in a
     ``rep`` Sequential (``ReLU, SeparableConv2d, BatchNorm2d`` repeated, the first block
     without its leading ReLU); this library names them ``sep1``, ``bn1``, ....
 
-    Args:
-        config: The architecture (default: the paper's). It must have the paper's
-            entry, middle and exit layout with residual connections.
-
     Returns:
-        ``{our_prefix: timm_prefix}`` for every module that holds tensors.
+        ``{our_prefix: timm_prefix}`` for every module of ``config``'s model that holds tensors.
     """
-    cfg = config if config is not None else XceptionConfig.timm_port()
-    if not cfg.residual:
+    if not config.residual:
         raise ValueError("timm's legacy_xception has residual connections; expected residual=True")
     mapping = {"stem.conv1": "conv1", "stem.bn1": "bn1", "stem.conv2": "conv2", "stem.bn2": "bn2"}
     with torch.device("meta"):
-        ours = [name for name, m in Xception(cfg).named_modules() if isinstance(m, XceptionBlock)]
-    for n, (block, spec) in enumerate(zip(ours, cfg.blocks(), strict=True), start=1):  # timm: block1 ... block12
+        ours = [name for name, m in Xception(config).named_modules() if isinstance(m, XceptionBlock)]
+    for n, (block, spec) in enumerate(zip(ours, config.blocks(), strict=True), start=1):  # timm: block1 ... block12
         offset = 0 if spec.start_with_relu else -1  # timm drops the leading ReLU from rep
         for i in range(spec.reps):
             sep_index = 3 * i + 1 + offset
