@@ -281,7 +281,7 @@ def test_block_is_built_from_its_spec_and_config() -> None:
     assert block.layers.bn1.eps == 1e-5 and block.shortcut.bn.momentum == 0.1
     assert block(torch.randn(1, 16, 9, 9)).shape == (1, 32, 5, 5)
     middle = xl.config.BlockSpec("middle_flow", 8, 8, reps=3, stride=1, start_with_relu=True, grow_first=True)
-    plain = xl.XceptionBlock(middle)
+    plain = xl.XceptionBlock(middle, xl.XceptionConfig())
     assert isinstance(plain.shortcut, nn.Identity) and not hasattr(plain.layers, "pool")
     assert xl.XceptionBlock(middle, xl.XceptionConfig(residual=False)).shortcut is None
 
@@ -300,17 +300,11 @@ def test_model_is_built_from_the_block_table() -> None:
             assert isinstance(block.shortcut, nn.Sequential) == spec.projects
 
 
-@pytest.mark.parametrize("name", ["xception", "xception_cifar", "xception_timm_port"])
-def test_build_by_name_uses_the_preset_and_overrides(name: str) -> None:
-    preset = {
-        "xception": xl.XceptionConfig.imagenet,
-        "xception_cifar": xl.XceptionConfig.cifar,
-        "xception_timm_port": xl.XceptionConfig.timm_port,
-    }[name]
-    model = xl.model.build(name, width_multiplier=0.25, residual=False)
-    assert model.config == preset(width_multiplier=0.25, residual=False)
-    with pytest.raises(ValueError, match=r"unknown model 'resnet'; expected one of \['xception', "):
-        xl.model.build("resnet")
+def test_builders_use_the_preset_and_overrides() -> None:
+    assert xl.xception(width_multiplier=0.25, residual=False).config == xl.XceptionConfig.imagenet(
+        width_multiplier=0.25, residual=False
+    )
+    assert xl.xception_cifar(100, dropout=0.5).config == xl.XceptionConfig.cifar(num_classes=100, dropout=0.5)
 
 
 def test_non_tensor_input_raises_type_error() -> None:

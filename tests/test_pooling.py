@@ -33,7 +33,7 @@ def test_max_pool2d_gives_the_same_values_and_gradients_as_torch(
 
 
 def test_max_pool2d_module_is_nn_max_pool2d() -> None:
-    pool = xl.MaxPool2d(3, 2, padding=1)
+    pool = xl.pooling.MaxPool2d(3, 2, padding=1)
     x = torch.randn(2, 4, 9, 9)
     assert isinstance(pool, nn.MaxPool2d)
     assert torch.equal(pool(x), nn.MaxPool2d(3, 2, padding=1)(x))
@@ -78,10 +78,10 @@ def test_fast_max_pools_is_opt_in_and_changes_no_number(pool_padding: str) -> No
     torch.manual_seed(0)
     plain = xl.xception_cifar(width_multiplier=0.125, middle_blocks=1, pool_padding=pool_padding)
     pools = [m for m in plain.modules() if isinstance(m, (nn.MaxPool2d, xl.MaxPool2dSame))]
-    assert pools and not any(isinstance(m, xl.MaxPool2d) or getattr(m, "fast", False) for m in pools)
+    assert pools and not any(isinstance(m, xl.pooling.MaxPool2d) or getattr(m, "fast", False) for m in pools)
     fast = xl.pooling.fast_max_pools(copy.deepcopy(plain))
     switched = [m for m in fast.modules() if isinstance(m, (nn.MaxPool2d, xl.MaxPool2dSame))]
-    assert all(isinstance(m, xl.MaxPool2d) or getattr(m, "fast", False) for m in switched)
+    assert all(isinstance(m, xl.pooling.MaxPool2d) or getattr(m, "fast", False) for m in switched)
     x = torch.randn(2, 3, 30, 30)
     outputs = []
     for model in (plain, fast):

@@ -4,7 +4,7 @@
 (torchinfo, fvcore, timm, matplotlib) are imported inside the functions that use them.
 """
 
-from xception_lib.config import XceptionConfig, scale_channels
+from xception_lib.config import XceptionConfig
 from xception_lib.layers import (
     InceptionModule,
     SegmentedInception,
@@ -13,56 +13,20 @@ from xception_lib.layers import (
     extreme_inception,
 )
 from xception_lib.model import Xception, XceptionBlock, xception, xception_cifar
-from xception_lib.pooling import MaxPool2d, MaxPool2dSame
+from xception_lib.pooling import MaxPool2dSame
 from xception_lib.pretrained import from_timm
-
-# Submodules loaded on first use (``xl.complexity``, ``xl.viz``, ...), so that
-# ``import xception_lib`` stays fast and needs only torch. The reusable library sits at the
-# top level; the apparatus of single chapters lives in ``xception_lib.chapters``.
-_SUBMODULES = (
-    "benchmark",
-    "checkpoint",
-    "complexity",
-    "data",
-    "distributed",
-    "evaluation",
-    "exercises",
-    "folders",
-    "history",
-    "ledger",
-    "loader",
-    "model",
-    "pooling",
-    "pretrained",
-    "provenance",
-    "runs",
-    "runtime",
-    "timing",
-    "train",
-    "transfer",
-)
-_CHAPTER_MODULES = (
-    "anatomy",
-    "bench",
-    "experiments",
-    "figures",
-    "flawed",
-    "gradcam",
-    "images",
-    "profiling",
-    "style",
-    "train_plots",
-    "viz",
-)
 
 
 def __getattr__(name: str) -> object:
+    """``xl.complexity``, ``xl.viz``, ...: a module of the library, or of ``xception_lib.chapters`` (the apparatus
+    of single chapters), imported on first use, so that ``import xception_lib`` stays fast and needs only torch."""
     import importlib
+    from pathlib import Path
 
-    if name in _SUBMODULES or name == "chapters":
-        return importlib.import_module(f"xception_lib.{name}")
-    if name in _CHAPTER_MODULES:
-        return importlib.import_module(f"xception_lib.chapters.{name}")
+    here = Path(__file__).parent
+    for package, folder in (("xception_lib", here), ("xception_lib.chapters", here / "chapters")):
+        if not name.startswith("_") and (folder / f"{name}.py").is_file():
+            return importlib.import_module(f"{package}.{name}")
     raise AttributeError(f"module 'xception_lib' has no attribute {name!r}")
 
 
@@ -70,7 +34,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "InceptionModule",
-    "MaxPool2d",
     "MaxPool2dSame",
     "SegmentedInception",
     "SeparableConv2d",
@@ -80,7 +43,6 @@ __all__ = [
     "XceptionConfig",
     "extreme_inception",
     "from_timm",
-    "scale_channels",
     "xception",
     "xception_cifar",
 ]

@@ -17,9 +17,9 @@ batch-norm epsilon and its ``padding="same"`` max-pooling.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import numbers
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -41,15 +41,6 @@ def _check_int(name: str, value: object, minimum: int) -> None:
         raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
-
-
-def scale_channels(channels: int, width_multiplier: float) -> int:
-    """Scale a channel count and round it to the nearest multiple of 8 (at least 8).
-
-    Every channel count of the paper's Xception is already a multiple of 8 (728 = 8 x 91),
-    so a multiplier of 1.0 leaves the architecture unchanged.
-    """
-    return max(8, int(round(channels * width_multiplier / 8.0)) * 8)
 
 
 @dataclass(frozen=True)
@@ -179,8 +170,12 @@ class XceptionConfig:
                 )
 
     def channels(self, base: int) -> int:
-        """A channel count of this config after the width multiplier."""
-        return scale_channels(base, self.width_multiplier)
+        """A channel count after the width multiplier, rounded to the nearest multiple of 8 (at least 8).
+
+        Every channel count of the paper's Xception is already a multiple of 8 (728 = 8 x 91), so a
+        multiplier of 1.0 leaves the architecture unchanged.
+        """
+        return max(8, int(round(base * self.width_multiplier / 8)) * 8)
 
     def blocks(self) -> tuple[BlockSpec, ...]:
         """Figure 5's residual blocks: the one place the layout is written down."""
@@ -211,29 +206,8 @@ class XceptionConfig:
         return [cin for _, cin, _ in self.separable_layers()]
 
     def to_dict(self) -> dict[str, object]:
-        """The fields as JSON values: tuples become lists, numpy numbers Python ones."""
-
-        def plain(v: object) -> object:
-            if isinstance(v, bool | str) or v is None:
-                return v
-            return int(v) if isinstance(v, numbers.Integral) else float(v)  # type: ignore[arg-type]
-
-        items = ((f.name, getattr(self, f.name)) for f in dataclasses.fields(self))
-        return {k: [plain(x) for x in v] if isinstance(v, tuple) else plain(v) for k, v in items}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, object]) -> XceptionConfig:
-        """The config that :meth:`to_dict` (or ``dataclasses.asdict``) wrote: every field, nothing else."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        if not isinstance(data, Mapping):
-            raise TypeError(f"expected a dict of XceptionConfig fields, got {type(data).__name__}")
-        unknown, missing = sorted(set(data) - set(names)), [n for n in names if n not in data]
-        if unknown or missing:
-            raise ValueError(
-                f"not an XceptionConfig dict: unknown keys {unknown}, missing keys {missing}; "
-                f"expected exactly {names} (as XceptionConfig.to_dict() writes them)"
-            )
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # type: ignore[arg-type]
+        """The fields as JSON values (tuples become lists, numpy numbers Python ones), as run records store them."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=lambda number: number.item()))
 
     # ----------------------------------------------------------------- presets
     @classmethod

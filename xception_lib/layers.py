@@ -24,16 +24,7 @@ from torch import nn
 
 from xception_lib.config import Activation
 
-
-def make_activation(name: Activation) -> nn.Module:
-    """Return the module for an activation name: ``"none"``, ``"relu"`` or ``"elu"``."""
-    if name == "none":
-        return nn.Identity()
-    if name == "relu":
-        return nn.ReLU()
-    if name == "elu":
-        return nn.ELU()
-    raise ValueError(f"activation must be 'none', 'relu' or 'elu', got {name!r}")
+_ACTIVATIONS = {"none": nn.Identity, "relu": nn.ReLU, "elu": nn.ELU}
 
 
 def _check_divides(segments: int, channels: int, what: str) -> None:
@@ -50,18 +41,12 @@ class SeparableConv2d(nn.Module):
     separable convolution is followed by batch norm.
 
     Args:
-        in_channels: Input channels.
-        out_channels: Output channels of the pointwise step.
-        kernel_size: Spatial size of the depthwise kernel.
+        kernel_size: Spatial size of the depthwise kernel (odd; padded to keep the size at stride 1).
         stride: Stride of the depthwise step.
-        padding: Padding of the depthwise step; ``None`` means "same" for odd kernels
-            (``kernel_size // 2``).
-        dilation: Dilation of the depthwise step.
         intermediate: Non-linearity between the two steps: ``"none"`` (Xception),
             ``"relu"`` or ``"elu"`` (the paper's Figure 10 ablation).
         segments: Number of channel segments of the spatial step; ``None`` (default) is
             one per channel (depthwise), ``1`` a regular convolution.
-        bias: Whether the pointwise step has a bias.
     """
 
     def __init__(
@@ -70,23 +55,20 @@ class SeparableConv2d(nn.Module):
         out_channels: int,
         kernel_size: int = 3,
         stride: int = 1,
-        padding: int | None = None,
-        dilation: int = 1,
         *,
         intermediate: Activation = "none",
         segments: int | None = None,
-        bias: bool = False,
     ) -> None:
         super().__init__()
         groups = in_channels if segments is None else segments
         _check_divides(groups, in_channels, "in_channels")
-        if padding is None:
-            padding = dilation * (kernel_size - 1) // 2
+        if intermediate not in _ACTIVATIONS:
+            raise ValueError(f"intermediate must be one of {tuple(_ACTIVATIONS)}, got {intermediate!r}")
         self.depthwise = nn.Conv2d(
-            in_channels, in_channels, kernel_size, stride, padding, dilation, groups=groups, bias=False
+            in_channels, in_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False
         )
-        self.intermediate = make_activation(intermediate)
-        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        self.intermediate = _ACTIVATIONS[intermediate]()
+        self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.depthwise(x)  # N x C_in x H' x W': spatial, per channel (or segment)
@@ -98,10 +80,7 @@ class SeparableConv2d(nn.Module):
 
         ``K[o, i, :, :] = P[o, i] * D[i, :, :]``: a depthwise separable convolution is a
         regular convolution whose kernel factorises into a pointwise matrix ``P`` and one
-        spatial filter ``D[i]`` per input channel.
-
-        Returns:
-            A tensor of shape ``(out_channels, in_channels, k, k)``.
+        spatial filter ``D[i]`` per input channel. Shape: ``(out_channels, in_channels, k, k)``.
         """
         if not isinstance(self.intermediate, nn.Identity):
             raise ValueError("equivalent_kernel needs intermediate='none': a non-linearity breaks the factorisation")
@@ -115,9 +94,9 @@ class SeparableConv2d(nn.Module):
 class ConvBNReLU(nn.Sequential):
     """Convolution, batch norm, ReLU: the unit every Inception tower is made of."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int = 0) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(),
         )
@@ -128,23 +107,16 @@ class InceptionModule(nn.Module):
 
     Four towers see the same input and their outputs are concatenated along channels:
     a 1x1 convolution; 1x1 then 3x3; 1x1 then two 3x3 (a factorised 5x5); 3x3 average
-    pooling then 1x1.
-
-    Args:
-        in_channels: Input channels.
-        tower_channels: Output channels of each of the four towers.
+    pooling then 1x1, each with ``tower_channels`` outputs.
     """
 
     def __init__(self, in_channels: int, tower_channels: int = 64) -> None:
         super().__init__()
         t = tower_channels
         self.tower_1x1 = ConvBNReLU(in_channels, t, 1)
-        self.tower_3x3 = nn.Sequential(ConvBNReLU(in_channels, t, 1), ConvBNReLU(t, t, 3, padding=1))
-        self.tower_5x5 = nn.Sequential(
-            ConvBNReLU(in_channels, t, 1), ConvBNReLU(t, t, 3, padding=1), ConvBNReLU(t, t, 3, padding=1)
-        )
+        self.tower_3x3 = nn.Sequential(ConvBNReLU(in_channels, t, 1), ConvBNReLU(t, t, 3))
+        self.tower_5x5 = nn.Sequential(ConvBNReLU(in_channels, t, 1), ConvBNReLU(t, t, 3), ConvBNReLU(t, t, 3))
         self.tower_pool = nn.Sequential(nn.AvgPool2d(3, stride=1, padding=1), ConvBNReLU(in_channels, t, 1))
-        self.out_channels = 4 * t
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         towers = (self.tower_1x1, self.tower_3x3, self.tower_5x5, self.tower_pool)
@@ -155,12 +127,7 @@ class SimplifiedInception(nn.Module):
     """The simplified Inception module (the paper's Figure 2): ``towers`` x (1x1 -> 3x3).
 
     Convolutions carry a bias and are followed by ReLU; there is no batch norm, so the
-    module's equivalence with :class:`SegmentedInception` is exact.
-
-    Args:
-        in_channels: Input channels.
-        tower_channels: Channels inside and out of each tower.
-        towers: Number of towers (3 in the paper's figure).
+    module's equivalence with :class:`SegmentedInception` is exact. The paper's figure has 3 towers.
     """
 
     def __init__(self, in_channels: int, tower_channels: int, towers: int = 3) -> None:
@@ -189,10 +156,8 @@ class SegmentedInception(nn.Module):
     convolution (1 segment) and a depthwise one (``out_channels`` segments).
 
     Args:
-        in_channels: Input channels.
         out_channels: Channels of the 1x1 output and of the module's output.
         segments: Number of channel segments; must divide ``out_channels``.
-        kernel_size: Size of the spatial convolutions.
         activation: Whether a ReLU follows each of the two steps (as in the figures).
     """
 
@@ -201,7 +166,6 @@ class SegmentedInception(nn.Module):
     ) -> None:
         super().__init__()
         _check_divides(segments, out_channels, "out_channels")
-        self.segments = segments
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1)
         self.spatial = nn.Conv2d(out_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=segments)
         self.act = nn.ReLU() if activation else nn.Identity()
@@ -229,10 +193,10 @@ class SegmentedInception(nn.Module):
         return seg
 
 
-def extreme_inception(in_channels: int, out_channels: int, kernel_size: int = 3) -> SegmentedInception:
+def extreme_inception(in_channels: int, out_channels: int) -> SegmentedInception:
     """The "extreme" Inception module (Figure 4): one spatial convolution per channel.
 
     It differs from :class:`SeparableConv2d` in the order of its two steps (1x1 first)
     and in the ReLU after each step.
     """
-    return SegmentedInception(in_channels, out_channels, segments=out_channels, kernel_size=kernel_size)
+    return SegmentedInception(in_channels, out_channels, segments=out_channels)

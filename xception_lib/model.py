@@ -35,29 +35,28 @@ class XceptionBlock(nn.Module):
             max-pool's padding (``"same"``: TensorFlow's; ``"symmetric"``: PyTorch's).
     """
 
-    def __init__(self, spec: BlockSpec, config: XceptionConfig | None = None) -> None:
+    def __init__(self, spec: BlockSpec, config: XceptionConfig) -> None:
         super().__init__()
-        cfg = config if config is not None else XceptionConfig()
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for i, (cin, cout) in enumerate(spec.widths(), start=1):
             if i > 1 or spec.start_with_relu:
                 layers[f"act{i}"] = nn.ReLU()
             layers[f"sep{i}"] = SeparableConv2d(
-                cin, cout, intermediate=cfg.intermediate_activation, segments=cfg.segments
+                cin, cout, intermediate=config.intermediate_activation, segments=config.segments
             )
-            layers[f"bn{i}"] = nn.BatchNorm2d(cout, cfg.bn_eps, cfg.bn_momentum)
-        if spec.stride != 1 and cfg.pool_padding == "same":
+            layers[f"bn{i}"] = nn.BatchNorm2d(cout, config.bn_eps, config.bn_momentum)
+        if spec.stride != 1 and config.pool_padding == "same":
             layers["pool"] = MaxPool2dSame(3, spec.stride)
         elif spec.stride != 1:
             layers["pool"] = nn.MaxPool2d(3, spec.stride, padding=1)
         self.layers = nn.Sequential(layers)
 
         self.shortcut: nn.Module | None = None
-        if cfg.residual and spec.projects:
+        if config.residual and spec.projects:
             conv = nn.Conv2d(spec.in_channels, spec.out_channels, 1, spec.stride, bias=False)
-            bn = nn.BatchNorm2d(spec.out_channels, cfg.bn_eps, cfg.bn_momentum)
+            bn = nn.BatchNorm2d(spec.out_channels, config.bn_eps, config.bn_momentum)
             self.shortcut = nn.Sequential(OrderedDict(conv=conv, bn=bn))
-        elif cfg.residual:
+        elif config.residual:
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -134,14 +133,9 @@ class Xception(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    @property
-    def min_input_size(self) -> int:
-        """The smallest height and width the stem accepts (7 for the ImageNet stem)."""
-        return 7 if self.config.stem == "imagenet" else 1
-
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``TypeError``/``ValueError`` unless ``x`` is a batch of images the model can run on."""
-        cin, m = self.config.in_channels, self.min_input_size
+        cin, m = self.config.in_channels, 7 if self.config.stem == "imagenet" else 1  # two unpadded 3x3 convs
         expected = f"expected a 4-D tensor N x {cin} x H x W with H, W >= {m}"
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{expected}, got {type(x).__name__}")
@@ -164,12 +158,10 @@ class Xception(nn.Module):
 
     def stages(self) -> OrderedDict[str, nn.Module]:
         """The named stages whose outputs :meth:`forward_intermediates` returns, in order."""
-        named: OrderedDict[str, nn.Module] = OrderedDict(stem=self.stem)
-        for name, block in self.entry_flow.named_children():
-            named[f"entry_flow.{name}"] = block
-        named["middle_flow"] = self.middle_flow
-        named["exit_flow"] = self.exit_flow
-        return named
+        entry = [(f"entry_flow.{name}", block) for name, block in self.entry_flow.named_children()]
+        return OrderedDict(
+            [("stem", self.stem), *entry, ("middle_flow", self.middle_flow), ("exit_flow", self.exit_flow)]
+        )
 
     def forward_intermediates(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Run the feature extractor and return every named stage's output.
@@ -207,25 +199,12 @@ class Xception(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build(name: str, **overrides: object) -> Xception:
-    """A model by name: ``"xception"`` (the paper's, :meth:`XceptionConfig.imagenet`), ``"xception_cifar"``
-    (:meth:`XceptionConfig.cifar`) or ``"xception_timm_port"`` (:meth:`XceptionConfig.timm_port`), with
-    any :class:`XceptionConfig` field overridden, e.g. ``build("xception_cifar", residual=False)``."""
-    presets = {
-        "xception": XceptionConfig.imagenet,
-        "xception_cifar": XceptionConfig.cifar,
-        "xception_timm_port": XceptionConfig.timm_port,
-    }
-    if name not in presets:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(presets)}")
-    return Xception(presets[name](**overrides))
+def xception(num_classes: int = 1000, **overrides: object) -> Xception:
+    """The paper's Xception (22,855,952 parameters with 1000 classes), with any :class:`XceptionConfig` field
+    overridden, e.g. ``xception(residual=False)``."""
+    return Xception(XceptionConfig.imagenet(num_classes=num_classes, **overrides))
 
 
-def xception(num_classes: int = 1000, *, dropout: float = 0.0, **overrides: object) -> Xception:
-    """The paper's Xception (22,855,952 parameters with 1000 classes): ``build("xception", ...)``."""
-    return build("xception", num_classes=num_classes, dropout=dropout, **overrides)
-
-
-def xception_cifar(num_classes: int = 10, *, dropout: float = 0.0, **overrides: object) -> Xception:
+def xception_cifar(num_classes: int = 10, **overrides: object) -> Xception:
     """Xception for 32x32 images (CIFAR-10/100); see :meth:`XceptionConfig.cifar` for the design."""
-    return build("xception_cifar", num_classes=num_classes, dropout=dropout, **overrides)
+    return Xception(XceptionConfig.cifar(num_classes=num_classes, **overrides))

@@ -99,14 +99,8 @@ def fast_max_pools(model: nn.Module) -> nn.Module:
     """Switch every max-pool of ``model`` to :func:`max_pool2d` (in place; the same numbers); return ``model``."""
     for name, module in list(model.named_modules()):
         if type(module) is nn.MaxPool2d:
-            fast = MaxPool2d(
-                module.kernel_size,
-                module.stride,
-                module.padding,
-                module.dilation,
-                module.return_indices,
-                module.ceil_mode,
-            )
+            fast = MaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation)
+            fast.return_indices, fast.ceil_mode = module.return_indices, module.ceil_mode
             model.set_submodule(name, fast)
         elif isinstance(module, MaxPool2dSame):
             module.fast = True

@@ -34,27 +34,22 @@ from xception_lib.config import XceptionConfig
 from xception_lib.model import Xception, XceptionBlock
 
 
-def timm_key_map(config: XceptionConfig | None = None) -> dict[str, str]:
+def timm_key_map(config: XceptionConfig) -> dict[str, str]:
     """The explicit map from this library's parameter and buffer names to timm's.
 
     timm names blocks ``block1`` ... ``block12`` and their layers by position in a
     ``rep`` Sequential (``ReLU, SeparableConv2d, BatchNorm2d`` repeated, the first block
     without its leading ReLU); this library names them ``sep1``, ``bn1``, ....
 
-    Args:
-        config: The architecture (default: the paper's). It must have the paper's
-            entry, middle and exit layout with residual connections.
-
     Returns:
-        ``{our_prefix: timm_prefix}`` for every module that holds tensors.
+        ``{our_prefix: timm_prefix}`` for every module of ``config``'s model that holds tensors.
     """
-    cfg = config if config is not None else XceptionConfig.timm_port()
-    if not cfg.residual:
+    if not config.residual:
         raise ValueError("timm's legacy_xception has residual connections; expected residual=True")
     mapping = {"stem.conv1": "conv1", "stem.bn1": "bn1", "stem.conv2": "conv2", "stem.bn2": "bn2"}
     with torch.device("meta"):
-        ours = [name for name, m in Xception(cfg).named_modules() if isinstance(m, XceptionBlock)]
-    for n, (block, spec) in enumerate(zip(ours, cfg.blocks(), strict=True), start=1):  # timm: block1 ... block12
+        ours = [name for name, m in Xception(config).named_modules() if isinstance(m, XceptionBlock)]
+    for n, (block, spec) in enumerate(zip(ours, config.blocks(), strict=True), start=1):  # timm: block1 ... block12
         offset = 0 if spec.start_with_relu else -1  # timm drops the leading ReLU from rep
         for i in range(spec.reps):
             sep_index = 3 * i + 1 + offset
@@ -107,28 +102,22 @@ def from_timm(
         )
     if "fc.weight" not in source:
         raise ValueError("expected a legacy_xception state_dict with a classifier 'fc.weight'; it is missing")
-    num_classes = source["fc.weight"].shape[0]
-    cfg = config if config is not None else XceptionConfig.timm_port(num_classes=num_classes)
+    cfg = config if config is not None else XceptionConfig.timm_port(num_classes=source["fc.weight"].shape[0])
     model = Xception(cfg)
-    target = model.state_dict()
-
     prefixes = timm_key_map(cfg)
     loaded: dict[str, torch.Tensor] = {}
-    for key, tensor in target.items():
+    for key, tensor in model.state_dict().items():
         prefix, _, leaf = key.rpartition(".")
-        if prefix not in prefixes:
-            raise ValueError(f"no timm counterpart for {key!r}: the key map is incomplete for this config")
-        their_key = f"{prefixes[prefix]}.{leaf}"
+        their_key = f"{prefixes[prefix]}.{leaf}"  # every prefix is in the map (tests/test_pretrained.py)
         if their_key not in source:
             raise ValueError(f"timm weights lack {their_key!r} (needed for {key!r})")
-        theirs = source[their_key]
+        theirs = source.pop(their_key)
         if theirs.shape != tensor.shape:
             raise ValueError(
                 f"shape mismatch: {key!r} expects {tuple(tensor.shape)}, timm's {their_key!r} has {tuple(theirs.shape)}"
             )
         loaded[key] = theirs
-    unused = sorted(set(source) - {f"{prefixes[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}" for k in target})
-    if unused:
-        raise ValueError(f"timm weights have tensors this model does not use: {unused[:5]}")
+    if source:
+        raise ValueError(f"timm weights have tensors this model does not use: {sorted(source)[:5]}")
     model.load_state_dict(loaded, strict=True)
     return model.eval()
