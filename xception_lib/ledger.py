@@ -149,9 +149,8 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
             os.fsync(f.fileno())
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    finally:
+        Path(temporary).unlink(missing_ok=True)  # left only by a failure
     return path
 
 
@@ -284,7 +283,7 @@ def summarize(runs: Sequence[Run]) -> list[Summary]:
         acc = [r.final_test_acc for r in group]
         n, std = len(acc), statistics.stdev(acc) if len(acc) > 1 else math.nan
         out.append(
-            Summary(group[0].name, n, statistics.fmean(acc), std, std / math.sqrt(n), min(acc), max(acc), (*group,))
+            Summary(group[0].name, n, statistics.fmean(acc), std, std / n**0.5, min(acc), max(acc), tuple(group))
         )
     return out
 
