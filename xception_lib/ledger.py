@@ -281,10 +281,8 @@ def summarize(runs: Sequence[Run]) -> list[Summary]:
     out = []
     for group in groups.values():
         acc = [r.final_test_acc for r in group]
-        n, std = len(acc), statistics.stdev(acc) if len(acc) > 1 else math.nan
-        out.append(
-            Summary(group[0].name, n, statistics.fmean(acc), std, std / n**0.5, min(acc), max(acc), tuple(group))
-        )
+        n, mean, std = len(acc), statistics.fmean(acc), statistics.stdev(acc) if len(acc) > 1 else math.nan
+        out.append(Summary(group[0].name, n, mean, std, std / math.sqrt(n), min(acc), max(acc), tuple(group)))
     return out
 
 

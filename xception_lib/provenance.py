@@ -134,10 +134,10 @@ def git_commit() -> str | None:
         return os.environ[COMMIT_ENV_VAR]
     git = ["git", "rev-parse", "HEAD"]
     try:
-        out = subprocess.run(git, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
+        out = subprocess.run(git, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
         return None
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else None
+    return out.stdout.strip() or None
 
 
 def device_name(device: torch.device | str) -> str:
