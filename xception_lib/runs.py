@@ -113,11 +113,6 @@ class Recipe:
     tta_flip: bool = False  # also evaluate the mean prediction of each test image and its mirror image
     why: str = ""  # where the choice comes from
 
-    def extras(self) -> dict[str, Any]:
-        """What the recipe adds beyond ``TrainConfig`` (``ledger.Run.extras``)."""
-        out = {"cutout": self.cutout, "ema": self.ema, "tta_flip": self.tta_flip, "model": self.model}
-        return {k: v for k, v in out.items() if v}
-
 
 _LR: dict[str, Any] = {"lr": 0.4}  # 0.1 per 128 images (CIFAR ResNets), scaled to batch 512; the recorded run had 0.2
 # against the overfit; each recipe with EMA or flips also records the accuracy without them
@@ -238,6 +233,7 @@ def train_run(
         if extra is not None and extras.ema:
             metrics["ema_tta_test_acc"] = test_accuracy(extra.averaged, test, device=device, flip=True)
     sizes = {"train_size": len(data.train_labels), "test_size": len(data.test_labels)}
+    added = {"cutout": extras.cutout, "ema": extras.ema, "tta_flip": extras.tta_flip, "model": extras.model}
     return ledger.Run(
         kind=kind,
         study=study,
@@ -259,7 +255,7 @@ def train_run(
         command=command if command is not None else shlex.join(sys.argv),
         step_time_s=step_s,
         step_batch_size=cfg.batch_size if step_time else None,
-        extras=extras.extras(),
+        extras={k: v for k, v in added.items() if v},  # what the recipe adds beyond TrainConfig
         metrics=metrics,
         notes=dict(notes or {}),
         preview=bool(cfg.is_preview or device.type != "cuda"),
