@@ -9,24 +9,23 @@ import pytest
 
 import xception_lib as xl
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def test_commit_of_this_checkout(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("XCEPTION_COMMIT", raising=False)
-    commit = xl.provenance.git_commit(REPO)
+    commit = xl.provenance.git_commit()
     if commit is None:
         pytest.skip("this copy of the repository is not a git checkout")
     assert len(commit) == 40 and int(commit, 16) >= 0
 
 
 def test_the_variable_names_the_commit_of_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # git must not find a repository above
     monkeypatch.delenv("XCEPTION_COMMIT", raising=False)
-    assert xl.provenance.git_commit(tmp_path) is None
+    monkeypatch.setenv("GIT_DIR", str(tmp_path))  # a copy of the files without git metadata
+    assert xl.provenance.git_commit() is None
     monkeypatch.setenv("XCEPTION_COMMIT", "abc123")
-    assert xl.provenance.git_commit(tmp_path) == "abc123"
-    assert xl.provenance.git_commit(REPO) == "abc123"  # a copy's git metadata may be stale: the variable wins
+    assert xl.provenance.git_commit() == "abc123"
+    monkeypatch.delenv("GIT_DIR")
+    assert xl.provenance.git_commit() == "abc123"  # a copy's git metadata may be stale: the variable wins
 
 
 def test_environment_names_device_and_date() -> None:

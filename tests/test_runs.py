@@ -51,7 +51,7 @@ def test_complexity_counts_the_built_model(small_base: xl.XceptionConfig) -> Non
     pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
     cost = xr.complexity(small_base)
     assert cost["params"] == n_params(xl.Xception(small_base))
-    assert xr.complexity("resnet18")["params"] == n_params(xr.resnet18_cifar())
+    assert xr.complexity("resnet18")["params"] == n_params(xr.build_model("resnet18"))
     assert cost["macs"] == cx.count_macs(xl.Xception(small_base), (1, 3, 32, 32))
     assert cost["macs"] > conv_macs(small_base)  # fvcore adds batch norm and pooling
 
@@ -103,7 +103,7 @@ def test_ema_follows_the_weights_and_is_not_trained() -> None:
 
 
 def test_control_is_a_cifar_resnet18() -> None:
-    model = xr.resnet18_cifar()
+    model = xr.build_model("resnet18")
     assert 11.1e6 < n_params(model) < 11.2e6
     features: dict = {}
     model.layer1.register_forward_hook(lambda m, i, o: features.update(layer1=o.shape))

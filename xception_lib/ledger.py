@@ -8,6 +8,7 @@ opened alone (Colab) finds it: ``ledger.latest(ledger.read(), kind="reference")`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -102,7 +103,8 @@ class Run:
         expect(agree, "images_per_sec", f"{median!r}, the history's median", self.images_per_sec)
         slower = self.wall_time_s >= h.train_time * (1 - 1e-9)  # the fit includes the evaluation
         expect(slower, "wall_time_s", f">= {h.train_time!r}, the history's training time", self.wall_time_s)
-        content_id = _content_id(self.to_dict())
+        content = json.dumps({k: v for k, v in self.to_dict().items() if k != "id"}, sort_keys=True)
+        content_id = hashlib.sha256(content.encode()).hexdigest()[:16]
         edited = "was it edited? A changed copy of a run needs id=''"
         expect(self.id in ("", content_id), "id", f"{content_id}, the hash of the run ({edited})", self.id)
         object.__setattr__(self, "id", content_id)
@@ -134,25 +136,6 @@ class Run:
         return from_dict(cls, values, "the run")
 
 
-def _content_id(data: dict[str, Any]) -> str:
-    content = {k: v for k, v in data.items() if k != "id"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def read_json(path: str | Path) -> Any:
-    """``json.load`` whose errors name the file, the line and the column, and what to do."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise ValueError(
-            f"{path}, line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}); "
-            "restore the file from version control or record it again"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise ValueError(f"{path}: not a UTF-8 text file ({error}); is it the right file?") from error
-
-
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as strict JSON (no NaN) to ``path`` all at once: into a temporary file of the same folder,
     synced, then renamed over ``path``. A crash or a full disk leaves the old file whole, never half a new one."""
@@ -166,9 +149,8 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
             os.fsync(f.fileno())
         os.chmod(temporary, 0o644)
         os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    finally:
+        Path(temporary).unlink(missing_ok=True)  # left only by a failure
     return path
 
 
@@ -181,11 +163,14 @@ def read(path: str | Path | None = None) -> list[Run]:
     if not path.exists():
         return []
     expect(path.is_file(), str(path), "a ledger file (JSON Lines)", "a folder")
-    stamp = (path.stat().st_mtime_ns, path.stat().st_size)
-    if _READ.get(path, (None,))[0] == stamp:  # unchanged since the last read: validated already
-        return list(_READ[path][1])
+    return list(_read(path, path.stat().st_mtime_ns, path.stat().st_size))
+
+
+@functools.lru_cache(maxsize=16)
+def _read(path: Path, mtime_ns: int, size: int) -> tuple[Run, ...]:
+    """The validated runs, cached while the file's time and size stay the same (a chapter reads it often)."""
     runs: list[Run] = []
-    seen: dict[str, int] = {}
+    seen: dict[str, int] = {}  # id: line number
     for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -201,11 +186,7 @@ def read(path: str | Path | None = None) -> list[Run]:
             raise ValueError(f"{where}: run {run.id} already appended at line {seen[run.id]}")
         seen[run.id] = number
         runs.append(run)
-    _READ[path] = (stamp, runs)
-    return list(runs)
-
-
-_READ: dict[Path, tuple[tuple[int, int], list[Run]]] = {}
+    return tuple(runs)
 
 
 def append(run: Run, path: str | Path) -> None:
@@ -251,21 +232,20 @@ def _id_of(line: bytes) -> Any:
         return None
 
 
-def merge(source: str | Path, path: str | Path | None = None) -> int:
-    """Append to ``path`` (default: the book's ledger) the runs of ``source`` it lacks; return how many."""
-    path = default_path() if path is None else Path(path)
+def merge(source: str | Path, path: str | Path) -> int:
+    """Append to the ledger at ``path`` the runs of ``source`` it lacks; return how many."""
     if not Path(source).is_file():
         raise ValueError(f"{source}: no such ledger file; give the runs.jsonl of a GPU session")
-    runs, have = read(source), {run.id for run in read(path)}  # every line checked before anything is appended
-    new = [run for run in runs if run.id not in have]
+    have = {run.id for run in read(path)}  # every line of both files checked before anything is appended
+    new = [run for run in read(source) if run.id not in have]
     for run in new:
         append(run, path)
     return len(new)
 
 
-def select(runs: Iterable[Run], *, results_only: bool = True, **fields: Any) -> list[Run]:
-    """The runs whose attributes equal ``fields`` (``kind="ablation"``); by default only :attr:`Run.is_result` ones."""
-    return [r for r in runs if (r.is_result or not results_only) and all(getattr(r, k) == v for k, v in fields.items())]
+def select(runs: Iterable[Run], **fields: Any) -> list[Run]:
+    """The runs that are results (:attr:`Run.is_result`) and whose attributes equal ``fields`` (``kind="ablation"``)."""
+    return [r for r in runs if r.is_result and all(getattr(r, k) == v for k, v in fields.items())]
 
 
 def latest(runs: Iterable[Run], **fields: Any) -> Run | None:
@@ -276,7 +256,8 @@ def latest(runs: Iterable[Run], **fields: Any) -> Run | None:
 
 @dataclass(frozen=True)
 class Summary:
-    """One configuration's runs over seeds: accuracy mean, sample ``std``, ``se = std / sqrt(n)`` (NaN for one run)."""
+    """One configuration's final test accuracies over seeds: mean, sample ``std``, ``se = std / sqrt(n)`` (NaN for
+    one run), and the range."""
 
     name: str
     n: int
@@ -292,26 +273,22 @@ class Summary:
         return self.runs[0]
 
 
-def summarize(runs: Sequence[Run], metric: str = "final_test_acc") -> list[Summary]:
-    """One :class:`Summary` per configuration (:attr:`Run.config_key`), in order of first appearance.
-
-    ``metric``: ``"final_test_acc"`` or a key of ``Run.metrics`` (``"tta_test_acc"``).
-    """
+def summarize(runs: Sequence[Run]) -> list[Summary]:
+    """One :class:`Summary` per configuration (:attr:`Run.config_key`), in order of first appearance."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
         groups.setdefault(run.config_key, []).append(run)
     out = []
     for group in groups.values():
-        values = [r.final_test_acc if metric == "final_test_acc" else r.metrics[metric] for r in group]
-        std = statistics.stdev(values) if len(values) > 1 else math.nan
-        n, mean = len(values), statistics.fmean(values)
-        out.append(Summary(group[0].name, n, mean, std, std / math.sqrt(n), min(values), max(values), tuple(group)))
+        acc = [r.final_test_acc for r in group]
+        n, mean, std = len(acc), statistics.fmean(acc), statistics.stdev(acc) if len(acc) > 1 else math.nan
+        out.append(Summary(group[0].name, n, mean, std, std / math.sqrt(n), min(acc), max(acc), tuple(group)))
     return out
 
 
 @dataclass(frozen=True)
 class Effect:
-    """A configuration's mean accuracy minus its study's base's, ``se = sqrt(se_a^2 + se_b^2)``, and cost ratios."""
+    """A configuration's mean accuracy minus the base's, ``se = sqrt(se_a^2 + se_b^2)``, and its cost ratios."""
 
     name: str
     n: int
@@ -323,50 +300,47 @@ class Effect:
     step_time_ratio: float
 
 
-def effects(runs: Sequence[Run], base: str = "base") -> list[Effect]:
-    """Every configuration of ``runs`` against ``base``; ValueError if there is none, or if a name has several."""
+def effects(runs: Sequence[Run]) -> list[Effect]:
+    """Every configuration of ``runs`` against the one named ``"base"``; ValueError if there is none, or if a name
+    has several configurations."""
     rows = summarize(runs)
-    names = [r.name for r in rows]
-    if len(set(names)) != len(names):
-        raise ValueError(f"expected one configuration per name, got {names}; select one number of epochs and recipe")
     by_name = {r.name: r for r in rows}
-    if base not in by_name:
-        raise ValueError(f"expected runs named {base!r} to compare with, got {sorted(by_name)}")
-    b = by_name[base]
+    if len(by_name) != len(rows):
+        names = [r.name for r in rows]
+        raise ValueError(f"expected one configuration per name, got {names}; select one number of epochs and recipe")
+    if "base" not in by_name:
+        raise ValueError(f"expected runs named 'base' to compare with, got {sorted(by_name)}")
+    base = by_name.pop("base")
 
     def ratio(row: Summary, attr: str) -> float:
-        a, c = getattr(row.first, attr), getattr(b.first, attr)
-        return a / c if a is not None and c else math.nan
+        a, b = getattr(row.first, attr), getattr(base.first, attr)
+        return a / b if a is not None and b else math.nan
 
-    def effect(r: Summary) -> Effect:
-        costs = (ratio(r, "macs"), ratio(r, "params"), ratio(r, "step_time_s"))
-        return Effect(r.name, r.n, b.n, r.mean - b.mean, math.hypot(r.se, b.se), *costs)
-
-    return [effect(r) for r in rows if r.name != base]
+    costs = ("macs", "params", "step_time_s")
+    delta = [(r, r.mean - base.mean, math.hypot(r.se, base.se)) for r in by_name.values()]
+    return [Effect(r.name, r.n, base.n, d, se, *(ratio(r, c) for c in costs)) for r, d, se in delta]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xception_lib.ledger merge SOURCE [--into LEDGER]``, or ``check LEDGER``."""
+    """``python -m xception_lib.ledger merge SOURCE [--into LEDGER]``, or ``check [LEDGER]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m xception_lib.ledger", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("merge", help="append the runs of SOURCE that the ledger lacks")
     m.add_argument("source", type=Path)
-    m.add_argument("--into", type=Path, default=None, help="default: the book's ledger in the package")
-    c = sub.add_parser("check", help="validate every line of a ledger")
-    c.add_argument("path", type=Path, nargs="?", default=None)
+    m.add_argument("--into", type=Path, default=default_path(), help="default: the book's ledger in the package")
+    c = sub.add_parser("check", help="validate every line of a ledger (default: the book's)")
+    c.add_argument("into", type=Path, nargs="?", default=default_path())
     args = parser.parse_args(argv)
-    path = (args.into if args.command == "merge" else args.path) or default_path()
-    inputs = [args.source] if args.command == "merge" else [path]
-    for given in inputs + ([path] if path.exists() else []):
+    for given in [getattr(args, "source", args.into), *([args.into] if args.into.exists() else [])]:
         if not given.is_file():
             parser.error(f"{given}: no such ledger file")  # exit 2, before any work; --into may be a new file
     try:
         if args.command == "merge":
-            print(f"{merge(args.source, path)} run(s) appended to {path}")
+            print(f"{merge(args.source, args.into)} run(s) appended to {args.into}")
         else:
-            print(f"{len(read(path))} valid run(s) in {path}")
+            print(f"{len(read(args.into))} valid run(s) in {args.into}")
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

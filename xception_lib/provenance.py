@@ -1,8 +1,9 @@
 """Where, when and on what a result was measured (:class:`Environment`), and how every record is checked.
 
-:func:`check` and :func:`check_fields` validate every record type (:class:`Environment`, ``ledger.Run``): a bad
-value is a ``ValueError`` naming the field, what was expected and what came. Numbers are finite (NaN only where
-a field allows it), ``True`` is not a number, numpy numbers become Python ones: a checked record writes as JSON.
+:func:`check` and :func:`check_fields` validate every record type (:class:`Environment`, ``ledger.Run``, the
+benchmark rows): a bad value is a ``ValueError`` naming the field, what was expected and what came. Numbers are
+finite (NaN only where a field allows it), ``True`` is not a number, numpy numbers become Python ones: a checked
+record writes as JSON.
 """
 
 from __future__ import annotations
@@ -76,12 +77,11 @@ def check_fields(record: Any, ranges: dict[str, tuple[float, float]] | None = No
 def from_dict(cls: Any, data: Any, where: str) -> Any:
     """``cls(**data)`` once ``data`` is an object holding ``cls``'s fields and no others (the class checks values)."""
     expect(isinstance(data, dict), where, "a JSON object", data)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    expect(not unknown, where, f"only the fields {sorted(names)}", unknown)
-    required = {f.name for f in dataclasses.fields(cls) if f.default is f.default_factory is dataclasses.MISSING}
-    missing = sorted(required - set(data))
-    expect(not missing, where, "every required field", f"no {', '.join(missing)}")
+    fields = dataclasses.fields(cls)
+    unknown = sorted(set(data) - {f.name for f in fields})
+    expect(not unknown, where, f"only the fields {sorted(f.name for f in fields)}", unknown)
+    missing = [f.name for f in fields if f.default is f.default_factory is dataclasses.MISSING and f.name not in data]
+    expect(not missing, where, "every required field", f"no {', '.join(sorted(missing))}")
     return cls(**data)
 
 
@@ -113,8 +113,7 @@ class Environment:
 
     def describe(self) -> str:
         """``NVIDIA H100 80GB HBM3, torch 2.11.0+cu130, commit 2c75ac8, 2026-11-27``."""
-        commit = (self.commit or "unknown")[:7]
-        return f"{self.device_name}, torch {self.torch}, commit {commit}, {self.date[:10]}"
+        return f"{self.device_name}, torch {self.torch}, commit {(self.commit or 'unknown')[:7]}, {self.date[:10]}"
 
     def to_dict(self) -> dict[str, Any]:
         """Every field, ``None`` included (a ledger run's ``id`` hashes exactly this)."""
@@ -126,34 +125,30 @@ class Environment:
         return from_dict(cls, data, "environment")
 
 
-def git_commit(path: str | Path | None = None) -> str | None:
-    """``$XCEPTION_COMMIT`` if set, else the git HEAD of ``path``'s checkout (default: this package's), else ``None``.
+def git_commit() -> str | None:
+    """``$XCEPTION_COMMIT`` if set, else the git HEAD of this package's checkout, else ``None``.
 
     The variable comes first: a copy of the files can carry git metadata that does not match them.
     """
     if os.environ.get(COMMIT_ENV_VAR):
         return os.environ[COMMIT_ENV_VAR]
-    where = Path(path) if path is not None else Path(__file__).resolve().parent
+    git = ["git", "rev-parse", "HEAD"]
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=10, check=True
-        )
-    except (OSError, subprocess.SubprocessError):
+        out = subprocess.run(git, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout
         return None
     return out.stdout.strip() or None
 
 
 def device_name(device: torch.device | str) -> str:
-    """A human-readable name of the device: the GPU's name, or the CPU's."""
+    """A human-readable name of the device: the GPU's name, or the CPU's (``/proc/cpuinfo`` on Linux)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
     names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
     return names[0] if names else platform.processor() or platform.machine() or "CPU"
 

@@ -8,8 +8,7 @@ measured; chapter 5's recipe race and chapter 6's ablations are made of such run
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
+import functools
 import shlex
 import statistics
 import sys
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from xception_lib import ledger
 from xception_lib.config import XceptionConfig
@@ -26,19 +26,16 @@ from xception_lib.timing import Timing, clock, measure
 
 
 def build_model(architecture: XceptionConfig | str, num_classes: int = 10) -> nn.Module:
-    """An :class:`~xception_lib.Xception` of the config, or ``"resnet18"`` (:func:`resnet18_cifar`)."""
+    """An :class:`~xception_lib.Xception` of the config, or ``"resnet18"``: the control, torchvision's ResNet-18 in
+    its CIFAR form (11.2M parameters).
+
+    The control's 3x3 stride-1 stem and no max-pool keep the 32x32 input in the first stage, as in the CIFAR ResNets
+    that reach 94-95% in about 30 epochs.
+    """
     if isinstance(architecture, XceptionConfig):
         return Xception(architecture)
-    if architecture == "resnet18":
-        return resnet18_cifar(num_classes)
-    raise ValueError(f"expected an XceptionConfig or 'resnet18', got {architecture!r}")
-
-
-def resnet18_cifar(num_classes: int = 10) -> nn.Module:
-    """The control: torchvision's ResNet-18 in its CIFAR form (a 3x3 stride-1 stem, no max-pool), 11.2M parameters.
-
-    The first stage keeps the 32x32 input, as in the CIFAR ResNets that reach 94-95% in about 30 epochs.
-    """
+    if architecture != "resnet18":
+        raise ValueError(f"expected an XceptionConfig or 'resnet18', got {architecture!r}")
     from torchvision.models import resnet18
 
     model = resnet18(num_classes=num_classes)
@@ -47,13 +44,13 @@ def resnet18_cifar(num_classes: int = 10) -> nn.Module:
     return model
 
 
-def complexity(architecture: XceptionConfig | str, image_size: int = 32) -> dict[str, int | None]:
-    """``params`` of the built model and ``macs`` of one image (fvcore; ``None`` where fvcore is missing)."""
+def complexity(architecture: XceptionConfig | str) -> dict[str, int | None]:
+    """``params`` of the built model and ``macs`` of one 32x32 image (fvcore; ``None`` where fvcore is missing)."""
     model = build_model(architecture)
     try:
         from xception_lib.complexity import count_macs
 
-        macs: int | None = count_macs(model, (1, 3, image_size, image_size))
+        macs: int | None = count_macs(model, (1, 3, 32, 32))
     except ImportError:  # a bare GPU machine
         macs = None
     return {"params": sum(p.numel() for p in model.parameters()), "macs": macs}
@@ -64,14 +61,13 @@ def measure_step_time(
     *,
     batch_size: int,
     device: torch.device | str = "cpu",
-    image_size: int = 32,
     amp: str = "off",
     channels_last: bool = False,
     warmup: int = 2,
     steps: int = 5,
     budget_s: float | None = None,
 ) -> Timing:
-    """The seconds of single :func:`~xception_lib.train.train_step` calls of a fresh model on random data.
+    """The seconds of single :func:`~xception_lib.train.train_step` calls of a fresh model on random 32x32 images.
 
     Timed by :func:`xception_lib.timing.measure` (``steps`` repeats within ``budget_s``, the device synchronised);
     the global random state is left alone.
@@ -85,12 +81,12 @@ def measure_step_time(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model(architecture).to(device).to(memory_format=fmt).train()
-        x = torch.randn(batch_size, 3, image_size, image_size).to(device, memory_format=fmt)
+        x = torch.randn(batch_size, 3, 32, 32).to(device, memory_format=fmt)
         y = torch.randint(0, 10, (batch_size,), device=device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     dtype = resolve_amp(amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step = lambda: train_step(model, x, y, optimizer, scaler, dtype)  # noqa: E731
+    step = functools.partial(train_step, model, x, y, optimizer, scaler, dtype)
     return measure(step, warmup=warmup, repeats=steps, budget_s=budget_s, device=device)
 
 
@@ -117,37 +113,16 @@ class Recipe:
     tta_flip: bool = False  # also evaluate the mean prediction of each test image and its mirror image
     why: str = ""  # where the choice comes from
 
-    def extras(self) -> dict[str, Any]:
-        """What the recipe adds beyond ``TrainConfig`` (``ledger.Run.extras``)."""
-        out = {"cutout": self.cutout, "ema": self.ema, "tta_flip": self.tta_flip, "model": self.model}
-        return {k: v for k, v in out.items() if v}
 
-
-_LR: dict[str, Any] = {
-    "lr": 0.4
-}  # 0.1 per 128 images (CIFAR ResNets), scaled linearly to batch 512; the recorded run had 0.2
-_REG: dict[str, Any] = {
-    "cutout": 12,
-    "ema": 0.999,
-    "tta_flip": True,
-}  # each also records the accuracy without EMA and without flips
+_LR: dict[str, Any] = {"lr": 0.4}  # 0.1 per 128 images (CIFAR ResNets), scaled to batch 512; the recorded run had 0.2
+# against the overfit; each recipe with EMA or flips also records the accuracy without them
+_REG: dict[str, Any] = {"cutout": 12, "ema": 0.999, "tta_flip": True}
+_LONG: dict[str, Any] = {**_LR, "epochs": 40, "compile": True}
 RECIPES: tuple[Recipe, ...] = (
-    Recipe(
-        "lr0.4+cutout12+ema+flip",
-        _LR,
-        **_REG,
-        why="Cutout (DeVries & Taylor 2017), hlb-CIFAR10's EMA, against the overfit",
-    ),
+    Recipe("lr0.4+cutout12+ema+flip", _LR, **_REG, why="Cutout (DeVries & Taylor 2017), hlb-CIFAR10's EMA"),
     Recipe("lr0.4+flip", _LR, tta_flip=True, why="linear scaling of the learning rate; airbench94's test-time flips"),
-    Recipe(
-        "lr0.4+cutout12+ema+flip+40ep+compile",
-        {**_LR, "epochs": 40, "compile": True},
-        **_REG,
-        why="more epochs in the same time, paid for by torch.compile",
-    ),
-    Recipe(
-        "lr0.4+ls0.2+cutout12+ema+flip", {**_LR, "label_smoothing": 0.2}, **_REG, why="airbench94's label smoothing 0.2"
-    ),
+    Recipe("lr0.4+cutout12+ema+flip+40ep+compile", _LONG, **_REG, why="more epochs, paid for by torch.compile"),
+    Recipe("lr0.4+ls0.2+cutout12+ema+flip", {**_LR, "label_smoothing": 0.2}, **_REG, why="as in airbench94"),
     Recipe("lr0.4+dropout0.3+cutout12+ema+flip", _LR, {"dropout": 0.3}, **_REG, why="dropout before the classifier"),
     Recipe("baseline+flip", tta_flip=True, why="the recorded reference recipe (89.7% on an H100, 99.4% train acc.)"),
 )
@@ -172,7 +147,7 @@ class WithExtras(nn.Module):
         super().__init__()
         self.model, self.cutout, self.decay = model, cutout, ema
         self.config = getattr(model, "config", None)
-        self._ema: list[nn.Module] = []  # a list, so that nn.Module does not register it
+        self._ema: list[AveragedModel] = []  # a list, so that nn.Module does not register it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and self.decay is not None:
@@ -190,17 +165,14 @@ class WithExtras(nn.Module):
     @torch.compiler.disable
     @torch.no_grad()
     def update_ema(self) -> None:
-        """Move the average towards the current weights (the first call copies them)."""
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
+        """Move the average towards the current weights (the first call copies them, on their device)."""
         if not self._ema:
             self._ema.append(AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True))
-        self._ema[0].update_parameters(self.model)  # type: ignore[operator]
+        self._ema[0].update_parameters(self.model)
 
     @property
     def averaged(self) -> nn.Module:
-        module: nn.Module = self._ema[0].module  # type: ignore[assignment]
-        return module
+        return self._ema[0].module
 
 
 def test_accuracy(model: nn.Module, data: Any, *, device: torch.device | str, flip: bool = False) -> float:
@@ -240,64 +212,51 @@ def train_run(
 
     device = torch.device(device)
     extras = extras or Recipe("plain")
+    cfg = train_config
     cost = complexity(architecture)
-    step_s = None
-    if step_time:
-        step_s = measure_step_time(
-            architecture,
-            batch_size=train_config.batch_size,
-            device=device,
-            amp=train_config.amp,
-            channels_last=train_config.channels_last,
-        ).median
+    options = {"device": device, "amp": cfg.amp, "channels_last": cfg.channels_last}
+    step_s = measure_step_time(architecture, batch_size=cfg.batch_size, **options).median if step_time else None
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(train_config.seed)
+        torch.manual_seed(cfg.seed)
         model = build_model(architecture, data.num_classes)
     extra = WithExtras(model, extras.cutout, extras.ema) if extras.cutout or extras.ema else None
-    trained = extra or model
     elapsed = clock()
-    history = tr.fit(trained, data, train_config, device=device, progress=progress)
+    history = tr.fit(extra or model, data, cfg, device=device, progress=progress)
     wall = elapsed()
-    test = data.subset(test=train_config.test_subset, seed=train_config.seed) if train_config.test_subset else data
+    test = data.subset(test=cfg.test_subset, seed=cfg.seed) if cfg.test_subset else data
     metrics = {}
-    if extras.ema:
-        assert extra is not None
+    if extra is not None and extras.ema:
         extra.update_ema()  # the last step
         metrics["ema_test_acc"] = test_accuracy(extra.averaged, test, device=device)
     if extras.tta_flip:
         metrics["tta_test_acc"] = test_accuracy(model, test, device=device, flip=True)
         if extra is not None and extras.ema:
             metrics["ema_tta_test_acc"] = test_accuracy(extra.averaged, test, device=device, flip=True)
-    speeds = [s for s in history.images_per_sec if s > 0]
-    as_dict = dataclasses.asdict(architecture) if isinstance(architecture, XceptionConfig) else None
+    sizes = {"train_size": len(data.train_labels), "test_size": len(data.test_labels)}
+    added = {"cutout": extras.cutout, "ema": extras.ema, "tta_flip": extras.tta_flip, "model": extras.model}
     return ledger.Run(
         kind=kind,
         study=study,
         name=name,
-        model="xception" if as_dict is not None else str(architecture),
-        model_config=json.loads(json.dumps(as_dict)) if as_dict is not None else {},
+        model="xception" if isinstance(architecture, XceptionConfig) else str(architecture),
+        model_config=architecture.to_dict() if isinstance(architecture, XceptionConfig) else {},
         changes=dict(changes or {}),
-        train_config=dataclasses.asdict(train_config),
-        seed=int(train_config.seed),
+        train_config=dataclasses.asdict(cfg),
+        seed=int(cfg.seed),
         epochs=history.epochs,
         params=int(cost["params"] or 0),
         macs=cost["macs"],
         final_test_acc=float(history.test_acc[-1]),
         wall_time_s=wall,
-        images_per_sec=float(statistics.median(speeds)) if speeds else math.nan,
+        images_per_sec=statistics.median([s for s in history.images_per_sec if s > 0] or [float("nan")]),
         history=history,
         environment=environment(device),
-        data={
-            "name": data.name,
-            "source": str(data.source),
-            "train_size": len(data.train_labels),
-            "test_size": len(data.test_labels),
-        },
+        data={"name": data.name, "source": str(data.source), **sizes},
         command=command if command is not None else shlex.join(sys.argv),
         step_time_s=step_s,
-        step_batch_size=train_config.batch_size if step_time else None,
-        extras=extras.extras(),
+        step_batch_size=cfg.batch_size if step_time else None,
+        extras={k: v for k, v in added.items() if v},  # what the recipe adds beyond TrainConfig
         metrics=metrics,
         notes=dict(notes or {}),
-        preview=bool(train_config.is_preview or device.type != "cuda"),
+        preview=bool(cfg.is_preview or device.type != "cuda"),
     )
