@@ -107,15 +107,14 @@ class GpuLoader:
         mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``).
         std: Per-channel standard deviations in [0, 1] of the data set (``CifarArrays.std``).
         batch_size: Images per batch (per process, when sharded).
-        train: Shuffle and augment (``True``) or walk the images in order unchanged.
+        train: Shuffle, augment and drop the last, smaller batch (``True``), or walk the images in order unchanged.
         crop_padding: Zero-pad by this many pixels, then crop back to ``H x W`` at a random offset
             (torchvision's ``RandomCrop(32, padding=4)``); 0: no crops. ``flip``: mirror with probability 1/2.
-        drop_last: Drop the last, smaller batch (default: ``train``).
         rank: This process's index among ``world_size`` (0 when not sharded).
         world_size: Each of ``world_size`` processes takes every ``world_size``-th image of the
             epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of
-            one loader with batch ``world_size * b``. With ``drop_last`` the shards are equally long;
-            without it every image is in exactly one shard (what evaluation needs).
+            one loader with batch ``world_size * b``. In training the shards are equally long; in evaluation
+            every image is in exactly one shard.
     """
 
     def __init__(
@@ -131,56 +130,36 @@ class GpuLoader:
         seed: int = 0,
         crop_padding: int = 4,
         flip: bool = True,
-        drop_last: bool | None = None,
-        dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        check_images(images, "GpuLoader: images")
-        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
-            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"GpuLoader: labels must be a 1-D tensor of {len(images)} labels, got {got}")
-        check_labels(labels, None, "GpuLoader: labels")
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("crop_padding", crop_padding, 0),
-            ("seed", seed, 0),
-            ("world_size", world_size, 1),
-        ):
+        check_split(images, labels, None, "GpuLoader: ")
+        for name, value, low in (("batch_size", batch_size, 1), ("crop_padding", crop_padding, 0), ("seed", seed, 0)):
             check_number("GpuLoader", name, value, integer=True, low=low)
+        check_number("GpuLoader", "world_size", world_size, integer=True, low=1)
         check_number("GpuLoader", "rank", rank, integer=True, low=0, high=world_size, high_open=True)
-        if not dtype.is_floating_point:
-            raise TypeError(f"GpuLoader: dtype must be a floating-point type, got {dtype}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(
-                f"GpuLoader: images of {channels} channels need mean and std of {channels} values each, got {len(mean)} and {len(std)}"
+                f"GpuLoader: images of {channels} channels need mean and std of {channels} values each, "
+                f"got {len(mean)} and {len(std)}"
             )
         for i in range(channels):
             check_number("GpuLoader", f"mean[{i}]", mean[i], low=0, high=1)
             check_number("GpuLoader", f"std[{i}]", std[i], low=0, low_open=True)
         self.device = torch.device(device)
-        self.images = images.to(
-            self.device
-        ).contiguous()  # N x C x H x W uint8, the whole split, in the layout the gather reads
+        self.images = images.to(self.device).contiguous()  # N x C x H x W, the layout the gather reads
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size, self.train, self.seed, self.dtype, self.channels_last = (
-            batch_size,
-            train,
-            seed,
-            dtype,
-            channels_last,
-        )
+        self.batch_size, self.train, self.seed, self.channels_last = batch_size, train, seed, channels_last
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
-        self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         # Padded once, so that a batch's selection, padding, crop and flip are one gather.
         p = self.crop_padding
         self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
         # Normalisation on uint8 values: (x - 255 mean) / (255 std).
-        self._shift = torch.tensor(mean, device=self.device, dtype=dtype).view(1, -1, 1, 1) * 255
-        self._inv_scale = 1 / (torch.tensor(std, device=self.device, dtype=dtype).view(1, -1, 1, 1) * 255)
+        self._shift = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self._inv_scale = 1 / (torch.tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``'s permutation and augmentations."""
@@ -193,49 +172,34 @@ class GpuLoader:
     @property
     def num_images(self) -> int:
         """Images in this process's shard of an epoch (before dropping a last partial batch)."""
-        return len(self._shard_positions())
+        return len(self._shard())
 
-    def _shard_positions(self) -> range:
+    def _shard(self) -> range:
         """Positions in the epoch's order that this process takes: every ``world_size``-th."""
         n = len(self.labels)
-        end = n - n % self.world_size if self.drop_last else n  # equal shards, or every image once
+        end = n - n % self.world_size if self.train else n  # equal shards, or every image once
         return range(self.rank, end, self.world_size)
 
     def __len__(self) -> int:
         n = self.num_images
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This process's image order, crop offsets (``n x 2``) and flips for ``epoch``."""
-        n_total = len(self.labels)
-        if not self.train:
-            order, offsets, flips = (
-                torch.arange(n_total),
-                torch.zeros(n_total, 2, dtype=torch.int64),
-                torch.zeros(n_total, dtype=torch.bool),
-            )
-        else:
-            seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-            g = torch.Generator().manual_seed(seed)
-            order = torch.randperm(n_total, generator=g)
-            offsets, flips = self._random_views(n_total, g)
-        positions = self._shard_positions()
-        sl = slice(positions.start, positions.stop, positions.step)
-        return order[sl].to(self.device), offsets[sl].to(self.device), flips[sl].to(self.device)
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1
-        order, offsets, flips = self._epoch_plan(epoch)
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        n, shard = len(self.labels), self._shard()
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        offsets, flips = self._random_views(n, g)  # all zero and False in evaluation
+        order, offsets, flips = (
+            t[shard.start : shard.stop : shard.step].to(self.device) for t in (order, offsets, flips)
+        )
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            batch = slice(start, start + self.batch_size)
             if self.train:
-                x = self.crop_and_flip(
-                    idx, offsets[start : start + self.batch_size], flips[start : start + self.batch_size]
-                )
+                x = self.crop_and_flip(order[batch], offsets[batch], flips[batch])
             else:
-                x = self.images.index_select(0, idx)
-            yield self.normalize(x), self.labels.index_select(0, idx)
+                x = self.images.index_select(0, order[batch])
+            yield self.normalize(x), self.labels.index_select(0, order[batch])
 
     def augment(self, idx: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
@@ -291,7 +255,7 @@ class GpuLoader:
                 f"GpuLoader.normalize: expected {want} images, got a {x.dtype} tensor of shape {tuple(x.shape)}"
             )
         # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
-        x = x.to(self.dtype).sub_(self._shift).mul_(self._inv_scale)
+        x = x.float().sub_(self._shift).mul_(self._inv_scale)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
