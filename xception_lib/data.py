@@ -1,22 +1,15 @@
 """CIFAR-10 and CIFAR-100 as uint8 tensors, decoded once, checked and cached.
 
-:func:`load_cifar` reads the copy that ``root`` or, when it is ``None``, the environment variable ``XCEPTION_DATA``
-names: an archive (``.tar``, ``.tar.gz``, ``.tar.xz``, ``.zip``) or a folder in ImageFolder layout
-(``train/<class>/*.jpg``, ``test/<class>/*.jpg``), torchvision's pickles (``cifar-10-batches-py``,
-``cifar-100-python``), or a folder holding one of these (such as the offline copy ``cifar10-jpeg.tar.xz``).
-Without either, torchvision downloads the data into ``~/.cache/xception_lib/torchvision`` (what Colab does).
-A relative path in ``XCEPTION_DATA`` or ``XCEPTION_CACHE`` is taken from the root of the checkout that holds the
-working directory (the nearest folder with ``_config.yml`` and ``xception_lib/``), else from the working
-directory, so that ``../shared/data`` names one folder for the tests (run from the root) and the notebooks (from
-``book/``).
+:func:`load_cifar` reads a local copy (``root``, else the environment variable ``XCEPTION_DATA``): an archive or a
+folder in ImageFolder layout, torchvision's pickles, or a folder holding one of these, such as the offline copy
+``cifar10-jpeg.tar.xz``; without one, torchvision downloads the data (what Colab does). A relative path in
+``XCEPTION_DATA`` or ``XCEPTION_CACHE`` is taken from the root of the checkout holding the working directory, so
+that ``../shared/data`` names one folder for the tests (run from the root) and the notebooks (from ``book/``).
 
-The copy must be the whole data set unless ``images_per_class`` says it is a reduced one: a truncated archive, a
-half-copied folder or the other CIFAR is a :class:`DataError` naming the file, never a partial load. Hidden files
-and ``Thumbs.db`` are skipped; any other file in a class folder must be a 32x32 image. Decoding 60,000 JPEGs takes
-seconds, so the arrays are cached under :func:`cache_dir`, keyed by the source's path, sizes and modification
-times, and later loads memory-map them; a damaged cache is reported and rebuilt, an unwritable one reported.
-torchvision's pickled batches are read by an unpickler that builds nothing but dicts, lists, strings, numbers and
-numpy arrays: a pickle that would run code is refused.
+A truncated archive, a half-copied folder or the other CIFAR is a :class:`DataError` naming the file, never a
+partial load. Decoding 60,000 JPEGs takes seconds, so the arrays are cached under :func:`cache_dir`, keyed by the
+source's path, sizes and modification times. Pickled batches are read by an unpickler that builds nothing but
+dicts, lists, strings, numbers and numpy arrays: a pickle that would run code is refused.
 """
 
 from __future__ import annotations
@@ -191,23 +184,19 @@ def load_cifar(
 
     Args:
         name: ``"cifar10"`` or ``"cifar100"``.
-        root: A local copy: an archive, an ImageFolder tree, torchvision's pickles, or a
-            directory holding one of them. ``None``: the environment variable
+        root: A local copy: an archive, an ImageFolder tree (``train/<class>/*.jpg``, ``test/<class>/*.jpg``),
+            torchvision's pickles, or a directory holding one of them. ``None``: the environment variable
             ``XCEPTION_DATA``, and if that is unset, torchvision's download.
         cache: Cache directory (default: :func:`cache_dir`).
         download: Whether torchvision may download the data when no local copy is given.
-        images_per_class: ``(train, test)`` images that each class must have. ``None``: the
-            whole data set's, ``(5000, 1000)`` for CIFAR-10 and ``(500, 100)`` for CIFAR-100.
+        images_per_class: ``(train, test)`` images that each class must have; ``None``: the whole data set's.
             Smaller numbers only for a deliberately reduced copy (as in the tests).
 
-    Returns:
-        The train and test arrays, class names and where they came from.
-
     Raises:
-        DataNotFoundError: Neither a local copy nor a download is available; the message
-            says how to provide either.
-        DataError: The copy is truncated, corrupt, holds files it should not, or is not the
-            data set asked for (other classes, other counts); the message names the file.
+        DataNotFoundError: Neither a local copy nor a download is available; the message says how to provide either.
+        DataError: The copy is truncated, corrupt, holds files it should not (anything in a class folder but a
+            32x32 image, hidden files and ``Thumbs.db`` aside), or is not the data set asked for; the message names
+            the file.
     """
     key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
     if key not in DATASETS:
@@ -367,7 +356,7 @@ def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
     wanted_pickles = {*info["train_files"], *info["test_files"], info["meta_file"]}  # type: ignore[misc]
     found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, member, bytes)
     try:
-        for member, read in _archive_files(path) if path.is_file() else _folder_files(path):
+        for member, read in _files(path):
             parts = PurePosixPath(member).parts
             if parts[-1] in wanted_pickles:
                 pickled[parts[-1]] = read()
@@ -421,23 +410,25 @@ def _decode_image(raw: bytes, member: str, path: Path) -> np.ndarray:
     return array
 
 
-def _archive_files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    """``(member name, read())`` for every regular file in a tar or zip archive, streamed."""
-    if path.name.lower().endswith(".zip"):
+def _files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
+    """``(name, read())`` for every regular file in a folder, or in a tar or zip archive, streamed."""
+    if path.is_dir():
+        yield from ((f.relative_to(path).as_posix(), f.read_bytes) for f in _walk(path))
+    elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
             for info in archive.infolist():
                 if not info.is_dir():
                     yield info.filename, functools.partial(archive.read, info)
-        return
-    with tarfile.open(path, "r:*") as archive:
-        for member in archive:
-            handle = archive.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                yield member.name, handle.read
-            elif member.issym() or member.islnk():  # refused when it matters, i.e. where an image or batch belongs
-                yield member.name, functools.partial(_refuse_link, path, member)
-        while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
-            pass
+    else:
+        with tarfile.open(path, "r:*") as archive:
+            for member in archive:
+                handle = archive.extractfile(member) if member.isfile() else None
+                if handle is not None:
+                    yield member.name, handle.read
+                elif member.issym() or member.islnk():  # refused where it matters: where an image or batch belongs
+                    yield member.name, functools.partial(_refuse_link, path, member)
+            while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
+                pass
 
 
 def _refuse_link(path: Path, member: tarfile.TarInfo) -> bytes:
@@ -458,11 +449,6 @@ def _walk(root: Path) -> Iterator[Path]:
             continue
         seen.add(real)
         yield from (Path(directory) / name for name in sorted(names))
-
-
-def _folder_files(root: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
-    for full in _walk(root):
-        yield full.relative_to(root).as_posix(), full.read_bytes
 
 
 def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> CifarArrays:
@@ -494,37 +480,29 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
             raise DataError(f"{source}: data of shape {images.shape} with {len(labels)} labels; download it again")
         return torch.from_numpy(images.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
 
-    train_images, train_labels = split(info["train_files"])  # type: ignore[arg-type]
-    test_images, test_labels = split(info["test_files"])  # type: ignore[arg-type]
     classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())
-    return CifarArrays(name, train_images, train_labels, test_images, test_labels, classes, source)
+    return CifarArrays(name, *split(info["train_files"]), *split(info["test_files"]), classes, source)  # type: ignore[arg-type]
+
+
+# What a numpy array (and its dtype) pickles to, under numpy 1's (numpy.core) and numpy 2's (numpy._core) module
+# names, and the helper that pickles of bytes written by Python 3 with protocol 2 call. Nothing else can be built.
+_ALLOWED_GLOBALS = {
+    ("_codecs", "encode"): codecs.encode,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
+    ("multiarray", "scalar"): np.float64(0).__reduce__()[0],
+    ("numeric", "_frombuffer"): np.zeros(1).__reduce_ex__(5)[0],
+}
 
 
 class _RefusedGlobal(pickle.UnpicklingError):
     """A pickle asked for a function or class that a CIFAR batch never needs."""
 
 
-# What a numpy array (and its dtype) pickles to, under numpy 1's and numpy 2's module names, and the helper that
-# pickles of bytes written by Python 3 with protocol 2 call. Nothing else can be built: no code runs.
-_ARRAY_GLOBALS = {
-    ("multiarray", "_reconstruct"): np.zeros(1).__reduce__()[0],
-    ("multiarray", "scalar"): np.float64(0).__reduce__()[0],
-    ("numeric", "_frombuffer"): np.zeros(1).__reduce_ex__(5)[0],
-}
-_ALLOWED_GLOBALS = {
-    ("_codecs", "encode"): codecs.encode,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    **{
-        (f"numpy.{core}.{module}", name): f
-        for (module, name), f in _ARRAY_GLOBALS.items()
-        for core in ("core", "_core")
-    },
-}
-
-
 class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in _ALLOWED_GLOBALS:
+        key = (module.removeprefix("numpy.core.").removeprefix("numpy._core."), name)
+        if key not in _ALLOWED_GLOBALS:
             raise _RefusedGlobal(f"its pickle calls {module}.{name}")
-        return _ALLOWED_GLOBALS[module, name]
+        return _ALLOWED_GLOBALS[key]

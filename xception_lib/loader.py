@@ -102,19 +102,16 @@ class GpuLoader:
     which makes resuming and sharding exact. Iterating advances the epoch; :meth:`set_epoch` sets it.
 
     Args:
-        images: ``N x C x H x W`` uint8 images.
-        labels: ``N`` integer labels.
-        mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``).
-        std: Per-channel standard deviations in [0, 1] of the data set (``CifarArrays.std``).
+        images: ``N x C x H x W`` uint8 images (and ``labels``, ``N`` integer labels).
+        mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``); ``std``: standard deviations.
         batch_size: Images per batch (per process, when sharded).
         train: Shuffle, augment and drop the last, smaller batch (``True``), or walk the images in order unchanged.
         crop_padding: Zero-pad by this many pixels, then crop back to ``H x W`` at a random offset
             (torchvision's ``RandomCrop(32, padding=4)``); 0: no crops. ``flip``: mirror with probability 1/2.
-        rank: This process's index among ``world_size`` (0 when not sharded).
-        world_size: Each of ``world_size`` processes takes every ``world_size``-th image of the
-            epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of
-            one loader with batch ``world_size * b``. In training the shards are equally long; in evaluation
-            every image is in exactly one shard.
+        world_size: Each of ``world_size`` processes (this one is ``rank``) takes every ``world_size``-th image of
+            the epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of one
+            loader with batch ``world_size * b``. In training the shards are equally long; in evaluation every
+            image is in exactly one shard.
     """
 
     def __init__(
@@ -151,7 +148,8 @@ class GpuLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device).contiguous()  # N x C x H x W, the layout the gather reads
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size, self.train, self.seed, self.channels_last = batch_size, train, seed, channels_last
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         # Padded once, so that a batch's selection, padding, crop and flip are one gather.
@@ -169,19 +167,14 @@ class GpuLoader:
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch}
 
-    @property
-    def num_images(self) -> int:
-        """Images in this process's shard of an epoch (before dropping a last partial batch)."""
-        return len(self._shard())
-
-    def _shard(self) -> range:
+    def _shard(self) -> slice:
         """Positions in the epoch's order that this process takes: every ``world_size``-th."""
         n = len(self.labels)
         end = n - n % self.world_size if self.train else n  # equal shards, or every image once
-        return range(self.rank, end, self.world_size)
+        return slice(self.rank, end, self.world_size)
 
     def __len__(self) -> int:
-        n = self.num_images
+        n = len(range(len(self.labels))[self._shard()])
         return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -190,16 +183,16 @@ class GpuLoader:
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         offsets, flips = self._random_views(n, g)  # all zero and False in evaluation
-        order, offsets, flips = (
-            t[shard.start : shard.stop : shard.step].to(self.device) for t in (order, offsets, flips)
-        )
+        order, offsets, flips = (t[shard].to(self.device) for t in (order, offsets, flips))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = slice(start, start + self.batch_size)
             if self.train:
-                x = self.crop_and_flip(order[batch], offsets[batch], flips[batch])
+                x = self._crop_and_flip(order[batch], offsets[batch], flips[batch])
             else:
                 x = self.images.index_select(0, order[batch])
-            yield self.normalize(x), self.labels.index_select(0, order[batch])
+            # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
+            x = x.float().sub_(self._shift).mul_(self._inv_scale).contiguous(memory_format=self._memory_format)
+            yield x, self.labels.index_select(0, order[batch])
 
     def augment(self, idx: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
@@ -214,20 +207,17 @@ class GpuLoader:
             )
         idx = idx.to(torch.int64)
         offsets, flips = self._random_views(len(idx), g)
-        return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
+        return self._crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
 
     def _random_views(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random crop offsets (``n x 2``, each in ``[0, 2 crop_padding]``) and flips."""
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
         return offsets, (torch.rand(n, generator=g) < 0.5) & self.flip
 
-    def crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    def _crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` uint8 images ``idx``, cropped at ``offsets`` (``B x 2`` top-left corners, row and
         column, in the padded images) and mirrored where ``flips`` (``B`` booleans), as one gather."""
         b = len(idx)
-        if idx.dim() != 1 or offsets.shape != (b, 2) or flips.shape != (b,):
-            shapes = f"{tuple(idx.shape)}, {tuple(offsets.shape)} and {tuple(flips.shape)}"
-            raise ValueError(f"GpuLoader.crop_and_flip: expected idx (B,), offsets (B, 2) and flips (B,), got {shapes}")
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
         device = self._padded.device
@@ -246,16 +236,3 @@ class GpuLoader:
         pixel = (rows.view(b, h, 1) * wp + cols.view(b, 1, w)).view(b, 1, h, w)
         flat = (image_start + channel_start) + pixel  # B x C x H x W
         return self._padded.view(-1).index_select(0, flat.view(-1)).view(b, c, h, w)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> normalised floating-point images (in ``channels_last`` if asked)."""
-        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self._shift.shape[1]:
-            want = f"uint8 B x {self._shift.shape[1]} x H x W"
-            raise TypeError(
-                f"GpuLoader.normalize: expected {want} images, got a {x.dtype} tensor of shape {tuple(x.shape)}"
-            )
-        # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
-        x = x.float().sub_(self._shift).mul_(self._inv_scale)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
