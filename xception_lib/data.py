@@ -156,10 +156,8 @@ class CifarArrays:
         )
 
 
-def cache_dir(path: str | os.PathLike[str] | None = None) -> Path:
-    """The cache directory: ``path``, else ``$XCEPTION_CACHE``, else ``~/.cache/xception_lib``."""
-    if path is not None:
-        return Path(path).expanduser()
+def cache_dir() -> Path:
+    """The cache directory: ``$XCEPTION_CACHE``, else ``~/.cache/xception_lib``."""
     env = os.environ.get(CACHE_ENV_VAR)
     return _env_path(env) if env else Path.home() / ".cache" / "xception_lib"
 
@@ -208,7 +206,8 @@ def load_cifar(
         raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
     for what, n in zip(("train", "test"), per_class, strict=True):
         check_number("load_cifar", f"images_per_class ({what})", n, integer=True, low=1)
-    cache_root, tv_dir = cache_dir(cache), DATASETS[key]["torchvision_dir"]
+    cache_root = Path(cache).expanduser() if cache is not None else cache_dir()
+    tv_dir = DATASETS[key]["torchvision_dir"]
     env = os.environ.get(ENV_VAR) if root is None else None
 
     def missing(reason: str) -> DataNotFoundError:
@@ -253,23 +252,17 @@ def load_cifar(
     return _load_cached(key, found, cache_root, tuple(int(n) for n in per_class))
 
 
-def _is_archive(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
-
-
 def _find_source(root: Path, name: str) -> Path | None:
-    """The first usable copy at ``root``: an archive, torchvision's folder or an ImageFolder tree."""
+    """The first usable copy at or in ``root``: an archive, torchvision's folder or an ImageFolder tree."""
     tv_dir = str(DATASETS[name]["torchvision_dir"])
-    if _is_archive(root) or (root.is_dir() and root.name == tv_dir):
-        return root
-    if (root / tv_dir).is_dir():
-        return root / tv_dir
-    for stem in ("", f"{name}-jpeg", name):  # root itself, then what it holds
-        if (root / stem / "train").is_dir() and (root / stem / "test").is_dir():
-            return root / stem
-        for archive in (root / f"{stem}{suffix}" for suffix in _ARCHIVE_SUFFIXES if stem):
-            if _is_archive(archive):
-                return archive
+    inside = (root / f"{stem}{suffix}" for stem in (f"{name}-jpeg", name) for suffix in ("", *_ARCHIVE_SUFFIXES))
+    for path in (root, root / tv_dir, *inside):
+        if (path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)) or (
+            path.is_dir() and path.name == tv_dir
+        ):
+            return path
+        if (path / "train").is_dir() and (path / "test").is_dir():
+            return path
     return None
 
 
@@ -461,7 +454,7 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
         try:
             batch = _BatchUnpickler(io.BytesIO(files[file_name]), encoding="latin1").load()
             return [np.asarray(batch[k]) for k in keys]
-        except _RefusedGlobal as error:
+        except DataError as error:  # from find_class
             raise DataError(
                 f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, "
                 f"strings, numbers and numpy arrays; this file may be malicious: do not use it, download the "
@@ -484,8 +477,9 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
     return CifarArrays(name, *split(info["train_files"]), *split(info["test_files"]), classes, source)  # type: ignore[arg-type]
 
 
-# What a numpy array (and its dtype) pickles to, under numpy 1's (numpy.core) and numpy 2's (numpy._core) module
-# names, and the helper that pickles of bytes written by Python 3 with protocol 2 call. Nothing else can be built.
+# What a numpy array (and its dtype) pickles to (the module named without numpy 1's "numpy.core." or numpy 2's
+# "numpy._core."), and the helper that pickles of bytes written by Python 3 with protocol 2 call. Nothing else can be
+# built: no code runs.
 _ALLOWED_GLOBALS = {
     ("_codecs", "encode"): codecs.encode,
     ("numpy", "ndarray"): np.ndarray,
@@ -496,13 +490,9 @@ _ALLOWED_GLOBALS = {
 }
 
 
-class _RefusedGlobal(pickle.UnpicklingError):
-    """A pickle asked for a function or class that a CIFAR batch never needs."""
-
-
 class _BatchUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> object:
         key = (module.removeprefix("numpy.core.").removeprefix("numpy._core."), name)
         if key not in _ALLOWED_GLOBALS:
-            raise _RefusedGlobal(f"its pickle calls {module}.{name}")
+            raise DataError(f"its pickle calls {module}.{name}")  # refused: a CIFAR batch never needs it
         return _ALLOWED_GLOBALS[key]
