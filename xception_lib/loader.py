@@ -53,11 +53,8 @@ def check_number(
 def check_images(images: object, name: str) -> None:
     """Raise a ``TypeError`` unless ``images`` is an ``N x C x H x W`` uint8 tensor (0-255, unnormalised)."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        got = (
-            f"{images.dtype} tensor of shape {tuple(images.shape)}"
-            if isinstance(images, torch.Tensor)
-            else type(images).__name__
-        )
+        tensor = images if isinstance(images, torch.Tensor) else None
+        got = f"{tensor.dtype} tensor of shape {tuple(tensor.shape)}" if tensor is not None else type(images).__name__
         raise TypeError(
             f"{name} must be uint8 images N x C x H x W (0-255, as xception_lib.data.load_cifar returns them), got a "
             f"{got}; pass them unnormalised: the loader normalises them with the data set's mean and std"
@@ -205,9 +202,8 @@ class GpuLoader:
             raise ValueError(
                 f"GpuLoader.augment: idx must be 1-D image indices in [0, {len(self.images)}), got {idx.tolist()}"[:300]
             )
-        idx = idx.to(torch.int64)
         offsets, flips = self._random_views(len(idx), g)
-        return self._crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
+        return self._crop_and_flip(idx.to(self.device, torch.int64), offsets.to(self.device), flips.to(self.device))
 
     def _random_views(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random crop offsets (``n x 2``, each in ``[0, 2 crop_padding]``) and flips."""
