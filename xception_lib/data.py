@@ -29,6 +29,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import torch
@@ -134,20 +135,16 @@ class CifarArrays:
         gives the test images that ``subset(train=m, test=n)`` gives; ``None`` keeps a split whole.
         """
 
-        def pick(images: torch.Tensor, labels: torch.Tensor, n: int | None, what: str) -> tuple[torch.Tensor, ...]:
-            if n is None:
-                return images, labels
-            check_number("CifarArrays.subset", what, n, integer=True, low=1, high=len(labels))
-            g = torch.Generator().manual_seed(int(seed))
-            idx = torch.randperm(len(labels), generator=g)[: int(n)].sort().values
-            return images[idx], labels[idx]
-
-        tr_x, tr_y = pick(self.train_images, self.train_labels, train, "train")
-        te_x, te_y = pick(self.test_images, self.test_labels, test, "test")
-        source = f"subset (train={len(tr_y)}, test={len(te_y)}, seed={seed}) of {self.source}"
-        return dataclasses.replace(
-            self, train_images=tr_x, train_labels=tr_y, test_images=te_x, test_labels=te_y, source=source
-        )
+        kept: dict[str, Any] = {}  # the tensors of each split
+        for split, n in (("train", train), ("test", test)):
+            x, y = getattr(self, f"{split}_images"), getattr(self, f"{split}_labels")
+            if n is not None:
+                check_number("CifarArrays.subset", split, n, integer=True, low=1, high=len(y))
+                idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(int(seed)))[: int(n)].sort().values
+                x, y = x[idx], y[idx]
+            kept |= {f"{split}_images": x, f"{split}_labels": y}
+        sizes = f"train={len(kept['train_labels'])}, test={len(kept['test_labels'])}"
+        return dataclasses.replace(self, **kept, source=f"subset ({sizes}, seed={seed}) of {self.source}")
 
     def __repr__(self) -> str:
         return (
@@ -379,12 +376,11 @@ def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
         raise DataError(f"{path}: test classes {sorted(unknown)} do not occur in train/ ({list(classes)})")
     for items in found.values():  # ImageFolder order: class, then file name
         items.sort(key=lambda item: (index[item[0]], PurePosixPath(item[1]).name))
-    labels = {split: torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64) for split, items in found.items()}
-    _check(name, classes, tuple(labels.values()), per_class, str(path))  # before the slow part: decoding
-    images = {split: np.stack([_decode_image(raw, m, path) for _, m, raw in items]) for split, items in found.items()}
-    x = {f"{split}_images": torch.from_numpy(v).permute(0, 3, 1, 2).contiguous() for split, v in images.items()}
-    labels = {f"{split}_labels": y for split, y in labels.items()}
-    return CifarArrays(name, classes=classes, source=str(path), **labels, **x)
+    y = {f"{s}_labels": torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64) for s, items in found.items()}
+    _check(name, classes, tuple(y.values()), per_class, str(path))  # before the slow part: decoding
+    x = {s: np.stack([_decode_image(raw, m, path) for _, m, raw in items]) for s, items in found.items()}
+    x_nchw = {f"{s}_images": torch.from_numpy(v).permute(0, 3, 1, 2).contiguous() for s, v in x.items()}
+    return CifarArrays(name, classes=classes, source=str(path), **y, **x_nchw)
 
 
 def _decode_image(raw: bytes, member: str, path: Path) -> np.ndarray:
