@@ -76,12 +76,12 @@ def test_augmentation_statistics() -> None:
 
 def test_epochs_are_permutations_and_reproducible() -> None:
     images, labels = _coordinate_images(100)
-    loader = GpuLoader(images, labels, **NORM, batch_size=32, drop_last=False, seed=5)
+    loader = GpuLoader(images, labels, **NORM, batch_size=25, seed=5)
     epoch0 = torch.cat([y for _, y in loader])
     epoch1 = torch.cat([y for _, y in loader])
     assert sorted(epoch0.tolist()) == list(range(100)) == sorted(epoch1.tolist())
     assert not torch.equal(epoch0, epoch1)
-    again = GpuLoader(images, labels, **NORM, batch_size=32, drop_last=False, seed=5)
+    again = GpuLoader(images, labels, **NORM, batch_size=25, seed=5)
     again.set_epoch(1)
     assert torch.equal(torch.cat([y for _, y in again]), epoch1)
     assert again.epoch == 2  # iterating advances the epoch
@@ -89,7 +89,7 @@ def test_epochs_are_permutations_and_reproducible() -> None:
     x1 = torch.cat([x for x, _ in again])
     again.set_epoch(1)
     assert torch.equal(torch.cat([x for x, _ in again]), x1)
-    other_seed = torch.cat([y for _, y in GpuLoader(images, labels, **NORM, batch_size=32, drop_last=False, seed=6)])
+    other_seed = torch.cat([y for _, y in GpuLoader(images, labels, **NORM, batch_size=25, seed=6)])
     assert not torch.equal(other_seed, epoch0)
 
 
@@ -110,7 +110,7 @@ def test_loader_rejects_bad_input() -> None:
     images, labels = _coordinate_images(8)
     with pytest.raises(TypeError, match="uint8"):
         GpuLoader(images.float(), labels, **NORM)
-    with pytest.raises(ValueError, match="8 labels"):
+    with pytest.raises(ValueError, match="one label for each of the 8 images"):
         GpuLoader(images, labels[:5], **NORM)
     with pytest.raises(ValueError, match="batch_size"):
         GpuLoader(images, labels, **NORM, batch_size=0)
@@ -139,7 +139,6 @@ def test_augment_views_stay_within_padding() -> None:
         ({"std": (0.2, 0.0, 0.2)}, ValueError, r"std\[1\] must be a finite number > 0"),
         ({"std": (0.2, math.nan, 0.2)}, ValueError, r"std\[1\]"),
         ({"mean": (0.5, 0.5, 255)}, ValueError, r"mean\[2\] must be a finite number >= 0 and <= 1"),
-        ({"dtype": torch.int64}, TypeError, "floating-point"),
     ],
 )
 def test_loader_names_the_bad_argument(overrides: dict[str, object], error: type[Exception], match: str) -> None:

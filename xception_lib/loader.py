@@ -53,11 +53,8 @@ def check_number(
 def check_images(images: object, name: str) -> None:
     """Raise a ``TypeError`` unless ``images`` is an ``N x C x H x W`` uint8 tensor (0-255, unnormalised)."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
-        got = (
-            f"{images.dtype} tensor of shape {tuple(images.shape)}"
-            if isinstance(images, torch.Tensor)
-            else type(images).__name__
-        )
+        tensor = images if isinstance(images, torch.Tensor) else None
+        got = f"{tensor.dtype} tensor of shape {tuple(tensor.shape)}" if tensor is not None else type(images).__name__
         raise TypeError(
             f"{name} must be uint8 images N x C x H x W (0-255, as xception_lib.data.load_cifar returns them), got a "
             f"{got}; pass them unnormalised: the loader normalises them with the data set's mean and std"
@@ -102,20 +99,16 @@ class GpuLoader:
     which makes resuming and sharding exact. Iterating advances the epoch; :meth:`set_epoch` sets it.
 
     Args:
-        images: ``N x C x H x W`` uint8 images.
-        labels: ``N`` integer labels.
-        mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``).
-        std: Per-channel standard deviations in [0, 1] of the data set (``CifarArrays.std``).
+        images: ``N x C x H x W`` uint8 images (and ``labels``, ``N`` integer labels).
+        mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``); ``std``: standard deviations.
         batch_size: Images per batch (per process, when sharded).
-        train: Shuffle and augment (``True``) or walk the images in order unchanged.
+        train: Shuffle, augment and drop the last, smaller batch (``True``), or walk the images in order unchanged.
         crop_padding: Zero-pad by this many pixels, then crop back to ``H x W`` at a random offset
             (torchvision's ``RandomCrop(32, padding=4)``); 0: no crops. ``flip``: mirror with probability 1/2.
-        drop_last: Drop the last, smaller batch (default: ``train``).
-        rank: This process's index among ``world_size`` (0 when not sharded).
-        world_size: Each of ``world_size`` processes takes every ``world_size``-th image of the
-            epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of
-            one loader with batch ``world_size * b``. With ``drop_last`` the shards are equally long;
-            without it every image is in exactly one shard (what evaluation needs).
+        world_size: Each of ``world_size`` processes (this one is ``rank``) takes every ``world_size``-th image of
+            the epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of one
+            loader with batch ``world_size * b``. In training the shards are equally long; in evaluation every
+            image is in exactly one shard.
     """
 
     def __init__(
@@ -131,56 +124,37 @@ class GpuLoader:
         seed: int = 0,
         crop_padding: int = 4,
         flip: bool = True,
-        drop_last: bool | None = None,
-        dtype: torch.dtype = torch.float32,
         channels_last: bool = False,
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        check_images(images, "GpuLoader: images")
-        if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or len(labels) != len(images):
-            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"GpuLoader: labels must be a 1-D tensor of {len(images)} labels, got {got}")
-        check_labels(labels, None, "GpuLoader: labels")
-        for name, value, low in (
-            ("batch_size", batch_size, 1),
-            ("crop_padding", crop_padding, 0),
-            ("seed", seed, 0),
-            ("world_size", world_size, 1),
-        ):
+        check_split(images, labels, None, "GpuLoader: ")
+        for name, value, low in (("batch_size", batch_size, 1), ("crop_padding", crop_padding, 0), ("seed", seed, 0)):
             check_number("GpuLoader", name, value, integer=True, low=low)
+        check_number("GpuLoader", "world_size", world_size, integer=True, low=1)
         check_number("GpuLoader", "rank", rank, integer=True, low=0, high=world_size, high_open=True)
-        if not dtype.is_floating_point:
-            raise TypeError(f"GpuLoader: dtype must be a floating-point type, got {dtype}")
         channels = images.shape[1]
         if len(mean) != channels or len(std) != channels:
             raise ValueError(
-                f"GpuLoader: images of {channels} channels need mean and std of {channels} values each, got {len(mean)} and {len(std)}"
+                f"GpuLoader: images of {channels} channels need mean and std of {channels} values each, "
+                f"got {len(mean)} and {len(std)}"
             )
         for i in range(channels):
             check_number("GpuLoader", f"mean[{i}]", mean[i], low=0, high=1)
             check_number("GpuLoader", f"std[{i}]", std[i], low=0, low_open=True)
         self.device = torch.device(device)
-        self.images = images.to(
-            self.device
-        ).contiguous()  # N x C x H x W uint8, the whole split, in the layout the gather reads
+        self.images = images.to(self.device).contiguous()  # N x C x H x W, the layout the gather reads
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size, self.train, self.seed, self.dtype, self.channels_last = (
-            batch_size,
-            train,
-            seed,
-            dtype,
-            channels_last,
-        )
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
-        self.drop_last = train if drop_last is None else drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         # Padded once, so that a batch's selection, padding, crop and flip are one gather.
         p = self.crop_padding
         self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
         # Normalisation on uint8 values: (x - 255 mean) / (255 std).
-        self._shift = torch.tensor(mean, device=self.device, dtype=dtype).view(1, -1, 1, 1) * 255
-        self._inv_scale = 1 / (torch.tensor(std, device=self.device, dtype=dtype).view(1, -1, 1, 1) * 255)
+        self._shift = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255
+        self._inv_scale = 1 / (torch.tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255)
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration produce epoch ``epoch``'s permutation and augmentations."""
@@ -190,52 +164,32 @@ class GpuLoader:
     def state_dict(self) -> dict[str, int]:
         return {"seed": self.seed, "epoch": self.epoch}
 
-    @property
-    def num_images(self) -> int:
-        """Images in this process's shard of an epoch (before dropping a last partial batch)."""
-        return len(self._shard_positions())
-
-    def _shard_positions(self) -> range:
+    def _shard(self) -> slice:
         """Positions in the epoch's order that this process takes: every ``world_size``-th."""
         n = len(self.labels)
-        end = n - n % self.world_size if self.drop_last else n  # equal shards, or every image once
-        return range(self.rank, end, self.world_size)
+        end = n - n % self.world_size if self.train else n  # equal shards, or every image once
+        return slice(self.rank, end, self.world_size)
 
     def __len__(self) -> int:
-        n = self.num_images
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
-    def _epoch_plan(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """This process's image order, crop offsets (``n x 2``) and flips for ``epoch``."""
-        n_total = len(self.labels)
-        if not self.train:
-            order, offsets, flips = (
-                torch.arange(n_total),
-                torch.zeros(n_total, 2, dtype=torch.int64),
-                torch.zeros(n_total, dtype=torch.bool),
-            )
-        else:
-            seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
-            g = torch.Generator().manual_seed(seed)
-            order = torch.randperm(n_total, generator=g)
-            offsets, flips = self._random_views(n_total, g)
-        positions = self._shard_positions()
-        sl = slice(positions.start, positions.stop, positions.step)
-        return order[sl].to(self.device), offsets[sl].to(self.device), flips[sl].to(self.device)
+        n = len(range(len(self.labels))[self._shard()])
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        epoch = self.epoch
-        self.epoch += 1
-        order, offsets, flips = self._epoch_plan(epoch)
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        n, shard = len(self.labels), self._shard()
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        offsets, flips = self._random_views(n, g)  # all zero and False in evaluation
+        order, offsets, flips = (t[shard].to(self.device) for t in (order, offsets, flips))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start : start + self.batch_size]
+            batch = slice(start, start + self.batch_size)
             if self.train:
-                x = self.crop_and_flip(
-                    idx, offsets[start : start + self.batch_size], flips[start : start + self.batch_size]
-                )
+                x = self._crop_and_flip(order[batch], offsets[batch], flips[batch])
             else:
-                x = self.images.index_select(0, idx)
-            yield self.normalize(x), self.labels.index_select(0, idx)
+                x = self.images.index_select(0, order[batch])
+            # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
+            x = x.float().sub_(self._shift).mul_(self._inv_scale).contiguous(memory_format=self._memory_format)
+            yield x, self.labels.index_select(0, order[batch])
 
     def augment(self, idx: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
@@ -248,22 +202,18 @@ class GpuLoader:
             raise ValueError(
                 f"GpuLoader.augment: idx must be 1-D image indices in [0, {len(self.images)}), got {idx.tolist()}"[:300]
             )
-        idx = idx.to(torch.int64)
         offsets, flips = self._random_views(len(idx), g)
-        return self.crop_and_flip(idx.to(self.device), offsets.to(self.device), flips.to(self.device))
+        return self._crop_and_flip(idx.to(self.device, torch.int64), offsets.to(self.device), flips.to(self.device))
 
     def _random_views(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` random crop offsets (``n x 2``, each in ``[0, 2 crop_padding]``) and flips."""
         offsets = torch.randint(0, 2 * self.crop_padding + 1, (n, 2), generator=g)
         return offsets, (torch.rand(n, generator=g) < 0.5) & self.flip
 
-    def crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    def _crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` uint8 images ``idx``, cropped at ``offsets`` (``B x 2`` top-left corners, row and
         column, in the padded images) and mirrored where ``flips`` (``B`` booleans), as one gather."""
         b = len(idx)
-        if idx.dim() != 1 or offsets.shape != (b, 2) or flips.shape != (b,):
-            shapes = f"{tuple(idx.shape)}, {tuple(offsets.shape)} and {tuple(flips.shape)}"
-            raise ValueError(f"GpuLoader.crop_and_flip: expected idx (B,), offsets (B, 2) and flips (B,), got {shapes}")
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
         device = self._padded.device
@@ -282,16 +232,3 @@ class GpuLoader:
         pixel = (rows.view(b, h, 1) * wp + cols.view(b, 1, w)).view(b, 1, h, w)
         flat = (image_start + channel_start) + pixel  # B x C x H x W
         return self._padded.view(-1).index_select(0, flat.view(-1)).view(b, c, h, w)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 images -> normalised floating-point images (in ``channels_last`` if asked)."""
-        if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != self._shift.shape[1]:
-            want = f"uint8 B x {self._shift.shape[1]} x H x W"
-            raise TypeError(
-                f"GpuLoader.normalize: expected {want} images, got a {x.dtype} tensor of shape {tuple(x.shape)}"
-            )
-        # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
-        x = x.to(self.dtype).sub_(self._shift).mul_(self._inv_scale)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x
