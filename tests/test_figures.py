@@ -113,7 +113,7 @@ def test_bar_pair_panels_and_validation() -> None:
 def test_bar_colours_follow_the_legend() -> None:
     from matplotlib.colors import to_hex
 
-    fig = figures.bar_pair(["regular", "separable", "depthwise", "pointwise", "other"], [1.0] * 5, [1.0] * 5)
+    fig = figures.bar_pair(["regular", "separable", "depthwise", "pointwise", "stem"], [1.0] * 5, [1.0] * 5)
     faces = [to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches]
     c = {kind: to_hex(colour) for kind, colour in figures.COLOURS.items()}
     assert faces == [c["joint"], c["spatial"], c["spatial"], c["cross"], c["pool"]]  # orange: depthwise, blue: 1x1

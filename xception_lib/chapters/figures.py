@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xception_lib.chapters.style import LAYERS, MODELS
+from xception_lib.chapters.style import COLUMN_IN, LAYERS, colour
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
     from matplotlib.axes import Axes
@@ -42,14 +42,22 @@ def text_colour(face: str) -> str:
     return "white" if luminance < 0.179 else "black"
 
 
-DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
+#: The kinds of :func:`module_diagram` and their titles.
+DIAGRAMS = {
+    "regular": "A regular convolution",
+    "inception": "Figure 1: an Inception module",
+    "simplified": "Figure 2: the simplified Inception module",
+    "segmented": "Figure 3: one 1x1, then 3x3 over 3 segments",
+    "extreme": "Figure 4: the extreme version",
+    "separable": "A depthwise separable convolution",
+}
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 1.0}
 
 
-def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+def _new_figure(height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(COLUMN_IN, height), layout="constrained")
     return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
@@ -148,39 +156,24 @@ def _legend(fig: Figure) -> None:
 
 
 def module_diagram(kind: str) -> Figure:
-    """A box-and-arrow diagram (one axes, a colour legend) of a module of the paper's argument:
-    ``"regular"`` (a 3x3 convolution), ``"inception"``, ``"simplified"``, ``"segmented"`` and
-    ``"extreme"`` (the paper's Figures 1-4) or ``"separable"`` (depthwise separable)."""
+    """A box-and-arrow diagram (one axes, a colour legend) of a module of the paper's argument, one of
+    :data:`DIAGRAMS`: a regular 3x3 convolution, the paper's Figures 1-4, or a depthwise separable one."""
     if kind not in DIAGRAMS:
-        raise ValueError(f"kind must be one of {DIAGRAMS}, got {kind!r}")
-    fig, (ax,) = _new_figure(7.0, 3.8)
-    one_by_one, three = ("1x1 conv", "cross"), ("3x3 conv", "joint")
-    draw, title = {
-        "regular": (
-            lambda: _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"]),
-            "A regular convolution",
-        ),
-        "inception": (
-            lambda: _towers(
-                ax,
-                [[one_by_one], [one_by_one, three], [one_by_one, three, three], [("3x3 avg pool", "pool"), one_by_one]],
-            ),
-            "Figure 1: an Inception module",
-        ),
-        "simplified": (lambda: _towers(ax, [[one_by_one, three]] * 3), "Figure 2: the simplified Inception module"),
-        "segmented": (lambda: _segmented(ax, 3, 3, "3x3 conv"), "Figure 3: one 1x1, then 3x3 over 3 segments"),
-        "extreme": (lambda: _segmented(ax, 0, 9, "3x3"), "Figure 4: the extreme version"),
-        "separable": (
-            lambda: _chain(
-                ax,
-                [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")],
-                ["spatial first", "then cross-channel\n(no ReLU in between)"],
-            ),
-            "A depthwise separable convolution",
-        ),
-    }[kind]
-    draw()
-    ax.set_title(title, fontsize=11)
+        raise ValueError(f"kind must be one of {tuple(DIAGRAMS)}, got {kind!r}")
+    fig, (ax,) = _new_figure(3.8)
+    one, three = ("1x1 conv", "cross"), ("3x3 conv", "joint")
+    if kind == "regular":
+        _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"])
+    elif kind == "inception":
+        _towers(ax, [[one], [one, three], [one, three, three], [("3x3 avg pool", "pool"), one]])
+    elif kind == "simplified":
+        _towers(ax, [[one, three]] * 3)
+    elif kind == "separable":
+        steps = [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")]
+        _chain(ax, steps, ["spatial first", "then cross-channel\n(no ReLU in between)"])
+    else:  # segmented or extreme
+        _segmented(ax, *((3, 3, "3x3 conv") if kind == "segmented" else (0, 9, "3x3")))
+    ax.set_title(DIAGRAMS[kind], fontsize=11)
     _legend(fig)
     return fig
 
@@ -226,14 +219,22 @@ def segment_spectrum(
     return points
 
 
+def _log2_x(ax: Axes, label: str) -> None:
+    """A base-2 logarithmic x axis with plain numbers (8, 16, ...) and a grid."""
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel(f"{label} (log scale)")
+    ax.grid(True, which="both", linewidth=0.3)
+
+
 def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
     """Parameters and MACs against the number of segments, on log-log axes (two panels): the counters as markers,
     the closed forms as a line, the ends labelled "regular" (1 segment) and "extreme" (one segment per channel)."""
     if not points:
         raise ValueError("expected at least one SpectrumPoint, got none")
-    from matplotlib.ticker import ScalarFormatter
-
-    fig, axes = _new_figure(7.0, 3.4, ncols=2)
+    fig, axes = _new_figure(3.4, ncols=2)
     s = [p.segments for p in points]
     panels = [
         (axes[0], [p.params for p in points], [p.formula_params for p in points], "parameters"),
@@ -242,12 +243,9 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
     for ax, counted, formula, ylabel in panels:
         ax.plot(s, formula, "-", color="#999999", linewidth=1.5, label="closed form")
         ax.plot(s, counted, "o", color="#333333", markersize=4, label="counted (torchinfo / fvcore)")
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        _log2_x(ax, "segments")
         ax.set_yscale("log")
-        ax.set_xlabel("segments (log scale)")
         ax.set_title(f"{ylabel} (log scale)", fontsize=10)
-        ax.grid(True, which="both", linewidth=0.3)
         ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=9)
         ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-45, 8), fontsize=9)
     axes[0].legend(fontsize=9, loc="upper right")
@@ -264,40 +262,24 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
 
     if not channels:
         raise ValueError("expected at least one channel count, got none")
-    from matplotlib.ticker import ScalarFormatter
-
-    fig, (ax,) = _new_figure(7.0, 3.6)
+    fig, (ax,) = _new_figure(3.6)
     shades = ("#222222", "#555555", "#888888", "#aaaaaa")  # one grey per kernel size
-    for k, colour in zip(kernel_sizes, shades, strict=False):
-        ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=colour)
-        ax.axhline(k * k, linestyle="--", linewidth=0.8, color=colour)
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("channels $C_{in} = C_{out}$ (log scale)")
+    for k, shade in zip(kernel_sizes, shades, strict=False):
+        ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=shade)
+        ax.axhline(k * k, linestyle="--", linewidth=0.8, color=shade)
+    _log2_x(ax, "channels $C_{in} = C_{out}$")
     ax.set_ylabel("regular MACs / separable MACs")
-    ax.grid(True, which="both", linewidth=0.3)
     ax.legend(title="kernel (dashed: $k^2$)", fontsize=9, title_fontsize=9)
     return fig
 
 
-#: The colour of a bar, by the kind of convolution its label names (the diagrams' legend); a
-#: separable convolution does both steps, one after the other: orange with blue stripes.
-BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
-
-
-def _key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-_MODEL_KEYS = {_key(name): colour for name, colour in MODELS.items()}
-
-
 def bar_colour(label: str) -> str:
-    """The colour of a bar: its layer kind's (:data:`BAR_KINDS`), its model's ("ResNet-50" is
-    ``resnet50``), or grey."""
-    if label in BAR_KINDS:
-        return COLOURS[BAR_KINDS[label]]
-    return _MODEL_KEYS.get(_key(label), COLOURS["pool"])
+    """The colour of a bar: its layer kind's, or its model's (:func:`~xception_lib.chapters.style.colour`), or
+    grey. A separable convolution does both steps: orange (depthwise, spatial) with blue stripes."""
+    try:
+        return colour("depthwise" if label == "separable" else label)
+    except KeyError:
+        return LAYERS["pool"]
 
 
 def bar_pair(
@@ -307,21 +289,16 @@ def bar_pair(
     titles: tuple[str, str] = ("parameters", "MACs"),
     log: bool = False,
 ) -> Figure:
-    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
-
-    A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue: pointwise; purple:
-    regular), a model's name its colour in :data:`~xception_lib.chapters.style.MODELS` ("Inception V3":
-    orange); any other label is grey. ``log``: logarithmic value axes, drawn as dots (bars start at zero).
-    """
+    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time), each bar
+    in its :func:`bar_colour`. ``log``: logarithmic value axes, drawn as dots (bars start at zero)."""
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
-    from matplotlib.ticker import FuncFormatter
-
-    fig, axes = _new_figure(7.0, 3.2, ncols=2)
+    fig, axes = _new_figure(3.2, ncols=2)
     colours = [bar_colour(label) for label in labels]
-    for ax, values, title in zip(axes, (left, right), titles, strict=False):
+    for ax, values, title in zip(axes, (left, right), titles, strict=True):
         ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
         if log:  # a dot plot: a bar on a log scale starts nowhere, so its length means nothing
             where = range(len(labels))
             ax.scatter(where, list(values), c=colours, s=70, edgecolors="#333333", linewidths=0.6, zorder=3)
@@ -332,17 +309,14 @@ def bar_pair(
             ax.set_yscale("log")
             ax.grid(axis="y", which="major", alpha=0.3)
             ax.margins(x=0.15, y=0.3)
-            ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
             continue
         bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
-        for label, bar in zip(labels, bars, strict=False):
+        for label, bar in zip(labels, bars, strict=True):
             if label == "separable":
                 bar.set(hatch="///", edgecolor=COLOURS["cross"])
         ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=9)
-        # "20M", not "2.0" under a "1e7" at the top of the axis
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: short_number(value)))
+        ax.yaxis.set_major_formatter(lambda value, _: short_number(value))  # "20M", not "2.0" under a "1e7"
         ax.margins(y=0.15)
-        ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
     return fig
 
 
