@@ -68,13 +68,9 @@ def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: 
     """Draw a rounded box centred at ``(x, y)``; return its centre."""
     from matplotlib.patches import FancyBboxPatch
 
-    style = "round,pad=0.02,rounding_size=0.08"
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2), w, h, boxstyle=style, facecolor=COLOURS[kind], gid=f"box:{kind}", **_EDGE
-        )
-    )
-    ax.text(x, y, text, ha="center", va="center", fontsize=10, color=text_colour(COLOURS[kind]))
+    face, corners = COLOURS[kind], "round,pad=0.02,rounding_size=0.08"
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, corners, facecolor=face, gid=f"box:{kind}", **_EDGE))
+    ax.text(x, y, text, ha="center", va="center", fontsize=10, color=text_colour(face))
     return x, y
 
 
@@ -137,10 +133,8 @@ def _chain(ax: Axes, steps: Sequence[tuple[str, str]], notes: Sequence[str] = ()
 
 
 def _finish(ax: Axes, x0: float, x1: float, y0: float, y1: float) -> None:
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    ax.set_aspect("equal")
-    ax.axis("off")
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), aspect="equal")
+    ax.set_axis_off()
 
 
 def _legend(fig: Figure) -> None:
@@ -199,22 +193,20 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def segment_spectrum(
-    channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
-) -> list[SpectrumPoint]:
-    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` on a ``size`` x ``size`` input for each
-    ``s`` in ``segments`` (default: every divisor of ``channels``), counted by torchinfo and fvcore beside the closed
-    forms, in increasing order of ``s``."""
+def segment_spectrum(channels: int, size: int, segments: Sequence[int] | None = None) -> list[SpectrumPoint]:
+    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` (3x3) on a ``size`` x ``size`` input for
+    each ``s`` in ``segments`` (default: every divisor of ``channels``), counted by torchinfo and fvcore beside the
+    closed forms, in increasing order of ``s``."""
     from xception_lib import complexity as cx
     from xception_lib.layers import SegmentedInception
 
     chosen = divisors(channels) if segments is None else sorted(segments)
     shape = (1, channels, size, size)
-    c, k, points = channels, kernel_size, []
+    c, points = channels, []
     for s in chosen:
-        module = SegmentedInception(c, c, s, kernel_size=k)
-        params = cx.conv_params(c, c, 1, bias=True) + cx.conv_params(c, c, k, groups=s, bias=True)
-        macs = cx.conv_macs(c, c, 1, size, size) + cx.conv_macs(c, c, k, size, size, groups=s)
+        module = SegmentedInception(c, c, s)
+        params = cx.conv_params(c, c, 1, bias=True) + cx.conv_params(c, c, 3, groups=s, bias=True)
+        macs = cx.conv_macs(c, c, 1, size, size) + cx.conv_macs(c, c, 3, size, size, groups=s)
         points.append(SpectrumPoint(s, cx.torchinfo_params(module, shape), cx.count_macs(module, shape), params, macs))
     return points
 
@@ -331,50 +323,13 @@ def short_number(value: float) -> str:
 # ------------------------------------------------------------------ library source on the page
 
 
-def fit_source(text: str, width: int = 80) -> str:
-    """Python source reflowed for the book's column (the code itself is unchanged): dedented; a
-    trailing comment that would push its line past ``width`` moved onto its own line above;
-    formatted by ruff at ``width - 1`` when ruff is installed; and comment or docstring lines
-    still too long broken at a space, the rest continuing at the same indentation."""
-    import shutil
-    import subprocess
-    import textwrap
-
-    def lifted(line: str) -> list[str]:  # a long line's trailing comment, moved above it
-        code, hash_, comment = line.partition("  # ")
-        if len(line) <= width or not hash_ or not code.strip() or '"' in comment or "'" in comment:
-            return [line]
-        indent = code[: len(code) - len(code.lstrip())]
-        return [f"{indent}# {comment}", code.rstrip()]
-
-    text = "\n".join(out for line in textwrap.dedent(text).splitlines() for out in lifted(line))
-    ruff = shutil.which("ruff")
-    if ruff is not None and any(len(line) > width for line in text.splitlines()):
-        command = [ruff, "format", f"--line-length={width - 1}", "--stdin-filename=source.py", "-"]
-        done = subprocess.run(command, input=text + "\n", capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            text = done.stdout
-    lines: list[str] = []
-    in_string = False
-    for line in text.splitlines():
-        stripped = line.lstrip()
-        prose = in_string or stripped.startswith(("#", '"""'))
-        in_string ^= line.count('"""') % 2 == 1
-        while prose and len(line) > width and " " in line[len(line) - len(stripped) : width]:
-            indent = line[: len(line) - len(stripped)]
-            cut = line.rindex(" ", len(indent), width)
-            lines.append(line[:cut])
-            rest = line[cut + 1 :]
-            line = indent + ("# " if stripped.startswith("#") else "") + rest
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
 def source_code(obj: object, width: int = 80) -> Any:
     """The source of a library function or class, highlighted and fitted to the column
-    (:func:`fit_source`): an ``IPython.display.Code`` that a notebook cell displays."""
+    (:func:`xception_lib.listing.fit_source`): an ``IPython.display.Code`` that a notebook cell displays."""
     import inspect
 
     from IPython.display import Code
+
+    from xception_lib.listing import fit_source
 
     return Code(fit_source(inspect.getsource(obj), width), language="python")  # type: ignore[arg-type]

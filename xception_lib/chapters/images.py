@@ -35,6 +35,7 @@ IMAGENET_XCEPTION = Preprocessing(299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "ImageN
 _STATS = DATASETS["cifar10"]
 CIFAR10 = Preprocessing(32, tuple(_STATS["mean"]), tuple(_STATS["std"]), "CIFAR-10, 32 px")  # type: ignore[arg-type]
 _KINDS = {"imagenet": IMAGENET_XCEPTION, "cifar10": CIFAR10}
+Images = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]  # one image, a batch or a list
 
 
 def preprocessing_for(kind: str) -> Preprocessing:
@@ -79,7 +80,7 @@ def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndar
     return {f"test {i}: {arrays.classes[c]}": arrays.test_images[i].permute(1, 2, 0).numpy() for c, i in picked}
 
 
-def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]) -> list[torch.Tensor]:
+def _as_float_batch(images: Images) -> list[torch.Tensor]:
     """Images in any of the accepted layouts -> list of 3 x H x W float tensors in [0, 1]."""
     if isinstance(images, (list, tuple)):
         if not images:
@@ -108,12 +109,7 @@ def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray | to
     return list(t.float())
 
 
-def preprocess(
-    images: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
-    spec: Preprocessing,
-    *,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
+def preprocess(images: Images, spec: Preprocessing, *, device: torch.device | str = "cpu") -> torch.Tensor:
     """N x 3 x ``spec.size`` x ``spec.size`` floats: resized, centre-cropped and normalised. ``images``: one
     RGB image (H x W x 3 or 3 x H x W; uint8 in 0-255 or float in [0, 1], anything else is refused), a batch
     of them, or a list of any sizes."""

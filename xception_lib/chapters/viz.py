@@ -1,7 +1,5 @@
-"""Looking inside Xception: feature maps, first-layer filters, separable convolutions, statistics, and which
-trained model to show. Figures fill the book's column with text of 9 pt or more; stage outputs come from
-:meth:`~xception_lib.Xception.forward_intermediates`.
-"""
+"""Looking inside Xception (chapter 7): feature maps, first-layer filters, separable convolutions, statistics, and
+which trained model to show. Figures fill the book's column with text of 9 pt or more."""
 
 from __future__ import annotations
 
@@ -232,11 +230,8 @@ def plot_separable_steps(
     for ax, label in zip(grid[:, 0], ("input", "3x3 kernel", "after\ndepthwise"), strict=True):
         ax.set_ylabel(label, fontsize=9)
     heading = {"fontsize": 10, "fontweight": "bold"}
-    top.suptitle(
-        f"Step 1, depthwise: each of the {c_in} channels is filtered on its own",
-        color=style.colour("depthwise"),
-        **heading,
-    )
+    step = f"Step 1, depthwise: each of the {c_in} channels is filtered on its own"
+    top.suptitle(step, color=style.colour("depthwise"), **heading)
     lower = bottom.subplots(1, 1 + outputs, width_ratios=[1.6] + [1.0] * outputs)
     weights = p[outs][:, ins].numpy()
     bound = float(np.abs(weights).max()) or 1.0
@@ -249,11 +244,8 @@ def plot_separable_steps(
     lower[0].set_title("pointwise weights", fontsize=9)
     for ax, o in zip(lower[1:], outs, strict=True):
         _show_map(ax, pointwise[0, o], f"output ch {o}", signed=True)
-    bottom.suptitle(
-        f"Step 2, pointwise: each of the {c_out} outputs sums all {c_in} depthwise channels",
-        color=style.colour("pointwise"),
-        **heading,
-    )
+    step = f"Step 2, pointwise: each of the {c_out} outputs sums all {c_in} depthwise channels"
+    bottom.suptitle(step, color=style.colour("pointwise"), **heading)
     fig.suptitle(f"{layer}: {c_in} -> {c_out} channels at {h}x{w}", fontsize=11)
     return fig
 
