@@ -1,9 +1,8 @@
-"""Figures of chapters 1 and 2: module diagrams, the segment spectrum, savings and bar charts.
+"""Figures of chapters 1-3: module diagrams, the segment spectrum, savings and bar charts, and library source.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (nothing
-registered globally), 7 inches wide for the book's column. The colours carry the book's one
-idea: **blue** maps cross-channel correlations (1x1), **orange** spatial ones (one channel or
-segment at a time), **purple** both at once (a regular convolution).
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (nothing registered globally),
+as wide as the book's column. The colours carry the book's one idea: **blue** maps cross-channel correlations
+(1x1), **orange** spatial ones (one channel or segment at a time), **purple** both at once (a regular convolution).
 """
 
 from __future__ import annotations
@@ -31,15 +30,13 @@ COLOURS = {
 
 
 def text_colour(face: str) -> str:
-    """Black or white, whichever contrasts more with ``face`` (WCAG's relative luminance):
-    white on the dark blue of a 1x1, black on the others."""
+    """Black or white, whichever contrasts more with ``face`` (WCAG's relative luminance): white on the dark blue
+    of a 1x1, black on the others and on no face (``"none"``)."""
     from matplotlib.colors import to_rgb
 
-    if face == "none":
-        return "black"
-    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(face)]
-    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-    return "white" if luminance < 0.179 else "black"
+    rgb = to_rgb("white" if face == "none" else face)
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return "white" if 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2] < 0.179 else "black"
 
 
 #: The kinds of :func:`module_diagram` and their titles.
