@@ -388,7 +388,7 @@ def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
             f"TrainConfig), so the architecture is unknown. {fix}"
         )
     try:
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in obj["model_config"].items()}
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in obj["model_config"].items()}
         model = Xception(XceptionConfig(**fields))
         model.load_state_dict(
             {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in obj["model"].items()}
