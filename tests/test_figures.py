@@ -11,6 +11,7 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
 from xception_lib import complexity as cx  # noqa: E402
 from xception_lib.chapters import figures  # noqa: E402
+from xception_lib.listing import fit_source  # noqa: E402
 
 
 def _boxes(fig: Figure) -> list[str]:
@@ -113,7 +114,7 @@ def test_bar_pair_panels_and_validation() -> None:
 def test_bar_colours_follow_the_legend() -> None:
     from matplotlib.colors import to_hex
 
-    fig = figures.bar_pair(["regular", "separable", "depthwise", "pointwise", "other"], [1.0] * 5, [1.0] * 5)
+    fig = figures.bar_pair(["regular", "separable", "depthwise", "pointwise", "stem"], [1.0] * 5, [1.0] * 5)
     faces = [to_hex(bar.get_facecolor()) for bar in fig.axes[0].patches]
     c = {kind: to_hex(colour) for kind, colour in figures.COLOURS.items()}
     assert faces == [c["joint"], c["spatial"], c["spatial"], c["cross"], c["pool"]]  # orange: depthwise, blue: 1x1
@@ -199,10 +200,10 @@ def test_fit_source_fits_the_column_and_keeps_the_code() -> None:
         "        y = x + 1  # a trailing comment that pushes this line well past the eighty characters\n"
         "        return y\n"
     )
-    fitted = figures.fit_source(source)
+    fitted = fit_source(source)
     assert all(len(line) <= 80 for line in fitted.splitlines())
     assert _code_only(fitted) == _code_only(textwrap.dedent(source))
     assert "    # a trailing comment" in fitted and "    y = x + 1\n" in fitted
     assert "far too long" in fitted and "some margin" in fitted
     short = "def g():\n    return 1\n"
-    assert figures.fit_source(short) == short
+    assert fit_source(short) == short

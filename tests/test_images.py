@@ -9,21 +9,16 @@ import torch
 from xception_lib.chapters import images as im
 
 
-def test_photo_is_rgb_uint8() -> None:
-    cat = im.photo("chelsea")
-    assert cat.dtype == np.uint8
-    assert cat.ndim == 3 and cat.shape[2] == 3
-
-
-def test_photo_rejects_unknown_and_greyscale_names() -> None:
-    with pytest.raises(ValueError, match="scikit-image photo"):
-        im.photo("no_such_photo")
-    with pytest.raises(ValueError, match="RGB"):
-        im.photo("camera")  # a greyscale photo
+def test_photos_are_rgb_uint8() -> None:
+    photos = im.example_images("imagenet", n=len(im.PHOTO_NAMES))
+    assert list(photos) == list(im.PHOTO_NAMES)
+    assert all(p.dtype == np.uint8 and p.ndim == 3 and p.shape[2] == 3 for p in photos.values())
+    with pytest.raises(ValueError, match=r"n must be in \[1, 4\] \(photos\)"):
+        im.example_images("imagenet", n=5)
 
 
 def test_preprocess_resizes_photos_of_different_sizes_to_the_model_size() -> None:
-    photos = {name: im.photo(name) for name in ("chelsea", "coffee")}  # 300 x 451 and 400 x 600
+    photos = im.example_images("imagenet", n=2)  # chelsea and coffee: 300 x 451 and 400 x 600
     x = im.preprocess(list(photos.values()), im.IMAGENET_XCEPTION)
     assert x.shape == (2, 3, 299, 299)
     assert x.dtype == torch.float32
@@ -71,8 +66,7 @@ def test_preprocessing_for_each_kind() -> None:
 
 
 def test_imagenet_categories_are_the_usual_1000() -> None:
-    names = im.imagenet_categories()
-    assert len(names) == 1000
+    names = im.class_names_for("imagenet")
     assert names[0] == "tench" and names[281] == "tabby"
 
 
@@ -91,8 +85,8 @@ def test_cifar_test_images_are_of_distinct_classes() -> None:
         arrays = data.load_cifar("cifar10", download=False)
     except Exception as error:  # no local copy
         pytest.skip(f"CIFAR-10 unavailable here: {error}")
-    images = im.cifar_test_images(4, seed=1)
-    assert len(images) == 4 and images.keys() == im.cifar_test_images(4, seed=1).keys()  # the seed fixes the choice
+    images = im.example_images("cifar10", n=4, seed=1)
+    assert len(images) == 4 and images.keys() == im.example_images("cifar10", n=4, seed=1).keys()  # fixed by the seed
     classes = [name.split(": ")[1] for name in images]
     assert len(set(classes)) == 4
     for name, image in images.items():
@@ -101,8 +95,8 @@ def test_cifar_test_images_are_of_distinct_classes() -> None:
         np.testing.assert_array_equal(image, arrays.test_images[index].permute(1, 2, 0).numpy())
     x = im.preprocess(list(images.values()), im.preprocessing_for("cifar10"))
     assert x.shape == (4, 3, 32, 32)
-    with pytest.raises(ValueError, match=r"n must be in \[1, 10\]"):
-        im.cifar_test_images(11)
+    with pytest.raises(ValueError, match=r"n must be in \[1, 10\] \(one image per class\)"):
+        im.example_images("cifar10", n=11)
 
 
 def test_class_names_for_each_kind() -> None:

@@ -1,9 +1,8 @@
-"""Figures of chapters 1 and 2: module diagrams, the segment spectrum, savings and bar charts.
+"""Figures of chapters 1-3: module diagrams, the segment spectrum, savings and bar charts, and library source.
 
-Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (nothing
-registered globally), 7 inches wide for the book's column. The colours carry the book's one
-idea: **blue** maps cross-channel correlations (1x1), **orange** spatial ones (one channel or
-segment at a time), **purple** both at once (a regular convolution).
+Every function returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (nothing registered globally),
+as wide as the book's column. The colours carry the book's one idea: **blue** maps cross-channel correlations
+(1x1), **orange** spatial ones (one channel or segment at a time), **purple** both at once (a regular convolution).
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xception_lib.chapters.style import LAYERS, MODELS
+from xception_lib.chapters.style import COLUMN_IN, LAYERS, colour
 
 if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
     from matplotlib.axes import Axes
@@ -31,25 +30,31 @@ COLOURS = {
 
 
 def text_colour(face: str) -> str:
-    """Black or white, whichever contrasts more with ``face`` (WCAG's relative luminance):
-    white on the dark blue of a 1x1, black on the others."""
+    """Black or white, whichever contrasts more with ``face`` (WCAG's relative luminance): white on the dark blue
+    of a 1x1, black on the others and on no face (``"none"``)."""
     from matplotlib.colors import to_rgb
 
-    if face == "none":
-        return "black"
-    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(face)]
-    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
-    return "white" if luminance < 0.179 else "black"
+    rgb = to_rgb("white" if face == "none" else face)
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb]
+    return "white" if 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2] < 0.179 else "black"
 
 
-DIAGRAMS = ("regular", "inception", "simplified", "segmented", "extreme", "separable")
+#: The kinds of :func:`module_diagram` and their titles.
+DIAGRAMS = {
+    "regular": "A regular convolution",
+    "inception": "Figure 1: an Inception module",
+    "simplified": "Figure 2: the simplified Inception module",
+    "segmented": "Figure 3: one 1x1, then 3x3 over 3 segments",
+    "extreme": "Figure 4: the extreme version",
+    "separable": "A depthwise separable convolution",
+}
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 1.0}
 
 
-def _new_figure(width: float, height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
+def _new_figure(height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(COLUMN_IN, height), layout="constrained")
     return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
@@ -60,13 +65,9 @@ def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: 
     """Draw a rounded box centred at ``(x, y)``; return its centre."""
     from matplotlib.patches import FancyBboxPatch
 
-    style = "round,pad=0.02,rounding_size=0.08"
-    ax.add_patch(
-        FancyBboxPatch(
-            (x - w / 2, y - h / 2), w, h, boxstyle=style, facecolor=COLOURS[kind], gid=f"box:{kind}", **_EDGE
-        )
-    )
-    ax.text(x, y, text, ha="center", va="center", fontsize=10, color=text_colour(COLOURS[kind]))
+    face, corners = COLOURS[kind], "round,pad=0.02,rounding_size=0.08"
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, corners, facecolor=face, gid=f"box:{kind}", **_EDGE))
+    ax.text(x, y, text, ha="center", va="center", fontsize=10, color=text_colour(face))
     return x, y
 
 
@@ -129,10 +130,8 @@ def _chain(ax: Axes, steps: Sequence[tuple[str, str]], notes: Sequence[str] = ()
 
 
 def _finish(ax: Axes, x0: float, x1: float, y0: float, y1: float) -> None:
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    ax.set_aspect("equal")
-    ax.axis("off")
+    ax.set(xlim=(x0, x1), ylim=(y0, y1), aspect="equal")
+    ax.set_axis_off()
 
 
 def _legend(fig: Figure) -> None:
@@ -148,39 +147,24 @@ def _legend(fig: Figure) -> None:
 
 
 def module_diagram(kind: str) -> Figure:
-    """A box-and-arrow diagram (one axes, a colour legend) of a module of the paper's argument:
-    ``"regular"`` (a 3x3 convolution), ``"inception"``, ``"simplified"``, ``"segmented"`` and
-    ``"extreme"`` (the paper's Figures 1-4) or ``"separable"`` (depthwise separable)."""
+    """A box-and-arrow diagram (one axes, a colour legend) of a module of the paper's argument, one of
+    :data:`DIAGRAMS`: a regular 3x3 convolution, the paper's Figures 1-4, or a depthwise separable one."""
     if kind not in DIAGRAMS:
-        raise ValueError(f"kind must be one of {DIAGRAMS}, got {kind!r}")
-    fig, (ax,) = _new_figure(7.0, 3.8)
-    one_by_one, three = ("1x1 conv", "cross"), ("3x3 conv", "joint")
-    draw, title = {
-        "regular": (
-            lambda: _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"]),
-            "A regular convolution",
-        ),
-        "inception": (
-            lambda: _towers(
-                ax,
-                [[one_by_one], [one_by_one, three], [one_by_one, three, three], [("3x3 avg pool", "pool"), one_by_one]],
-            ),
-            "Figure 1: an Inception module",
-        ),
-        "simplified": (lambda: _towers(ax, [[one_by_one, three]] * 3), "Figure 2: the simplified Inception module"),
-        "segmented": (lambda: _segmented(ax, 3, 3, "3x3 conv"), "Figure 3: one 1x1, then 3x3 over 3 segments"),
-        "extreme": (lambda: _segmented(ax, 0, 9, "3x3"), "Figure 4: the extreme version"),
-        "separable": (
-            lambda: _chain(
-                ax,
-                [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")],
-                ["spatial first", "then cross-channel\n(no ReLU in between)"],
-            ),
-            "A depthwise separable convolution",
-        ),
-    }[kind]
-    draw()
-    ax.set_title(title, fontsize=11)
+        raise ValueError(f"kind must be one of {tuple(DIAGRAMS)}, got {kind!r}")
+    fig, (ax,) = _new_figure(3.8)
+    one, three = ("1x1 conv", "cross"), ("3x3 conv", "joint")
+    if kind == "regular":
+        _chain(ax, [("3x3 conv, all channels", "joint")], ["space and channels, jointly"])
+    elif kind == "inception":
+        _towers(ax, [[one], [one, three], [one, three, three], [("3x3 avg pool", "pool"), one]])
+    elif kind == "simplified":
+        _towers(ax, [[one, three]] * 3)
+    elif kind == "separable":
+        steps = [("depthwise 3x3, per channel", "spatial"), ("pointwise 1x1", "cross")]
+        _chain(ax, steps, ["spatial first", "then cross-channel\n(no ReLU in between)"])
+    else:  # segmented or extreme
+        _segmented(ax, *((3, 3, "3x3 conv") if kind == "segmented" else (0, 9, "3x3")))
+    ax.set_title(DIAGRAMS[kind], fontsize=11)
     _legend(fig)
     return fig
 
@@ -206,24 +190,32 @@ def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
-def segment_spectrum(
-    channels: int, size: int, segments: Sequence[int] | None = None, kernel_size: int = 3
-) -> list[SpectrumPoint]:
-    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` on a ``size`` x ``size`` input for each
-    ``s`` in ``segments`` (default: every divisor of ``channels``), counted by torchinfo and fvcore beside the closed
-    forms, in increasing order of ``s``."""
+def segment_spectrum(channels: int, size: int, segments: Sequence[int] | None = None) -> list[SpectrumPoint]:
+    """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` (3x3) on a ``size`` x ``size`` input for
+    each ``s`` in ``segments`` (default: every divisor of ``channels``), counted by torchinfo and fvcore beside the
+    closed forms, in increasing order of ``s``."""
     from xception_lib import complexity as cx
     from xception_lib.layers import SegmentedInception
 
     chosen = divisors(channels) if segments is None else sorted(segments)
     shape = (1, channels, size, size)
-    c, k, points = channels, kernel_size, []
+    c, points = channels, []
     for s in chosen:
-        module = SegmentedInception(c, c, s, kernel_size=k)
-        params = cx.conv_params(c, c, 1, bias=True) + cx.conv_params(c, c, k, groups=s, bias=True)
-        macs = cx.conv_macs(c, c, 1, size, size) + cx.conv_macs(c, c, k, size, size, groups=s)
+        module = SegmentedInception(c, c, s)
+        params = cx.conv_params(c, c, 1, bias=True) + cx.conv_params(c, c, 3, groups=s, bias=True)
+        macs = cx.conv_macs(c, c, 1, size, size) + cx.conv_macs(c, c, 3, size, size, groups=s)
         points.append(SpectrumPoint(s, cx.torchinfo_params(module, shape), cx.count_macs(module, shape), params, macs))
     return points
+
+
+def _log2_x(ax: Axes, label: str) -> None:
+    """A base-2 logarithmic x axis with plain numbers (8, 16, ...) and a grid."""
+    from matplotlib.ticker import ScalarFormatter
+
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlabel(f"{label} (log scale)")
+    ax.grid(True, which="both", linewidth=0.3)
 
 
 def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
@@ -231,9 +223,7 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
     the closed forms as a line, the ends labelled "regular" (1 segment) and "extreme" (one segment per channel)."""
     if not points:
         raise ValueError("expected at least one SpectrumPoint, got none")
-    from matplotlib.ticker import ScalarFormatter
-
-    fig, axes = _new_figure(7.0, 3.4, ncols=2)
+    fig, axes = _new_figure(3.4, ncols=2)
     s = [p.segments for p in points]
     panels = [
         (axes[0], [p.params for p in points], [p.formula_params for p in points], "parameters"),
@@ -242,12 +232,9 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
     for ax, counted, formula, ylabel in panels:
         ax.plot(s, formula, "-", color="#999999", linewidth=1.5, label="closed form")
         ax.plot(s, counted, "o", color="#333333", markersize=4, label="counted (torchinfo / fvcore)")
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(ScalarFormatter())
+        _log2_x(ax, "segments")
         ax.set_yscale("log")
-        ax.set_xlabel("segments (log scale)")
         ax.set_title(f"{ylabel} (log scale)", fontsize=10)
-        ax.grid(True, which="both", linewidth=0.3)
         ax.annotate("regular", (s[0], counted[0]), textcoords="offset points", xytext=(5, -12), fontsize=9)
         ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-45, 8), fontsize=9)
     axes[0].legend(fontsize=9, loc="upper right")
@@ -264,40 +251,24 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
 
     if not channels:
         raise ValueError("expected at least one channel count, got none")
-    from matplotlib.ticker import ScalarFormatter
-
-    fig, (ax,) = _new_figure(7.0, 3.6)
+    fig, (ax,) = _new_figure(3.6)
     shades = ("#222222", "#555555", "#888888", "#aaaaaa")  # one grey per kernel size
-    for k, colour in zip(kernel_sizes, shades, strict=False):
-        ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=colour)
-        ax.axhline(k * k, linestyle="--", linewidth=0.8, color=colour)
-    ax.set_xscale("log", base=2)
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.set_xlabel("channels $C_{in} = C_{out}$ (log scale)")
+    for k, shade in zip(kernel_sizes, shades, strict=False):
+        ax.plot(channels, [separable_savings(c, c, k) for c in channels], label=f"{k}x{k}", color=shade)
+        ax.axhline(k * k, linestyle="--", linewidth=0.8, color=shade)
+    _log2_x(ax, "channels $C_{in} = C_{out}$")
     ax.set_ylabel("regular MACs / separable MACs")
-    ax.grid(True, which="both", linewidth=0.3)
     ax.legend(title="kernel (dashed: $k^2$)", fontsize=9, title_fontsize=9)
     return fig
 
 
-#: The colour of a bar, by the kind of convolution its label names (the diagrams' legend); a
-#: separable convolution does both steps, one after the other: orange with blue stripes.
-BAR_KINDS = {"regular": "joint", "depthwise": "spatial", "pointwise": "cross", "separable": "spatial"}
-
-
-def _key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-_MODEL_KEYS = {_key(name): colour for name, colour in MODELS.items()}
-
-
 def bar_colour(label: str) -> str:
-    """The colour of a bar: its layer kind's (:data:`BAR_KINDS`), its model's ("ResNet-50" is
-    ``resnet50``), or grey."""
-    if label in BAR_KINDS:
-        return COLOURS[BAR_KINDS[label]]
-    return _MODEL_KEYS.get(_key(label), COLOURS["pool"])
+    """The colour of a bar: its layer kind's, or its model's (:func:`~xception_lib.chapters.style.colour`), or
+    grey. A separable convolution does both steps: orange (depthwise, spatial) with blue stripes."""
+    try:
+        return colour("depthwise" if label == "separable" else label)
+    except KeyError:
+        return LAYERS["pool"]
 
 
 def bar_pair(
@@ -307,21 +278,16 @@ def bar_pair(
     titles: tuple[str, str] = ("parameters", "MACs"),
     log: bool = False,
 ) -> Figure:
-    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time).
-
-    A label of :data:`BAR_KINDS` gets its kind's colour (orange: depthwise, spatial; blue: pointwise; purple:
-    regular), a model's name its colour in :data:`~xception_lib.chapters.style.MODELS` ("Inception V3":
-    orange); any other label is grey. ``log``: logarithmic value axes, drawn as dots (bars start at zero).
-    """
+    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time), each bar
+    in its :func:`bar_colour`. ``log``: logarithmic value axes, drawn as dots (bars start at zero)."""
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
-    from matplotlib.ticker import FuncFormatter
-
-    fig, axes = _new_figure(7.0, 3.2, ncols=2)
+    fig, axes = _new_figure(3.2, ncols=2)
     colours = [bar_colour(label) for label in labels]
-    for ax, values, title in zip(axes, (left, right), titles, strict=False):
+    for ax, values, title in zip(axes, (left, right), titles, strict=True):
         ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
         if log:  # a dot plot: a bar on a log scale starts nowhere, so its length means nothing
             where = range(len(labels))
             ax.scatter(where, list(values), c=colours, s=70, edgecolors="#333333", linewidths=0.6, zorder=3)
@@ -332,17 +298,14 @@ def bar_pair(
             ax.set_yscale("log")
             ax.grid(axis="y", which="major", alpha=0.3)
             ax.margins(x=0.15, y=0.3)
-            ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
             continue
         bars = ax.bar(list(labels), list(values), color=colours, edgecolor="#333333", linewidth=0.6)
-        for label, bar in zip(labels, bars, strict=False):
+        for label, bar in zip(labels, bars, strict=True):
             if label == "separable":
                 bar.set(hatch="///", edgecolor=COLOURS["cross"])
         ax.bar_label(bars, labels=[short_number(v) for v in values], fontsize=9)
-        # "20M", not "2.0" under a "1e7" at the top of the axis
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: short_number(value)))
+        ax.yaxis.set_major_formatter(lambda value, _: short_number(value))  # "20M", not "2.0" under a "1e7"
         ax.margins(y=0.15)
-        ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
     return fig
 
 
@@ -357,50 +320,13 @@ def short_number(value: float) -> str:
 # ------------------------------------------------------------------ library source on the page
 
 
-def fit_source(text: str, width: int = 80) -> str:
-    """Python source reflowed for the book's column (the code itself is unchanged): dedented; a
-    trailing comment that would push its line past ``width`` moved onto its own line above;
-    formatted by ruff at ``width - 1`` when ruff is installed; and comment or docstring lines
-    still too long broken at a space, the rest continuing at the same indentation."""
-    import shutil
-    import subprocess
-    import textwrap
-
-    def lifted(line: str) -> list[str]:  # a long line's trailing comment, moved above it
-        code, hash_, comment = line.partition("  # ")
-        if len(line) <= width or not hash_ or not code.strip() or '"' in comment or "'" in comment:
-            return [line]
-        indent = code[: len(code) - len(code.lstrip())]
-        return [f"{indent}# {comment}", code.rstrip()]
-
-    text = "\n".join(out for line in textwrap.dedent(text).splitlines() for out in lifted(line))
-    ruff = shutil.which("ruff")
-    if ruff is not None and any(len(line) > width for line in text.splitlines()):
-        command = [ruff, "format", f"--line-length={width - 1}", "--stdin-filename=source.py", "-"]
-        done = subprocess.run(command, input=text + "\n", capture_output=True, text=True, check=False)
-        if done.returncode == 0:
-            text = done.stdout
-    lines: list[str] = []
-    in_string = False
-    for line in text.splitlines():
-        stripped = line.lstrip()
-        prose = in_string or stripped.startswith(("#", '"""'))
-        in_string ^= line.count('"""') % 2 == 1
-        while prose and len(line) > width and " " in line[len(line) - len(stripped) : width]:
-            indent = line[: len(line) - len(stripped)]
-            cut = line.rindex(" ", len(indent), width)
-            lines.append(line[:cut])
-            rest = line[cut + 1 :]
-            line = indent + ("# " if stripped.startswith("#") else "") + rest
-        lines.append(line)
-    return "\n".join(lines) + "\n"
-
-
 def source_code(obj: object, width: int = 80) -> Any:
     """The source of a library function or class, highlighted and fitted to the column
-    (:func:`fit_source`): an ``IPython.display.Code`` that a notebook cell displays."""
+    (:func:`xception_lib.listing.fit_source`): an ``IPython.display.Code`` that a notebook cell displays."""
     import inspect
 
     from IPython.display import Code
+
+    from xception_lib.listing import fit_source
 
     return Code(fit_source(inspect.getsource(obj), width), language="python")  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from xception_lib.chapters.images import Preprocessing, to_display
-from xception_lib.chapters.viz import Device, as_batch, panel_grid
+from xception_lib.chapters.viz import Device, as_batch, device_of, panel_grid
 from xception_lib.model import Xception
 from xception_lib.runtime import eval_mode
 
@@ -36,10 +36,9 @@ def grad_cam(
     model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow", device: Device = None
 ) -> torch.Tensor:
     """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode. ``target``:
-    one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for
-    each image's predicted class, ``"top2"`` for its runner-up... ``stage``: a key of ``model.stages()``,
-    usually the most semantic, ``"exit_flow"``. Each map is divided by its maximum (all 0 if none is positive).
-    """
+    one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for each image's
+    predicted class, ``"top2"`` for its runner-up... ``stage``: a key of ``model.stages()``, usually the most
+    semantic, ``"exit_flow"``. Each map is divided by its maximum (all 0 if none is positive)."""
     return grad_cams(model, images, [target], stage=stage, device=device)[0][0]
 
 
@@ -50,7 +49,7 @@ def grad_cams(
     N x H x W tensor per target), the classes explained (a list of N per target) and the probabilities."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
+    device = device_of(model, device)
     x = as_batch(images).to(device)
     n = x.shape[0]
     cams, explained = [], []
@@ -113,13 +112,13 @@ def plot_grad_cam(
         shown = to_display(image, spec)
         axes[row, 0].imshow(shown)
         axes[row, 0].set_title(image_names[row] if image_names else f"image {row}", fontsize=9)
-        for col, target in enumerate(targets, start=1):
-            cls, cam = classes[col - 1][row], cams[col - 1][row].numpy()
-            axes[row, col].imshow(shown)
-            axes[row, col].imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
+        for ax, target, maps, explained in zip(axes[row, 1:], targets, cams, classes, strict=True):
+            cls, cam = explained[row], maps[row].numpy()
+            ax.imshow(shown)
+            ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0)
             name = class_names[cls] if class_names is not None else f"class {cls}"
             kind = f"{target}: " if isinstance(target, str) else ("top1: " if target is None else "")
             empty = "\n(no positive evidence)" if cam.max() <= 0 else ""
-            axes[row, col].set_title(f"{kind}{name[:18]}\np = {float(probs[row, cls]):.1%}{empty}", fontsize=9)
+            ax.set_title(f"{kind}{name[:18]}\np = {float(probs[row, cls]):.1%}{empty}", fontsize=9)
     fig.suptitle(title or f"Grad-CAM at '{stage}' (red: strongest evidence for the class)", fontsize=11)
     return fig

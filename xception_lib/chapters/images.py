@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from xception_lib.data import DATASETS
 
-#: scikit-image photos used in the book (all bundled with scikit-image, no download).
-PHOTO_NAMES: tuple[str, ...] = ("chelsea", "coffee", "astronaut")
+#: scikit-image photos shown to an ImageNet model (all bundled with scikit-image, no download).
+PHOTO_NAMES: tuple[str, ...] = ("chelsea", "coffee", "astronaut", "rocket")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -35,6 +35,7 @@ IMAGENET_XCEPTION = Preprocessing(299, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "ImageN
 _STATS = DATASETS["cifar10"]
 CIFAR10 = Preprocessing(32, tuple(_STATS["mean"]), tuple(_STATS["std"]), "CIFAR-10, 32 px")  # type: ignore[arg-type]
 _KINDS = {"imagenet": IMAGENET_XCEPTION, "cifar10": CIFAR10}
+Images = np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]  # one image, a batch or a list
 
 
 def preprocessing_for(kind: str) -> Preprocessing:
@@ -45,34 +46,32 @@ def preprocessing_for(kind: str) -> Preprocessing:
 
 
 def class_names_for(kind: str, num_classes: int | None = None) -> list[str]:
-    """Class names of a model kind (``"imagenet"``: 1000, ``"cifar10"``: 10), checked against ``num_classes``."""
-    names = list(CIFAR10_CLASSES) if preprocessing_for(kind) is CIFAR10 else imagenet_categories()
+    """Class names of a model kind, checked against ``num_classes``: ``"imagenet"``'s 1000 in the usual index
+    order (shipped with torchvision, offline), ``"cifar10"``'s 10."""
+    from torchvision.models import Inception_V3_Weights
+
+    imagenet = preprocessing_for(kind) is IMAGENET_XCEPTION
+    names = list(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"] if imagenet else CIFAR10_CLASSES)
     if num_classes is not None and num_classes != len(names):
         raise ValueError(f"expected a model with {len(names)} outputs for kind {kind!r}, got {num_classes}")
     return names
 
 
-def photo(name: str) -> np.ndarray:
-    """A photo bundled with scikit-image as H x W x 3 uint8, e.g. ``"chelsea"`` (a cat), ``"coffee"``."""
-    import skimage.data
+def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    """``n`` images (H x W x 3 uint8) for a model kind: :data:`PHOTO_NAMES` for ImageNet; for CIFAR-10, test
+    images of ``n`` classes keyed like ``"test 1234: cat"``, the first of distinct classes in a seeded random
+    order, the same at every build."""
+    imagenet = preprocessing_for(kind) is IMAGENET_XCEPTION
+    limit = len(PHOTO_NAMES) if imagenet else len(CIFAR10_CLASSES)
+    if not 1 <= n <= limit:
+        raise ValueError(f"n must be in [1, {limit}] ({'photos' if imagenet else 'one image per class'}), got {n}")
+    if imagenet:
+        import skimage.data
 
-    loader = getattr(skimage.data, name, None)
-    if not callable(loader):
-        raise ValueError(f"expected the name of a scikit-image photo such as {PHOTO_NAMES}, got {name!r}")
-    image = np.asarray(loader())
-    if image.ndim != 3 or image.shape[2] < 3:
-        raise ValueError(f"expected an RGB photo (H x W x 3), but skimage.data.{name}() has shape {image.shape}")
-    return np.ascontiguousarray(image[:, :, :3])
-
-
-def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n`` CIFAR-10 test images (32 x 32 x 3 uint8) of ``n`` classes, keyed like ``"test 1234: cat"``: the first
-    of distinct classes in a seeded random order, the same at every build."""
+        return {name: np.ascontiguousarray(getattr(skimage.data, name)()[:, :, :3]) for name in PHOTO_NAMES[:n]}
     from xception_lib.data import load_cifar
 
     arrays = load_cifar("cifar10")
-    if not 1 <= n <= len(arrays.classes):
-        raise ValueError(f"n must be in [1, {len(arrays.classes)}] (one image per class), got {n}")
     labels = arrays.test_labels.tolist()
     chosen: dict[int, int] = {}  # class -> its first image in a seeded random order
     for i in np.random.default_rng(seed).permutation(len(labels)).tolist():
@@ -81,17 +80,7 @@ def cifar_test_images(n: int = 4, *, seed: int = 0) -> dict[str, np.ndarray]:
     return {f"test {i}: {arrays.classes[c]}": arrays.test_images[i].permute(1, 2, 0).numpy() for c, i in picked}
 
 
-def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
-    """The photos for an ImageNet model, ``n`` CIFAR-10 test images for a CIFAR-10 one."""
-    if preprocessing_for(kind) is CIFAR10:
-        return cifar_test_images(n, seed=seed)
-    names = (*PHOTO_NAMES, "rocket")
-    if not 1 <= n <= len(names):
-        raise ValueError(f"n must be in [1, {len(names)}] for photos, got {n}")
-    return {name: photo(name) for name in names[:n]}
-
-
-def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor]) -> list[torch.Tensor]:
+def _as_float_batch(images: Images) -> list[torch.Tensor]:
     """Images in any of the accepted layouts -> list of 3 x H x W float tensors in [0, 1]."""
     if isinstance(images, (list, tuple)):
         if not images:
@@ -120,12 +109,7 @@ def _as_float_batch(images: np.ndarray | torch.Tensor | Sequence[np.ndarray | to
     return list(t.float())
 
 
-def preprocess(
-    images: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
-    spec: Preprocessing,
-    *,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
+def preprocess(images: Images, spec: Preprocessing, *, device: torch.device | str = "cpu") -> torch.Tensor:
     """N x 3 x ``spec.size`` x ``spec.size`` floats: resized, centre-cropped and normalised. ``images``: one
     RGB image (H x W x 3 or 3 x H x W; uint8 in 0-255 or float in [0, 1], anything else is refused), a batch
     of them, or a list of any sizes."""
@@ -153,10 +137,3 @@ def to_display(x: torch.Tensor, spec: Preprocessing | None = None) -> np.ndarray
     else:
         x = x * torch.tensor(spec.std).view(3, 1, 1) + torch.tensor(spec.mean).view(3, 1, 1)
     return x.clamp(0.0, 1.0).permute(1, 2, 0).numpy()
-
-
-def imagenet_categories() -> list[str]:
-    """The 1000 ImageNet class names in the usual index order (shipped with torchvision, offline)."""
-    from torchvision.models import Inception_V3_Weights
-
-    return list(Inception_V3_Weights.IMAGENET1K_V1.meta["categories"])

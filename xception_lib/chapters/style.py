@@ -34,27 +34,27 @@ LAYERS: dict[str, str] = {
 """One colour per kind of layer, across the whole book."""
 
 
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())  # "ResNet-50", "Inception V3": resnet50, inceptionv3
+
+
+_COLOURS = {_key(name): colour for name, colour in (MODELS | LAYERS).items()}
+
+
 def colour(name: str) -> str:
-    """The book's colour for a model or a layer kind.
+    """The book's colour for a model ("ResNet-50" is ``resnet50``) or a layer kind.
 
     Raises:
         KeyError: ``name`` is neither, with the names that are.
     """
-    key = name.lower().replace("-", "_").replace(" ", "_")
-    if key in MODELS:
-        return MODELS[key]
-    if key in LAYERS:
-        return LAYERS[key]
-    raise KeyError(f"no colour for {name!r}: models {sorted(MODELS)}, layer kinds {sorted(LAYERS)}")
+    if _key(name) not in _COLOURS:
+        raise KeyError(f"no colour for {name!r}: models {sorted(MODELS)}, layer kinds {sorted(LAYERS)}")
+    return _COLOURS[_key(name)]
 
 
 def use(svg: bool = True) -> None:
-    """Set matplotlib up for the book: text sizes readable in the column, a white ground, SVG output.
-
-    Call it once, after the imports of a chapter. It changes matplotlib's settings for this
-    session (that is its job), and, inside IPython or Jupyter, asks for figures as SVG (sharp at any
-    zoom) unless ``svg=False``.
-    """
+    """Set matplotlib up for the book, once after a chapter's imports: text sizes readable in the column, a white
+    ground, and, inside IPython or Jupyter, figures as SVG (sharp at any zoom) unless ``svg=False``."""
     import matplotlib as mpl
 
     mpl.rcParams.update(

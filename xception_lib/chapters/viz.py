@@ -1,9 +1,5 @@
-"""Looking inside Xception: feature maps, first-layer filters, separable convolutions, statistics, and which
-trained model to show.
-
-Figures are 7 in wide (the book's column) with text of 9 pt or more; stage outputs come from
-:meth:`~xception_lib.Xception.forward_intermediates`.
-"""
+"""Looking inside Xception (chapter 7): feature maps, first-layer filters, separable convolutions, statistics, and
+which trained model to show. Figures fill the book's column with text of 9 pt or more."""
 
 from __future__ import annotations
 
@@ -33,7 +29,6 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-WIDTH = 7.0  # figure width in inches: the book's text column
 Device = torch.device | str | None  # where to compute; None: where the model is
 
 
@@ -51,80 +46,6 @@ def as_batch(images: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _device_of(model: torch.nn.Module, device: Device) -> torch.device:
-    return torch.device(device) if device is not None else next(model.parameters()).device
-
-
-def stage_outputs(model: Xception, images: torch.Tensor, *, device: Device = None) -> OrderedDict[str, torch.Tensor]:
-    """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
-    device = _device_of(model, device)
-    with eval_mode(model.to(device)), torch.no_grad():
-        out = model.forward_intermediates(as_batch(images).to(device))
-    return OrderedDict((name, t.cpu()) for name, t in out.items())
-
-
-def select_channels(
-    activation: torch.Tensor, channels: str | Sequence[int] = "active", n: int = 16, *, seed: int = 0
-) -> list[int]:
-    """Which channels of one image's C x h x w activation to show: ``"active"``, the ``n`` with the largest
-    mean after ReLU, most active first; ``"random"``, ``n`` drawn with ``seed``; or a list of indices."""
-    if activation.dim() != 3:
-        raise ValueError(f"expected one image's activation C x h x w, got shape {tuple(activation.shape)}")
-    c = activation.shape[0]
-    if isinstance(channels, str):
-        if not 1 <= n <= c:
-            raise ValueError(f"n must be in [1, {c}] for this stage's {c} channels, got {n}")
-        if channels == "active":
-            score = activation.clamp_min(0).mean(dim=(1, 2))
-            return torch.argsort(score, descending=True, stable=True)[:n].tolist()
-        if channels == "random":
-            return sorted(np.random.default_rng(seed).choice(c, size=n, replace=False).tolist())
-        raise ValueError(f"channels must be 'active', 'random' or a list of indices, got {channels!r}")
-    chosen = [int(i) for i in channels]
-    if not chosen or any(not 0 <= i < c for i in chosen):
-        raise ValueError(f"channel indices must be in [0, {c - 1}], got {chosen}")
-    return chosen
-
-
-# --------------------------------------------------------------------------- drawing
-def panel_grid(nrows: int, ncols: int, *, height: float | None = None) -> tuple[Figure, np.ndarray]:
-    """A ``WIDTH``-inch-wide figure and its ``nrows x ncols`` axes without ticks; ``height``: of a row."""
-    import matplotlib.pyplot as plt
-
-    row = height if height is not None else WIDTH / ncols + 0.3
-    size = (WIDTH, row * nrows + 0.45)  # 0.45 in for the title
-    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained")
-    for ax in axes.flat:
-        ax.set(xticks=[], yticks=[])
-    return fig, axes
-
-
-def _panels(count: int, ncols: int) -> tuple[Figure, list[Axes]]:
-    """The first ``count`` axes of a :func:`panel_grid` of ``ncols`` columns; the others are removed."""
-    ncols = max(1, min(ncols, count))
-    fig, axes = panel_grid(-(-count // ncols), ncols)
-    for ax in axes.flat[count:]:
-        ax.remove()
-    return fig, list(axes.flat[:count])
-
-
-def _show_map(
-    ax: Axes, m: torch.Tensor, label: str, scale: torch.Tensor | None = None, *, signed: bool = False
-) -> None:
-    """One feature map: viridis from 0 after ReLU, or red/blue around 0 when ``signed``; the colour range is
-    ``scale``'s 0.5% and 99.5% quantiles (default: the map's own), so one hot pixel does not wash it out."""
-    m = m.detach().float().cpu()
-    values = (m.abs() if signed else m if scale is None else scale).flatten().float()
-    lo, hi = (float(q) for q in torch.quantile(values, torch.tensor([0.005, 0.995])))
-    hi = max(hi, lo + 1e-6)
-    if signed:
-        ax.imshow(m.numpy(), cmap="RdBu_r", vmin=-hi, vmax=hi, interpolation="nearest")
-    else:
-        ax.imshow(m.numpy(), cmap="viridis", vmin=max(lo, 0.0), vmax=hi, interpolation="nearest")
-    ax.set_title(label, fontsize=9)
-    ax.set(xticks=[], yticks=[])
-
-
 def _one_image(image: torch.Tensor) -> torch.Tensor:
     x = as_batch(image)
     if x.shape[0] != 1:
@@ -132,52 +53,97 @@ def _one_image(image: torch.Tensor) -> torch.Tensor:
     return x
 
 
+def device_of(model: torch.nn.Module, device: Device) -> torch.device:
+    """``device``, or where the model's parameters are when it is ``None``."""
+    return torch.device(device) if device is not None else next(model.parameters()).device
+
+
+def stage_outputs(model: Xception, images: torch.Tensor, *, device: Device = None) -> OrderedDict[str, torch.Tensor]:
+    """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
+    device = device_of(model, device)
+    with eval_mode(model.to(device)), torch.no_grad():
+        out = model.forward_intermediates(as_batch(images).to(device))
+    return OrderedDict((name, t.cpu()) for name, t in out.items())
+
+
+def select_channels(
+    activation: torch.Tensor, channels: Literal["active", "random"] = "active", n: int = 16, *, seed: int = 0
+) -> list[int]:
+    """Which ``n`` channels of one image's C x h x w activation to show: ``"active"``, those with the largest
+    mean after ReLU, most active first; ``"random"``, ``n`` drawn with ``seed``."""
+    if activation.dim() != 3:
+        raise ValueError(f"expected one image's activation C x h x w, got shape {tuple(activation.shape)}")
+    c = activation.shape[0]
+    if not 1 <= n <= c:
+        raise ValueError(f"n must be in [1, {c}] for this stage's {c} channels, got {n}")
+    if channels == "random":
+        return sorted(np.random.default_rng(seed).choice(c, size=n, replace=False).tolist())
+    if channels != "active":
+        raise ValueError(f"channels must be 'active' or 'random', got {channels!r}")
+    return torch.argsort(activation.clamp_min(0).mean(dim=(1, 2)), descending=True, stable=True)[:n].tolist()
+
+
+# --------------------------------------------------------------------------- drawing
+def panel_grid(nrows: int, ncols: int, *, height: float | None = None) -> tuple[Figure, np.ndarray]:
+    """A column-wide figure and its ``nrows x ncols`` axes without ticks; ``height``: of a row."""
+    import matplotlib.pyplot as plt
+
+    row = height if height is not None else style.COLUMN_IN / ncols + 0.3
+    size = (style.COLUMN_IN, row * nrows + 0.45)  # 0.45 in for the title
+    no_ticks: dict[str, Any] = {"xticks": [], "yticks": []}
+    return plt.subplots(nrows, ncols, figsize=size, squeeze=False, layout="constrained", subplot_kw=no_ticks)
+
+
+def _panels(count: int, ncols: int = 8) -> tuple[Figure, list[Axes]]:
+    """The first ``count`` axes of a :func:`panel_grid` of ``ncols`` columns; the others are removed."""
+    ncols = min(ncols, count)
+    fig, axes = panel_grid(-(-count // ncols), ncols)
+    for ax in axes.flat[count:]:
+        ax.remove()
+    return fig, list(axes.flat[:count])
+
+
+def _show_map(ax: Axes, m: torch.Tensor, label: str, *, signed: bool = False) -> None:
+    """One feature map: viridis from 0 after ReLU, or red/blue around 0 when ``signed``; the colour range is
+    the map's 0.5% and 99.5% quantiles, so that one hot pixel does not wash it out."""
+    m = m.detach().float().cpu()
+    lo, hi = (float(q) for q in torch.quantile((m.abs() if signed else m).flatten(), torch.tensor([0.005, 0.995])))
+    hi = max(hi, lo + 1e-6)
+    low = -hi if signed else max(lo, 0.0)
+    ax.imshow(m.numpy(), cmap="RdBu_r" if signed else "viridis", vmin=low, vmax=hi, interpolation="nearest")
+    ax.set(xticks=[], yticks=[])
+    ax.set_title(label, fontsize=9)
+
+
 def plot_feature_maps(
     model: Xception,
     image: torch.Tensor,
     stage: str,
     *,
-    channels: str | Sequence[int] = "active",
+    channels: Literal["active", "random"] = "active",
     n: int = 16,
-    ncols: int = 8,
     seed: int = 0,
-    normalize: Literal["channel", "stage"] = "channel",
     device: Device = None,
     title: str | None = None,
 ) -> Figure:
-    """A grid of one stage's feature maps for one image, after ReLU.
-
-    Args:
-        image: One preprocessed image, 3 x H x W or 1 x 3 x H x W.
-        stage: A key of ``model.stages()``: ``"stem"``, ``"entry_flow.block1"`` ... ``"exit_flow"``.
-        channels, n, seed: Which channels (see :func:`select_channels`).
-        normalize: ``"channel"`` scales each map to its own range (the pattern of every
-            channel); ``"stage"`` uses one range for all (which channels respond strongly).
-        title: The figure's title (default: the stage, its shape and the choice).
-    """
+    """``n`` of one stage's feature maps for one preprocessed image (3 x H x W or 1 x 3 x H x W), after ReLU,
+    each on its own scale. ``stage``: a key of ``model.stages()``; ``channels``, ``seed``: which ones (see
+    :func:`select_channels`)."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
-    if normalize not in ("channel", "stage"):
-        raise ValueError(f"normalize must be 'channel' or 'stage', got {normalize!r}")
     act = stage_outputs(model, _one_image(image), device=device)[stage][0]  # C x h x w
     chosen = select_channels(act, channels, n, seed=seed)
-    maps = act[chosen].clamp_min(0)  # what the next layer's ReLU lets through
-    fig, axes = _panels(len(chosen), ncols)
-    for ax, ch, m in zip(axes, chosen, maps, strict=False):
-        _show_map(ax, m, f"ch {ch}", maps if normalize == "stage" else None)
+    fig, axes = _panels(n)
+    for ax, ch in zip(axes, chosen, strict=True):
+        _show_map(ax, act[ch].clamp_min(0), f"ch {ch}")  # what the next layer's ReLU lets through
     c, h, w = act.shape
-    how = (
-        {"active": "most active", "random": "random"}.get(channels, "chosen") if isinstance(channels, str) else "chosen"
-    )
-    which = f"all {c} channels, {how} first" if len(chosen) == c else f"{len(chosen)} {how} of {c} channels"
-    scale = "own scale each" if normalize == "channel" else "one scale"
-    fig.suptitle(title or f"{stage}: {which} ({h}x{w}, ReLU, {scale})", fontsize=11)
+    how = "most active" if channels == "active" else "random"
+    which = f"all {c} channels, {how} first" if n == c else f"{n} {how} of {c} channels"
+    fig.suptitle(title or f"{stage}: {which} ({h}x{w}, ReLU, own scale each)", fontsize=11)
     return fig
 
 
-def plot_stages(
-    model: Xception, image: torch.Tensor, *, n: int = 6, device: Device = None, title: str | None = None
-) -> Figure:
+def plot_stages(model: Xception, image: torch.Tensor, *, n: int = 6, device: Device = None) -> Figure:
     """The ``n`` most active channels of every stage for one image, a row each."""
     outs = stage_outputs(model, _one_image(image), device=device)
     fig, axes = panel_grid(len(outs), n)
@@ -186,24 +152,22 @@ def plot_stages(
             _show_map(axes[row, col], act[0, ch].clamp_min(0), f"ch {ch}")
         c, h, w = act.shape[1:]
         axes[row, 0].set_ylabel(f"{name.replace('_flow', '').replace('.block', ' ')}\n{c} x {h}x{w}", fontsize=9)
-    fig.suptitle(title or "Most active channels of each stage (after ReLU, each on its own scale)", fontsize=11)
+    fig.suptitle("Most active channels of each stage (after ReLU, each on its own scale)", fontsize=11)
     return fig
 
 
-def plot_first_filters(model: Xception, *, ncols: int = 8, title: str | None = None) -> Figure:
+def plot_first_filters(model: Xception) -> Figure:
     """The first convolution's filters (``model.stem.conv1``) as small RGB patches, each scaled by its own
     largest absolute weight: grey is 0, a colour shows the mix of R, G and B the filter responds to."""
-    conv = model.get_submodule("stem.conv1")
-    assert isinstance(conv, torch.nn.Conv2d)
-    weight = conv.weight.detach().float().cpu()  # C_out x 3 x k x k
+    weight = model.get_parameter("stem.conv1.weight").detach().float().cpu()  # C_out x 3 x k x k
     scale = weight.abs().amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
     patches = (weight / (2 * scale) + 0.5).permute(0, 2, 3, 1).numpy()  # C_out x k x k x 3 in [0, 1]
-    fig, axes = _panels(len(patches), ncols)
-    for k, (ax, patch) in enumerate(zip(axes, patches, strict=False)):
+    fig, axes = _panels(len(patches))
+    for i, (ax, patch) in enumerate(zip(axes, patches, strict=True)):
         ax.imshow(patch, interpolation="nearest")
-        ax.set_title(f"{k}", fontsize=9)
+        ax.set_title(f"{i}", fontsize=9)
     k = weight.shape[-1]
-    fig.suptitle(title or f"stem.conv1: {len(patches)} filters of 3 x {k} x {k} as RGB (grey = 0)", fontsize=11)
+    fig.suptitle(f"stem.conv1: {len(patches)} filters of 3 x {k} x {k} as RGB (grey = 0)", fontsize=11)
     return fig
 
 
@@ -233,7 +197,6 @@ def plot_separable_steps(
     inputs: int = 4,
     outputs: int = 3,
     device: Device = None,
-    title: str | None = None,
 ) -> Figure:
     """One separable convolution (``layer`` names a :class:`~xception_lib.SeparableConv2d`), step by step.
 
@@ -243,58 +206,47 @@ def plot_separable_steps(
     """
     import matplotlib.pyplot as plt
 
-    device = _device_of(model, device)
+    device = device_of(model, device)
     sep, x_in = _separable_input(model.to(device), _one_image(image).to(device), layer)
-    dw, pw = sep.depthwise, sep.pointwise
     with torch.no_grad():
-        depthwise = dw(x_in)  # 1 x C_in x h x w: each channel filtered on its own
+        depthwise = sep.depthwise(x_in)  # 1 x C_in x h x w: each channel filtered on its own
         mixed_in = sep.intermediate(depthwise)
-        pointwise = pw(mixed_in)  # 1 x C_out x h x w: 1x1 mix of all channels
+        pointwise = sep.pointwise(mixed_in)  # 1 x C_out x h x w: 1x1 mix of all channels
     (c_in, h, w), c_out = depthwise.shape[1:], pointwise.shape[1]
     if not 1 <= inputs <= c_in or not 1 <= outputs <= c_out:
         raise ValueError(f"inputs must be in [1, {c_in}] and outputs in [1, {c_out}], got {inputs} and {outputs}")
-    p = pw.weight.detach()[:, :, 0, 0].cpu()  # C_out x C_in
+    p = sep.pointwise.weight.detach()[:, :, 0, 0].cpu()  # C_out x C_in
     outs = torch.argsort(pointwise[0].abs().mean(dim=(1, 2)).cpu(), descending=True)[:outputs].tolist()
     activity = mixed_in[0].abs().mean(dim=(1, 2)).cpu()  # C_in
     ins = torch.argsort((p[outs].abs() * activity).sum(dim=0), descending=True)[:inputs].tolist()
-    kernels = dw.weight.detach().cpu()[:, 0]  # C_in x k x k (one kernel per channel)
+    kernels = sep.depthwise.weight.detach().cpu()[:, 0]  # C_in x k x k (one kernel per channel)
 
-    fig = plt.figure(figsize=(WIDTH, 8.6), layout="constrained")
+    fig = plt.figure(figsize=(style.COLUMN_IN, 8.6), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[3, 1.2], squeeze=False)[:, 0]
     grid = top.subplots(3, inputs, squeeze=False)
     for col, i in enumerate(ins):
-        for row, (m, what) in enumerate(
-            [(x_in[0, i], "input"), (kernels[i], "kernel"), (depthwise[0, i], "depthwise")]
-        ):
-            _show_map(grid[row, col], m, f"{what}, ch {i}", signed=True)
-    for ax, label in zip(grid[:, 0], ("input", "3x3 kernel", "after\ndepthwise"), strict=False):
+        for row, (m, what) in enumerate([(x_in, "input"), (kernels[None], "kernel"), (depthwise, "depthwise")]):
+            _show_map(grid[row, col], m[0, i], f"{what}, ch {i}", signed=True)
+    for ax, label in zip(grid[:, 0], ("input", "3x3 kernel", "after\ndepthwise"), strict=True):
         ax.set_ylabel(label, fontsize=9)
-    top.suptitle(
-        f"Step 1, depthwise: each of the {c_in} channels is filtered on its own",
-        fontsize=10,
-        color=style.colour("depthwise"),
-        fontweight="bold",
-    )
-    lower = bottom.subplots(1, 1 + outputs, squeeze=False, width_ratios=[1.6] + [1.0] * outputs)[0]
+    heading = {"fontsize": 10, "fontweight": "bold"}
+    step = f"Step 1, depthwise: each of the {c_in} channels is filtered on its own"
+    top.suptitle(step, color=style.colour("depthwise"), **heading)
+    lower = bottom.subplots(1, 1 + outputs, width_ratios=[1.6] + [1.0] * outputs)
     weights = p[outs][:, ins].numpy()
     bound = float(np.abs(weights).max()) or 1.0
     lower[0].imshow(weights, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
     for (r, c), v in np.ndenumerate(weights):
-        lower[0].text(
-            c, r, f"{v:+.2f}", ha="center", va="center", fontsize=9, color="w" if abs(v) > 0.6 * bound else "k"
-        )
+        ink = "w" if abs(v) > 0.6 * bound else "k"
+        lower[0].text(c, r, f"{v:+.2f}", ha="center", va="center", fontsize=9, color=ink)
     lower[0].set_xticks(range(len(ins)), [f"in {i}" for i in ins], fontsize=9, rotation=45)
     lower[0].set_yticks(range(len(outs)), [f"out {o}" for o in outs], fontsize=9)
     lower[0].set_title("pointwise weights", fontsize=9)
-    for ax, o in zip(lower[1:], outs, strict=False):
+    for ax, o in zip(lower[1:], outs, strict=True):
         _show_map(ax, pointwise[0, o], f"output ch {o}", signed=True)
-    bottom.suptitle(
-        f"Step 2, pointwise: each of the {c_out} outputs sums all {c_in} depthwise channels",
-        fontsize=10,
-        color=style.colour("pointwise"),
-        fontweight="bold",
-    )
-    fig.suptitle(title or f"{layer}: {c_in} -> {c_out} channels at {h}x{w}", fontsize=11)
+    step = f"Step 2, pointwise: each of the {c_out} outputs sums all {c_in} depthwise channels"
+    bottom.suptitle(step, color=style.colour("pointwise"), **heading)
+    fig.suptitle(f"{layer}: {c_in} -> {c_out} channels at {h}x{w}", fontsize=11)
     return fig
 
 
@@ -318,50 +270,38 @@ def activation_statistics(model: Xception, images: torch.Tensor, *, device: Devi
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
 
 
-def _leading(value: float) -> int:
-    """The leading digit of a positive number (2 for 0.2, 20 and 200)."""
-    return round(value / 10 ** np.floor(np.log10(value))) if value > 0 else 0
-
-
-def _plain(value: float, _position: object = None) -> str:
-    return f"{value:g}"
-
-
-def plot_activation_statistics(stats: pd.DataFrame | Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
+def plot_activation_statistics(stats: Mapping[str, pd.DataFrame], *, title: str | None = None) -> Figure:
     """Mean after ReLU, spread, sparsity and dead channels per stage: four line plots of
-    :func:`activation_statistics`, or of several of them keyed by a label to compare. The first
-    series is drawn in Xception's colour (:mod:`~xception_lib.chapters.style`), the others in greys
-    with dashed lines and open markers, so that they are told apart without colour."""
+    :func:`activation_statistics` results keyed by a label to compare. The first is drawn in Xception's
+    colour, the others in greys with dashed lines and open markers, told apart without colour."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
-    series = dict(stats) if isinstance(stats, Mapping) else {"": stats}
     looks = [{"color": style.colour("xception"), "ls": "-", "marker": "o"}] + [
         {"color": grey, "ls": "--", "marker": marker, "mfc": "white"}
         for grey, marker in zip(("0.45", "0.2", "0.65"), "s^D", strict=True)
     ]
-    if len(series) > len(looks):
-        raise ValueError(f"expected at most {len(looks)} sets of statistics to compare, got {len(series)}")
-    fig, grid = plt.subplots(2, 2, figsize=(WIDTH, 5.6), layout="constrained")
+    if len(stats) > len(looks):
+        raise ValueError(f"expected at most {len(looks)} sets of statistics to compare, got {len(stats)}")
+    fig, grid = plt.subplots(2, 2, figsize=(style.COLUMN_IN, 5.6), layout="constrained")
     panels = {"mean_relu": "mean after ReLU", "std": "standard deviation", "sparsity": "fraction zero after ReLU",
               "dead_channels": "channels never firing"}  # fmt: skip
-    for ax, (key, label) in zip(grid.flat, panels.items(), strict=False):
-        for (name, frame), look in zip(series.items(), looks, strict=False):
-            short = [s.replace("_flow", "").replace(".block", " ") for s in frame.index]
-            ax.plot(short, frame[key], label=name or None, **look)
+    for ax, (key, label) in zip(grid.flat, panels.items(), strict=True):
+        for (name, frame), look in zip(stats.items(), looks, strict=False):
+            ax.plot(
+                [s.replace("_flow", "").replace(".block", " ") for s in frame.index], frame[key], label=name, **look
+            )
         fraction = key in ("sparsity", "dead_channels")
         if fraction:
             ax.set_ylim(-0.02, 1.02)
-        elif all((frame[key] > 0).all() for frame in series.values()):
+        elif all((frame[key] > 0).all() for frame in stats.values()):
             ax.set_yscale("log")  # values can span orders of magnitude across stages
-            ax.yaxis.set_major_formatter(FuncFormatter(_plain))  # 0.5, not 5 x 10^-1
-            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: _plain(v) if _leading(v) in (2, 5) else ""))
+            ax.yaxis.set_major_formatter("{x:g}")  # 0.5, not 5 x 10^-1; minor ticks: 2 and 5 labelled
+            ax.yaxis.set_minor_formatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
         ax.set_ylabel(label + ("" if fraction or ax.get_yscale() != "log" else " (log)"), fontsize=9)
         ax.tick_params(labelsize=9)
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3)
-    if any(series):
-        grid[0, 0].legend(fontsize=9)
+    grid[0, 0].legend(fontsize=9)
     fig.suptitle(title or "Activation statistics per stage", fontsize=11)
     return fig
 
@@ -373,15 +313,15 @@ def top_k(
     """The ``k`` most probable classes of each image, as (name, probability) pairs."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    device = _device_of(model, device)
+    device = device_of(model, device)
     with eval_mode(model.to(device)), torch.no_grad():
         probs = model(as_batch(images).to(device)).softmax(dim=1).cpu()
     if probs.shape[1] != len(class_names):
         raise ValueError(f"expected {probs.shape[1]} class names (one per model output), got {len(class_names)}")
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
     return [
-        [(class_names[i], v) for v, i in zip(vs.tolist(), ids.tolist(), strict=False)]
-        for vs, ids in zip(values, indices, strict=False)
+        [(class_names[i], v) for v, i in zip(vs, ids, strict=True)]
+        for vs, ids in zip(values.tolist(), indices.tolist(), strict=True)
     ]
 
 
@@ -405,13 +345,6 @@ class AvailableModel(NamedTuple):
     test_accuracy: float | None
 
 
-def _timm_weights_url() -> str:
-    import timm
-
-    cfg = timm.models.get_pretrained_cfg("legacy_xception")
-    return str(cfg.url) if cfg is not None and cfg.url else "https://huggingface.co"
-
-
 def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
     """timm's pretrained ``legacy_xception`` converted with :func:`xception_lib.from_timm`. Without weights in
     torch's hub cache the host is probed, so an offline machine fails (``OSError``, one sentence) in
@@ -422,19 +355,16 @@ def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
         warnings.simplefilter("ignore")
         import timm
 
-        url = _timm_weights_url()
-        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlparse(url).path).name
-        env = next(
-            (e for e in OFFLINE_ENVS if os.environ.get(e, "").strip().lower() in ("1", "true", "yes", "on")), None
-        )
-        if not cached.is_file() and env is not None:
-            raise OSError(f"downloads are disabled by {env}")
-        host = urllib.parse.urlparse(url).hostname or "huggingface.co"
-        try:
-            if not cached.is_file():  # probe the host, so that an offline machine gives up in timeout_s
+        url = urllib.parse.urlparse(getattr(timm.models.get_pretrained_cfg("legacy_xception"), "url", None) or "")
+        if not (Path(torch.hub.get_dir()) / "checkpoints" / Path(url.path).name).is_file():
+            env = [e for e in OFFLINE_ENVS if os.environ.get(e, "").strip().lower() in ("1", "true", "yes", "on")]
+            if env:
+                raise OSError(f"downloads are disabled by {env[0]}")
+            host = url.hostname or "huggingface.co"
+            try:  # probe the host, so that an offline machine gives up in timeout_s
                 socket.create_connection((host, 443), timeout=timeout_s).close()
-        except OSError as error:  # gaierror, timeout, refused: the reader needs the cause, not the errno
-            raise OSError(f"{host} cannot be reached from this machine (no network?)") from error
+            except OSError as error:  # gaierror, timeout, refused: the reader needs the cause, not the errno
+                raise OSError(f"{host} cannot be reached from this machine (no network?)") from error
         return from_timm(timm.create_model("legacy_xception", pretrained=True))
 
 
@@ -450,24 +380,22 @@ def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
         obj = load_checkpoint(path)
     except CheckpointError as error:
         raise ValueError(f"{error}. {fix}") from None
-    history: dict[str, Any] = obj["history"] if isinstance(obj.get("history"), dict) else {}
-    fields = obj.get("model_config") or history.get("meta", {}).get("model_config")  # older fit: in the history
     if not isinstance(obj.get("model"), Mapping):
         raise ValueError(f"{path} holds no 'model' state dict. {fix}")
-    if not isinstance(fields, Mapping):
+    if not isinstance(obj.get("model_config"), Mapping):
         raise ValueError(
             f"{path} does not say which Xception it holds: no 'model_config' (its 'config', if any, is the "
             f"TrainConfig), so the architecture is unknown. {fix}"
         )
     try:
-        config: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-        model = Xception(XceptionConfig(**config))
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in obj["model_config"].items()}
+        model = Xception(XceptionConfig(**fields))
         model.load_state_dict(
             {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in obj["model"].items()}
         )
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path}: its weights do not fit its model_config: {str(error)[:300]}. {fix}") from error
-    accuracies = [a for a in history.get("test_acc", []) if a == a]  # nan: not evaluated that epoch
+    accuracies = [a for a in (obj.get("history") or {}).get("test_acc", []) if a == a]  # nan: not evaluated
     return model.eval(), (accuracies[-1] if accuracies else None)
 
 
@@ -478,9 +406,7 @@ def small_checkpoint_provenance() -> dict[str, Any]:
     return info
 
 
-def load_best_available_model(
-    *, checkpoint: str | Path | None = None, allow_download: bool = True, timeout_s: float = 3.0, device: Device = "cpu"
-) -> AvailableModel:
+def load_best_available_model(*, checkpoint: str | Path | None = None, device: Device = "cpu") -> AvailableModel:
     """The most informative trained Xception this machine can get, and what it is. In order: the CIFAR-10
     checkpoint you name (``checkpoint`` or ``$XCEPTION_CIFAR_CHECKPOINT``; it must load), the pretrained
     ImageNet Xception (:func:`load_pretrained_imagenet`), the small CIFAR-10 Xception shipped with the package.
@@ -497,23 +423,21 @@ def load_best_available_model(
         measured = f"last test accuracy {accuracy:.2%}" if accuracy is not None else "no test accuracy recorded"
         found = AvailableModel(model, f"CIFAR-10 Xception from {path}, {measured}.", "cifar10", accuracy)
     else:
-        why = "downloads not allowed"
-        if allow_download:
-            try:
-                model = load_pretrained_imagenet(timeout_s=timeout_s)
-                text = "Pretrained ImageNet Xception (timm's legacy_xception, the Keras weights) via xl.from_timm."
-                return AvailableModel(model.to(device).eval(), textwrap.fill(text, 79), "imagenet", None)
-            except OSError as error:  # offline, or downloads disabled: one plain sentence, no errno
-                why = f"ImageNet weights unavailable: {str(error).splitlines()[0][:100]}"
-            except Exception as error:  # no timm, a failed conversion
-                why = f"ImageNet weights unavailable ({type(error).__name__})"
-        info = small_checkpoint_provenance()
-        text = (
-            f"The small CIFAR-10 Xception shipped with xception_lib: {info['model']}, {info['parameters']:,} "
-            f"parameters, trained {info['epochs']} epochs on {info['threads']} CPU thread(s) "
-            f"({info['environment']['device_name']}); {info['test_accuracy']:.2%} test accuracy on the "
-            f"{info['test_images']:,} {info['dataset']} test images ({why})."
-        )
-        found = AvailableModel(_read_checkpoint(SMALL_CHECKPOINT)[0], text, "cifar10", float(info["test_accuracy"]))
+        try:
+            text = "Pretrained ImageNet Xception (timm's legacy_xception, the Keras weights) via xl.from_timm."
+            found = AvailableModel(load_pretrained_imagenet(), text, "imagenet", None)
+        except Exception as error:  # offline or downloads disabled (an OSError's one sentence), no timm...
+            why = (
+                f": {str(error).splitlines()[0][:100]}" if isinstance(error, OSError) else f" ({type(error).__name__})"
+            )
+            info = small_checkpoint_provenance()
+            text = (
+                f"The small CIFAR-10 Xception shipped with xception_lib: {info['model']}, {info['parameters']:,} "
+                f"parameters, trained {info['epochs']} epochs on {info['threads']} CPU thread(s) "
+                f"({info['environment']['device_name']}); {info['test_accuracy']:.2%} test accuracy on the "
+                f"{info['test_images']:,} {info['dataset']} test images (ImageNet weights unavailable{why})."
+            )
+            accuracy = float(info["test_accuracy"])
+            found = AvailableModel(_read_checkpoint(SMALL_CHECKPOINT)[0], text, "cifar10", accuracy)
     text = textwrap.fill(found.description, 79, break_long_words=False, break_on_hyphens=False)
-    return found._replace(model=found.model.to(device), description=text)
+    return found._replace(model=found.model.to(device).eval(), description=text)
