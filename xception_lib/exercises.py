@@ -44,6 +44,7 @@ import xception_lib as xl
 from xception_lib import complexity, transfer
 from xception_lib.config import XceptionConfig
 from xception_lib.layers import SegmentedInception, SeparableConv2d, SimplifiedInception
+from xception_lib.listing import fit_source
 from xception_lib.model import Xception, xception
 
 Predicate = Callable[[Any, Any], bool]
@@ -235,20 +236,7 @@ def solution(name: str) -> Solution:
     body = next(n for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)).body
     lines = source.splitlines()
     code = textwrap.dedent("\n".join(lines[body[1].lineno - 1 : body[-2].end_lineno]))
-    return Solution(name, " ".join(inspect.getdoc(fn).split()), _narrow(code))  # type: ignore[union-attr]
-
-
-def _narrow(code: str, width: int = 79) -> str:
-    """``code`` formatted by ruff to fit the book's column, where ruff is installed (else as it is)."""
-    import shutil
-    import subprocess
-
-    ruff = shutil.which("ruff")
-    if ruff is None or all(len(line) <= width for line in code.splitlines()):
-        return code
-    command = [ruff, "format", f"--line-length={width}", "--stdin-filename=solution.py", "-"]
-    done = subprocess.run(command, input=code, capture_output=True, text=True, check=False)
-    return done.stdout.rstrip("\n") if done.returncode == 0 else code
+    return Solution(name, " ".join(inspect.getdoc(fn).split()), fit_source(code).rstrip("\n"))  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------ questions of understanding

@@ -21,7 +21,7 @@ MODELS: dict[str, str] = {
     "mobilenet_v2": "#CC79A7",  # purple: another separable-convolution network
     "vgg16": "#999999",
 }
-"""One colour per model, across the whole book (keys as in ``xl.model.build`` and the benchmarks)."""
+"""One colour per model, across the whole book (keys as in the benchmarks)."""
 
 LAYERS: dict[str, str] = {
     "depthwise": "#E69F00",  # orange: the spatial step
