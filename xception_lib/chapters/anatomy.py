@@ -12,23 +12,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from xception_lib import complexity as cx
 from xception_lib.chapters import figures
 from xception_lib.chapters.style import LAYERS
-from xception_lib.complexity import (
-    conv_macs,
-    conv_params,
-    count_macs,
-    depthwise_params,
-    output_shapes,
-    pointwise_params,
-    separable_params,
-    torchinfo_params,
-)
 from xception_lib.config import BlockSpec, XceptionConfig
-from xception_lib.model import Xception, xception, xception_cifar
+from xception_lib.model import Xception, xception
 from xception_lib.runtime import eval_mode
 
-if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
+if TYPE_CHECKING:  # matplotlib and pandas are optional: imported inside the functions that use them
+    import pandas
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -53,12 +45,12 @@ def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
         raise ValueError(f"flow_params_formula expects depthwise convolutions (segments=None), got {config.segments}")
     s1, s2 = (config.channels(c) for c in config.stem_channels)
     out = dict.fromkeys(FLOWS, 0)
-    out["stem"] = conv_params(config.in_channels, s1, 3) + 2 * s1 + conv_params(s1, s2, 3) + 2 * s2
+    out["stem"] = cx.conv_params(config.in_channels, s1, 3) + 2 * s1 + cx.conv_params(s1, s2, 3) + 2 * s2
     for flow, cin, cout in config.separable_layers():
-        out[flow] += separable_params(cin, cout, 3) + 2 * cout
+        out[flow] += cx.separable_params(cin, cout, 3) + 2 * cout
     for block in config.blocks():
         if config.residual and block.projects:
-            out[block.flow] += pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
+            out[block.flow] += cx.pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
     classes = config.num_classes
     out["head"] = config.channels(config.exit_channels[2]) * classes + classes
     return out
@@ -67,49 +59,34 @@ def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
 def depthwise_share(config: XceptionConfig) -> float:
     """The fraction of all parameters held by the depthwise (spatial) filters."""
     total = sum(flow_params_formula(config).values())
-    return sum(depthwise_params(cin, 3) for _, cin, _ in config.separable_layers()) / total
+    return sum(cx.depthwise_params(cin, 3) for _, cin, _ in config.separable_layers()) / total
 
 
-@dataclass(frozen=True)
-class FlowCost:
-    """Parameters and MACs (of convolutions and linear layers, whole batch) of one flow."""
+def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> pandas.DataFrame:
+    """Parameters and MACs (of convolutions and linear layers, whole batch) of each flow of :data:`FLOWS` (children
+    of ``model``), one row each. Parameters from the tensors (one shared by two flows counts once, in the first);
+    MACs by the closed forms from the output shapes of one pass (:func:`~xception_lib.complexity.output_shapes`)."""
+    import pandas as pd
 
-    name: str
-    params: int
-    macs: int
-
-
-def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> dict[str, int]:
-    """``{module name: MACs}`` (whole batch) of every convolution and linear layer that runs, by
-    the closed forms, from the output shapes of one pass (:func:`~xception_lib.complexity.output_shapes`)."""
-    modules = dict(model.named_modules())
-    macs: dict[str, int] = {}
-    for name, shapes in output_shapes(model, input_size, (nn.Conv2d, nn.Linear)).items():
-        m = modules[name]
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0]
-            macs[name] = sum(n * conv_macs(m.in_channels, c, k, h, w, m.groups) for n, c, h, w in shapes)
-        else:
-            macs[name] = sum(math.prod(s) // m.out_features * m.in_features * m.out_features for s in shapes)
-    return macs
-
-
-def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[FlowCost]:
-    """One :class:`FlowCost` per flow of :data:`FLOWS` (children of ``model``): parameters from
-    the tensors (one shared by two flows counts once, in the first), MACs from :func:`layer_macs`."""
-    children = dict(model.named_children())
+    children, modules = dict(model.named_children()), dict(model.named_modules())
     missing = [f for f in FLOWS if f not in children]
     if missing:
         raise ValueError(f"expected a model with children {FLOWS}, missing {missing}")
-    macs = layer_macs(model, input_size)
+    macs = dict.fromkeys(FLOWS, 0)
+    for name, shapes in cx.output_shapes(model, input_size, (nn.Conv2d, nn.Linear)).items():
+        m, flow = modules[name], name.split(".", 1)[0]
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0]
+            macs[flow] += sum(n * cx.conv_macs(m.in_channels, c, k, h, w, m.groups) for n, c, h, w in shapes)
+        else:
+            macs[flow] += sum(math.prod(s) // m.out_features * m.in_features * m.out_features for s in shapes)
     seen: set[int] = set()
-    rows = []
+    params = {}
     for flow in FLOWS:
         fresh = [p for p in children[flow].parameters() if id(p) not in seen]
         seen.update(id(p) for p in fresh)
-        flow_macs = sum(v for k, v in macs.items() if k.split(".", 1)[0] == flow)
-        rows.append(FlowCost(flow, sum(p.numel() for p in fresh), flow_macs))
-    return rows
+        params[flow] = sum(p.numel() for p in fresh)
+    return pd.DataFrame({"params": params, "macs": macs}).rename_axis("name")
 
 
 # ------------------------------------------------------------------ shapes
@@ -267,19 +244,18 @@ class _Column:
         self.last, self.y = add_y - r, add_y - r - self.GAP
 
 
-def architecture_figure(config: XceptionConfig | None = None, input_size: int = 299) -> Figure:
-    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry flow on the left,
+def architecture_figure(cfg: XceptionConfig) -> Figure:
+    """The paper's Figure 5 drawn from a config at 299 px, 7 inches wide: the entry flow on the left,
     the middle and exit flows on the right. Separable convolutions are half orange (depthwise), half blue (pointwise);
     the italic labels are the shapes (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
     """
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    cfg = config if config is not None else XceptionConfig.imagenet()
     if cfg.stem != "imagenet" or not cfg.residual:
         got = f"stem={cfg.stem!r}, residual={cfg.residual}"
         raise ValueError(f"expected the paper's layout, stem='imagenet' and residual=True: got {got}")
-    traced = shape_trace(meta_model(cfg), (1, cfg.in_channels, input_size, input_size))
+    traced = shape_trace(meta_model(cfg), (1, cfg.in_channels, 299, 299))
     shape = {s.name: format_shape(s.shape) for s in traced}
     c = cfg.channels
     fig = Figure(figsize=(7.0, 10.0))
@@ -298,7 +274,7 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
 
     blocks = {flow: [b for b in cfg.blocks() if b.flow == flow] for flow in FLOWS}
     entry = _Column(ax, 1.7, 0.0, "Entry flow")
-    entry.box(f"{input_size}x{input_size}x{cfg.in_channels} images", "io")
+    entry.box(f"299x299x{cfg.in_channels} images", "io")
     for i, name in enumerate(("conv1", "conv2")):
         entry.box(f"Conv {c(cfg.stem_channels[i])}, 3x3" + (", stride 2" if i == 0 else ""), "joint")
         entry.box("ReLU", "relu")
@@ -313,27 +289,16 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     for spec in blocks["middle_flow"][:1]:  # one drawn for all
         block(middle, spec)
     middle.box(f"{shape['middle_flow']} maps", "io")
-    ax.text(
-        middle.x,
-        middle.y,
-        f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
-        ha="center",
-        va="top",
-        fontsize=9,
-        weight="bold",
-    )
+    repeated = f"repeated {cfg.middle_blocks} times,\neach time with its own weights"
+    ax.text(middle.x, middle.y, repeated, ha="center", va="top", fontsize=9, weight="bold")
 
     e1, e2 = (c(x) for x in cfg.exit_channels[1:])
     exit_ = _Column(ax, 5.05, middle.y - 0.65, "Exit flow")
     exit_.box(f"{shape['middle_flow']} maps", "io")
     block(exit_, blocks["exit_flow"][0])
-    for text, kind in (
-        (f"SeparableConv {e1}", "separable"),
-        ("ReLU", "relu"),
-        (f"SeparableConv {e2}", "separable"),
-        ("ReLU", "relu"),
-    ):
-        exit_.box(text, kind)
+    for width in (e1, e2):
+        exit_.box(f"SeparableConv {width}", "separable")
+        exit_.box("ReLU", "relu")
     exit_.note(shape["exit_flow"])
     exit_.box("GlobalAveragePooling", "pool")
     exit_.note(f"{e2}-d vector")
@@ -348,25 +313,12 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     }
     handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
     bottom = min(entry.y, exit_.y) - 0.1
-    ax.legend(
-        handles=handles,
-        loc="upper center",
-        bbox_to_anchor=(3.5, bottom),
-        bbox_transform=ax.transData,
-        ncols=2,
-        fontsize=9,
-        frameon=False,
+    place: dict[str, Any] = {"bbox_to_anchor": (3.5, bottom), "bbox_transform": ax.transData}
+    ax.legend(handles=handles, loc="upper center", **place, ncols=2, fontsize=9, frameon=False)
+    note = (
+        "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by batch normalisation (not drawn)"
     )
-    ax.text(
-        3.5,
-        bottom - 0.5,
-        "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by "
-        "batch normalisation (not drawn), as in the paper.",
-        ha="center",
-        va="top",
-        fontsize=9,
-        style="italic",
-    )
+    ax.text(3.5, bottom - 0.5, f"{note}, as in the paper.", ha="center", va="top", fontsize=9, style="italic")
     height = 0.25 - (bottom - 0.95)
     fig.set_size_inches(7.0, height)
     ax.set_xlim(0.0, 7.0)
@@ -378,19 +330,10 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
 # ------------------------------------------------------------------ Xception beside its neighbours
 
 
-@dataclass(frozen=True)
-class ModelComplexity:
-    """One row of the book's comparison table."""
-
-    name: str
-    input_size: int
-    params: int
-    macs: int
-
-
-def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity]:
-    """Parameters (torchinfo) and MACs (fvcore) of ``names`` (default: all the book compares) with random weights,
-    each at its native input size."""
+def comparison_table(names: Sequence[str]) -> pandas.DataFrame:
+    """Parameters (torchinfo) and MACs (fvcore) of the models ``names`` with random weights, each at its native input
+    size, one row each."""
+    import pandas as pd
     from torchvision import models
 
     available: dict[str, tuple[Callable[[], nn.Module], int]] = {
@@ -398,15 +341,14 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
         "Inception V3": (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
         "ResNet-50": (lambda: models.resnet50(weights=None), 224),
         "MobileNetV2": (lambda: models.mobilenet_v2(weights=None), 224),
-        "Xception-CIFAR (10 classes)": (xception_cifar, 32),
     }
-    chosen = list(available) if names is None else list(names)
-    unknown = [n for n in chosen if n not in available]
+    unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; expected some of {list(available)}")
-    rows = []
-    for name in chosen:
+    rows = {}
+    for name in names:
         build, size = available[name]
         model, shape = build(), (1, 3, size, size)
-        rows.append(ModelComplexity(name, size, torchinfo_params(model, shape), count_macs(model, shape)))
-    return rows
+        params, macs = cx.torchinfo_params(model, shape), cx.count_macs(model, shape)
+        rows[name] = {"input_size": size, "params": params, "macs": macs}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("name")

@@ -52,7 +52,8 @@ def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMEN
     got = {name: getattr(base, name) for name in paper}
     if got != paper:
         raise ValueError(f"expected a base with the paper's choices {paper}, got {got}")
-    choices = {"residual": [False], "activation": ["relu", "elu"], "segments": spectrum_segments(base)[:-1]}
+    spectrum = spectrum_segments(base)[:-1]
+    choices: dict[str, list[Any]] = {"residual": [False], "activation": ["relu", "elu"], "segments": spectrum}
     points = [Ablation("base", {}, base)]
     for experiment in experiments:
         field = EXPERIMENT_FIELDS[experiment]
