@@ -1,10 +1,8 @@
 """The book's command lines, one entry point: ``python -m xception_lib.chapters <command> --help``.
 
-- ``bench``: time models, layers and the device's roofs (:func:`xception_lib.benchmark.run`), print, write JSON;
-- ``cifar10``: the reference run of ``xl.xception_cifar`` with a recipe (chapter 5), appended to a ledger;
-- ``ablations``: chapter 6's queue of ablation runs, appended to a ledger.
-
-Every argument is checked before any work; a mistake exits with a message naming it.
+``bench`` times models, layers and the device's roofs (:func:`xception_lib.benchmark.run`); ``cifar10`` trains the
+reference run (chapter 5) and ``ablations`` chapter 6's queue, each appended to a ledger. Every argument is checked
+before any work; a mistake exits with a message naming it.
 """
 
 from __future__ import annotations

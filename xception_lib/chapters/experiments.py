@@ -1,10 +1,8 @@
-"""The paper's experiments at CIFAR scale (chapter 6): ablations, recipes, a control, and their runs.
+"""The paper's experiments at CIFAR scale (chapter 6): the ablations, their queue, tables and figures.
 
-Residual connections (the paper's Figure 9), the intermediate activation (Figure 10) and the
-spectrum from regular to depthwise convolutions are each one ``dataclasses.replace`` of a base
-config (:func:`ablations`). Every run is an :class:`xception_lib.ledger.Run` (:func:`xception_lib.runs.train_run`)::
-
-    python -m xception_lib.chapters ablations --seeds 3 --epochs 15 --out runs.jsonl
+Residual connections (the paper's Figure 9), the intermediate activation (Figure 10) and the spectrum from regular to
+depthwise convolutions are each one ``dataclasses.replace`` of a base config (:func:`ablations`). Every run is an
+:class:`xception_lib.ledger.Run` (:func:`xception_lib.runs.train_run`): ``python -m xception_lib.chapters ablations``.
 """
 
 from __future__ import annotations

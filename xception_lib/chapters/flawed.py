@@ -172,7 +172,6 @@ def audit_table(rows: Sequence[Audit]) -> pandas.DataFrame:
 def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's: a bar is
     grey while the count differs, Xception's blue once it matches, hatched while a 299 px image cannot reach the logits."""
-    from matplotlib.artist import Artist
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -196,7 +195,7 @@ def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     ax.tick_params(axis="x", labelsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     keys = ((differs, "", "count differs"), (same, "", "count matches"), ("white", "//", "299 px fails"))
-    handles: list[Artist] = [Line2D([], [], color="#333333", linestyle="--", label="Xception, same config")]
-    handles += [Patch(facecolor=colour, edgecolor="#333333", hatch=hatch, label=label) for colour, hatch, label in keys]
+    patches = [Patch(facecolor=colour, edgecolor="#333333", hatch=hatch, label=label) for colour, hatch, label in keys]
+    handles = [Line2D([], [], color="#333333", linestyle="--", label="Xception, same config"), *patches]
     fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncols=4, frameon=False)
     return fig
