@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from xception_lib import benchmark, ledger, runs
+from xception_lib import benchmark, data, ledger, runs, train
 from xception_lib.chapters import bench, experiments
 from xception_lib.config import XceptionConfig
 from xception_lib.timing import clock
@@ -56,11 +56,6 @@ def _ledger(path: str) -> Path:
     return benchmark.check_writable(path)
 
 
-def _experiments(names: str) -> list[str]:
-    experiments.ablations(experiments.sweep_base(), names.split(","))  # unknown names: a ValueError
-    return names.split(",")
-
-
 def parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     top = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
@@ -94,8 +89,6 @@ def parser() -> argparse.ArgumentParser:
         else:
             p.add_argument("--seeds", type=_positive(int), default=3, help="seeds per config (default 3)")
             p.add_argument("--budget-s", type=_positive(float), default=None, help="start no run after this")
-            every = ",".join(experiments.EXPERIMENT_FIELDS)
-            p.add_argument("--experiments", default=every, type=_checked(_experiments), help="some of them")
     return top
 
 
@@ -114,31 +107,28 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, device: torch.device, command: str) -> int:
-    from xception_lib import data as xd
-    from xception_lib import train as tr
-
-    data = xd.load_cifar("cifar10", root=args.data_root)
+    cifar = data.load_cifar("cifar10", root=args.data_root)
     overrides = {k: v for k in ("epochs", "batch_size", "train_subset", "test_subset") if (v := getattr(args, k))}
     elapsed = clock()
     chosen = args.recipe if args.command == "cifar10" else None
     settings = {**chosen.train, "seed": args.seed, **overrides} if chosen else overrides
     if not chosen and not args.preview:
         settings = {"epochs": 15, **settings}
-    train = experiments.preview_train_config if args.preview else tr.recommended_config
-    cfg = train(device, **settings)
+    recipe = experiments.preview_train_config if args.preview else train.recommended_config
+    cfg = recipe(device, **settings)
     if chosen:
         config = experiments.preview_base() if args.preview else XceptionConfig.cifar()
         queue = [(experiments.Ablation(chosen.name, {}, dataclasses.replace(config, **chosen.model)), cfg)]
     else:
         base = experiments.preview_base() if args.preview else experiments.sweep_base()
-        queue = experiments.ablation_queue(base, args.seeds, cfg, ledger.read(args.out), args.experiments)
+        queue = experiments.ablation_queue(base, args.seeds, cfg, ledger.read(args.out))
     kind, study = ("reference", "reference") if chosen else ("ablation", "ablations")
     for point, cfg in queue:
         if getattr(args, "budget_s", None) and elapsed() > args.budget_s:
             print(f"budget of {args.budget_s:g} s spent: stopping before {point.name}, seed {cfg.seed}")
             break
         run = runs.train_run(
-            point.name, point.config, cfg, data, device=device, kind=kind, study=study, changes=point.changes,
+            point.name, point.config, cfg, cifar, device=device, kind=kind, study=study, changes=point.changes,
             extras=chosen, command=command, progress=not args.no_progress,
         )  # fmt: skip
         ledger.append(run, args.out)

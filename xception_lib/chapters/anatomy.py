@@ -31,9 +31,6 @@ FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": LAYERS["other"]}
 
 
-# ------------------------------------------------------------------ parameters and MACs
-
-
 def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
     """``{flow: parameters}`` from closed forms and the config's block table (``segments=None``), no model built.
 
@@ -89,9 +86,6 @@ def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
     return pd.DataFrame({"params": params, "macs": macs}).rename_axis("name")
 
 
-# ------------------------------------------------------------------ shapes
-
-
 @dataclass(frozen=True)
 class ShapeStep:
     """The output shape of one step (``"input"``, ``"stem.conv1"``, a stage, ``"logits"``), or
@@ -105,20 +99,19 @@ class ShapeStep:
 def shape_trace(model: Xception, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
-    ``model`` is an Xception, as built or changed (chapter 4's flawed models), on any device (``meta`` is free). A failing stage or classifier (e.g. on an input too small) ends the trace with a
-    :class:`ShapeStep` carrying the error.
+    ``model`` is an Xception, as built or changed (chapter 4's flawed models), on any device (``meta`` is free). A
+    failing stage or classifier (e.g. on an input too small) ends the trace with a :class:`ShapeStep` with the error.
     """
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
     if not isinstance(model, Xception):
         raise TypeError(f"expected an xception_lib Xception (changed or not), got {type(model).__name__}")
     recorded: dict[str, tuple[int, ...]] = {}
-
-    def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        return lambda _m, _inputs, output: recorded.__setitem__(name, tuple(output.shape))
-
-    stem = model.get_submodule("stem").named_children()
-    handles = [m.register_forward_hook(recorder(f"stem.{n}")) for n, m in stem if isinstance(m, nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(lambda _m, _in, out, n=n: recorded.__setitem__(f"stem.{n}", tuple(out.shape)))
+        for n, m in model.get_submodule("stem").named_children()
+        if isinstance(m, nn.Conv2d)
+    ]
     device = next(model.parameters()).device
     stages: dict[str, torch.Tensor] = {}
     failed: list[ShapeStep] = []
@@ -157,24 +150,11 @@ def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
     A random model's running means of 0 and variances of 1 match none of its activations; with statistics from data
     it behaves like a trained one in eval mode (activations stay in range). The weights are not touched.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    if not norms:
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         raise ValueError("expected a model with nn.BatchNorm2d layers, found none")
-    momenta = [m.momentum for m in norms]
-    try:
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: after one batch, exactly its statistics
-        model.train()
-        with torch.no_grad():
-            model(batch)
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
+    torch.optim.swa_utils.update_bn([batch], model)  # momentum None: after one batch, exactly its statistics
     return model.eval()
 
-
-# ------------------------------------------------------------------ the drawing
 
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 0.8}
 _STYLE = "round,pad=0,rounding_size=0.03"
@@ -286,8 +266,7 @@ def architecture_figure(cfg: XceptionConfig) -> Figure:
 
     middle = _Column(ax, 5.05, 0.0, "Middle flow")
     middle.box(f"{shape['entry_flow.block3']} maps", "io")
-    for spec in blocks["middle_flow"][:1]:  # one drawn for all
-        block(middle, spec)
+    block(middle, blocks["middle_flow"][0])  # one drawn for all
     middle.box(f"{shape['middle_flow']} maps", "io")
     repeated = f"repeated {cfg.middle_blocks} times,\neach time with its own weights"
     ax.text(middle.x, middle.y, repeated, ha="center", va="top", fontsize=9, weight="bold")
@@ -315,19 +294,16 @@ def architecture_figure(cfg: XceptionConfig) -> Figure:
     bottom = min(entry.y, exit_.y) - 0.1
     place: dict[str, Any] = {"bbox_to_anchor": (3.5, bottom), "bbox_transform": ax.transData}
     ax.legend(handles=handles, loc="upper center", **place, ncols=2, fontsize=9, frameon=False)
-    note = (
-        "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by batch normalisation (not drawn)"
+    note = "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by batch normalisation"
+    ax.text(
+        3.5, bottom - 0.5, f"{note} (not drawn), as in the paper.", ha="center", va="top", fontsize=9, style="italic"
     )
-    ax.text(3.5, bottom - 0.5, f"{note}, as in the paper.", ha="center", va="top", fontsize=9, style="italic")
     height = 0.25 - (bottom - 0.95)
     fig.set_size_inches(7.0, height)
     ax.set_xlim(0.0, 7.0)
     ax.set_ylim(0.25 - height, 0.25)
     ax.axis("off")
     return fig
-
-
-# ------------------------------------------------------------------ Xception beside its neighbours
 
 
 def comparison_table(names: Sequence[str]) -> pandas.DataFrame:

@@ -41,11 +41,8 @@ def spectrum_segments(config: XceptionConfig) -> list[int | None]:
     return [*(2**k for k in range(largest.bit_length())), None]
 
 
-def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS)) -> list[Ablation]:
+def ablations(base: XceptionConfig) -> list[Ablation]:
     """The base (the paper's choices), then ``residual=False``, ``activation=relu``/``elu``, the spectrum's points."""
-    unknown = [e for e in experiments if e not in EXPERIMENT_FIELDS]
-    if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; expected some of {list(EXPERIMENT_FIELDS)}")
     paper = {"residual": True, "intermediate_activation": "none", "segments": None}
     got = {name: getattr(base, name) for name in paper}
     if got != paper:
@@ -53,8 +50,7 @@ def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMEN
     spectrum = spectrum_segments(base)[:-1]
     choices: dict[str, list[Any]] = {"residual": [False], "activation": ["relu", "elu"], "segments": spectrum}
     points = [Ablation("base", {}, base)]
-    for experiment in experiments:
-        field = EXPERIMENT_FIELDS[experiment]
+    for experiment, field in EXPERIMENT_FIELDS.items():
         for value in choices[experiment]:
             points.append(
                 Ablation(f"{experiment}={value}", {field: value}, dataclasses.replace(base, **{field: value}))
@@ -81,21 +77,17 @@ def preview_train_config(device: torch.device | str = "cpu", **overrides: Any) -
 
 
 def ablation_queue(
-    base: XceptionConfig,
-    seeds: int,
-    train_config: Any,
-    runs: Iterable[ledger.Run] = (),
-    experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS),
+    base: XceptionConfig, seeds: int, train_config: Any, runs: Iterable[ledger.Run] = ()
 ) -> list[tuple[Ablation, Any]]:
     """``(ablation, train_config with its seed)`` for each run still missing from ``runs``, the most informative first.
 
-    The paper's claims (base, residual off, ReLU, ELU) come first, one seed of each per round, then
-    the spectrum the same way, so that a queue cut anywhere, and continued later, keeps the claims
-    compared at matched seeds. A run is done when ``runs`` holds its configuration, recipe and seed.
+    The paper's claims (base, residual off, ReLU, ELU) come first, one seed of each per round, then the spectrum the
+    same way, so that a queue cut anywhere, and continued later, keeps the claims compared at matched seeds. A run is
+    done when ``runs`` holds its configuration, recipe and seed.
     """
     if seeds < 1:
         raise ValueError(f"expected seeds >= 1, got {seeds}")
-    points = ablations(base, experiments)
+    points = ablations(base)
     recipe_key = {k: v for k, v in dataclasses.asdict(train_config).items() if k != "seed"}
     configs = {p.name: json.loads(json.dumps(dataclasses.asdict(p.config))) for p in points}
     done = {

@@ -149,12 +149,9 @@ def audit(model: Xception, *, label: str, reference_params: int | None = None) -
 
 
 def audit_table(rows: Sequence[Audit]) -> pandas.DataFrame:
-    """The audits as a table, one row each, labelled by the flaw last fixed; print it with ``.to_string()``.
-
-    Columns: parameters and the gap to the reference; each stage's output (height x width x channels) for a
-    299 px image; whether that image reaches the logits (``299 px``); distinct middle-flow convolutions out of
-    those applied (``middle``).
-    """
+    """The audits as a table, one row each, labelled by the flaw last fixed: parameters and the gap to the reference,
+    the stem's and exit flow's outputs for a 299 px image, whether it reaches the logits (``299 px``), and distinct
+    middle-flow convolutions out of those applied (``middle``)."""
     import pandas as pd
 
     return pd.DataFrame(
