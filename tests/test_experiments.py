@@ -108,12 +108,12 @@ def test_separable_layout_matches_the_model(config: xl.XceptionConfig, size: int
         for h in handles:
             h.remove()
     layout = ex.separable_layout(config, size)
-    assert [(s.in_channels, s.out_channels, s.height, s.width) for s in layout] == seen
+    assert list(layout.itertuples(index=False, name=None)) == seen
 
 
 def test_segments_change_only_the_spatial_step_as_the_formulas_say(small_base: xl.XceptionConfig) -> None:
     """segments=g: each separable conv's spatial params go from 9 C to 9 C (C / g); MACs likewise x H W."""
-    layout = ex.separable_layout(small_base)
+    layout = list(ex.separable_layout(small_base).itertuples())
     depthwise = xl.Xception(small_base)
     base_macs = conv_macs(small_base)
     for g in [g for g in ex.spectrum_segments(small_base) if g is not None]:
@@ -405,7 +405,7 @@ def test_command_line_appends_preview_runs(cifar, tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["ablations", "--preview", "--seeds", "0"], "--seeds: expected a positive int, got '0'"),
-        (["ablations", "--preview", "--seeds", "two"], "--seeds: expected a int, got 'two'"),
+        (["ablations", "--preview", "--seeds", "two"], r"--seeds: invalid literal for int\(\) with base 10: 'two'"),
         (["ablations", "--preview", "--budget-s", "nan"], "--budget-s: expected a positive float"),
         (["cifar10", "--preview", "--recipe", "fastest"], "--recipe: unknown recipe 'fastest'; expected one of"),
         (["cifar10", "--preview", "--epochs", "-1"], "--epochs: expected a positive int"),

@@ -26,19 +26,6 @@ from xception_lib.timing import clock
 PROG = "python -m xception_lib.chapters"
 
 
-def _positive(kind: type) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-
-    return parse
-
-
 def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
     """An argparse type from a check that raises ``ValueError``: argparse reports its message with the option."""
 
@@ -49,6 +36,16 @@ def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(str(err)) from None
 
     return parse
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def check(text: str) -> Any:
+        value = kind(text)  # not a number: its ValueError
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return _checked(check)
 
 
 def _ledger(path: str) -> Path:

@@ -108,28 +108,22 @@ def ablation_queue(
     ]
 
 
-@dataclass(frozen=True)
-class SeparableLayer:
-    """One separable convolution: its input and output channels and its output size."""
-
-    in_channels: int
-    out_channels: int
-    height: int
-    width: int
-
-
-def separable_layout(config: XceptionConfig, image_size: int = 32) -> list[SeparableLayer]:
-    """Every separable convolution of ``config`` in forward order (:meth:`~XceptionConfig.separable_layers`).
+def separable_layout(config: XceptionConfig, image_size: int = 32) -> Any:  # -> pandas.DataFrame
+    """Every separable convolution of ``config`` in forward order (:meth:`~XceptionConfig.separable_layers`), a row
+    each: ``in_channels``, ``out_channels`` and its output's ``height`` and ``width``.
 
     A block's convolutions run at its input's size; its max-pool then divides the size by its stride (rounding up).
     """
+    import pandas as pd
+
     size = (image_size - 3) // 2 + 1 - 2 if config.stem == "imagenet" else image_size  # 3x3 stride 2, then 3x3
     sizes = []
     for block in config.blocks():
         sizes += [size] * block.reps
         size = -(-size // block.stride)
     sizes += [size, size]  # the exit flow's two after its block
-    return [SeparableLayer(i, o, n, n) for (_, i, o), n in zip(config.separable_layers(), sizes, strict=True)]
+    rows = [(i, o, n, n) for (_, i, o), n in zip(config.separable_layers(), sizes, strict=True)]
+    return pd.DataFrame(rows, columns=["in_channels", "out_channels", "height", "width"])
 
 
 def command_today(command: str) -> str:
