@@ -60,9 +60,9 @@ def depthwise_share(config: XceptionConfig) -> float:
 
 
 def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> pandas.DataFrame:
-    """Parameters and MACs (of convolutions and linear layers, whole batch) of each flow of :data:`FLOWS` (children
-    of ``model``), one row each. Parameters from the tensors (one shared by two flows counts once, in the first);
-    MACs by the closed forms from the output shapes of one pass (:func:`~xception_lib.complexity.output_shapes`)."""
+    """Parameters (from the tensors) and MACs (of convolutions and linear layers, whole batch) of each flow of
+    :data:`FLOWS`, one row each; MACs by the closed forms from the output shapes of one pass
+    (:func:`~xception_lib.complexity.output_shapes`)."""
     import pandas as pd
 
     children, modules = dict(model.named_children()), dict(model.named_modules())
@@ -77,12 +77,7 @@ def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
             macs[flow] += sum(n * cx.conv_macs(m.in_channels, c, k, h, w, m.groups) for n, c, h, w in shapes)
         else:
             macs[flow] += sum(math.prod(s) // m.out_features * m.in_features * m.out_features for s in shapes)
-    seen: set[int] = set()
-    params = {}
-    for flow in FLOWS:
-        fresh = [p for p in children[flow].parameters() if id(p) not in seen]
-        seen.update(id(p) for p in fresh)
-        params[flow] = sum(p.numel() for p in fresh)
+    params = {flow: sum(p.numel() for p in children[flow].parameters()) for flow in FLOWS}
     return pd.DataFrame({"params": params, "macs": macs}).rename_axis("name")
 
 
@@ -158,6 +153,7 @@ def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
 
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 0.8}
 _STYLE = "round,pad=0,rounding_size=0.03"
+_LABEL: dict[str, Any] = {"ha": "center", "va": "center", "fontsize": 9, "gid": "box-text"}
 
 
 class _Column:
@@ -183,11 +179,8 @@ class _Column:
         face = "none" if kind == "separable" else COLOURS[kind]
         box = FancyBboxPatch((x0, bottom), w, h, boxstyle=_STYLE, facecolor=face, gid=f"box:{kind}", **_EDGE)
         self.ax.add_patch(box)
-        ink = "black" if kind == "separable" else figures.text_colour(face)
         plate = {"facecolor": "white", "edgecolor": "none", "pad": 0.8} if kind == "separable" else None
-        self.ax.text(
-            self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9, gid="box-text", color=ink, bbox=plate
-        )
+        self.ax.text(self.x, bottom + h / 2, text, color=figures.text_colour(face), bbox=plate, **_LABEL)
         if self.last is not None:
             self.arrow(self.x, self.last, self.y)
         self.last, self.y = bottom, bottom - self.GAP
@@ -215,8 +208,7 @@ class _Column:
             corner, face = (xr - bw / 2, mid - bh / 2), COLOURS["cross"]
             box = FancyBboxPatch(corner, bw, bh, boxstyle=_STYLE, facecolor=face, gid="box:shortcut", **_EDGE)
             self.ax.add_patch(box)
-            ink = figures.text_colour(face)
-            self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=9, gid="box-text", color=ink)
+            self.ax.text(xr, mid, shortcut, color=figures.text_colour(face), **_LABEL)
         self.arrow(self.x + r, add_y, add_y, x_from=xr)
         self.ax.add_patch(Circle((self.x, add_y), r, facecolor=COLOURS["add"], gid="box:add", **_EDGE))
         self.ax.text(self.x, add_y, "+", ha="center", va="center", fontsize=9)

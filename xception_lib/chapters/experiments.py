@@ -211,11 +211,8 @@ def effects_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.
         label: {e.name: f"{_pm(e.delta, e.se, sign=True)} ({e.n})" for e in ledger.effects(runs)}
         for label, runs in sweeps.items()
     }
-    table = pd.DataFrame(columns).fillna("-")
-    first = {e.name: e for e in ledger.effects(next(iter(sweeps.values())))}
-    table["MACs x"] = [round(first[n].macs_ratio, 2) if n in first else math.nan for n in table.index]
-    table["time x"] = [round(first[n].step_time_ratio, 2) if n in first else math.nan for n in table.index]
-    return table
+    costs = cost_table(sweeps).iloc[:, :2].set_axis(["MACs x", "time x"], axis=1)  # of the first sweep
+    return pd.DataFrame(columns).fillna("-").join(costs.round(2))
 
 
 def cost_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.DataFrame

@@ -1,11 +1,8 @@
 """Measurements for chapter 4, which reads a blog post's Xception against the paper.
 
-The post's code is not reproduced anywhere. Its mistakes are on chapter 4's page: one short function per flaw that
-changes a built :class:`~xception_lib.model.Xception` in place, named as in :data:`FLAW_NAMES`. This module holds
-what measures such models: closed-form parameter deltas from the block table, weight sharing, state-dict
-compatibility, and the audit table and figure. The post's batch-norm epsilon and symmetric max-pool padding are the
-PyTorch ports' conventions, not flaws: :func:`post_config` is :meth:`~xception_lib.config.XceptionConfig.timm_port`
-with 100 classes.
+The post's mistakes are on chapter 4's page, one short function per flaw (named as in :data:`FLAW_NAMES`) that changes
+a built :class:`~xception_lib.model.Xception` in place. This module measures such models: closed-form parameter
+deltas from the block table, weight sharing, state-dict compatibility, the audit table and its figure.
 """
 
 from __future__ import annotations
@@ -45,9 +42,10 @@ FLAW_NAMES = (
 )
 
 
-def post_config(num_classes: int = 100) -> XceptionConfig:
-    """The blog post's setting: the paper's widths, PyTorch's conventions, 100 classes."""
-    return XceptionConfig.timm_port(num_classes=num_classes)
+def post_config() -> XceptionConfig:
+    """The blog post's setting: the paper's widths, 100 classes and the PyTorch ports' conventions (batch-norm
+    epsilon, symmetric max-pool padding: not flaws)."""
+    return XceptionConfig.timm_port(num_classes=100)
 
 
 def param_delta(name: str, config: XceptionConfig | None = None) -> int:
