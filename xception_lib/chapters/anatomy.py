@@ -109,19 +109,18 @@ def shape_trace(model: Xception, input_size: Sequence[int] = (1, 3, 299, 299)) -
     ]
     device = next(model.parameters()).device
     stages: dict[str, torch.Tensor] = {}
-    failed: list[ShapeStep] = []
     try:
         with eval_mode(model), torch.no_grad():
             stages = model.forward_intermediates(torch.zeros(*input_size, device=device))
             logits = model.forward_head(next(reversed(stages.values())))
-            failed = [ShapeStep("logits", tuple(logits.shape))]
+            last = ShapeStep("logits", tuple(logits.shape))
     except (RuntimeError, ValueError) as error:
-        failed = [ShapeStep("logits" if stages else "features", None, str(error))]
+        last = ShapeStep("logits" if stages else "features", None, str(error))
     finally:
         for h in handles:
             h.remove()
     steps = [ShapeStep("input", tuple(input_size))] + [ShapeStep(n, s) for n, s in recorded.items()]
-    return steps + [ShapeStep(n, tuple(t.shape)) for n, t in stages.items()] + failed
+    return [*steps, *(ShapeStep(n, tuple(t.shape)) for n, t in stages.items()), last]
 
 
 def format_shape(shape: tuple[int, ...] | None) -> str:

@@ -88,24 +88,13 @@ def ablation_queue(
     if seeds < 1:
         raise ValueError(f"expected seeds >= 1, got {seeds}")
     points = ablations(base)
-    recipe_key = {k: v for k, v in dataclasses.asdict(train_config).items() if k != "seed"}
+    recipe = {**dataclasses.asdict(train_config), "seed": None}  # every setting but the seed
     configs = {p.name: json.loads(json.dumps(dataclasses.asdict(p.config))) for p in points}
-    done = {
-        (r.name, r.seed)
-        for r in runs
-        if r.kind == "ablation"
-        and configs.get(r.name) == r.model_config
-        and {k: v for k, v in r.train_config.items() if k != "seed"} == recipe_key
-    }
-    claims = [p for p in points if "segments" not in p.changes]
-    spectrum = [p for p in points if "segments" in p.changes]
-    return [
-        (p, dataclasses.replace(train_config, seed=s))
-        for group in (claims, spectrum)
-        for s in range(seeds)
-        for p in group
-        if (p.name, s) not in done
-    ]
+    ours = [r for r in runs if r.kind == "ablation" and configs.get(r.name) == r.model_config]
+    done = {(r.name, r.seed) for r in ours if {**r.train_config, "seed": None} == recipe}
+    groups = [p for p in points if "segments" not in p.changes], [p for p in points if "segments" in p.changes]
+    queue = [(p, s) for group in groups for s in range(seeds) for p in group if (p.name, s) not in done]
+    return [(p, dataclasses.replace(train_config, seed=s)) for p, s in queue]
 
 
 def separable_layout(config: XceptionConfig, image_size: int = 32) -> Any:  # -> pandas.DataFrame
@@ -354,6 +343,5 @@ def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> F
 
 
 def _where(runs: Sequence[ledger.Run]) -> str:
-    env = runs[0].environment
-    kind = "CPU PREVIEW" if not runs[0].is_result else "recorded"
-    return f"{kind}, {env.device_name}, {runs[0].epochs} epochs"
+    run = runs[0]
+    return f"{'recorded' if run.is_result else 'CPU PREVIEW'}, {run.environment.device_name}, {run.epochs} epochs"
