@@ -103,16 +103,25 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, device: torch.device, command: str) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse and check the arguments, then run the command."""
+    top = parser()
+    args = top.parse_args(argv)
+    if args.command == "bench":
+        return _bench(args)
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda" and not args.preview:
+        top.error("no GPU: the full schedule is meant for one; pass --preview for a labelled CPU preview")
+    if args.data_root is not None and not Path(args.data_root).exists():
+        top.error(f"--data-root {args.data_root}: does not exist")
+    command = shlex.join([*PROG.split(), *(sys.argv[1:] if argv is None else argv)])
     cifar = data.load_cifar("cifar10", root=args.data_root)
     overrides = {k: v for k in ("epochs", "batch_size", "train_subset", "test_subset") if (v := getattr(args, k))}
     elapsed = clock()
     chosen = args.recipe if args.command == "cifar10" else None
-    settings = {**chosen.train, "seed": args.seed, **overrides} if chosen else overrides
-    if not chosen and not args.preview:
-        settings = {"epochs": 15, **settings}
-    recipe = experiments.preview_train_config if args.preview else train.recommended_config
-    cfg = recipe(device, **settings)
+    schedule = {} if chosen or args.preview else {"epochs": 15}  # the ablations' schedule on a GPU
+    settings = {**chosen.train, "seed": args.seed, **overrides} if chosen else {**schedule, **overrides}
+    cfg = (experiments.preview_train_config if args.preview else train.recommended_config)(device, **settings)
     if chosen:
         config = experiments.preview_base() if args.preview else XceptionConfig.cifar()
         queue = [(experiments.Ablation(chosen.name, {}, dataclasses.replace(config, **chosen.model)), cfg)]
@@ -133,21 +142,6 @@ def _train(args: argparse.Namespace, device: torch.device, command: str) -> int:
             f"{run.name} seed {run.seed}: test accuracy {run.final_test_acc:.2%} in {run.wall_time_s:.1f} s -> {args.out}"
         )
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Parse and check the arguments, then run the command."""
-    top = parser()
-    args = top.parse_args(argv)
-    if args.command == "bench":
-        return _bench(args)
-    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type != "cuda" and not args.preview:
-        top.error("no GPU: the full schedule is meant for one; pass --preview for a labelled CPU preview")
-    if args.data_root is not None and not Path(args.data_root).exists():
-        top.error(f"--data-root {args.data_root}: does not exist")
-    command = shlex.join([*PROG.split(), *(sys.argv[1:] if argv is None else argv)])
-    return _train(args, device, command)
 
 
 if __name__ == "__main__":

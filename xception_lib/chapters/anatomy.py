@@ -48,8 +48,7 @@ def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
     for block in config.blocks():
         if config.residual and block.projects:
             out[block.flow] += cx.pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
-    classes = config.num_classes
-    out["head"] = config.channels(config.exit_channels[2]) * classes + classes
+    out["head"] = (config.channels(config.exit_channels[2]) + 1) * config.num_classes  # weights and biases
     return out
 
 
@@ -83,8 +82,7 @@ def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -
 
 @dataclass(frozen=True)
 class ShapeStep:
-    """The output shape of one step (``"input"``, ``"stem.conv1"``, a stage, ``"logits"``), or
-    ``None`` and the ``error`` message where the step failed."""
+    """The output shape of a step (``"input"``, ``"stem.conv1"``, a stage, ``"logits"``), or ``None`` and the error."""
 
     name: str
     shape: tuple[int, ...] | None
@@ -226,8 +224,7 @@ def architecture_figure(cfg: XceptionConfig) -> Figure:
     if cfg.stem != "imagenet" or not cfg.residual:
         got = f"stem={cfg.stem!r}, residual={cfg.residual}"
         raise ValueError(f"expected the paper's layout, stem='imagenet' and residual=True: got {got}")
-    traced = shape_trace(meta_model(cfg), (1, cfg.in_channels, 299, 299))
-    shape = {s.name: format_shape(s.shape) for s in traced}
+    shape = {s.name: format_shape(s.shape) for s in shape_trace(meta_model(cfg), (1, cfg.in_channels, 299, 299))}
     c = cfg.channels
     fig = Figure(figsize=(7.0, 10.0))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))

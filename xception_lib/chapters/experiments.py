@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from xception_lib import ledger
+from xception_lib import ledger, train
 from xception_lib.chapters import style
 from xception_lib.config import XceptionConfig
 
@@ -70,10 +70,8 @@ def preview_base() -> XceptionConfig:
 
 def preview_train_config(device: torch.device | str = "cpu", **overrides: Any) -> Any:
     """The CPU preview's recipe: one epoch on 256 training images (batches of 32), 500 test images."""
-    from xception_lib import train as tr
-
     settings = {"epochs": 1, "batch_size": 32, "train_subset": 256, "test_subset": 500, "compile": False}
-    return tr.recommended_config(device, **{**settings, **overrides})
+    return train.recommended_config(device, **{**settings, **overrides})
 
 
 def ablation_queue(
@@ -293,9 +291,8 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
     low, high = min(100 * r.min for r in rows), max(100 * r.max for r in rows)
     pad = max(1.0, 0.2 * (high - low))
     final.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
-    final.set_xlim(-0.5, len(rows) - 0.5)
     final.set_xticks(range(len(rows)), [point_label(r, experiment) for r in rows])
-    final.set(xlabel=EXPERIMENT_FIELDS[experiment], ylabel="test acc. at the end (%)")
+    final.set(xlim=(-0.5, len(rows) - 0.5), xlabel=EXPERIMENT_FIELDS[experiment], ylabel="test acc. at the end (%)")
     for ax in (curve, final):
         ax.grid(alpha=0.3)
     fig.suptitle(title or f"{experiment}: {_where(runs)}", fontsize=10)

@@ -88,8 +88,7 @@ def size_ranges(sizes: Sequence[int]) -> str:
 
 @dataclass(frozen=True)
 class MiddleFlowUsage:
-    """How the middle flow uses its weights on one forward pass: ``applications`` of convolutions, and the
-    ``distinct`` convolution modules (distinct weights) among them."""
+    """Convolutions the middle flow applies in one pass, and the ``distinct`` modules (weights) among them."""
 
     applications: int
     distinct: int
