@@ -1,7 +1,5 @@
-"""The apparatus of single chapters, kept apart from the reusable library: the figures, tables and measurements
-that serve one chapter each (``figures`` 1-2, ``anatomy`` 3, ``flawed`` 4, ``train_plots`` 5, ``experiments`` 6,
-``images``, ``gradcam``, ``viz`` 7, ``bench``, ``profiling`` 8) and ``style``, the book's one palette.
-
-Their command lines share one entry point: ``python -m xception_lib.chapters {bench,cifar10,ablations}``.
-``xl.anatomy``, ``xl.viz``, ... reach these modules from the one import ``import xception_lib as xl``.
+"""The apparatus of single chapters, kept apart from the reusable library: ``figures`` (chapters 1-2), ``anatomy``
+(3), ``flawed`` (4), ``train_plots`` (5), ``experiments`` (6), ``images``, ``gradcam``, ``viz`` (7), ``bench``,
+``profiling`` (8), and ``style``, the book's one palette. ``xl.anatomy``, ``xl.viz``, ... reach them from the one
+import ``import xception_lib as xl``; command lines: ``python -m xception_lib.chapters {bench,cifar10,ablations}``.
 """

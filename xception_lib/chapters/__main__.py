@@ -89,26 +89,22 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def _bench(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    results = benchmark.run(
-        device=args.device, quick=args.quick, models=args.models, batch_size=args.batch_size, rounds=args.rounds,
-        compile=args.compile, variant_models=args.variant_models, layers=not args.no_layers,
-        progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
-    )  # fmt: skip
-    print(bench.format_results(results))
-    if args.output is not None:
-        print(f"wrote {benchmark.save(results, args.output)}")
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse and check the arguments, then run the command."""
     top = parser()
     args = top.parse_args(argv)
     if args.command == "bench":
-        return _bench(args)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        results = benchmark.run(
+            device=args.device, quick=args.quick, models=args.models, batch_size=args.batch_size, rounds=args.rounds,
+            compile=args.compile, variant_models=args.variant_models, layers=not args.no_layers,
+            progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
+        )  # fmt: skip
+        print(bench.format_results(results))
+        if args.output is not None:
+            print(f"wrote {benchmark.save(results, args.output)}")
+        return 0
     device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.preview:
         top.error("no GPU: the full schedule is meant for one; pass --preview for a labelled CPU preview")

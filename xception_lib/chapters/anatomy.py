@@ -154,8 +154,7 @@ _LABEL: dict[str, Any] = {"ha": "center", "va": "center", "fontsize": 9, "gid": 
 
 
 class _Column:
-    """One flow of the drawing, in inches (one data unit is one inch): boxes stacked top to
-    bottom and joined by arrows, shape notes on the left, shortcuts on the right."""
+    """One flow of the drawing, in inches (data units): boxes joined by arrows, shapes on the left, shortcuts right."""
 
     WIDTH, HEIGHT, GAP = 1.6, 0.25, 0.13
 
@@ -214,10 +213,9 @@ class _Column:
 
 
 def architecture_figure(cfg: XceptionConfig) -> Figure:
-    """The paper's Figure 5 drawn from a config at 299 px, 7 inches wide: the entry flow on the left,
-    the middle and exit flows on the right. Separable convolutions are half orange (depthwise), half blue (pointwise);
-    the italic labels are the shapes (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
-    """
+    """The paper's Figure 5 drawn from a config at 299 px, 7 inches wide: the entry flow on the left, the middle and
+    exit flows on the right. Separable convolutions are half orange (depthwise), half blue (pointwise); the italic
+    labels are the shapes (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
@@ -288,8 +286,7 @@ def architecture_figure(cfg: XceptionConfig) -> Figure:
     )
     height = 0.25 - (bottom - 0.95)
     fig.set_size_inches(7.0, height)
-    ax.set_xlim(0.0, 7.0)
-    ax.set_ylim(0.25 - height, 0.25)
+    ax.set(xlim=(0.0, 7.0), ylim=(0.25 - height, 0.25))
     ax.axis("off")
     return fig
 

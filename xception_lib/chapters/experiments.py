@@ -96,11 +96,9 @@ def ablation_queue(
 
 
 def separable_layout(config: XceptionConfig, image_size: int = 32) -> Any:  # -> pandas.DataFrame
-    """Every separable convolution of ``config`` in forward order (:meth:`~XceptionConfig.separable_layers`), a row
-    each: ``in_channels``, ``out_channels`` and its output's ``height`` and ``width``.
-
-    A block's convolutions run at its input's size; its max-pool then divides the size by its stride (rounding up).
-    """
+    """Every separable convolution of ``config`` in forward order, a row each: ``in_channels``, ``out_channels`` and
+    its output's ``height`` and ``width``. A block's convolutions run at its input's size; its max-pool then divides
+    the size by its stride (rounding up)."""
     import pandas as pd
 
     size = (image_size - 3) // 2 + 1 - 2 if config.stem == "imagenet" else image_size  # 3x3 stride 2, then 3x3

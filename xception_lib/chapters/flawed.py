@@ -43,8 +43,7 @@ FLAW_NAMES = (
 
 
 def post_config() -> XceptionConfig:
-    """The blog post's setting: the paper's widths, 100 classes and the PyTorch ports' conventions (batch-norm
-    epsilon, symmetric max-pool padding: not flaws)."""
+    """The blog post's setting: the paper's widths, 100 classes, the PyTorch ports' conventions (not flaws)."""
     return XceptionConfig.timm_port(num_classes=100)
 
 
