@@ -123,7 +123,7 @@ class Audit:
     label: str  #: What the row is (e.g. ``"as published"``, ``"fix regular_depthwise"``).
     params: int  #: Parameters (a tensor used twice counts once, as in ``model.parameters()``).
     reference_params: int  #: Parameters of :class:`~xception_lib.model.Xception` with the same config.
-    shapes: dict[str, tuple[int, ...] | None]  #: :func:`~.anatomy.shape_trace`'s shapes at 299 px (``None``: failed).
+    shapes: dict[str, tuple[int, ...] | None]  #: ``anatomy.shape_trace``'s shapes at 299 px (``None``: failed).
     logits_at_299: bool  #: Whether a 299 px image reaches the logits.
     middle: MiddleFlowUsage  #: Middle-flow weight usage.
 
