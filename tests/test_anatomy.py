@@ -29,7 +29,7 @@ def same_pool_out(n: int, stride: int = 2) -> int:
 )
 def test_formula_matches_the_modules_flow_by_flow(cfg: xl.XceptionConfig) -> None:
     model = an.meta_model(cfg)
-    measured = {row.name: row.params for row in an.flow_costs(model, (1, 3, 71, 71))}
+    measured = an.flow_costs(model, (1, 3, 71, 71))["params"].to_dict()
     counted = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in an.FLOWS}
     assert an.flow_params_formula(cfg) == measured == counted
 
@@ -57,7 +57,7 @@ def test_depthwise_share_counts_depthwise_weights() -> None:
 def test_flow_macs_agree_with_fvcore(tiny_cfg: xl.XceptionConfig) -> None:
     model = xl.Xception(tiny_cfg)
     size = (2, 3, 71, 71)
-    rows = {row.name: row.macs for row in an.flow_costs(model, size)}
+    rows = an.flow_costs(model, size)["macs"].to_dict()
     by_op = cx.fvcore_analysis(model, size).by_module_and_operator()
     for flow in an.FLOWS:
         ops = by_op.get(flow, {})
@@ -65,20 +65,21 @@ def test_flow_macs_agree_with_fvcore(tiny_cfg: xl.XceptionConfig) -> None:
     assert all(v > 0 for v in rows.values())
 
 
-def test_layer_macs_leaves_no_hooks_and_keeps_mode(tiny_cfg: xl.XceptionConfig) -> None:
+def test_flow_macs_leave_no_hooks_and_keep_the_mode(tiny_cfg: xl.XceptionConfig) -> None:
     model = xl.Xception(tiny_cfg).train()
-    macs = an.layer_macs(model, (1, 3, 71, 71))
+    macs = an.flow_costs(model, (1, 3, 71, 71))["macs"]
     assert model.training
     assert all(not m._forward_hooks for m in model.modules())
-    conv = model.stem.conv1
-    h = conv_out(71, stride=2)
-    assert macs["stem.conv1"] == cx.conv_macs(3, conv.out_channels, 3, h, h)
-    assert macs["head.fc"] == model.head.fc.in_features * model.head.fc.out_features
+    c1, c2 = model.stem.conv1.out_channels, model.stem.conv2.out_channels
+    h1 = conv_out(71, stride=2)
+    h2 = conv_out(h1)
+    assert macs["stem"] == cx.conv_macs(3, c1, 3, h1, h1) + cx.conv_macs(c1, c2, 3, h2, h2)
+    assert macs["head"] == model.head.fc.in_features * model.head.fc.out_features
 
 
-def test_layer_macs_rejects_bad_size(tiny_cfg: xl.XceptionConfig) -> None:
+def test_flow_costs_rejects_bad_size(tiny_cfg: xl.XceptionConfig) -> None:
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
-        an.layer_macs(xl.Xception(tiny_cfg), (3, 71, 71))
+        an.flow_costs(xl.Xception(tiny_cfg), (3, 71, 71))
 
 
 def test_flow_costs_needs_the_flows() -> None:
@@ -151,7 +152,7 @@ def _gids(fig) -> list[str]:  # noqa: ANN001
 
 def test_architecture_figure_draws_every_layer_of_figure_5() -> None:
     pytest.importorskip("matplotlib")
-    fig = an.architecture_figure()
+    fig = an.architecture_figure(PAPER)
     gids = _gids(fig)
     # entry: 2 x 3 separable convs; middle: one block of 3, drawn once; exit: 2 + 2
     assert gids.count("box:separable") == 6 + 3 + 4
@@ -176,7 +177,7 @@ def test_architecture_figure_follows_the_config() -> None:
 
 def test_architecture_figure_fits_the_column_and_every_label_fits_its_box() -> None:
     pytest.importorskip("matplotlib")
-    fig = an.architecture_figure()
+    fig = an.architecture_figure(PAPER)
     assert fig.get_size_inches()[0] <= 7.5
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
@@ -198,10 +199,11 @@ def test_architecture_figure_fits_the_column_and_every_label_fits_its_box() -> N
 @pytest.mark.slow
 def test_comparison_table_rows() -> None:
     pytest.importorskip("torchvision")
-    rows = {r.name: r for r in an.comparison_table(["Xception", "MobileNetV2"])}
-    assert rows["Xception"].params == 22_855_952 and rows["Xception"].input_size == 299
-    assert rows["MobileNetV2"].params == 3_504_872
-    assert rows["MobileNetV2"].macs < rows["Xception"].macs / 20
+    rows = an.comparison_table(["Xception", "MobileNetV2"])
+    assert list(rows.index) == ["Xception", "MobileNetV2"]
+    assert rows.loc["Xception", "params"] == 22_855_952 and rows.loc["Xception", "input_size"] == 299
+    assert rows.loc["MobileNetV2", "params"] == 3_504_872
+    assert rows.loc["MobileNetV2", "macs"] < rows.loc["Xception", "macs"] / 20
     with pytest.raises(ValueError, match="unknown model"):
         an.comparison_table(["VGG"])
 

@@ -46,7 +46,7 @@ def test_command_writes_valid_json(tmp_path: Path, capsys) -> None:
         (["--threads", "0"], "--threads: expected a positive int"),
         (["--device", "gpu"], "not a device"),
         (["--models", "vgg16"], "invalid choice"),
-        (["--rounds", "two"], "--rounds: expected a int, got 'two'"),
+        (["--rounds", "two"], "--rounds: invalid literal for int() with base 10: 'two'"),
     ],
 )
 def test_command_checks_every_argument_before_any_work(args, message, monkeypatch, capsys) -> None:

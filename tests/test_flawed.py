@@ -107,15 +107,11 @@ def test_fix_sequence_fixes_one_flaw_per_step() -> None:
     for (_, before), (label, after) in zip(steps, steps[1:], strict=False):
         fixed = set(before) - set(after)
         assert len(fixed) == 1 and label == f"fix {fixed.pop()}" and set(after) < set(before)
-    with pytest.raises(ValueError, match="permutation"):
-        fl.fix_sequence(fl.FLAW_NAMES[:-1])
 
 
 def test_unknown_flaw_names_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown flaw 'not_a_flaw'; expected one of"):
         fl.param_delta("not_a_flaw")
-    with pytest.raises(ValueError, match="unknown flaw"):
-        fl.fix_sequence([*fl.FLAW_NAMES[:-1], "not_a_flaw"])
 
 
 def test_the_page_defines_one_function_per_flaw_in_order() -> None:

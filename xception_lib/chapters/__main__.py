@@ -1,10 +1,8 @@
 """The book's command lines, one entry point: ``python -m xception_lib.chapters <command> --help``.
 
-- ``bench``: time models, layers and the device's roofs (:func:`xception_lib.benchmark.run`), print, write JSON;
-- ``cifar10``: the reference run of ``xl.xception_cifar`` with a recipe (chapter 5), appended to a ledger;
-- ``ablations``: chapter 6's queue of ablation runs, appended to a ledger.
-
-Every argument is checked before any work; a mistake exits with a message naming it.
+``bench`` times models, layers and the device's roofs (:func:`xception_lib.benchmark.run`); ``cifar10`` trains the
+reference run (chapter 5) and ``ablations`` chapter 6's queue, each appended to a ledger. Every argument is checked
+before any work; a mistake exits with a message naming it.
 """
 
 from __future__ import annotations
@@ -14,14 +12,13 @@ import dataclasses
 import math
 import shlex
 import sys
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from xception_lib import benchmark, ledger, runs
+from xception_lib import benchmark, data, ledger, runs, train
 from xception_lib.chapters import bench, experiments
 from xception_lib.config import XceptionConfig
 from xception_lib.timing import clock
@@ -29,25 +26,40 @@ from xception_lib.timing import clock
 PROG = "python -m xception_lib.chapters"
 
 
-def _positive(kind: type) -> Any:
+def _checked(check: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type from a check that raises ``ValueError``: argparse reports its message with the option."""
+
     def parse(text: str) -> Any:
         try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
-        if not value > 0 or (kind is float and not math.isfinite(value)):
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
+            return check(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
 
     return parse
+
+
+def _positive(kind: type) -> Callable[[str], Any]:
+    def check(text: str) -> Any:
+        value = kind(text)  # not a number: its ValueError
+        if not value > 0 or not math.isfinite(value):
+            raise ValueError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    return _checked(check)
+
+
+def _ledger(path: str) -> Path:
+    ledger.read(path)  # if it exists: a ledger file, every line a valid run
+    return benchmark.check_writable(path)
 
 
 def parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     top = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
     sub = top.add_subparsers(dest="command", required=True)
+    device, writable = _checked(benchmark.check_device), _checked(benchmark.check_writable)
     b = sub.add_parser("bench", help="time models, layers and roofs on one device")
-    b.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    b.add_argument("--device", default="cpu", type=device, help="cpu, cuda, cuda:1, mps (default: cpu)")
     b.add_argument("--quick", action="store_true", help="fewer rounds, batch 1 on CPU, variants on Xception only")
     b.add_argument("--models", nargs="+", choices=benchmark.MODEL_NAMES, help="models to compare (default: all)")
     b.add_argument("--variant-models", nargs="*", choices=benchmark.MODEL_NAMES, help="also run other variants")
@@ -56,131 +68,76 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: GPU only")
     b.add_argument("--threads", type=_positive(int), help="CPU threads (default: PyTorch's)")
     b.add_argument("--no-layers", action="store_true", help="skip the layer micro-benchmarks and the roofline")
-    b.add_argument("--output", type=Path, help="write JSON here, e.g. xception_lib/records/bench_gpu_h100.json")
+    b.add_argument("--output", type=writable, help="write JSON here, e.g. xception_lib/records/bench_gpu_h100.json")
     helps = {"cifar10": "the reference run of xl.xception_cifar with a recipe", "ablations": "the ablation queue"}
     for name, text in helps.items():
         p = sub.add_parser(name, help=text)
-        p.add_argument("--out", required=True, type=Path, help="the ledger (JSON Lines) to append every run to")
+        p.add_argument("--out", required=True, type=_checked(_ledger), help="the ledger (JSON Lines) to append to")
         p.add_argument("--data-root", default=None, help="CIFAR-10 location (default: $XCEPTION_DATA)")
-        p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+        p.add_argument("--device", default=None, type=device, help="default: cuda if available, else cpu")
         p.add_argument("--preview", action="store_true", help="a labelled CPU-sized preview (never a GPU result)")
         for flag in ("--epochs", "--batch-size", "--train-subset", "--test-subset"):
             p.add_argument(flag, type=_positive(int), default=None)
         p.add_argument("--no-progress", action="store_true")
         if name == "cifar10":
             p.add_argument("--seed", type=int, default=0)
-            p.add_argument("--recipe", default="baseline+flip", help=f"one of {[r.name for r in runs.RECIPES]}")
+            recipes = [r.name for r in runs.RECIPES]
+            p.add_argument("--recipe", default="baseline+flip", type=_checked(runs.recipe), help=f"one of {recipes}")
         else:
             p.add_argument("--seeds", type=_positive(int), default=3, help="seeds per config (default 3)")
             p.add_argument("--budget-s", type=_positive(float), default=None, help="start no run after this")
-            p.add_argument("--width", type=_positive(float), default=0.5, help="width multiplier of the base")
-            p.add_argument("--middle-blocks", type=_positive(int), default=4)
-            p.add_argument("--experiments", default=",".join(experiments.EXPERIMENT_FIELDS), help="some of them")
     return top
-
-
-def _bench(args: argparse.Namespace, error: Any) -> int:
-    try:
-        benchmark.check_device(args.device)
-        if args.output is not None:
-            benchmark.check_writable(args.output)
-    except ValueError as err:
-        error(str(err))
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    results = benchmark.run(
-        device=args.device, quick=args.quick, models=args.models, batch_size=args.batch_size, rounds=args.rounds,
-        compile=args.compile, variant_models=args.variant_models, layers=not args.no_layers,
-        progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
-    )  # fmt: skip
-    print(bench.format_results(results))
-    if args.output is not None:
-        print(f"wrote {benchmark.save(results, args.output)}")
-    return 0
-
-
-def _check_training(args: argparse.Namespace, error: Any) -> torch.device:
-    try:
-        runs.recipe(args.recipe) if args.command == "cifar10" else experiments.ablations(
-            experiments.sweep_base(), args.experiments.split(",")
-        )
-    except ValueError as err:
-        error(f"--{'recipe' if args.command == 'cifar10' else 'experiments'}: {err}")
-    try:
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except RuntimeError as err:
-        error(f"--device: {err}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        error("--device cuda: no CUDA GPU is available; use --device cpu --preview")
-    if device.type != "cuda" and not args.preview:
-        error("no GPU: the full schedule is meant for one; pass --preview for a labelled CPU preview")
-    if args.out.is_dir():
-        error(f"--out {args.out}: is a folder; expected a ledger file such as {args.out / ledger.LEDGER_NAME}")
-    folder = next(p for p in [args.out.resolve().parent, *args.out.resolve().parents] if p.exists())
-    try:
-        if not folder.is_dir():
-            raise NotADirectoryError(f"{folder} is a file")
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as err:
-        error(f"--out {args.out}: cannot write in {folder} ({err}); choose a writable place")
-    if args.out.exists():
-        try:
-            ledger.read(args.out)
-        except ValueError as err:
-            error(f"--out: {err}")
-    if args.data_root is not None and not Path(args.data_root).exists():
-        error(f"--data-root {args.data_root}: does not exist")
-    return device
-
-
-def _train(args: argparse.Namespace, device: torch.device, command: str) -> int:
-    from xception_lib import data as xd
-    from xception_lib import train as tr
-
-    data = xd.load_cifar("cifar10", root=args.data_root)
-    overrides = {k: v for k in ("epochs", "batch_size", "train_subset", "test_subset") if (v := getattr(args, k))}
-    elapsed = clock()
-    chosen = runs.recipe(args.recipe) if args.command == "cifar10" else None
-    settings = {**chosen.train, "seed": args.seed, **overrides} if chosen else overrides
-    if not chosen and not args.preview:
-        settings = {"epochs": 15, **settings}
-    train = experiments.preview_train_config if args.preview else tr.recommended_config
-    cfg = train(device, **settings)
-    if chosen:
-        config = experiments.preview_base() if args.preview else XceptionConfig.cifar()
-        jobs: list[tuple[str, str, XceptionConfig, Any, dict[str, Any]]] = [
-            ("reference", chosen.name, dataclasses.replace(config, **chosen.model), cfg, {})
-        ]
-    else:
-        base = experiments.preview_base() if args.preview else experiments.sweep_base(args.width, args.middle_blocks)
-        queue = experiments.ablation_queue(base, args.seeds, cfg, ledger.read(args.out), args.experiments.split(","))
-        jobs = [("ablation", p.name, p.config, c, p.changes) for p, c in queue]
-    for kind, name, config, cfg, changes in jobs:
-        if getattr(args, "budget_s", None) and elapsed() > args.budget_s:
-            print(f"budget of {args.budget_s:g} s spent: stopping before {name}, seed {cfg.seed}")
-            break
-        study = "reference" if chosen else "ablations"
-        run = runs.train_run(
-            name, config, cfg, data, device=device, kind=kind, study=study, changes=changes, extras=chosen,
-            command=command, progress=not args.no_progress,
-        )  # fmt: skip
-        ledger.append(run, args.out)
-        print(
-            f"{name} seed {run.seed}: test accuracy {run.final_test_acc:.2%} in {run.wall_time_s:.1f} s -> {args.out}"
-        )
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse and check the arguments, then run the command."""
     top = parser()
     args = top.parse_args(argv)
-    error = top.error
     if args.command == "bench":
-        return _bench(args, error)
-    device = _check_training(args, error)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        results = benchmark.run(
+            device=args.device, quick=args.quick, models=args.models, batch_size=args.batch_size, rounds=args.rounds,
+            compile=args.compile, variant_models=args.variant_models, layers=not args.no_layers,
+            progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
+        )  # fmt: skip
+        print(bench.format_results(results))
+        if args.output is not None:
+            print(f"wrote {benchmark.save(results, args.output)}")
+        return 0
+    device = args.device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type != "cuda" and not args.preview:
+        top.error("no GPU: the full schedule is meant for one; pass --preview for a labelled CPU preview")
+    if args.data_root is not None and not Path(args.data_root).exists():
+        top.error(f"--data-root {args.data_root}: does not exist")
     command = shlex.join([*PROG.split(), *(sys.argv[1:] if argv is None else argv)])
-    return _train(args, device, command)
+    cifar = data.load_cifar("cifar10", root=args.data_root)
+    overrides = {k: v for k in ("epochs", "batch_size", "train_subset", "test_subset") if (v := getattr(args, k))}
+    elapsed = clock()
+    chosen = args.recipe if args.command == "cifar10" else None
+    schedule = {} if chosen or args.preview else {"epochs": 15}  # the ablations' schedule on a GPU
+    settings = {**chosen.train, "seed": args.seed, **overrides} if chosen else {**schedule, **overrides}
+    cfg = (experiments.preview_train_config if args.preview else train.recommended_config)(device, **settings)
+    if chosen:
+        config = experiments.preview_base() if args.preview else XceptionConfig.cifar()
+        queue = [(experiments.Ablation(chosen.name, {}, dataclasses.replace(config, **chosen.model)), cfg)]
+    else:
+        base = experiments.preview_base() if args.preview else experiments.sweep_base()
+        queue = experiments.ablation_queue(base, args.seeds, cfg, ledger.read(args.out))
+    kind, study = ("reference", "reference") if chosen else ("ablation", "ablations")
+    for point, cfg in queue:
+        if getattr(args, "budget_s", None) and elapsed() > args.budget_s:
+            print(f"budget of {args.budget_s:g} s spent: stopping before {point.name}, seed {cfg.seed}")
+            break
+        run = runs.train_run(
+            point.name, point.config, cfg, cifar, device=device, kind=kind, study=study, changes=point.changes,
+            extras=chosen, command=command, progress=not args.no_progress,
+        )  # fmt: skip
+        ledger.append(run, args.out)
+        print(
+            f"{run.name} seed {run.seed}: test accuracy {run.final_test_acc:.2%} in {run.wall_time_s:.1f} s -> {args.out}"
+        )
+    return 0
 
 
 if __name__ == "__main__":

@@ -12,23 +12,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from xception_lib import complexity as cx
 from xception_lib.chapters import figures
 from xception_lib.chapters.style import LAYERS
-from xception_lib.complexity import (
-    conv_macs,
-    conv_params,
-    count_macs,
-    depthwise_params,
-    output_shapes,
-    pointwise_params,
-    separable_params,
-    torchinfo_params,
-)
 from xception_lib.config import BlockSpec, XceptionConfig
-from xception_lib.model import Xception, xception, xception_cifar
+from xception_lib.model import Xception, xception
 from xception_lib.runtime import eval_mode
 
-if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that draw
+if TYPE_CHECKING:  # matplotlib and pandas are optional: imported inside the functions that use them
+    import pandas
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -37,9 +29,6 @@ FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 
 #: Face colour of each kind of box, as in chapters 1 and 2 (blue for 1x1, orange for spatial, purple for both), and three more.
 COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": LAYERS["other"]}
-
-
-# ------------------------------------------------------------------ parameters and MACs
 
 
 def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
@@ -53,72 +42,47 @@ def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
         raise ValueError(f"flow_params_formula expects depthwise convolutions (segments=None), got {config.segments}")
     s1, s2 = (config.channels(c) for c in config.stem_channels)
     out = dict.fromkeys(FLOWS, 0)
-    out["stem"] = conv_params(config.in_channels, s1, 3) + 2 * s1 + conv_params(s1, s2, 3) + 2 * s2
+    out["stem"] = cx.conv_params(config.in_channels, s1, 3) + 2 * s1 + cx.conv_params(s1, s2, 3) + 2 * s2
     for flow, cin, cout in config.separable_layers():
-        out[flow] += separable_params(cin, cout, 3) + 2 * cout
+        out[flow] += cx.separable_params(cin, cout, 3) + 2 * cout
     for block in config.blocks():
         if config.residual and block.projects:
-            out[block.flow] += pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
-    classes = config.num_classes
-    out["head"] = config.channels(config.exit_channels[2]) * classes + classes
+            out[block.flow] += cx.pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
+    out["head"] = (config.channels(config.exit_channels[2]) + 1) * config.num_classes  # weights and biases
     return out
 
 
 def depthwise_share(config: XceptionConfig) -> float:
     """The fraction of all parameters held by the depthwise (spatial) filters."""
     total = sum(flow_params_formula(config).values())
-    return sum(depthwise_params(cin, 3) for _, cin, _ in config.separable_layers()) / total
+    return sum(cx.depthwise_params(cin, 3) for _, cin, _ in config.separable_layers()) / total
 
 
-@dataclass(frozen=True)
-class FlowCost:
-    """Parameters and MACs (of convolutions and linear layers, whole batch) of one flow."""
+def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> pandas.DataFrame:
+    """Parameters (from the tensors) and MACs (of convolutions and linear layers, whole batch) of each flow of
+    :data:`FLOWS`, one row each; MACs by the closed forms from the output shapes of one pass
+    (:func:`~xception_lib.complexity.output_shapes`)."""
+    import pandas as pd
 
-    name: str
-    params: int
-    macs: int
-
-
-def layer_macs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> dict[str, int]:
-    """``{module name: MACs}`` (whole batch) of every convolution and linear layer that runs, by
-    the closed forms, from the output shapes of one pass (:func:`~xception_lib.complexity.output_shapes`)."""
-    modules = dict(model.named_modules())
-    macs: dict[str, int] = {}
-    for name, shapes in output_shapes(model, input_size, (nn.Conv2d, nn.Linear)).items():
-        m = modules[name]
-        if isinstance(m, nn.Conv2d):
-            k = m.kernel_size[0]
-            macs[name] = sum(n * conv_macs(m.in_channels, c, k, h, w, m.groups) for n, c, h, w in shapes)
-        else:
-            macs[name] = sum(math.prod(s) // m.out_features * m.in_features * m.out_features for s in shapes)
-    return macs
-
-
-def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[FlowCost]:
-    """One :class:`FlowCost` per flow of :data:`FLOWS` (children of ``model``): parameters from
-    the tensors (one shared by two flows counts once, in the first), MACs from :func:`layer_macs`."""
-    children = dict(model.named_children())
+    children, modules = dict(model.named_children()), dict(model.named_modules())
     missing = [f for f in FLOWS if f not in children]
     if missing:
         raise ValueError(f"expected a model with children {FLOWS}, missing {missing}")
-    macs = layer_macs(model, input_size)
-    seen: set[int] = set()
-    rows = []
-    for flow in FLOWS:
-        fresh = [p for p in children[flow].parameters() if id(p) not in seen]
-        seen.update(id(p) for p in fresh)
-        flow_macs = sum(v for k, v in macs.items() if k.split(".", 1)[0] == flow)
-        rows.append(FlowCost(flow, sum(p.numel() for p in fresh), flow_macs))
-    return rows
-
-
-# ------------------------------------------------------------------ shapes
+    macs = dict.fromkeys(FLOWS, 0)
+    for name, shapes in cx.output_shapes(model, input_size, (nn.Conv2d, nn.Linear)).items():
+        m, flow = modules[name], name.split(".", 1)[0]
+        if isinstance(m, nn.Conv2d):
+            k = m.kernel_size[0]
+            macs[flow] += sum(n * cx.conv_macs(m.in_channels, c, k, h, w, m.groups) for n, c, h, w in shapes)
+        else:
+            macs[flow] += sum(math.prod(s) // m.out_features * m.in_features * m.out_features for s in shapes)
+    params = {flow: sum(p.numel() for p in children[flow].parameters()) for flow in FLOWS}
+    return pd.DataFrame({"params": params, "macs": macs}).rename_axis("name")
 
 
 @dataclass(frozen=True)
 class ShapeStep:
-    """The output shape of one step (``"input"``, ``"stem.conv1"``, a stage, ``"logits"``), or
-    ``None`` and the ``error`` message where the step failed."""
+    """The output shape of a step (``"input"``, ``"stem.conv1"``, a stage, ``"logits"``), or ``None`` and the error."""
 
     name: str
     shape: tuple[int, ...] | None
@@ -128,35 +92,33 @@ class ShapeStep:
 def shape_trace(model: Xception, input_size: Sequence[int] = (1, 3, 299, 299)) -> list[ShapeStep]:
     """The shape after each stem convolution, each stage, and the classifier.
 
-    ``model`` is an Xception, as built or changed (chapter 4's flawed models), on any device (``meta`` is free). A failing stage or classifier (e.g. on an input too small) ends the trace with a
-    :class:`ShapeStep` carrying the error.
+    ``model`` is an Xception, as built or changed (chapter 4's flawed models), on any device (``meta`` is free). A
+    failing stage or classifier (e.g. on an input too small) ends the trace with a :class:`ShapeStep` with the error.
     """
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
     if not isinstance(model, Xception):
         raise TypeError(f"expected an xception_lib Xception (changed or not), got {type(model).__name__}")
     recorded: dict[str, tuple[int, ...]] = {}
-
-    def recorder(name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
-        return lambda _m, _inputs, output: recorded.__setitem__(name, tuple(output.shape))
-
-    stem = model.get_submodule("stem").named_children()
-    handles = [m.register_forward_hook(recorder(f"stem.{n}")) for n, m in stem if isinstance(m, nn.Conv2d)]
+    handles = [
+        m.register_forward_hook(lambda _m, _in, out, n=n: recorded.__setitem__(f"stem.{n}", tuple(out.shape)))
+        for n, m in model.get_submodule("stem").named_children()
+        if isinstance(m, nn.Conv2d)
+    ]
     device = next(model.parameters()).device
     stages: dict[str, torch.Tensor] = {}
-    failed: list[ShapeStep] = []
     try:
         with eval_mode(model), torch.no_grad():
             stages = model.forward_intermediates(torch.zeros(*input_size, device=device))
             logits = model.forward_head(next(reversed(stages.values())))
-            failed = [ShapeStep("logits", tuple(logits.shape))]
+            last = ShapeStep("logits", tuple(logits.shape))
     except (RuntimeError, ValueError) as error:
-        failed = [ShapeStep("logits" if stages else "features", None, str(error))]
+        last = ShapeStep("logits" if stages else "features", None, str(error))
     finally:
         for h in handles:
             h.remove()
     steps = [ShapeStep("input", tuple(input_size))] + [ShapeStep(n, s) for n, s in recorded.items()]
-    return steps + [ShapeStep(n, tuple(t.shape)) for n, t in stages.items()] + failed
+    return [*steps, *(ShapeStep(n, tuple(t.shape)) for n, t in stages.items()), last]
 
 
 def format_shape(shape: tuple[int, ...] | None) -> str:
@@ -180,32 +142,19 @@ def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
     A random model's running means of 0 and variances of 1 match none of its activations; with statistics from data
     it behaves like a trained one in eval mode (activations stay in range). The weights are not touched.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    if not norms:
+    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
         raise ValueError("expected a model with nn.BatchNorm2d layers, found none")
-    momenta = [m.momentum for m in norms]
-    try:
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: after one batch, exactly its statistics
-        model.train()
-        with torch.no_grad():
-            model(batch)
-    finally:
-        for m, momentum in zip(norms, momenta, strict=True):
-            m.momentum = momentum
+    torch.optim.swa_utils.update_bn([batch], model)  # momentum None: after one batch, exactly its statistics
     return model.eval()
 
 
-# ------------------------------------------------------------------ the drawing
-
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 0.8}
 _STYLE = "round,pad=0,rounding_size=0.03"
+_LABEL: dict[str, Any] = {"ha": "center", "va": "center", "fontsize": 9, "gid": "box-text"}
 
 
 class _Column:
-    """One flow of the drawing, in inches (one data unit is one inch): boxes stacked top to
-    bottom and joined by arrows, shape notes on the left, shortcuts on the right."""
+    """One flow of the drawing, in inches (data units): boxes joined by arrows, shapes on the left, shortcuts right."""
 
     WIDTH, HEIGHT, GAP = 1.6, 0.25, 0.13
 
@@ -226,11 +175,8 @@ class _Column:
         face = "none" if kind == "separable" else COLOURS[kind]
         box = FancyBboxPatch((x0, bottom), w, h, boxstyle=_STYLE, facecolor=face, gid=f"box:{kind}", **_EDGE)
         self.ax.add_patch(box)
-        ink = "black" if kind == "separable" else figures.text_colour(face)
         plate = {"facecolor": "white", "edgecolor": "none", "pad": 0.8} if kind == "separable" else None
-        self.ax.text(
-            self.x, bottom + h / 2, text, ha="center", va="center", fontsize=9, gid="box-text", color=ink, bbox=plate
-        )
+        self.ax.text(self.x, bottom + h / 2, text, color=figures.text_colour(face), bbox=plate, **_LABEL)
         if self.last is not None:
             self.arrow(self.x, self.last, self.y)
         self.last, self.y = bottom, bottom - self.GAP
@@ -258,8 +204,7 @@ class _Column:
             corner, face = (xr - bw / 2, mid - bh / 2), COLOURS["cross"]
             box = FancyBboxPatch(corner, bw, bh, boxstyle=_STYLE, facecolor=face, gid="box:shortcut", **_EDGE)
             self.ax.add_patch(box)
-            ink = figures.text_colour(face)
-            self.ax.text(xr, mid, shortcut, ha="center", va="center", fontsize=9, gid="box-text", color=ink)
+            self.ax.text(xr, mid, shortcut, color=figures.text_colour(face), **_LABEL)
         self.arrow(self.x + r, add_y, add_y, x_from=xr)
         self.ax.add_patch(Circle((self.x, add_y), r, facecolor=COLOURS["add"], gid="box:add", **_EDGE))
         self.ax.text(self.x, add_y, "+", ha="center", va="center", fontsize=9)
@@ -267,20 +212,17 @@ class _Column:
         self.last, self.y = add_y - r, add_y - r - self.GAP
 
 
-def architecture_figure(config: XceptionConfig | None = None, input_size: int = 299) -> Figure:
-    """The paper's Figure 5 drawn from a config (default: the paper's), 7 inches wide: the entry flow on the left,
-    the middle and exit flows on the right. Separable convolutions are half orange (depthwise), half blue (pointwise);
-    the italic labels are the shapes (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model.
-    """
+def architecture_figure(cfg: XceptionConfig) -> Figure:
+    """The paper's Figure 5 drawn from a config at 299 px, 7 inches wide: the entry flow on the left, the middle and
+    exit flows on the right. Separable convolutions are half orange (depthwise), half blue (pointwise); the italic
+    labels are the shapes (height x width x channels) that :func:`shape_trace` measures on a ``meta`` model."""
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
-    cfg = config if config is not None else XceptionConfig.imagenet()
     if cfg.stem != "imagenet" or not cfg.residual:
         got = f"stem={cfg.stem!r}, residual={cfg.residual}"
         raise ValueError(f"expected the paper's layout, stem='imagenet' and residual=True: got {got}")
-    traced = shape_trace(meta_model(cfg), (1, cfg.in_channels, input_size, input_size))
-    shape = {s.name: format_shape(s.shape) for s in traced}
+    shape = {s.name: format_shape(s.shape) for s in shape_trace(meta_model(cfg), (1, cfg.in_channels, 299, 299))}
     c = cfg.channels
     fig = Figure(figsize=(7.0, 10.0))
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
@@ -298,7 +240,7 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
 
     blocks = {flow: [b for b in cfg.blocks() if b.flow == flow] for flow in FLOWS}
     entry = _Column(ax, 1.7, 0.0, "Entry flow")
-    entry.box(f"{input_size}x{input_size}x{cfg.in_channels} images", "io")
+    entry.box(f"299x299x{cfg.in_channels} images", "io")
     for i, name in enumerate(("conv1", "conv2")):
         entry.box(f"Conv {c(cfg.stem_channels[i])}, 3x3" + (", stride 2" if i == 0 else ""), "joint")
         entry.box("ReLU", "relu")
@@ -310,30 +252,18 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
 
     middle = _Column(ax, 5.05, 0.0, "Middle flow")
     middle.box(f"{shape['entry_flow.block3']} maps", "io")
-    for spec in blocks["middle_flow"][:1]:  # one drawn for all
-        block(middle, spec)
+    block(middle, blocks["middle_flow"][0])  # one drawn for all
     middle.box(f"{shape['middle_flow']} maps", "io")
-    ax.text(
-        middle.x,
-        middle.y,
-        f"repeated {cfg.middle_blocks} times,\neach time with its own weights",
-        ha="center",
-        va="top",
-        fontsize=9,
-        weight="bold",
-    )
+    repeated = f"repeated {cfg.middle_blocks} times,\neach time with its own weights"
+    ax.text(middle.x, middle.y, repeated, ha="center", va="top", fontsize=9, weight="bold")
 
     e1, e2 = (c(x) for x in cfg.exit_channels[1:])
     exit_ = _Column(ax, 5.05, middle.y - 0.65, "Exit flow")
     exit_.box(f"{shape['middle_flow']} maps", "io")
     block(exit_, blocks["exit_flow"][0])
-    for text, kind in (
-        (f"SeparableConv {e1}", "separable"),
-        ("ReLU", "relu"),
-        (f"SeparableConv {e2}", "separable"),
-        ("ReLU", "relu"),
-    ):
-        exit_.box(text, kind)
+    for width in (e1, e2):
+        exit_.box(f"SeparableConv {width}", "separable")
+        exit_.box("ReLU", "relu")
     exit_.note(shape["exit_flow"])
     exit_.box("GlobalAveragePooling", "pool")
     exit_.note(f"{e2}-d vector")
@@ -348,49 +278,23 @@ def architecture_figure(config: XceptionConfig | None = None, input_size: int = 
     }
     handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
     bottom = min(entry.y, exit_.y) - 0.1
-    ax.legend(
-        handles=handles,
-        loc="upper center",
-        bbox_to_anchor=(3.5, bottom),
-        bbox_transform=ax.transData,
-        ncols=2,
-        fontsize=9,
-        frameon=False,
-    )
+    place: dict[str, Any] = {"bbox_to_anchor": (3.5, bottom), "bbox_transform": ax.transData}
+    ax.legend(handles=handles, loc="upper center", **place, ncols=2, fontsize=9, frameon=False)
+    note = "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by batch normalisation"
     ax.text(
-        3.5,
-        bottom - 0.5,
-        "Separable convolutions are 3x3. Every Conv and SeparableConv\nis followed by "
-        "batch normalisation (not drawn), as in the paper.",
-        ha="center",
-        va="top",
-        fontsize=9,
-        style="italic",
+        3.5, bottom - 0.5, f"{note} (not drawn), as in the paper.", ha="center", va="top", fontsize=9, style="italic"
     )
     height = 0.25 - (bottom - 0.95)
     fig.set_size_inches(7.0, height)
-    ax.set_xlim(0.0, 7.0)
-    ax.set_ylim(0.25 - height, 0.25)
+    ax.set(xlim=(0.0, 7.0), ylim=(0.25 - height, 0.25))
     ax.axis("off")
     return fig
 
 
-# ------------------------------------------------------------------ Xception beside its neighbours
-
-
-@dataclass(frozen=True)
-class ModelComplexity:
-    """One row of the book's comparison table."""
-
-    name: str
-    input_size: int
-    params: int
-    macs: int
-
-
-def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity]:
-    """Parameters (torchinfo) and MACs (fvcore) of ``names`` (default: all the book compares) with random weights,
-    each at its native input size."""
+def comparison_table(names: Sequence[str]) -> pandas.DataFrame:
+    """Parameters (torchinfo) and MACs (fvcore) of the models ``names`` with random weights, each at its native input
+    size, one row each."""
+    import pandas as pd
     from torchvision import models
 
     available: dict[str, tuple[Callable[[], nn.Module], int]] = {
@@ -398,15 +302,14 @@ def comparison_table(names: Sequence[str] | None = None) -> list[ModelComplexity
         "Inception V3": (lambda: models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
         "ResNet-50": (lambda: models.resnet50(weights=None), 224),
         "MobileNetV2": (lambda: models.mobilenet_v2(weights=None), 224),
-        "Xception-CIFAR (10 classes)": (xception_cifar, 32),
     }
-    chosen = list(available) if names is None else list(names)
-    unknown = [n for n in chosen if n not in available]
+    unknown = [n for n in names if n not in available]
     if unknown:
         raise ValueError(f"unknown model(s) {unknown}; expected some of {list(available)}")
-    rows = []
-    for name in chosen:
+    rows = {}
+    for name in names:
         build, size = available[name]
         model, shape = build(), (1, 3, size, size)
-        rows.append(ModelComplexity(name, size, torchinfo_params(model, shape), count_macs(model, shape)))
-    return rows
+        params, macs = cx.torchinfo_params(model, shape), cx.count_macs(model, shape)
+        rows[name] = {"input_size": size, "params": params, "macs": macs}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("name")

@@ -1,10 +1,8 @@
-"""The paper's experiments at CIFAR scale (chapter 6): ablations, recipes, a control, and their runs.
+"""The paper's experiments at CIFAR scale (chapter 6): the ablations, their queue, tables and figures.
 
-Residual connections (the paper's Figure 9), the intermediate activation (Figure 10) and the
-spectrum from regular to depthwise convolutions are each one ``dataclasses.replace`` of a base
-config (:func:`ablations`). Every run is an :class:`xception_lib.ledger.Run` (:func:`xception_lib.runs.train_run`)::
-
-    python -m xception_lib.chapters ablations --seeds 3 --epochs 15 --out runs.jsonl
+Residual connections (the paper's Figure 9), the intermediate activation (Figure 10) and the spectrum from regular to
+depthwise convolutions are each one ``dataclasses.replace`` of a base config (:func:`ablations`). Every run is an
+:class:`xception_lib.ledger.Run` (:func:`xception_lib.runs.train_run`): ``python -m xception_lib.chapters ablations``.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from typing import Any
 
 import torch
 
-from xception_lib import ledger
+from xception_lib import ledger, train
 from xception_lib.chapters import style
 from xception_lib.config import XceptionConfig
 
@@ -35,14 +33,6 @@ class Ablation:
     changes: dict[str, Any]
     config: XceptionConfig
 
-    def experiments(self) -> tuple[str, ...]:
-        """The experiments this point belongs to: those whose field is the only one changed (the base: all)."""
-        return experiments_of(self.changes)
-
-
-def experiments_of(changes: dict[str, Any]) -> tuple[str, ...]:
-    return tuple(e for e, f in EXPERIMENT_FIELDS.items() if set(changes) <= {f})
-
 
 def spectrum_segments(config: XceptionConfig) -> list[int | None]:
     """1, 2, 4, ... up to the largest power of two dividing every separable convolution's input, then ``None``."""
@@ -51,35 +41,26 @@ def spectrum_segments(config: XceptionConfig) -> list[int | None]:
     return [*(2**k for k in range(largest.bit_length())), None]
 
 
-def ablations(base: XceptionConfig, experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS)) -> list[Ablation]:
+def ablations(base: XceptionConfig) -> list[Ablation]:
     """The base (the paper's choices), then ``residual=False``, ``activation=relu``/``elu``, the spectrum's points."""
-    unknown = [e for e in experiments if e not in EXPERIMENT_FIELDS]
-    if unknown:
-        raise ValueError(f"unknown experiment(s) {unknown}; expected some of {list(EXPERIMENT_FIELDS)}")
-    if not base.residual or base.intermediate_activation != "none" or base.segments is not None:
-        raise ValueError(
-            "expected a base with residual=True, intermediate_activation='none' and segments=None, got "
-            f"residual={base.residual}, intermediate_activation={base.intermediate_activation!r}, "
-            f"segments={base.segments}"
-        )
-    choices: dict[str, list[Any]] = {
-        "residual": [False],
-        "activation": ["relu", "elu"],
-        "segments": spectrum_segments(base)[:-1],
-    }
+    paper = {"residual": True, "intermediate_activation": "none", "segments": None}
+    got = {name: getattr(base, name) for name in paper}
+    if got != paper:
+        raise ValueError(f"expected a base with the paper's choices {paper}, got {got}")
+    spectrum = spectrum_segments(base)[:-1]
+    choices: dict[str, list[Any]] = {"residual": [False], "activation": ["relu", "elu"], "segments": spectrum}
     points = [Ablation("base", {}, base)]
-    for experiment in experiments:
-        field_name = EXPERIMENT_FIELDS[experiment]
-        short = "activation" if experiment == "activation" else field_name
+    for experiment, field in EXPERIMENT_FIELDS.items():
         for value in choices[experiment]:
-            config = dataclasses.replace(base, **{field_name: value})
-            points.append(Ablation(f"{short}={value}", {field_name: value}, config))
+            points.append(
+                Ablation(f"{experiment}={value}", {field: value}, dataclasses.replace(base, **{field: value}))
+            )
     return points
 
 
-def sweep_base(width_multiplier: float = 0.5, middle_blocks: int = 4) -> XceptionConfig:
+def sweep_base() -> XceptionConfig:
     """The base of the GPU sweep: ``XceptionConfig.cifar()`` at half width (a quarter of the MACs)."""
-    return XceptionConfig.cifar(width_multiplier=width_multiplier, middle_blocks=middle_blocks)
+    return XceptionConfig.cifar(width_multiplier=0.5, middle_blocks=4)
 
 
 def preview_base() -> XceptionConfig:
@@ -89,80 +70,52 @@ def preview_base() -> XceptionConfig:
 
 def preview_train_config(device: torch.device | str = "cpu", **overrides: Any) -> Any:
     """The CPU preview's recipe: one epoch on 256 training images (batches of 32), 500 test images."""
-    from xception_lib import train as tr
-
     settings = {"epochs": 1, "batch_size": 32, "train_subset": 256, "test_subset": 500, "compile": False}
-    return tr.recommended_config(device, **{**settings, **overrides})
+    return train.recommended_config(device, **{**settings, **overrides})
 
 
 def ablation_queue(
-    base: XceptionConfig,
-    seeds: int,
-    train_config: Any,
-    runs: Iterable[ledger.Run] = (),
-    experiments: Sequence[str] = tuple(EXPERIMENT_FIELDS),
+    base: XceptionConfig, seeds: int, train_config: Any, runs: Iterable[ledger.Run] = ()
 ) -> list[tuple[Ablation, Any]]:
     """``(ablation, train_config with its seed)`` for each run still missing from ``runs``, the most informative first.
 
-    The paper's claims (base, residual off, ReLU, ELU) come first, one seed of each per round, then
-    the spectrum the same way, so that a queue cut anywhere, and continued later, keeps the claims
-    compared at matched seeds. A run is done when ``runs`` holds its configuration, recipe and seed.
+    The paper's claims (base, residual off, ReLU, ELU) come first, one seed of each per round, then the spectrum the
+    same way, so that a queue cut anywhere, and continued later, keeps the claims compared at matched seeds. A run is
+    done when ``runs`` holds its configuration, recipe and seed.
     """
     if seeds < 1:
         raise ValueError(f"expected seeds >= 1, got {seeds}")
-    points = ablations(base, experiments)
-    recipe_key = {k: v for k, v in dataclasses.asdict(train_config).items() if k != "seed"}
+    points = ablations(base)
+    recipe = {**dataclasses.asdict(train_config), "seed": None}  # every setting but the seed
     configs = {p.name: json.loads(json.dumps(dataclasses.asdict(p.config))) for p in points}
-    done = {
-        (r.name, r.seed)
-        for r in runs
-        if r.kind == "ablation"
-        and configs.get(r.name) == r.model_config
-        and {k: v for k, v in r.train_config.items() if k != "seed"} == recipe_key
-    }
-    claims = [p for p in points if "segments" not in p.changes]
-    spectrum = [p for p in points if "segments" in p.changes]
-    return [
-        (p, dataclasses.replace(train_config, seed=s))
-        for group in (claims, spectrum)
-        for s in range(seeds)
-        for p in group
-        if (p.name, s) not in done
-    ]
+    ours = [r for r in runs if r.kind == "ablation" and configs.get(r.name) == r.model_config]
+    done = {(r.name, r.seed) for r in ours if {**r.train_config, "seed": None} == recipe}
+    groups = [p for p in points if "segments" not in p.changes], [p for p in points if "segments" in p.changes]
+    queue = [(p, s) for group in groups for s in range(seeds) for p in group if (p.name, s) not in done]
+    return [(p, dataclasses.replace(train_config, seed=s)) for p, s in queue]
 
 
-@dataclass(frozen=True)
-class SeparableLayer:
-    """One separable convolution: its input and output channels and its output size."""
+def separable_layout(config: XceptionConfig, image_size: int = 32) -> Any:  # -> pandas.DataFrame
+    """Every separable convolution of ``config`` in forward order, a row each: ``in_channels``, ``out_channels`` and
+    its output's ``height`` and ``width``. A block's convolutions run at its input's size; its max-pool then divides
+    the size by its stride (rounding up)."""
+    import pandas as pd
 
-    in_channels: int
-    out_channels: int
-    height: int
-    width: int
-
-
-def separable_layout(config: XceptionConfig, image_size: int = 32) -> list[SeparableLayer]:
-    """Every separable convolution of ``config`` in forward order, from its block table (:meth:`~XceptionConfig.blocks`).
-
-    A block's convolutions run at its input's size; its max-pool then divides the size by its stride (rounding up).
-    """
     size = (image_size - 3) // 2 + 1 - 2 if config.stem == "imagenet" else image_size  # 3x3 stride 2, then 3x3
-    layers = []
+    sizes = []
     for block in config.blocks():
-        layers += [SeparableLayer(cin, cout, size, size) for cin, cout in block.widths()]
+        sizes += [size] * block.reps
         size = -(-size // block.stride)
-    x1, x2, x3 = (config.channels(n) for n in config.exit_channels)  # the exit flow's two after its block
-    return [*layers, SeparableLayer(x1, x2, size, size), SeparableLayer(x2, x3, size, size)]
-
-
-_OLD_PROGS = ("python -m xception_lib.chapters.experiments", "python -m xception_lib.experiments")
+    sizes += [size, size]  # the exit flow's two after its block
+    rows = [(i, o, n, n) for (_, i, o), n in zip(config.separable_layers(), sizes, strict=True)]
+    return pd.DataFrame(rows, columns=["in_channels", "out_channels", "height", "width"])
 
 
 def command_today(command: str) -> str:
     """A recorded command as it runs today: the command lines moved to ``python -m xception_lib.chapters``."""
-    for old in _OLD_PROGS:
-        if command.startswith(f"{old} "):
-            return "python -m xception_lib.chapters" + command[len(old) :]
+    for old in ("python -m xception_lib.chapters.experiments ", "python -m xception_lib.experiments "):
+        if command.startswith(old):
+            return "python -m xception_lib.chapters " + command.removeprefix(old)
     return command
 
 
@@ -178,64 +131,43 @@ def ablation_runs(epochs: int | None = None) -> list[ledger.Run]:
 
 @dataclass(frozen=True)
 class Goal:
-    """The reference run against its goal (test accuracy ``target_acc`` within ``target_s`` seconds)."""
+    """A reference run against its goal: test accuracy ``target_acc`` within ``target_s`` seconds."""
 
-    final_test_acc: float
-    best_test_acc: float
-    best_epoch: int
-    final_train_acc: float
-    epochs: int
-    wall_time_s: float
-    seconds_per_epoch: float
-    epochs_in_target: int
-    met_accuracy: bool
-    met_time: bool
+    run: ledger.Run
     target_acc: float = 0.94
     target_s: float = 120.0
 
     def report(self) -> str:
         """Chapter 5's printout: time, accuracy and the training accuracy, each against the goal."""
-        met = {True: "met", False: "missed"}
+        run, met = self.run, {True: "met", False: "missed"}
+        per_epoch = run.wall_time_s / run.epochs  # the evaluation included
+        best = max(range(len(run.history.test_acc)), key=run.history.test_acc.__getitem__) + 1
+        train_acc = run.history.train_acc[-1]
         return (
-            f"time:     {self.wall_time_s:.0f} s for {self.epochs} epochs ({self.seconds_per_epoch:.2f} s per epoch "
-            f"with its evaluation): goal {met[self.met_time]}\n"
-            f"accuracy: {self.final_test_acc:.2%} on the 10,000 test images (best epoch {self.best_epoch}): "
-            f"goal {met[self.met_accuracy]}\n"
-            f"training accuracy in the last epoch: {self.final_train_acc:.2%} "
-            f"({100 * (self.final_train_acc - self.final_test_acc):.1f} points above the test accuracy)\n"
-            f"epochs of this speed that would fit in {self.target_s:.0f} s: {self.epochs_in_target}"
+            f"time:     {run.wall_time_s:.0f} s for {run.epochs} epochs ({per_epoch:.2f} s per epoch "
+            f"with its evaluation): goal {met[run.wall_time_s <= self.target_s]}\n"
+            f"accuracy: {run.final_test_acc:.2%} on the 10,000 test images (best epoch {best}): "
+            f"goal {met[run.final_test_acc >= self.target_acc]}\n"
+            f"training accuracy in the last epoch: {train_acc:.2%} "
+            f"({100 * (train_acc - run.final_test_acc):.1f} points above the test accuracy)\n"
+            f"epochs of this speed that would fit in {self.target_s:.0f} s: {int(self.target_s // per_epoch)}"
         )
 
     def verdict(self) -> str:
         """The goal's verdict as a sentence of chapter 5's text."""
-        meets = {True: "meets", False: "misses"}
+        run, meets = self.run, {True: "meets", False: "misses"}
+        train_acc = run.history.train_acc[-1]
         return (
-            f"The recorded run {meets[self.met_time]} the time goal ({self.wall_time_s:.0f} s of "
-            f"{self.target_s:.0f} s) and {meets[self.met_accuracy]} the accuracy goal ({self.final_test_acc:.2%} of "
-            f"{self.target_acc:.0%}). Its last epoch classified {self.final_train_acc:.1%} of the *training* images "
-            f"correctly, {100 * (self.final_train_acc - self.final_test_acc):.1f} points more than the test images."
+            f"The recorded run {meets[run.wall_time_s <= self.target_s]} the time goal ({run.wall_time_s:.0f} s of "
+            f"{self.target_s:.0f} s) and {meets[run.final_test_acc >= self.target_acc]} the accuracy goal "
+            f"({run.final_test_acc:.2%} of {self.target_acc:.0%}). Its last epoch classified {train_acc:.1%} of the "
+            f"*training* images correctly, {100 * (train_acc - run.final_test_acc):.1f} points more than the test images."
         )
 
 
 def reference_summary(run: ledger.Run, *, target_acc: float = 0.94, target_s: float = 120.0) -> Goal:
-    """How a run measures up to the goal; ``seconds_per_epoch`` includes the evaluation."""
-    test_acc = run.history.test_acc
-    best = max(range(len(test_acc)), key=test_acc.__getitem__)
-    per_epoch = run.wall_time_s / run.epochs
-    return Goal(
-        run.final_test_acc,
-        test_acc[best],
-        best + 1,
-        run.history.train_acc[-1],
-        run.epochs,
-        run.wall_time_s,
-        per_epoch,
-        int(target_s // per_epoch),
-        run.final_test_acc >= target_acc,
-        run.wall_time_s <= target_s,
-        target_acc,
-        target_s,
-    )
+    """How a run measures up to the goal."""
+    return Goal(run, target_acc, target_s)
 
 
 def summary_table(runs: Sequence[ledger.Run]) -> Any:  # -> pandas.DataFrame
@@ -264,11 +196,8 @@ def effects_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.
         label: {e.name: f"{_pm(e.delta, e.se, sign=True)} ({e.n})" for e in ledger.effects(runs)}
         for label, runs in sweeps.items()
     }
-    table = pd.DataFrame(columns).fillna("-")
-    first = {e.name: e for e in ledger.effects(next(iter(sweeps.values())))}
-    table["MACs x"] = [round(first[n].macs_ratio, 2) if n in first else math.nan for n in table.index]
-    table["time x"] = [round(first[n].step_time_ratio, 2) if n in first else math.nan for n in table.index]
-    return table
+    costs = cost_table(sweeps).iloc[:, :2].set_axis(["MACs x", "time x"], axis=1)  # of the first sweep
+    return pd.DataFrame(columns).fillna("-").join(costs.round(2))
 
 
 def cost_table(sweeps: dict[str, Sequence[ledger.Run]]) -> Any:  # -> pandas.DataFrame
@@ -319,7 +248,7 @@ def experiment_rows(runs: Sequence[ledger.Run], experiment: str) -> list[ledger.
     """The configurations of one experiment (base included); the spectrum sorted from 1 segment to depthwise."""
     if experiment not in EXPERIMENT_FIELDS:
         raise ValueError(f"unknown experiment {experiment!r}; expected one of {list(EXPERIMENT_FIELDS)}")
-    rows = [s for s in ledger.summarize(runs) if experiment in experiments_of(s.first.changes)]
+    rows = [s for s in ledger.summarize(runs) if set(s.first.changes) <= {EXPERIMENT_FIELDS[experiment]}]
     if experiment == "segments":
         rows.sort(key=lambda s: s.first.model_config["segments"] or math.inf)
     return rows
@@ -333,15 +262,6 @@ def point_label(row: ledger.Summary, experiment: str) -> str:
     return str(row.first.changes.get(EXPERIMENT_FIELDS[experiment], _BASE_VALUES[experiment]))
 
 
-def point_colours(n: int) -> list[str]:
-    """Colours for ``n`` configurations of one experiment, the base first in Xception's colour (the book's palette)."""
-    names = ("xception", "inception_v3", "resnet50", "mobilenet_v2", "xception_timm_port", "vgg16")
-    palette = [style.colour(name) for name in names]  # blue, orange, green, purple, sky blue, grey
-    if n > len(palette):
-        raise ValueError(f"expected at most {len(palette)} configurations in one figure, got {n}")
-    return palette[:n]
-
-
 def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | None = None):  # -> Figure
     """Test accuracy per epoch (mean over runs, band min..max) and final accuracy (mean ± s.e., every run a dot)."""
     import matplotlib.pyplot as plt
@@ -349,19 +269,15 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
 
     rows = experiment_rows(runs, experiment)
     fig, (curve, final) = plt.subplots(1, 2, figsize=(7, 3.2), gridspec_kw={"width_ratios": (3, 2)})
-    colors = point_colours(len(rows))
+    names = ("xception", "inception_v3", "resnet50", "mobilenet_v2", "xception_timm_port", "vgg16")
+    if len(rows) > len(names):
+        raise ValueError(f"expected at most {len(names)} configurations in one figure, got {len(rows)}")
+    colors = [style.colour(name) for name in names[: len(rows)]]  # the base in Xception's blue
     for pos, (row, color) in enumerate(zip(rows, colors, strict=True)):
         n = min(r.epochs for r in row.runs)
         per_epoch = list(zip(*(r.history.test_acc[:n] for r in row.runs), strict=True))
-        epochs = range(1, n + 1)
-        curve.plot(
-            epochs,
-            [100 * statistics.fmean(v) for v in per_epoch],
-            "o-",
-            ms=3,
-            color=color,
-            label=f"{point_label(row, experiment)} ({row.n})",
-        )
+        epochs, label = range(1, n + 1), f"{point_label(row, experiment)} ({row.n})"
+        curve.plot(epochs, [100 * statistics.fmean(v) for v in per_epoch], "o-", ms=3, color=color, label=label)
         band = [[100 * f(v) for v in per_epoch] for f in (min, max)]
         curve.fill_between(epochs, *band, color=color, alpha=0.2)
         yerr = 0 if math.isnan(row.se) else 100 * row.se  # a dot plot: the axis need not start at zero
@@ -373,9 +289,8 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
     low, high = min(100 * r.min for r in rows), max(100 * r.max for r in rows)
     pad = max(1.0, 0.2 * (high - low))
     final.set_ylim(max(0.0, low - pad), min(100.0, high + pad))
-    final.set_xlim(-0.5, len(rows) - 0.5)
     final.set_xticks(range(len(rows)), [point_label(r, experiment) for r in rows])
-    final.set(xlabel=EXPERIMENT_FIELDS[experiment], ylabel="test acc. at the end (%)")
+    final.set(xlim=(-0.5, len(rows) - 0.5), xlabel=EXPERIMENT_FIELDS[experiment], ylabel="test acc. at the end (%)")
     for ax in (curve, final):
         ax.grid(alpha=0.3)
     fig.suptitle(title or f"{experiment}: {_where(runs)}", fontsize=10)
@@ -402,18 +317,12 @@ def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> F
     for ax, (attr, scale, label) in zip(axes[1:], costs, strict=True):
         values = [(getattr(r.first, attr) or math.nan) / scale for r in rows]
         ax.errorbar(values, accs, yerr=errs, fmt="o", capsize=3, color=blue)
-        for i, (v, a, text) in enumerate(
-            zip(values, accs, labels, strict=True)
-        ):  # alternate sides: neighbours do not overlap
-            above = i % 2 or a == min(accs)  # the lowest point's label stays clear of the axis
+        ground = {"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8}
+        for i, (v, a, text) in enumerate(zip(values, accs, labels, strict=True)):  # on a white ground: error bars
+            above = i % 2 or a == min(accs)  # do not cross a label; neighbours alternate; the lowest clears the axis
             ax.annotate(
-                text,
-                (v, a),
-                textcoords="offset points",
-                xytext=(5, 6 if above else -12),
-                fontsize=9,
-                bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.8},
-            )  # on a white ground: error bars do not run through a label
+                text, (v, a), textcoords="offset points", xytext=(5, 6 if above else -12), fontsize=9, bbox=ground
+            )
         if attr == "macs":  # a wide range: logarithmic, labelled 100, 200, 500, ...
             ax.set_xscale("log")
             ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -429,6 +338,5 @@ def plot_spectrum(runs: Sequence[ledger.Run], title: str | None = None):  # -> F
 
 
 def _where(runs: Sequence[ledger.Run]) -> str:
-    env = runs[0].environment
-    kind = "CPU PREVIEW" if not runs[0].is_result else "recorded"
-    return f"{kind}, {env.device_name}, {runs[0].epochs} epochs"
+    run = runs[0]
+    return f"{'recorded' if run.is_result else 'CPU PREVIEW'}, {run.environment.device_name}, {run.epochs} epochs"

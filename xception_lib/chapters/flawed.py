@@ -1,11 +1,8 @@
 """Measurements for chapter 4, which reads a blog post's Xception against the paper.
 
-The post's code is not reproduced anywhere. Its mistakes are on chapter 4's page: one short function per flaw that
-changes a built :class:`~xception_lib.model.Xception` in place, named as in :data:`FLAW_NAMES`. This module holds
-what measures such models: closed-form parameter deltas from the block table, weight sharing, state-dict
-compatibility, and the audit table and figure. The post's batch-norm epsilon and symmetric max-pool padding are the
-PyTorch ports' conventions, not flaws: :func:`post_config` is :meth:`~xception_lib.config.XceptionConfig.timm_port`
-with 100 classes.
+The post's mistakes are on chapter 4's page, one short function per flaw (named as in :data:`FLAW_NAMES`) that changes
+a built :class:`~xception_lib.model.Xception` in place. This module measures such models: closed-form parameter
+deltas from the block table, weight sharing, state-dict compatibility, the audit table and its figure.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.chapters.anatomy import format_shape, meta_model
+from xception_lib.chapters.anatomy import format_shape, meta_model, shape_trace
 from xception_lib.chapters.style import LAYERS, MODELS
 from xception_lib.complexity import conv_params, depthwise_params, separable_params
 from xception_lib.config import XceptionConfig
@@ -45,16 +42,9 @@ FLAW_NAMES = (
 )
 
 
-def post_config(num_classes: int = 100) -> XceptionConfig:
-    """The blog post's setting: the paper's widths, PyTorch's conventions, 100 classes."""
-    return XceptionConfig.timm_port(num_classes=num_classes)
-
-
-def _checked(names: Sequence[str]) -> Sequence[str]:
-    for name in names:
-        if name not in FLAW_NAMES:
-            raise ValueError(f"unknown flaw {name!r}; expected one of {FLAW_NAMES}")
-    return names
+def post_config() -> XceptionConfig:
+    """The blog post's setting: the paper's widths, 100 classes, the PyTorch ports' conventions (not flaws)."""
+    return XceptionConfig.timm_port(num_classes=100)
 
 
 def param_delta(name: str, config: XceptionConfig | None = None) -> int:
@@ -63,7 +53,8 @@ def param_delta(name: str, config: XceptionConfig | None = None) -> int:
     Computed from the config's block table (default :func:`post_config`) with :mod:`xception_lib.complexity`'s
     formulas, never from a model, so that a flawed model can be held to it.
     """
-    _checked([name])
+    if name not in FLAW_NAMES:
+        raise ValueError(f"unknown flaw {name!r}; expected one of {FLAW_NAMES}")
     cfg = config if config is not None else post_config()
     seps, blocks = cfg.separable_layers(), cfg.blocks()
     shortcuts = [b.out_channels for b in blocks if b.projects]
@@ -81,12 +72,11 @@ def param_delta(name: str, config: XceptionConfig | None = None) -> int:
     return deltas.get(name, 0)
 
 
-def fix_sequence(order: Sequence[str] = FLAW_NAMES) -> list[tuple[str, tuple[str, ...]]]:
-    """The post's flaws, then one fewer at each step, in ``order``: ``[("as published", FLAW_NAMES),
-    ("fix <first>", <the others>), ...]``; the last step has none left."""
-    if sorted(_checked(order)) != sorted(FLAW_NAMES):
-        raise ValueError(f"order must list every flaw once: expected a permutation of {FLAW_NAMES}, got {tuple(order)}")
-    return [("as published" if i == 0 else f"fix {order[i - 1]}", tuple(order[i:])) for i in range(len(order) + 1)]
+def fix_sequence() -> list[tuple[str, tuple[str, ...]]]:
+    """The post's flaws, then one fewer at each step: ``[("as published", FLAW_NAMES), ("fix <first>", <the
+    others>), ...]``; the last step has none left."""
+    labels = ["as published", *(f"fix {name}" for name in FLAW_NAMES)]
+    return [(label, FLAW_NAMES[i:]) for i, label in enumerate(labels)]
 
 
 def size_ranges(sizes: Sequence[int]) -> str:
@@ -97,8 +87,7 @@ def size_ranges(sizes: Sequence[int]) -> str:
 
 @dataclass(frozen=True)
 class MiddleFlowUsage:
-    """How the middle flow uses its weights on one forward pass: ``applications`` of convolutions, and the
-    ``distinct`` convolution modules (distinct weights) among them."""
+    """Convolutions the middle flow applies in one pass, and the ``distinct`` modules (weights) among them."""
 
     applications: int
     distinct: int
@@ -134,7 +123,7 @@ class Audit:
     label: str  #: What the row is (e.g. ``"as published"``, ``"fix regular_depthwise"``).
     params: int  #: Parameters (a tensor used twice counts once, as in ``model.parameters()``).
     reference_params: int  #: Parameters of :class:`~xception_lib.model.Xception` with the same config.
-    shapes: dict[str, tuple[int, ...] | None]  #: ``{stage or "logits": shape}`` at 299 px (``None``: failed).
+    shapes: dict[str, tuple[int, ...] | None]  #: ``anatomy.shape_trace``'s shapes at 299 px (``None``: failed).
     logits_at_299: bool  #: Whether a 299 px image reaches the logits.
     middle: MiddleFlowUsage  #: Middle-flow weight usage.
 
@@ -142,21 +131,9 @@ class Audit:
 def audit(model: Xception, *, label: str, reference_params: int | None = None) -> Audit:
     """Measure a (flawed) Xception, best built on the ``meta`` device, against ``Xception(model.config)``; pass
     ``reference_params`` when already known, to save counting them again."""
-    if not isinstance(model, Xception):
-        raise TypeError(f"expected an xception_lib Xception (changed or not), got {type(model).__name__}")
-    config = model.config
-    shapes: dict[str, tuple[int, ...] | None] = {}
-    x = torch.zeros(1, config.in_channels, 299, 299, device=next(model.parameters()).device)
-    with eval_mode(model), torch.no_grad():
-        for name, stage in [*model.stages().items(), ("logits", model.head)]:
-            try:
-                x = stage(x)
-            except RuntimeError:
-                shapes[name] = None
-                break
-            shapes[name] = tuple(x.shape)
+    shapes = {step.name: step.shape for step in shape_trace(model, (1, 3, 299, 299))}
     if reference_params is None:
-        reference_params = sum(p.numel() for p in meta_model(config).parameters())
+        reference_params = sum(p.numel() for p in meta_model(model.config).parameters())
     return Audit(
         label=label,
         params=sum(p.numel() for p in model.parameters()),
@@ -167,20 +144,17 @@ def audit(model: Xception, *, label: str, reference_params: int | None = None) -
     )
 
 
-def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_flow")) -> pandas.DataFrame:
-    """The audits as a table, one row each, labelled by the flaw last fixed; print it with ``.to_string()``.
-
-    Columns: parameters and the gap to the reference; each stage's output (height x width x channels) for a
-    299 px image; whether that image reaches the logits (``299 px``); distinct middle-flow convolutions out of
-    those applied (``middle``).
-    """
+def audit_table(rows: Sequence[Audit]) -> pandas.DataFrame:
+    """The audits as a table, one row each, labelled by the flaw last fixed: parameters and the gap to the reference,
+    the stem's and exit flow's outputs for a 299 px image, whether it reaches the logits (``299 px``), and distinct
+    middle-flow convolutions out of those applied (``middle``)."""
     import pandas as pd
 
     return pd.DataFrame(
         {
             "params": [f"{r.params:,}" for r in rows],
             "vs Xception": [f"{r.params - r.reference_params:+,}" for r in rows],
-            **{s.removesuffix("_flow"): [format_shape(r.shapes.get(s)) for r in rows] for s in stages},
+            **{s.removesuffix("_flow"): [format_shape(r.shapes.get(s)) for r in rows] for s in ("stem", "exit_flow")},
             "299 px": ["yes" if r.logits_at_299 else "no" for r in rows],
             "middle": [f"{r.middle.distinct}/{r.middle.applications}" for r in rows],
         },
@@ -191,7 +165,6 @@ def audit_table(rows: Sequence[Audit], stages: Sequence[str] = ("stem", "exit_fl
 def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     """Parameters after each of :func:`fix_sequence`'s steps (``rows``, top to bottom) against Xception's: a bar is
     grey while the count differs, Xception's blue once it matches, hatched while a 299 px image cannot reach the logits."""
-    from matplotlib.artist import Artist
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -215,23 +188,7 @@ def plot_fix_sequence(rows: Sequence[Audit]) -> Figure:
     ax.tick_params(axis="x", labelsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     keys = ((differs, "", "count differs"), (same, "", "count matches"), ("white", "//", "299 px fails"))
-    handles: list[Artist] = [Line2D([], [], color="#333333", linestyle="--", label="Xception, same config")]
-    handles += [Patch(facecolor=colour, edgecolor="#333333", hatch=hatch, label=label) for colour, hatch, label in keys]
+    patches = [Patch(facecolor=colour, edgecolor="#333333", hatch=hatch, label=label) for colour, hatch, label in keys]
+    handles = [Line2D([], [], color="#333333", linestyle="--", label="Xception, same config"), *patches]
     fig.legend(handles=handles, fontsize=9, loc="outside lower center", ncols=4, frameon=False)
     return fig
-
-
-__all__ = [
-    "FLAW_NAMES",
-    "Audit",
-    "MiddleFlowUsage",
-    "audit",
-    "audit_table",
-    "fix_sequence",
-    "matches_reference",
-    "middle_flow_usage",
-    "param_delta",
-    "plot_fix_sequence",
-    "post_config",
-    "size_ranges",
-]
