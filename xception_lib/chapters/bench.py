@@ -189,14 +189,12 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
     import pandas as pd
 
     rows = []
-    for r in (r for r in (*results.layers, *results.models) if r.variant != "fp32"):
-        if isinstance(r, LayerRow):
-            base = find(results.layers, variant="fp32", kind=r.kind, channels=r.channels, size=r.size)
-            section, case = "layers", f"{r.kind} {r.channels}@{r.size}"
-        else:
-            base = find(results.models, variant="fp32", model=r.model, mode=r.mode)
-            section, case = "models", f"{r.label}, {r.mode}"
-        rows.append((section, case, r.variant, base.median_s / r.median_s))
+    for section, keys in (("layers", ("kind", "channels", "size")), ("models", ("model", "mode"))):
+        for r in (r for r in getattr(results, section) if r.variant != "fp32"):
+            same = {k: getattr(r, k) for k in (*keys, "batch_size")}
+            base = find(getattr(results, section), variant="fp32", **same)
+            case = f"{r.kind} {r.channels}@{r.size}" if section == "layers" else f"{r.label}, {r.mode}"
+            rows.append((section, case, r.variant, base.median_s / r.median_s))
     return pd.DataFrame(rows, columns=["section", "case", "variant", "speedup"])
 
 
