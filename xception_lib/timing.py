@@ -1,9 +1,6 @@
-"""The one timer of the book: repeated, synchronised calls and their median and spread.
-
-:func:`interleaved` warms up (allocation, kernel choice), then times several cases in turn (A, B, A, B, ...), so that
-a slow spell on a shared machine hits them all; it synchronises the device around every call (a GPU returns before its
-work is done) and stops at a time budget. :func:`measure` does the same for one case.
-"""
+"""The one timer of the book: :func:`interleaved` warms up (allocation, kernel choice), then times several cases in
+turn (A, B, A, B, ...), so that a slow spell on a shared machine hits them all, synchronising the device around every
+call (a GPU returns before its work is done), until a time budget runs out. :func:`measure` times one case."""
 
 from __future__ import annotations
 
@@ -36,20 +33,15 @@ class Timing:
         return statistics.median(self.times)
 
     @property
-    def q1(self) -> float:  # 25th percentile
-        return self._quartile(0)
-
-    @property
-    def q3(self) -> float:  # 75th percentile
-        return self._quartile(2)
+    def quartiles(self) -> tuple[float, float]:  # the 25th and 75th percentiles
+        times = self.times * 2 if len(self.times) == 1 else self.times  # statistics.quantiles needs two
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+        return q1, q3
 
     @property
     def iqr(self) -> float:  # the spread of the middle half of the calls
-        return self.q3 - self.q1
-
-    def _quartile(self, i: int) -> float:
-        times = self.times * 2 if len(self.times) == 1 else self.times  # statistics.quantiles needs two
-        return statistics.quantiles(times, n=4, method="inclusive")[i]
+        q1, q3 = self.quartiles
+        return q3 - q1
 
 
 def clock() -> Callable[[], float]:

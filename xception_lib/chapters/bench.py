@@ -47,7 +47,7 @@ def speed_ratio(
     a = find(results.models, model=model, mode=mode, variant="fp32")
     b = find(results.models, model=baseline, mode=mode, variant="fp32")
     paired = Timing(tuple(tb / ta for ta, tb in zip(a.times_s, b.times_s, strict=True)))
-    return Ratio(b.median_s / a.median_s, paired.median, paired.q1, paired.q3)
+    return Ratio(b.median_s / a.median_s, paired.median, *paired.quartiles)
 
 
 def describe(results: Results) -> str:
@@ -126,11 +126,8 @@ def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception
 
 
 def format_results(results: Results, sections: Sequence[str] = SECTIONS, *, header: bool = True) -> str:
-    """A plain-text report of ``sections``; ``header``: :func:`describe` and titles.
-
-    Its lines of prose fit the book's column (:data:`WIDTH` characters); the tables are as wide as pandas prints
-    them (the chapters show them as HTML tables instead).
-    """
+    """A plain-text report of ``sections``, its prose wrapped to the book's column (the chapters show tables as
+    HTML); ``header``: :func:`describe` and titles."""
     if set(sections) - set(SECTIONS):
         raise ValueError(f"unknown section(s) {sorted(set(sections) - set(SECTIONS))}; expected some of {SECTIONS}")
     out, roof = [describe(results)] if header else [], results.roofline
@@ -161,7 +158,8 @@ def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pand
     import pandas as pd
 
     def ms(t: Timing) -> str:
-        return f"{t.median * 1e3:.3g} ({t.q1 * 1e3:.3g}-{t.q3 * 1e3:.3g})"
+        q1, q3 = t.quartiles
+        return f"{t.median * 1e3:.3g} ({q1 * 1e3:.3g}-{q3 * 1e3:.3g})"
 
     hot, cold = ways["back to back"], ways["one at a time"]
     return pd.DataFrame(
@@ -218,8 +216,7 @@ def _labels(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
 
 
 def plot_roofline(results: Results) -> Any:
-    """Achieved GMAC/s of the fp32 layers against arithmetic intensity (log-log) under the roofs; colour: kind,
-    marker: shape."""
+    """Achieved GMAC/s of the fp32 layers against their MACs per byte (log-log) under the roofs."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
