@@ -66,9 +66,9 @@ class Measured(_Checked):
         expect(len(self.times_s) == self.runs, "times_s", f"{self.runs} times (runs)", len(self.times_s))
 
     @classmethod
-    def of(cls, t: Timing, *fields: Any, **named: Any) -> Any:
+    def of(cls, t: Timing, *fields: Any) -> Any:
         """A row of ``cls`` from the times of ``t`` and the other fields, in the order they are declared."""
-        return cls(t.median, t.iqr, len(t.times), t.times, *fields, **named)
+        return cls(t.median, t.iqr, len(t.times), t.times, *fields)
 
     @property
     def spread(self) -> float:  # IQR / median
@@ -134,10 +134,9 @@ class Settings(_Checked):
 
 def _row(cls: Any, data: Any, where: str) -> Any:
     """``cls`` from a JSON object (lists become tuples); errors name ``where``."""
+    expect(isinstance(data, dict), where, "a JSON object", data)
     try:
         return from_dict(cls, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}, where)
-    except AttributeError:
-        raise ValueError(f"{where}: expected a JSON object, got {data!r:.40}") from None
     except ValueError as err:
         message = str(err)
         raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None

@@ -39,13 +39,11 @@ class Ratio:
     paired_q3: float
 
 
-def speed_ratio(
-    results: Results, model: str = "xception", baseline: str = "timm_legacy_xception", *, mode: str = "train"
-) -> Ratio:
-    """Throughput of ``model`` divided by ``baseline``'s in fp32, from the same interleaved run: the ratio of the
-    medians, and the ratios round by round (of runs moments apart)."""
+def speed_ratio(results: Results, model: str = "xception", *, mode: str = "train") -> Ratio:
+    """Throughput of ``model`` divided by timm's legacy_xception's in fp32, from the same interleaved run: the ratio
+    of the medians, and the ratios round by round (of runs moments apart)."""
     a = find(results.models, model=model, mode=mode, variant="fp32")
-    b = find(results.models, model=baseline, mode=mode, variant="fp32")
+    b = find(results.models, model="timm_legacy_xception", mode=mode, variant="fp32")
     paired = Timing(tuple(tb / ta for ta, tb in zip(a.times_s, b.times_s, strict=True)))
     return Ratio(b.median_s / a.median_s, paired.median, *paired.quartiles)
 

@@ -33,13 +33,9 @@ KINDS: dict[str, tuple[str, ...]] = {
 
 
 def op_profile(model: nn.Module, *, input_size: int, mode: str = "train", steps: int = 2) -> pandas.DataFrame:
-    """Self CPU time per operator and step of :func:`~xception_lib.benchmark.make_step` on one random image,
-    after one unprofiled step; ``mode``: ``"train"`` (train mode) or ``"forward"`` (eval mode).
-
-    Returns:
-        One row per operator, largest first: ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step) and
-        ``share`` (of the total self time).
-    """
+    """Self CPU time per operator and step of :func:`~xception_lib.benchmark.make_step` on one random image, after
+    one unprofiled step; ``mode``: ``"train"`` or ``"forward"`` (eval mode). One row per operator, largest first:
+    ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step), ``share`` (of the total self time)."""
     import pandas as pd
     from torch.profiler import ProfilerActivity, profile
 
