@@ -420,11 +420,11 @@ def run(
     expect(set(modes) <= set(MODES), "modes", f"some of {MODES}", modes)
     check("batch_size", batch_size, int, 1)
     check("rounds", rounds, int, 1)
-    say = progress or (lambda _line: None)
-    say(f"models {', '.join(models)}; variants on {', '.join(variant_models) or 'none'}; batch {batch_size}")
+    if progress:
+        progress(f"models {', '.join(models)}; variants on {', '.join(variant_models) or 'none'}; batch {batch_size}")
     reasons = {v: variant_support(v, device, compile=compile) for v in VARIANTS}
     variants = [v for v, reason in reasons.items() if reason is None]
-    options: dict[str, Any] = dict(warmup=1 + compile, device=device, budget_s=budget_s)
+    options: dict[str, Any] = dict(warmup=2 if compile else 1, device=device, budget_s=budget_s)
     built = {}
     for name in dict.fromkeys([*models, *variant_models]):  # every one in fp32, MACs counted with fvcore
         model, size = build_model(name)
@@ -445,7 +445,8 @@ def run(
             )
     layer_rows, roof = [], None
     if layers:
-        say("layers and roofline")
+        if progress:
+            progress("layers and roofline")
         layer_rows = layer_benchmarks(batch_size=batch_size, variants=variants, rounds=rounds, **options)
         matrix_size = (1024 if quick else 2048) if on_cpu else 8192
         roof = roofline(device=device, matrix_size=matrix_size, copy_mib=64 if on_cpu else 1024, rounds=rounds)
