@@ -19,59 +19,42 @@ ROOT = Path(__file__).resolve().parents[1]
 def small_results() -> benchmark.Results:
     """Two layers (fp32 and channels_last, 16@8x8) and MobileNetV2 in both modes, with made-up times."""
 
-    def measured(*times: float) -> dict:
-        return benchmark.Measured.of(timing.Timing(times))
-
     layers = []
     for variant, scale in (("fp32", 1.0), ("channels_last", 0.5)):
         for kind, seconds in (("depthwise", 1e-4), ("pointwise", 2e-4)):
-            case, m = benchmark.LayerCase(kind, 16, 8), measured(seconds * scale, 1.5 * seconds * scale)
-            layers.append(
-                benchmark.LayerRow(
-                    **m, kind=kind, channels=16, size=8, variant=variant, batch_size=1, macs=case.macs(1),
-                    bytes_fp32=case.bytes_moved(1), intensity=case.intensity(1),
-                    gmacs_per_s=case.macs(1) / m["median_s"] / 1e9,
-                )
-            )  # fmt: skip
+            case, t = benchmark.LayerCase(kind, 16, 8), timing.Timing((seconds * scale, 1.5 * seconds * scale))
+            macs, traffic = case.macs(1), case.bytes_moved(1)
+            rate = macs / t.median / 1e9
+            layers.append(benchmark.LayerRow.of(t, kind, 16, 8, variant, 1, macs, traffic, macs / traffic, rate))
     models = [
-        benchmark.ModelRow(
-            **measured(0.05, 0.06), model="mobilenet_v2", label="MobileNetV2", mode=mode, variant="fp32",
-            batch_size=1, input_size=224, macs_per_image=300_000_000, images_per_s=1 / 0.055,
+        benchmark.ModelRow.of(
+            timing.Timing((0.05, 0.06)), "mobilenet_v2", "MobileNetV2", mode, "fp32", 1, 224, 300_000_000, 1 / 0.055
         )
         for mode in benchmark.MODES
-    ]  # fmt: skip
+    ]
     settings = benchmark.Settings("cpu", True, 1, 2, 1)
     roof = benchmark.Roofline(50.0, 10.0, 5.0, "fp32 matmul 256x256x256, median of 2", "copy of 4 MiB")
     skipped = (benchmark.Skipped("layers/compile", "not requested (pass --compile)"),)
     return benchmark.Results(xl.provenance.environment("cpu"), settings, tuple(models), tuple(layers), roof, skipped)
 
 
-def test_paired_ratio_is_round_by_round() -> None:
-    # B takes twice A's time in every round, even though both drift by 4x.
-    assert bench.paired_ratio([1.0, 2.0, 4.0], [2.0, 4.0, 8.0]) == (2.0, 2.0, 2.0)
-    med, q1, q3 = bench.paired_ratio([1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0])
-    assert med == 2.5 and (q1, q3) == pytest.approx((1.75, 3.25))
-    with pytest.raises(ValueError, match="equally long"):
-        bench.paired_ratio([1.0], [1.0, 2.0])
-
-
-def test_speed_ratio_and_find(small_results: benchmark.Results) -> None:
-    a = benchmark.ModelRow(
-        **benchmark.Measured.of(timing.Timing((1.0, 1.0, 2.0))),
-        model="a",
-        label="A",
-        mode="train",
-        variant="fp32",
-        batch_size=1,
-        input_size=8,
-        macs_per_image=None,
-        images_per_s=1.0,
+def _pair(times_a: tuple[float, ...], times_b: tuple[float, ...]) -> tuple[benchmark.ModelRow, ...]:
+    return tuple(
+        benchmark.ModelRow.of(timing.Timing(times), name, name, "train", "fp32", 1, 8, None, 1.0)
+        for name, times in (("a", times_a), ("timm_legacy_xception", times_b))
     )
-    b = benchmark.ModelRow(**{**vars(a), **benchmark.Measured.of(timing.Timing((2.0, 2.0, 2.0))), "model": "b"})
-    r = bench.speed_ratio(dataclasses.replace(small_results, models=(a, b)), "a", "b")
+
+
+def test_speed_ratio_is_round_by_round_and_find(small_results: benchmark.Results) -> None:
+    r = bench.speed_ratio(dataclasses.replace(small_results, models=_pair((1.0, 1.0, 2.0), (2.0, 2.0, 2.0))), "a")
     assert (r.ratio, r.paired_median, r.paired_q1) == (2.0, 2.0, 1.5)
+    # B takes twice A's time in every round, even though both drift by 4x.
+    drift = dataclasses.replace(small_results, models=_pair((1.0, 2.0, 4.0), (2.0, 4.0, 8.0)))
+    assert bench.speed_ratio(drift, "a") == bench.Ratio(2.0, 2.0, 2.0, 2.0)
+    spread = bench.speed_ratio(dataclasses.replace(small_results, models=_pair((1.0,) * 4, (1.0, 2.0, 3.0, 4.0))), "a")
+    assert spread.paired_median == 2.5 and (spread.paired_q1, spread.paired_q3) == pytest.approx((1.75, 3.25))
     with pytest.raises(ValueError, match="exactly one row"):
-        bench.find([a, b], model="c")
+        bench.find(small_results.models, model="c")
 
 
 def test_describe_says_when_there_is_no_commit(small_results: benchmark.Results) -> None:
@@ -140,8 +123,9 @@ def test_separable_shares_and_variant_speedups(small_results: benchmark.Results)
     assert speedups.speedup.iloc[0] == pytest.approx(dw.median_s / cl.median_s)
 
 
-def test_format_results_filters_variants(small_results: benchmark.Results) -> None:
-    text = bench.format_results(small_results, ["layers"], variants=["fp32"], header=False)
-    assert "channels_last" not in text and text.count("16@8x8") == 2
+def test_format_results_and_tables_filter(small_results: benchmark.Results) -> None:
+    text = bench.format_results(small_results, ["layers"], header=False)
+    assert "Layers" not in text and text.count("16@8x8") == 4
+    assert list(bench.layer_table(small_results.layers, ["fp32"]).variant) == ["fp32", "fp32"]
     with pytest.raises(ValueError, match="unknown section"):
         bench.format_results(small_results, ["gpu"])

@@ -3,6 +3,7 @@ records checked on the way in and written atomically."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -48,13 +49,11 @@ def test_batch_size_raises_the_intensity_of_regular_and_pointwise_only() -> None
 
 
 def test_unknown_names_are_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown layer kind"):
+    with pytest.raises(ValueError, match="layer kind: expected one of .*got 'dilated'"):
         benchmark.LayerCase("dilated", 8, 8).module()
-    with pytest.raises(ValueError, match="unknown layer kind"):
-        benchmark.layer_cases(kinds=["dilated"])
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="model: expected one of .*got 'vgg16'"):
         benchmark.build_model("vgg16")
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="variant: expected one of"):
         benchmark.variant_support("int8", "cpu")
 
 
@@ -63,25 +62,16 @@ def test_unknown_names_are_rejected() -> None:
 
 @pytest.fixture(scope="module")
 def small_results() -> benchmark.Results:
-    """A real (tiny) run: two small layers and MobileNetV2, batch 1."""
-    skipped: list[benchmark.Skipped] = []
+    """A real (tiny) run: MobileNetV2 and two small layers, batch 1."""
+    results = benchmark.run(models=["mobilenet_v2"], variant_models=[], layers=False, batch_size=1, rounds=2)
     layers = benchmark.layer_benchmarks(
         [benchmark.LayerCase("depthwise", 16, 8), benchmark.LayerCase("pointwise", 16, 8)],
         batch_size=1,
-        variants=["fp32", "channels_last", "compile"],
+        variants=["fp32", "channels_last"],
         rounds=2,
-        skipped=skipped,
     )
-    models = benchmark.model_benchmarks(["mobilenet_v2"], batch_size=1, rounds=2, skipped=skipped)
-    settings = benchmark.Settings("cpu", True, 1, 2, torch.get_num_threads())
-    return benchmark.Results(
-        xl.provenance.environment("cpu"),
-        settings,
-        tuple(models),
-        tuple(layers),
-        benchmark.roofline(matrix_size=256, copy_mib=4, rounds=2),
-        tuple(skipped),
-    )
+    roof = benchmark.roofline(matrix_size=256, copy_mib=4, rounds=2)
+    return dataclasses.replace(results, layers=tuple(layers), roofline=roof)
 
 
 def test_small_run_has_a_row_per_case(small_results: benchmark.Results) -> None:
@@ -97,7 +87,8 @@ def test_small_run_has_a_row_per_case(small_results: benchmark.Results) -> None:
         assert row.runs == 2 and row.median_s == timing.Timing(row.times_s).median
     mobilenet_macs = cx.count_macs(benchmark.build_model("mobilenet_v2")[0], (1, 3, 224, 224))
     assert small_results.models[0].macs_per_image == mobilenet_macs
-    assert benchmark.Skipped("layers/compile", benchmark.variant_support("compile", "cpu")) in small_results.skipped
+    assert benchmark.Skipped("models/compile", benchmark.variant_support("compile", "cpu")) in small_results.skipped
+    assert small_results.settings == benchmark.Settings("cpu", False, 1, 2, torch.get_num_threads())
 
 
 @pytest.mark.parametrize(
@@ -120,27 +111,31 @@ def test_small_run_has_a_row_per_case(small_results: benchmark.Results) -> None:
         (lambda r: r.update(models=["not a row"]), r"models\[0\]: expected a JSON object"),
     ],
 )
-def test_from_dict_names_what_is_wrong(small_results: benchmark.Results, corrupt, message: str) -> None:
+def test_from_dict_names_what_is_wrong(small_results: benchmark.Results, corrupt, message: str, tmp_path) -> None:
     broken = json.loads(json.dumps(small_results.to_dict()))
     corrupt(broken)
     with pytest.raises(ValueError, match="invalid benchmark results in some.json: " + message):
         benchmark.Results.from_dict(broken, where="some.json")
     with pytest.raises(ValueError, match="invalid benchmark results in results"):
-        benchmark.validate_results(broken)
+        benchmark.save(broken, tmp_path / "bench.json")
+    assert not (tmp_path / "bench.json").exists()
 
 
-def test_save_load_round_trip_and_recorded(small_results: benchmark.Results, tmp_path: Path) -> None:
+def test_save_load_round_trip_and_recorded(small_results: benchmark.Results, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(benchmark, "RECORDS", tmp_path)
     benchmark.save(small_results, tmp_path / "bench_gpu_test.json")
     benchmark.save(small_results.to_dict(), tmp_path / "bench_cpu_other.json")  # a dict is checked, then written
     assert benchmark.load(tmp_path / "bench_gpu_test.json") == small_results  # typed rows again, tuples and all
-    assert benchmark.recorded(directory=tmp_path) == [small_results]
-    assert len(benchmark.recorded("bench_*.json", tmp_path)) == 2
-    assert benchmark.recorded(directory=tmp_path / "absent") == []
+    assert benchmark.recorded() == [small_results]
+    assert len(benchmark.recorded("bench_*.json")) == 2
+    monkeypatch.setattr(benchmark, "RECORDS", tmp_path / "absent")
+    assert benchmark.recorded() == []
+    monkeypatch.setattr(benchmark, "RECORDS", tmp_path)
     (tmp_path / "bench_gpu_broken.json").write_text(json.dumps({"schema": benchmark.SCHEMA}))
     with pytest.raises(ValueError, match="bench_gpu_broken.json"):
-        benchmark.recorded(directory=tmp_path)  # the broken file is reported, not silently dropped
+        benchmark.recorded()  # the broken file is reported, not silently dropped
     (tmp_path / "bench_gpu_broken.json").write_text('{"schema": ')
-    with pytest.raises(ValueError, match="cannot read benchmark results .*bench_gpu_broken.json"):
+    with pytest.raises(ValueError, match="bench_gpu_broken.json, line 1, column 12: not valid JSON"):
         benchmark.load(tmp_path / "bench_gpu_broken.json")
 
 
@@ -178,16 +173,21 @@ def test_unsupported_variants_are_skipped_with_a_reason() -> None:
     assert (benchmark.variant_support("fp16", "cpu") is None) == fp16_cpu
 
 
-def test_benchmarks_check_their_arguments() -> None:
-    with pytest.raises(ValueError, match="unknown model"):
-        benchmark.model_benchmarks(["vgg16"])
-    with pytest.raises(ValueError, match="variant_models must be some of"):
-        benchmark.model_benchmarks(["mobilenet_v2"], variant_models=["resnet50"])
-    with pytest.raises(ValueError, match="batch_size must be a whole number >= 1"):
+def test_benchmarks_check_their_arguments(monkeypatch) -> None:
+    monkeypatch.setattr(benchmark, "build_model", lambda name: pytest.fail("a model was built"))
+    with pytest.raises(ValueError, match="model: expected one of .*got 'vgg16'"):
+        benchmark.run(models=["vgg16"])
+    with pytest.raises(ValueError, match="model: expected one of .*got 'vgg'"):
+        benchmark.run(models=["mobilenet_v2"], variant_models=["vgg"])
+    with pytest.raises(ValueError, match=r"modes: expected some of \('forward', 'train'\)"):
+        benchmark.run(modes=["backward"])
+    with pytest.raises(ValueError, match=r"batch_size: expected a finite number in \[1, inf\], got 0"):
         benchmark.layer_benchmarks(batch_size=0)
-    with pytest.raises(ValueError, match="unknown variant"):
+    with pytest.raises(ValueError, match="variant: expected one of"):
         benchmark.layer_benchmarks(variants=["fp8"])
-    with pytest.raises(ValueError, match="rounds must be a whole number"):
+    with pytest.raises(ValueError, match="rounds: expected an integer, got 1.5"):
+        benchmark.run(rounds=1.5)
+    with pytest.raises(ValueError, match=r"rounds: expected a finite number in \[1, inf\], got 0"):
         benchmark.run(rounds=0)
     with pytest.raises(ValueError, match="not a device"):
         benchmark.check_device("gpu")
@@ -199,11 +199,11 @@ def test_benchmarks_check_their_arguments() -> None:
 def test_call_patterns_time_each_layer_both_ways_and_restore_the_threads() -> None:
     layers = {"a": torch.nn.Conv2d(4, 4, 3, padding=1), "b": torch.nn.Conv2d(4, 4, 1)}
     threads = torch.get_num_threads()
-    out = benchmark.call_patterns(layers, torch.randn(1, 4, 8, 8), calls=3, rounds=2, budget_s=None, threads=1)
+    out = benchmark.call_patterns(layers, torch.randn(1, 4, 8, 8), threads=1)
     assert set(out) == {"back to back", "one at a time"} and torch.get_num_threads() == threads
     assert all(set(ways) == {"a", "b"} for ways in out.values())
-    assert [len(t.times) for t in out["back to back"].values()] == [2, 2]  # per call: a block's time / 3
-    assert [len(t.times) for t in out["one at a time"].values()] == [6, 6]
+    assert [len(t.times) for t in out["back to back"].values()] == [10, 10]  # per call: a block's time / 5
+    assert [len(t.times) for t in out["one at a time"].values()] == [30, 30]
 
 
 def test_a_budget_cuts_the_rounds_and_the_rows_say_how_many() -> None:

@@ -1,25 +1,19 @@
-"""Benchmarks: measured speed beside MAC counts, for whole models and single layers.
-
-:func:`run` (``python -m xception_lib.chapters bench``, ``--help``) times on one device whole models (a forward
-pass and a training step), single convolutions (MACs, bytes moved, arithmetic intensity), the device's roofs
-and the variants it supports (channels_last, bf16/fp16 autocast, ``torch.compile``), the cases interleaved by
-:func:`xception_lib.timing.interleaved`. :class:`Results` holds it all; :func:`save` and :func:`load` write and
-read JSON.
-"""
+"""Benchmarks: measured speed beside MAC counts. :func:`run` (``python -m xception_lib.chapters bench``) times whole
+models (a forward pass, a training step), single convolutions, the device's roofs and the variants it supports
+(channels_last, bf16/fp16 autocast, ``torch.compile``) into :class:`Results`, which :func:`save` writes as JSON."""
 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import tempfile
 import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +21,7 @@ from torch import nn
 
 from xception_lib.complexity import count_macs
 from xception_lib.config import XceptionConfig
-from xception_lib.ledger import records_dir, write_json_atomic
+from xception_lib.ledger import read_json, records_dir, write_json_atomic
 from xception_lib.model import Xception, xception
 from xception_lib.pooling import fast_max_pools
 from xception_lib.provenance import Environment, check, check_fields, environment, expect, from_dict
@@ -41,28 +35,24 @@ LAYER_KINDS = ("regular", "depthwise", "pointwise")
 # (Xception's own entry-flow convolutions change the width: 64 -> 128 at 147x147, 128 -> 256 at 74x74, ...).
 LAYER_SHAPES = ((128, 74), (256, 37), (728, 19))
 RECORDS = records_dir()  # the recorded results (package data)
-R = TypeVar("R")
 
 
 # ------------------------------------------------------------------ records
-_CHOICES = {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}
+class _Checked:
+    """A record whose fields are checked against their annotations (:func:`xception_lib.provenance.check_fields`):
+    numbers finite and > 0 (the IQR >= 0), names from their choices."""
 
-
-def _check_record(record: Any) -> None:
-    """Every field against its annotation (:func:`xception_lib.provenance.check_fields`): numbers finite and > 0
-    (the IQR >= 0), names from their choices, one time per run."""
-    hints = typing.get_type_hints(type(record))
-    numeric = [n for n, h in hints.items() if h in (int, float, int | None)]
-    check_fields(record, {n: (0.0, math.inf) if n == "iqr_s" else (1e-300, math.inf) for n in numeric})
-    for name in _CHOICES.keys() & hints.keys():
-        expect(getattr(record, name) in _CHOICES[name], name, f"one of {_CHOICES[name]}", getattr(record, name))
-    if "times_s" in hints:
-        check("times_s", list(record.times_s), list[float], 1e-300)
-        expect(len(record.times_s) == record.runs, "times_s", f"{record.runs} times (runs)", len(record.times_s))
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        numeric = [n for n, h in hints.items() if h in (int, float, int | None)]
+        check_fields(self, {n: (0.0, math.inf) if n == "iqr_s" else (1e-300, math.inf) for n in numeric})
+        for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():
+            if name in hints:
+                expect(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
 
 
 @dataclass(frozen=True)
-class Measured:
+class Measured(_Checked):
     """Repeated runs of one case: every time (seconds), their median and interquartile range."""
 
     median_s: float
@@ -71,12 +61,14 @@ class Measured:
     times_s: tuple[float, ...]
 
     def __post_init__(self) -> None:
-        _check_record(self)
+        super().__post_init__()
+        check("times_s", list(self.times_s), list[float], 1e-300)
+        expect(len(self.times_s) == self.runs, "times_s", f"{self.runs} times (runs)", len(self.times_s))
 
-    @staticmethod
-    def of(t: Timing) -> dict[str, Any]:
-        """The fields of a :class:`~xception_lib.timing.Timing`."""
-        return {"median_s": t.median, "iqr_s": t.iqr, "runs": len(t.times), "times_s": t.times}
+    @classmethod
+    def of(cls, t: Timing, *fields: Any) -> Any:
+        """A row of ``cls`` from the times of ``t`` and the other fields, in the order they are declared."""
+        return cls(t.median, t.iqr, len(t.times), t.times, *fields)
 
     @property
     def spread(self) -> float:  # IQR / median
@@ -113,7 +105,7 @@ class LayerRow(Measured):
 
 
 @dataclass(frozen=True)
-class Roofline:
+class Roofline(_Checked):
     """A kernel of intensity I (MACs per byte) cannot exceed min(peak, I x bandwidth)."""
 
     peak_gmacs_per_s: float
@@ -122,21 +114,15 @@ class Roofline:
     compute_from: str
     bandwidth_from: str
 
-    def __post_init__(self) -> None:
-        _check_record(self)
-
 
 @dataclass(frozen=True)
-class Skipped:
+class Skipped(_Checked):
     what: str
     reason: str
 
-    def __post_init__(self) -> None:
-        _check_record(self)
-
 
 @dataclass(frozen=True)
-class Settings:
+class Settings(_Checked):
     device: str
     quick: bool
     batch_size: int
@@ -145,16 +131,12 @@ class Settings:
     compile: bool = False
     tf32_convolutions: bool | None = None  # cuDNN's float32 convolutions on TF32 cores; None: CPU or not recorded
 
-    def __post_init__(self) -> None:
-        _check_record(self)
 
-
-def _row(cls: type[R], data: Any, where: str) -> R:
+def _row(cls: Any, data: Any, where: str) -> Any:
     """``cls`` from a JSON object (lists become tuples); errors name ``where``."""
+    expect(isinstance(data, dict), where, "a JSON object", data)
     try:
         return from_dict(cls, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}, where)
-    except AttributeError:
-        raise ValueError(f"{where}: expected a JSON object, got {data!r:.40}") from None
     except ValueError as err:
         message = str(err)
         raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None
@@ -195,11 +177,6 @@ class Results:
             raise ValueError(f"invalid benchmark results in {where}: {err}") from None
 
 
-def validate_results(results: Results | Mapping[str, Any]) -> Results:
-    """``results`` as a checked :class:`Results` (``ValueError`` naming what is wrong)."""
-    return results if isinstance(results, Results) else Results.from_dict(results)
-
-
 def check_writable(path: str | Path) -> Path:
     """``path`` if a file can be written there (its folder is created), else a ``ValueError`` saying why."""
     path = Path(path)
@@ -216,32 +193,28 @@ def check_writable(path: str | Path) -> Path:
 
 def save(results: Results | Mapping[str, Any], path: str | Path) -> Path:
     """Check ``results`` and write them as JSON atomically: a failed write leaves an existing file as it was."""
-    return write_json_atomic(check_writable(path), validate_results(results).to_dict())
+    results = results if isinstance(results, Results) else Results.from_dict(results)
+    return write_json_atomic(check_writable(path), results.to_dict())
 
 
 def load(path: str | Path) -> Results:
     """Read and check a results JSON written by :func:`save`; errors name the file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"cannot read benchmark results {path}: {err}; rerun the benchmark to rewrite it") from None
-    return Results.from_dict(data, where=str(path))
+    return Results.from_dict(read_json(path), where=str(path))
 
 
-def recorded(pattern: str = "bench_gpu*.json", directory: str | Path | None = None) -> list[Results]:
-    """Every recorded result matching ``pattern`` in ``directory`` (default ``RECORDS``), by name."""
-    directory = RECORDS if directory is None else Path(directory)
-    return [load(p) for p in sorted(directory.glob(pattern))] if directory.is_dir() else []
+def recorded(pattern: str = "bench_gpu*.json") -> list[Results]:
+    """Every recorded result in ``RECORDS`` whose file name matches ``pattern``, by name."""
+    return [load(p) for p in sorted(RECORDS.glob(pattern))]
 
 
 # ------------------------------------------------------------------ variants and steps
 def variant_support(name: str, device: torch.device | str, *, compile: bool = False) -> str | None:
     """``None`` if ``device`` runs variant ``name``, else the reason it is skipped."""
-    _check_choices([name], VARIANTS, "variant")
+    expect(name in VARIANTS, "variant", f"one of {VARIANTS}", name)
     device = torch.device(device)
     if name in ("bf16", "fp16") and device.type == "cpu":
-        check = getattr(torch.ops.mkldnn, f"_is_mkldnn_{name}_supported", None)
-        if check is None or not check():
+        native = getattr(torch.ops.mkldnn, f"_is_mkldnn_{name}_supported", None)
+        if native is None or not native():
             return f"no native {name} in oneDNN on this CPU (it would be emulated, slowly)"
     if name == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return "this GPU does not support bf16"
@@ -274,21 +247,10 @@ def make_step(module: nn.Module, x: torch.Tensor, variant: str = "fp32", train: 
     return step
 
 
-def _timed(cases: Mapping[Any, Callable[[], object]], **kwargs: Any) -> dict[Any, Timing]:
+def _timed(cases: Mapping[Any, Callable[[], object]], **options: Any) -> dict[Any, Timing]:
     with warnings.catch_warnings():  # autocast and compile warn about what they cannot do
         warnings.simplefilter("ignore")
-        return interleaved(cases, **kwargs)
-
-
-def _supported(
-    variants: Sequence[str], device: torch.device, compile: bool, what: str, skipped: list[Skipped] | None
-) -> list[str]:
-    """The variants ``device`` runs; a :class:`Skipped` for each other one is added to ``skipped``."""
-    reasons = {v: variant_support(v, device, compile=compile) for v in variants}
-    for v, reason in reasons.items():
-        if reason is not None and skipped is not None and Skipped(f"{what}/{v}", reason) not in skipped:
-            skipped.append(Skipped(f"{what}/{v}", reason))
-    return [v for v, reason in reasons.items() if reason is None]
+        return interleaved(cases, **options)
 
 
 def _calls(layer: nn.Module, x: torch.Tensor, n: int) -> Callable[[], object]:
@@ -296,30 +258,23 @@ def _calls(layer: nn.Module, x: torch.Tensor, n: int) -> Callable[[], object]:
 
 
 def call_patterns(
-    layers: Mapping[str, nn.Module],
-    x: torch.Tensor,
-    *,
-    calls: int = 5,
-    rounds: int = 10,
-    budget_s: float | None = 10.0,
-    threads: int | None = 1,
+    layers: Mapping[str, nn.Module], x: torch.Tensor, *, budget_s: float = 10.0, threads: int = 1
 ) -> dict[str, dict[str, Timing]]:
     """Seconds per call of each layer on ``x`` (inference mode), timed two ways, the layers interleaved.
 
-    ``"back to back"``: blocks of ``calls`` calls of one layer (its data stay in the caches), per call;
-    ``"one at a time"``: one call of each layer in turn, as inside a network. ``threads``: CPU threads
-    during the measurement (``None``: leave PyTorch's setting), restored afterwards. ``budget_s``: each way's.
+    ``"back to back"``: blocks of 5 calls of one layer (its data stay in the caches), per call; ``"one at a time"``:
+    one call of each layer in turn, as inside a network. ``threads``: CPU threads while timing (restored afterwards);
+    ``budget_s``: each way's.
     """
-    _check_positive(calls=calls, rounds=rounds)
     before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)
+    torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            hot = interleaved({n: _calls(f, x, calls) for n, f in layers.items()}, repeats=rounds, budget_s=budget_s)
-            cold = interleaved({n: _calls(f, x, 1) for n, f in layers.items()}, repeats=3 * rounds, budget_s=budget_s)
+            hot = interleaved({n: _calls(f, x, 5) for n, f in layers.items()}, repeats=10, budget_s=budget_s)
+            cold = interleaved({n: _calls(f, x, 1) for n, f in layers.items()}, repeats=30, budget_s=budget_s)
     finally:
         torch.set_num_threads(before)
-    per_call = {n: Timing(tuple(s / calls for s in t.times), t.truncated) for n, t in hot.items()}
+    per_call = {n: Timing(tuple(s / 5 for s in t.times), t.truncated) for n, t in hot.items()}
     return {"back to back": per_call, "one at a time": cold}
 
 
@@ -339,77 +294,18 @@ def build_model(name: str) -> tuple[nn.Module, int]:
     """A freshly initialised benchmark model (one of ``MODEL_NAMES``) and its native input size."""
     from torchvision import models
 
-    _check_choices([name], MODEL_NAMES, "model")
+    expect(name in MODEL_NAMES, "model", f"one of {MODEL_NAMES}", name)
     if name == "timm_legacy_xception":
         with warnings.catch_warnings():  # timm warns about tqdm in notebooks and about the deprecated name
             warnings.simplefilter("ignore")
             import timm
 
             return timm.create_model("legacy_xception"), 299
-    return {
-        "xception": lambda: (fast_max_pools(xception()), 299),  # the CPU gather kernel (chapter 8)
-        "xception_timm_port": lambda: (fast_max_pools(Xception(XceptionConfig.timm_port())), 299),
-        "inception_v3": lambda: (models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299),
-        "resnet50": lambda: (models.resnet50(weights=None), 224),
-        "mobilenet_v2": lambda: (models.mobilenet_v2(weights=None), 224),
-    }[name]()
-
-
-def model_benchmarks(
-    names: Sequence[str] = MODEL_NAMES,
-    *,
-    device: torch.device | str = "cpu",
-    batch_size: int = 2,
-    modes: Sequence[str] = MODES,
-    variants: Sequence[str] = ("fp32",),
-    variant_models: Sequence[str] | None = None,
-    rounds: int = 5,
-    warmup: int = 1,
-    compile: bool = False,
-    skipped: list[Skipped] | None = None,
-    budget_s: float | None = None,
-) -> list[ModelRow]:
-    """Time whole models (:func:`make_step`, eval mode for ``"forward"``), each mode's cases interleaved.
-
-    Variants other than fp32 run on ``variant_models`` (default: all); those the device lacks are added to
-    ``skipped``. MACs per image are counted with fvcore. ``budget_s``: the most seconds of each mode.
-    """
-    device = torch.device(device)
-    _check_choices(names, MODEL_NAMES, "model")
-    _check_choices(modes, MODES, "mode")
-    if variant_models is not None and not set(variant_models) <= set(names):
-        raise ValueError(f"variant_models must be some of names={list(names)}, got {list(variant_models)}")
-    _check_positive(batch_size=batch_size)
-    supported = _supported(variants, device, compile, "models", skipped)
-    built = {}
-    for name in names:
-        model, size = build_model(name)
-        x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
-        built[name] = (model.to(device), x, size, count_macs(model, (1, 3, size, size)))
-    rows = []
-    for mode in modes:
-        cases = {
-            (name, v): make_step(model.train(mode == "train"), x, v, mode == "train")
-            for name, (model, x, _, _) in built.items()
-            for v in supported
-            if v == "fp32" or variant_models is None or name in variant_models
-        }
-        for (name, v), t in _timed(cases, repeats=rounds, warmup=warmup, device=device, budget_s=budget_s).items():
-            _, _, size, macs = built[name]
-            rows.append(
-                ModelRow(
-                    **Measured.of(t),
-                    model=name,
-                    label=MODEL_LABELS[name],
-                    mode=mode,
-                    variant=v,
-                    batch_size=batch_size,
-                    input_size=size,
-                    macs_per_image=macs,
-                    images_per_s=batch_size / t.median,
-                )
-            )
-    return rows
+    if name.startswith("xception"):  # with the CPU gather kernel of max-pooling (chapter 8)
+        return fast_max_pools(xception() if name == "xception" else Xception(XceptionConfig.timm_port())), 299
+    if name == "inception_v3":
+        return models.inception_v3(weights=None, aux_logits=False, init_weights=False), 299
+    return getattr(models, name)(weights=None), 224
 
 
 @dataclass(frozen=True)
@@ -421,7 +317,7 @@ class LayerCase:
     size: int
 
     def module(self) -> nn.Conv2d:
-        _check_choices([self.kind], LAYER_KINDS, "layer kind")
+        expect(self.kind in LAYER_KINDS, "layer kind", f"one of {LAYER_KINDS}", self.kind)
         kernel, groups = {"regular": (3, 1), "depthwise": (3, self.channels), "pointwise": (1, 1)}[self.kind]
         return nn.Conv2d(self.channels, self.channels, kernel, padding=kernel // 2, groups=groups, bias=False)
 
@@ -429,21 +325,18 @@ class LayerCase:
         """MACs of one forward pass: each weight is used once per output pixel (stride 1)."""
         return batch_size * self.module().weight.numel() * self.size**2
 
-    def bytes_moved(self, batch_size: int = 1, bytes_per_element: int = 4) -> int:
-        """The least traffic to memory: read input and weights once, write the output once."""
-        return bytes_per_element * (2 * batch_size * self.channels * self.size**2 + self.module().weight.numel())
+    def bytes_moved(self, batch_size: int = 1) -> int:
+        """The least traffic to memory in fp32: read input and weights once, write the output once."""
+        return 4 * (2 * batch_size * self.channels * self.size**2 + self.module().weight.numel())
 
-    def intensity(self, batch_size: int = 1, bytes_per_element: int = 4) -> float:
+    def intensity(self, batch_size: int = 1) -> float:
         """Arithmetic intensity: MACs per byte moved."""
-        return self.macs(batch_size) / self.bytes_moved(batch_size, bytes_per_element)
+        return self.macs(batch_size) / self.bytes_moved(batch_size)
 
 
-def layer_cases(
-    shapes: Sequence[tuple[int, int]] = LAYER_SHAPES, kinds: Sequence[str] = LAYER_KINDS
-) -> list[LayerCase]:
+def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES) -> list[LayerCase]:
     """Every kind at every ``(channels, size)``."""
-    _check_choices(kinds, LAYER_KINDS, "layer kind")
-    return [LayerCase(kind, c, s) for c, s in shapes for kind in kinds]
+    return [LayerCase(kind, c, s) for c, s in shapes for kind in LAYER_KINDS]
 
 
 def layer_benchmarks(
@@ -454,40 +347,26 @@ def layer_benchmarks(
     variants: Sequence[str] = ("fp32",),
     rounds: int = 5,
     warmup: int = 1,
-    compile: bool = False,
-    skipped: list[Skipped] | None = None,
     budget_s: float | None = None,
 ) -> list[LayerRow]:
-    """Forward time of single convolutions (inference mode), all cases of a variant interleaved."""
+    """Forward time of single convolutions (inference mode) in each of ``variants`` that the device runs, all cases
+    of a variant interleaved."""
     device = torch.device(device)
-    _check_positive(batch_size=batch_size)
+    check("batch_size", batch_size, int, 1)
+    check("rounds", rounds, int, 1)
+    variants = [v for v in variants if variant_support(v, device, compile=True) is None]
     gen = torch.Generator().manual_seed(0)
-    built = {
-        case: (
-            case.module().to(device).eval(),
-            torch.randn(batch_size, case.channels, case.size, case.size, generator=gen).to(device),
-        )
-        for case in (layer_cases() if cases is None else cases)
-    }
+    built = {}
+    for case in layer_cases() if cases is None else cases:
+        x = torch.randn(batch_size, case.channels, case.size, case.size, generator=gen)
+        built[case] = (case.module().to(device).eval(), x.to(device))
     rows = []
-    for v in _supported(variants, device, compile, "layers", skipped):
+    for v in variants:
         steps = {case: make_step(conv, x, v, train=False) for case, (conv, x) in built.items()}
-        for case, t in _timed(steps, repeats=rounds, warmup=warmup, device=device, budget_s=budget_s).items():
-            macs = case.macs(batch_size)
-            rows.append(
-                LayerRow(
-                    **Measured.of(t),
-                    kind=case.kind,
-                    channels=case.channels,
-                    size=case.size,
-                    variant=v,
-                    batch_size=batch_size,
-                    macs=macs,
-                    bytes_fp32=case.bytes_moved(batch_size),
-                    intensity=case.intensity(batch_size),
-                    gmacs_per_s=macs / t.median / 1e9,
-                )
-            )
+        for c, t in _timed(steps, repeats=rounds, warmup=warmup, device=device, budget_s=budget_s).items():
+            macs, traffic = c.macs(batch_size), c.bytes_moved(batch_size)
+            fields = (c.kind, c.channels, c.size, v, batch_size, macs, traffic, macs / traffic, macs / t.median / 1e9)
+            rows.append(LayerRow.of(t, *fields))
     return rows
 
 
@@ -501,12 +380,9 @@ def roofline(
     dst = torch.empty_like(src)
     t = interleaved({"mm": lambda: torch.mm(a, b), "copy": lambda: dst.copy_(src)}, repeats=rounds, device=device)
     peak, bandwidth = matrix_size**3 / t["mm"].median / 1e9, 2 * src.numel() * 4 / t["copy"].median / 1e9
+    compute = f"fp32 matmul {matrix_size}x{matrix_size}x{matrix_size}, median of {rounds}"
     return Roofline(
-        peak,
-        bandwidth,
-        peak / bandwidth,
-        f"fp32 matmul {matrix_size}x{matrix_size}x{matrix_size}, median of {rounds}",
-        f"copy of {copy_mib} MiB (read + write), median of {rounds}",
+        peak, bandwidth, peak / bandwidth, compute, f"copy of {copy_mib} MiB (read + write), median of {rounds}"
     )
 
 
@@ -539,38 +415,49 @@ def run(
     models = list(MODEL_NAMES if models is None else models)
     if variant_models is None:
         variant_models = ["xception"] if quick else ["xception", "resnet50", "mobilenet_v2"]
-    _check_choices([*models, *variant_models], MODEL_NAMES, "model")
-    _check_positive(batch_size=batch_size, rounds=rounds)
-    say, warmup = progress or (lambda _line: None), 2 if compile else 1
-    skipped: list[Skipped] = []
-    say(f"models {', '.join(models)}; variants on {', '.join(variant_models) or 'none'}; batch {batch_size}")
-    common: dict[str, Any] = {
-        "device": device,
-        "batch_size": batch_size,
-        "variants": VARIANTS,
-        "rounds": rounds,
-        "warmup": warmup,
-        "compile": compile,
-        "skipped": skipped,
-        "budget_s": budget_s,
-    }
-    names = models + [m for m in variant_models if m not in models]
-    rows = model_benchmarks(names, modes=modes, variant_models=variant_models, **common)
+    for name in [*models, *variant_models]:
+        expect(name in MODEL_NAMES, "model", f"one of {MODEL_NAMES}", name)
+    expect(set(modes) <= set(MODES), "modes", f"some of {MODES}", modes)
+    check("batch_size", batch_size, int, 1)
+    check("rounds", rounds, int, 1)
+    if progress:
+        progress(f"models {', '.join(models)}; variants on {', '.join(variant_models) or 'none'}; batch {batch_size}")
+    reasons = {v: variant_support(v, device, compile=compile) for v in VARIANTS}
+    variants = [v for v, reason in reasons.items() if reason is None]
+    options: dict[str, Any] = dict(warmup=2 if compile else 1, device=device, budget_s=budget_s)
+    built = {}
+    for name in dict.fromkeys([*models, *variant_models]):  # every one in fp32, MACs counted with fvcore
+        model, size = build_model(name)
+        x = torch.randn(batch_size, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+        built[name] = (model.to(device), x, size, count_macs(model, (1, 3, size, size)))
+    rows = []
+    for mode in modes:  # eval mode for "forward"
+        cases = {
+            (name, v): make_step(model.train(mode == "train"), x, v, mode == "train")
+            for name, (model, x, _, _) in built.items()
+            for v in variants
+            if v == "fp32" or name in variant_models
+        }
+        for (name, v), t in _timed(cases, repeats=rounds, **options).items():
+            size, macs = built[name][2:]
+            rows.append(
+                ModelRow.of(t, name, MODEL_LABELS[name], mode, v, batch_size, size, macs, batch_size / t.median)
+            )
     layer_rows, roof = [], None
     if layers:
-        say("layers and roofline")
-        layer_rows = layer_benchmarks(**common)
+        if progress:
+            progress("layers and roofline")
+        layer_rows = layer_benchmarks(batch_size=batch_size, variants=variants, rounds=rounds, **options)
         matrix_size = (1024 if quick else 2048) if on_cpu else 8192
         roof = roofline(device=device, matrix_size=matrix_size, copy_mib=64 if on_cpu else 1024, rounds=rounds)
         best = max((r for r in layer_rows if r.variant == "fp32"), key=lambda r: r.gmacs_per_s)
         if best.gmacs_per_s > roof.peak_gmacs_per_s:  # a roof must not sit below a measured point
-            roof = Roofline(
-                best.gmacs_per_s,
-                roof.bandwidth_gb_per_s,
-                best.gmacs_per_s / roof.bandwidth_gb_per_s,
-                f"{best.kind} convolution {best.channels}@{best.size}, which beat the matmul",
-                roof.bandwidth_from,
-            )
+            where = f"{best.kind} convolution {best.channels}@{best.size}, which beat the matmul"
+            ridge = best.gmacs_per_s / roof.bandwidth_gb_per_s
+            roof = replace(roof, peak_gmacs_per_s=best.gmacs_per_s, ridge_intensity=ridge, compute_from=where)
+    skipped = [
+        Skipped(f"{part}/{v}", why) for part in ("models", "layers")[: 1 + layers] for v, why in reasons.items() if why
+    ]
     tf32 = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
     settings = Settings(str(device), quick, batch_size, rounds, torch.get_num_threads(), compile, tf32)
     return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, tuple(skipped))
@@ -582,25 +469,9 @@ def check_device(device: torch.device | str) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device {device!r} is not a device ({err}); use cpu, cuda, cuda:1 or mps") from None
-    available = {
-        "cpu": True,
-        "cuda": (device.index or 0) < torch.cuda.device_count(),
-        "mps": torch.backends.mps.is_available(),
-    }
-    if not available.get(device.type, False):
+    cuda = device.type == "cuda" and (device.index or 0) < torch.cuda.device_count()
+    if not (device.type == "cpu" or cuda or (device.type == "mps" and torch.backends.mps.is_available())):
         raise ValueError(
             f"device {device} is not available on this machine (CUDA devices: {torch.cuda.device_count()}); use cpu"
         )
     return device
-
-
-def _check_choices(given: Sequence[str], allowed: Sequence[str], what: str) -> None:
-    bad = [g for g in given if g not in allowed]
-    if bad:
-        raise ValueError(f"unknown {what}(s) {bad}; expected some of {list(allowed)}")
-
-
-def _check_positive(**values: Any) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")

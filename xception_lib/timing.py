@@ -1,9 +1,6 @@
-"""The one timer of the book: repeated, synchronised calls and their median and spread.
-
-:func:`measure` warms up (allocation, kernel choice), repeats, synchronises the device around every
-call (a GPU returns before its work is done) and stops at a time budget; :func:`interleaved` does the
-same for several cases in turn (A, B, A, B, ...), so a slow spell on a shared machine hits them all.
-"""
+"""The one timer of the book: :func:`interleaved` warms up (allocation, kernel choice), then times several cases in
+turn (A, B, A, B, ...), so that a slow spell on a shared machine hits them all, synchronising the device around every
+call (a GPU returns before its work is done), until a time budget runs out. :func:`measure` times one case."""
 
 from __future__ import annotations
 
@@ -16,8 +13,6 @@ from typing import TypeVar
 import torch
 
 from xception_lib.runtime import synchronize
-
-__all__ = ["Timing", "clock", "interleaved", "measure"]
 
 K = TypeVar("K", bound=Hashable)
 
@@ -38,26 +33,15 @@ class Timing:
         return statistics.median(self.times)
 
     @property
-    def q1(self) -> float:  # 25th percentile
-        return self._quartiles()[0]
-
-    @property
-    def q3(self) -> float:  # 75th percentile
-        return self._quartiles()[2]
+    def quartiles(self) -> tuple[float, float]:  # the 25th and 75th percentiles
+        times = self.times * 2 if len(self.times) == 1 else self.times  # statistics.quantiles needs two
+        q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+        return q1, q3
 
     @property
     def iqr(self) -> float:  # the spread of the middle half of the calls
-        return self.q3 - self.q1
-
-    @property
-    def spread(self) -> float:  # IQR / median: comparable between fast and slow cases
-        return self.iqr / self.median
-
-    def _quartiles(self) -> tuple[float, float, float]:
-        if len(self.times) == 1:
-            return self.times[0], self.times[0], self.times[0]
-        q1, q2, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
-        return q1, q2, q3
+        q1, q3 = self.quartiles
+        return q3 - q1
 
 
 def clock() -> Callable[[], float]:
@@ -74,10 +58,10 @@ def interleaved(
     budget_s: float | None = None,
     device: torch.device | str | None = None,
 ) -> dict[K, Timing]:
-    """Time several cases in rounds (A, B, A, B, ...), one call of each per round.
+    """Time several cases in rounds (A, B, A, B, ...), one call of each per round, after ``warmup`` untimed rounds.
 
     Args:
-        cases: name -> a callable doing one step; ``warmup``: untimed calls of each first; ``repeats``: rounds.
+        cases: name -> a callable doing one step.
         budget_s: start no round after this many seconds (warm-up included); one round always runs, and the
             :class:`Timing` says ``truncated`` if rounds were left out.
         device: synchronised before and after every timed call (``None``: the CPU, whose calls are synchronous).
@@ -88,14 +72,14 @@ def interleaved(
         raise ValueError(f"expected budget_s > 0 seconds or None, got {budget_s!r}")
     if not cases:
         raise ValueError("expected at least one case to time, got none")
-    device = torch.device(device if device is not None else "cpu")
+    device = torch.device(device or "cpu")
     elapsed = clock()
     for _ in range(warmup):
         for fn in cases.values():
             fn()
     times: dict[K, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        if times[next(iter(cases))] and budget_s is not None and elapsed() > budget_s:
+    for i in range(repeats):
+        if i > 0 and budget_s is not None and elapsed() > budget_s:
             break
         for name, fn in cases.items():
             synchronize(device)
@@ -114,8 +98,5 @@ def measure(
     budget_s: float | None = None,
     device: torch.device | str | None = None,
 ) -> Timing:
-    """Time ``fn()``: ``warmup`` untimed calls, then up to ``repeats`` timed ones within ``budget_s`` seconds.
-
-    Example: ``measure(lambda: model(x), budget_s=5).median`` (seconds per call).
-    """
+    """Time ``fn()`` like :func:`interleaved`; e.g. ``measure(lambda: model(x), budget_s=5).median`` (seconds)."""
     return interleaved({0: fn}, warmup=warmup, repeats=repeats, budget_s=budget_s, device=device)[0]

@@ -1,16 +1,15 @@
-"""Chapter 8's reading of benchmark results: tables, ratios, shares and figures.
-
-The measurements themselves are :mod:`xception_lib.benchmark`'s (``python -m xception_lib.chapters bench``);
-this module turns :class:`~xception_lib.benchmark.Results` into what the chapter prints and plots.
-"""
+"""Chapter 8's reading of benchmark results (:class:`~xception_lib.benchmark.Results`, measured by
+:mod:`xception_lib.benchmark`, ``python -m xception_lib.chapters bench``): tables, ratios, shares and figures."""
 
 from __future__ import annotations
 
+import functools
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from xception_lib.benchmark import MODES, VARIANTS, LayerRow, ModelRow, Results
+from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, ModelRow, Results
 from xception_lib.chapters import style
 from xception_lib.timing import Timing
 
@@ -18,6 +17,7 @@ if TYPE_CHECKING:
     import pandas
 
 SECTIONS = ("models", "layers", "roofline", "skipped")  # of a printed report
+WIDTH = 80  # characters per line of printed text that the book's column shows without scrolling
 
 
 # ------------------------------------------------------------------ reading results
@@ -27,14 +27,6 @@ def find(rows: Sequence[Any], **match: Any) -> Any:
     if len(hits) != 1:
         raise ValueError(f"expected exactly one row with {match}, found {len(hits)}")
     return hits[0]
-
-
-def paired_ratio(times_a: Sequence[float], times_b: Sequence[float]) -> tuple[float, float, float]:
-    """How many times faster A is than B, round by round (runs moments apart): median, 25th, 75th percentile."""
-    if len(times_a) != len(times_b) or not times_a:
-        raise ValueError(f"expected two equally long, non-empty lists, got {len(times_a)} and {len(times_b)}")
-    t = Timing(tuple(b / a for a, b in zip(times_a, times_b, strict=True)))
-    return t.median, t.q1, t.q3
 
 
 @dataclass(frozen=True)
@@ -47,18 +39,13 @@ class Ratio:
     paired_q3: float
 
 
-def speed_ratio(
-    results: Results,
-    model: str = "xception",
-    baseline: str = "timm_legacy_xception",
-    *,
-    mode: str = "train",
-    variant: str = "fp32",
-) -> Ratio:
-    """Throughput of ``model`` divided by ``baseline``'s, from the same interleaved run."""
-    a = find(results.models, model=model, mode=mode, variant=variant)
-    b = find(results.models, model=baseline, mode=mode, variant=variant)
-    return Ratio(b.median_s / a.median_s, *paired_ratio(a.times_s, b.times_s))
+def speed_ratio(results: Results, model: str = "xception", *, mode: str = "train") -> Ratio:
+    """Throughput of ``model`` divided by timm's legacy_xception's in fp32, from the same interleaved run: the ratio
+    of the medians, and the ratios round by round (of runs moments apart)."""
+    a = find(results.models, model=model, mode=mode, variant="fp32")
+    b = find(results.models, model="timm_legacy_xception", mode=mode, variant="fp32")
+    paired = Timing(tuple(tb / ta for ta, tb in zip(a.times_s, b.times_s, strict=True)))
+    return Ratio(b.median_s / a.median_s, paired.median, *paired.quartiles)
 
 
 def describe(results: Results) -> str:
@@ -118,72 +105,49 @@ def layer_table(rows: Sequence[LayerRow], variants: Sequence[str] | None = None)
     )
 
 
-def ratio_table(
-    results: Results, models: Sequence[str] = ("xception", "xception_timm_port"), baseline: str = "timm_legacy_xception"
-) -> pandas.DataFrame:
-    """Each measured model's speed over ``baseline``'s per mode: ratio of medians, paired median, IQR."""
-    rows = []
-    for model, mode in ((m, mode) for m in models for mode in MODES):
-        if any(r.model == model and r.mode == mode and r.variant == "fp32" for r in results.models):
-            r = speed_ratio(results, model, baseline, mode=mode)
-            rows.append(
-                {
-                    "model": model,
-                    "mode": mode,
-                    "ratio": round(r.ratio, 3),
-                    "paired": round(r.paired_median, 3),
-                    "IQR": f"{r.paired_q1:.3f} to {r.paired_q3:.3f}",
-                }
-            )
-    return _table(rows)
+def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception_timm_port")) -> pandas.DataFrame:
+    """Each measured model's speed over timm's legacy_xception per mode: ratio of medians, paired median, IQR."""
+    measured = {(r.model, r.mode) for r in results.models if r.variant == "fp32"}
+    ratios = {(m, mode): speed_ratio(results, m, mode=mode) for m in models for mode in MODES if (m, mode) in measured}
+    return _table(
+        [
+            {
+                "model": m,
+                "mode": mode,
+                "ratio": round(r.ratio, 3),
+                "paired": round(r.paired_median, 3),
+                "IQR": f"{r.paired_q1:.3f} to {r.paired_q3:.3f}",
+            }
+            for (m, mode), r in ratios.items()
+        ]
+    )
 
 
-def format_results(
-    results: Results,
-    sections: Sequence[str] = SECTIONS,
-    *,
-    variants: Sequence[str] | None = None,
-    header: bool = True,
-) -> str:
-    """A plain-text report of ``sections``; ``header``: :func:`describe` and titles.
-
-    Its lines of prose fit the book's column (:data:`WIDTH` characters); the tables are as wide as pandas prints them
-    (the chapters show them as HTML tables instead).
-    """
+def format_results(results: Results, sections: Sequence[str] = SECTIONS, *, header: bool = True) -> str:
+    """A plain-text report of ``sections``, its prose wrapped to the book's column (the chapters show tables as
+    HTML); ``header``: :func:`describe` and titles."""
     if set(sections) - set(SECTIONS):
-        raise ValueError(
-            f"unknown section(s) {sorted(set(sections) - set(SECTIONS))}; expected some of {list(SECTIONS)}"
-        )
+        raise ValueError(f"unknown section(s) {sorted(set(sections) - set(SECTIONS))}; expected some of {SECTIONS}")
     out, roof = [describe(results)] if header else [], results.roofline
+    wrap = functools.partial(textwrap.fill, width=WIDTH, subsequent_indent="    ")
     for section in sections:
         if section == "models" and results.models:
             out += ["", "Models (median of interleaved rounds; spread = IQR / median)"] * header
-            out.append(model_table(results.models, variants).to_string())
+            out.append(model_table(results.models).to_string())
             ratios = ratio_table(results)
             if not ratios.empty:
                 out += ["", "throughput / timm legacy_xception (paired: round by round)", ratios.to_string()]
         if section == "layers" and results.layers:
-            out += ["", "Layers (forward, inference mode)"] * header
-            out.append(layer_table(results.layers, variants).to_string())
+            out += ["", "Layers (forward, inference mode)"] * header + [layer_table(results.layers).to_string()]
         if section == "roofline" and roof is not None:
             out += [""] * header + [
-                _wrap(f"roofline: peak {roof.peak_gmacs_per_s:,.1f} GMAC/s ({roof.compute_from})"),
-                _wrap(f"bandwidth {roof.bandwidth_gb_per_s:,.1f} GB/s ({roof.bandwidth_from})"),
+                wrap(f"roofline: peak {roof.peak_gmacs_per_s:,.1f} GMAC/s ({roof.compute_from})"),
+                wrap(f"bandwidth {roof.bandwidth_gb_per_s:,.1f} GB/s ({roof.bandwidth_from})"),
                 f"ridge point at {roof.ridge_intensity:.1f} MACs per byte",
             ]
         if section == "skipped":
-            out += [_wrap(f"skipped {item.what}: {item.reason}") for item in results.skipped]
+            out += [wrap(f"skipped {item.what}: {item.reason}") for item in results.skipped]
     return "\n".join(out).strip("\n")
-
-
-WIDTH = 80
-"""Characters per line of printed text that the book's column shows without scrolling."""
-
-
-def _wrap(line: str) -> str:
-    import textwrap
-
-    return textwrap.fill(line, WIDTH, subsequent_indent="    ")
 
 
 def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pandas.DataFrame:
@@ -192,7 +156,8 @@ def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pand
     import pandas as pd
 
     def ms(t: Timing) -> str:
-        return f"{t.median * 1e3:.3g} ({t.q1 * 1e3:.3g}-{t.q3 * 1e3:.3g})"
+        q1, q3 = t.quartiles
+        return f"{t.median * 1e3:.3g} ({q1 * 1e3:.3g}-{q3 * 1e3:.3g})"
 
     hot, cold = ways["back to back"], ways["one at a time"]
     return pd.DataFrame(
@@ -205,18 +170,13 @@ def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pand
     )
 
 
-def separable_shares(results: Results, variant: str = "fp32") -> pandas.DataFrame:
+def separable_shares(results: Results) -> pandas.DataFrame:
     """The depthwise 3x3's share of a separable convolution's (depthwise, then pointwise) MACs and time, by shape."""
     rows = []
-    for dw in (r for r in results.layers if r.kind == "depthwise" and r.variant == variant):
-        pw = find(results.layers, kind="pointwise", channels=dw.channels, size=dw.size, variant=variant)
-        rows.append(
-            {
-                "shape": f"{dw.channels}@{dw.size}x{dw.size}",
-                "mac_share": dw.macs / (dw.macs + pw.macs),
-                "time_share": dw.median_s / (dw.median_s + pw.median_s),
-            }
-        )
+    for dw in (r for r in results.layers if r.kind == "depthwise" and r.variant == "fp32"):
+        pw = find(results.layers, kind="pointwise", channels=dw.channels, size=dw.size, variant="fp32")
+        shares = {"mac_share": dw.macs / (dw.macs + pw.macs), "time_share": dw.median_s / (dw.median_s + pw.median_s)}
+        rows.append({"shape": f"{dw.channels}@{dw.size}x{dw.size}", **shares})
     return _table(rows)
 
 
@@ -225,27 +185,17 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
     import pandas as pd
 
     rows = []
-    for section, keys in (
-        ("layers", ("kind", "channels", "size", "batch_size")),
-        ("models", ("model", "mode", "batch_size")),
-    ):
+    for section, keys in (("layers", ("kind", "channels", "size")), ("models", ("model", "mode"))):
         for r in (r for r in getattr(results, section) if r.variant != "fp32"):
-            base = find(getattr(results, section), variant="fp32", **{k: getattr(r, k) for k in keys})
+            same = {k: getattr(r, k) for k in (*keys, "batch_size")}
+            base = find(getattr(results, section), variant="fp32", **same)
             case = f"{r.kind} {r.channels}@{r.size}" if section == "layers" else f"{r.label}, {r.mode}"
-            rows.append({"section": section, "case": case, "variant": r.variant, "speedup": base.median_s / r.median_s})
+            rows.append((section, case, r.variant, base.median_s / r.median_s))
     return pd.DataFrame(rows, columns=["section", "case", "variant", "speedup"])
 
 
 # ------------------------------------------------------------------ plots (7 in wide, text >= 9 pt)
-#: A marker per benchmark model, so that the two timm-style networks (one colour in ``style.MODELS``) differ.
-MODEL_MARKERS = {
-    "xception": "o",
-    "xception_timm_port": "s",
-    "timm_legacy_xception": "^",
-    "inception_v3": "D",
-    "resnet50": "v",
-    "mobilenet_v2": "P",
-}
+MODEL_MARKERS = dict(zip(MODEL_NAMES, "os^DvP", strict=True))  # the two timm-style networks share a colour
 #: A colour per variant, from the book's palette (``style``), and a marker, for the speed-up dot plot.
 VARIANT_STYLES = {
     "channels_last": (style.colour("resnet50"), "o"),
@@ -253,50 +203,7 @@ VARIANT_STYLES = {
     "fp16": (style.colour("mobilenet_v2"), "D"),
     "compile": (style.colour("vgg16"), "^"),
 }
-
-
-def plot_roofline(results: Results, ax: Any = None, variant: str = "fp32") -> Any:
-    """Achieved GMAC/s against arithmetic intensity (log-log) under the roofs; colour: kind, marker: shape."""
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    ax = ax if ax is not None else plt.subplots(figsize=(7, 4.4))[1]
-    roof, rows = results.roofline, [r for r in results.layers if r.variant == variant]
-    if not rows or roof is None:
-        raise ValueError(f"expected layer rows for variant {variant!r} and a roofline measurement")
-    lo, hi = min(r.intensity for r in rows) / 2, max(max(r.intensity for r in rows) * 2, roof.ridge_intensity * 4)
-    xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
-    ax.plot(xs, [min(roof.peak_gmacs_per_s, x * roof.bandwidth_gb_per_s) for x in xs], "k-", lw=1.5)
-    markers = dict(zip(dict.fromkeys((r.channels, r.size) for r in rows), "o^sDv", strict=False))
-    for r in rows:
-        ax.scatter(
-            r.intensity,
-            r.gmacs_per_s,
-            marker=markers[r.channels, r.size],
-            s=60,
-            zorder=3,
-            color=style.colour(r.kind),
-            edgecolor="k",
-            linewidth=0.5,
-        )
-    handles = [Line2D([], [], color="k", label="roofline")]
-    kinds = dict.fromkeys(r.kind for r in rows)
-    handles += [Line2D([], [], ls="", marker="o", color=style.colour(k), label=k) for k in kinds]
-    handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
-    ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
-    ax.set(xscale="log", yscale="log")
-    for axis in (ax.xaxis, ax.yaxis):  # plain numbers (1, 2, 5, 10, ...), not 2 x 10^1
-        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,g}"))
-        axis.set_minor_formatter(NullFormatter())
-    _labels(
-        ax,
-        "arithmetic intensity (MACs per byte, fp32)",
-        "achieved GMAC/s",
-        f"{results.environment.device_name}, batch {rows[0].batch_size}",
-    )
-    return ax
+POINT: dict[str, Any] = {"edgecolor": "k", "linewidth": 0.5, "zorder": 3}
 
 
 def _labels(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
@@ -306,34 +213,56 @@ def _labels(ax: Any, xlabel: str, ylabel: str, title: str) -> None:
     ax.tick_params(labelsize=9)
 
 
-def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "fp32") -> Any:
-    """Measured time per image against MACs per image, one point per model, a panel per mode."""
+def plot_roofline(results: Results) -> Any:
+    """Achieved GMAC/s of the fp32 layers against their MACs per byte (log-log) under the roofs."""
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax = plt.subplots(figsize=(7, 4.4))[1]
+    roof, rows = results.roofline, [r for r in results.layers if r.variant == "fp32"]
+    if not rows or roof is None:
+        raise ValueError("expected fp32 layer rows and a roofline measurement")
+    lo, hi = min(r.intensity for r in rows) / 2, max(max(r.intensity for r in rows) * 2, roof.ridge_intensity * 4)
+    xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
+    ax.plot(xs, [min(roof.peak_gmacs_per_s, x * roof.bandwidth_gb_per_s) for x in xs], "k-", lw=1.5)
+    markers = dict(zip(dict.fromkeys((r.channels, r.size) for r in rows), "o^sDv", strict=False))
+    for r in rows:
+        ax.scatter(
+            r.intensity, r.gmacs_per_s, s=60, color=style.colour(r.kind), marker=markers[r.channels, r.size], **POINT
+        )
+    kinds = dict.fromkeys(r.kind for r in rows)
+    handles = [Line2D([], [], color="k", label="roofline")]
+    handles += [Line2D([], [], ls="", marker="o", color=style.colour(k), label=k) for k in kinds]
+    handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
+    ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
+    ax.set(xscale="log", yscale="log")
+    for axis in (ax.xaxis, ax.yaxis):  # plain numbers (1, 2, 5, 10, ...), not 2 x 10^1
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,g}"))
+        axis.set_minor_formatter(NullFormatter())
+    title = f"{results.environment.device_name}, batch {rows[0].batch_size}"
+    _labels(ax, "arithmetic intensity (MACs per byte, fp32)", "achieved GMAC/s", title)
+    return ax
+
+
+def plot_models(results: Results, modes: Sequence[str] = MODES) -> Any:
+    """Measured time per image against MACs per image in fp32, one point per model, a panel per mode."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(modes), figsize=(7, 3.4), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
-        rows = [r for r in results.models if r.mode == mode and r.variant == variant and r.macs_per_image]
+        rows = [r for r in results.models if r.mode == mode and r.variant == "fp32" and r.macs_per_image]
         if not rows:
-            raise ValueError(f"expected model rows with MACs for mode={mode!r}, variant={variant!r}")
+            raise ValueError(f"expected fp32 model rows with MACs for mode={mode!r}")
         for r in rows:
-            gmacs = (r.macs_per_image or 0) / 1e9
-            ax.scatter(
-                gmacs,
-                1e3 / r.images_per_s,
-                s=50,
-                label=r.label,
-                color=style.colour(r.model),
-                marker=MODEL_MARKERS.get(r.model, "o"),
-                edgecolor="k",
-                linewidth=0.5,
-                zorder=3,
-            )
+            x, y, colour = (r.macs_per_image or 0) / 1e9, 1e3 / r.images_per_s, style.colour(r.model)
+            ax.scatter(x, y, s=50, label=r.label, color=colour, marker=MODEL_MARKERS[r.model], **POINT)
         ax.set(xlim=(0, None), ylim=(0, None))
         _labels(ax, "GMACs per image", "ms per image (median)", f"{mode}, batch {rows[0].batch_size}")
-    fig.legend(
-        *axes[0][0].get_legend_handles_labels(), fontsize=9, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.02)
-    )
-    fig.suptitle(f"{results.environment.device_name}, {variant}", fontsize=10)
+    handles = axes[0][0].get_legend_handles_labels()
+    fig.legend(*handles, fontsize=9, loc="upper center", ncol=3, bbox_to_anchor=(0.5, 0.02))
+    fig.suptitle(f"{results.environment.device_name}, fp32", fontsize=10)
     fig.tight_layout()
     return axes[0]
 
@@ -341,7 +270,6 @@ def plot_models(results: Results, modes: Sequence[str] = MODES, variant: str = "
 def plot_variants(results: Results) -> Any:
     """Speed-up over fp32 of every other variant, layers and models (a panel each, if measured): a dot plot, log x."""
     import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     speedups = variant_speedups(results)
     if speedups.empty:
@@ -349,30 +277,17 @@ def plot_variants(results: Results) -> Any:
     parts = [(s, speedups[speedups.section == s]) for s in ("layers", "models") if (speedups.section == s).any()]
     counts = [part.case.nunique() for _, part in parts]
     variants = [v for v in VARIANTS if v in set(speedups.variant)]
-    fig, axes = plt.subplots(
-        len(parts),
-        1,
-        figsize=(7, 1.8 + 0.32 * sum(counts)),
-        squeeze=False,
-        sharex=True,
-        gridspec_kw={"height_ratios": [c + 1 for c in counts]},  # a one-row panel still has room
-    )
+    heights = [c + 1 for c in counts]  # a one-row panel still has room
+    size = (7, 1.8 + 0.32 * sum(counts))
+    fig, axes = plt.subplots(len(parts), 1, figsize=size, squeeze=False, sharex=True, height_ratios=heights)
     for ax, (section, part) in zip(axes[:, 0], parts, strict=True):
         cases = list(dict.fromkeys(part.case))  # in the measured order, top to bottom
         for j, variant in enumerate(variants):
             rows = part[part.variant == variant]
             offset = 0.18 * (j - (len(variants) - 1) / 2)  # variants side by side within a case's row
-            colour, marker = VARIANT_STYLES.get(variant, ("k", "o"))
-            ax.scatter(
-                rows.speedup,
-                [cases.index(c) + offset for c in rows.case],
-                s=36,
-                color=colour,
-                marker=marker,
-                edgecolor="k",
-                linewidth=0.4,
-                zorder=3,
-            )
+            y = [cases.index(c) + offset for c in rows.case]
+            colour, marker = VARIANT_STYLES[variant]
+            ax.scatter(rows.speedup, y, s=36, color=colour, marker=marker, label=variant, **POINT)
         ax.axvline(1.0, color="k", lw=1)
         ax.set_yticks(range(len(cases)), cases)
         ax.set_ylim(len(cases) - 0.5, -0.5)
@@ -387,18 +302,6 @@ def plot_variants(results: Results) -> Any:
     axes[-1, 0].set_xlabel("speed-up over fp32 (x, log scale; right of 1: faster)", fontsize=10)
     fig.suptitle(results.environment.device_name, fontsize=10)
     fig.tight_layout()
-    handles = [
-        Line2D(
-            [],
-            [],
-            ls="",
-            marker=VARIANT_STYLES.get(v, ("k", "o"))[1],
-            color=VARIANT_STYLES.get(v, ("k", "o"))[0],
-            markeredgecolor="k",
-            markeredgewidth=0.4,
-            label=v,
-        )
-        for v in variants
-    ]
-    fig.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
+    handles = axes[0, 0].get_legend_handles_labels()  # every variant is in the first panel
+    fig.legend(*handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4)
     return axes[:, 0]

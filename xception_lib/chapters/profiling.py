@@ -1,8 +1,8 @@
 """Where a training step's time goes, operator by operator: a CPU profile grouped into layer kinds.
 
-Timing a whole model (:mod:`xception_lib.benchmark`) says *how fast*; a profile says *where*.
-:func:`op_profile` returns each operator's *self* time (its own work, not that of the operators it
-calls); :func:`by_kind` adds those up into the kinds a reader thinks in.
+Timing a whole model (:mod:`xception_lib.benchmark`) says *how fast*; a profile says *where*. :func:`op_profile`
+returns each operator's *self* time (its own work, not that of the operators it calls); :func:`by_kind` adds those
+up into the kinds a reader thinks in.
 """
 
 from __future__ import annotations
@@ -32,31 +32,20 @@ KINDS: dict[str, tuple[str, ...]] = {
 }
 
 
-def op_profile(
-    model: nn.Module, *, input_size: int, batch_size: int = 1, mode: str = "train", steps: int = 2, warmup: int = 1
-) -> pandas.DataFrame:
-    """Self CPU time per operator and step of :func:`~xception_lib.benchmark.make_step` on random images.
-
-    ``mode``: ``"train"`` (train mode) or ``"forward"`` (eval mode); ``warmup`` unprofiled steps come first.
-
-    Returns:
-        A DataFrame with one row per operator, largest first, and columns ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step)
-        and ``share`` (of the total self time).
-    """
+def op_profile(model: nn.Module, *, input_size: int, mode: str = "train", steps: int = 2) -> pandas.DataFrame:
+    """Self CPU time per operator and step of :func:`~xception_lib.benchmark.make_step` on one random image, after
+    one unprofiled step; ``mode``: ``"train"`` or ``"forward"`` (eval mode). One row per operator, largest first:
+    ``op`` (its ATen name), ``calls`` and ``self_ms`` (per step), ``share`` (of the total self time)."""
     import pandas as pd
     from torch.profiler import ProfilerActivity, profile
 
     if mode not in ("train", "forward"):
         raise ValueError(f"mode must be 'train' or 'forward', got {mode!r}")
-    if steps < 1 or warmup < 0 or batch_size < 1 or input_size < 1:
-        raise ValueError(
-            "expected steps >= 1, warmup >= 0, batch_size >= 1, input_size >= 1; "
-            f"got {steps}, {warmup}, {batch_size}, {input_size}"
-        )
-    x = torch.randn(batch_size, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+    if steps < 1 or input_size < 1:
+        raise ValueError(f"expected steps >= 1 and input_size >= 1, got {steps} and {input_size}")
+    x = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     step = make_step(model.cpu().train(mode == "train"), x, train=mode == "train")
-    for _ in range(warmup):
-        step()
+    step()  # warm-up
     with _native_output_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
@@ -89,9 +78,8 @@ def _native_output_silenced() -> Iterator[None]:
 
 def kind_of(op: str) -> str:
     """The layer kind of an ATen operator name (see :data:`KINDS`), or ``"other"``."""
-    name = op.lower()
     for kind, parts in KINDS.items():
-        if any(name == part if "::" in part else part in name for part in parts):
+        if any(op.lower() == part if "::" in part else part in op.lower() for part in parts):
             return kind
     return "other"
 
