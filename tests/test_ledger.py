@@ -317,3 +317,10 @@ def test_concurrent_appends_lose_nothing(tmp_path: Path) -> None:
         w.join(timeout=60)
     assert all(w.exitcode == 0 for w in writers)
     assert sorted(r.seed for r in ledger.read(path)) == list(range(40))
+
+
+def test_read_json_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bench.json"
+    path.write_text('{\n "a": 1,\n "b": \n}')
+    with pytest.raises(ValueError, match=r"bench.json, line 4, column 1: not valid JSON"):
+        ledger.read_json(path)

@@ -136,6 +136,20 @@ class Run:
         return from_dict(cls, values, "the run")
 
 
+def read_json(path: str | Path) -> Any:
+    """``json.load`` whose errors name the file, the line and the column, and what to do."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path}, line {error.lineno}, column {error.colno}: not valid JSON ({error.msg}); "
+            "restore the file from version control or record it again"
+        ) from error
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error}); is it the right file?") from error
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     """Write ``obj`` as strict JSON (no NaN) to ``path`` all at once: into a temporary file of the same folder,
     synced, then renamed over ``path``. A crash or a full disk leaves the old file whole, never half a new one."""
