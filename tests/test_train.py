@@ -14,7 +14,8 @@ import xception_lib as xl
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from xception_lib.evaluation import confusion_matrix, evaluate, predict
 from xception_lib.loader import GpuLoader
-from xception_lib.train import NonFiniteLossError, TrainConfig, fit, lr_at, recommended_config, train_step
+from xception_lib.history import NonFiniteLossError
+from xception_lib.train import TrainConfig, fit, lr_at, recommended_config, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -97,11 +98,11 @@ def test_presets() -> None:
         and full == TrainConfig()
         and full.epochs == xl.train.FULL_EPOCHS
     )
-    assert short == dataclasses.replace(full, epochs=xl.train.SHORT_EPOCHS) and short.epochs < full.epochs
+    assert short == dataclasses.replace(full, epochs=10) and short.epochs < full.epochs
     assert preview.is_preview and preview.train_subset is not None and preview.epochs < full.epochs
     assert recommended_config("cpu", full=False) == preview  # a CPU always gets the preview
     assert preview.describe().startswith("PREVIEW") and full.describe().startswith("Full schedule")
-    assert short.describe().startswith(f"Short schedule ({xl.train.SHORT_EPOCHS} of the full 30 epochs)")
+    assert short.describe().startswith("Short schedule (10 of the full 30 epochs)")
     assert all(len(line) <= 88 for cfg in (full, short, preview) for line in cfg.describe().splitlines())
     assert recommended_config("cpu", epochs=7).epochs == 7
     assert recommended_config("cuda", is_preview=True, epochs=1).describe().startswith("PREVIEW")
@@ -367,7 +368,7 @@ def test_no_text_bar_in_a_notebook_without_widgets(
 
     monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
     monkeypatch.setitem(sys.modules, "ipywidgets", None)  # importing it raises ImportError
-    assert xl.train._progress_bar(10, 0, "x", True) is None
+    assert xl.runtime.progress_bar(10, 0, "x", True).disable
     fit(
         tiny_model(),
         small.subset(train=32, test=16),
