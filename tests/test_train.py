@@ -13,8 +13,8 @@ from torch import nn
 import xception_lib as xl
 from xception_lib.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from xception_lib.evaluation import confusion_matrix, evaluate, predict
-from xception_lib.loader import GpuLoader
 from xception_lib.history import NonFiniteLossError
+from xception_lib.loader import GpuLoader
 from xception_lib.train import TrainConfig, fit, lr_at, recommended_config, train_step
 
 REPO = Path(__file__).resolve().parents[1]
