@@ -28,16 +28,6 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = [
-    "all_reduce_sum",
-    "barrier",
-    "broadcast_buffers",
-    "epoch_seed",
-    "rank_and_world_size",
-    "synced_batchnorm",
-    "wrap",
-]
-
 
 def rank_and_world_size() -> tuple[int, int]:
     """``(rank, world_size)`` of the running ``torch.distributed`` group, or ``(0, 1)``."""

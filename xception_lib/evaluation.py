@@ -7,6 +7,7 @@ afterwards, on any uint8 images, in eval mode, normalised as in training.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -16,25 +17,27 @@ from xception_lib.loader import GpuLoader, check_images, check_labels, check_num
 from xception_lib.runtime import eval_mode
 from xception_lib.train import resolve_amp
 
-__all__ = ["confusion_matrix", "evaluate", "predict"]
 
-
-def evaluate(
-    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-    device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
-) -> float:  # fmt: skip
-    """Accuracy of ``model`` on uint8 ``images`` with one integer label each; the arguments are as in :func:`predict`."""
+def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options: Any) -> float:
+    """Accuracy of ``model`` on uint8 ``images`` with one integer label each; ``options`` are :func:`predict`'s
+    (``mean`` and ``std`` at least)."""
     config = getattr(model, "config", None)
     check_split(images, labels, config.num_classes if isinstance(config, XceptionConfig) else None)
-    predictions = predict(model, images, mean=mean, std=std, device=device, batch_size=batch_size, amp=amp).argmax(1)
+    predictions = predict(model, images, **options).argmax(1)
     return float((predictions == labels.cpu()).double().mean())
 
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, images: torch.Tensor, *, mean: Sequence[float], std: Sequence[float],
-    device: torch.device | str | None = None, batch_size: int = 1000, amp: str = "off",
-) -> torch.Tensor:  # fmt: skip
+    model: nn.Module,
+    images: torch.Tensor,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str | None = None,
+    batch_size: int = 1000,
+    amp: str = "off",
+) -> torch.Tensor:
     """Class probabilities (``N x classes``, float32, on the CPU) of ``model`` in eval mode for ``N x 3 x H x W``
     uint8 ``images``, normalised with the training data's ``mean`` and ``std``; ``device``: default the model's;
     ``amp`` as in :class:`~xception_lib.train.TrainConfig`."""
@@ -43,13 +46,12 @@ def predict(
         raise ValueError("images is empty (0 x C x H x W); pass at least one image")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     amp_dtype = resolve_amp(amp, device)
-    weights = [p for p in model.parameters() if p.dim() == 4]  # feed the model in its own memory format
-    channels_last = (
-        bool(weights) and not weights[0].is_contiguous() and weights[0].is_contiguous(memory_format=torch.channels_last)
-    )
+    weight = next((p for p in model.parameters() if p.dim() == 4), torch.empty(0))  # feed the model its own layout
+    nhwc = not weight.is_contiguous() and weight.is_contiguous(memory_format=torch.channels_last)
     no_labels = torch.zeros(len(images), dtype=torch.int64)
-    loader = GpuLoader(images, no_labels, mean=mean, std=std, batch_size=batch_size, train=False, device=device,
-                       channels_last=channels_last)  # fmt: skip
+    loader = GpuLoader(
+        images, no_labels, mean=mean, std=std, batch_size=batch_size, train=False, device=device, channels_last=nhwc
+    )
     with eval_mode(model), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         return torch.cat([model(x).float().softmax(1).cpu() for x, _ in loader])
 

@@ -11,8 +11,6 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["eval_mode", "progress_bar", "synchronize"]
-
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
