@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
 FORMAT = 2  #: version of the checkpoint's layout (version 1 kept the TrainConfig under "config")
@@ -109,25 +108,19 @@ def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bo
     return folder / CHECKPOINT_NAME
 
 
-def restore(
-    path: Path,
-    expected: dict[str, Any],
-    defaults: dict[str, Any],
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-) -> tuple[dict[str, Any], int]:
-    """Load the checkpoint ``path`` into the model, optimizer and scaler; return its history (a dict) and epoch.
+def restore(path: Path, expected: dict[str, Any], defaults: dict[str, Any], trained: dict[str, Any]) -> tuple[Any, int]:
+    """Load the checkpoint ``path`` into ``trained`` (``{"model": model, "optimizer": ..., "scaler": ...}``: each
+    ``load_state_dict``'s its entry); return its history (a dict) and epoch.
 
     Raises a :class:`CheckpointError` naming every differing field unless it is a training checkpoint of the run
     whose values are ``expected`` (a key an older checkpoint lacks is skipped). ``defaults``: the ``TrainConfig``
     fields, which a checkpoint written before a field existed reads as.
     """
     try:
-        state = load_checkpoint(path, map_location=next(model.parameters()).device)
+        state = load_checkpoint(path, map_location=next(trained["model"].parameters()).device)
     except CheckpointError as error:
         raise CheckpointError(f"{error}; {_AFRESH}") from None
-    missing = sorted({"model", "optimizer", "scaler", "history", "epoch"} - set(state))
+    missing = sorted({"history", "epoch", *trained} - set(state))
     stored = state.get("train_config", state.get("config"))  # format 1 kept it under "config"
     if missing or not isinstance(stored, dict):
         raise CheckpointError(
@@ -147,9 +140,8 @@ def restore(
             f"Use the same model, TrainConfig and data, or {_AFRESH}."
         )
     try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        for key, obj in trained.items():
+            obj.load_state_dict(state[key])
     except (RuntimeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} does not fit this model ({str(error).splitlines()[0]}); {_AFRESH}") from None
     return state["history"], int(state["epoch"])

@@ -133,12 +133,9 @@ def recommended_config(device: torch.device | str, *, full: bool = True, **overr
 
 
 def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (``None``: full precision).
-
-    ``"auto"`` is bfloat16 on GPUs of compute capability 8.0 and up (A100, H100, RTX 30xx on), float16 below
-    (V100, T4; :func:`fit` adds a gradient scaler), off on a CPU. (``torch.cuda.is_bf16_supported()`` also
-    counts emulation and says ``True`` on a T4.)
-    """
+    """The autocast dtype for ``amp`` on ``device`` (``None``: full precision). ``"auto"`` is bfloat16 on GPUs of
+    compute capability 8.0 and up (A100, H100, RTX 30xx on), float16 below (V100, T4; :func:`fit` adds a gradient
+    scaler), off on a CPU. (``torch.cuda.is_bf16_supported()`` counts emulation too: ``True`` on a T4.)"""
     device = torch.device(device)
     if amp == "auto" and device.type == "cuda":
         amp = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
@@ -185,8 +182,7 @@ def train_step(
         amp_dtype: The autocast dtype (:func:`resolve_amp`), or ``None`` for full precision.
         grad_clip: Clip the gradient norm to this value; ``None``: no clipping.
 
-    Returns:
-        The loss (0-d) and the logits (``B x classes``, float32), detached and still on the device.
+    Returns the loss (0-d) and the logits (``B x classes``, float32), detached and still on the device.
     """
     if not images.is_floating_point():
         raise TypeError(
@@ -221,14 +217,12 @@ def fit(
     resume: bool = True,
     callbacks: Iterable[Callable[[int, History], None]] = (),
 ) -> History:
-    """Train ``model`` on ``data`` with the recipe ``cfg``, one :func:`train_step` at a time (with DDP under
-    ``torchrun``: :mod:`xception_lib.distributed`).
+    """Train ``model`` (any classifier of ``N x 3 x H x W`` images, in place) on ``data`` (uint8 images, normalised
+    with its ``mean`` and ``std``) with the recipe ``cfg`` (default: :func:`recommended_config` for ``device``, itself
+    by default the model's), one :func:`train_step` at a time (with DDP under ``torchrun``:
+    :mod:`xception_lib.distributed`).
 
     Args:
-        model: Any classifier of ``N x 3 x H x W`` images; trained in place.
-        data: A :class:`~xception_lib.data.CifarArrays` (uint8 images, normalised with its ``mean``/``std``).
-        cfg: The recipe (default: :func:`recommended_config` for ``device``).
-        device: Where to train (default: the model's device).
         checkpoint_dir: Write ``checkpoint.pt`` here after every epoch (atomically); ``None``: none.
         progress: Show a tqdm progress bar (where it can render) and a line per epoch.
         resume: Continue from ``checkpoint_dir``'s checkpoint when there is one (of the same model config,
@@ -251,14 +245,10 @@ def fit(
     model_config = dataclasses.asdict(config) if isinstance(config, XceptionConfig) else None
     data = _checked_data(data, model_config["num_classes"] if model_config else None, cfg, world_size)
     model.to(device).to(memory_format=torch.channels_last if cfg.channels_last else torch.preserve_format)
-    shared: dict[str, Any] = {"device": device, "seed": cfg.seed, "mean": data.mean, "std": data.std, "rank": rank}
-    shared |= {"channels_last": cfg.channels_last, "world_size": world_size}
-    augment: dict[str, Any] = {
-        "batch_size": cfg.batch_size // world_size,
-        "crop_padding": cfg.crop_padding,
-        "flip": cfg.flip,
-    }
-    train_loader = GpuLoader(data.train_images, data.train_labels, **augment, **shared)
+    shared: dict[str, Any] = {"mean": data.mean, "std": data.std, "device": device, "seed": cfg.seed, "rank": rank}
+    shared |= {"crop_padding": cfg.crop_padding, "flip": cfg.flip, "channels_last": cfg.channels_last}
+    shared["world_size"] = world_size
+    train_loader = GpuLoader(data.train_images, data.train_labels, batch_size=cfg.batch_size // world_size, **shared)
     test_loader = GpuLoader(data.test_images, data.test_labels, batch_size=cfg.eval_batch_size, train=False, **shared)
     steps_per_epoch = len(train_loader)
     total_steps = min(cfg.epochs * steps_per_epoch, cfg.max_steps or sys.maxsize)
@@ -266,18 +256,11 @@ def fit(
     optimizer = _make_optimizer(model, cfg)
     amp_dtype = resolve_amp(cfg.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    trained: dict[str, Any] = {"model": model, "optimizer": optimizer, "scaler": scaler}  # what a checkpoint holds
     train_config = dataclasses.asdict(cfg)
-    identity: dict[str, Any] = {
-        "model_class": type(model).__name__,
-        "model_config": model_config,
-        "train_config": train_config,
-    }
+    identity = {"model_class": type(model).__name__, "model_config": model_config, "train_config": train_config}
     identity["data"] = checkpoint.data_fingerprint(data)
-    meta: dict[str, Any] = {
-        "config": train_config,
-        "environment": environment(device).to_dict(),
-        "world_size": world_size,
-    }
+    meta = {"config": train_config, "environment": environment(device).to_dict(), "world_size": world_size}
     meta |= {"parameters": sum(p.numel() for p in model.parameters()), "model": type(model).__name__}
     meta |= {"model_config": model_config, "dataset": data.name, "data": data.source}
     meta |= {"train_images": len(data.train_labels), "test_images": len(data.test_labels)}
@@ -286,7 +269,7 @@ def fit(
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
         defaults = dataclasses.asdict(TrainConfig())  # for a checkpoint written before a field existed
-        stored, start_epoch = checkpoint.restore(checkpoint_path, identity, defaults, model, optimizer, scaler)
+        stored, start_epoch = checkpoint.restore(checkpoint_path, identity, defaults, trained)
         history = History.from_dict(stored)
     label, step = "preview" if cfg.is_preview else "train", start_epoch * steps_per_epoch
     options: dict[str, Any] = {"label_smoothing": cfg.label_smoothing, "grad_clip": cfg.grad_clip}
@@ -336,9 +319,9 @@ def fit(
                     f"test {test_acc:.1%}, {metrics['images_per_sec']:,.0f} images/s"
                 )
             if checkpoint_path is not None and rank == 0:
-                state: dict[str, Any] = {"model": model.state_dict(), **identity, "optimizer": optimizer.state_dict()}
-                state |= {"scaler": scaler.state_dict(), "format": checkpoint.FORMAT, "epoch": epoch + 1}
-                checkpoint.atomic_save(state | {"step": step, "history": history.to_dict()}, checkpoint_path)
+                state = {key: obj.state_dict() for key, obj in trained.items()} | identity
+                state |= {"format": checkpoint.FORMAT, "epoch": epoch + 1, "step": step, "history": history.to_dict()}
+                checkpoint.atomic_save(state, checkpoint_path)
             distributed.barrier()  # no process goes on (or returns) before the checkpoint is written
             for callback in callbacks:
                 callback(epoch, history)
