@@ -22,7 +22,8 @@ import xception_lib as xl
 from xception_lib.checkpoint import load_checkpoint
 from xception_lib.evaluation import confusion_matrix, evaluate, predict
 from xception_lib.loader import GpuLoader
-from xception_lib.train import TrainConfig, fit, lr_at, resolve_amp, train_step
+from xception_lib.runtime import resolve_amp
+from xception_lib.train import TrainConfig, fit, lr_at, train_step
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -108,36 +108,6 @@ def test_presets() -> None:
     assert recommended_config("cuda", is_preview=True, epochs=1).describe().startswith("PREVIEW")
 
 
-@pytest.mark.parametrize(
-    ("capability", "expected"),
-    [((7, 0), torch.float16), ((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)],
-)
-def test_auto_precision_follows_the_compute_capability(
-    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: torch.dtype
-) -> None:
-    asked = []
-
-    def fake_capability(device: object = None) -> tuple[int, int]:
-        asked.append(device)
-        return capability
-
-    monkeypatch.setattr(torch.cuda, "get_device_capability", fake_capability)
-    monkeypatch.setattr(
-        torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True
-    )  # as on a T4 (emulation): not the test
-    assert xl.train.resolve_amp("auto", "cuda:0") is expected
-    assert asked == [torch.device("cuda:0")]  # the capability of the device that trains
-
-
-def test_mixed_precision_choice() -> None:
-    assert xl.train.resolve_amp("auto", "cpu") is None
-    assert xl.train.resolve_amp("off", "cuda") is None
-    assert xl.train.resolve_amp("bf16", "cpu") is torch.bfloat16
-    assert xl.train.resolve_amp("fp16", "cuda") is torch.float16
-    with pytest.raises(ValueError, match="amp"):
-        xl.train.resolve_amp("fp8", "cpu")
-
-
 @pytest.mark.slow
 def test_no_weight_decay_on_norms_and_biases() -> None:
     model = tiny_model()

@@ -1,7 +1,7 @@
 """What a trained classifier does on images it did not train on: accuracy, class probabilities, confusion matrix.
 
-:func:`xception_lib.train.fit` measures the test accuracy after each epoch; these functions look at any model
-afterwards, on any uint8 images, in eval mode, normalised as in training.
+:func:`xception_lib.train.fit` measures the test accuracy after each epoch (:func:`loss_and_accuracy`); the others
+look at any model afterwards, on any uint8 images, in eval mode, normalised as in training.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from xception_lib import distributed
 from xception_lib.config import XceptionConfig
 from xception_lib.loader import GpuLoader, check_images, check_labels, check_number, check_split
-from xception_lib.runtime import eval_mode
-from xception_lib.train import resolve_amp
+from xception_lib.runtime import eval_mode, resolve_amp
 
 
 def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, **options: Any) -> float:
@@ -54,6 +54,22 @@ def predict(
     )
     with eval_mode(model), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         return torch.cat([model(x).float().softmax(1).cpu() for x, _ in loader])
+
+
+@torch.no_grad()
+def loss_and_accuracy(model: nn.Module, loader: GpuLoader, amp_dtype: torch.dtype | None) -> tuple[float, float]:
+    """Mean cross-entropy (no label smoothing) and accuracy of ``model`` in eval mode over ``loader``'s images, all
+    processes' shards together (:mod:`~xception_lib.distributed`): what ``fit`` measures after an epoch."""
+    totals = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss sum, correct, count
+    with eval_mode(model):
+        for x, y in loader:
+            with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x).float()
+            totals[0] += nn.functional.cross_entropy(logits, y, reduction="sum")
+            totals[1] += (logits.argmax(1) == y).sum()
+            totals[2] += len(y)
+    loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()
+    return loss_sum / count, correct / count
 
 
 def confusion_matrix(predictions: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:

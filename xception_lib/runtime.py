@@ -1,4 +1,4 @@
-"""Small device, mode and progress utilities that the trainer, the benchmarks and the chapters share."""
+"""Small device, precision, mode and progress utilities that the trainer, the benchmarks and the chapters share."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+AMP_CHOICES = ("auto", "bf16", "fp16", "off")  # the values of TrainConfig.amp and of resolve_amp's amp
+
 
 @contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -21,6 +23,18 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         yield model
     finally:
         model.train(was_training)
+
+
+def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device`` (``None``: full precision). ``"auto"`` is bfloat16 on GPUs of
+    compute capability 8.0 and up (A100, H100, RTX 30xx on), float16 below (V100, T4, where ``fit`` adds a gradient
+    scaler), off on a CPU. (``torch.cuda.is_bf16_supported()`` counts emulation too: ``True`` on a T4.)"""
+    device = torch.device(device)
+    if amp == "auto" and device.type == "cuda":
+        amp = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
+    if amp not in AMP_CHOICES:
+        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -26,13 +26,13 @@ from torch import nn
 from xception_lib import checkpoint, distributed
 from xception_lib.config import XceptionConfig
 from xception_lib.data import CifarArrays
+from xception_lib.evaluation import loss_and_accuracy
 from xception_lib.history import History
 from xception_lib.loader import GpuLoader, check_labels, check_number, check_split
 from xception_lib.provenance import environment
-from xception_lib.runtime import eval_mode, progress_bar
+from xception_lib.runtime import AMP_CHOICES, progress_bar, resolve_amp
 
 FULL_EPOCHS = 30  #: Epochs of the full schedule (:class:`TrainConfig`'s default).
-_AMP = ("auto", "bf16", "fp16", "off")
 _OPTIONAL_COUNTS = ("train_subset", "test_subset", "max_steps")  # None: all
 
 
@@ -77,7 +77,7 @@ class TrainConfig:
     is_preview: bool = False  # marks a shortened CPU schedule; printed by describe()
 
     def __post_init__(self) -> None:
-        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "constant"), "amp": _AMP}
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "constant"), "amp": AMP_CHOICES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -130,19 +130,6 @@ def recommended_config(device: torch.device | str, *, full: bool = True, **overr
         base = TrainConfig(epochs=4, batch_size=64, lr=0.05, warmup=0.1, amp="off", log_every=1, is_preview=True)
         base = dataclasses.replace(base, train_subset=4096, test_subset=1000, eval_batch_size=250)
     return dataclasses.replace(base, **overrides)
-
-
-def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
-    """The autocast dtype for ``amp`` on ``device`` (``None``: full precision). ``"auto"`` is bfloat16 on GPUs of
-    compute capability 8.0 and up (A100, H100, RTX 30xx on), float16 below (V100, T4; :func:`fit` adds a gradient
-    scaler), off on a CPU. (``torch.cuda.is_bf16_supported()`` counts emulation too: ``True`` on a T4.)"""
-    device = torch.device(device)
-    if amp == "auto" and device.type == "cuda":
-        amp = "bf16" if torch.cuda.get_device_capability(device) >= (8, 0) else "fp16"
-    choices = {"auto": None, "off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in choices:
-        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
-    return choices[amp]
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
@@ -309,7 +296,9 @@ def fit(
             seconds = time.perf_counter() - start
             distributed.broadcast_buffers(model)
             evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch
-            test_loss, test_acc = _evaluate(model, test_loader, amp_dtype) if evaluated else (math.nan, math.nan)
+            test_loss, test_acc = (
+                loss_and_accuracy(model, test_loader, amp_dtype) if evaluated else (math.nan, math.nan)
+            )
             metrics = {"train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test_loss}
             metrics |= {"test_acc": test_acc, "lr": lr, "images_per_sec": count / seconds, "epoch_time": seconds}
             history.append_epoch(**metrics)
@@ -326,21 +315,6 @@ def fit(
             for callback in callbacks:
                 callback(epoch, history)
     return history
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, loader: GpuLoader, amp_dtype: torch.dtype | None) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing) and accuracy over the loader's images (all processes' shards)."""
-    totals = torch.zeros(3, dtype=torch.float64, device=loader.device)  # loss sum, correct, count
-    with eval_mode(model):
-        for x, y in loader:
-            with torch.autocast(loader.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x).float()
-            totals[0] += nn.functional.cross_entropy(logits, y, reduction="sum")
-            totals[1] += (logits.argmax(1) == y).sum()
-            totals[2] += len(y)
-    loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()
-    return loss_sum / count, correct / count
 
 
 def _checked_data(data: CifarArrays, classes: int | None, cfg: TrainConfig, world_size: int) -> CifarArrays:
