@@ -16,7 +16,6 @@ import numbers
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,15 +35,13 @@ FULL_EPOCHS = 30  #: Epochs of the full schedule (:class:`TrainConfig`'s default
 _OPTIONAL_COUNTS = ("train_subset", "test_subset", "max_steps")  # None: all
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """How to train: the modern short CIFAR recipe (SGD with Nesterov momentum, one-cycle learning
-    rate, label smoothing, weight decay on weights only, crops and flips, mixed precision).
-
-    The defaults are the full schedule planned for one H100 (goal: 94% test accuracy on CIFAR-10
-    within 2 minutes for ``xception_cifar``; the recorded run met the time, not the accuracy).
-    Every field is checked when the config is made; a wrong one raises an error naming it.
-    """
+    """How to train: the modern short CIFAR recipe (SGD with Nesterov momentum, one-cycle learning rate, label
+    smoothing, weight decay on weights only, crops and flips, mixed precision). The defaults are the full schedule
+    planned for one H100 (goal: 94% test accuracy on CIFAR-10 within 2 minutes for ``xception_cifar``; the recorded
+    run met the time, not the accuracy). Every field is checked when the config is made; a wrong one raises an error
+    naming it."""
 
     epochs: int = FULL_EPOCHS  # where ResNet-18-sized CIFAR networks reach ~94-95% with one-cycle and smoothing
     batch_size: int = 512  # global; keeps a large GPU busy with 32x32 images, leaves ~100 steps per epoch
@@ -135,9 +132,7 @@ def recommended_config(device: torch.device | str, *, full: bool = True, **overr
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     """Learning rate of optimizer step ``step`` (0-based) out of ``total_steps``."""
     check_number("lr_at", "total_steps", total_steps, integer=True, low=1)
-    check_number("lr_at", "step", step, integer=True)
-    if not 0 <= step < total_steps:
-        raise ValueError(f"step must be in [0, {total_steps}), got {step}")
+    check_number("lr_at", "step", step, integer=True, low=0, high=total_steps, high_open=True)
     warm = round(cfg.warmup * total_steps)
     if step < warm:
         return cfg.lr * (step + 1) / warm
@@ -173,7 +168,7 @@ def train_step(
     """
     if not images.is_floating_point():
         raise TypeError(
-            f"train_step: images must be a normalised floating-point batch (GpuLoader's), got {images.dtype}"
+            f"train_step: images must be a floating-point batch (GpuLoader's, normalised), got {images.dtype}"
         )
     check_labels(labels, None, "train_step: labels")
     if images.dim() != 4 or len(images) == 0 or labels.shape != images.shape[:1]:
@@ -255,7 +250,7 @@ def fit(
     history = History(meta=json.loads(json.dumps(meta)))  # as it will read back from JSON (tuples become lists)
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
-        defaults = dataclasses.asdict(TrainConfig())  # for a checkpoint written before a field existed
+        defaults = dataclasses.asdict(TrainConfig())  # what a checkpoint from before a field existed reads as
         stored, start_epoch = checkpoint.restore(checkpoint_path, identity, defaults, trained)
         history = History.from_dict(stored)
     label, step = "preview" if cfg.is_preview else "train", start_epoch * steps_per_epoch
@@ -286,9 +281,8 @@ def fit(
                 totals[1] += (logits.argmax(1) == labels).sum()
                 totals[2] += len(labels)
                 if len(pending) == cfg.log_every or i + 1 == batches:  # the global batch's losses, in one read
-                    history.append_steps(
-                        (distributed.all_reduce_sum(torch.stack(pending)) / world_size).tolist(), steps_per_epoch
-                    )
+                    losses = distributed.all_reduce_sum(torch.stack(pending)) / world_size
+                    history.append_steps(losses.tolist(), steps_per_epoch)
                     bar.update(len(pending))
                     bar.set_postfix(loss=f"{history.step_loss[-1]:.3f}", lr=f"{lr:.3g}", refresh=False)
                     pending.clear()
@@ -296,17 +290,13 @@ def fit(
             seconds = time.perf_counter() - start
             distributed.broadcast_buffers(model)
             evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch
-            test_loss, test_acc = (
-                loss_and_accuracy(model, test_loader, amp_dtype) if evaluated else (math.nan, math.nan)
-            )
-            metrics = {"train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test_loss}
-            metrics |= {"test_acc": test_acc, "lr": lr, "images_per_sec": count / seconds, "epoch_time": seconds}
+            test = loss_and_accuracy(model, test_loader, amp_dtype) if evaluated else (math.nan, math.nan)
+            metrics = {"train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test[0]}
+            metrics |= {"test_acc": test[1], "lr": lr, "images_per_sec": count / seconds, "epoch_time": seconds}
             history.append_epoch(**metrics)
             if progress and rank == 0:
-                bar.write(
-                    f"{what}: train loss {metrics['train_loss']:.3f}, train {metrics['train_acc']:.1%}, "
-                    f"test {test_acc:.1%}, {metrics['images_per_sec']:,.0f} images/s"
-                )
+                accuracies = f"train {metrics['train_acc']:.1%}, test {test[1]:.1%}, {count / seconds:,.0f} images/s"
+                bar.write(f"{what}: train loss {metrics['train_loss']:.3f}, {accuracies}")
             if checkpoint_path is not None and rank == 0:
                 state = {key: obj.state_dict() for key, obj in trained.items()} | identity
                 state |= {"format": checkpoint.FORMAT, "epoch": epoch + 1, "step": step, "history": history.to_dict()}
