@@ -1,9 +1,8 @@
 """A short, resumable trainer for CIFAR: :func:`train_step`, :func:`fit` and the recipe (:class:`TrainConfig`).
 
-:func:`fit` runs :func:`train_step` over the epochs, writes a checkpoint after each and, run again, continues
-with exactly the weights an uninterrupted run would have had: every epoch's randomness (shuffling, crops,
-flips, dropout) derives from ``(seed, epoch)`` (and the rank), so a checkpoint needs no random state.
-What changes under ``torchrun`` is in :mod:`xception_lib.distributed`.
+:func:`fit` runs :func:`train_step` over the epochs, writes a checkpoint after each and, run again, continues with
+exactly the weights an uninterrupted run would have had: every epoch's randomness (shuffling, crops, flips, dropout)
+derives from ``(seed, epoch)`` and the rank, so a checkpoint needs no random state (``torchrun``: :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -39,9 +38,8 @@ _OPTIONAL_COUNTS = ("train_subset", "test_subset", "max_steps")  # None: all
 class TrainConfig:
     """How to train: the modern short CIFAR recipe (SGD with Nesterov momentum, one-cycle learning rate, label
     smoothing, weight decay on weights only, crops and flips, mixed precision). The defaults are the full schedule
-    planned for one H100 (goal: 94% test accuracy on CIFAR-10 within 2 minutes for ``xception_cifar``; the recorded
-    run met the time, not the accuracy). Every field is checked when the config is made; a wrong one raises an error
-    naming it."""
+    planned for one H100 (94% test accuracy on CIFAR-10 within 2 minutes for ``xception_cifar``: the recorded run met
+    the time, not the accuracy). Every field is checked when the config is made; an error names a wrong one."""
 
     epochs: int = FULL_EPOCHS  # where ResNet-18-sized CIFAR networks reach ~94-95% with one-cycle and smoothing
     batch_size: int = 512  # global; keeps a large GPU busy with 32x32 images, leaves ~100 steps per epoch
@@ -122,11 +120,10 @@ def recommended_config(device: torch.device | str, *, full: bool = True, **overr
     training images, batch 64, 1,000 test images), which shows the loop working, not the recipe's result.
     ``overrides``: any :class:`TrainConfig` field, applied last."""
     if torch.device(device).type == "cuda":
-        base = TrainConfig(epochs=FULL_EPOCHS if full else 10)
-    else:
-        base = TrainConfig(epochs=4, batch_size=64, lr=0.05, warmup=0.1, amp="off", log_every=1, is_preview=True)
-        base = dataclasses.replace(base, train_subset=4096, test_subset=1000, eval_batch_size=250)
-    return dataclasses.replace(base, **overrides)
+        return TrainConfig(**{"epochs": FULL_EPOCHS if full else 10, **overrides})
+    preview = TrainConfig(epochs=4, batch_size=64, lr=0.05, warmup=0.1, amp="off", log_every=1, is_preview=True)
+    sizes = {"train_subset": 4096, "test_subset": 1000, "eval_batch_size": 250}
+    return dataclasses.replace(preview, **(sizes | overrides))
 
 
 def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
