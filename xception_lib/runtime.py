@@ -38,10 +38,7 @@ def resolve_amp(amp: str, device: torch.device | str) -> torch.dtype | None:
 
 
 def synchronize(device: torch.device | str) -> None:
-    """Wait for the device's queued work (a no-op on the CPU, whose calls are synchronous).
-
-    Timings of GPU work are only meaningful after this: CUDA kernels run asynchronously.
-    """
+    """Wait for the device's queued work (CUDA kernels run asynchronously: a timing needs this); a no-op on the CPU."""
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
