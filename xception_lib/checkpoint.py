@@ -88,11 +88,8 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
         digest.update(labels.cpu().numpy().astype("int64").tobytes())
         rows = torch.linspace(0, len(images) - 1, min(16, len(images))).long()
         digest.update(images[rows].cpu().contiguous().numpy().tobytes())
-    return {
-        "train_images": len(data.train_labels),
-        "test_images": len(data.test_labels),
-        "sha256": digest.hexdigest()[:16],
-    }
+    sizes = {"train_images": len(data.train_labels), "test_images": len(data.test_labels)}
+    return sizes | {"sha256": digest.hexdigest()[:16]}
 
 
 def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bool = True) -> Path | None:
