@@ -80,7 +80,7 @@ def test_fit_writes_the_model_and_both_configs(tmp_path: Path) -> None:
     state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
     assert {"model", "model_config", "train_config", "data", "epoch", "optimizer", "scaler", "history"} <= set(state)
     assert "config" not in state and state["format"] == xl.checkpoint.FORMAT
-    assert state["train_config"] == dataclasses.replace(CFG, epochs=1).to_dict()
+    assert state["train_config"] == dataclasses.asdict(dataclasses.replace(CFG, epochs=1))
     config = xl.XceptionConfig(**state["model_config"])
     assert config == model.config
     rebuilt = xl.Xception(config)
@@ -149,7 +149,7 @@ def test_checkpoints_of_format_1_still_resume(tmp_path: Path) -> None:
     state = load_checkpoint(path)
     for key in ("model_config", "model_class", "data", "train_config"):
         del state[key]
-    state |= {"format": 1, "config": {k: v for k, v in CFG.to_dict().items() if k != "sync_batchnorm"}}
+    state |= {"format": 1, "config": {k: v for k, v in dataclasses.asdict(CFG).items() if k != "sync_batchnorm"}}
     atomic_save(state, path)
     history = fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False)
     assert history.epochs == 2

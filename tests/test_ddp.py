@@ -198,10 +198,10 @@ def test_evaluation_shards_count_every_image_once(n: int, world_size: int) -> No
 
 
 def test_each_process_draws_its_own_dropout() -> None:
-    seeds = [xl.train._epoch_seed(0, epoch=1, rank=r) for r in range(4)]
+    seeds = [xl.distributed.epoch_seed(0, epoch=1, rank=r) for r in range(4)]
     assert len(set(seeds)) == 4
-    assert seeds[0] == xl.train._epoch_seed(0, epoch=1)  # rank 0 is the single process
-    assert xl.train._epoch_seed(0, epoch=2, rank=1) != seeds[1]
+    assert seeds[0] == xl.distributed.epoch_seed(0, epoch=1)  # rank 0 is the single process
+    assert xl.distributed.epoch_seed(0, epoch=2, rank=1) != seeds[1]
 
 
 def test_synced_batchnorm_shares_the_original_tensors() -> None:

@@ -16,7 +16,8 @@ a 2-core machine shared with other jobs; its provenance file has the exact figur
 
     XCEPTION_DATA=/path/to/data python tools/train_small_cifar.py --epochs 2
 
-The run resumes from ``--work-dir`` if it is interrupted.
+The run resumes from ``--work-dir`` if it is interrupted. ``tools/train_source_model.py`` shares
+this script's arguments, checks and provenance (:func:`parser`, :func:`setup`, :func:`ship`).
 """
 
 from __future__ import annotations
@@ -42,27 +43,34 @@ from xception_lib.train import TrainConfig, fit
 ASSETS = Path(__file__).resolve().parent.parent / "xception_lib" / "assets"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(doc: str, *, middle_blocks: int, work_dir: str, output: str) -> argparse.ArgumentParser:
+    """The arguments of both tools; ``doc``'s first line describes the tool."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--width", type=float, default=0.25, help="width_multiplier of xception_cifar")
-    parser.add_argument("--middle-blocks", type=int, default=4)
+    parser.add_argument("--middle-blocks", type=int, default=middle_blocks)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train-subset", type=int, default=None, help="for a smoke test only")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/xception_small_cifar"))
-    parser.add_argument("--output", type=Path, default=ASSETS / "xception_cifar10_small.pth")
+    parser.add_argument("--work-dir", type=Path, default=Path(work_dir))
+    parser.add_argument("--output", type=Path, default=ASSETS / output)
+    return parser
+
+
+def setup(
+    parser: argparse.ArgumentParser, argv: list[str] | None, classes: int = 10
+) -> tuple[argparse.Namespace, xl.Xception, TrainConfig]:
+    """The arguments, the model and its recipe, every argument checked (a wrong one exits with status 2) before
+    any data is loaded."""
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.threads < 1:
         parser.error("--epochs and --threads must be >= 1")
     if not args.output.parent.is_dir():
         parser.error(f"--output's folder {args.output.parent} does not exist")
-
-    try:  # every argument checked before the data is loaded
+    try:
         torch.manual_seed(args.seed)
-        model = xl.xception_cifar(width_multiplier=args.width, middle_blocks=args.middle_blocks)
+        model = xl.xception_cifar(classes, width_multiplier=args.width, middle_blocks=args.middle_blocks)
         cfg = TrainConfig(
             epochs=args.epochs,
             batch_size=args.batch_size,
@@ -72,50 +80,46 @@ def main(argv: list[str] | None = None) -> None:
             eval_every=args.epochs,  # test once, at the end: a CPU epoch is precious
             log_every=20,
             seed=args.seed,
-            train_subset=args.train_subset,
+            train_subset=getattr(args, "train_subset", None),  # the arguments of one tool only
+            max_steps=20 if getattr(args, "measure", False) else None,
         )
     except (TypeError, ValueError, RuntimeError) as error:
         parser.error(str(error))
     torch.set_num_threads(args.threads)
-    try:
-        data = xl.data.load_cifar("cifar10")
-    except (xl.data.DataNotFoundError, xl.data.DataError) as error:
-        sys.exit(f"error: {error}")
-    start = time.perf_counter()
-    history = fit(model, data, cfg, device="cpu", checkpoint_dir=args.work_dir)
-    wall_s = time.perf_counter() - start  # of this invocation (a resumed run counts only its own part)
+    return args, model, cfg
 
-    # Ship float16 weights (integer buffers such as num_batches_tracked stay as they are),
-    # and measure the accuracy of exactly what is shipped.
+
+def ship(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    model: xl.Xception,
+    cfg: TrainConfig,
+    data: Any,
+    record: dict[str, Any],
+) -> None:
+    """Write the float16 weights to ``args.output`` and their provenance (``record`` first) beside it, as JSON."""
+    # Integer buffers such as num_batches_tracked stay as they are; the accuracy is that of exactly what is shipped.
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    checkpoint = {
-        "model": state,
-        "model_config": dataclasses.asdict(model.config),
-        "train_config": cfg.to_dict(),
-    }
-    atomic_save(checkpoint, args.output)
+    atomic_save(
+        {"model": state, "model_config": dataclasses.asdict(model.config), "train_config": dataclasses.asdict(cfg)},
+        args.output,
+    )
     shipped = xl.Xception(model.config)
     shipped.load_state_dict(torch.load(args.output, weights_only=True)["model"])
     test_acc = evaluate(shipped, data.test_images, data.test_labels, device="cpu", mean=data.mean, std=data.std)
-
     provenance = {
         "file": args.output.name,
         "sha256": hashlib.sha256(args.output.read_bytes()).hexdigest(),
         "bytes": args.output.stat().st_size,
-        "model": f"xception_cifar(width_multiplier={args.width:g}, middle_blocks={args.middle_blocks})",
         "parameters": sum(p.numel() for p in shipped.parameters()),
         "dtype": "float16",
-        "data": Path(data.source).name,
+        **record,
         "test_images": len(data.test_labels),
         "test_accuracy": test_acc,
-        "epochs": history.epochs,
-        "history": {k: getattr(history, k) for k in ("train_loss", "train_acc", "epoch_time")},
-        "train_config": cfg.to_dict(),
+        "train_config": dataclasses.asdict(cfg),
         "model_config": json.loads(json.dumps(dataclasses.asdict(model.config))),
         "threads": args.threads,
-        "wall_seconds": wall_s,
-        "training_seconds": sum(history.epoch_time),
-        "environment": {k: str(v) if v is not None else None for k, v in _as_dict(environment("cpu")).items()},
+        "environment": {k: str(v) if v is not None else None for k, v in environment("cpu").to_dict().items()},
         "command": "python "
         + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
     }
@@ -125,9 +129,25 @@ def main(argv: list[str] | None = None) -> None:
     )
 
 
-def _as_dict(found: Any) -> dict[str, Any]:
-    """provenance.environment's answer as a dict (a dict today; an ``Environment`` with ``to_dict()`` after issue 19)."""
-    return found.to_dict() if hasattr(found, "to_dict") else dict(found)
+def main(argv: list[str] | None = None) -> None:
+    tool = parser(__doc__, middle_blocks=4, work_dir="/tmp/xception_small_cifar", output="xception_cifar10_small.pth")
+    tool.add_argument("--train-subset", type=int, default=None, help="for a smoke test only")
+    args, model, cfg = setup(tool, argv)
+    try:
+        data = xl.data.load_cifar("cifar10")
+    except (xl.data.DataNotFoundError, xl.data.DataError) as error:
+        sys.exit(f"error: {error}")
+    start = time.perf_counter()
+    history = fit(model, data, cfg, device="cpu", checkpoint_dir=args.work_dir)
+    record = {
+        "model": f"xception_cifar(width_multiplier={args.width:g}, middle_blocks={args.middle_blocks})",
+        "data": Path(data.source).name,
+        "epochs": history.epochs,
+        "history": {k: getattr(history, k) for k in ("train_loss", "train_acc", "epoch_time")},
+        "wall_seconds": time.perf_counter() - start,  # of this invocation (a resumed run counts only its own part)
+        "training_seconds": history.train_time,
+    }
+    ship(args, argv, model, cfg, data, record)
 
 
 if __name__ == "__main__":

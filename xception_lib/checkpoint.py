@@ -1,11 +1,8 @@
 """Checkpoints that survive a crash mid-write, and the check that a resume continues the same run.
 
-:func:`atomic_save` writes a temporary file, then renames it (atomic on one file system), so a reader finds
-the previous complete checkpoint or the new one, never half a file. :func:`xception_lib.train.fit`'s
-checkpoint is a dict: ``model`` (state dict), ``model_config`` (``None`` unless an ``XceptionConfig``),
-``model_class``, ``train_config``, ``data`` (:func:`data_fingerprint`), ``format``, ``epoch``, ``step``,
-``optimizer``, ``scaler``, ``history`` and ``loader``. :func:`restore` loads one back after
-:func:`check_resumable`; a failed write (a full disk) is an ``OSError`` naming the file.
+:func:`xception_lib.train.fit`'s checkpoint is a dict: ``model`` (state dict), ``model_config`` (``None`` unless an
+``XceptionConfig``), ``model_class``, ``train_config``, ``data`` (:func:`data_fingerprint`), ``format``, ``epoch``,
+``step``, ``optimizer``, ``scaler`` and ``history``, written by :func:`atomic_save` and read back by :func:`restore`.
 """
 
 from __future__ import annotations
@@ -19,24 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
-
-__all__ = [
-    "CHECKPOINT_NAME",
-    "FORMAT",
-    "CheckpointError",
-    "atomic_save",
-    "check_resumable",
-    "data_fingerprint",
-    "load_checkpoint",
-    "restore",
-    "checkpoint_file",
-]
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
+FORMAT = 2  #: version of the checkpoint's layout (version 1 kept the TrainConfig under "config")
 # How torch's file writer reports a failed write (a full disk) as a RuntimeError.
 _WRITER_FAILURES = ("file write failed", "unexpected pos", "inline_container", "PytorchStreamWriter")
-FORMAT = 2  #: version of the checkpoint's layout (version 1 kept the TrainConfig under "config")
+_AFRESH = "pass resume=False (or another checkpoint_dir) to start afresh"
 
 
 class CheckpointError(ValueError):
@@ -44,7 +29,8 @@ class CheckpointError(ValueError):
 
 
 def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
-    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place; returns ``target``.
+    """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place (atomic on one file
+    system, so a reader finds the previous complete file or the new one, never half a file); returns ``target``.
 
     A failed write (a full disk, a folder that is not writable) leaves ``target`` as it was and raises an
     ``OSError`` naming ``target`` and the cause; torch reports such failures as a ``RuntimeError``.
@@ -63,12 +49,11 @@ def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
     except (OSError, RuntimeError) as error:
         if not isinstance(error, OSError) and not any(m in str(error) for m in _WRITER_FAILURES):
             raise  # not a write: an object that cannot be saved
-        code = error.errno if isinstance(error, OSError) and error.errno else errno.EIO
+        code = getattr(error, "errno", None) or errno.EIO
         cause = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else os.strerror(code)}"
         kind = type(error) if isinstance(error, OSError) else OSError  # a PermissionError stays one
-        raise kind(
-            code, f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?"
-        ) from error
+        message = f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?"
+        raise kind(code, message) from error
     finally:
         if tmp is not None and Path(tmp).exists():
             Path(tmp).unlink()
@@ -79,17 +64,14 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     """Load a checkpoint dict of tensors and plain values, or raise a :class:`CheckpointError` naming the file
     (empty, truncated, not a ``torch.save`` file, or not a dict)."""
     if Path(path).is_dir():
-        raise IsADirectoryError(
-            f"{path} is a folder, not a checkpoint file (fit writes {CHECKPOINT_NAME} inside its checkpoint_dir)"
-        )
+        raise IsADirectoryError(f"{path} is a folder, not a checkpoint file (fit writes {CHECKPOINT_NAME} inside it)")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as error:  # torch and pickle raise many kinds here (EOFError, UnpicklingError, ...)
-        reason = (
-            "it is empty" if Path(path).stat().st_size == 0 else f"{type(error).__name__}: {str(error).splitlines()[0]}"
-        )
+        empty = Path(path).stat().st_size == 0
+        reason = "it is empty" if empty else f"{type(error).__name__}: {str(error).splitlines()[0]}"
         raise CheckpointError(
             f"{path} is not a readable checkpoint ({reason}); it may be truncated or another kind of file"
         ) from None
@@ -106,43 +88,8 @@ def data_fingerprint(data: Any) -> dict[str, Any]:
         digest.update(labels.cpu().numpy().astype("int64").tobytes())
         rows = torch.linspace(0, len(images) - 1, min(16, len(images))).long()
         digest.update(images[rows].cpu().contiguous().numpy().tobytes())
-    return {
-        "train_images": len(data.train_labels),
-        "test_images": len(data.test_labels),
-        "sha256": digest.hexdigest()[:16],
-    }
-
-
-def check_resumable(state: dict[str, Any], path: str | os.PathLike[str], expected: dict[str, Any]) -> None:
-    """Raise a :class:`CheckpointError` naming every differing field unless ``state`` (from ``path``) is a training
-    checkpoint of the run whose checkpoint values are ``expected``; a key an older checkpoint lacks is skipped."""
-    missing = sorted({"model", "optimizer", "scaler", "history", "epoch", "train_config"} - set(state))
-    if missing:
-        raise CheckpointError(
-            f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); pass resume=False (or another checkpoint_dir) to start afresh"
-        )
-    differences = []
-    for key, want in expected.items():
-        have = state.get(key, want)
-        if isinstance(want, dict) and isinstance(have, dict):
-            fields = sorted(set(have) | set(want))
-            differences += [
-                f"{key}.{k}: {have.get(k)!r} -> {want.get(k)!r}"
-                for k in fields
-                if _plain(have.get(k)) != _plain(want.get(k))
-            ]
-        elif _plain(have) != _plain(want):
-            differences.append(f"{key}: {have!r} -> {want!r}")
-    if differences:
-        raise CheckpointError(
-            f"{path} was written by a different run ({'; '.join(differences)}), so resuming would not continue it. "
-            f"Use the same model, TrainConfig and data, or pass resume=False (or another checkpoint_dir) to start afresh."
-        )
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists), so that both compare equal."""
-    return json.loads(json.dumps(value))
+    sizes = {"train_images": len(data.train_labels), "test_images": len(data.test_labels)}
+    return sizes | {"sha256": digest.hexdigest()[:16]}
 
 
 def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bool = True) -> Path | None:
@@ -158,27 +105,45 @@ def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bo
     return folder / CHECKPOINT_NAME
 
 
-def restore(
-    path: Path, expected: dict[str, Any], defaults: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-) -> tuple[dict[str, Any], int]:  # fmt: skip
-    """Load the checkpoint ``path`` into the model, optimizer and scaler, after :func:`check_resumable` against
-    ``expected``; return its history (a dict) and epoch. ``defaults``: the ``TrainConfig`` fields, which a
-    checkpoint written before a field existed reads as."""
-    afresh = "Pass resume=False (or another checkpoint_dir) to start afresh."
-    device = next(model.parameters()).device
+def restore(path: Path, expected: dict[str, Any], defaults: dict[str, Any], trained: dict[str, Any]) -> tuple[Any, int]:
+    """Load the checkpoint ``path`` into ``trained`` (``{"model": model, "optimizer": ..., "scaler": ...}``: each
+    ``load_state_dict``'s its entry); return its history (a dict) and epoch.
+
+    Raises a :class:`CheckpointError` naming every differing field unless it is a training checkpoint of the run
+    whose values are ``expected`` (a key an older checkpoint lacks is skipped). ``defaults``: the ``TrainConfig``
+    fields, which a checkpoint written before a field existed reads as.
+    """
     try:
-        state = load_checkpoint(path, map_location=device)
+        state = load_checkpoint(path, map_location=next(trained["model"].parameters()).device)
     except CheckpointError as error:
-        raise CheckpointError(f"{error}. {afresh}") from None
+        raise CheckpointError(f"{error}; {_AFRESH}") from None
+    missing = sorted({"history", "epoch", *trained} - set(state))
     stored = state.get("train_config", state.get("config"))  # format 1 kept it under "config"
-    if isinstance(stored, dict):
-        state["train_config"] = {**defaults, **stored}
-    check_resumable(state, path, expected)
+    if missing or not isinstance(stored, dict):
+        raise CheckpointError(
+            f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing or ['train_config']}); {_AFRESH}"
+        )
+    state["train_config"] = {**defaults, **stored}
+    differences = []
+    for key, want in expected.items():
+        have = state.get(key, want)
+        pairs = [(key, have, want)]
+        if isinstance(want, dict) and isinstance(have, dict):
+            pairs = [(f"{key}.{k}", have.get(k), want.get(k)) for k in sorted(set(have) | set(want))]
+        differences += [f"{name}: {h!r} -> {w!r}" for name, h, w in pairs if _plain(h) != _plain(w)]
+    if differences:
+        raise CheckpointError(
+            f"{path} was written by a different run ({'; '.join(differences)}), so resuming would not continue it. "
+            f"Use the same model, TrainConfig and data, or {_AFRESH}."
+        )
     try:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
+        for key, obj in trained.items():
+            obj.load_state_dict(state[key])
     except (RuntimeError, ValueError, KeyError) as error:
-        raise CheckpointError(f"{path} does not fit this model ({str(error).splitlines()[0]}). {afresh}") from None
+        raise CheckpointError(f"{path} does not fit this model ({str(error).splitlines()[0]}); {_AFRESH}") from None
     return state["history"], int(state["epoch"])
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), so that both compare equal."""
+    return json.loads(json.dumps(value))

@@ -24,10 +24,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import cast
 
+import numpy as np
 import torch
 from torch import nn
-
-__all__ = ["all_reduce_sum", "barrier", "broadcast_buffers", "rank_and_world_size", "synced_batchnorm", "wrap"]
 
 
 def rank_and_world_size() -> tuple[int, int]:
@@ -43,6 +42,13 @@ def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
         values = values.clone()
         torch.distributed.all_reduce(values)
     return values
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """Seed of epoch ``epoch``'s dropout in process ``rank``: one stream per process (else image ``i`` of every
+    shard gets the same mask); rank 0's is the single process's."""
+    entropy = [seed, epoch, 1] if rank == 0 else [seed, epoch, 1, rank]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 def barrier() -> None:

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the step."""
 
 
 @dataclass
@@ -33,12 +38,20 @@ class History:
         return len(self.step_loss)
 
     @property
-    def final_test_acc(self) -> float | None:
-        return self.test_acc[-1] if self.test_acc else None
-
-    @property
     def train_time(self) -> float:
         return float(sum(self.epoch_time))
+
+    def append_steps(self, losses: list[float], per_epoch: int) -> None:
+        """Record the losses of the next steps (whose learning rates ``step_lr`` holds already), or raise a
+        :class:`NonFiniteLossError` naming the first non-finite one's step, epoch and batch (``per_epoch`` steps an epoch)."""
+        for step, loss in enumerate(losses, start=self.steps):
+            if not math.isfinite(loss):
+                epoch, batch = divmod(step, per_epoch)
+                raise NonFiniteLossError(
+                    f"non-finite training loss ({loss}) at step {step} (epoch {epoch + 1}, batch {batch + 1} of the "
+                    f"epoch, lr {self.step_lr[step]:.4g}); lower the learning rate or enable grad_clip"
+                )
+        self.step_loss += losses
 
     def append_epoch(self, **metrics: float) -> None:
         """Record one epoch; every per-epoch field must be given."""
@@ -59,23 +72,19 @@ class History:
         if not isinstance(data, dict):
             raise TypeError(f"a History must be read from a dict, got {type(data).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
-        if unknown:
+        if unknown := set(data) - names:
             raise ValueError(f"unknown History fields {sorted(unknown)}; expected a subset of {sorted(names)}")
-        if not isinstance(data.get("meta", {}), dict):
-            raise TypeError(f"History field meta must be a dict, got {type(data['meta']).__name__}")
+        meta = data.get("meta", {})
+        if not isinstance(meta, dict):
+            raise TypeError(f"History field meta must be a dict, got {type(meta).__name__}")
         columns = {name: column for name, column in data.items() if name != "meta"}
         for name, column in columns.items():
             if not isinstance(column, list):
                 raise TypeError(f"History field {name} must be a list of numbers, got {type(column).__name__}")
-            bad = next(
-                (i for i, v in enumerate(column) if isinstance(v, bool) or not isinstance(v, (int, float))), None
-            )
-            if bad is not None:
-                raise TypeError(f"History field {name}[{bad}] must be a number, got {column[bad]!r}")
-        return cls(
-            **{name: [float(v) for v in column] for name, column in columns.items()}, meta=dict(data.get("meta", {}))
-        )
+            for i, v in enumerate(column):
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    raise TypeError(f"History field {name}[{i}] must be a number, got {v!r}")
+        return cls(**{name: [float(v) for v in column] for name, column in columns.items()}, meta=dict(meta))
 
     def summary(self) -> str:
         if not self.epochs:
