@@ -276,7 +276,7 @@ def test_the_checkpoint_contract_model_and_model_config(tmp_path: Path) -> None:
 def test_a_checkpoint_without_model_config_fails_naming_the_file(tmp_path: Path) -> None:
     path = tmp_path / "trainconfig_only.pt"
     state = xl.Xception(SMALL_CIFAR).state_dict()
-    torch.save({"model": state, "config": xl.train.TrainConfig().to_dict()}, path)
+    torch.save({"model": state, "config": dataclasses.asdict(xl.train.TrainConfig())}, path)
     with pytest.raises(ValueError, match=r"trainconfig_only\.pt.*model_config.*architecture is unknown"):
         load(path)
     torch.save(state, path)  # a bare state dict

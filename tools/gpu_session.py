@@ -235,8 +235,8 @@ def measure(
     barrier: Any, results: Any, architecture: Any, compiled: bool, window_s: float, device: str, batch: int
 ) -> None:
     """One process: train steps of random data; after all processes are warm, count images for ``window_s``."""
-    from xception_lib.runtime import synchronize
-    from xception_lib.train import resolve_amp, train_step
+    from xception_lib.runtime import resolve_amp, synchronize
+    from xception_lib.train import train_step
 
     torch.set_num_threads(1)
     model = runs.build_model(architecture).to(device, memory_format=torch.channels_last).train()

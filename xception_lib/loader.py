@@ -161,9 +161,6 @@ class GpuLoader:
         check_number("GpuLoader.set_epoch", "epoch", epoch, integer=True, low=0)
         self.epoch = int(epoch)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"seed": self.seed, "epoch": self.epoch}
-
     def _shard(self) -> slice:
         """Positions in the epoch's order that this process takes: every ``world_size``-th."""
         n = len(self.labels)

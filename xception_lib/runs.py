@@ -72,7 +72,8 @@ def measure_step_time(
     Timed by :func:`xception_lib.timing.measure` (``steps`` repeats within ``budget_s``, the device synchronised);
     the global random state is left alone.
     """
-    from xception_lib.train import resolve_amp, train_step
+    from xception_lib.runtime import resolve_amp
+    from xception_lib.train import train_step
 
     if batch_size < 1:
         raise ValueError(f"expected batch_size >= 1, got {batch_size}")

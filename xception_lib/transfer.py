@@ -30,8 +30,9 @@ from xception_lib.data import CifarArrays
 from xception_lib.evaluation import evaluate
 from xception_lib.loader import GpuLoader
 from xception_lib.model import Xception
+from xception_lib.runtime import resolve_amp
 from xception_lib.timing import clock, measure
-from xception_lib.train import resolve_amp, train_step
+from xception_lib.train import train_step
 
 SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
 """CIFAR-10's first five classes: what the shipped source network was trained on."""
