@@ -120,10 +120,13 @@ def load_folder(
     tops = {PurePosixPath(name).parts[0] for name in files if len(PurePosixPath(name).parts) > 1}
     if {"train", "test"} <= tops:
         train, test = (
-            _classes(path / split, {n.split("/", 1)[1]: r for n, r in files.items() if n.startswith(f"{split}/")},
-                     {n.split("/", 1)[1] for n in folders if n.startswith(f"{split}/")})
+            _classes(
+                path / split,
+                {n.split("/", 1)[1]: r for n, r in files.items() if n.startswith(f"{split}/")},
+                {n.split("/", 1)[1] for n in folders if n.startswith(f"{split}/")},
+            )
             for split in ("train", "test")
-        )  # fmt: skip
+        )
         if sorted(train) != sorted(test):
             raise ValueError(
                 f"{path}: train/ has the classes {sorted(train)} but test/ has {sorted(test)}; make them the same"
@@ -150,8 +153,16 @@ def load_folder(
 
     train_images, train_labels = decode(train)
     test_images, test_labels = decode(test)
-    return ImageArrays(path.stem, train_images, train_labels, test_images, test_labels, classes, str(path),
-                       normalisation=_stats(mean, std))  # fmt: skip
+    return ImageArrays(
+        path.stem,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        classes,
+        str(path),
+        normalisation=_stats(mean, std),
+    )
 
 
 def arrays_from_datasets(
@@ -181,8 +192,16 @@ def arrays_from_datasets(
 
     train_images, train_labels = split(train, "train")
     test_images, test_labels = split(test, "test")
-    return ImageArrays(name, train_images, train_labels, test_images, test_labels, tuple(classes), name,
-                       normalisation=_stats(mean, std))  # fmt: skip
+    return ImageArrays(
+        name,
+        train_images,
+        train_labels,
+        test_images,
+        test_labels,
+        tuple(classes),
+        name,
+        normalisation=_stats(mean, std),
+    )
 
 
 def _stats(mean: Sequence[float], std: Sequence[float]) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -203,8 +222,10 @@ def _zip_files(path: Path) -> tuple[dict[str, Callable[[], bytes]], set[str]]:
         name = info.filename.replace("\\", "/")
         parts = PurePosixPath(name).parts
         if name.startswith("/") or ".." in parts or (parts and ":" in parts[0]):
-            raise ValueError(f"{path}: member {info.filename!r} would land outside the folder it is extracted into "
-                             "(an absolute path or '..'); refusing to read this zip")  # fmt: skip
+            raise ValueError(
+                f"{path}: member {info.filename!r} would land outside the folder it is extracted into "
+                "(an absolute path or '..'); refusing to read this zip"
+            )
         if info.is_dir():
             folders.add(name.rstrip("/"))
         else:
@@ -262,8 +283,10 @@ def _split(
     g = torch.Generator().manual_seed(seed)
     for c, items in sorted(by_class.items()):
         if len(items) < 2:
-            raise ValueError(f"{path}: class {c!r} has {len(items)} image(s); it needs at least 2, one to train on "
-                             "and one to test on")  # fmt: skip
+            raise ValueError(
+                f"{path}: class {c!r} has {len(items)} image(s); it needs at least 2, one to train on "
+                "and one to test on"
+            )
         n_test = min(max(1, round(test_fraction * len(items))), len(items) - 1)
         order = torch.randperm(len(items), generator=g).tolist()
         test[c] = [items[i] for i in sorted(order[:n_test])]

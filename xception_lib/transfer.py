@@ -285,8 +285,9 @@ def _eval_batches(
     device = torch.device(device)
     model.eval().to(device).to(memory_format=torch.channels_last)
     labels = torch.zeros(len(images), dtype=torch.int64)  # the loader wants labels; nothing reads them
-    loader = GpuLoader(images, labels, mean=mean, std=std, batch_size=batch_size, train=False, device=device,
-                       channels_last=True)  # fmt: skip
+    loader = GpuLoader(
+        images, labels, mean=mean, std=std, batch_size=batch_size, train=False, device=device, channels_last=True
+    )
     return (x for x, _ in loader)
 
 
