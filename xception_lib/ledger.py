@@ -1,13 +1,13 @@
-"""The ledger: every recorded training run, appended to one JSON Lines file, never rewritten.
+"""The ledger: every recorded training run (a :class:`Run`), one line of a JSON Lines file, never rewritten.
 
-GPU sessions are short and rare, so their runs add up instead of replacing each other. Each line
-is one :class:`Run`. The book's ledger ships inside the package (:func:`records_dir`), so a chapter
-opened alone (Colab) finds it: ``ledger.latest(ledger.read(), kind="reference")``.
+GPU sessions are short and rare, so their runs add up instead of replacing each other. The book's ledger ships
+inside the package (:func:`records_dir`), so a chapter opened alone (Colab) finds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
@@ -24,13 +24,7 @@ from typing import Any
 from xception_lib.history import EPOCH_FIELDS, History
 from xception_lib.provenance import Environment, check, check_fields, expect, from_dict
 
-try:
-    import fcntl
-except ImportError:  # Windows: one writer at a time is the caller's business
-    fcntl = None  # type: ignore[assignment]
-
-FORMAT = "xception_lib.ledger/1"
-"""The ``format`` field of every line."""
+FORMAT = "xception_lib.ledger/1"  # the ``format`` field of every line
 
 LEDGER_NAME = "runs.jsonl"
 KINDS = ("reference", "control", "recipe", "ablation", "smoke")
@@ -41,11 +35,6 @@ the recipe race, a point of the ablation queue, a smoke test); a CPU preview is 
 def records_dir() -> Path:
     """The folder of recorded results inside the installed package (``xception_lib/records``)."""
     return Path(__file__).resolve().parent / "records"
-
-
-def default_path() -> Path:
-    """The book's ledger: ``records_dir() / "runs.jsonl"``."""
-    return records_dir() / LEDGER_NAME
 
 
 @dataclass(frozen=True)
@@ -173,7 +162,7 @@ def read(path: str | Path | None = None) -> list[Run]:
 
     A line that is not JSON, not a valid run, or repeats an ``id`` raises a ValueError naming the file and line.
     """
-    path = default_path() if path is None else Path(path)
+    path = records_dir() / LEDGER_NAME if path is None else Path(path)
     if not path.exists():
         return []
     expect(path.is_file(), str(path), "a ledger file (JSON Lines)", "a folder")
@@ -211,32 +200,27 @@ def append(run: Run, path: str | Path) -> None:
 def append_json_line(path: str | Path, obj: dict[str, Any], unique_id: str | None = None) -> None:
     """Append ``obj`` as one line of the JSON Lines file at ``path``, never damaging what is there.
 
-    The line is whole or absent (a failed write, a full disk, is undone), starts on a line of its own even after
-    a line cut short, and concurrent writers are serialised by a file lock. ``unique_id``: refuse an ``id`` that
-    is already there.
+    The line is whole or absent (a failed write, a full disk, is undone) and starts on a line of its own even after
+    a line cut short; a file lock serialises concurrent writers. ``unique_id``: refuse an ``id`` already there.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(obj, sort_keys=True, allow_nan=False).encode() + b"\n"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file is closed
-        with open(fd, "rb", closefd=False) as f:
-            existing = f.read()
-        if unique_id and any(unique_id.encode() in old and _id_of(old) == unique_id for old in existing.splitlines()):
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
+        f.seek(0)
+        existing = f.read()
+        if unique_id and unique_id in map(_id_of, existing.splitlines()):
             what = f"{obj.get('study')}/{obj.get('name')}, seed {obj.get('seed')}"
             raise ValueError(f"{path}: run {unique_id} ({what}) is already in the ledger")
         data = memoryview(line if existing.endswith(b"\n") or not existing else b"\n" + line)
         try:
             while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
+                data = data[os.write(f.fileno(), data) :]
+            os.fsync(f.fileno())
         except OSError as error:
-            os.ftruncate(fd, len(existing))  # undo a partial line
+            f.truncate(len(existing))  # undo a partial line
             raise OSError(error.errno, f"{path}: nothing appended ({error.strerror}); the file is as it was") from error
-    finally:
-        os.close(fd)
 
 
 def _id_of(line: bytes) -> Any:
@@ -244,17 +228,6 @@ def _id_of(line: bytes) -> Any:
         return json.loads(line)["id"]
     except (ValueError, TypeError, KeyError):  # a damaged line is no run
         return None
-
-
-def merge(source: str | Path, path: str | Path) -> int:
-    """Append to the ledger at ``path`` the runs of ``source`` it lacks; return how many."""
-    if not Path(source).is_file():
-        raise ValueError(f"{source}: no such ledger file; give the runs.jsonl of a GPU session")
-    have = {run.id for run in read(path)}  # every line of both files checked before anything is appended
-    new = [run for run in read(source) if run.id not in have]
-    for run in new:
-        append(run, path)
-    return len(new)
 
 
 def select(runs: Iterable[Run], **fields: Any) -> list[Run]:
@@ -270,13 +243,11 @@ def latest(runs: Iterable[Run], **fields: Any) -> Run | None:
 
 @dataclass(frozen=True)
 class Summary:
-    """One configuration's final test accuracies over seeds: mean, sample ``std``, ``se = std / sqrt(n)`` (NaN for
-    one run), and the range."""
+    """One configuration's final test accuracies over seeds: mean, ``se = stdev / sqrt(n)`` (NaN for one run), range."""
 
     name: str
     n: int
     mean: float
-    std: float
     se: float
     min: float
     max: float
@@ -295,8 +266,8 @@ def summarize(runs: Sequence[Run]) -> list[Summary]:
     out = []
     for group in groups.values():
         acc = [r.final_test_acc for r in group]
-        n, mean, std = len(acc), statistics.fmean(acc), statistics.stdev(acc) if len(acc) > 1 else math.nan
-        out.append(Summary(group[0].name, n, mean, std, std / math.sqrt(n), min(acc), max(acc), tuple(group)))
+        se = statistics.stdev(acc) / math.sqrt(len(acc)) if len(acc) > 1 else math.nan
+        out.append(Summary(group[0].name, len(acc), statistics.fmean(acc), se, min(acc), max(acc), tuple(group)))
     return out
 
 
@@ -310,7 +281,6 @@ class Effect:
     delta: float
     se: float
     macs_ratio: float
-    params_ratio: float
     step_time_ratio: float
 
 
@@ -326,38 +296,35 @@ def effects(runs: Sequence[Run]) -> list[Effect]:
         raise ValueError(f"expected runs named 'base' to compare with, got {sorted(by_name)}")
     base = by_name.pop("base")
 
-    def ratio(row: Summary, attr: str) -> float:
-        a, b = getattr(row.first, attr), getattr(base.first, attr)
-        return a / b if a is not None and b else math.nan
+    def ratio(row: Summary, attr: str) -> float:  # NaN where a cost was not measured (None)
+        return (getattr(row.first, attr) or math.nan) / (getattr(base.first, attr) or math.nan)
 
-    costs = ("macs", "params", "step_time_s")
+    costs = ("macs", "step_time_s")
     delta = [(r, r.mean - base.mean, math.hypot(r.se, base.se)) for r in by_name.values()]
     return [Effect(r.name, r.n, base.n, d, se, *(ratio(r, c) for c in costs)) for r, d, se in delta]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xception_lib.ledger merge SOURCE [--into LEDGER]``, or ``check [LEDGER]``."""
+    """``python -m xception_lib.ledger merge SOURCE [--into LEDGER]``: append the runs of SOURCE that LEDGER lacks."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m xception_lib.ledger", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("merge", help="append the runs of SOURCE that the ledger lacks")
-    m.add_argument("source", type=Path)
-    m.add_argument("--into", type=Path, default=default_path(), help="default: the book's ledger in the package")
-    c = sub.add_parser("check", help="validate every line of a ledger (default: the book's)")
-    c.add_argument("into", type=Path, nargs="?", default=default_path())
+    parser.add_argument("command", choices=["merge"], help="append the runs of SOURCE that the ledger lacks")
+    parser.add_argument("source", type=Path, help="the runs.jsonl of a GPU session")
+    parser.add_argument("--into", type=Path, default=records_dir() / LEDGER_NAME, help="default: the book's ledger")
     args = parser.parse_args(argv)
-    for given in [getattr(args, "source", args.into), *([args.into] if args.into.exists() else [])]:
+    for given in [args.source, *([args.into] if args.into.exists() else [])]:
         if not given.is_file():
             parser.error(f"{given}: no such ledger file")  # exit 2, before any work; --into may be a new file
     try:
-        if args.command == "merge":
-            print(f"{merge(args.source, args.into)} run(s) appended to {args.into}")
-        else:
-            print(f"{len(read(args.into))} valid run(s) in {args.into}")
+        have = {run.id for run in read(args.into)}  # every line of both files checked before anything is appended
+        new = [run for run in read(args.source) if run.id not in have]
+        for run in new:
+            append(run, args.into)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    print(f"{len(new)} run(s) appended to {args.into}")
     return 0
 
 
