@@ -262,7 +262,7 @@ def test_an_append_that_meets_a_full_disk_leaves_the_file_as_it_was(
 
 
 def test_a_cut_copy_of_a_run_does_not_stop_it_being_appended(tmp_path: Path) -> None:
-    """The duplicate check reads a damaged line as no run, instead of failing on it."""
+    """The duplicate check compares whole lines: a damaged copy is no run, and does not stop the run."""
     path = tmp_path / "runs.jsonl"
     run = make_run(seed=0)
     line = json.dumps(run.to_dict(), sort_keys=True)

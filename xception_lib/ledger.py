@@ -194,26 +194,27 @@ def _read(path: Path, mtime_ns: int, size: int) -> tuple[Run, ...]:
 
 def append(run: Run, path: str | Path) -> None:
     """Append ``run`` as one line of the ledger at ``path`` (created if missing); a run already there: ValueError."""
-    append_json_line(path, run.to_dict(), unique_id=run.id)
+    append_json_line(path, run.to_dict(), unique=True)
 
 
-def append_json_line(path: str | Path, obj: dict[str, Any], unique_id: str | None = None) -> None:
+def append_json_line(path: str | Path, obj: dict[str, Any], unique: bool = False) -> None:
     """Append ``obj`` as one line of the JSON Lines file at ``path``, never damaging what is there.
 
     The line is whole or absent (a failed write, a full disk, is undone) and starts on a line of its own even after
-    a line cut short; a file lock serialises concurrent writers. ``unique_id``: refuse an ``id`` already there.
+    a line cut short; a file lock serialises concurrent writers. ``unique``: refuse a line that is already there
+    (a run's line is all of its content, so the same line is the same ``id``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(obj, sort_keys=True, allow_nan=False).encode() + b"\n"
+    line = json.dumps(obj, sort_keys=True, allow_nan=False).encode()
     with open(path, "a+b") as f:
         fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
         f.seek(0)
         existing = f.read()
-        if unique_id and unique_id in map(_id_of, existing.splitlines()):
+        if unique and line in existing.splitlines():
             what = f"{obj.get('study')}/{obj.get('name')}, seed {obj.get('seed')}"
-            raise ValueError(f"{path}: run {unique_id} ({what}) is already in the ledger")
-        data = memoryview(line if existing.endswith(b"\n") or not existing else b"\n" + line)
+            raise ValueError(f"{path}: run {obj.get('id')} ({what}) is already in the ledger")
+        data = memoryview(line + b"\n" if existing.endswith(b"\n") or not existing else b"\n" + line + b"\n")
         try:
             while data:
                 data = data[os.write(f.fileno(), data) :]
@@ -221,13 +222,6 @@ def append_json_line(path: str | Path, obj: dict[str, Any], unique_id: str | Non
         except OSError as error:
             f.truncate(len(existing))  # undo a partial line
             raise OSError(error.errno, f"{path}: nothing appended ({error.strerror}); the file is as it was") from error
-
-
-def _id_of(line: bytes) -> Any:
-    try:
-        return json.loads(line)["id"]
-    except (ValueError, TypeError, KeyError):  # a damaged line is no run
-        return None
 
 
 def select(runs: Iterable[Run], **fields: Any) -> list[Run]:

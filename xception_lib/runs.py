@@ -19,8 +19,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from xception_lib import ledger
 from xception_lib.config import XceptionConfig
+from xception_lib.evaluation import predict
 from xception_lib.model import Xception
+from xception_lib.provenance import check, environment
+from xception_lib.runtime import resolve_amp
 from xception_lib.timing import Timing, clock, measure
+from xception_lib.train import fit, train_step
 
 
 def build_model(architecture: XceptionConfig | str, num_classes: int = 10) -> nn.Module:
@@ -65,11 +69,7 @@ def measure_step_time(
     """The seconds of single :func:`~xception_lib.train.train_step` calls of a fresh model on random 32x32 images,
     timed by :func:`xception_lib.timing.measure` (``steps`` within ``budget_s``); the global random state is left alone.
     """
-    from xception_lib.runtime import resolve_amp
-    from xception_lib.train import train_step
-
-    if batch_size < 1:
-        raise ValueError(f"expected batch_size >= 1, got {batch_size}")
+    check("batch_size", batch_size, int, 1)
     device = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
@@ -167,8 +167,6 @@ class WithExtras(nn.Module):
 
 def test_accuracy(model: nn.Module, data: Any, *, device: torch.device | str, flip: bool = False) -> float:
     """Accuracy on ``data``'s test images; with ``flip``, of the average prediction of each image and its mirror."""
-    from xception_lib.evaluation import predict
-
     kw = {"device": device, "mean": data.mean, "std": data.std}
     probs = predict(model, data.test_images, **kw)
     if flip:
@@ -197,9 +195,6 @@ def train_run(
     The initial weights come from ``cfg.seed`` (the global random state is left alone); ``extras``' Cutout, EMA and
     test-time flips apply; ``step_time`` first times a fresh model's step.
     """
-    from xception_lib import train as tr
-    from xception_lib.provenance import environment
-
     device = torch.device(device)
     extras = extras or Recipe("plain")
     cost = complexity(architecture)
@@ -210,7 +205,7 @@ def train_run(
         model = build_model(architecture, data.num_classes)
     extra = WithExtras(model, extras.cutout, extras.ema) if extras.cutout or extras.ema else None
     elapsed = clock()
-    history = tr.fit(extra or model, data, cfg, device=device, progress=progress)
+    history = fit(extra or model, data, cfg, device=device, progress=progress)
     wall = elapsed()
     test = data.subset(test=cfg.test_subset, seed=cfg.seed) if cfg.test_subset else data
     averaged = {"ema_": extra.update_ema()} if extra is not None and extras.ema else {}  # after the last step
