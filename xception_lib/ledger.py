@@ -6,6 +6,7 @@ inside the package (:func:`records_dir`), so a chapter opened alone (Colab) find
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import fcntl
 import functools
@@ -103,13 +104,6 @@ class Run:
         """Whether the run was measured on a GPU and is not a preview (what the book shows as a result)."""
         return self.environment.device == "cuda" and not self.preview
 
-    @property
-    def config_key(self) -> str:
-        """What makes two runs the same configuration (everything trained, except the seed)."""
-        train = {k: v for k, v in self.train_config.items() if k not in ("seed", "log_every")}
-        what = [self.study, self.name, self.model, self.model_config, train, self.extras, self.data["name"]]
-        return json.dumps(what, sort_keys=True)
-
     def to_dict(self) -> dict[str, Any]:
         """One JSON object (``id`` and ``format`` included)."""
         return {"format": FORMAT, **dataclasses.asdict(self)}  # the history and environment as objects
@@ -119,9 +113,8 @@ class Run:
         """Validate one ledger line's object and build the run; errors name the field."""
         expect(isinstance(data, dict), "the line", "a JSON object", data)
         expect(data.get("format") == FORMAT, "format", repr(FORMAT), data.get("format"))
-        values: dict[str, Any] = {k: v for k, v in data.items() if k != "format"}
-        values["history"] = History.from_dict(values.get("history"))
-        values["environment"] = Environment.from_dict(values.get("environment"))
+        history, environment = History.from_dict(data.get("history")), Environment.from_dict(data.get("environment"))
+        values = {k: v for k, v in data.items() if k != "format"} | {"history": history, "environment": environment}
         return from_dict(cls, values, "the run")
 
 
@@ -172,8 +165,7 @@ def read(path: str | Path | None = None) -> list[Run]:
 @functools.lru_cache(maxsize=16)
 def _read(path: Path, mtime_ns: int, size: int) -> tuple[Run, ...]:
     """The validated runs, cached while the file's time and size stay the same (a chapter reads it often)."""
-    runs: list[Run] = []
-    seen: dict[str, int] = {}  # id: line number
+    runs: dict[str, tuple[int, Run]] = {}  # by id: the line number and the run
     for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -185,11 +177,10 @@ def _read(path: Path, mtime_ns: int, size: int) -> tuple[Run, ...]:
             raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno}); {cut}") from error
         except (TypeError, ValueError, OverflowError) as error:  # UnicodeDecodeError, float(10**400)
             raise ValueError(f"{where}: {error}") from error
-        if run.id in seen:
-            raise ValueError(f"{where}: run {run.id} already appended at line {seen[run.id]}")
-        seen[run.id] = number
-        runs.append(run)
-    return tuple(runs)
+        if run.id in runs:
+            raise ValueError(f"{where}: run {run.id} already appended at line {runs[run.id][0]}")
+        runs[run.id] = number, run
+    return tuple(run for _, run in runs.values())
 
 
 def append(run: Run, path: str | Path) -> None:
@@ -231,8 +222,7 @@ def select(runs: Iterable[Run], **fields: Any) -> list[Run]:
 
 def latest(runs: Iterable[Run], **fields: Any) -> Run | None:
     """The last appended run of :func:`select` (``None`` if there is none)."""
-    chosen = select(runs, **fields)
-    return chosen[-1] if chosen else None
+    return next(reversed(select(runs, **fields)), None)
 
 
 @dataclass(frozen=True)
@@ -253,10 +243,12 @@ class Summary:
 
 
 def summarize(runs: Sequence[Run]) -> list[Summary]:
-    """One :class:`Summary` per configuration (:attr:`Run.config_key`), in order of first appearance."""
+    """One :class:`Summary` per configuration (everything trained, except the seed), in order of first appearance."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.config_key, []).append(run)
+        train = {k: v for k, v in run.train_config.items() if k not in ("seed", "log_every")}
+        what = [run.study, run.name, run.model, run.model_config, train, run.extras, run.data["name"]]
+        groups.setdefault(json.dumps(what, sort_keys=True), []).append(run)
     out = []
     for group in groups.values():
         acc = [r.final_test_acc for r in group]
@@ -300,8 +292,6 @@ def effects(runs: Sequence[Run]) -> list[Effect]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m xception_lib.ledger merge SOURCE [--into LEDGER]``: append the runs of SOURCE that LEDGER lacks."""
-    import argparse
-
     parser = argparse.ArgumentParser(prog="python -m xception_lib.ledger", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["merge"], help="append the runs of SOURCE that the ledger lacks")
     parser.add_argument("source", type=Path, help="the runs.jsonl of a GPU session")

@@ -30,10 +30,9 @@ def expect(condition: bool, where: str, expected: str, got: Any) -> None:
 
 
 def check(where: str, value: Any, hint: Any, low: float = -math.inf, high: float = math.inf, nan: bool = False) -> Any:
-    """``value`` checked against a type ``hint`` (``str``, ``int``, ``float``, ``bool``, ``dict[...]``,
-    ``list[float]``, a class, ``X | None``) and the range ``[low, high]``; numpy numbers come back as Python ones
-    (numpy bools are refused). ``nan``: NaN and, within the range, infinity are values (a loss that diverged).
-    """
+    """``value`` checked against a type ``hint`` (``str``, ``int``, ``float``, ``bool``, ``dict[...]``, ``list[float]``,
+    a class, ``X | None``) and the range ``[low, high]``; numpy numbers come back as Python ones (numpy bools are
+    refused). ``nan``: NaN and, within the range, infinity are values (a loss that diverged)."""
     if type(None) in typing.get_args(hint):  # X | None
         if value is None:
             return None

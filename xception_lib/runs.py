@@ -1,7 +1,4 @@
-"""Training runs for the ledger (:func:`train_run`): the models trained, their costs, step times and recipes.
-
-Chapter 5's recipe race and chapter 6's ablations are made of such runs.
-"""
+"""Training runs for the ledger (chapter 5's recipe race, chapter 6's ablations): models, costs, step times, recipes."""
 
 from __future__ import annotations
 
@@ -18,6 +15,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from xception_lib import ledger
+from xception_lib.complexity import count_macs
 from xception_lib.config import XceptionConfig
 from xception_lib.evaluation import predict
 from xception_lib.model import Xception
@@ -47,10 +45,8 @@ def complexity(architecture: XceptionConfig | str) -> dict[str, int | None]:
     """``params`` of the built model and ``macs`` of one 32x32 image (fvcore; ``None`` where fvcore is missing)."""
     model = build_model(architecture)
     try:
-        from xception_lib.complexity import count_macs
-
         macs: int | None = count_macs(model, (1, 3, 32, 32))
-    except ImportError:  # a bare GPU machine
+    except ImportError:  # fvcore is missing (a bare GPU machine)
         macs = None
     return {"params": sum(p.numel() for p in model.parameters()), "macs": macs}
 
