@@ -172,12 +172,11 @@ def test_ledger_command_line_refuses_what_is_not_there(tmp_path: Path, capsys: p
     bad.write_text(good.read_text().replace('"kind": "ablation"', '"kind": "sweep"'))
     book = tmp_path / "book.jsonl"
     cases = [
-        (["check", str(tmp_path / "missing.jsonl")], 2, "no such ledger file"),  # argparse's usage error
-        (["merge", str(tmp_path / "missing.jsonl"), "--into", str(book)], 2, "no such ledger file"),
-        (["check", str(tmp_path)], 2, "no such ledger file"),
+        (["merge", str(tmp_path / "missing.jsonl"), "--into", str(book)], 2, "no such ledger file"),  # usage error
         (["merge", str(good), "--into", str(tmp_path)], 2, "no such ledger file"),
-        (["check", str(bad)], 1, "line 1: kind: expected one of"),
+        (["merge", str(good), "--into", str(bad)], 1, "line 1: kind: expected one of"),
         (["merge", str(bad), "--into", str(book)], 1, "line 1: kind: expected one of"),
+        (["check", str(good)], 2, "invalid choice"),
     ]
     for args, code, message in cases:
         try:

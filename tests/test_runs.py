@@ -62,7 +62,7 @@ def test_measure_step_time_is_positive_and_leaves_global_rng_alone(small_base: x
     assert t.median > 0 and len(t.times) == 2 and not t.truncated
     assert len(xr.measure_step_time(small_base, batch_size=4, warmup=0, steps=50, budget_s=1e-9).times) == 1
     assert torch.equal(state, torch.random.get_rng_state())
-    with pytest.raises(ValueError, match="batch_size >= 1"):
+    with pytest.raises(ValueError, match=r"batch_size: expected a finite number in \[1"):
         xr.measure_step_time(small_base, batch_size=0)
 
 
@@ -97,8 +97,7 @@ def test_ema_follows_the_weights_and_is_not_trained() -> None:
     old = model.weight.detach().clone()
     with torch.no_grad():
         model.weight.add_(1.0)
-    wrapped.update_ema()
-    assert torch.allclose(wrapped.averaged.weight, old + 0.5)  # halfway, with decay 0.5
+    assert torch.allclose(wrapped.update_ema().weight, old + 0.5)  # halfway, with decay 0.5
     assert [id(p) for p in wrapped.parameters()] == [id(p) for p in model.parameters()]
 
 

@@ -1,13 +1,14 @@
-"""The ledger: every recorded training run, appended to one JSON Lines file, never rewritten.
+"""The ledger: every recorded training run (a :class:`Run`), one line of a JSON Lines file, never rewritten.
 
-GPU sessions are short and rare, so their runs add up instead of replacing each other. Each line
-is one :class:`Run`. The book's ledger ships inside the package (:func:`records_dir`), so a chapter
-opened alone (Colab) finds it: ``ledger.latest(ledger.read(), kind="reference")``.
+GPU sessions are short and rare, so their runs add up instead of replacing each other. The book's ledger ships
+inside the package (:func:`records_dir`), so a chapter opened alone (Colab) finds it.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
@@ -24,13 +25,7 @@ from typing import Any
 from xception_lib.history import EPOCH_FIELDS, History
 from xception_lib.provenance import Environment, check, check_fields, expect, from_dict
 
-try:
-    import fcntl
-except ImportError:  # Windows: one writer at a time is the caller's business
-    fcntl = None  # type: ignore[assignment]
-
-FORMAT = "xception_lib.ledger/1"
-"""The ``format`` field of every line."""
+FORMAT = "xception_lib.ledger/1"  # the ``format`` field of every line
 
 LEDGER_NAME = "runs.jsonl"
 KINDS = ("reference", "control", "recipe", "ablation", "smoke")
@@ -41,11 +36,6 @@ the recipe race, a point of the ablation queue, a smoke test); a CPU preview is 
 def records_dir() -> Path:
     """The folder of recorded results inside the installed package (``xception_lib/records``)."""
     return Path(__file__).resolve().parent / "records"
-
-
-def default_path() -> Path:
-    """The book's ledger: ``records_dir() / "runs.jsonl"``."""
-    return records_dir() / LEDGER_NAME
 
 
 @dataclass(frozen=True)
@@ -114,13 +104,6 @@ class Run:
         """Whether the run was measured on a GPU and is not a preview (what the book shows as a result)."""
         return self.environment.device == "cuda" and not self.preview
 
-    @property
-    def config_key(self) -> str:
-        """What makes two runs the same configuration (everything trained, except the seed)."""
-        train = {k: v for k, v in self.train_config.items() if k not in ("seed", "log_every")}
-        what = [self.study, self.name, self.model, self.model_config, train, self.extras, self.data["name"]]
-        return json.dumps(what, sort_keys=True)
-
     def to_dict(self) -> dict[str, Any]:
         """One JSON object (``id`` and ``format`` included)."""
         return {"format": FORMAT, **dataclasses.asdict(self)}  # the history and environment as objects
@@ -130,9 +113,8 @@ class Run:
         """Validate one ledger line's object and build the run; errors name the field."""
         expect(isinstance(data, dict), "the line", "a JSON object", data)
         expect(data.get("format") == FORMAT, "format", repr(FORMAT), data.get("format"))
-        values: dict[str, Any] = {k: v for k, v in data.items() if k != "format"}
-        values["history"] = History.from_dict(values.get("history"))
-        values["environment"] = Environment.from_dict(values.get("environment"))
+        history, environment = History.from_dict(data.get("history")), Environment.from_dict(data.get("environment"))
+        values = {k: v for k, v in data.items() if k != "format"} | {"history": history, "environment": environment}
         return from_dict(cls, values, "the run")
 
 
@@ -173,7 +155,7 @@ def read(path: str | Path | None = None) -> list[Run]:
 
     A line that is not JSON, not a valid run, or repeats an ``id`` raises a ValueError naming the file and line.
     """
-    path = default_path() if path is None else Path(path)
+    path = records_dir() / LEDGER_NAME if path is None else Path(path)
     if not path.exists():
         return []
     expect(path.is_file(), str(path), "a ledger file (JSON Lines)", "a folder")
@@ -183,8 +165,7 @@ def read(path: str | Path | None = None) -> list[Run]:
 @functools.lru_cache(maxsize=16)
 def _read(path: Path, mtime_ns: int, size: int) -> tuple[Run, ...]:
     """The validated runs, cached while the file's time and size stay the same (a chapter reads it often)."""
-    runs: list[Run] = []
-    seen: dict[str, int] = {}  # id: line number
+    runs: dict[str, tuple[int, Run]] = {}  # by id: the line number and the run
     for number, line in enumerate(path.read_bytes().split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -196,65 +177,42 @@ def _read(path: Path, mtime_ns: int, size: int) -> tuple[Run, ...]:
             raise ValueError(f"{where}: not valid JSON ({error.msg} at column {error.colno}); {cut}") from error
         except (TypeError, ValueError, OverflowError) as error:  # UnicodeDecodeError, float(10**400)
             raise ValueError(f"{where}: {error}") from error
-        if run.id in seen:
-            raise ValueError(f"{where}: run {run.id} already appended at line {seen[run.id]}")
-        seen[run.id] = number
-        runs.append(run)
-    return tuple(runs)
+        if run.id in runs:
+            raise ValueError(f"{where}: run {run.id} already appended at line {runs[run.id][0]}")
+        runs[run.id] = number, run
+    return tuple(run for _, run in runs.values())
 
 
 def append(run: Run, path: str | Path) -> None:
     """Append ``run`` as one line of the ledger at ``path`` (created if missing); a run already there: ValueError."""
-    append_json_line(path, run.to_dict(), unique_id=run.id)
+    append_json_line(path, run.to_dict(), unique=True)
 
 
-def append_json_line(path: str | Path, obj: dict[str, Any], unique_id: str | None = None) -> None:
+def append_json_line(path: str | Path, obj: dict[str, Any], unique: bool = False) -> None:
     """Append ``obj`` as one line of the JSON Lines file at ``path``, never damaging what is there.
 
-    The line is whole or absent (a failed write, a full disk, is undone), starts on a line of its own even after
-    a line cut short, and concurrent writers are serialised by a file lock. ``unique_id``: refuse an ``id`` that
-    is already there.
+    The line is whole or absent (a failed write, a full disk, is undone) and starts on a line of its own even after
+    a line cut short; a file lock serialises concurrent writers. ``unique``: refuse a line that is already there
+    (a run's line is all of its content, so the same line is the same ``id``).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(obj, sort_keys=True, allow_nan=False).encode() + b"\n"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released when the file is closed
-        with open(fd, "rb", closefd=False) as f:
-            existing = f.read()
-        if unique_id and any(unique_id.encode() in old and _id_of(old) == unique_id for old in existing.splitlines()):
+    line = json.dumps(obj, sort_keys=True, allow_nan=False).encode()
+    with open(path, "a+b") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file is closed
+        f.seek(0)
+        existing = f.read()
+        if unique and line in existing.splitlines():
             what = f"{obj.get('study')}/{obj.get('name')}, seed {obj.get('seed')}"
-            raise ValueError(f"{path}: run {unique_id} ({what}) is already in the ledger")
-        data = memoryview(line if existing.endswith(b"\n") or not existing else b"\n" + line)
+            raise ValueError(f"{path}: run {obj.get('id')} ({what}) is already in the ledger")
+        data = memoryview(line + b"\n" if existing.endswith(b"\n") or not existing else b"\n" + line + b"\n")
         try:
             while data:
-                data = data[os.write(fd, data) :]
-            os.fsync(fd)
+                data = data[os.write(f.fileno(), data) :]
+            os.fsync(f.fileno())
         except OSError as error:
-            os.ftruncate(fd, len(existing))  # undo a partial line
+            f.truncate(len(existing))  # undo a partial line
             raise OSError(error.errno, f"{path}: nothing appended ({error.strerror}); the file is as it was") from error
-    finally:
-        os.close(fd)
-
-
-def _id_of(line: bytes) -> Any:
-    try:
-        return json.loads(line)["id"]
-    except (ValueError, TypeError, KeyError):  # a damaged line is no run
-        return None
-
-
-def merge(source: str | Path, path: str | Path) -> int:
-    """Append to the ledger at ``path`` the runs of ``source`` it lacks; return how many."""
-    if not Path(source).is_file():
-        raise ValueError(f"{source}: no such ledger file; give the runs.jsonl of a GPU session")
-    have = {run.id for run in read(path)}  # every line of both files checked before anything is appended
-    new = [run for run in read(source) if run.id not in have]
-    for run in new:
-        append(run, path)
-    return len(new)
 
 
 def select(runs: Iterable[Run], **fields: Any) -> list[Run]:
@@ -264,19 +222,16 @@ def select(runs: Iterable[Run], **fields: Any) -> list[Run]:
 
 def latest(runs: Iterable[Run], **fields: Any) -> Run | None:
     """The last appended run of :func:`select` (``None`` if there is none)."""
-    chosen = select(runs, **fields)
-    return chosen[-1] if chosen else None
+    return next(reversed(select(runs, **fields)), None)
 
 
 @dataclass(frozen=True)
 class Summary:
-    """One configuration's final test accuracies over seeds: mean, sample ``std``, ``se = std / sqrt(n)`` (NaN for
-    one run), and the range."""
+    """One configuration's final test accuracies over seeds: mean, ``se = stdev / sqrt(n)`` (NaN for one run), range."""
 
     name: str
     n: int
     mean: float
-    std: float
     se: float
     min: float
     max: float
@@ -288,15 +243,17 @@ class Summary:
 
 
 def summarize(runs: Sequence[Run]) -> list[Summary]:
-    """One :class:`Summary` per configuration (:attr:`Run.config_key`), in order of first appearance."""
+    """One :class:`Summary` per configuration (everything trained, except the seed), in order of first appearance."""
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(run.config_key, []).append(run)
+        train = {k: v for k, v in run.train_config.items() if k not in ("seed", "log_every")}
+        what = [run.study, run.name, run.model, run.model_config, train, run.extras, run.data["name"]]
+        groups.setdefault(json.dumps(what, sort_keys=True), []).append(run)
     out = []
     for group in groups.values():
         acc = [r.final_test_acc for r in group]
-        n, mean, std = len(acc), statistics.fmean(acc), statistics.stdev(acc) if len(acc) > 1 else math.nan
-        out.append(Summary(group[0].name, n, mean, std, std / math.sqrt(n), min(acc), max(acc), tuple(group)))
+        se = statistics.stdev(acc) / math.sqrt(len(acc)) if len(acc) > 1 else math.nan
+        out.append(Summary(group[0].name, len(acc), statistics.fmean(acc), se, min(acc), max(acc), tuple(group)))
     return out
 
 
@@ -310,7 +267,6 @@ class Effect:
     delta: float
     se: float
     macs_ratio: float
-    params_ratio: float
     step_time_ratio: float
 
 
@@ -326,38 +282,33 @@ def effects(runs: Sequence[Run]) -> list[Effect]:
         raise ValueError(f"expected runs named 'base' to compare with, got {sorted(by_name)}")
     base = by_name.pop("base")
 
-    def ratio(row: Summary, attr: str) -> float:
-        a, b = getattr(row.first, attr), getattr(base.first, attr)
-        return a / b if a is not None and b else math.nan
+    def ratio(row: Summary, attr: str) -> float:  # NaN where a cost was not measured (None)
+        return (getattr(row.first, attr) or math.nan) / (getattr(base.first, attr) or math.nan)
 
-    costs = ("macs", "params", "step_time_s")
+    costs = ("macs", "step_time_s")
     delta = [(r, r.mean - base.mean, math.hypot(r.se, base.se)) for r in by_name.values()]
     return [Effect(r.name, r.n, base.n, d, se, *(ratio(r, c) for c in costs)) for r, d, se in delta]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m xception_lib.ledger merge SOURCE [--into LEDGER]``, or ``check [LEDGER]``."""
-    import argparse
-
+    """``python -m xception_lib.ledger merge SOURCE [--into LEDGER]``: append the runs of SOURCE that LEDGER lacks."""
     parser = argparse.ArgumentParser(prog="python -m xception_lib.ledger", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("merge", help="append the runs of SOURCE that the ledger lacks")
-    m.add_argument("source", type=Path)
-    m.add_argument("--into", type=Path, default=default_path(), help="default: the book's ledger in the package")
-    c = sub.add_parser("check", help="validate every line of a ledger (default: the book's)")
-    c.add_argument("into", type=Path, nargs="?", default=default_path())
+    parser.add_argument("command", choices=["merge"], help="append the runs of SOURCE that the ledger lacks")
+    parser.add_argument("source", type=Path, help="the runs.jsonl of a GPU session")
+    parser.add_argument("--into", type=Path, default=records_dir() / LEDGER_NAME, help="default: the book's ledger")
     args = parser.parse_args(argv)
-    for given in [getattr(args, "source", args.into), *([args.into] if args.into.exists() else [])]:
+    for given in [args.source, *([args.into] if args.into.exists() else [])]:
         if not given.is_file():
             parser.error(f"{given}: no such ledger file")  # exit 2, before any work; --into may be a new file
     try:
-        if args.command == "merge":
-            print(f"{merge(args.source, args.into)} run(s) appended to {args.into}")
-        else:
-            print(f"{len(read(args.into))} valid run(s) in {args.into}")
+        have = {run.id for run in read(args.into)}  # every line of both files checked before anything is appended
+        new = [run for run in read(args.source) if run.id not in have]
+        for run in new:
+            append(run, args.into)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    print(f"{len(new)} run(s) appended to {args.into}")
     return 0
 
 

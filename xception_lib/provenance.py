@@ -1,9 +1,8 @@
 """Where, when and on what a result was measured (:class:`Environment`), and how every record is checked.
 
-:func:`check` and :func:`check_fields` validate every record type (:class:`Environment`, ``ledger.Run``, the
-benchmark rows): a bad value is a ``ValueError`` naming the field, what was expected and what came. Numbers are
-finite (NaN only where a field allows it), ``True`` is not a number, numpy numbers become Python ones: a checked
-record writes as JSON.
+:func:`check_fields` validates every record type (:class:`Environment`, ``ledger.Run``, the benchmark rows): a bad
+value is a ``ValueError`` naming the field, what was expected and what came. Numbers are finite (NaN only where a
+field allows it), ``True`` is not a number, numpy numbers become Python ones: a checked record writes as JSON.
 """
 
 from __future__ import annotations
@@ -23,9 +22,6 @@ from typing import Any
 
 import torch
 
-COMMIT_ENV_VAR = "XCEPTION_COMMIT"
-"""Names the commit where there is no git checkout (a copy of the tree sent to a GPU machine)."""
-
 
 def expect(condition: bool, where: str, expected: str, got: Any) -> None:
     """A ``ValueError`` ``"{where}: expected {expected}, got {got!r}"`` unless ``condition``."""
@@ -34,10 +30,9 @@ def expect(condition: bool, where: str, expected: str, got: Any) -> None:
 
 
 def check(where: str, value: Any, hint: Any, low: float = -math.inf, high: float = math.inf, nan: bool = False) -> Any:
-    """``value`` checked against a type ``hint`` (``str``, ``int``, ``float``, ``bool``, ``dict[...]``,
-    ``list[float]``, a class, ``X | None``) and the range ``[low, high]``; numpy numbers come back as Python ones
-    (numpy bools are refused). ``nan``: NaN and, within the range, infinity are values (a loss that diverged).
-    """
+    """``value`` checked against a type ``hint`` (``str``, ``int``, ``float``, ``bool``, ``dict[...]``, ``list[float]``,
+    a class, ``X | None``) and the range ``[low, high]``; numpy numbers come back as Python ones (numpy bools are
+    refused). ``nan``: NaN and, within the range, infinity are values (a loss that diverged)."""
     if type(None) in typing.get_args(hint):  # X | None
         if value is None:
             return None
@@ -58,9 +53,7 @@ def check(where: str, value: Any, hint: Any, low: float = -math.inf, high: float
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{where}: expected plain JSON values (str, int, float, bool, list, dict): {error}"
-            ) from None
+            expect(False, where, "plain JSON values (str, int, float, bool, list, dict)", str(error))
         return dict(value)
     expect(isinstance(value, origin), where, {str: "a string", bool: "true or false"}.get(origin, str(hint)), value)
     return value
@@ -128,10 +121,10 @@ class Environment:
 def git_commit() -> str | None:
     """``$XCEPTION_COMMIT`` if set, else the git HEAD of this package's checkout, else ``None``.
 
-    The variable comes first: a copy of the files can carry git metadata that does not match them.
+    The variable comes first: a copy of the files sent to a GPU machine can carry git metadata that does not match.
     """
-    if os.environ.get(COMMIT_ENV_VAR):
-        return os.environ[COMMIT_ENV_VAR]
+    if commit := os.environ.get("XCEPTION_COMMIT"):
+        return commit
     git = ["git", "rev-parse", "HEAD"]
     try:
         out = subprocess.run(git, cwd=Path(__file__).parent, capture_output=True, text=True, timeout=10, check=True)

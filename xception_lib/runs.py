@@ -1,9 +1,4 @@
-"""Training runs for the ledger: the models trained, the recipes, step times and :func:`train_run`.
-
-A run trains one model (an :class:`~xception_lib.XceptionConfig` or the ResNet-18 control) with
-:func:`xception_lib.train.fit` and returns an :class:`xception_lib.ledger.Run` with everything it
-measured; chapter 5's recipe race and chapter 6's ablations are made of such runs.
-"""
+"""Training runs for the ledger (chapter 5's recipe race, chapter 6's ablations): models, costs, step times, recipes."""
 
 from __future__ import annotations
 
@@ -20,18 +15,20 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from xception_lib import ledger
+from xception_lib.complexity import count_macs
 from xception_lib.config import XceptionConfig
+from xception_lib.evaluation import predict
 from xception_lib.model import Xception
+from xception_lib.provenance import check, environment
+from xception_lib.runtime import resolve_amp
 from xception_lib.timing import Timing, clock, measure
+from xception_lib.train import fit, train_step
 
 
 def build_model(architecture: XceptionConfig | str, num_classes: int = 10) -> nn.Module:
-    """An :class:`~xception_lib.Xception` of the config, or ``"resnet18"``: the control, torchvision's ResNet-18 in
-    its CIFAR form (11.2M parameters).
-
-    The control's 3x3 stride-1 stem and no max-pool keep the 32x32 input in the first stage, as in the CIFAR ResNets
-    that reach 94-95% in about 30 epochs.
-    """
+    """An :class:`~xception_lib.Xception` of the config, or ``"resnet18"``: the control, torchvision's ResNet-18
+    with a 3x3 stride-1 stem and no max-pool, which keep the 32x32 input in the first stage, as in the CIFAR ResNets
+    that reach 94-95% in about 30 epochs."""
     if isinstance(architecture, XceptionConfig):
         return Xception(architecture)
     if architecture != "resnet18":
@@ -48,10 +45,8 @@ def complexity(architecture: XceptionConfig | str) -> dict[str, int | None]:
     """``params`` of the built model and ``macs`` of one 32x32 image (fvcore; ``None`` where fvcore is missing)."""
     model = build_model(architecture)
     try:
-        from xception_lib.complexity import count_macs
-
         macs: int | None = count_macs(model, (1, 3, 32, 32))
-    except ImportError:  # a bare GPU machine
+    except ImportError:  # fvcore is missing (a bare GPU machine)
         macs = None
     return {"params": sum(p.numel() for p in model.parameters()), "macs": macs}
 
@@ -67,16 +62,10 @@ def measure_step_time(
     steps: int = 5,
     budget_s: float | None = None,
 ) -> Timing:
-    """The seconds of single :func:`~xception_lib.train.train_step` calls of a fresh model on random 32x32 images.
-
-    Timed by :func:`xception_lib.timing.measure` (``steps`` repeats within ``budget_s``, the device synchronised);
-    the global random state is left alone.
+    """The seconds of single :func:`~xception_lib.train.train_step` calls of a fresh model on random 32x32 images,
+    timed by :func:`xception_lib.timing.measure` (``steps`` within ``budget_s``); the global random state is left alone.
     """
-    from xception_lib.runtime import resolve_amp
-    from xception_lib.train import train_step
-
-    if batch_size < 1:
-        raise ValueError(f"expected batch_size >= 1, got {batch_size}")
+    check("batch_size", batch_size, int, 1)
     device = torch.device(device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     with torch.random.fork_rng(devices=[]):
@@ -154,32 +143,26 @@ class WithExtras(nn.Module):
         if self.training and self.decay is not None:
             self.update_ema()  # the weights after the previous step
         if self.training and self.cutout:
-            n, _, h, w = x.shape
-            top = torch.randint(-self.cutout // 2, h - self.cutout // 2, (n, 1, 1), device=x.device)
-            left = torch.randint(-self.cutout // 2, w - self.cutout // 2, (n, 1, 1), device=x.device)
-            rows = torch.arange(h, device=x.device).view(1, h, 1)
-            cols = torch.arange(w, device=x.device).view(1, 1, w)
-            inside = (rows >= top) & (rows < top + self.cutout) & (cols >= left) & (cols < left + self.cutout)
+            c, (n, _, h, w) = self.cutout, x.shape
+            top = torch.randint(-c // 2, h - c // 2, (n, 1, 1), device=x.device)
+            left = torch.randint(-c // 2, w - c // 2, (n, 1, 1), device=x.device)
+            rows, cols = torch.arange(h, device=x.device).view(1, h, 1), torch.arange(w, device=x.device).view(1, 1, w)
+            inside = (rows >= top) & (rows < top + c) & (cols >= left) & (cols < left + c)
             x = x * (~inside).unsqueeze(1).to(x.dtype)  # 0 is the mean of normalised images
         return self.model(x)
 
     @torch.compiler.disable
     @torch.no_grad()
-    def update_ema(self) -> None:
-        """Move the average towards the current weights (the first call copies them, on their device)."""
+    def update_ema(self) -> nn.Module:
+        """Move the average towards the current weights (the first call copies them, on their device); return it."""
         if not self._ema:
             self._ema.append(AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True))
         self._ema[0].update_parameters(self.model)
-
-    @property
-    def averaged(self) -> nn.Module:
         return self._ema[0].module
 
 
 def test_accuracy(model: nn.Module, data: Any, *, device: torch.device | str, flip: bool = False) -> float:
     """Accuracy on ``data``'s test images; with ``flip``, of the average prediction of each image and its mirror."""
-    from xception_lib.evaluation import predict
-
     kw = {"device": device, "mean": data.mean, "std": data.std}
     probs = predict(model, data.test_images, **kw)
     if flip:
@@ -190,7 +173,7 @@ def test_accuracy(model: nn.Module, data: Any, *, device: torch.device | str, fl
 def train_run(
     name: str,
     architecture: XceptionConfig | str,
-    train_config: Any,
+    cfg: Any,
     data: Any,
     *,
     device: torch.device | str,
@@ -205,15 +188,11 @@ def train_run(
 ) -> ledger.Run:
     """Train one model (``XceptionConfig`` or ``"resnet18"``) with :func:`~xception_lib.train.fit`; return its run.
 
-    The initial weights come from ``train_config.seed`` (the global random state is left alone);
-    ``extras``' Cutout, EMA and test-time flips apply; ``step_time`` first times a fresh model's step.
+    The initial weights come from ``cfg.seed`` (the global random state is left alone); ``extras``' Cutout, EMA and
+    test-time flips apply; ``step_time`` first times a fresh model's step.
     """
-    from xception_lib import train as tr
-    from xception_lib.provenance import environment
-
     device = torch.device(device)
     extras = extras or Recipe("plain")
-    cfg = train_config
     cost = complexity(architecture)
     options = {"device": device, "amp": cfg.amp, "channels_last": cfg.channels_last}
     step_s = measure_step_time(architecture, batch_size=cfg.batch_size, **options).median if step_time else None
@@ -222,17 +201,14 @@ def train_run(
         model = build_model(architecture, data.num_classes)
     extra = WithExtras(model, extras.cutout, extras.ema) if extras.cutout or extras.ema else None
     elapsed = clock()
-    history = tr.fit(extra or model, data, cfg, device=device, progress=progress)
+    history = fit(extra or model, data, cfg, device=device, progress=progress)
     wall = elapsed()
     test = data.subset(test=cfg.test_subset, seed=cfg.seed) if cfg.test_subset else data
-    metrics = {}
-    if extra is not None and extras.ema:
-        extra.update_ema()  # the last step
-        metrics["ema_test_acc"] = test_accuracy(extra.averaged, test, device=device)
-    if extras.tta_flip:
-        metrics["tta_test_acc"] = test_accuracy(model, test, device=device, flip=True)
-        if extra is not None and extras.ema:
-            metrics["ema_tta_test_acc"] = test_accuracy(extra.averaged, test, device=device, flip=True)
+    averaged = {"ema_": extra.update_ema()} if extra is not None and extras.ema else {}  # after the last step
+    metrics = {f"{k}test_acc": test_accuracy(m, test, device=device) for k, m in averaged.items()}
+    if extras.tta_flip:  # the model's and the average's
+        for k, m in {"": model, **averaged}.items():
+            metrics[f"{k}tta_test_acc"] = test_accuracy(m, test, device=device, flip=True)
     sizes = {"train_size": len(data.train_labels), "test_size": len(data.test_labels)}
     added = {"cutout": extras.cutout, "ema": extras.ema, "tta_flip": extras.tta_flip, "model": extras.model}
     return ledger.Run(
