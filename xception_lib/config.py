@@ -59,7 +59,7 @@ class BlockSpec:
     grow_first: bool
 
     def widths(self) -> list[tuple[int, int]]:
-        """``(in_channels, out_channels)`` of each separable convolution, in order."""
+        """``(in_channels, out_channels)`` of each separable convolution in turn."""
         grow = 0 if self.grow_first else self.reps - 1  # the one that widens
         a, b = self.in_channels, self.out_channels  # a before it, b from it on
         return [(a if i <= grow else b, b if i >= grow else a) for i in range(self.reps)]
@@ -178,9 +178,9 @@ class XceptionConfig:
             BlockSpec("entry_flow", stem, e1, 2, s1, False, True),  # the stem ends in ReLU
             BlockSpec("entry_flow", e1, e2, 2, s2, True, True),
             BlockSpec("entry_flow", e2, e3, 2, s3, True, True),
-            # middle flow: blocks of 3 separable convs at one width, own weights each
+            # middle flow: 3 separable convs at one width, own weights per block
             *(BlockSpec("middle_flow", e3, e3, 3, 1, True, True),) * self.middle_blocks,
-            # exit flow: one block that widens in its *last* separable conv, then pools
+            # exit flow: one block, widening in its *last* separable conv, pools
             BlockSpec("exit_flow", e3, x1, 2, self.exit_stride, True, False),
         )
 

@@ -61,7 +61,7 @@ class SeparableConv2d(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.depthwise(x)  # N x C_in x H' x W': spatial, per channel (or segment)
+        x = self.depthwise(x)  # N x C_in x H' x W': spatial, per channel/segment
         x = self.intermediate(x)
         return self.pointwise(x)  # N x C_out x H' x W': cross-channel
 
