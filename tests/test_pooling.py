@@ -53,7 +53,7 @@ def test_same_max_pool_pads_at_the_end_on_even_inputs() -> None:
         assert torch.equal(xl.MaxPool2dSame(3, 2)(odd), F.max_pool2d(odd, 3, 2, padding=1))
 
 
-@pytest.mark.parametrize("kernel,stride", [(1, 2), (2, 2), (3, 1), (3, 2), (3, 3), (4, 2), (5, 2)])
+@pytest.mark.parametrize("kernel,stride", [(1, 2), (2, 1), (2, 2), (3, 1), (3, 2), (3, 3), (4, 1), (4, 2), (5, 2)])
 def test_same_max_pool_equals_explicit_padding(kernel: int, stride: int) -> None:
     """MaxPool2dSame uses max_pool2d's own padding (and ceil_mode) instead of an explicit
     -inf pad where that is equivalent: outputs and gradients must be identical."""

@@ -1,10 +1,8 @@
 """Parameter and MAC counts: closed-form formulas and the ecosystem's counters.
 
-Vocabulary: a **MAC** is one multiply-accumulate. Everything here counts MACs. "FLOPs" is
-ambiguous: some sources mean 2 x MACs, many (torchvision's "GFLOPS", fvcore, the 3.8 G of
-ResNet-50's paper) mean MACs. The counters come from torchinfo (``total_params``,
-``total_mult_adds``) and fvcore (``FlopCountAnalysis``, which despite its name counts
-one fused multiply-add as one, i.e. MACs, for convolutions and linear layers).
+Vocabulary: a **MAC** is one multiply-accumulate, and everything here counts MACs. "FLOPs" is ambiguous: some
+sources mean 2 x MACs, many (torchvision's "GFLOPS", fvcore, the 3.8 G of ResNet-50's paper) mean MACs. fvcore's
+``FlopCountAnalysis``, despite its name, counts one fused multiply-add of a convolution or linear layer as one.
 
 The formulas, for a ``k x k`` convolution from ``C_in`` to ``C_out`` channels producing
 an ``H x W`` output, without bias:
@@ -35,14 +33,15 @@ from xception_lib.runtime import eval_mode
 
 def conv_params(c_in: int, c_out: int, k: int, groups: int = 1, bias: bool = False) -> int:
     """Parameters of a ``k x k`` convolution with ``groups`` groups."""
-    _check_groups(c_in, c_out, groups)
+    if groups < 1 or c_in % groups or c_out % groups:
+        raise ValueError(f"groups={groups} must divide c_in={c_in} and c_out={c_out}")
     return k * k * (c_in // groups) * c_out + (c_out if bias else 0)
 
 
 def conv_macs(c_in: int, c_out: int, k: int, h_out: int, w_out: int, groups: int = 1) -> int:
-    """MACs of a ``k x k`` convolution producing an ``h_out x w_out`` map (bias adds are not MACs)."""
-    _check_groups(c_in, c_out, groups)
-    return k * k * (c_in // groups) * c_out * h_out * w_out
+    """MACs of a ``k x k`` convolution producing an ``h_out x w_out`` map: every weight once per output pixel
+    (bias adds are not MACs)."""
+    return conv_params(c_in, c_out, k, groups) * h_out * w_out
 
 
 def depthwise_params(c: int, k: int) -> int:
@@ -52,7 +51,7 @@ def depthwise_params(c: int, k: int) -> int:
 
 def depthwise_macs(c: int, k: int, h_out: int, w_out: int) -> int:
     """MACs of a ``k x k`` depthwise convolution."""
-    return k * k * c * h_out * w_out
+    return depthwise_params(c, k) * h_out * w_out
 
 
 def pointwise_params(c_in: int, c_out: int) -> int:
@@ -62,7 +61,7 @@ def pointwise_params(c_in: int, c_out: int) -> int:
 
 def pointwise_macs(c_in: int, c_out: int, h: int, w: int) -> int:
     """MACs of a 1x1 convolution."""
-    return c_in * c_out * h * w
+    return pointwise_params(c_in, c_out) * h * w
 
 
 def separable_params(c_in: int, c_out: int, k: int) -> int:
@@ -72,17 +71,12 @@ def separable_params(c_in: int, c_out: int, k: int) -> int:
 
 def separable_macs(c_in: int, c_out: int, k: int, h_out: int, w_out: int) -> int:
     """MACs of a depthwise separable convolution (depthwise + pointwise)."""
-    return depthwise_macs(c_in, k, h_out, w_out) + pointwise_macs(c_in, c_out, h_out, w_out)
+    return separable_params(c_in, c_out, k) * h_out * w_out
 
 
 def separable_savings(c_in: int, c_out: int, k: int) -> float:
     """How many times fewer MACs (and parameters) separable needs than regular: ``1 / (1/C_out + 1/k^2)``."""
     return conv_params(c_in, c_out, k) / separable_params(c_in, c_out, k)
-
-
-def _check_groups(c_in: int, c_out: int, groups: int) -> None:
-    if groups < 1 or c_in % groups or c_out % groups:
-        raise ValueError(f"groups={groups} must divide c_in={c_in} and c_out={c_out}")
 
 
 # ------------------------------------------------------------------ counters
@@ -91,9 +85,7 @@ def _check_groups(c_in: int, c_out: int, groups: int) -> None:
 def _example(model: nn.Module, input_size: Sequence[int]) -> torch.Tensor:
     if len(input_size) != 4:
         raise ValueError(f"expected input_size (N, C, H, W), got {tuple(input_size)}")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    return torch.zeros(*input_size, device=device)
+    return torch.zeros(*input_size, device=next(model.parameters(), torch.empty(0)).device)  # the model's device
 
 
 def output_shapes(

@@ -9,9 +9,8 @@ An ablation is one ``dataclasses.replace`` away::
     no_residual = dataclasses.replace(base, residual=False)
     model = xl.Xception(no_residual)
 
-The defaults of :meth:`XceptionConfig.imagenet` reproduce the paper's Figure 5 and the
-author's Keras implementation (``keras.applications.Xception``), including Keras's
-batch-norm epsilon and its ``padding="same"`` max-pooling.
+The defaults of :meth:`XceptionConfig.imagenet` reproduce the paper's Figure 5 and the author's Keras implementation
+(``keras.applications.Xception``), including Keras's batch-norm epsilon and its ``padding="same"`` max-pooling.
 """
 
 from __future__ import annotations
@@ -28,12 +27,7 @@ Stem = Literal["imagenet", "cifar"]
 PoolPadding = Literal["same", "symmetric"]
 Flow = Literal["entry_flow", "middle_flow", "exit_flow"]
 
-_INTERVALS = {  # the real-valued fields: low, high, whether each end is allowed
-    "width_multiplier": (0.0, math.inf, False, False),
-    "bn_eps": (0.0, math.inf, False, False),
-    "dropout": (0.0, 1.0, True, False),
-    "bn_momentum": (0.0, 1.0, True, True),
-}
+_INTERVALS = {"width_multiplier": "(0, inf)", "bn_eps": "(0, inf)", "dropout": "[0, 1)", "bn_momentum": "[0, 1]"}
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -49,14 +43,11 @@ class BlockSpec:
 
     Attributes:
         flow: The stage that holds the block (the name of the model's attribute).
-        in_channels: Channels entering the block.
-        out_channels: Channels leaving it.
         reps: Separable convolutions in the block.
         stride: Stride of the closing 3x3 max-pool (1: no pool).
-        start_with_relu: Whether a ReLU precedes the first separable convolution (not in the
-            first block, whose input the stem has just activated).
-        grow_first: Whether the first (entry and middle flows) or the last (exit flow)
-            separable convolution changes the width.
+        start_with_relu: Whether a ReLU precedes the first separable convolution (not in the first block, whose input
+            the stem has just activated).
+        grow_first: Whether the first (entry and middle flows) or the last (exit flow) separable convolution widens.
     """
 
     flow: Flow
@@ -68,7 +59,7 @@ class BlockSpec:
     grow_first: bool
 
     def widths(self) -> list[tuple[int, int]]:
-        """``(in_channels, out_channels)`` of each separable convolution, in order."""
+        """``(in_channels, out_channels)`` of each separable convolution in turn."""
         grow = 0 if self.grow_first else self.reps - 1  # the one that widens
         a, b = self.in_channels, self.out_channels  # a before it, b from it on
         return [(a if i <= grow else b, b if i >= grow else a) for i in range(self.reps)]
@@ -86,34 +77,31 @@ class XceptionConfig:
     Attributes:
         num_classes: Outputs of the final linear classifier.
         in_channels: Channels of the input image (3 for RGB).
-        stem: ``"imagenet"``: two 3x3 convolutions without padding, the first with stride 2
-            (299 -> 149 -> 147), as in the paper. ``"cifar"``: the same two convolutions
-            with stride 1 and padding 1, so a 32x32 image keeps its resolution; a stride-2
-            stem would throw away three quarters of a tiny image before any feature is learnt.
+        stem: ``"imagenet"``: two 3x3 convolutions without padding, the first with stride 2 (299 -> 149 -> 147), as in
+            the paper. ``"cifar"``: the same two convolutions with stride 1 and padding 1, so a 32x32 image keeps its
+            resolution; a stride-2 stem would throw away three quarters of a tiny image before any feature is learnt.
         stem_channels: Output channels of the two stem convolutions.
         entry_channels: Output channels of the entry flow's three residual blocks.
         entry_strides: Stride of each entry block (applied by its final max-pool).
         middle_blocks: Number of middle-flow blocks (the paper uses 8), each with its own weights.
-        exit_channels: Output channels of the exit block, then of the two separable
-            convolutions that follow it (1024, 1536, 2048 in the paper).
+        exit_channels: Output channels of the exit block, then of the two separable convolutions that follow it
+            (1024, 1536, 2048 in the paper).
         exit_stride: Stride of the exit block's max-pool.
         width_multiplier: Scales every channel count (rounded to multiples of 8).
         residual: Residual connections on (the paper) or off (its Figure 9 ablation).
-        intermediate_activation: Non-linearity between the depthwise and the pointwise
-            step of every separable convolution: ``"none"`` (the paper), ``"relu"`` or
-            ``"elu"`` (its Figure 10 ablation).
-        segments: Number of channel segments of the spatial convolution inside each
-            separable convolution. ``None`` means one segment per channel (depthwise, the
-            paper); ``1`` makes it a regular 3x3 convolution. It must divide every input
-            channel count of every separable convolution.
-        dropout: Dropout probability before the classifier (the paper uses 0.5 on ImageNet
-            in training; the Keras reference has none, so the default is 0).
-        bn_eps: Batch-norm epsilon. Keras uses 1e-3; PyTorch's default, kept by the
-            PyTorch ports of the Keras weights, is 1e-5.
+        intermediate_activation: Non-linearity between the depthwise and the pointwise step of every separable
+            convolution: ``"none"`` (the paper), ``"relu"`` or ``"elu"`` (its Figure 10 ablation).
+        segments: Number of channel segments of the spatial convolution inside each separable convolution. ``None``
+            means one segment per channel (depthwise, the paper); ``1`` makes it a regular 3x3 convolution. It must
+            divide every input channel count of every separable convolution.
+        dropout: Dropout probability before the classifier (the paper uses 0.5 on ImageNet in training; the Keras
+            reference has none, so the default is 0).
+        bn_eps: Batch-norm epsilon. Keras uses 1e-3; PyTorch's default, kept by the PyTorch ports of the Keras weights,
+            is 1e-5.
         bn_momentum: Batch-norm momentum in PyTorch's convention (0.01 equals Keras's 0.99).
-        pool_padding: ``"same"`` pads the stride-2 max-pools like TensorFlow (asymmetrically,
-            only at the bottom/right when the input size is even), as Keras's reference model does;
-            ``"symmetric"`` pads one pixel on every side, as the PyTorch ports do.
+        pool_padding: ``"same"`` pads the stride-2 max-pools like TensorFlow (asymmetrically, only at the bottom/right
+            when the input size is even), as Keras's reference model does; ``"symmetric"`` pads one pixel on every side,
+            as the PyTorch ports do.
     """
 
     num_classes: int = 1000
@@ -143,13 +131,15 @@ class XceptionConfig:
                 raise TypeError(f"{name} must be a tuple of {length} ints, got {value!r}")
             for i, item in enumerate(value):
                 _check_int(f"{name}[{i}]", item, 1)
-        for name, (low, high, with_low, with_high) in _INTERVALS.items():
+        for name, interval in _INTERVALS.items():  # "[" and "]" include the end, "(" and ")" do not
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
                 raise TypeError(f"{name} must be a finite real number, got {value!r}")
+            low, high = (float(end) for end in interval[1:-1].split(", "))
             value = float(value)
-            if not (value >= low if with_low else value > low) or not (value <= high if with_high else value < high):
-                interval = f"{'[' if with_low else '('}{low:g}, {high:g}{']' if with_high else ')'}"
+            above = value >= low if interval[0] == "[" else value > low
+            below = value <= high if interval[-1] == "]" else value < high
+            if not (above and below):
                 raise ValueError(f"{name} must be in {interval}, got {value}")
         if not isinstance(self.residual, bool):
             raise TypeError(f"residual must be True or False, got {self.residual!r}")
@@ -172,8 +162,8 @@ class XceptionConfig:
     def channels(self, base: int) -> int:
         """A channel count after the width multiplier, rounded to the nearest multiple of 8 (at least 8).
 
-        Every channel count of the paper's Xception is already a multiple of 8 (728 = 8 x 91), so a
-        multiplier of 1.0 leaves the architecture unchanged.
+        Every channel count of the paper's Xception is already a multiple of 8 (728 = 8 x 91), so a multiplier of 1.0
+        leaves the architecture unchanged.
         """
         return max(8, int(round(base * self.width_multiplier / 8)) * 8)
 
@@ -188,9 +178,9 @@ class XceptionConfig:
             BlockSpec("entry_flow", stem, e1, 2, s1, False, True),  # the stem ends in ReLU
             BlockSpec("entry_flow", e1, e2, 2, s2, True, True),
             BlockSpec("entry_flow", e2, e3, 2, s3, True, True),
-            # middle flow: blocks of 3 separable convs at one width, own weights each
+            # middle flow: 3 separable convs at one width, own weights per block
             *(BlockSpec("middle_flow", e3, e3, 3, 1, True, True),) * self.middle_blocks,
-            # exit flow: one block that widens in its *last* separable conv, then pools
+            # exit flow: one block, widening in its *last* separable conv, pools
             BlockSpec("exit_flow", e3, x1, 2, self.exit_stride, True, False),
         )
 
@@ -213,7 +203,7 @@ class XceptionConfig:
     @classmethod
     def imagenet(cls, **overrides: object) -> XceptionConfig:
         """The paper's Xception for 299x299 ImageNet images (Figure 5)."""
-        return dataclasses.replace(cls(), **overrides)  # type: ignore[arg-type]
+        return cls(**overrides)  # type: ignore[arg-type]
 
     @classmethod
     def cifar(cls, **overrides: object) -> XceptionConfig:
@@ -222,28 +212,23 @@ class XceptionConfig:
         The choices, and why:
 
         * ``stem="cifar"``: stride-1, padded stem; the ImageNet stem would shrink 32 -> 13.
-        * entry strides ``(1, 2, 2)``: the first entry block keeps 32x32 so early features
-          see the full image; the middle flow then runs at 8x8 and the exit flow ends at
-          4x4, the same 1/8 and 1/16 of the input the paper's flows see at 19x19 and 10x10
-          (relative to the 149 px stem output).
-        * widths ``(128, 256, 512)`` / ``(768, 1024, 1024)`` and 4 middle blocks: about
-          7 million parameters and 0.6 GMACs per image, the size of the ResNet-18 models
-          usually trained on CIFAR-10, while keeping a short GPU run short (chapters 5 and
-          6 report what it reaches). Every separable convolution reads a power-of-two channel
-          count (64 to 1024), so every power-of-two ``segments`` value up to 64 is valid
-          for the spectrum experiments.
-        * ``bn_eps=1e-5`` and symmetric pooling: PyTorch's conventions; no Keras weights
-          exist for this variant, so nothing needs to match.
+        * entry strides ``(1, 2, 2)``: the first entry block keeps 32x32 so early features see the full image; the
+          middle flow then runs at 8x8 and the exit flow ends at 4x4, the same 1/8 and 1/16 of the input the paper's
+          flows see at 19x19 and 10x10 (relative to the 149 px stem output).
+        * widths ``(128, 256, 512)`` / ``(768, 1024, 1024)`` and 4 middle blocks: about 7 million parameters and 0.6
+          GMACs per image, the size of the ResNet-18 models usually trained on CIFAR-10, while keeping a short GPU run
+          short (chapters 5 and 6 report what it reaches). Every separable convolution reads a power-of-two channel
+          count (64 to 1024), so every power-of-two ``segments`` value up to 64 is valid for the spectrum experiments.
+        * ``bn_eps=1e-5`` and symmetric pooling: PyTorch's conventions; no Keras weights exist for this variant, so
+          nothing needs to match.
         """
         base = cls(
             num_classes=10,
             stem="cifar",
-            stem_channels=(32, 64),
             entry_channels=(128, 256, 512),
             entry_strides=(1, 2, 2),
             middle_blocks=4,
             exit_channels=(768, 1024, 1024),
-            exit_stride=2,
             bn_eps=1e-5,
             bn_momentum=0.1,
             pool_padding="symmetric",
@@ -252,10 +237,7 @@ class XceptionConfig:
 
     @classmethod
     def timm_port(cls, **overrides: object) -> XceptionConfig:
-        """The paper's Xception with the conventions of timm's ``legacy_xception``.
-
-        The PyTorch port of the Keras weights uses PyTorch's batch-norm epsilon (1e-5)
-        and symmetric max-pool padding; :func:`xception_lib.from_timm` uses this config so
-        that its logits equal timm's.
-        """
+        """The paper's Xception with the conventions of the PyTorch port of its weights, timm's ``legacy_xception``
+        (batch-norm epsilon 1e-5, symmetric max-pool padding): :func:`xception_lib.from_timm` loads into it, so that
+        its logits equal timm's (:mod:`xception_lib.pretrained` says why the port differs)."""
         return cls.imagenet(bn_eps=1e-5, bn_momentum=0.1, pool_padding="symmetric", **overrides)

@@ -1,18 +1,9 @@
-"""Separable convolutions and the Inception modules of the paper's Figures 1-4.
+"""Separable convolutions and the Inception modules of the paper's Figures 1-4, in the order of its argument.
 
-The paper's argument, module by module:
-
-* :class:`InceptionModule` (Figure 1): several towers, each a 1x1 convolution (a
-  cross-channel map) followed by spatial convolutions, concatenated.
-* :class:`SimplifiedInception` (Figure 2): only towers of "1x1 then 3x3".
-* :class:`SegmentedInception` (Figure 3): the same thing, rewritten as *one* 1x1
-  convolution followed by 3x3 convolutions over non-overlapping segments of its output
-  channels (a grouped convolution). Parametrised by the number of segments, it spans
-  the whole spectrum: 1 segment is a regular convolution after a 1x1, one segment per
-  channel is Figure 4's "extreme" Inception module (:func:`extreme_inception`).
-* :class:`SeparableConv2d`: a depthwise separable convolution as in Xception: the
-  spatial (depthwise) step first, then the cross-channel (pointwise) step, with no
-  non-linearity in between.
+Figure 1's Inception module (:class:`InceptionModule`), simplified to towers of "1x1 then 3x3" (Figure 2,
+:class:`SimplifiedInception`), is one 1x1 convolution followed by 3x3 convolutions over non-overlapping segments of
+its output channels (Figure 3, :class:`SegmentedInception`); with one segment per channel it is Figure 4's
+"extreme" Inception module (:func:`extreme_inception`), nearly Xception's :class:`SeparableConv2d`.
 """
 
 from __future__ import annotations
@@ -42,7 +33,6 @@ class SeparableConv2d(nn.Module):
 
     Args:
         kernel_size: Spatial size of the depthwise kernel (odd; padded to keep the size at stride 1).
-        stride: Stride of the depthwise step.
         intermediate: Non-linearity between the two steps: ``"none"`` (Xception),
             ``"relu"`` or ``"elu"`` (the paper's Figure 10 ablation).
         segments: Number of channel segments of the spatial step; ``None`` (default) is
@@ -71,7 +61,7 @@ class SeparableConv2d(nn.Module):
         self.pointwise = nn.Conv2d(in_channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.depthwise(x)  # N x C_in x H' x W': spatial, per channel (or segment)
+        x = self.depthwise(x)  # N x C_in x H' x W': spatial, per channel/segment
         x = self.intermediate(x)
         return self.pointwise(x)  # N x C_out x H' x W': cross-channel
 
@@ -186,10 +176,9 @@ class SegmentedInception(nn.Module):
         first, second = [cast(nn.Conv2d, t[0]) for t in towers], [cast(nn.Conv2d, t[2]) for t in towers]
         seg = cls(first[0].in_channels, sum(c.out_channels for c in first), segments=len(first))
         with torch.no_grad():
-            seg.pointwise.weight.copy_(torch.cat([c.weight for c in first]))
-            seg.pointwise.bias.copy_(torch.cat([c.bias for c in first]))  # type: ignore[union-attr, misc]
-            seg.spatial.weight.copy_(torch.cat([c.weight for c in second]))
-            seg.spatial.bias.copy_(torch.cat([c.bias for c in second]))  # type: ignore[union-attr, misc]
+            for conv, parts in ((seg.pointwise, first), (seg.spatial, second)):
+                conv.weight.copy_(torch.cat([c.weight for c in parts]))
+                conv.bias.copy_(torch.cat([c.bias for c in parts]))  # type: ignore[union-attr, misc]
         return seg
 
 

@@ -11,7 +11,7 @@ convolutions inside residual blocks, so a block's output is the un-activated sum
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 
 import torch
 from torch import nn
@@ -22,17 +22,18 @@ from xception_lib.pooling import MaxPool2dSame
 
 
 class XceptionBlock(nn.Module):
-    """A residual block: ``reps`` x (ReLU -> SeparableConv2d -> BN), then a max-pool.
+    """A residual block: ``reps`` x (ReLU -> SeparableConv2d -> BN), a max-pool.
 
-    Layers are named ``act1, sep1, bn1, act2, sep2, bn2, ...`` and ``pool``. The
-    shortcut is the identity, or a 1x1 convolution + BN when the block changes the
-    width or the resolution; with ``config.residual=False`` there is none.
+    Layers are named ``act1, sep1, bn1, act2, sep2, bn2, ...`` and ``pool``.
+    The shortcut is the identity, or a 1x1 convolution + BN when the block
+    changes the width or the resolution; with ``config.residual=False`` there
+    is none.
 
     Args:
-        spec: The block's row of Figure 5 (one of :meth:`XceptionConfig.blocks`).
-        config: Everything else: residuals, the separable convolutions' ``segments`` and
-            intermediate activation, batch norm's ``bn_eps`` and ``bn_momentum``, the
-            max-pool's padding (``"same"``: TensorFlow's; ``"symmetric"``: PyTorch's).
+        spec: Its row of Figure 5 (one of :meth:`XceptionConfig.blocks`).
+        config: The rest: residuals, the separable convolutions' ``segments``
+            and intermediate activation, batch norm's settings, the max-pool's
+            padding (``"same"``: TensorFlow's; ``"symmetric"``: PyTorch's).
     """
 
     def __init__(self, spec: BlockSpec, config: XceptionConfig) -> None:
@@ -69,11 +70,9 @@ class XceptionBlock(nn.Module):
 class Xception(nn.Module):
     """Xception with named stages: ``stem``, ``entry_flow``, ``middle_flow``, ``exit_flow``, ``head``.
 
-    Use the builders :func:`xception` and :func:`xception_cifar`, or pass any
-    :class:`XceptionConfig`.
-
     Args:
-        config: The architecture. ``dataclasses.replace`` it to build an ablation.
+        config: The architecture (default: the paper's); ``dataclasses.replace`` it to build an ablation. The builders
+            :func:`xception` and :func:`xception_cifar` take its fields as keywords.
     """
 
     def __init__(self, config: XceptionConfig | None = None) -> None:
@@ -99,9 +98,7 @@ class Xception(nn.Module):
                 act2=nn.ReLU(),
             )
         )
-        flows: dict[str, OrderedDict[str, nn.Module]] = {
-            f: OrderedDict() for f in ("entry_flow", "middle_flow", "exit_flow")
-        }
+        flows: defaultdict[str, OrderedDict[str, nn.Module]] = defaultdict(OrderedDict)
         for spec in cfg.blocks():  # Figure 5, row by row
             blocks = flows[spec.flow]
             name = "block" if spec.flow == "exit_flow" else f"block{len(blocks) + 1}"
@@ -166,12 +163,14 @@ class Xception(nn.Module):
     def forward_intermediates(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         """Run the feature extractor and return every named stage's output.
 
-        The shapes in the comments are those of the paper's model on a 299x299 image.
+        The shapes in the comments are those of the paper's model on a 299x299
+        image.
 
         Returns:
-            ``{"stem", "entry_flow.block1", "entry_flow.block2", "entry_flow.block3",
-            "middle_flow", "exit_flow"}`` mapped to their output tensors. Block outputs
-            are the un-activated residual sums, as the next block receives them.
+            ``{"stem", "entry_flow.block1", "entry_flow.block2",
+            "entry_flow.block3", "middle_flow", "exit_flow"}`` mapped to their
+            output tensors. Block outputs are the un-activated residual sums, as
+            the next block receives them.
         """
         self.check_input(x)  # N x 3 x 299 x 299
         out: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -179,16 +178,16 @@ class Xception(nn.Module):
         for name, block in self.entry_flow.named_children():
             x = out[f"entry_flow.{name}"] = block(x)
             # N x 128 x 74 x 74, then N x 256 x 37 x 37, then N x 728 x 19 x 19
-        x = out["middle_flow"] = self.middle_flow(x)  # N x 728 x 19 x 19 (8 blocks)
+        x = out["middle_flow"] = self.middle_flow(x)  # N x 728 x 19 x 19, 8 blocks
         out["exit_flow"] = self.exit_flow(x)  # N x 1024, 1536, then 2048 x 10 x 10
         return out
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Image batch -> final feature map (N x 2048 x 10 x 10 for a 299 px input)."""
+        """Image batch -> final feature map (N x 2048 x 10 x 10 at 299 px)."""
         return self.forward_intermediates(x)["exit_flow"]
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Feature map -> logits (or the pooled features with ``pre_logits=True``)."""
+        """Feature map -> logits (or pooled features with ``pre_logits=True``)."""
         pool, flatten, dropout, fc = self.head
         x = flatten(pool(x))  # N x 2048
         if pre_logits:

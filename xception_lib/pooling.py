@@ -43,21 +43,13 @@ class MaxPool2dSame(nn.Module):
         return F.max_pool2d(x, self.kernel_size, self.stride)  # N x C x ceil(H / s) x ceil(W / s)
 
     def _fast(self, x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-        # Implicit -inf padding plus ceil_mode (a last window clipped at the bottom/right) is the
-        # same pooling without a padded copy of x, whenever the windows start at the same places
-        # and are as many. ceil_mode only where the padding is asymmetric: slower.
+        # No padded copy of x: PyTorch's implicit -inf padding (at most k // 2, as TensorFlow's top/left is) starts
+        # the windows where TensorFlow's does, and where TensorFlow pads one more pixel at the bottom/right,
+        # ceil_mode (slower, so only then) adds the window it makes, if the stride is above 1.
         ceil_mode = bool(bottom > top or right > left)  # a plain bool also under torch.jit.trace
-        k, s = self.kernel_size, self.stride
-
-        def pooled(n: int, pad: int) -> int:  # PyTorch's output size, without windows starting in the padding
-            out = (n + 2 * pad - k + (s - 1 if ceil_mode else 0)) // s + 1
-            return out - 1 if ceil_mode and (out - 1) * s >= n + pad else out
-
-        if max(top, left) <= k // 2 and all(
-            pooled(n, p) == -(-n // s) for n, p in ((x.shape[-2], top), (x.shape[-1], left))
-        ):
-            return max_pool2d(x, k, s, (top, left), ceil_mode=ceil_mode)
-        return max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), k, s)
+        if ceil_mode and self.stride == 1:
+            return max_pool2d(F.pad(x, (left, right, top, bottom), value=float("-inf")), self.kernel_size, 1)
+        return max_pool2d(x, self.kernel_size, self.stride, (top, left), ceil_mode=ceil_mode)
 
 
 # ------------------------------------------------------------------ the opt-in CPU speed trick
@@ -87,21 +79,19 @@ def max_pool2d(
 
 
 class MaxPool2d(nn.MaxPool2d):
-    """``nn.MaxPool2d`` (symmetric padding) computed by :func:`max_pool2d`: the same numbers."""
+    """``nn.MaxPool2d`` (symmetric padding, no dilation, no indices) computed by :func:`max_pool2d`: the same numbers."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.dilation not in (1, (1, 1)) or self.return_indices:
-            return super().forward(x)
         return max_pool2d(x, self.kernel_size, self.stride, self.padding, ceil_mode=self.ceil_mode)
 
 
 def fast_max_pools(model: nn.Module) -> nn.Module:
     """Switch every max-pool of ``model`` to :func:`max_pool2d` (in place; the same numbers); return ``model``."""
     for name, module in list(model.named_modules()):
-        if type(module) is nn.MaxPool2d:
-            fast = MaxPool2d(module.kernel_size, module.stride, module.padding, module.dilation)
-            fast.return_indices, fast.ceil_mode = module.return_indices, module.ceil_mode
-            model.set_submodule(name, fast)
+        if type(module) is nn.MaxPool2d and module.dilation in (1, (1, 1)) and not module.return_indices:
+            model.set_submodule(
+                name, MaxPool2d(module.kernel_size, module.stride, module.padding, ceil_mode=module.ceil_mode)
+            )
         elif isinstance(module, MaxPool2dSame):
             module.fast = True
     return model

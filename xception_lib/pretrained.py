@@ -1,26 +1,20 @@
 """Weights from timm's ``legacy_xception``, the reference PyTorch port of the Keras model.
 
-Where the PyTorch ports differ from Keras's reference original
-----------------------------------------------------------------
-The Keras weights (``keras.applications.Xception``) were converted to PyTorch by
-tstandley and Cadene; timm ships that port as ``legacy_xception``. Two conventions did
-not survive the conversion, so the port computes a slightly different function from the
-Keras model with the same weights:
+The Keras weights (``keras.applications.Xception``) were converted to PyTorch by tstandley and Cadene; timm ships
+that port as ``legacy_xception``. Two conventions did not survive the conversion, so the port computes a slightly
+different function from the Keras model with the same weights:
 
-* **Batch-norm epsilon.** Keras uses ``epsilon=1e-3``; the port uses PyTorch's default
-  ``eps=1e-5``. For channels with a small running variance the normalised values differ.
-* **Max-pool padding.** Keras pools with ``padding="same"``, which TensorFlow implements
-  by padding only at the bottom/right when the input size is even: in Xception only
-  74 -> 37 (147, 37 and 19 are odd and padded one pixel on each side). The port uses
-  ``nn.MaxPool2d(3, 2, padding=1)``, which pads one pixel on every side, so its pooling
-  windows are shifted by one pixel there.
+* **Batch-norm epsilon.** Keras uses ``epsilon=1e-3``, the port PyTorch's default ``eps=1e-5``. For channels with a
+  small running variance the normalised values differ.
+* **Max-pool padding.** Keras pools with ``padding="same"``, which TensorFlow implements by padding only at the
+  bottom/right when the input size is even: in Xception only 74 -> 37 (147, 37 and 19 are odd and padded one pixel
+  on each side). The port's ``nn.MaxPool2d(3, 2, padding=1)`` pads one pixel on every side, so its pooling windows
+  are shifted by one pixel there.
 
-:func:`from_timm` reproduces the port exactly (``XceptionConfig.timm_port()``), so its
-logits equal timm's. ``xl.xception()`` uses the Keras conventions instead; load the port's
-weights into it with ``from_timm(..., config=xl.XceptionConfig.imagenet())``.
-
-Also note: the port's input normalisation is ``mean = std = (0.5, 0.5, 0.5)`` (inputs in
-[-1, 1]), as in Keras's ``preprocess_input`` for Xception.
+:func:`from_timm` reproduces the port exactly (``XceptionConfig.timm_port()``), so its logits equal timm's.
+``xl.xception()`` uses the Keras conventions instead; load the port's weights into it with
+``from_timm(..., config=xl.XceptionConfig.imagenet())``. The port's input normalisation is
+``mean = std = (0.5, 0.5, 0.5)`` (inputs in [-1, 1]), as in Keras's ``preprocess_input`` for Xception.
 """
 
 from __future__ import annotations
@@ -37,9 +31,9 @@ from xception_lib.model import Xception, XceptionBlock
 def timm_key_map(config: XceptionConfig) -> dict[str, str]:
     """The explicit map from this library's parameter and buffer names to timm's.
 
-    timm names blocks ``block1`` ... ``block12`` and their layers by position in a
-    ``rep`` Sequential (``ReLU, SeparableConv2d, BatchNorm2d`` repeated, the first block
-    without its leading ReLU); this library names them ``sep1``, ``bn1``, ....
+    timm names blocks ``block1`` ... ``block12`` and their layers by position in a ``rep`` Sequential (``ReLU,
+    SeparableConv2d, BatchNorm2d`` repeated, the first block without its leading ReLU); this library names them
+    ``sep1``, ``bn1``, ....
 
     Returns:
         ``{our_prefix: timm_prefix}`` for every module of ``config``'s model that holds tensors.
@@ -57,18 +51,16 @@ def timm_key_map(config: XceptionConfig) -> dict[str, str]:
             mapping[f"{block}.layers.sep{i + 1}.pointwise"] = f"block{n}.rep.{sep_index}.pointwise"
             mapping[f"{block}.layers.bn{i + 1}"] = f"block{n}.rep.{sep_index + 1}"
         if spec.projects:
-            mapping.update({f"{block}.shortcut.conv": f"block{n}.skip", f"{block}.shortcut.bn": f"block{n}.skipbn"})
-    mapping.update(
-        {
-            "exit_flow.sep1.depthwise": "conv3.conv1",
-            "exit_flow.sep1.pointwise": "conv3.pointwise",
-            "exit_flow.bn1": "bn3",
-            "exit_flow.sep2.depthwise": "conv4.conv1",
-            "exit_flow.sep2.pointwise": "conv4.pointwise",
-            "exit_flow.bn2": "bn4",
-            "head.fc": "fc",
-        }
-    )
+            mapping |= {f"{block}.shortcut.conv": f"block{n}.skip", f"{block}.shortcut.bn": f"block{n}.skipbn"}
+    mapping |= {
+        "exit_flow.sep1.depthwise": "conv3.conv1",
+        "exit_flow.sep1.pointwise": "conv3.pointwise",
+        "exit_flow.bn1": "bn3",
+        "exit_flow.sep2.depthwise": "conv4.conv1",
+        "exit_flow.sep2.pointwise": "conv4.pointwise",
+        "exit_flow.bn2": "bn4",
+        "head.fc": "fc",
+    }
     return mapping
 
 
