@@ -27,31 +27,10 @@ def same_pool_out(n: int, stride: int = 2) -> int:
 @pytest.mark.parametrize(
     "cfg", [PAPER, xl.XceptionConfig.imagenet(width_multiplier=0.25, middle_blocks=2, num_classes=7)]
 )
-def test_formula_matches_the_modules_flow_by_flow(cfg: xl.XceptionConfig) -> None:
+def test_flow_costs_params_are_the_flows_parameters(cfg: xl.XceptionConfig) -> None:
     model = an.meta_model(cfg)
     measured = an.flow_costs(model, (1, 3, 71, 71))["params"].to_dict()
-    counted = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in an.FLOWS}
-    assert an.flow_params_formula(cfg) == measured == counted
-
-
-def test_paper_total_is_table_3() -> None:
-    assert sum(an.flow_params_formula(PAPER).values()) == 22_855_952  # the paper's Table 3
-    no_shortcuts = an.flow_params_formula(xl.XceptionConfig.imagenet(residual=False))
-    assert sum(no_shortcuts.values()) == sum(
-        p.numel() for p in an.meta_model(xl.XceptionConfig.imagenet(residual=False)).parameters()
-    )
-
-
-def test_formula_rejects_segments() -> None:
-    with pytest.raises(ValueError, match="segments=None"):
-        an.flow_params_formula(xl.XceptionConfig.imagenet(segments=8))
-
-
-def test_depthwise_share_counts_depthwise_weights() -> None:
-    model = an.meta_model(PAPER)
-    dw = sum(m.depthwise.weight.numel() for m in model.modules() if isinstance(m, xl.SeparableConv2d))
-    total = sum(p.numel() for p in model.parameters())
-    assert an.depthwise_share(PAPER) == pytest.approx(dw / total)
+    assert measured == {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in an.FLOWS}
 
 
 def test_flow_macs_agree_with_fvcore(tiny_cfg: xl.XceptionConfig) -> None:
@@ -206,19 +185,6 @@ def test_comparison_table_rows() -> None:
     assert rows.loc["MobileNetV2", "macs"] < rows.loc["Xception", "macs"] / 20
     with pytest.raises(ValueError, match="unknown model"):
         an.comparison_table(["VGG"])
-
-
-def test_calibrate_batch_norm_stores_the_batch_statistics(tiny_cfg: xl.XceptionConfig, image_71: torch.Tensor) -> None:
-    model = xl.Xception(tiny_cfg)
-    momentum = model.stem.bn1.momentum
-    an.calibrate_batch_norm(model, image_71)
-    assert not model.training and model.stem.bn1.momentum == momentum
-    with torch.no_grad():
-        conv = model.stem.conv1(image_71)
-    assert torch.allclose(model.stem.bn1.running_mean, conv.mean(dim=(0, 2, 3)), atol=1e-5)
-    assert torch.allclose(model.stem.bn1.running_var, conv.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4)
-    with pytest.raises(ValueError, match="BatchNorm2d"):
-        an.calibrate_batch_norm(nn.Conv2d(3, 3, 1), image_71)
 
 
 def test_the_max_pools_of_chapter_3_read_two_even_sizes_at_128_px_and_one_at_299() -> None:

@@ -309,12 +309,12 @@ def test_tables_and_figures_draw_the_runs(tiny_runs: list) -> None:
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_reference_summary_reads_the_goal_off_the_history(tiny_runs: list) -> None:
+def test_goal_reads_the_goal_off_the_history(tiny_runs: list) -> None:
     run = tiny_runs[0]
-    report = ex.reference_summary(run, target_acc=0.0, target_s=1e6).report().splitlines()
+    report = ex.Goal(run, target_acc=0.0, target_s=1e6).report().splitlines()
     assert report[0].endswith("goal met") and report[1].endswith("goal met") and " 1 epochs " in report[0]
     assert f"({run.wall_time_s:.2f} s per epoch" in report[0] and "(best epoch 1)" in report[1]
-    assert ex.reference_summary(run, target_acc=1.01).report().splitlines()[1].endswith("goal missed")
+    assert ex.Goal(run, target_acc=1.01).report().splitlines()[1].endswith("goal missed")
 
 
 def test_goal_report_and_verdict_say_met_or_missed() -> None:
@@ -327,10 +327,10 @@ def test_goal_report_and_verdict_say_met_or_missed() -> None:
     point = ex.Ablation("base", {}, xl.XceptionConfig.cifar())
     fake = _fake_run(point, xl.train.recommended_config("cpu"))
     run = dataclasses.replace(fake, id="", epochs=30, history=history, final_test_acc=0.897, wall_time_s=150.0)
-    goal = ex.reference_summary(run)
+    goal = ex.Goal(run)
     assert goal.verdict().startswith("The recorded run misses the time goal (150 s of 120 s) and misses the accuracy")
     assert "89.70% of 94%" in goal.verdict() and "9.7 points more" in goal.verdict()
-    met = ex.reference_summary(dataclasses.replace(run, id="", wall_time_s=100.0), target_s=110.0)
+    met = ex.Goal(dataclasses.replace(run, id="", wall_time_s=100.0), target_s=110.0)
     assert "meets the time goal (100 s of 110 s)" in met.verdict()
     report = goal.report().splitlines()
     assert report[0].endswith("goal missed") and "(5.00 s per epoch" in report[0] and "(best epoch 28)" in report[1]

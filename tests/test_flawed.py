@@ -155,8 +155,8 @@ def test_shared_middle_block_is_one_set_of_weights() -> None:
     shared = fl.middle_flow_usage(build_meta(["shared_middle_block"], POST))
     distinct = fl.middle_flow_usage(build_meta([], POST))
     convs_per_block = 3 * 2  # three separable convolutions, each depthwise + pointwise
-    assert shared == fl.MiddleFlowUsage(applications=8 * convs_per_block, distinct=convs_per_block)
-    assert distinct == fl.MiddleFlowUsage(applications=8 * convs_per_block, distinct=8 * convs_per_block)
+    assert shared == (8 * convs_per_block, convs_per_block)
+    assert distinct == (8 * convs_per_block, 8 * convs_per_block)
 
 
 def test_regular_depthwise_is_a_full_convolution() -> None:
@@ -199,7 +199,7 @@ def test_audit_row_of_the_post() -> None:
     assert row.shapes["logits"] is None  # the flattened 18x18 map does not fit Linear(2048, 100)
     assert row.params == n_params(build_meta(fl.FLAW_NAMES, POST))
     assert row.reference_params == n_params(an.meta_model(POST))
-    assert row.middle == fl.MiddleFlowUsage(applications=48, distinct=6)
+    assert row.middle == (48, 6)
     fixed = fl.audit(build_meta((), POST), label="all fixed")
     with pytest.raises(TypeError, match="expected an xception_lib Xception"):
         fl.audit(nn.Linear(2, 2), label="not a model")  # type: ignore[arg-type]

@@ -67,7 +67,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=_positive(int))
     b.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="default: GPU only")
     b.add_argument("--threads", type=_positive(int), help="CPU threads (default: PyTorch's)")
-    b.add_argument("--no-layers", action="store_true", help="skip the layer micro-benchmarks and the roofline")
+    b.add_argument(
+        "--no-layers", dest="layers", action="store_false", help="skip the layer benchmarks and the roofline"
+    )
     b.add_argument("--output", type=writable, help="write JSON here, e.g. xception_lib/records/bench_gpu_h100.json")
     helps = {"cifar10": "the reference run of xl.xception_cifar with a recipe", "ablations": "the ablation queue"}
     for name, text in helps.items():
@@ -96,11 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "bench":
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        results = benchmark.run(
-            device=args.device, quick=args.quick, models=args.models, batch_size=args.batch_size, rounds=args.rounds,
-            compile=args.compile, variant_models=args.variant_models, layers=not args.no_layers,
-            progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True),
-        )  # fmt: skip
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "threads", "output")}
+        results = benchmark.run(**options, progress=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
         print(bench.format_results(results))
         if args.output is not None:
             print(f"wrote {benchmark.save(results, args.output)}")
@@ -118,21 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     schedule = {} if chosen or args.preview else {"epochs": 15}  # the ablations' schedule on a GPU
     settings = {**chosen.train, "seed": args.seed, **overrides} if chosen else {**schedule, **overrides}
     cfg = (experiments.preview_train_config if args.preview else train.recommended_config)(device, **settings)
+    common: dict[str, Any] = {"device": device, "extras": chosen, "command": command, "progress": not args.no_progress}
     if chosen:
         config = experiments.preview_base() if args.preview else XceptionConfig.cifar()
         queue = [(experiments.Ablation(chosen.name, {}, dataclasses.replace(config, **chosen.model)), cfg)]
-    else:
+        common |= {"kind": "reference", "study": "reference"}
+    else:  # train_run's defaults: kind "ablation", study "ablations"
         base = experiments.preview_base() if args.preview else experiments.sweep_base()
         queue = experiments.ablation_queue(base, args.seeds, cfg, ledger.read(args.out))
-    kind, study = ("reference", "reference") if chosen else ("ablation", "ablations")
     for point, cfg in queue:
         if getattr(args, "budget_s", None) and elapsed() > args.budget_s:
             print(f"budget of {args.budget_s:g} s spent: stopping before {point.name}, seed {cfg.seed}")
             break
-        run = runs.train_run(
-            point.name, point.config, cfg, cifar, device=device, kind=kind, study=study, changes=point.changes,
-            extras=chosen, command=command, progress=not args.no_progress,
-        )  # fmt: skip
+        run = runs.train_run(point.name, point.config, cfg, cifar, changes=point.changes, **common)
         ledger.append(run, args.out)
         print(
             f"{run.name} seed {run.seed}: test accuracy {run.final_test_acc:.2%} in {run.wall_time_s:.1f} s -> {args.out}"

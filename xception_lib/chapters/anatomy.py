@@ -31,33 +31,6 @@ FLOWS = ("stem", "entry_flow", "middle_flow", "exit_flow", "head")
 COLOURS = {**figures.COLOURS, "relu": "#ffffff", "io": "#f7f7f7", "add": LAYERS["other"]}
 
 
-def flow_params_formula(config: XceptionConfig) -> dict[str, int]:
-    """``{flow: parameters}`` from closed forms and the config's block table (``segments=None``), no model built.
-
-    Stem: two regular 3x3 convolutions. Each separable convolution: ``k^2 C_in + C_in C_out``. Each block whose
-    shortcut projects: a 1x1 convolution. Every convolution has a batch norm (2 parameters per channel). Head:
-    ``features x classes`` weights and ``classes`` biases.
-    """
-    if config.segments is not None:
-        raise ValueError(f"flow_params_formula expects depthwise convolutions (segments=None), got {config.segments}")
-    s1, s2 = (config.channels(c) for c in config.stem_channels)
-    out = dict.fromkeys(FLOWS, 0)
-    out["stem"] = cx.conv_params(config.in_channels, s1, 3) + 2 * s1 + cx.conv_params(s1, s2, 3) + 2 * s2
-    for flow, cin, cout in config.separable_layers():
-        out[flow] += cx.separable_params(cin, cout, 3) + 2 * cout
-    for block in config.blocks():
-        if config.residual and block.projects:
-            out[block.flow] += cx.pointwise_params(block.in_channels, block.out_channels) + 2 * block.out_channels
-    out["head"] = (config.channels(config.exit_channels[2]) + 1) * config.num_classes  # weights and biases
-    return out
-
-
-def depthwise_share(config: XceptionConfig) -> float:
-    """The fraction of all parameters held by the depthwise (spatial) filters."""
-    total = sum(flow_params_formula(config).values())
-    return sum(cx.depthwise_params(cin, 3) for _, cin, _ in config.separable_layers()) / total
-
-
 def flow_costs(model: nn.Module, input_size: Sequence[int] = (1, 3, 299, 299)) -> pandas.DataFrame:
     """Parameters (from the tensors) and MACs (of convolutions and linear layers, whole batch) of each flow of
     :data:`FLOWS`, one row each; MACs by the closed forms from the output shapes of one pass
@@ -134,18 +107,6 @@ def meta_model(config: XceptionConfig) -> Xception:
     """An :class:`~xception_lib.model.Xception` on the ``meta`` device: shapes only, no memory."""
     with torch.device("meta"):
         return Xception(config)
-
-
-def calibrate_batch_norm(model: nn.Module, batch: torch.Tensor) -> nn.Module:
-    """Set every batch norm's running statistics to those of ``batch``; return the model in eval mode.
-
-    A random model's running means of 0 and variances of 1 match none of its activations; with statistics from data
-    it behaves like a trained one in eval mode (activations stay in range). The weights are not touched.
-    """
-    if not any(isinstance(m, nn.BatchNorm2d) for m in model.modules()):
-        raise ValueError("expected a model with nn.BatchNorm2d layers, found none")
-    torch.optim.swa_utils.update_bn([batch], model)  # momentum None: after one batch, exactly its statistics
-    return model.eval()
 
 
 _EDGE: dict[str, Any] = {"edgecolor": "#333333", "linewidth": 0.8}

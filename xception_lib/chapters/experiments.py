@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ from xception_lib import ledger, train
 from xception_lib.chapters import style
 from xception_lib.config import XceptionConfig
 
+#: The config field each experiment varies.
 EXPERIMENT_FIELDS = {"residual": "residual", "activation": "intermediate_activation", "segments": "segments"}
-"""Which config field each experiment varies."""
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,8 @@ def ablations(base: XceptionConfig) -> list[Ablation]:
     points = [Ablation("base", {}, base)]
     for experiment, field in EXPERIMENT_FIELDS.items():
         for value in choices[experiment]:
-            points.append(
-                Ablation(f"{experiment}={value}", {field: value}, dataclasses.replace(base, **{field: value}))
-            )
+            changes = {field: value}
+            points.append(Ablation(f"{experiment}={value}", changes, dataclasses.replace(base, **changes)))
     return points
 
 
@@ -97,15 +97,14 @@ def ablation_queue(
 
 def separable_layout(config: XceptionConfig, image_size: int = 32) -> Any:  # -> pandas.DataFrame
     """Every separable convolution of ``config`` in forward order, a row each: ``in_channels``, ``out_channels`` and
-    its output's ``height`` and ``width``. A block's convolutions run at its input's size; its max-pool then divides
-    the size by its stride (rounding up)."""
+    its output's ``height`` and ``width``."""
     import pandas as pd
 
     size = (image_size - 3) // 2 + 1 - 2 if config.stem == "imagenet" else image_size  # 3x3 stride 2, then 3x3
     sizes = []
     for block in config.blocks():
         sizes += [size] * block.reps
-        size = -(-size // block.stride)
+        size = -(-size // block.stride)  # the block's max-pool, rounding up
     sizes += [size, size]  # the exit flow's two after its block
     rows = [(i, o, n, n) for (_, i, o), n in zip(config.separable_layers(), sizes, strict=True)]
     return pd.DataFrame(rows, columns=["in_channels", "out_channels", "height", "width"])
@@ -113,10 +112,7 @@ def separable_layout(config: XceptionConfig, image_size: int = 32) -> Any:  # ->
 
 def command_today(command: str) -> str:
     """A recorded command as it runs today: the command lines moved to ``python -m xception_lib.chapters``."""
-    for old in ("python -m xception_lib.chapters.experiments ", "python -m xception_lib.experiments "):
-        if command.startswith(old):
-            return "python -m xception_lib.chapters " + command.removeprefix(old)
-    return command
+    return re.sub(r"^python -m xception_lib\.(chapters\.)?experiments ", "python -m xception_lib.chapters ", command)
 
 
 def reference_run() -> ledger.Run | None:
@@ -163,11 +159,6 @@ class Goal:
             f"({run.final_test_acc:.2%} of {self.target_acc:.0%}). Its last epoch classified {train_acc:.1%} of the "
             f"*training* images correctly, {100 * (train_acc - run.final_test_acc):.1f} points more than the test images."
         )
-
-
-def reference_summary(run: ledger.Run, *, target_acc: float = 0.94, target_s: float = 120.0) -> Goal:
-    """How a run measures up to the goal."""
-    return Goal(run, target_acc, target_s)
 
 
 def summary_table(runs: Sequence[ledger.Run]) -> Any:  # -> pandas.DataFrame
@@ -262,7 +253,7 @@ def point_label(row: ledger.Summary, experiment: str) -> str:
     return str(row.first.changes.get(EXPERIMENT_FIELDS[experiment], _BASE_VALUES[experiment]))
 
 
-def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | None = None):  # -> Figure
+def plot_experiment(runs: Sequence[ledger.Run], experiment: str):  # -> Figure
     """Test accuracy per epoch (mean over runs, band min..max) and final accuracy (mean ± s.e., every run a dot)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -293,7 +284,7 @@ def plot_experiment(runs: Sequence[ledger.Run], experiment: str, title: str | No
     final.set(xlim=(-0.5, len(rows) - 0.5), xlabel=EXPERIMENT_FIELDS[experiment], ylabel="test acc. at the end (%)")
     for ax in (curve, final):
         ax.grid(alpha=0.3)
-    fig.suptitle(title or f"{experiment}: {_where(runs)}", fontsize=10)
+    fig.suptitle(f"{experiment}: {_where(runs)}", fontsize=10)
     fig.tight_layout()
     return fig
 

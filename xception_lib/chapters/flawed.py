@@ -85,17 +85,9 @@ def size_ranges(sizes: Sequence[int]) -> str:
     return ", ".join(f"{r[0]}" if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs) or "none"
 
 
-@dataclass(frozen=True)
-class MiddleFlowUsage:
-    """Convolutions the middle flow applies in one pass, and the ``distinct`` modules (weights) among them."""
-
-    applications: int
-    distinct: int
-
-
-def middle_flow_usage(model: nn.Module) -> MiddleFlowUsage:
-    """Count convolution calls in ``model.middle_flow`` (run alone on an 8x8 map) and the distinct modules (weights)
-    making them."""
+def middle_flow_usage(model: nn.Module) -> tuple[int, int]:
+    """The convolutions ``model.middle_flow`` (run alone on an 8x8 map) applies, and the distinct modules (weights)
+    among them: ``(applications, distinct)``."""
     convs = [m for m in model.get_submodule("middle_flow").modules() if isinstance(m, nn.Conv2d)]
     calls: list[nn.Module] = []
     handles = [m.register_forward_hook(lambda module, _inputs, _output: calls.append(module)) for m in convs]
@@ -106,7 +98,7 @@ def middle_flow_usage(model: nn.Module) -> MiddleFlowUsage:
     finally:
         for h in handles:
             h.remove()
-    return MiddleFlowUsage(applications=len(calls), distinct=len(set(map(id, calls))))
+    return len(calls), len(set(map(id, calls)))
 
 
 def matches_reference(model: Xception) -> bool:
@@ -125,19 +117,16 @@ class Audit:
     reference_params: int  #: Parameters of :class:`~xception_lib.model.Xception` with the same config.
     shapes: dict[str, tuple[int, ...] | None]  #: ``anatomy.shape_trace``'s shapes at 299 px (``None``: failed).
     logits_at_299: bool  #: Whether a 299 px image reaches the logits.
-    middle: MiddleFlowUsage  #: Middle-flow weight usage.
+    middle: tuple[int, int]  #: :func:`middle_flow_usage`'s ``(applications, distinct)``.
 
 
-def audit(model: Xception, *, label: str, reference_params: int | None = None) -> Audit:
-    """Measure a (flawed) Xception, best built on the ``meta`` device, against ``Xception(model.config)``; pass
-    ``reference_params`` when already known, to save counting them again."""
+def audit(model: Xception, *, label: str) -> Audit:
+    """Measure a (flawed) Xception, best built on the ``meta`` device, against ``Xception(model.config)``."""
     shapes = {step.name: step.shape for step in shape_trace(model, (1, 3, 299, 299))}
-    if reference_params is None:
-        reference_params = sum(p.numel() for p in meta_model(model.config).parameters())
     return Audit(
         label=label,
         params=sum(p.numel() for p in model.parameters()),
-        reference_params=reference_params,
+        reference_params=sum(p.numel() for p in meta_model(model.config).parameters()),
         shapes=shapes,
         logits_at_299=shapes.get("logits") is not None,
         middle=middle_flow_usage(model),
@@ -156,7 +145,7 @@ def audit_table(rows: Sequence[Audit]) -> pandas.DataFrame:
             "vs Xception": [f"{r.params - r.reference_params:+,}" for r in rows],
             **{s.removesuffix("_flow"): [format_shape(r.shapes.get(s)) for r in rows] for s in ("stem", "exit_flow")},
             "299 px": ["yes" if r.logits_at_299 else "no" for r in rows],
-            "middle": [f"{r.middle.distinct}/{r.middle.applications}" for r in rows],
+            "middle": [f"{distinct}/{applied}" for applied, distinct in (r.middle for r in rows)],
         },
         index=pd.Index([r.label.removeprefix("fix ") for r in rows], name="after fixing"),
     )
