@@ -349,7 +349,7 @@ def test_cost_table_and_verdict_read_every_sweep() -> None:
 
 
 def test_effect_verdict_applies_the_chapters_rule() -> None:
-    effect = xl.ledger.Effect("x", 3, 3, 0.03, 0.01, 1.0, 1.0, 1.0)
+    effect = xl.ledger.Effect("x", 3, 3, 0.03, 0.01, 1.0, 1.0)
     assert ex.effect_verdict(effect) == "+3.00 ± 1.00 points (3 vs 3 runs): a real effect"
     assert ex.effect_verdict(dataclasses.replace(effect, delta=-0.025)).endswith("suggestive, not settled")
     assert ex.effect_verdict(dataclasses.replace(effect, delta=0.01)).endswith("no evidence either way")
