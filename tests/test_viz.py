@@ -177,7 +177,7 @@ def test_figures_fit_the_column_with_readable_text(
         "filters": viz.plot_first_filters(model),
         "separable": viz.plot_separable_steps(model, image),
         "statistics": viz.plot_activation_statistics({"a": stats, "b": stats}),
-        "grad-cam": gradcam.plot_grad_cam(model, image_71, ["top1", "top2"]),
+        "grad-cam": gradcam.plot_grad_cam(model, image_71, ["top1", "top2"], spec=images.CIFAR10),
     }
     for name, fig in figures.items():
         fig.canvas.draw()  # tick labels exist only once drawn

@@ -262,15 +262,6 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
     return fig
 
 
-def bar_colour(label: str) -> str:
-    """The colour of a bar: its layer kind's, or its model's (:func:`~xception_lib.chapters.style.colour`), or
-    grey. A separable convolution does both steps: orange (depthwise, spatial) with blue stripes."""
-    try:
-        return colour("depthwise" if label == "separable" else label)
-    except KeyError:
-        return LAYERS["pool"]
-
-
 def bar_pair(
     labels: Sequence[str],
     left: Sequence[float],
@@ -278,13 +269,15 @@ def bar_pair(
     titles: tuple[str, str] = ("parameters", "MACs"),
     log: bool = False,
 ) -> Figure:
-    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time), each bar
-    in its :func:`bar_colour`. ``log``: logarithmic value axes, drawn as dots (bars start at zero)."""
+    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time), each bar in
+    its layer kind's or its model's colour (:func:`~xception_lib.chapters.style.colour`), else grey; a separable
+    convolution does both steps: orange (depthwise, spatial) with blue stripes. ``log``: logarithmic value axes,
+    drawn as dots (bars start at zero)."""
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
     fig, axes = _new_figure(3.2, ncols=2)
-    colours = [bar_colour(label) for label in labels]
+    colours = [colour("depthwise" if label == "separable" else label, LAYERS["pool"]) for label in labels]
     for ax, values, title in zip(axes, (left, right), titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
@@ -292,8 +285,9 @@ def bar_pair(
             where = range(len(labels))
             ax.scatter(where, list(values), c=colours, s=70, edgecolors="#333333", linewidths=0.6, zorder=3)
             for i, value in zip(where, values, strict=True):
-                ax.annotate(short_number(value), (i, value), textcoords="offset points", xytext=(0, 8),
-                            ha="center", fontsize=9)  # fmt: skip
+                ax.annotate(
+                    short_number(value), (i, value), textcoords="offset points", xytext=(0, 8), ha="center", fontsize=9
+                )
             ax.set_xticks(list(where), list(labels))
             ax.set_yscale("log")
             ax.grid(axis="y", which="major", alpha=0.3)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from xception_lib.chapters.images import Preprocessing, to_display
-from xception_lib.chapters.viz import as_batch, on_model, panel_grid
+from xception_lib.chapters.viz import as_batch, panel_grid
 from xception_lib.model import Xception
 from xception_lib.runtime import eval_mode
 
@@ -47,7 +47,7 @@ def grad_cams(
     N x H x W tensor per target), the classes explained (a list of N per target) and the probabilities."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
-    x = on_model(model, images)
+    x = as_batch(images, model)
     n = x.shape[0]
     cams, explained = [], []
     with eval_mode(model), torch.enable_grad():
@@ -91,13 +91,13 @@ def plot_grad_cam(
     images: torch.Tensor,
     targets: Sequence[Target],
     *,
+    spec: Preprocessing,
     class_names: Sequence[str] | None = None,
     image_names: Sequence[str] | None = None,
-    spec: Preprocessing | None = None,
     title: str | None = None,
 ) -> Figure:
-    """A row per image: the image, then its exit flow's Grad-CAM map for each of ``targets`` (each one as
-    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour."""
+    """A row per image: the image (preprocessed with ``spec``), then its exit flow's Grad-CAM map for each of
+    ``targets`` (each one as ``target`` of :func:`grad_cam`) overlaid on it."""
     if not targets:
         raise ValueError("expected at least one target class (or None for the predicted class)")
     x = as_batch(images)

@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
 
 # --------------------------------------------------------------------------- stage outputs
-def as_batch(images: torch.Tensor) -> torch.Tensor:
-    """Preprocessed images as N x 3 x H x W floats: one image (3 x H x W) gains a batch dimension; anything
-    else (another shape, no images, integers: not yet preprocessed) raises a ``ValueError`` or ``TypeError``."""
+def as_batch(images: torch.Tensor, model: torch.nn.Module | None = None, *, one: bool = False) -> torch.Tensor:
+    """Preprocessed images as N x 3 x H x W floats (N = 1 if ``one``), on the ``model``'s device if one is given:
+    one image (3 x H x W) gains a batch dimension; anything else (another shape, no images, integers: not yet
+    preprocessed) raises a ``ValueError`` or ``TypeError``."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"expected preprocessed images as a torch.Tensor, got {type(images).__name__}")
     x = images[None] if images.dim() == 3 else images
@@ -41,25 +42,15 @@ def as_batch(images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected preprocessed images N x 3 x H x W (N >= 1), got shape {tuple(images.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"expected preprocessed float images, got {x.dtype}: apply xl.images.preprocess first")
-    return x
-
-
-def _one_image(image: torch.Tensor) -> torch.Tensor:
-    x = as_batch(image)
-    if x.shape[0] != 1:
-        raise ValueError(f"expected one image (3 x H x W or 1 x 3 x H x W), got shape {tuple(image.shape)}")
-    return x
-
-
-def on_model(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """:func:`as_batch` of ``images`` on the device of the model's parameters, where it computes."""
-    return as_batch(images).to(next(model.parameters()).device)
+    if one and x.shape[0] != 1:
+        raise ValueError(f"expected one image (3 x H x W or 1 x 3 x H x W), got shape {tuple(images.shape)}")
+    return x if model is None else x.to(next(model.parameters()).device)
 
 
 def stage_outputs(model: Xception, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
     """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
     with eval_mode(model), torch.no_grad():
-        out = model.forward_intermediates(on_model(model, images))
+        out = model.forward_intermediates(as_batch(images, model))
     return OrderedDict((name, t.cpu()) for name, t in out.items())
 
 
@@ -117,7 +108,7 @@ def plot_feature_maps(
     (3 x H x W or 1 x 3 x H x W), after ReLU, each on its own scale."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
-    act = stage_outputs(model, _one_image(image))[stage][0]  # C x h x w
+    act = stage_outputs(model, as_batch(image, one=True))[stage][0]  # C x h x w
     fig, axes = _panels(n)
     for ax, ch in zip(axes, select_channels(act, n), strict=True):
         _show_map(ax, act[ch].clamp_min(0), f"ch {ch}")  # what the next layer's ReLU lets through
@@ -129,7 +120,7 @@ def plot_feature_maps(
 
 def plot_stages(model: Xception, image: torch.Tensor, *, n: int = 6) -> Figure:
     """The ``n`` most active channels of every stage for one image, a row each."""
-    outs = stage_outputs(model, _one_image(image))
+    outs = stage_outputs(model, as_batch(image, one=True))
     fig, axes = panel_grid(len(outs), n)
     for row, (name, act) in enumerate(outs.items()):
         for col, ch in enumerate(select_channels(act[0], n)):
@@ -189,7 +180,7 @@ def plot_separable_steps(
     """
     import matplotlib.pyplot as plt
 
-    sep, x_in = _separable_input(model, on_model(model, _one_image(image)), layer)
+    sep, x_in = _separable_input(model, as_batch(image, model, one=True), layer)
     with torch.no_grad():
         depthwise = sep.depthwise(x_in)  # 1 x C_in x h x w: each channel filtered on its own
         mixed_in = sep.intermediate(depthwise)
@@ -267,9 +258,7 @@ def plot_activation_statistics(stats: Mapping[str, pd.DataFrame], *, title: str 
     panels = ["mean after ReLU", "standard deviation", "fraction zero after ReLU", "channels never firing"]
     for ax, key, label in zip(grid.flat, ["mean_relu", "std", "sparsity", "dead_channels"], panels, strict=True):
         for (name, frame), look in zip(stats.items(), looks, strict=False):
-            ax.plot(
-                [s.replace("_flow", "").replace(".block", " ") for s in frame.index], frame[key], label=name, **look
-            )
+            ax.plot(frame.index.str.replace("_flow", "").str.replace(".block", " "), frame[key], label=name, **look)
         if key in ("sparsity", "dead_channels"):
             ax.set_ylim(-0.02, 1.02)
         elif all((frame[key] > 0).all() for frame in stats.values()):
@@ -294,7 +283,7 @@ def top_k(
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     with eval_mode(model), torch.no_grad():
-        probs = model(on_model(model, images)).softmax(dim=1).cpu()
+        probs = model(as_batch(images, model)).softmax(dim=1).cpu()
     if probs.shape[1] != len(class_names):
         raise ValueError(f"expected {probs.shape[1]} class names (one per model output), got {len(class_names)}")
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
