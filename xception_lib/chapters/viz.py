@@ -9,7 +9,6 @@ import socket
 import textwrap
 import urllib.parse
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -47,11 +46,11 @@ def as_batch(images: torch.Tensor, model: torch.nn.Module | None = None, *, one:
     return x if model is None else x.to(next(model.parameters()).device)
 
 
-def stage_outputs(model: Xception, images: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+def stage_outputs(model: Xception, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
     with eval_mode(model), torch.no_grad():
         out = model.forward_intermediates(as_batch(images, model))
-    return OrderedDict((name, t.cpu()) for name, t in out.items())
+    return {name: t.cpu() for name, t in out.items()}
 
 
 def select_channels(activation: torch.Tensor, n: int = 16) -> list[int]:
