@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that 
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: Face colour of each kind of box in the diagrams (what the box correlates), from the book's
-#: one palette (:data:`xception_lib.chapters.style.LAYERS`).
+#: Face colour of each kind of box in the diagrams (what the box correlates), from :data:`~.style.LAYERS`.
 COLOURS = {
     "cross": LAYERS["pointwise"],  # 1x1: cross-channel
     "spatial": LAYERS["depthwise"],  # 3x3 on one channel / segment: spatial
@@ -56,9 +55,6 @@ def _new_figure(height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
 
     fig = Figure(figsize=(COLUMN_IN, height), layout="constrained")
     return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
-
-
-# ------------------------------------------------------------------ module diagrams
 
 
 def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: float = 0.5) -> tuple[float, float]:
@@ -158,9 +154,6 @@ def module_diagram(kind: str) -> Figure:
     return fig
 
 
-# ------------------------------------------------------------------ the segment spectrum
-
-
 @dataclass(frozen=True)
 class SpectrumPoint:
     """One number of segments: the counters' parameters and MACs beside the closed forms."""
@@ -207,12 +200,11 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
         raise ValueError("expected at least one SpectrumPoint, got none")
     fig, axes = _new_figure(3.4, ncols=2)
     s = [p.segments for p in points]
-    panels = [
-        (axes[0], [p.params for p in points], [p.formula_params for p in points], "parameters"),
-        (axes[1], [p.macs for p in points], [p.formula_macs for p in points], "MACs per image"),
-    ]
-    for ax, counted, formula, ylabel in panels:
-        ax.plot(s, formula, "-", color="#999999", linewidth=1.5, label="closed form")
+    for ax, key, ylabel in zip(axes, ("params", "macs"), ("parameters", "MACs per image"), strict=True):
+        counted = [getattr(p, key) for p in points]
+        ax.plot(
+            s, [getattr(p, f"formula_{key}") for p in points], "-", color="#999999", linewidth=1.5, label="closed form"
+        )
         ax.plot(s, counted, "o", color="#333333", markersize=4, label="counted (torchinfo / fvcore)")
         _log2_x(ax, "segments")
         ax.set_yscale("log")
@@ -221,9 +213,6 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
         ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-45, 8), fontsize=9)
     axes[0].legend(fontsize=9, loc="upper right")
     return fig
-
-
-# ------------------------------------------------------------------ separable convolutions
 
 
 def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7)) -> Figure:
@@ -294,9 +283,6 @@ def short_number(value: float) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.3g}{suffix}"
     return f"{value:.3g}"
-
-
-# ------------------------------------------------------------------ library source on the page
 
 
 def source_code(obj: object, width: int = 80) -> Any:

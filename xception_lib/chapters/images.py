@@ -1,6 +1,5 @@
 """Example images (scikit-image photos, CIFAR-10 test images), their class names, and the preprocessing each
-model expects: :func:`preprocess` applies a :class:`Preprocessing`, :func:`to_display` undoes it.
-"""
+model expects: :func:`preprocess` applies a :class:`Preprocessing`, :func:`to_display` undoes it."""
 
 from __future__ import annotations
 
@@ -58,9 +57,8 @@ def class_names_for(kind: str, num_classes: int | None = None) -> list[str]:
 
 
 def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n`` images (H x W x 3 uint8) for a model kind: :data:`PHOTO_NAMES` for ImageNet; for CIFAR-10, test
-    images of ``n`` classes keyed like ``"test 1234: cat"``, the first of distinct classes in a seeded random
-    order, the same at every build."""
+    """``n`` images (H x W x 3 uint8) for a model kind: :data:`PHOTO_NAMES` for ImageNet; for CIFAR-10, the first
+    test images of ``n`` distinct classes in a seeded random order (the same at every build), as ``"test 1234: cat"``."""
     imagenet = preprocessing_for(kind) is IMAGENET_XCEPTION
     limit = len(PHOTO_NAMES) if imagenet else len(CIFAR10_CLASSES)
     if not 1 <= n <= limit:

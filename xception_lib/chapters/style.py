@@ -42,11 +42,8 @@ _COLOURS = {_key(name): colour for name, colour in (MODELS | LAYERS).items()}
 
 
 def colour(name: str, default: str | None = None) -> str:
-    """The book's colour for a model ("ResNet-50" is ``resnet50``) or a layer kind, else ``default``.
-
-    Raises:
-        KeyError: ``name`` is neither and there is no ``default``, with the names that are.
-    """
+    """The book's colour for a model ("ResNet-50" is ``resnet50``) or a layer kind, else ``default``; without
+    one, a ``KeyError`` lists the names that have a colour."""
     found = _COLOURS.get(_key(name), default)
     if found is None:
         raise KeyError(f"no colour for {name!r}: models {sorted(MODELS)}, layer kinds {sorted(LAYERS)}")

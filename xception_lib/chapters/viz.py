@@ -29,11 +29,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-# --------------------------------------------------------------------------- stage outputs
 def as_batch(images: torch.Tensor, model: torch.nn.Module | None = None, *, one: bool = False) -> torch.Tensor:
-    """Preprocessed images as N x 3 x H x W floats (N = 1 if ``one``), on the ``model``'s device if one is given:
-    one image (3 x H x W) gains a batch dimension; anything else (another shape, no images, integers: not yet
-    preprocessed) raises a ``ValueError`` or ``TypeError``."""
+    """Preprocessed images as N x 3 x H x W floats (one image, 3 x H x W, gains a batch dimension; N = 1 if
+    ``one``), on the ``model``'s device if given; anything else raises a ``ValueError`` or ``TypeError``."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"expected preprocessed images as a torch.Tensor, got {type(images).__name__}")
     x = images[None] if images.dim() == 3 else images
@@ -63,7 +61,6 @@ def select_channels(activation: torch.Tensor, n: int = 16) -> list[int]:
     return torch.argsort(activation.clamp_min(0).mean(dim=(1, 2)), descending=True, stable=True)[:n].tolist()
 
 
-# --------------------------------------------------------------------------- drawing
 def panel_grid(nrows: int, ncols: int, *, height: float | None = None) -> tuple[Figure, np.ndarray]:
     """A column-wide figure and its ``nrows x ncols`` axes without ticks; ``height``: of a row."""
     import matplotlib.pyplot as plt
@@ -145,7 +142,6 @@ def plot_first_filters(model: Xception) -> Figure:
     return fig
 
 
-# --------------------------------------------------------------------------- separable steps
 def _separable_input(model: Xception, x: torch.Tensor, layer: str) -> tuple[SeparableConv2d, torch.Tensor]:
     """A named SeparableConv2d and the input it receives, captured by a pre-hook that is always removed."""
     module = dict(model.named_modules()).get(layer)
@@ -222,7 +218,6 @@ def plot_separable_steps(
     return fig
 
 
-# --------------------------------------------------------------------------- statistics
 def activation_statistics(model: Xception, images: torch.Tensor) -> pd.DataFrame:
     """Per-stage statistics of a batch of images' activations, one row per stage (the index): ``channels``,
     ``mean_relu`` (mean after ReLU), ``std`` (of the raw output), ``sparsity`` (fraction that ReLU sets to zero),
@@ -274,7 +269,6 @@ def plot_activation_statistics(stats: Mapping[str, pd.DataFrame], *, title: str 
     return fig
 
 
-# --------------------------------------------------------------------------- predictions
 def top_k(
     model: Xception, images: torch.Tensor, class_names: Sequence[str], *, k: int = 5
 ) -> list[list[tuple[str, float]]]:
@@ -291,8 +285,6 @@ def top_k(
         for vs, ids in zip(values.tolist(), indices.tolist(), strict=True)
     ]
 
-
-# --------------------------------------------------------------------------- which model
 
 #: Environment variable naming a CIFAR-10 checkpoint (written by ``xl.train.fit``) to show.
 CHECKPOINT_ENV = "XCEPTION_CIFAR_CHECKPOINT"
@@ -336,8 +328,7 @@ def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
 
 
 def read_checkpoint(path: str | Path) -> tuple[Xception, float | None]:
-    """The CIFAR-10 Xception (in eval mode) that a checkpoint of ``xl.train.fit`` holds, and the last test
-    accuracy it records (or ``None``)."""
+    """The CIFAR-10 Xception (in eval mode) in a checkpoint of ``xl.train.fit``, and its last test accuracy."""
     path = Path(path).expanduser()
     fix = (
         "Expected a checkpoint written by xl.train.fit (a dict with 'model' and 'model_config'); "
@@ -380,9 +371,8 @@ def small_checkpoint_provenance() -> dict[str, Any]:
 
 def load_best_available_model() -> AvailableModel:
     """The most informative trained Xception this machine can get (on the CPU), and what it is. In order: the
-    CIFAR-10 checkpoint named by ``$XCEPTION_CIFAR_CHECKPOINT`` (it must load, :func:`read_checkpoint`), the
-    pretrained ImageNet Xception (:func:`load_pretrained_imagenet`), the small CIFAR-10 Xception shipped with
-    the package."""
+    CIFAR-10 checkpoint named by ``$XCEPTION_CIFAR_CHECKPOINT`` (it must load), the pretrained ImageNet Xception
+    (:func:`load_pretrained_imagenet`), the small CIFAR-10 Xception shipped with the package."""
     named = os.environ.get(CHECKPOINT_ENV)
     if named:
         model, accuracy = read_checkpoint(named)
@@ -393,15 +383,13 @@ def load_best_available_model() -> AvailableModel:
             text = "Pretrained ImageNet Xception (timm's legacy_xception, the Keras weights) via xl.from_timm."
             found = AvailableModel(load_pretrained_imagenet(), text, "imagenet", None)
         except Exception as error:  # offline or downloads disabled (an OSError's one sentence), no timm...
-            why = (
-                f": {str(error).splitlines()[0][:100]}" if isinstance(error, OSError) else f" ({type(error).__name__})"
-            )
+            cause = str(error).splitlines()[0][:100] if isinstance(error, OSError) else type(error).__name__
             info = small_checkpoint_provenance()
             text = (
                 f"The small CIFAR-10 Xception shipped with xception_lib: {info['model']}, {info['parameters']:,} "
                 f"parameters, trained {info['epochs']} epochs on {info['threads']} CPU thread(s) "
                 f"({info['environment']['device_name']}); {info['test_accuracy']:.2%} test accuracy on the "
-                f"{info['test_images']:,} {info['dataset']} test images (ImageNet weights unavailable{why})."
+                f"{info['test_images']:,} {info['dataset']} test images (ImageNet weights unavailable: {cause})."
             )
             accuracy = float(info["test_accuracy"])
             found = AvailableModel(read_checkpoint(SMALL_CHECKPOINT)[0], text, "cifar10", accuracy)
