@@ -93,12 +93,7 @@ def _show_map(ax: Axes, m: torch.Tensor, label: str, *, signed: bool = False) ->
 
 
 def plot_feature_maps(
-    model: Xception,
-    image: torch.Tensor,
-    stage: str,
-    *,
-    n: int = 16,
-    title: str | None = None,
+    model: Xception, image: torch.Tensor, stage: str, *, n: int = 16, title: str | None = None
 ) -> Figure:
     """The ``n`` most active of one stage's feature maps (a key of ``model.stages()``) for one preprocessed image
     (3 x H x W or 1 x 3 x H x W), after ReLU, each on its own scale."""
