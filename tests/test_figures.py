@@ -47,19 +47,11 @@ def test_module_diagram_rejects_unknown_kind() -> None:
         figures.module_diagram("xception")
 
 
-def test_divisors() -> None:
-    assert figures.divisors(12) == [1, 2, 3, 4, 6, 12]
-    assert figures.divisors(728)[:6] == [1, 2, 4, 7, 8, 13]
-    assert len(figures.divisors(728)) == 16
-    with pytest.raises(ValueError):
-        figures.divisors(0)
-
-
 def test_segment_spectrum_counters_match_closed_forms() -> None:
     pytest.importorskip("fvcore")
     pytest.importorskip("torchinfo")
     points = figures.segment_spectrum(24, 7)
-    assert [p.segments for p in points] == figures.divisors(24)
+    assert [p.segments for p in points] == [1, 2, 3, 4, 6, 8, 12, 24]
     for p in points:
         assert p.params == p.formula_params
         assert p.macs == p.formula_macs

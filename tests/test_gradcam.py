@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import xception_lib as xl
 from xception_lib.chapters import gradcam
+from xception_lib.chapters.images import CIFAR10
 
 pytest.importorskip("matplotlib")
 
@@ -98,7 +99,7 @@ def test_rejects_bad_stage_and_class(model: xl.Xception, image_71: torch.Tensor)
 def test_plot_has_an_image_and_a_panel_per_target(model: xl.Xception, image_71: torch.Tensor) -> None:
     import matplotlib.pyplot as plt
 
-    fig = gradcam.plot_grad_cam(model, image_71, ["top1", "top2", 3], image_names=["a", "b"])
+    fig = gradcam.plot_grad_cam(model, image_71, ["top1", "top2", 3], spec=CIFAR10, image_names=["a", "b"])
     try:
         assert len(fig.axes) == 2 * (1 + 3)
         titles = [ax.get_title() for ax in fig.axes]
@@ -107,7 +108,7 @@ def test_plot_has_an_image_and_a_panel_per_target(model: xl.Xception, image_71: 
     finally:
         plt.close(fig)
     with pytest.raises(ValueError, match="'top1' or 'top2'"):
-        gradcam.plot_grad_cam(model, image_71, ["best"])
+        gradcam.plot_grad_cam(model, image_71, ["best"], spec=CIFAR10)
 
 
 def test_several_targets_from_one_pass_equal_single_calls(model: xl.Xception, image_71: torch.Tensor) -> None:

@@ -51,7 +51,7 @@ def test_preprocess_rejects_non_rgb() -> None:
 
 def test_to_display_rejects_a_batch() -> None:
     with pytest.raises(ValueError, match="one RGB image"):
-        im.to_display(torch.zeros(2, 3, 8, 8))
+        im.to_display(torch.zeros(2, 3, 8, 8), im.CIFAR10)
 
 
 def test_preprocessing_for_each_kind() -> None:

@@ -45,32 +45,21 @@ def test_active_channels_are_ranked_by_mean_after_relu() -> None:
     act[3] = 2.0
     act[1] = 1.0
     act[0] = -10.0  # large but negative: ReLU removes it
-    assert viz.select_channels(act, "active", 2) == [3, 1]
-
-
-def test_random_channels_depend_on_the_seed_only() -> None:
-    act = torch.randn(64, 3, 3)
-    a = viz.select_channels(act, "random", 8, seed=1)
-    assert a == viz.select_channels(act, "random", 8, seed=1)
-    assert a != viz.select_channels(act, "random", 8, seed=2)
-    assert len(set(a)) == 8 and all(0 <= i < 64 for i in a)
+    assert viz.select_channels(act, 2) == [3, 1]
 
 
 def test_channel_choice_errors() -> None:
-    act = torch.randn(4, 3, 3)
     with pytest.raises(ValueError, match=r"n must be in \[1, 4\]"):
-        viz.select_channels(act, "active", 5)
-    with pytest.raises(ValueError, match="'active' or 'random'"):
-        viz.select_channels(act, "brightest", 2)  # type: ignore[arg-type]
+        viz.select_channels(torch.randn(4, 3, 3), 5)
 
 
 def test_feature_maps_one_panel_per_channel(model: xl.Xception, image: torch.Tensor) -> None:
     fig = viz.plot_feature_maps(model, image, "entry_flow.block2", n=10)
     assert len(fig.axes) == 10
     assert fig.get_suptitle().startswith("entry_flow.block2: 10 most active of")
-    fig = viz.plot_feature_maps(model, image, "stem", channels="random", n=3, seed=1)
+    fig = viz.plot_feature_maps(model, image, "stem", n=3)
     act = viz.stage_outputs(model, image)["stem"][0]
-    assert [ax.get_title() for ax in fig.axes] == [f"ch {i}" for i in viz.select_channels(act, "random", 3, seed=1)]
+    assert [ax.get_title() for ax in fig.axes] == [f"ch {i}" for i in viz.select_channels(act, 3)]
 
 
 def test_feature_maps_reject_an_unknown_stage(model: xl.Xception, image: torch.Tensor) -> None:
@@ -145,10 +134,9 @@ def test_activation_statistics(model: xl.Xception, image_71: torch.Tensor) -> No
         assert row["channels"] == act.shape[1]
         assert row["sparsity"] == pytest.approx(float((act <= 0).float().mean()))
         assert row["mean_relu"] == pytest.approx(float(act.clamp_min(0).mean()), rel=1e-5)
+        assert row["std"] == pytest.approx(float(act.flatten().std()), rel=1e-5)
         never_positive = [c for c in range(act.shape[1]) if not bool((act[:, c] > 0).any())]
         assert row["dead_channels"] == pytest.approx(len(never_positive) / act.shape[1])
-    stem = stats.loc["stem"]  # the stem ends with a ReLU: its output is its own ReLU
-    assert stem["mean"] == pytest.approx(stem["mean_relu"], rel=1e-5)
 
 
 def test_statistics_plot_has_four_panels_and_a_legend_when_comparing(
@@ -189,7 +177,7 @@ def test_figures_fit_the_column_with_readable_text(
         "filters": viz.plot_first_filters(model),
         "separable": viz.plot_separable_steps(model, image),
         "statistics": viz.plot_activation_statistics({"a": stats, "b": stats}),
-        "grad-cam": gradcam.plot_grad_cam(model, image_71, ["top1", "top2"]),
+        "grad-cam": gradcam.plot_grad_cam(model, image_71, ["top1", "top2"], spec=images.CIFAR10),
     }
     for name, fig in figures.items():
         fig.canvas.draw()  # tick labels exist only once drawn
@@ -236,7 +224,7 @@ def fit_checkpoint(tmp_path: Path, one_thread: object) -> tuple[Path, xl.Xceptio
 
 
 def load(path: Path) -> xl.Xception:
-    return viz.load_best_available_model(checkpoint=path).model
+    return viz.read_checkpoint(path)[0]
 
 
 def assert_same_weights(a: xl.Xception, b: xl.Xception) -> None:
@@ -305,8 +293,9 @@ def test_a_bad_named_checkpoint_raises_instead_of_showing_another_model(
 
 
 def test_a_missing_named_checkpoint_raises(offline: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    offline.setenv(viz.CHECKPOINT_ENV, str(tmp_path / "missing.pt"))
     with pytest.raises(FileNotFoundError, match="missing.pt"):
-        viz.load_best_available_model(checkpoint=tmp_path / "missing.pt")
+        viz.load_best_available_model()
 
 
 def test_offline_the_shipped_trained_model_is_shown(offline: pytest.MonkeyPatch) -> None:

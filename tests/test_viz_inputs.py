@@ -85,8 +85,13 @@ PROBES: list[tuple[str, Callable[[xl.Xception], object], type[Exception] | None,
         "",
     ),
     # images.to_display
-    ("to_display: empty image", lambda m: images.to_display(torch.zeros(3, 0, 0)), ValueError, "3 x H x W"),
-    ("to_display: a batch of 2", lambda m: images.to_display(torch.zeros(2, 3, 4, 4)), ValueError, "one RGB image"),
+    ("to_display: empty image", lambda m: images.to_display(torch.zeros(3, 0, 0), SPEC), ValueError, "3 x H x W"),
+    (
+        "to_display: a batch of 2",
+        lambda m: images.to_display(torch.zeros(2, 3, 4, 4), SPEC),
+        ValueError,
+        "one RGB image",
+    ),
     # viz
     (
         "stage_outputs: uint8 images",

@@ -17,8 +17,7 @@ if TYPE_CHECKING:  # matplotlib is optional: imported inside the functions that 
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-#: Face colour of each kind of box in the diagrams (what the box correlates), from the book's
-#: one palette (:data:`xception_lib.chapters.style.LAYERS`).
+#: Face colour of each kind of box in the diagrams (what the box correlates), from :data:`~.style.LAYERS`.
 COLOURS = {
     "cross": LAYERS["pointwise"],  # 1x1: cross-channel
     "spatial": LAYERS["depthwise"],  # 3x3 on one channel / segment: spatial
@@ -58,9 +57,6 @@ def _new_figure(height: float, ncols: int = 1) -> tuple[Figure, list[Axes]]:
     return fig, list(fig.subplots(1, ncols, squeeze=False)[0])
 
 
-# ------------------------------------------------------------------ module diagrams
-
-
 def _box(ax: Axes, x: float, y: float, text: str, kind: str, w: float = 1.6, h: float = 0.5) -> tuple[float, float]:
     """Draw a rounded box centred at ``(x, y)``; return its centre."""
     from matplotlib.patches import FancyBboxPatch
@@ -81,15 +77,12 @@ def _towers(ax: Axes, towers: Sequence[Sequence[tuple[str, str]]], width: float 
     """Input at the bottom, parallel towers of boxes, "concatenate" at the top (as in the paper)."""
     n, top = len(towers), max(len(t) for t in towers) + 1
     xs = [(i - (n - 1) / 2) * width for i in range(n)]
-    inp = _box(ax, 0.0, 0.0, "input", "io")
-    out = _box(ax, 0.0, float(top), "concatenate", "concat", w=max(2.0, width * (n - 1) + 1.2))
+    _box(ax, 0.0, 0.0, "input", "io")
+    _box(ax, 0.0, float(top), "concatenate", "concat", w=max(2.0, width * (n - 1) + 1.2))
     for x, tower in zip(xs, towers, strict=False):
-        prev = inp
         for level, (text, kind) in enumerate(tower, start=1):
-            cur = _box(ax, x, float(level), text, kind)
-            _arrow(ax, prev, cur)
-            prev = cur
-        _arrow(ax, prev, (x, out[1]))
+            _arrow(ax, (x if level > 1 else 0.0, level - 1.0), _box(ax, x, float(level), text, kind))
+        _arrow(ax, (x, float(len(tower))), (x, float(top)))
     _finish(ax, xs[0] - width / 2, xs[-1] + width / 2, -0.6, top + 0.6)
 
 
@@ -114,18 +107,14 @@ def _segmented(ax: Axes, segments: int, shown: int, label: str) -> None:
     _finish(ax, -width / 2 - 0.3, width / 2 + 0.3, -0.6, 3.6)
 
 
-def _chain(ax: Axes, steps: Sequence[tuple[str, str]], notes: Sequence[str] = ()) -> None:
-    """A single path from input (bottom) to output (top)."""
-    prev = _box(ax, 0.0, 0.0, "input", "io")
-    for level, (text, kind) in enumerate(steps, start=1):
-        cur = _box(ax, 0.0, float(level), text, kind, w=3.6)
-        _arrow(ax, prev, cur)
-        prev = cur
-    out = _box(ax, 0.0, float(len(steps) + 1), "output", "io")
-    _arrow(ax, prev, out)
+def _chain(ax: Axes, steps: Sequence[tuple[str, str]], notes: Sequence[str]) -> None:
+    """A single path from input (bottom) to output (top), a note beside each arrow."""
+    for level, (text, kind) in enumerate([("input", "io"), *steps, ("output", "io")]):
+        _box(ax, 0.0, float(level), text, kind, w=1.6 if kind == "io" else 3.6)
+        if level:
+            _arrow(ax, (0.0, level - 1.0), (0.0, float(level)))
     for level, note in enumerate(notes, start=1):
-        if note:
-            ax.text(2.0, level + 0.5, note, ha="left", va="center", fontsize=10, style="italic")
+        ax.text(2.0, level + 0.5, note, ha="left", va="center", fontsize=10, style="italic")
     _finish(ax, -2.2, 4.6, -0.6, len(steps) + 1.6)
 
 
@@ -134,21 +123,11 @@ def _finish(ax: Axes, x0: float, x1: float, y0: float, y1: float) -> None:
     ax.set_axis_off()
 
 
-def _legend(fig: Figure) -> None:
-    from matplotlib.patches import Patch
-
-    labels = {
-        "cross": "cross-channel (1x1)",
-        "spatial": "spatial (per channel or segment)",
-        "joint": "both at once (regular conv)",
-    }
-    handles = [Patch(facecolor=COLOURS[kind], label=label, **_EDGE) for kind, label in labels.items()]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
-
-
 def module_diagram(kind: str) -> Figure:
     """A box-and-arrow diagram (one axes, a colour legend) of a module of the paper's argument, one of
     :data:`DIAGRAMS`: a regular 3x3 convolution, the paper's Figures 1-4, or a depthwise separable one."""
+    from matplotlib.patches import Patch
+
     if kind not in DIAGRAMS:
         raise ValueError(f"kind must be one of {tuple(DIAGRAMS)}, got {kind!r}")
     fig, (ax,) = _new_figure(3.8)
@@ -165,11 +144,14 @@ def module_diagram(kind: str) -> Figure:
     else:  # segmented or extreme
         _segmented(ax, *((3, 3, "3x3 conv") if kind == "segmented" else (0, 9, "3x3")))
     ax.set_title(DIAGRAMS[kind], fontsize=11)
-    _legend(fig)
+    labels = {
+        "cross": "cross-channel (1x1)",
+        "spatial": "spatial (per channel or segment)",
+        "joint": "both at once (regular conv)",
+    }
+    handles = [Patch(facecolor=COLOURS[k], label=label, **_EDGE) for k, label in labels.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=9, frameon=False)
     return fig
-
-
-# ------------------------------------------------------------------ the segment spectrum
 
 
 @dataclass(frozen=True)
@@ -183,21 +165,14 @@ class SpectrumPoint:
     formula_macs: int
 
 
-def divisors(n: int) -> list[int]:
-    """The divisors of ``n`` in increasing order: the valid segment counts of ``n`` channels."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def segment_spectrum(channels: int, size: int, segments: Sequence[int] | None = None) -> list[SpectrumPoint]:
     """Parameters and MACs of ``SegmentedInception(channels, channels, s)`` (3x3) on a ``size`` x ``size`` input for
-    each ``s`` in ``segments`` (default: every divisor of ``channels``), counted by torchinfo and fvcore beside the
+    each ``s`` in ``segments`` (default: every divisor of ``channels``, the valid segment counts), counted by torchinfo and fvcore beside the
     closed forms, in increasing order of ``s``."""
     from xception_lib import complexity as cx
     from xception_lib.layers import SegmentedInception
 
-    chosen = divisors(channels) if segments is None else sorted(segments)
+    chosen = [s for s in range(1, channels + 1) if channels % s == 0] if segments is None else sorted(segments)
     shape = (1, channels, size, size)
     c, points = channels, []
     for s in chosen:
@@ -225,12 +200,11 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
         raise ValueError("expected at least one SpectrumPoint, got none")
     fig, axes = _new_figure(3.4, ncols=2)
     s = [p.segments for p in points]
-    panels = [
-        (axes[0], [p.params for p in points], [p.formula_params for p in points], "parameters"),
-        (axes[1], [p.macs for p in points], [p.formula_macs for p in points], "MACs per image"),
-    ]
-    for ax, counted, formula, ylabel in panels:
-        ax.plot(s, formula, "-", color="#999999", linewidth=1.5, label="closed form")
+    for ax, key, ylabel in zip(axes, ("params", "macs"), ("parameters", "MACs per image"), strict=True):
+        counted = [getattr(p, key) for p in points]
+        ax.plot(
+            s, [getattr(p, f"formula_{key}") for p in points], "-", color="#999999", linewidth=1.5, label="closed form"
+        )
         ax.plot(s, counted, "o", color="#333333", markersize=4, label="counted (torchinfo / fvcore)")
         _log2_x(ax, "segments")
         ax.set_yscale("log")
@@ -239,9 +213,6 @@ def spectrum_plot(points: Sequence[SpectrumPoint]) -> Figure:
         ax.annotate("extreme", (s[-1], counted[-1]), textcoords="offset points", xytext=(-45, 8), fontsize=9)
     axes[0].legend(fontsize=9, loc="upper right")
     return fig
-
-
-# ------------------------------------------------------------------ separable convolutions
 
 
 def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7)) -> Figure:
@@ -262,15 +233,6 @@ def savings_plot(channels: Sequence[int], kernel_sizes: Sequence[int] = (3, 5, 7
     return fig
 
 
-def bar_colour(label: str) -> str:
-    """The colour of a bar: its layer kind's, or its model's (:func:`~xception_lib.chapters.style.colour`), or
-    grey. A separable convolution does both steps: orange (depthwise, spatial) with blue stripes."""
-    try:
-        return colour("depthwise" if label == "separable" else label)
-    except KeyError:
-        return LAYERS["pool"]
-
-
 def bar_pair(
     labels: Sequence[str],
     left: Sequence[float],
@@ -278,23 +240,29 @@ def bar_pair(
     titles: tuple[str, str] = ("parameters", "MACs"),
     log: bool = False,
 ) -> Figure:
-    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time), each bar
-    in its :func:`bar_colour`. ``log``: logarithmic value axes, drawn as dots (bars start at zero)."""
+    """Two bar charts side by side over the same labels (e.g. parameters and MACs, or MACs and time), each bar in
+    its layer kind's or its model's colour (:func:`~xception_lib.chapters.style.colour`), else grey; a separable
+    convolution does both steps: orange (depthwise, spatial) with blue stripes. ``log``: logarithmic value axes,
+    drawn as dots (bars start at zero)."""
     if not (len(labels) == len(left) == len(right)) or not labels:
         got = f"{len(labels)} labels, {len(left)} and {len(right)} values"
         raise ValueError(f"expected as many values as labels (>= 1), got {got}")
     fig, axes = _new_figure(3.2, ncols=2)
-    colours = [bar_colour(label) for label in labels]
+    colours = [colour("depthwise" if label == "separable" else label, LAYERS["pool"]) for label in labels]
     for ax, values, title in zip(axes, (left, right), titles, strict=True):
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=9, rotation=20 if len(labels) > 3 else 0)
         if log:  # a dot plot: a bar on a log scale starts nowhere, so its length means nothing
-            where = range(len(labels))
-            ax.scatter(where, list(values), c=colours, s=70, edgecolors="#333333", linewidths=0.6, zorder=3)
-            for i, value in zip(where, values, strict=True):
-                ax.annotate(short_number(value), (i, value), textcoords="offset points", xytext=(0, 8),
-                            ha="center", fontsize=9)  # fmt: skip
-            ax.set_xticks(list(where), list(labels))
+            ax.scatter(list(labels), list(values), c=colours, s=70, edgecolors="#333333", linewidths=0.6, zorder=3)
+            for label, value in zip(labels, values, strict=True):
+                ax.annotate(
+                    short_number(value),
+                    (label, value),
+                    textcoords="offset points",
+                    xytext=(0, 8),
+                    ha="center",
+                    fontsize=9,
+                )
             ax.set_yscale("log")
             ax.grid(axis="y", which="major", alpha=0.3)
             ax.margins(x=0.15, y=0.3)
@@ -315,9 +283,6 @@ def short_number(value: float) -> str:
         if abs(value) >= factor:
             return f"{value / factor:.3g}{suffix}"
     return f"{value:.3g}"
-
-
-# ------------------------------------------------------------------ library source on the page
 
 
 def source_code(obj: object, width: int = 80) -> Any:

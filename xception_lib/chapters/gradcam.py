@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from xception_lib.chapters.images import Preprocessing, to_display
-from xception_lib.chapters.viz import Device, as_batch, device_of, panel_grid
+from xception_lib.chapters.viz import as_batch, panel_grid
 from xception_lib.model import Xception
 from xception_lib.runtime import eval_mode
 
@@ -32,28 +32,25 @@ if TYPE_CHECKING:
 Target = int | str | Sequence[int] | torch.Tensor | None
 
 
-def grad_cam(
-    model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow", device: Device = None
-) -> torch.Tensor:
+def grad_cam(model: Xception, images: torch.Tensor, target: Target = None, *, stage: str = "exit_flow") -> torch.Tensor:
     """Grad-CAM maps (N x H x W in [0, 1], on the CPU) of N preprocessed images, in eval mode. ``target``:
     one class index for every image, a list with one per image, ``"top1"`` (or ``None``) for each image's
     predicted class, ``"top2"`` for its runner-up... ``stage``: a key of ``model.stages()``, usually the most
     semantic, ``"exit_flow"``. Each map is divided by its maximum (all 0 if none is positive)."""
-    return grad_cams(model, images, [target], stage=stage, device=device)[0][0]
+    return grad_cams(model, images, [target], stage=stage)[0][0]
 
 
 def grad_cams(
-    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow", device: Device = None
+    model: Xception, images: torch.Tensor, targets: Sequence[Target], *, stage: str = "exit_flow"
 ) -> tuple[list[torch.Tensor], list[list[int]], torch.Tensor]:
     """Grad-CAM for several targets from a single forward pass (see :func:`grad_cam`): the maps (one
     N x H x W tensor per target), the classes explained (a list of N per target) and the probabilities."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
-    device = device_of(model, device)
-    x = as_batch(images).to(device)
+    x = as_batch(images, model)
     n = x.shape[0]
     cams, explained = [], []
-    with eval_mode(model.to(device)), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         stages = model.forward_intermediates(x)
         logits = model.forward_head(stages["exit_flow"])  # N x num_classes
         ranked = logits.detach().argsort(dim=1, descending=True).cpu()
@@ -94,19 +91,17 @@ def plot_grad_cam(
     images: torch.Tensor,
     targets: Sequence[Target],
     *,
+    spec: Preprocessing,
     class_names: Sequence[str] | None = None,
     image_names: Sequence[str] | None = None,
-    stage: str = "exit_flow",
-    spec: Preprocessing | None = None,
-    device: Device = None,
     title: str | None = None,
 ) -> Figure:
-    """A row per image: the image, then its Grad-CAM map for each of ``targets`` (each one as
-    ``target`` of :func:`grad_cam`) overlaid on it; ``spec`` shows the images in true colour."""
+    """A row per image: the image (preprocessed with ``spec``), then its exit flow's Grad-CAM map for each of
+    ``targets`` (each one as ``target`` of :func:`grad_cam`) overlaid on it."""
     if not targets:
         raise ValueError("expected at least one target class (or None for the predicted class)")
     x = as_batch(images)
-    cams, classes, probs = grad_cams(model, x, targets, stage=stage, device=device)
+    cams, classes, probs = grad_cams(model, x, targets)
     fig, axes = panel_grid(x.shape[0], 1 + len(targets), height=2.3)
     for row, image in enumerate(x):
         shown = to_display(image, spec)
@@ -120,5 +115,5 @@ def plot_grad_cam(
             kind = f"{target}: " if isinstance(target, str) else ("top1: " if target is None else "")
             empty = "\n(no positive evidence)" if cam.max() <= 0 else ""
             ax.set_title(f"{kind}{name[:18]}\np = {float(probs[row, cls]):.1%}{empty}", fontsize=9)
-    fig.suptitle(title or f"Grad-CAM at '{stage}' (red: strongest evidence for the class)", fontsize=11)
+    fig.suptitle(title or "Grad-CAM at 'exit_flow' (red: strongest evidence for the class)", fontsize=11)
     return fig

@@ -1,6 +1,5 @@
 """Example images (scikit-image photos, CIFAR-10 test images), their class names, and the preprocessing each
-model expects: :func:`preprocess` applies a :class:`Preprocessing`, :func:`to_display` undoes it.
-"""
+model expects: :func:`preprocess` applies a :class:`Preprocessing`, :func:`to_display` undoes it."""
 
 from __future__ import annotations
 
@@ -58,9 +57,8 @@ def class_names_for(kind: str, num_classes: int | None = None) -> list[str]:
 
 
 def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
-    """``n`` images (H x W x 3 uint8) for a model kind: :data:`PHOTO_NAMES` for ImageNet; for CIFAR-10, test
-    images of ``n`` classes keyed like ``"test 1234: cat"``, the first of distinct classes in a seeded random
-    order, the same at every build."""
+    """``n`` images (H x W x 3 uint8) for a model kind: :data:`PHOTO_NAMES` for ImageNet; for CIFAR-10, the first
+    test images of ``n`` distinct classes in a seeded random order (the same at every build), as ``"test 1234: cat"``."""
     imagenet = preprocessing_for(kind) is IMAGENET_XCEPTION
     limit = len(PHOTO_NAMES) if imagenet else len(CIFAR10_CLASSES)
     if not 1 <= n <= limit:
@@ -72,12 +70,13 @@ def example_images(kind: str, *, n: int = 3, seed: int = 0) -> dict[str, np.ndar
     from xception_lib.data import load_cifar
 
     arrays = load_cifar("cifar10")
-    labels = arrays.test_labels.tolist()
-    chosen: dict[int, int] = {}  # class -> its first image in a seeded random order
-    for i in np.random.default_rng(seed).permutation(len(labels)).tolist():
-        chosen.setdefault(labels[i], i)
-    picked = list(chosen.items())[:n]
-    return {f"test {i}: {arrays.classes[c]}": arrays.test_images[i].permute(1, 2, 0).numpy() for c, i in picked}
+    labels = arrays.test_labels.numpy()
+    order = np.random.default_rng(seed).permutation(len(labels))
+    first = order[np.sort(np.unique(labels[order], return_index=True)[1])]  # each class's first image, in order
+    return {
+        f"test {i}: {arrays.classes[labels[i]]}": arrays.test_images[i].permute(1, 2, 0).numpy()
+        for i in first[:n].tolist()
+    }
 
 
 def _as_float_batch(images: Images) -> list[torch.Tensor]:
@@ -109,7 +108,7 @@ def _as_float_batch(images: Images) -> list[torch.Tensor]:
     return list(t.float())
 
 
-def preprocess(images: Images, spec: Preprocessing, *, device: torch.device | str = "cpu") -> torch.Tensor:
+def preprocess(images: Images, spec: Preprocessing) -> torch.Tensor:
     """N x 3 x ``spec.size`` x ``spec.size`` floats: resized, centre-cropped and normalised. ``images``: one
     RGB image (H x W x 3 or 3 x H x W; uint8 in 0-255 or float in [0, 1], anything else is refused), a batch
     of them, or a list of any sizes."""
@@ -122,18 +121,14 @@ def preprocess(images: Images, spec: Preprocessing, *, device: torch.device | st
         top, left = (nh - spec.size) // 2, (nw - spec.size) // 2
         out.append(resized[:, top : top + spec.size, left : left + spec.size].clamp(0.0, 1.0))
     mean, std = torch.tensor(spec.mean).view(1, 3, 1, 1), torch.tensor(spec.std).view(1, 3, 1, 1)
-    return ((torch.stack(out) - mean) / std).to(device)
+    return (torch.stack(out) - mean) / std
 
 
-def to_display(x: torch.Tensor, spec: Preprocessing | None = None) -> np.ndarray:
-    """Undo :func:`preprocess` for one image (3 x H x W or 1 x 3 x H x W) -> H x W x 3 in [0, 1].
-    ``spec=None`` rescales the image's own range to [0, 1]."""
+def to_display(x: torch.Tensor, spec: Preprocessing) -> np.ndarray:
+    """Undo :func:`preprocess` for one image (3 x H x W or 1 x 3 x H x W) -> H x W x 3 in [0, 1]."""
     x = x.detach().float().cpu()
     x = x[0] if x.dim() == 4 and x.shape[0] == 1 else x
     if x.dim() != 3 or x.shape[0] != 3 or x.numel() == 0:
         raise ValueError(f"expected one RGB image (3 x H x W or 1 x 3 x H x W), got shape {tuple(x.shape)}")
-    if spec is None:
-        x = (x - x.min()) / (x.max() - x.min()).clamp_min(1e-12)
-    else:
-        x = x * torch.tensor(spec.std).view(3, 1, 1) + torch.tensor(spec.mean).view(3, 1, 1)
+    x = x * torch.tensor(spec.std).view(3, 1, 1) + torch.tensor(spec.mean).view(3, 1, 1)
     return x.clamp(0.0, 1.0).permute(1, 2, 0).numpy()

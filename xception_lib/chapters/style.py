@@ -41,15 +41,13 @@ def _key(name: str) -> str:
 _COLOURS = {_key(name): colour for name, colour in (MODELS | LAYERS).items()}
 
 
-def colour(name: str) -> str:
-    """The book's colour for a model ("ResNet-50" is ``resnet50``) or a layer kind.
-
-    Raises:
-        KeyError: ``name`` is neither, with the names that are.
-    """
-    if _key(name) not in _COLOURS:
+def colour(name: str, default: str | None = None) -> str:
+    """The book's colour for a model ("ResNet-50" is ``resnet50``) or a layer kind, else ``default``; without
+    one, a ``KeyError`` lists the names that have a colour."""
+    found = _COLOURS.get(_key(name), default)
+    if found is None:
         raise KeyError(f"no colour for {name!r}: models {sorted(MODELS)}, layer kinds {sorted(LAYERS)}")
-    return _COLOURS[_key(name)]
+    return found
 
 
 def use(svg: bool = True) -> None:

@@ -9,7 +9,6 @@ import socket
 import textwrap
 import urllib.parse
 import warnings
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
@@ -29,13 +28,10 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-Device = torch.device | str | None  # where to compute; None: where the model is
 
-
-# --------------------------------------------------------------------------- stage outputs
-def as_batch(images: torch.Tensor) -> torch.Tensor:
-    """Preprocessed images as N x 3 x H x W floats: one image (3 x H x W) gains a batch dimension; anything
-    else (another shape, no images, integers: not yet preprocessed) raises a ``ValueError`` or ``TypeError``."""
+def as_batch(images: torch.Tensor, model: torch.nn.Module | None = None, *, one: bool = False) -> torch.Tensor:
+    """Preprocessed images as N x 3 x H x W floats (one image, 3 x H x W, gains a batch dimension; N = 1 if
+    ``one``), on the ``model``'s device if given; anything else raises a ``ValueError`` or ``TypeError``."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"expected preprocessed images as a torch.Tensor, got {type(images).__name__}")
     x = images[None] if images.dim() == 3 else images
@@ -43,47 +39,28 @@ def as_batch(images: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"expected preprocessed images N x 3 x H x W (N >= 1), got shape {tuple(images.shape)}")
     if not x.is_floating_point():
         raise TypeError(f"expected preprocessed float images, got {x.dtype}: apply xl.images.preprocess first")
-    return x
+    if one and x.shape[0] != 1:
+        raise ValueError(f"expected one image (3 x H x W or 1 x 3 x H x W), got shape {tuple(images.shape)}")
+    return x if model is None else x.to(next(model.parameters()).device)
 
 
-def _one_image(image: torch.Tensor) -> torch.Tensor:
-    x = as_batch(image)
-    if x.shape[0] != 1:
-        raise ValueError(f"expected one image (3 x H x W or 1 x 3 x H x W), got shape {tuple(image.shape)}")
-    return x
-
-
-def device_of(model: torch.nn.Module, device: Device) -> torch.device:
-    """``device``, or where the model's parameters are when it is ``None``."""
-    return torch.device(device) if device is not None else next(model.parameters()).device
-
-
-def stage_outputs(model: Xception, images: torch.Tensor, *, device: Device = None) -> OrderedDict[str, torch.Tensor]:
+def stage_outputs(model: Xception, images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Every named stage's output (N x C x h x w, on the CPU) for preprocessed images, in eval mode."""
-    device = device_of(model, device)
-    with eval_mode(model.to(device)), torch.no_grad():
-        out = model.forward_intermediates(as_batch(images).to(device))
-    return OrderedDict((name, t.cpu()) for name, t in out.items())
+    with eval_mode(model), torch.no_grad():
+        out = model.forward_intermediates(as_batch(images, model))
+    return {name: t.cpu() for name, t in out.items()}
 
 
-def select_channels(
-    activation: torch.Tensor, channels: Literal["active", "random"] = "active", n: int = 16, *, seed: int = 0
-) -> list[int]:
-    """Which ``n`` channels of one image's C x h x w activation to show: ``"active"``, those with the largest
-    mean after ReLU, most active first; ``"random"``, ``n`` drawn with ``seed``."""
+def select_channels(activation: torch.Tensor, n: int = 16) -> list[int]:
+    """The ``n`` channels of one image's C x h x w activation with the largest mean after ReLU, most active first."""
     if activation.dim() != 3:
         raise ValueError(f"expected one image's activation C x h x w, got shape {tuple(activation.shape)}")
     c = activation.shape[0]
     if not 1 <= n <= c:
         raise ValueError(f"n must be in [1, {c}] for this stage's {c} channels, got {n}")
-    if channels == "random":
-        return sorted(np.random.default_rng(seed).choice(c, size=n, replace=False).tolist())
-    if channels != "active":
-        raise ValueError(f"channels must be 'active' or 'random', got {channels!r}")
     return torch.argsort(activation.clamp_min(0).mean(dim=(1, 2)), descending=True, stable=True)[:n].tolist()
 
 
-# --------------------------------------------------------------------------- drawing
 def panel_grid(nrows: int, ncols: int, *, height: float | None = None) -> tuple[Figure, np.ndarray]:
     """A column-wide figure and its ``nrows x ncols`` axes without ticks; ``height``: of a row."""
     import matplotlib.pyplot as plt
@@ -116,39 +93,28 @@ def _show_map(ax: Axes, m: torch.Tensor, label: str, *, signed: bool = False) ->
 
 
 def plot_feature_maps(
-    model: Xception,
-    image: torch.Tensor,
-    stage: str,
-    *,
-    channels: Literal["active", "random"] = "active",
-    n: int = 16,
-    seed: int = 0,
-    device: Device = None,
-    title: str | None = None,
+    model: Xception, image: torch.Tensor, stage: str, *, n: int = 16, title: str | None = None
 ) -> Figure:
-    """``n`` of one stage's feature maps for one preprocessed image (3 x H x W or 1 x 3 x H x W), after ReLU,
-    each on its own scale. ``stage``: a key of ``model.stages()``; ``channels``, ``seed``: which ones (see
-    :func:`select_channels`)."""
+    """The ``n`` most active of one stage's feature maps (a key of ``model.stages()``) for one preprocessed image
+    (3 x H x W or 1 x 3 x H x W), after ReLU, each on its own scale."""
     if stage not in model.stages():
         raise ValueError(f"stage must be one of {list(model.stages())}, got {stage!r}")
-    act = stage_outputs(model, _one_image(image), device=device)[stage][0]  # C x h x w
-    chosen = select_channels(act, channels, n, seed=seed)
+    act = stage_outputs(model, as_batch(image, one=True))[stage][0]  # C x h x w
     fig, axes = _panels(n)
-    for ax, ch in zip(axes, chosen, strict=True):
+    for ax, ch in zip(axes, select_channels(act, n), strict=True):
         _show_map(ax, act[ch].clamp_min(0), f"ch {ch}")  # what the next layer's ReLU lets through
     c, h, w = act.shape
-    how = "most active" if channels == "active" else "random"
-    which = f"all {c} channels, {how} first" if n == c else f"{n} {how} of {c} channels"
+    which = f"all {c} channels, most active first" if n == c else f"{n} most active of {c} channels"
     fig.suptitle(title or f"{stage}: {which} ({h}x{w}, ReLU, own scale each)", fontsize=11)
     return fig
 
 
-def plot_stages(model: Xception, image: torch.Tensor, *, n: int = 6, device: Device = None) -> Figure:
+def plot_stages(model: Xception, image: torch.Tensor, *, n: int = 6) -> Figure:
     """The ``n`` most active channels of every stage for one image, a row each."""
-    outs = stage_outputs(model, _one_image(image), device=device)
+    outs = stage_outputs(model, as_batch(image, one=True))
     fig, axes = panel_grid(len(outs), n)
     for row, (name, act) in enumerate(outs.items()):
-        for col, ch in enumerate(select_channels(act[0], "active", n)):
+        for col, ch in enumerate(select_channels(act[0], n)):
             _show_map(axes[row, col], act[0, ch].clamp_min(0), f"ch {ch}")
         c, h, w = act.shape[1:]
         axes[row, 0].set_ylabel(f"{name.replace('_flow', '').replace('.block', ' ')}\n{c} x {h}x{w}", fontsize=9)
@@ -171,7 +137,6 @@ def plot_first_filters(model: Xception) -> Figure:
     return fig
 
 
-# --------------------------------------------------------------------------- separable steps
 def _separable_input(model: Xception, x: torch.Tensor, layer: str) -> tuple[SeparableConv2d, torch.Tensor]:
     """A named SeparableConv2d and the input it receives, captured by a pre-hook that is always removed."""
     module = dict(model.named_modules()).get(layer)
@@ -196,7 +161,6 @@ def plot_separable_steps(
     *,
     inputs: int = 4,
     outputs: int = 3,
-    device: Device = None,
 ) -> Figure:
     """One separable convolution (``layer`` names a :class:`~xception_lib.SeparableConv2d`), step by step.
 
@@ -206,8 +170,7 @@ def plot_separable_steps(
     """
     import matplotlib.pyplot as plt
 
-    device = device_of(model, device)
-    sep, x_in = _separable_input(model.to(device), _one_image(image).to(device), layer)
+    sep, x_in = _separable_input(model, as_batch(image, model, one=True), layer)
     with torch.no_grad():
         depthwise = sep.depthwise(x_in)  # 1 x C_in x h x w: each channel filtered on its own
         mixed_in = sep.intermediate(depthwise)
@@ -250,23 +213,21 @@ def plot_separable_steps(
     return fig
 
 
-# --------------------------------------------------------------------------- statistics
-def activation_statistics(model: Xception, images: torch.Tensor, *, device: Device = None) -> pd.DataFrame:
-    """Per-stage statistics of a batch of images' activations, one row per stage (the index).
-
-    Columns: ``channels``, ``height``, ``width``, ``mean`` and ``std`` of the raw output, ``mean_relu``,
-    ``sparsity`` (fraction that ReLU sets to zero), ``dead_channels`` (fraction zero everywhere after ReLU).
-    """
+def activation_statistics(model: Xception, images: torch.Tensor) -> pd.DataFrame:
+    """Per-stage statistics of a batch of images' activations, one row per stage (the index): ``channels``,
+    ``mean_relu`` (mean after ReLU), ``std`` (of the raw output), ``sparsity`` (fraction that ReLU sets to zero),
+    ``dead_channels`` (fraction of channels zero everywhere after ReLU)."""
     import pandas as pd
 
     rows = {}
-    for name, act in stage_outputs(model, images, device=device).items():
-        relu = act.clamp_min(0)
+    for name, act in stage_outputs(model, images).items():
         rows[name] = {
-            "channels": act.shape[1], "height": act.shape[2], "width": act.shape[3], "mean": float(act.mean()),
-            "std": float(act.std()) if act.numel() > 1 else 0.0, "mean_relu": float(relu.mean()),
-            "sparsity": float((act <= 0).float().mean()), "dead_channels": float((relu.amax(dim=(0, 2, 3)) == 0).float().mean()),
-        }  # fmt: skip
+            "channels": act.shape[1],
+            "mean_relu": float(act.relu().mean()),
+            "std": float(act.std()),
+            "sparsity": float((act <= 0).float().mean()),
+            "dead_channels": float((act.amax(dim=(0, 2, 3)) <= 0).float().mean()),
+        }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("stage")
 
 
@@ -283,21 +244,18 @@ def plot_activation_statistics(stats: Mapping[str, pd.DataFrame], *, title: str 
     if len(stats) > len(looks):
         raise ValueError(f"expected at most {len(looks)} sets of statistics to compare, got {len(stats)}")
     fig, grid = plt.subplots(2, 2, figsize=(style.COLUMN_IN, 5.6), layout="constrained")
-    panels = {"mean_relu": "mean after ReLU", "std": "standard deviation", "sparsity": "fraction zero after ReLU",
-              "dead_channels": "channels never firing"}  # fmt: skip
-    for ax, (key, label) in zip(grid.flat, panels.items(), strict=True):
+    panels = ["mean after ReLU", "standard deviation", "fraction zero after ReLU", "channels never firing"]
+    for ax, key, label in zip(grid.flat, ["mean_relu", "std", "sparsity", "dead_channels"], panels, strict=True):
         for (name, frame), look in zip(stats.items(), looks, strict=False):
-            ax.plot(
-                [s.replace("_flow", "").replace(".block", " ") for s in frame.index], frame[key], label=name, **look
-            )
-        fraction = key in ("sparsity", "dead_channels")
-        if fraction:
+            ax.plot(frame.index.str.replace("_flow", "").str.replace(".block", " "), frame[key], label=name, **look)
+        if key in ("sparsity", "dead_channels"):
             ax.set_ylim(-0.02, 1.02)
         elif all((frame[key] > 0).all() for frame in stats.values()):
             ax.set_yscale("log")  # values can span orders of magnitude across stages
             ax.yaxis.set_major_formatter("{x:g}")  # 0.5, not 5 x 10^-1; minor ticks: 2 and 5 labelled
             ax.yaxis.set_minor_formatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else "")
-        ax.set_ylabel(label + ("" if fraction or ax.get_yscale() != "log" else " (log)"), fontsize=9)
+            label += " (log)"
+        ax.set_ylabel(label, fontsize=9)
         ax.tick_params(labelsize=9)
         ax.tick_params(axis="x", labelrotation=30)
         ax.grid(alpha=0.3)
@@ -306,16 +264,14 @@ def plot_activation_statistics(stats: Mapping[str, pd.DataFrame], *, title: str 
     return fig
 
 
-# --------------------------------------------------------------------------- predictions
 def top_k(
-    model: Xception, images: torch.Tensor, class_names: Sequence[str], *, k: int = 5, device: Device = None
+    model: Xception, images: torch.Tensor, class_names: Sequence[str], *, k: int = 5
 ) -> list[list[tuple[str, float]]]:
     """The ``k`` most probable classes of each image, as (name, probability) pairs."""
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    device = device_of(model, device)
-    with eval_mode(model.to(device)), torch.no_grad():
-        probs = model(as_batch(images).to(device)).softmax(dim=1).cpu()
+    with eval_mode(model), torch.no_grad():
+        probs = model(as_batch(images, model)).softmax(dim=1).cpu()
     if probs.shape[1] != len(class_names):
         raise ValueError(f"expected {probs.shape[1]} class names (one per model output), got {len(class_names)}")
     values, indices = probs.topk(min(k, probs.shape[1]), dim=1)
@@ -324,8 +280,6 @@ def top_k(
         for vs, ids in zip(values.tolist(), indices.tolist(), strict=True)
     ]
 
-
-# --------------------------------------------------------------------------- which model
 
 #: Environment variable naming a CIFAR-10 checkpoint (written by ``xl.train.fit``) to show.
 CHECKPOINT_ENV = "XCEPTION_CIFAR_CHECKPOINT"
@@ -368,8 +322,9 @@ def load_pretrained_imagenet(*, timeout_s: float = 3.0) -> Xception:
         return from_timm(timm.create_model("legacy_xception", pretrained=True))
 
 
-def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
-    """The model a checkpoint file holds and the last test accuracy it records (or ``None``)."""
+def read_checkpoint(path: str | Path) -> tuple[Xception, float | None]:
+    """The CIFAR-10 Xception (in eval mode) in a checkpoint of ``xl.train.fit``, and its last test accuracy."""
+    path = Path(path).expanduser()
     fix = (
         "Expected a checkpoint written by xl.train.fit (a dict with 'model' and 'model_config'); "
         f"replace the file, or unset {CHECKPOINT_ENV} to see the model the book ships."
@@ -390,11 +345,14 @@ def _read_checkpoint(path: Path) -> tuple[Xception, float | None]:
     try:
         fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in obj["model_config"].items()}
         model = Xception(XceptionConfig(**fields))
-        model.load_state_dict(
-            {k.removeprefix("_orig_mod.").removeprefix("module."): v for k, v in obj["model"].items()}
-        )
+        model.load_state_dict(obj["model"])  # fit saves the unwrapped model's state, as restore reads it
     except (TypeError, ValueError, RuntimeError) as error:
         raise ValueError(f"{path}: its weights do not fit its model_config: {str(error)[:300]}. {fix}") from error
+    if model.config.num_classes != 10:
+        raise ValueError(
+            f"{path} holds a {model.config.num_classes}-class Xception, not a CIFAR-10 one: chapter 7 names "
+            f"its classes with CIFAR-10's. Name a CIFAR-10 checkpoint, or unset {CHECKPOINT_ENV}."
+        )
     accuracies = [a for a in (obj.get("history") or {}).get("test_acc", []) if a == a]  # nan: not evaluated
     return model.eval(), (accuracies[-1] if accuracies else None)
 
@@ -406,38 +364,29 @@ def small_checkpoint_provenance() -> dict[str, Any]:
     return info
 
 
-def load_best_available_model(*, checkpoint: str | Path | None = None, device: Device = "cpu") -> AvailableModel:
-    """The most informative trained Xception this machine can get, and what it is. In order: the CIFAR-10
-    checkpoint you name (``checkpoint`` or ``$XCEPTION_CIFAR_CHECKPOINT``; it must load), the pretrained
-    ImageNet Xception (:func:`load_pretrained_imagenet`), the small CIFAR-10 Xception shipped with the package.
-    """
-    named = checkpoint or os.environ.get(CHECKPOINT_ENV)
+def load_best_available_model() -> AvailableModel:
+    """The most informative trained Xception this machine can get (on the CPU), and what it is. In order: the
+    CIFAR-10 checkpoint named by ``$XCEPTION_CIFAR_CHECKPOINT`` (it must load), the pretrained ImageNet Xception
+    (:func:`load_pretrained_imagenet`), the small CIFAR-10 Xception shipped with the package."""
+    named = os.environ.get(CHECKPOINT_ENV)
     if named:
-        path = Path(named).expanduser()
-        model, accuracy = _read_checkpoint(path)
-        if model.config.num_classes != 10:
-            raise ValueError(
-                f"{path} holds a {model.config.num_classes}-class Xception, not a CIFAR-10 one: chapter 7 names "
-                f"its classes with CIFAR-10's. Name a CIFAR-10 checkpoint, or unset {CHECKPOINT_ENV}."
-            )
+        model, accuracy = read_checkpoint(named)
         measured = f"last test accuracy {accuracy:.2%}" if accuracy is not None else "no test accuracy recorded"
-        found = AvailableModel(model, f"CIFAR-10 Xception from {path}, {measured}.", "cifar10", accuracy)
+        found = AvailableModel(model, f"CIFAR-10 Xception from {named}, {measured}.", "cifar10", accuracy)
     else:
         try:
             text = "Pretrained ImageNet Xception (timm's legacy_xception, the Keras weights) via xl.from_timm."
             found = AvailableModel(load_pretrained_imagenet(), text, "imagenet", None)
         except Exception as error:  # offline or downloads disabled (an OSError's one sentence), no timm...
-            why = (
-                f": {str(error).splitlines()[0][:100]}" if isinstance(error, OSError) else f" ({type(error).__name__})"
-            )
+            cause = str(error).splitlines()[0][:100] if isinstance(error, OSError) else type(error).__name__
             info = small_checkpoint_provenance()
             text = (
                 f"The small CIFAR-10 Xception shipped with xception_lib: {info['model']}, {info['parameters']:,} "
                 f"parameters, trained {info['epochs']} epochs on {info['threads']} CPU thread(s) "
                 f"({info['environment']['device_name']}); {info['test_accuracy']:.2%} test accuracy on the "
-                f"{info['test_images']:,} {info['dataset']} test images (ImageNet weights unavailable{why})."
+                f"{info['test_images']:,} {info['dataset']} test images (ImageNet weights unavailable: {cause})."
             )
             accuracy = float(info["test_accuracy"])
-            found = AvailableModel(_read_checkpoint(SMALL_CHECKPOINT)[0], text, "cifar10", accuracy)
+            found = AvailableModel(read_checkpoint(SMALL_CHECKPOINT)[0], text, "cifar10", accuracy)
     text = textwrap.fill(found.description, 79, break_long_words=False, break_on_hyphens=False)
-    return found._replace(model=found.model.to(device).eval(), description=text)
+    return found._replace(model=found.model.eval(), description=text)
