@@ -1,15 +1,4 @@
-"""Everything :func:`xception_lib.train.fit` does differently under ``torchrun``, in one place.
-
-Every process runs the same script; ``fit`` finds the process group the script initialised::
-
-    # train_ddp.py; run with: torchrun --nproc_per_node=4 train_ddp.py
-    torch.distributed.init_process_group("nccl")  # "gloo" on CPUs
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    torch.cuda.set_device(device)
-    model = xl.xception_cifar()  # DDP starts every process from rank 0's weights
-    data = xl.data.load_cifar("cifar10")
-    history = xl.train.fit(model, data, device=device, checkpoint_dir="runs/ddp")
-    torch.distributed.destroy_process_group()
+"""Everything :func:`xception_lib.train.fit` does differently under ``torchrun`` (Chapter 8 shows the script).
 
 ``TrainConfig.batch_size`` stays the global batch: each process takes every ``world_size``-th image of
 the epoch's order, DDP averages the gradients, metrics are summed over processes, and only rank 0 writes

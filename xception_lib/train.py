@@ -247,8 +247,7 @@ def fit(
     history = History(meta=json.loads(json.dumps(meta)))  # as it will read back from JSON (tuples become lists)
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
-        defaults = dataclasses.asdict(TrainConfig())  # what a checkpoint from before a field existed reads as
-        stored, start_epoch = checkpoint.restore(checkpoint_path, identity, defaults, trained)
+        stored, start_epoch = checkpoint.restore(checkpoint_path, identity, trained)
         history = History.from_dict(stored)
     label, step = "preview" if cfg.is_preview else "train", start_epoch * steps_per_epoch
     options: dict[str, Any] = {"label_smoothing": cfg.label_smoothing, "grad_clip": cfg.grad_clip}
