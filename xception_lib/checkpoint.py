@@ -27,9 +27,9 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used: unreadable, not a training checkpoint, or of another run."""
 
 
-def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
+def atomic_save(obj: object, target: str | os.PathLike[str]) -> None:
     """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place (atomic on one file
-    system, so a reader finds the previous complete file or the new one, never half a file); returns ``target``.
+    system, so a reader finds the previous complete file or the new one, never half a file).
 
     A failed write (a full disk, a folder that is not writable) leaves ``target`` as it was and raises an
     ``OSError`` naming ``target`` and the cause; torch reports such failures as a ``RuntimeError``.
@@ -54,9 +54,8 @@ def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
         message = f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?"
         raise kind(code, message) from error
     finally:
-        if tmp is not None and Path(tmp).exists():
-            Path(tmp).unlink()
-    return target
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -121,8 +120,7 @@ def restore(path: Path, expected: dict[str, Any], trained: dict[str, Any]) -> tu
         )
     differences = []
     for key, want in expected.items():
-        have = state[key]
-        pairs = [(key, have, want)]
+        pairs = [(key, have := state[key], want)]
         if isinstance(want, dict) and isinstance(have, dict):
             pairs = [(f"{key}.{k}", have.get(k), want.get(k)) for k in sorted(set(have) | set(want))]
         differences += [f"{name}: {h!r} -> {w!r}" for name, h, w in pairs if h != w]

@@ -1,4 +1,4 @@
-"""Everything :func:`xception_lib.train.fit` does differently under ``torchrun`` (Chapter 8 shows the script).
+"""What :func:`xception_lib.train.fit` needs to train under ``torchrun`` (Chapter 8 shows the script).
 
 ``TrainConfig.batch_size`` stays the global batch: each process takes every ``world_size``-th image of
 the epoch's order, DDP averages the gradients, metrics are summed over processes, and only rank 0 writes
@@ -40,37 +40,22 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def barrier() -> None:
-    """Wait until every process gets here (e.g. until rank 0 has written the checkpoint)."""
-    if rank_and_world_size()[1] > 1:
-        torch.distributed.barrier()
-
-
-def broadcast_buffers(model: nn.Module) -> None:
-    """Give every process rank 0's buffers (batch-norm running statistics), which differ after an
-    epoch's last step without SyncBatchNorm: evaluation, checkpoint and result are rank 0's model."""
-    if rank_and_world_size()[1] > 1:
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, src=0)
-
-
 @contextlib.contextmanager
 def synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, ``model``'s batch norms are ``nn.SyncBatchNorm`` layers sharing their parameters and
     buffers (the optimizer trains them, state-dict keys stay); on exit the original layers are put back."""
-    swaps = [
-        (parent, name, child, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    originals = [
+        (parent, name, child)
         for parent in list(model.modules())
         for name, child in parent.named_children()
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm)
+        if isinstance(child, nn.modules.batchnorm._BatchNorm)
     ]
-    for parent, name, _, synced in swaps:
-        setattr(parent, name, synced)
+    nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces each in its parent
     try:
         yield model
     finally:
-        for parent, name, original, synced in reversed(swaps):
-            original.train(synced.training)
+        for parent, name, original in originals:
+            original.train(getattr(parent, name).training)
             setattr(parent, name, original)
 
 

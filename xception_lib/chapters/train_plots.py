@@ -14,8 +14,7 @@ import torch
 from xception_lib.chapters import style
 from xception_lib.history import History
 
-FONT = 9
-"""Smallest text size in points, at the figures' printed width (at most 7.2 in, the book's column)."""
+FONT = 9  # smallest text size in points, at the figures' printed width (at most 7.2 in, the book's column)
 
 
 def plot_images(
@@ -58,8 +57,6 @@ def plot_history(history: History, *, label: str = "your run") -> Any:
 
     The training loss is what the optimiser minimised (with label smoothing, if the recipe uses it); the
     test loss is the plain cross-entropy, so the two are on different scales: compare runs by accuracy.
-    Both are drawn in Xception's colour (:mod:`~xception_lib.chapters.style`): test solid with squares,
-    training dashed with open circles.
     """
     import matplotlib.pyplot as plt
 
