@@ -105,11 +105,8 @@ def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bo
 
 def restore(path: Path, expected: dict[str, Any], trained: dict[str, Any]) -> tuple[Any, int]:
     """Load the checkpoint ``path`` into ``trained`` (``{"model": model, "optimizer": ..., "scaler": ...}``: each
-    ``load_state_dict``'s its entry); return its history (a dict) and epoch.
-
-    Raises a :class:`CheckpointError` naming every differing field unless it is a training checkpoint of the run
-    whose values are ``expected``.
-    """
+    ``load_state_dict``'s its entry) and return its history (a dict) and epoch, or raise a :class:`CheckpointError`
+    (naming every differing field) unless it is a training checkpoint of the run whose values are ``expected``."""
     try:
         state = load_checkpoint(path, map_location=next(trained["model"].parameters()).device)
     except CheckpointError as error:

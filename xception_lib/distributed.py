@@ -26,9 +26,8 @@ def rank_and_world_size() -> tuple[int, int]:
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """``values`` summed over all processes (a new tensor; ``values`` itself in one process)."""
+    """``values`` summed over all processes, in place."""
     if rank_and_world_size()[1] > 1:
-        values = values.clone()
         torch.distributed.all_reduce(values)
     return values
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from xception_lib.provenance import check, from_dict
@@ -59,20 +58,18 @@ class History:
         """Record one epoch; every per-epoch field must be given."""
         missing, extra = set(EPOCH_FIELDS) - set(metrics), set(metrics) - set(EPOCH_FIELDS)
         if missing or extra:
-            raise ValueError(
-                f"expected exactly the metrics {EPOCH_FIELDS}, missing {sorted(missing)}, extra {sorted(extra)}"
-            )
+            raise ValueError(f"expected the metrics {EPOCH_FIELDS}: missing {sorted(missing)}, extra {sorted(extra)}")
         for name in EPOCH_FIELDS:
             getattr(self, name).append(float(metrics[name]))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> History:
         """Inverse of ``to_dict``; unknown keys and values of the wrong type are errors naming the field."""
         history = from_dict(cls, data, "history")
-        for f in dataclasses.fields(history):  # NaN and infinity are values: an epoch not evaluated, a diverged loss
+        for f in fields(history):  # NaN and infinity are values: an epoch not evaluated, a diverged loss
             value = getattr(history, f.name)
             check(f"history.{f.name}", value, dict[str, Any] if f.name == "meta" else list[float], nan=True)
             setattr(history, f.name, dict(value) if f.name == "meta" else [float(v) for v in value])

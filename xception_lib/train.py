@@ -194,8 +194,7 @@ def fit(
 ) -> History:
     """Train ``model`` (any classifier of ``N x 3 x H x W`` images, in place) on ``data`` (uint8 images, normalised
     with its ``mean`` and ``std``) with the recipe ``cfg`` (default: :func:`recommended_config` for ``device``, itself
-    by default the model's), one :func:`train_step` at a time (with DDP under ``torchrun``:
-    :mod:`xception_lib.distributed`).
+    by default the model's), one :func:`train_step` at a time (DDP under ``torchrun``: :mod:`.distributed`).
 
     Args:
         checkpoint_dir: Write ``checkpoint.pt`` here after every epoch (atomically); ``None``: none.

@@ -1,7 +1,4 @@
-"""The training chapter's figures: image grids, learning curves, confusion matrix, predictions.
-
-Each function returns the matplotlib ``Figure`` (imported inside it, so that the library does not need it).
-"""
+"""The training chapter's figures (matplotlib ``Figure`` objects; matplotlib is imported where it is needed)."""
 
 from __future__ import annotations
 
