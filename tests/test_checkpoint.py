@@ -143,22 +143,6 @@ def test_resume_refuses_other_data_and_another_recipe(tmp_path: Path) -> None:
     assert history.epochs == 2
 
 
-def test_checkpoints_of_format_1_still_resume(tmp_path: Path) -> None:
-    """Written before the model config, the data fingerprint and sync_batchnorm were stored."""
-    path = interrupted_run(tmp_path)
-    state = load_checkpoint(path)
-    for key in ("model_config", "model_class", "data", "train_config"):
-        del state[key]
-    state |= {"format": 1, "config": {k: v for k, v in dataclasses.asdict(CFG).items() if k != "sync_batchnorm"}}
-    atomic_save(state, path)
-    history = fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False)
-    assert history.epochs == 2
-    state["config"]["sync_batchnorm"] = False  # a field that differs from this run is still refused
-    atomic_save(state, path)
-    with pytest.raises(CheckpointError, match="train_config.sync_batchnorm: False -> True"):
-        fit(tiny(), synthetic(), CFG, device="cpu", checkpoint_dir=tmp_path, progress=False)
-
-
 # ----------------------------------------------------------------------------- unreadable files
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"  #: the latest checkpoint in a checkpoint directory
-FORMAT = 2  #: version of the checkpoint's layout (version 1 kept the TrainConfig under "config")
+FORMAT = 2  #: version of the checkpoint's layout
 # How torch's file writer reports a failed write (a full disk) as a RuntimeError.
 _WRITER_FAILURES = ("file write failed", "unexpected pos", "inline_container", "PytorchStreamWriter")
 _AFRESH = "pass resume=False (or another checkpoint_dir) to start afresh"
@@ -28,9 +27,9 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be used: unreadable, not a training checkpoint, or of another run."""
 
 
-def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
+def atomic_save(obj: object, target: str | os.PathLike[str]) -> None:
     """``torch.save(obj)`` to a temporary file beside ``target``, then rename it into place (atomic on one file
-    system, so a reader finds the previous complete file or the new one, never half a file); returns ``target``.
+    system, so a reader finds the previous complete file or the new one, never half a file).
 
     A failed write (a full disk, a folder that is not writable) leaves ``target`` as it was and raises an
     ``OSError`` naming ``target`` and the cause; torch reports such failures as a ``RuntimeError``.
@@ -55,9 +54,8 @@ def atomic_save(obj: object, target: str | os.PathLike[str]) -> Path:
         message = f"writing {target} failed, an I/O error ({cause}); is the disk full or the folder not writable?"
         raise kind(code, message) from error
     finally:
-        if tmp is not None and Path(tmp).exists():
-            Path(tmp).unlink()
-    return target
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -105,32 +103,24 @@ def checkpoint_file(checkpoint_dir: str | os.PathLike[str] | None, *, create: bo
     return folder / CHECKPOINT_NAME
 
 
-def restore(path: Path, expected: dict[str, Any], defaults: dict[str, Any], trained: dict[str, Any]) -> tuple[Any, int]:
+def restore(path: Path, expected: dict[str, Any], trained: dict[str, Any]) -> tuple[Any, int]:
     """Load the checkpoint ``path`` into ``trained`` (``{"model": model, "optimizer": ..., "scaler": ...}``: each
-    ``load_state_dict``'s its entry); return its history (a dict) and epoch.
-
-    Raises a :class:`CheckpointError` naming every differing field unless it is a training checkpoint of the run
-    whose values are ``expected`` (a key an older checkpoint lacks is skipped). ``defaults``: the ``TrainConfig``
-    fields, which a checkpoint written before a field existed reads as.
-    """
+    ``load_state_dict``'s its entry) and return its history (a dict) and epoch, or raise a :class:`CheckpointError`
+    (naming every differing field) unless it is a training checkpoint of the run whose values are ``expected``."""
     try:
         state = load_checkpoint(path, map_location=next(trained["model"].parameters()).device)
     except CheckpointError as error:
         raise CheckpointError(f"{error}; {_AFRESH}") from None
-    missing = sorted({"history", "epoch", *trained} - set(state))
-    stored = state.get("train_config", state.get("config"))  # format 1 kept it under "config"
-    if missing or not isinstance(stored, dict):
+    if missing := sorted({"history", "epoch", *trained, *expected} - set(state)):
         raise CheckpointError(
-            f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing or ['train_config']}); {_AFRESH}"
+            f"{path} is not a training checkpoint of xception_lib.train.fit (it has no {missing}); {_AFRESH}"
         )
-    state["train_config"] = {**defaults, **stored}
     differences = []
     for key, want in expected.items():
-        have = state.get(key, want)
-        pairs = [(key, have, want)]
+        pairs = [(key, have := state[key], want)]
         if isinstance(want, dict) and isinstance(have, dict):
             pairs = [(f"{key}.{k}", have.get(k), want.get(k)) for k in sorted(set(have) | set(want))]
-        differences += [f"{name}: {h!r} -> {w!r}" for name, h, w in pairs if _plain(h) != _plain(w)]
+        differences += [f"{name}: {h!r} -> {w!r}" for name, h, w in pairs if h != w]
     if differences:
         raise CheckpointError(
             f"{path} was written by a different run ({'; '.join(differences)}), so resuming would not continue it. "
@@ -142,8 +132,3 @@ def restore(path: Path, expected: dict[str, Any], defaults: dict[str, Any], trai
     except (RuntimeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} does not fit this model ({str(error).splitlines()[0]}); {_AFRESH}") from None
     return state["history"], int(state["epoch"])
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as it reads back from JSON (tuples become lists), so that both compare equal."""
-    return json.loads(json.dumps(value))

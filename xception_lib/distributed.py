@@ -1,15 +1,4 @@
-"""Everything :func:`xception_lib.train.fit` does differently under ``torchrun``, in one place.
-
-Every process runs the same script; ``fit`` finds the process group the script initialised::
-
-    # train_ddp.py; run with: torchrun --nproc_per_node=4 train_ddp.py
-    torch.distributed.init_process_group("nccl")  # "gloo" on CPUs
-    device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    torch.cuda.set_device(device)
-    model = xl.xception_cifar()  # DDP starts every process from rank 0's weights
-    data = xl.data.load_cifar("cifar10")
-    history = xl.train.fit(model, data, device=device, checkpoint_dir="runs/ddp")
-    torch.distributed.destroy_process_group()
+"""What :func:`xception_lib.train.fit` needs to train under ``torchrun`` (Chapter 8 shows the script).
 
 ``TrainConfig.batch_size`` stays the global batch: each process takes every ``world_size``-th image of
 the epoch's order, DDP averages the gradients, metrics are summed over processes, and only rank 0 writes
@@ -37,9 +26,8 @@ def rank_and_world_size() -> tuple[int, int]:
 
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
-    """``values`` summed over all processes (a new tensor; ``values`` itself in one process)."""
+    """``values`` summed over all processes, in place."""
     if rank_and_world_size()[1] > 1:
-        values = values.clone()
         torch.distributed.all_reduce(values)
     return values
 
@@ -51,37 +39,22 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
-def barrier() -> None:
-    """Wait until every process gets here (e.g. until rank 0 has written the checkpoint)."""
-    if rank_and_world_size()[1] > 1:
-        torch.distributed.barrier()
-
-
-def broadcast_buffers(model: nn.Module) -> None:
-    """Give every process rank 0's buffers (batch-norm running statistics), which differ after an
-    epoch's last step without SyncBatchNorm: evaluation, checkpoint and result are rank 0's model."""
-    if rank_and_world_size()[1] > 1:
-        for buffer in model.buffers():
-            torch.distributed.broadcast(buffer, src=0)
-
-
 @contextlib.contextmanager
 def synced_batchnorm(model: nn.Module) -> Iterator[nn.Module]:
     """Within the block, ``model``'s batch norms are ``nn.SyncBatchNorm`` layers sharing their parameters and
     buffers (the optimizer trains them, state-dict keys stay); on exit the original layers are put back."""
-    swaps = [
-        (parent, name, child, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    originals = [
+        (parent, name, child)
         for parent in list(model.modules())
         for name, child in parent.named_children()
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm)
+        if isinstance(child, nn.modules.batchnorm._BatchNorm)
     ]
-    for parent, name, _, synced in swaps:
-        setattr(parent, name, synced)
+    nn.SyncBatchNorm.convert_sync_batchnorm(model)  # replaces each in its parent
     try:
         yield model
     finally:
-        for parent, name, original, synced in reversed(swaps):
-            original.train(synced.training)
+        for parent, name, original in originals:
+            original.train(getattr(parent, name).training)
             setattr(parent, name, original)
 
 

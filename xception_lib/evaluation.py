@@ -1,8 +1,4 @@
-"""What a trained classifier does on images it did not train on: accuracy, class probabilities, confusion matrix.
-
-:func:`xception_lib.train.fit` measures the test accuracy after each epoch (:func:`loss_and_accuracy`); the others
-look at any model afterwards, on any uint8 images, in eval mode, normalised as in training.
-"""
+"""What a trained classifier does on images it did not train on: accuracy, class probabilities, confusion matrix."""
 
 from __future__ import annotations
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
+
+from xception_lib.provenance import check, from_dict
 
 EPOCH_FIELDS = ("train_loss", "train_acc", "test_loss", "test_acc", "lr", "images_per_sec", "epoch_time")
 
@@ -57,34 +58,22 @@ class History:
         """Record one epoch; every per-epoch field must be given."""
         missing, extra = set(EPOCH_FIELDS) - set(metrics), set(metrics) - set(EPOCH_FIELDS)
         if missing or extra:
-            raise ValueError(
-                f"expected exactly the metrics {EPOCH_FIELDS}, missing {sorted(missing)}, extra {sorted(extra)}"
-            )
+            raise ValueError(f"expected the metrics {EPOCH_FIELDS}: missing {sorted(missing)}, extra {sorted(extra)}")
         for name in EPOCH_FIELDS:
             getattr(self, name).append(float(metrics[name]))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Any) -> History:
         """Inverse of ``to_dict``; unknown keys and values of the wrong type are errors naming the field."""
-        if not isinstance(data, dict):
-            raise TypeError(f"a History must be read from a dict, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        if unknown := set(data) - names:
-            raise ValueError(f"unknown History fields {sorted(unknown)}; expected a subset of {sorted(names)}")
-        meta = data.get("meta", {})
-        if not isinstance(meta, dict):
-            raise TypeError(f"History field meta must be a dict, got {type(meta).__name__}")
-        columns = {name: column for name, column in data.items() if name != "meta"}
-        for name, column in columns.items():
-            if not isinstance(column, list):
-                raise TypeError(f"History field {name} must be a list of numbers, got {type(column).__name__}")
-            for i, v in enumerate(column):
-                if isinstance(v, bool) or not isinstance(v, (int, float)):
-                    raise TypeError(f"History field {name}[{i}] must be a number, got {v!r}")
-        return cls(**{name: [float(v) for v in column] for name, column in columns.items()}, meta=dict(meta))
+        history = from_dict(cls, data, "history")
+        for f in fields(history):  # NaN and infinity are values: an epoch not evaluated, a diverged loss
+            value = getattr(history, f.name)
+            check(f"history.{f.name}", value, dict[str, Any] if f.name == "meta" else list[float], nan=True)
+            setattr(history, f.name, dict(value) if f.name == "meta" else [float(v) for v in value])
+        return history
 
     def summary(self) -> str:
         if not self.epochs:

@@ -39,7 +39,7 @@ class TrainConfig:
     """How to train: the modern short CIFAR recipe (SGD with Nesterov momentum, one-cycle learning rate, label
     smoothing, weight decay on weights only, crops and flips, mixed precision). The defaults are the full schedule
     planned for one H100 (94% test accuracy on CIFAR-10 within 2 minutes for ``xception_cifar``: the recorded run met
-    the time, not the accuracy). Every field is checked when the config is made; an error names a wrong one."""
+    the time, not the accuracy). Every field is checked when the config is made."""
 
     epochs: int = FULL_EPOCHS  # where ResNet-18-sized CIFAR networks reach ~94-95% with one-cycle and smoothing
     batch_size: int = 512  # global; keeps a large GPU busy with 32x32 images, leaves ~100 steps per epoch
@@ -51,7 +51,7 @@ class TrainConfig:
     # (the decay acts on its direction), while decaying batch norm's own scale and shift would change the function.
     weight_decay: float = 5e-4
     label_smoothing: float = 0.1  # target probability spread over all classes: no over-confident logits
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"  # after warm-up: linear/cosine decay to 0, flat
+    schedule: Literal["onecycle", "cosine"] = "onecycle"  # after warm-up: a linear or cosine decay to 0
     warmup: float = 0.15  # fraction of steps from 0 to lr: BN statistics and momentum settle before the large steps
     amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # mixed precision; "auto": see resolve_amp
     channels_last: bool = True  # NHWC: what tensor cores want (and about twice as fast on a CPU for this network)
@@ -72,7 +72,7 @@ class TrainConfig:
     is_preview: bool = False  # marks a shortened CPU schedule; printed by describe()
 
     def __post_init__(self) -> None:
-        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine", "constant"), "amp": AMP_CHOICES}
+        choices = {"optimizer": ("sgd", "adamw"), "schedule": ("onecycle", "cosine"), "amp": AMP_CHOICES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"TrainConfig: {name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -133,8 +133,6 @@ def lr_at(cfg: TrainConfig, step: int, total_steps: int) -> float:
     warm = round(cfg.warmup * total_steps)
     if step < warm:
         return cfg.lr * (step + 1) / warm
-    if cfg.schedule == "constant":
-        return cfg.lr
     progress = (step - warm + 1) / (total_steps - warm + 1)  # in (0, 1): no step at lr 0 or twice at the peak
     if cfg.schedule == "onecycle":
         return cfg.lr * (1 - progress)
@@ -159,7 +157,6 @@ def train_step(
         scaler: Scales the fp16 loss so that small gradients do not underflow; for bf16 or full precision
             pass ``torch.amp.GradScaler(enabled=False)``, which changes nothing.
         amp_dtype: The autocast dtype (:func:`resolve_amp`), or ``None`` for full precision.
-        grad_clip: Clip the gradient norm to this value; ``None``: no clipping.
 
     Returns the loss (0-d) and the logits (``B x classes``, float32), detached and still on the device.
     """
@@ -172,8 +169,7 @@ def train_step(
         shapes = f"images {tuple(images.shape)} and labels {tuple(labels.shape)}"
         raise ValueError(f"train_step: expected a non-empty batch B x C x H x W and B labels, got {shapes}")
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        logits = model(images)  # B x classes, in amp_dtype where autocast chose it
-    logits = logits.float()  # the softmax and loss in float32
+        logits = model(images).float()  # B x classes; the softmax and loss in float32
     loss = nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -198,8 +194,7 @@ def fit(
 ) -> History:
     """Train ``model`` (any classifier of ``N x 3 x H x W`` images, in place) on ``data`` (uint8 images, normalised
     with its ``mean`` and ``std``) with the recipe ``cfg`` (default: :func:`recommended_config` for ``device``, itself
-    by default the model's), one :func:`train_step` at a time (with DDP under ``torchrun``:
-    :mod:`xception_lib.distributed`).
+    by default the model's), one :func:`train_step` at a time (DDP under ``torchrun``: :mod:`.distributed`).
 
     Args:
         checkpoint_dir: Write ``checkpoint.pt`` here after every epoch (atomically); ``None``: none.
@@ -247,8 +242,7 @@ def fit(
     history = History(meta=json.loads(json.dumps(meta)))  # as it will read back from JSON (tuples become lists)
     start_epoch = 0
     if checkpoint_path is not None and resume and checkpoint_path.exists():
-        defaults = dataclasses.asdict(TrainConfig())  # what a checkpoint from before a field existed reads as
-        stored, start_epoch = checkpoint.restore(checkpoint_path, identity, defaults, trained)
+        stored, start_epoch = checkpoint.restore(checkpoint_path, identity, trained)
         history = History.from_dict(stored)
     label, step = "preview" if cfg.is_preview else "train", start_epoch * steps_per_epoch
     options: dict[str, Any] = {"label_smoothing": cfg.label_smoothing, "grad_clip": cfg.grad_clip}
@@ -285,7 +279,9 @@ def fit(
                     pending.clear()
             loss_sum, correct, count = distributed.all_reduce_sum(totals).tolist()  # waits for the device
             seconds = time.perf_counter() - start
-            distributed.broadcast_buffers(model)
+            if world_size > 1:  # rank 0's batch-norm statistics (without SyncBatchNorm, each process has its own)
+                for buffer in model.buffers():
+                    torch.distributed.broadcast(buffer, src=0)
             evaluated = (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == last_epoch
             test = loss_and_accuracy(model, test_loader, amp_dtype) if evaluated else (math.nan, math.nan)
             metrics = {"train_loss": loss_sum / count, "train_acc": correct / count, "test_loss": test[0]}
@@ -298,7 +294,8 @@ def fit(
                 state = {key: obj.state_dict() for key, obj in trained.items()} | identity
                 state |= {"format": checkpoint.FORMAT, "epoch": epoch + 1, "step": step, "history": history.to_dict()}
                 checkpoint.atomic_save(state, checkpoint_path)
-            distributed.barrier()  # no process goes on (or returns) before the checkpoint is written
+            if world_size > 1:  # no process goes on (or returns) before the checkpoint is written
+                torch.distributed.barrier()
             for callback in callbacks:
                 callback(epoch, history)
     return history

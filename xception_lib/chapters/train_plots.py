@@ -1,7 +1,4 @@
-"""The training chapter's figures: image grids, learning curves, confusion matrix, predictions.
-
-Each function returns the matplotlib ``Figure`` (imported inside it, so that the library does not need it).
-"""
+"""The training chapter's figures (matplotlib ``Figure`` objects; matplotlib is imported where it is needed)."""
 
 from __future__ import annotations
 
@@ -14,8 +11,7 @@ import torch
 from xception_lib.chapters import style
 from xception_lib.history import History
 
-FONT = 9
-"""Smallest text size in points, at the figures' printed width (at most 7.2 in, the book's column)."""
+FONT = 9  # smallest text size in points, at the figures' printed width (at most 7.2 in, the book's column)
 
 
 def plot_images(
@@ -37,6 +33,8 @@ def plot_images(
     for name, given in (("labels", labels), ("titles", titles)):
         if given is not None and len(given) != len(images):
             raise ValueError(f"expected one of {name} per image ({len(images)}), got {len(given)}")
+    if titles is None and labels is not None:
+        titles = [classes[int(y)] if classes else str(int(y)) for y in labels]
     lines = max((str(t).count("\n") + 1 for t in titles or []), default=1)
     nrows = -(-len(images) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * (size + 0.18 * lines + 0.1)), squeeze=False)
@@ -45,9 +43,7 @@ def plot_images(
     for i, (ax, image) in enumerate(zip(axes.flat, images.detach().cpu(), strict=False)):
         image = image if image.dtype == torch.uint8 else image.float().clamp(0, 1)
         ax.imshow(image.permute(1, 2, 0).numpy(), interpolation="nearest")
-        label = None if labels is None else int(labels[i])
-        title = titles[i] if titles is not None else classes[label] if classes and label is not None else label
-        ax.set_title("" if title is None else str(title), fontsize=FONT)
+        ax.set_title(titles[i] if titles else "", fontsize=FONT)
     fig.tight_layout(pad=0.2)
     return fig
 
@@ -58,8 +54,6 @@ def plot_history(history: History, *, label: str = "your run") -> Any:
 
     The training loss is what the optimiser minimised (with label smoothing, if the recipe uses it); the
     test loss is the plain cross-entropy, so the two are on different scales: compare runs by accuracy.
-    Both are drawn in Xception's colour (:mod:`~xception_lib.chapters.style`): test solid with squares,
-    training dashed with open circles.
     """
     import matplotlib.pyplot as plt
 
@@ -69,9 +63,8 @@ def plot_history(history: History, *, label: str = "your run") -> Any:
     kind = "CPU preview" if config.get("is_preview") else label
     fig.suptitle(f"{kind} ({where})" if where else kind, fontsize=FONT + 1)
     per_step, epochs = history.steps / max(history.epochs, 1), range(1, history.epochs + 1)
-    if history.step_loss:
-        steps = [(i + 1) / per_step for i in range(history.steps)]
-        axes[0].plot(steps, history.step_loss, color="0.75", lw=0.7, label="train, per step")
+    steps = [(i + 1) / per_step for i in range(history.steps)]  # in epochs
+    axes[0].plot(steps, history.step_loss, color="0.75", lw=0.7, label="train, per step")
     smoothing = config.get("label_smoothing")
     train = f"train (label smoothing {smoothing}), epoch mean" if smoothing else "train, epoch mean"
     for name, losses, accuracies, line in (
@@ -80,10 +73,7 @@ def plot_history(history: History, *, label: str = "your run") -> Any:
     ):
         axes[0].plot(epochs, losses, ms=3.5, color=style.colour("xception"), label=name, **line)
         axes[1].plot(epochs, [100 * a for a in accuracies], ms=3.5, color=style.colour("xception"), **line)
-    if history.step_lr:  # every step's rate; older histories have only the rate at the end of each epoch
-        axes[2].plot([(i + 1) / per_step for i in range(len(history.step_lr))], history.step_lr, color="0.3")
-    else:
-        axes[2].plot(epochs, history.lr, "o-", ms=3, color="0.3")
+    axes[2].plot(steps, history.step_lr, color="0.3")
     axes[2].set_ylim(bottom=0)
     for ax, ylabel in zip(axes, ("cross-entropy", "accuracy (%)", "learning rate"), strict=True):
         ax.set_xlabel("epoch", fontsize=FONT)
@@ -94,9 +84,9 @@ def plot_history(history: History, *, label: str = "your run") -> Any:
     return fig
 
 
-def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str], *, normalize: bool = True) -> Any:
+def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str]) -> Any:
     """A ``C x C`` confusion matrix of counts (rows: true class, columns: prediction), shown as percentages
-    of each row (``normalize``) or as counts."""
+    of each row."""
     import matplotlib.pyplot as plt
 
     n = len(classes)
@@ -104,7 +94,7 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str], *, norma
         got = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
         raise ValueError(f"expected a {n} x {n} tensor of counts (one row and column per class), got {got}")
     counts = matrix.detach().cpu().double()
-    shown = 100 * counts / counts.sum(1, keepdim=True).clamp(min=1) if normalize else counts
+    shown = 100 * counts / counts.sum(1, keepdim=True).clamp(min=1)
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     im = ax.imshow(shown.numpy(), cmap="Blues")
     ax.set_xticks(range(n), classes, rotation=45, ha="right", fontsize=FONT + 1)
@@ -116,14 +106,14 @@ def plot_confusion_matrix(matrix: torch.Tensor, classes: Sequence[str], *, norma
         colour = "white" if shown[i, j] > top / 2 else "black"
         ax.text(j, i, f"{shown[i, j]:.0f}", ha="center", va="center", fontsize=FONT, color=colour)
     colorbar = fig.colorbar(im, ax=ax)
-    colorbar.set_label("% of the true class" if normalize else "images", fontsize=FONT + 1)
+    colorbar.set_label("% of the true class", fontsize=FONT + 1)
     colorbar.ax.tick_params(labelsize=FONT)
     fig.tight_layout()
     return fig
 
 
 def plot_predictions(
-    images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], *, ncols: int = 5
+    images: torch.Tensor, labels: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str]
 ) -> Any:
     """Images titled with the predicted class and its probability, green if right, red if wrong (with the true class)."""
     if probabilities.dim() != 2 or probabilities.shape != (len(images), len(classes)) or len(labels) != len(images):
@@ -137,7 +127,7 @@ def plot_predictions(
         f"{classes[int(p)]} {float(c):.0%}\n" + ("right" if ok else f"true: {classes[int(y)]}")
         for p, c, y, ok in zip(predicted, confidence, labels, right, strict=True)
     ]
-    fig = plot_images(images, ncols=ncols, titles=titles, size=1.44)
+    fig = plot_images(images, ncols=5, titles=titles, size=1.44)
     for ax, ok in zip(fig.axes, right, strict=False):
         ax.title.set_color("tab:green" if ok else "tab:red")
     return fig
