@@ -100,11 +100,11 @@ def test_merge_adds_only_what_is_missing(tmp_path: Path, capsys: pytest.CaptureF
         ),
         (
             lambda line: line.replace('"test_acc": [0.25, 0.5]', '"test_acc": [0.25, "x"]'),
-            r"line 2: History field test_acc\[1\] must be a number",
+            r"line 2: history.test_acc\[1\]: expected a number",
         ),
         (
             lambda line: line.replace('"test_acc": [0.25, 0.5]', '"test_acc": [0.25, true]'),
-            r"line 2: History field test_acc\[1\] must be a number",
+            r"line 2: history.test_acc\[1\]: expected a number",
         ),
         (
             lambda line: line.replace('"train_loss": [1.0, 1.0]', '"train_loss": [1.0]'),

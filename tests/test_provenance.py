@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,13 @@ def test_environment_names_device_and_date() -> None:
     assert env.device == "cpu" and env.device_name and env.date.endswith("+00:00")
     assert env.cudnn_benchmark is None  # only recorded for CUDA runs
     assert xl.provenance.Environment.from_dict(json.loads(json.dumps(env.to_dict()))) == env
+
+
+def test_check_keeps_nan_and_the_sign_of_infinity() -> None:
+    """NaN stays NaN where NaN is allowed (an epoch not evaluated), -inf stays negative, 10**400 is +inf."""
+    assert math.isnan(xl.provenance.check("x", float("nan"), float, nan=True))
+    assert xl.provenance.check("x", -math.inf, float, nan=True) == -math.inf
+    assert xl.provenance.check("x", 10**400, float, nan=True) == math.inf
+    assert xl.provenance.check("x", [0.5, float("nan")], list[float], 0, 1, nan=True)[0] == 0.5
+    with pytest.raises(ValueError, match="x: expected a finite number"):
+        xl.provenance.check("x", float("nan"), float)

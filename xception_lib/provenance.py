@@ -44,7 +44,9 @@ def check(where: str, value: Any, hint: Any, low: float = -math.inf, high: float
     if hint in (int, float):
         number = isinstance(value, numbers.Integral if hint is int else numbers.Real) and not isinstance(value, bool)
         expect(number, where, "an integer" if hint is int else "a number", value)
-        value = hint(value) if hint is int or abs(value) < 1e308 else math.inf  # no OverflowError for 10**400
+        if hint is float and not abs(value) < 1e308:  # 10**400 and infinities (no OverflowError); NaN stays NaN
+            value = value if value != value else (math.inf if value > 0 else -math.inf)
+        value = hint(value)
         ok = (nan and math.isnan(value)) or ((hint is int or math.isfinite(value) or nan) and low <= value <= high)
         expect(ok, where, f"a finite number in [{low:g}, {high:g}]", value)
         return value
