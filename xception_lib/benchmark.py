@@ -5,6 +5,7 @@ models (a forward pass, a training step), single convolutions, the device's roof
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import tempfile
 import typing
@@ -44,8 +45,7 @@ class _Checked:
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
-        numeric = [n for n, h in hints.items() if h in (int, float, int | None)]
-        check_fields(self, {n: (0.0, math.inf) if n == "iqr_s" else (1e-300, math.inf) for n in numeric})
+        check_fields(self, {n: (0.0 if n == "iqr_s" else 1e-300, math.inf) for n in hints})  # numbers only
         for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():
             if name in hints:
                 expect(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
@@ -136,10 +136,9 @@ def _row(cls: Any, data: Any, where: str) -> Any:
     """``cls`` from a JSON object (lists become tuples); errors name ``where``."""
     expect(isinstance(data, dict), where, "a JSON object", data)
     try:
-        return from_dict(cls, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}, where)
+        return from_dict(cls, {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, where)
     except ValueError as err:
-        message = str(err)
-        raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None
+        raise ValueError(str(err) if str(err).startswith(where) else f"{where}.{err}") from None
 
 
 @dataclass(frozen=True)
@@ -156,26 +155,6 @@ class Results:
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **asdict(self)}
 
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "results") -> Results:
-        """Check and convert a JSON object; a ``ValueError`` names ``where`` and the first field that is wrong."""
-        try:
-            expect(isinstance(data, Mapping), "results", "a JSON object of benchmark results", type(data).__name__)
-            expect(data.get("schema") == SCHEMA, "schema", repr(SCHEMA), data.get("schema"))
-            rows: dict[str, Any] = {}
-            for name, kind in (("models", ModelRow), ("layers", LayerRow), ("skipped", Skipped)):
-                expect(isinstance(data.get(name), (list, tuple)), name, "a list", data.get(name))
-                rows[name] = tuple(_row(kind, row, f"{name}[{i}]") for i, row in enumerate(data[name]))
-            roof = data.get("roofline")
-            return cls(
-                Environment.from_dict(data.get("environment")),
-                _row(Settings, data.get("settings"), "settings"),
-                roofline=None if roof is None else _row(Roofline, roof, "roofline"),
-                **rows,
-            )
-        except ValueError as err:
-            raise ValueError(f"invalid benchmark results in {where}: {err}") from None
-
 
 def check_writable(path: str | Path) -> Path:
     """``path`` if a file can be written there (its folder is created), else a ``ValueError`` saying why."""
@@ -191,15 +170,31 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
-def save(results: Results | Mapping[str, Any], path: str | Path) -> Path:
-    """Check ``results`` and write them as JSON atomically: a failed write leaves an existing file as it was."""
-    results = results if isinstance(results, Results) else Results.from_dict(results)
+def save(results: Results, path: str | Path) -> Path:
+    """Write ``results`` as JSON atomically: a failed write leaves an existing file as it was."""
     return write_json_atomic(check_writable(path), results.to_dict())
 
 
 def load(path: str | Path) -> Results:
-    """Read and check a results JSON written by :func:`save`; errors name the file."""
-    return Results.from_dict(read_json(path), where=str(path))
+    """Read and check a results JSON written by :func:`save`; a ``ValueError`` names the file and the first field
+    that is wrong."""
+    data = read_json(path)
+    try:
+        expect(isinstance(data, dict), "results", "a JSON object of benchmark results", type(data).__name__)
+        expect(data.get("schema") == SCHEMA, "schema", repr(SCHEMA), data.get("schema"))
+        rows: dict[str, Any] = {}
+        for name, kind in (("models", ModelRow), ("layers", LayerRow), ("skipped", Skipped)):
+            expect(isinstance(data.get(name), list), name, "a list", data.get(name))
+            rows[name] = tuple(_row(kind, row, f"{name}[{i}]") for i, row in enumerate(data[name]))
+        roof = data.get("roofline")
+        return Results(
+            Environment.from_dict(data.get("environment")),
+            _row(Settings, data.get("settings"), "settings"),
+            roofline=None if roof is None else _row(Roofline, roof, "roofline"),
+            **rows,
+        )
+    except ValueError as err:
+        raise ValueError(f"invalid benchmark results in {path}: {err}") from None
 
 
 def recorded(pattern: str = "bench_gpu*.json") -> list[Results]:
@@ -253,10 +248,6 @@ def _timed(cases: Mapping[Any, Callable[[], object]], **options: Any) -> dict[An
         return interleaved(cases, **options)
 
 
-def _calls(layer: nn.Module, x: torch.Tensor, n: int) -> Callable[[], object]:
-    return lambda: [layer(x) for _ in range(n)]
-
-
 def call_patterns(
     layers: Mapping[str, nn.Module], x: torch.Tensor, *, budget_s: float = 10.0, threads: int = 1
 ) -> dict[str, dict[str, Timing]]:
@@ -270,8 +261,9 @@ def call_patterns(
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            hot = interleaved({n: _calls(f, x, 5) for n, f in layers.items()}, repeats=10, budget_s=budget_s)
-            cold = interleaved({n: _calls(f, x, 1) for n, f in layers.items()}, repeats=30, budget_s=budget_s)
+            blocks = {n: lambda f=f: [f(x) for _ in range(5)] for n, f in layers.items()}
+            hot = interleaved(blocks, repeats=10, budget_s=budget_s)
+            cold = interleaved({n: functools.partial(f, x) for n, f in layers.items()}, repeats=30, budget_s=budget_s)
     finally:
         torch.set_num_threads(before)
     per_call = {n: Timing(tuple(s / 5 for s in t.times), t.truncated) for n, t in hot.items()}

@@ -6,10 +6,10 @@ from __future__ import annotations
 import functools
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, ModelRow, Results
+from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, Measured, ModelRow, Results
 from xception_lib.chapters import style
 from xception_lib.timing import Timing
 
@@ -65,44 +65,31 @@ def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
     return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
 
 
+def _frame(rows: Sequence[Measured], variants: Sequence[str] | None) -> pandas.DataFrame:
+    """The fields of ``rows`` (of ``variants``, if given), with ``ms`` (the median) and ``spread`` (IQR / median)."""
+    import pandas as pd
+
+    df = pd.DataFrame([asdict(r) for r in rows if variants is None or r.variant in variants])
+    if df.empty:
+        raise ValueError(f"expected rows of the variants {variants}, got none")
+    return df.assign(ms=df.median_s * 1e3, spread=(df.iqr_s / df.median_s).map("{:.0%}".format))
+
+
 def model_table(rows: Sequence[ModelRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
     """One line per model row: MACs, median ms, spread (IQR / median) and images per second."""
-    return _table(
-        [
-            {
-                "model": r.label,
-                "variant": r.variant,
-                "mode": r.mode,
-                "px": r.input_size,
-                "GMACs": r.macs_per_image and round(r.macs_per_image / 1e9, 2),
-                "ms": round(r.median_s * 1e3, 1),
-                "spread": f"{r.spread:.0%}",
-                "img/s": round(r.images_per_s, 1),
-            }
-            for r in rows
-            if variants is None or r.variant in variants
-        ]
-    )
+    df = _frame(rows, variants).rename(columns={"input_size": "px", "images_per_s": "img/s"})
+    df["GMACs"] = (df.macs_per_image.astype(float) / 1e9).round(2)
+    columns = ["variant", "mode", "px", "GMACs", "ms", "spread", "img/s"]
+    return df.round({"ms": 1, "img/s": 1}).set_index("label").rename_axis("model")[columns]
 
 
 def layer_table(rows: Sequence[LayerRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
     """One line per layer row: MACs, intensity, median ms, spread and achieved GMAC/s."""
-    return _table(
-        [
-            {
-                "layer": f"{r.kind} {r.channels}@{r.size}x{r.size}",
-                "variant": r.variant,
-                "batch": r.batch_size,
-                "MMACs": round(r.macs / 1e6, 1),
-                "MACs/B": round(r.intensity, 1),
-                "ms": round(r.median_s * 1e3, 3),
-                "spread": f"{r.spread:.0%}",
-                "GMAC/s": round(r.gmacs_per_s, 1),
-            }
-            for r in rows
-            if variants is None or r.variant in variants
-        ]
-    )
+    df = _frame(rows, variants).rename(columns={"batch_size": "batch", "intensity": "MACs/B", "gmacs_per_s": "GMAC/s"})
+    size = df["size"].astype(str)
+    df["layer"], df["MMACs"] = df.kind + " " + df.channels.astype(str) + "@" + size + "x" + size, df.macs / 1e6
+    columns = ["variant", "batch", "MMACs", "MACs/B", "ms", "spread", "GMAC/s"]
+    return df.round({"MMACs": 1, "MACs/B": 1, "ms": 3, "GMAC/s": 1}).set_index("layer")[columns]
 
 
 def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception_timm_port")) -> pandas.DataFrame:
