@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, Measured, ModelRow, Results
+from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, ModelRow, Results
 from xception_lib.chapters import style
 from xception_lib.timing import Timing
 
@@ -65,7 +65,7 @@ def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
     return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
 
 
-def _frame(rows: Sequence[Measured], variants: Sequence[str] | None) -> pandas.DataFrame:
+def _frame(rows: Sequence[ModelRow | LayerRow], variants: Sequence[str] | None) -> pandas.DataFrame:
     """The fields of ``rows`` (of ``variants``, if given), with ``ms`` (the median) and ``spread`` (IQR / median)."""
     import pandas as pd
 
