@@ -112,7 +112,7 @@ def test_small_run_has_a_row_per_case(small_results: benchmark.Results) -> None:
     ],
 )
 def test_load_names_what_is_wrong(small_results: benchmark.Results, corrupt, message: str, tmp_path) -> None:
-    broken = json.loads(json.dumps(small_results.to_dict()))
+    broken = json.loads(benchmark.save(small_results, tmp_path / "some.json").read_text())
     corrupt(broken)
     (tmp_path / "some.json").write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="invalid benchmark results in .*some.json: " + message):

@@ -152,9 +152,6 @@ class Results:
     roofline: Roofline | None
     skipped: tuple[Skipped, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, **asdict(self)}
-
 
 def check_writable(path: str | Path) -> Path:
     """``path`` if a file can be written there (its folder is created), else a ``ValueError`` saying why."""
@@ -163,8 +160,7 @@ def check_writable(path: str | Path) -> Path:
         raise ValueError(f"output {path} is a directory; give a file name, such as {path / 'bench.json'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent):  # a real write: permissions can mislead (root, /proc)
-            pass
+        tempfile.TemporaryFile(dir=path.parent).close()  # a real write: permissions can mislead (root, /proc)
     except OSError as err:
         raise ValueError(f"output {path}: cannot write in {path.parent} ({err}); choose another path") from None
     return path
@@ -172,7 +168,7 @@ def check_writable(path: str | Path) -> Path:
 
 def save(results: Results, path: str | Path) -> Path:
     """Write ``results`` as JSON atomically: a failed write leaves an existing file as it was."""
-    return write_json_atomic(check_writable(path), results.to_dict())
+    return write_json_atomic(check_writable(path), {"schema": SCHEMA, **asdict(results)})
 
 
 def load(path: str | Path) -> Results:
@@ -338,11 +334,10 @@ def layer_benchmarks(
     batch_size: int = 2,
     variants: Sequence[str] = ("fp32",),
     rounds: int = 5,
-    warmup: int = 1,
-    budget_s: float | None = None,
+    **options: Any,
 ) -> list[LayerRow]:
     """Forward time of single convolutions (inference mode) in each of ``variants`` that the device runs, all cases
-    of a variant interleaved."""
+    of a variant interleaved; ``options`` (``warmup``, ``budget_s``) go to :func:`xception_lib.timing.interleaved`."""
     device = torch.device(device)
     check("batch_size", batch_size, int, 1)
     check("rounds", rounds, int, 1)
@@ -355,7 +350,7 @@ def layer_benchmarks(
     rows = []
     for v in variants:
         steps = {case: make_step(conv, x, v, train=False) for case, (conv, x) in built.items()}
-        for c, t in _timed(steps, repeats=rounds, warmup=warmup, device=device, budget_s=budget_s).items():
+        for c, t in _timed(steps, repeats=rounds, device=device, **options).items():
             macs, traffic = c.macs(batch_size), c.bytes_moved(batch_size)
             fields = (c.kind, c.channels, c.size, v, batch_size, macs, traffic, macs / traffic, macs / t.median / 1e9)
             rows.append(LayerRow.of(t, *fields))
