@@ -6,8 +6,8 @@ from __future__ import annotations
 import functools
 import textwrap
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, ModelRow, Results
 from xception_lib.chapters import style
@@ -29,8 +29,7 @@ def find(rows: Sequence[Any], **match: Any) -> Any:
     return hits[0]
 
 
-@dataclass(frozen=True)
-class Ratio:
+class Ratio(NamedTuple):
     """How many times faster a model is than a baseline (> 1: faster)."""
 
     ratio: float  # of the median times
@@ -216,10 +215,10 @@ def plot_roofline(results: Results) -> Any:
     markers = dict(zip(dict.fromkeys((r.channels, r.size) for r in rows), "o^sDv", strict=False))
     for r in rows:
         ax.scatter(
-            r.intensity, r.gmacs_per_s, s=60, color=style.colour(r.kind), marker=markers[r.channels, r.size], **POINT
+            r.intensity, r.gmacs_per_s, s=60, c=style.colour(r.kind), marker=markers[r.channels, r.size], **POINT
         )
-    kinds = dict.fromkeys(r.kind for r in rows)
     handles = [Line2D([], [], color="k", label="roofline")]
+    kinds = dict.fromkeys(r.kind for r in rows)
     handles += [Line2D([], [], ls="", marker="o", color=style.colour(k), label=k) for k in kinds]
     handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
     ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
@@ -264,8 +263,7 @@ def plot_variants(results: Results) -> Any:
     parts = [(s, speedups[speedups.section == s]) for s in ("layers", "models") if (speedups.section == s).any()]
     counts = [part.case.nunique() for _, part in parts]
     variants = [v for v in VARIANTS if v in set(speedups.variant)]
-    heights = [c + 1 for c in counts]  # a one-row panel still has room
-    size = (7, 1.8 + 0.32 * sum(counts))
+    size, heights = (7, 1.8 + 0.32 * sum(counts)), [c + 1 for c in counts]  # a one-row panel still has room
     fig, axes = plt.subplots(len(parts), 1, figsize=size, squeeze=False, sharex=True, height_ratios=heights)
     for ax, (section, part) in zip(axes[:, 0], parts, strict=True):
         cases = list(dict.fromkeys(part.case))  # in the measured order, top to bottom
@@ -276,9 +274,7 @@ def plot_variants(results: Results) -> Any:
             colour, marker = VARIANT_STYLES[variant]
             ax.scatter(rows.speedup, y, s=36, color=colour, marker=marker, label=variant, **POINT)
         ax.axvline(1.0, color="k", lw=1)
-        ax.set_yticks(range(len(cases)), cases)
-        ax.set_ylim(len(cases) - 0.5, -0.5)
-        ax.set_xscale("log")
+        ax.set(yticks=range(len(cases)), yticklabels=cases, ylim=(len(cases) - 0.5, -0.5), xscale="log")
         ax.grid(axis="x", which="major", alpha=0.3)
         ax.grid(axis="y", alpha=0.15)
         _labels(ax, "", "", section)
