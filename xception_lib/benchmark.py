@@ -40,8 +40,7 @@ RECORDS = records_dir()  # the recorded results (package data)
 
 # ------------------------------------------------------------------ records
 class _Checked:
-    """A record whose fields are checked against their annotations (:func:`xception_lib.provenance.check_fields`):
-    numbers finite and > 0 (the IQR >= 0), names from their choices."""
+    """Fields checked by :func:`~xception_lib.provenance.check_fields`: numbers > 0 (IQR >= 0), names from choices."""
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
@@ -69,10 +68,6 @@ class Measured(_Checked):
     def of(cls, t: Timing, *fields: Any) -> Any:
         """A row of ``cls`` from the times of ``t`` and the other fields, in the order they are declared."""
         return cls(t.median, t.iqr, len(t.times), t.times, *fields)
-
-    @property
-    def spread(self) -> float:  # IQR / median
-        return self.iqr_s / self.median_s
 
 
 @dataclass(frozen=True)
@@ -172,8 +167,7 @@ def save(results: Results, path: str | Path) -> Path:
 
 
 def load(path: str | Path) -> Results:
-    """Read and check a results JSON written by :func:`save`; a ``ValueError`` names the file and the first field
-    that is wrong."""
+    """Read and check a results JSON written by :func:`save`; errors name the file and the first wrong field."""
     data = read_json(path)
     try:
         expect(isinstance(data, dict), "results", "a JSON object of benchmark results", type(data).__name__)

@@ -51,8 +51,7 @@ def describe(results: Results) -> str:
     """Two lines saying where, when and how ``results`` were measured."""
     env, s = results.environment, results.settings
     commit = f"commit {env.commit[:8]}" if env.commit else "not a git checkout (no commit)"
-    if env.commit_note:
-        commit += " (corrected after the run, see commit_note)"
+    commit += " (corrected after the run, see commit_note)" * bool(env.commit_note)
     threads = f"{s.threads} thread{'s' * (s.threads != 1)}"
     when = env.date[:16].replace("T", " ")  # to the minute, in the recorded time zone (UTC)
     return f"{env.device_name}, torch {env.torch}, {threads}, batch {s.batch_size}, {s.rounds} rounds\n{commit}, {when}"
