@@ -450,9 +450,8 @@ def check_device(device: torch.device | str) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device {device!r} is not a device ({err}); use cpu, cuda, cuda:1 or mps") from None
-    cuda = device.type == "cuda" and (device.index or 0) < torch.cuda.device_count()
-    if not (device.type == "cpu" or cuda or (device.type == "mps" and torch.backends.mps.is_available())):
-        raise ValueError(
-            f"device {device} is not available on this machine (CUDA devices: {torch.cuda.device_count()}); use cpu"
-        )
+    n = torch.cuda.device_count()
+    ok = device.type == "cpu" or (device.type == "cuda" and (device.index or 0) < n)
+    if not (ok or (device.type == "mps" and torch.backends.mps.is_available())):
+        raise ValueError(f"device {device} is not available on this machine (CUDA devices: {n}); use cpu")
     return device

@@ -26,8 +26,7 @@ class Timing:
     truncated: bool = False  # the budget ran out before every repeat was taken
 
     def __post_init__(self) -> None:
-        if not self.times:
-            raise ValueError("expected at least one time, got none")
+        expect(bool(self.times), "times", "at least one time", self.times)
 
     @property
     def median(self) -> float:

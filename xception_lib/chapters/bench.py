@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, ModelRow, Results
 from xception_lib.chapters import style
+from xception_lib.provenance import expect
 from xception_lib.timing import Timing
 
 if TYPE_CHECKING:
@@ -92,27 +93,20 @@ def layer_table(rows: Sequence[LayerRow], variants: Sequence[str] | None = None)
 
 def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception_timm_port")) -> pandas.DataFrame:
     """Each measured model's speed over timm's legacy_xception per mode: ratio of medians, paired median, IQR."""
+    import pandas as pd
+
     measured = {(r.model, r.mode) for r in results.models if r.variant == "fp32"}
-    ratios = {(m, mode): speed_ratio(results, m, mode=mode) for m in models for mode in MODES if (m, mode) in measured}
-    return _table(
-        [
-            {
-                "model": m,
-                "mode": mode,
-                "ratio": round(r.ratio, 3),
-                "paired": round(r.paired_median, 3),
-                "IQR": f"{r.paired_q1:.3f} to {r.paired_q3:.3f}",
-            }
-            for (m, mode), r in ratios.items()
-        ]
-    )
+    keys = [(m, mode) for m in models for mode in MODES if (m, mode) in measured]
+    df = pd.DataFrame([speed_ratio(results, m, mode=mode) for m, mode in keys], columns=Ratio._fields)
+    iqr = df.paired_q1.map("{:.3f}".format) + " to " + df.paired_q3.map("{:.3f}".format)
+    df = df.round(3).assign(model=[m for m, _ in keys], mode=[mode for _, mode in keys], IQR=iqr)
+    return df.rename(columns={"paired_median": "paired"}).set_index("model")[["mode", "ratio", "paired", "IQR"]]
 
 
 def format_results(results: Results, sections: Sequence[str] = SECTIONS, *, header: bool = True) -> str:
     """A plain-text report of ``sections``, its prose wrapped to the book's column (the chapters show tables as
     HTML); ``header``: :func:`describe` and titles."""
-    if set(sections) - set(SECTIONS):
-        raise ValueError(f"unknown section(s) {sorted(set(sections) - set(SECTIONS))}; expected some of {SECTIONS}")
+    expect(set(sections) <= set(SECTIONS), "sections", f"some of {SECTIONS}", sections)
     out, roof = [describe(results)] if header else [], results.roofline
     wrap = functools.partial(textwrap.fill, width=WIDTH, subsequent_indent="    ")
     for section in sections:
