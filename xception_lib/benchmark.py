@@ -362,9 +362,8 @@ def roofline(
     t = interleaved({"mm": lambda: torch.mm(a, b), "copy": lambda: dst.copy_(src)}, repeats=rounds, device=device)
     peak, bandwidth = matrix_size**3 / t["mm"].median / 1e9, 2 * src.numel() * 4 / t["copy"].median / 1e9
     compute = f"fp32 matmul {matrix_size}x{matrix_size}x{matrix_size}, median of {rounds}"
-    return Roofline(
-        peak, bandwidth, peak / bandwidth, compute, f"copy of {copy_mib} MiB (read + write), median of {rounds}"
-    )
+    copy = f"copy of {copy_mib} MiB (read + write), median of {rounds}"
+    return Roofline(peak, bandwidth, peak / bandwidth, compute, copy)
 
 
 # ------------------------------------------------------------------ the whole suite
@@ -436,12 +435,11 @@ def run(
             where = f"{best.kind} convolution {best.channels}@{best.size}, which beat the matmul"
             ridge = best.gmacs_per_s / roof.bandwidth_gb_per_s
             roof = replace(roof, peak_gmacs_per_s=best.gmacs_per_s, ridge_intensity=ridge, compute_from=where)
-    skipped = [
-        Skipped(f"{part}/{v}", why) for part in ("models", "layers")[: 1 + layers] for v, why in reasons.items() if why
-    ]
+    parts = ("models", "layers") if layers else ("models",)
+    skipped = tuple(Skipped(f"{part}/{v}", why) for part in parts for v, why in reasons.items() if why)
     tf32 = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
     settings = Settings(str(device), quick, batch_size, rounds, torch.get_num_threads(), compile, tf32)
-    return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, tuple(skipped))
+    return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, skipped)
 
 
 def check_device(device: torch.device | str) -> torch.device:

@@ -58,12 +58,6 @@ def describe(results: Results) -> str:
     return f"{env.device_name}, torch {env.torch}, {threads}, batch {s.batch_size}, {s.rounds} rounds\n{commit}, {when}"
 
 
-def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
-    import pandas as pd
-
-    return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
-
-
 def _frame(rows: Sequence[ModelRow | LayerRow], variants: Sequence[str] | None) -> pandas.DataFrame:
     """The fields of ``rows`` (of ``variants``, if given), with ``ms`` (the median) and ``spread`` (IQR / median)."""
     import pandas as pd
@@ -151,12 +145,14 @@ def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pand
 
 def separable_shares(results: Results) -> pandas.DataFrame:
     """The depthwise 3x3's share of a separable convolution's (depthwise, then pointwise) MACs and time, by shape."""
+    import pandas as pd
+
     rows = []
     for dw in (r for r in results.layers if r.kind == "depthwise" and r.variant == "fp32"):
         pw = find(results.layers, kind="pointwise", channels=dw.channels, size=dw.size, variant="fp32")
         shares = {"mac_share": dw.macs / (dw.macs + pw.macs), "time_share": dw.median_s / (dw.median_s + pw.median_s)}
         rows.append({"shape": f"{dw.channels}@{dw.size}x{dw.size}", **shares})
-    return _table(rows)
+    return pd.DataFrame(rows, columns=["shape", "mac_share", "time_share"]).set_index("shape")
 
 
 def variant_speedups(results: Results) -> pandas.DataFrame:

@@ -1,9 +1,6 @@
-"""Where a training step's time goes, operator by operator: a CPU profile grouped into layer kinds.
-
-Timing a whole model (:mod:`xception_lib.benchmark`) says *how fast*; a profile says *where*. :func:`op_profile`
-returns each operator's *self* time (its own work, not that of the operators it calls); :func:`by_kind` adds those
-up into the kinds a reader thinks in.
-"""
+"""Where a training step's time goes: timing a whole model (:mod:`xception_lib.benchmark`) says *how fast*, a CPU
+profile says *where*. :func:`op_profile` gives each operator's *self* time (its own work, not that of the operators
+it calls); :func:`by_kind` adds those up into the layer kinds a reader thinks in."""
 
 from __future__ import annotations
 
