@@ -45,9 +45,8 @@ class _Checked:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         check_fields(self, {n: (0.0 if n == "iqr_s" else 1e-300, math.inf) for n in hints})  # numbers only
-        for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():
-            if name in hints:
-                expect(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
+        for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():  # where a field
+            expect(getattr(self, name, choices[0]) in choices, name, f"one of {choices}", getattr(self, name, None))
 
 
 @dataclass(frozen=True)
@@ -316,11 +315,6 @@ class LayerCase:
         return self.macs(batch_size) / self.bytes_moved(batch_size)
 
 
-def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES) -> list[LayerCase]:
-    """Every kind at every ``(channels, size)``."""
-    return [LayerCase(kind, c, s) for c, s in shapes for kind in LAYER_KINDS]
-
-
 def layer_benchmarks(
     cases: Sequence[LayerCase] | None = None,
     *,
@@ -330,15 +324,15 @@ def layer_benchmarks(
     rounds: int = 5,
     **options: Any,
 ) -> list[LayerRow]:
-    """Forward time of single convolutions (inference mode) in each of ``variants`` that the device runs, all cases
-    of a variant interleaved; ``options`` (``warmup``, ``budget_s``) go to :func:`xception_lib.timing.interleaved`."""
+    """Forward time of single convolutions (inference mode; by default every kind at every ``LAYER_SHAPES``) in each
+    of ``variants`` that the device runs, all cases of a variant interleaved; ``options`` (``warmup``, ``budget_s``) go to :func:`xception_lib.timing.interleaved`."""
     device = torch.device(device)
     check("batch_size", batch_size, int, 1)
     check("rounds", rounds, int, 1)
     variants = [v for v in variants if variant_support(v, device, compile=True) is None]
     gen = torch.Generator().manual_seed(0)
     built = {}
-    for case in layer_cases() if cases is None else cases:
+    for case in [LayerCase(k, c, s) for c, s in LAYER_SHAPES for k in LAYER_KINDS] if cases is None else cases:
         x = torch.randn(batch_size, case.channels, case.size, case.size, generator=gen)
         built[case] = (case.module().to(device).eval(), x.to(device))
     rows = []

@@ -46,12 +46,11 @@ def op_profile(model: nn.Module, *, input_size: int, mode: str = "train", steps:
     with _native_output_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    total = sum(e.self_cpu_time_total for e in events)
     rows = pd.DataFrame(
-        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total) for e in events],
-        columns=["op", "calls", "self_ms", "share"],
+        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps) for e in prof.key_averages()],
+        columns=["op", "calls", "self_ms"],
     )
+    rows = rows[rows.self_ms > 0].assign(share=rows.self_ms / rows.self_ms.sum())
     return rows.sort_values("self_ms", ascending=False, ignore_index=True)
 
 
