@@ -8,7 +8,6 @@ import copy
 import functools
 import math
 import tempfile
-import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -43,9 +42,8 @@ class _Checked:
     """Fields checked by :func:`~xception_lib.provenance.check_fields`: numbers > 0 (IQR >= 0), names from choices."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        check_fields(self, {n: (0.0 if n == "iqr_s" else 1e-300, math.inf) for n in hints})  # numbers only
-        for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():  # where a field
+        check_fields(self, {n: (0.0 if n == "iqr_s" else 1e-300, math.inf) for n in vars(self)})  # numbers only
+        for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():  # if it has the field
             expect(getattr(self, name, choices[0]) in choices, name, f"one of {choices}", getattr(self, name, None))
 
 

@@ -25,8 +25,7 @@ WIDTH = 80  # characters per line of printed text that the book's column shows w
 def find(rows: Sequence[Any], **match: Any) -> Any:
     """The one row whose fields equal ``match`` (``ValueError`` if none or several)."""
     hits = [r for r in rows if all(getattr(r, k, None) == v for k, v in match.items())]
-    if len(hits) != 1:
-        raise ValueError(f"expected exactly one row with {match}, found {len(hits)}")
+    expect(len(hits) == 1, f"rows with {match}", "exactly one", len(hits))
     return hits[0]
 
 
@@ -42,8 +41,7 @@ class Ratio(NamedTuple):
 def speed_ratio(results: Results, model: str = "xception", *, mode: str = "train") -> Ratio:
     """Throughput of ``model`` divided by timm's legacy_xception's in fp32, from the same interleaved run: the ratio
     of the medians, and the ratios round by round (of runs moments apart)."""
-    a = find(results.models, model=model, mode=mode, variant="fp32")
-    b = find(results.models, model="timm_legacy_xception", mode=mode, variant="fp32")
+    a, b = (find(results.models, model=m, mode=mode, variant="fp32") for m in (model, "timm_legacy_xception"))
     paired = Timing(tuple(tb / ta for ta, tb in zip(a.times_s, b.times_s, strict=True)))
     return Ratio(b.median_s / a.median_s, paired.median, *paired.quartiles)
 
@@ -63,8 +61,7 @@ def _frame(rows: Sequence[ModelRow | LayerRow], variants: Sequence[str] | None) 
     import pandas as pd
 
     df = pd.DataFrame([asdict(r) for r in rows if variants is None or r.variant in variants])
-    if df.empty:
-        raise ValueError(f"expected rows of the variants {variants}, got none")
+    expect(not df.empty, "table", f"rows of the variants {variants}", "none")
     return df.assign(ms=df.median_s * 1e3, spread=(df.iqr_s / df.median_s).map("{:.0%}".format))
 
 
@@ -162,8 +159,7 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
     rows = []
     for section, keys in (("layers", ("kind", "channels", "size")), ("models", ("model", "mode"))):
         for r in (r for r in getattr(results, section) if r.variant != "fp32"):
-            same = {k: getattr(r, k) for k in (*keys, "batch_size")}
-            base = find(getattr(results, section), variant="fp32", **same)
+            base = find(getattr(results, section), variant="fp32", **{k: getattr(r, k) for k in (*keys, "batch_size")})
             case = f"{r.kind} {r.channels}@{r.size}" if section == "layers" else f"{r.label}, {r.mode}"
             rows.append((section, case, r.variant, base.median_s / r.median_s))
     return pd.DataFrame(rows, columns=["section", "case", "variant", "speedup"])
@@ -228,8 +224,7 @@ def plot_models(results: Results, modes: Sequence[str] = MODES) -> Any:
     fig, axes = plt.subplots(1, len(modes), figsize=(7, 3.4), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
         rows = [r for r in results.models if r.mode == mode and r.variant == "fp32" and r.macs_per_image]
-        if not rows:
-            raise ValueError(f"expected fp32 model rows with MACs for mode={mode!r}")
+        expect(bool(rows), f"mode {mode!r}", "fp32 model rows with MACs", len(rows))
         for r in rows:
             x, y, colour = (r.macs_per_image or 0) / 1e9, 1e3 / r.images_per_s, style.colour(r.model)
             ax.scatter(x, y, s=50, label=r.label, color=colour, marker=MODEL_MARKERS[r.model], **POINT)
@@ -247,8 +242,7 @@ def plot_variants(results: Results) -> Any:
     import matplotlib.pyplot as plt
 
     speedups = variant_speedups(results)
-    if speedups.empty:
-        raise ValueError("expected rows of a variant other than fp32")
+    expect(not speedups.empty, "results", "rows of a variant other than fp32", "none")
     parts = [(s, speedups[speedups.section == s]) for s in ("layers", "models") if (speedups.section == s).any()]
     counts = [part.case.nunique() for _, part in parts]
     variants = [v for v in VARIANTS if v in set(speedups.variant)]
