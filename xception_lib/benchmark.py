@@ -238,12 +238,9 @@ def _timed(cases: Mapping[Any, Callable[[], object]], **options: Any) -> dict[An
 def call_patterns(
     layers: Mapping[str, nn.Module], x: torch.Tensor, *, budget_s: float = 10.0, threads: int = 1
 ) -> dict[str, dict[str, Timing]]:
-    """Seconds per call of each layer on ``x`` (inference mode), timed two ways, the layers interleaved.
-
-    ``"back to back"``: blocks of 5 calls of one layer (its data stay in the caches), per call; ``"one at a time"``:
-    one call of each layer in turn, as inside a network. ``threads``: CPU threads while timing (restored afterwards);
-    ``budget_s``: each way's.
-    """
+    """Seconds per call of each layer on ``x`` (inference mode, ``threads`` CPU threads, ``budget_s`` for each way),
+    timed two ways, the layers interleaved: ``"back to back"``, blocks of 5 calls of one layer (its data stay in the
+    caches); ``"one at a time"``, one call of each layer in turn, as inside a network."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -323,7 +320,7 @@ def layer_benchmarks(
     **options: Any,
 ) -> list[LayerRow]:
     """Forward time of single convolutions (inference mode; by default every kind at every ``LAYER_SHAPES``) in each
-    of ``variants`` that the device runs, all cases of a variant interleaved; ``options`` (``warmup``, ``budget_s``) go to :func:`xception_lib.timing.interleaved`."""
+    of ``variants`` that the device runs, all cases of a variant interleaved; ``options``: ``warmup``, ``budget_s``."""
     device = torch.device(device)
     check("batch_size", batch_size, int, 1)
     check("rounds", rounds, int, 1)

@@ -40,8 +40,7 @@ class Timing:
 
     @property
     def iqr(self) -> float:  # the spread of the middle half of the calls
-        q1, q3 = self.quartiles
-        return q3 - q1
+        return self.quartiles[1] - self.quartiles[0]
 
 
 def clock() -> Callable[[], float]:

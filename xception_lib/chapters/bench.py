@@ -126,8 +126,7 @@ def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pand
     import pandas as pd
 
     def ms(t: Timing) -> str:
-        q1, q3 = t.quartiles
-        return f"{t.median * 1e3:.3g} ({q1 * 1e3:.3g}-{q3 * 1e3:.3g})"
+        return "{:.3g} ({:.3g}-{:.3g})".format(*(1e3 * s for s in (t.median, *t.quartiles)))
 
     hot, cold = ways["back to back"], ways["one at a time"]
     return pd.DataFrame(
@@ -190,10 +189,10 @@ def plot_roofline(results: Results) -> Any:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    ax = plt.subplots(figsize=(7, 4.4))[1]
     roof, rows = results.roofline, [r for r in results.layers if r.variant == "fp32"]
     if not rows or roof is None:
         raise ValueError("expected fp32 layer rows and a roofline measurement")
+    ax = plt.subplots(figsize=(7, 4.4))[1]
     lo, hi = min(r.intensity for r in rows) / 2, max(max(r.intensity for r in rows) * 2, roof.ridge_intensity * 4)
     xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(xs, [min(roof.peak_gmacs_per_s, x * roof.bandwidth_gb_per_s) for x in xs], "k-", lw=1.5)
