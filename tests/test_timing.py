@@ -60,10 +60,10 @@ def test_device_is_synchronised_around_every_timed_call(monkeypatch: pytest.Monk
 @pytest.mark.parametrize(
     "kwargs,message",
     [
-        ({"repeats": 0}, "repeats >= 1"),
-        ({"warmup": -1}, "warmup >= 0"),
-        ({"repeats": 1.5}, "repeats >= 1"),
-        ({"budget_s": 0}, "budget_s > 0"),
+        ({"repeats": 0}, r"repeats: expected a finite number in \[1, inf\], got 0"),
+        ({"warmup": -1}, r"warmup: expected a finite number in \[0, inf\], got -1"),
+        ({"repeats": 1.5}, "repeats: expected an integer, got 1.5"),
+        ({"budget_s": 0}, "budget_s: expected > 0 seconds or None, got 0"),
     ],
 )
 def test_bad_arguments_say_what_was_expected(kwargs: dict, message: str) -> None:

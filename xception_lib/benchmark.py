@@ -5,9 +5,9 @@ models (a forward pass, a training step), single convolutions, the device's roof
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import tempfile
-import typing
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
@@ -39,16 +39,12 @@ RECORDS = records_dir()  # the recorded results (package data)
 
 # ------------------------------------------------------------------ records
 class _Checked:
-    """A record whose fields are checked against their annotations (:func:`xception_lib.provenance.check_fields`):
-    numbers finite and > 0 (the IQR >= 0), names from their choices."""
+    """Fields checked by :func:`~xception_lib.provenance.check_fields`: numbers > 0 (IQR >= 0), names from choices."""
 
     def __post_init__(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        numeric = [n for n, h in hints.items() if h in (int, float, int | None)]
-        check_fields(self, {n: (0.0, math.inf) if n == "iqr_s" else (1e-300, math.inf) for n in numeric})
-        for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():
-            if name in hints:
-                expect(getattr(self, name) in choices, name, f"one of {choices}", getattr(self, name))
+        check_fields(self, {n: (0.0 if n == "iqr_s" else 1e-300, math.inf) for n in vars(self)})  # numbers only
+        for name, choices in {"mode": MODES, "variant": VARIANTS, "kind": LAYER_KINDS}.items():  # if it has the field
+            expect(getattr(self, name, choices[0]) in choices, name, f"one of {choices}", getattr(self, name, None))
 
 
 @dataclass(frozen=True)
@@ -69,10 +65,6 @@ class Measured(_Checked):
     def of(cls, t: Timing, *fields: Any) -> Any:
         """A row of ``cls`` from the times of ``t`` and the other fields, in the order they are declared."""
         return cls(t.median, t.iqr, len(t.times), t.times, *fields)
-
-    @property
-    def spread(self) -> float:  # IQR / median
-        return self.iqr_s / self.median_s
 
 
 @dataclass(frozen=True)
@@ -136,10 +128,9 @@ def _row(cls: Any, data: Any, where: str) -> Any:
     """``cls`` from a JSON object (lists become tuples); errors name ``where``."""
     expect(isinstance(data, dict), where, "a JSON object", data)
     try:
-        return from_dict(cls, {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in data.items()}, where)
+        return from_dict(cls, {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}, where)
     except ValueError as err:
-        message = str(err)
-        raise ValueError(message if message.startswith(where) else f"{where}.{message}") from None
+        raise ValueError(str(err) if str(err).startswith(where) else f"{where}.{err}") from None
 
 
 @dataclass(frozen=True)
@@ -153,29 +144,6 @@ class Results:
     roofline: Roofline | None
     skipped: tuple[Skipped, ...]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, **asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str = "results") -> Results:
-        """Check and convert a JSON object; a ``ValueError`` names ``where`` and the first field that is wrong."""
-        try:
-            expect(isinstance(data, Mapping), "results", "a JSON object of benchmark results", type(data).__name__)
-            expect(data.get("schema") == SCHEMA, "schema", repr(SCHEMA), data.get("schema"))
-            rows: dict[str, Any] = {}
-            for name, kind in (("models", ModelRow), ("layers", LayerRow), ("skipped", Skipped)):
-                expect(isinstance(data.get(name), (list, tuple)), name, "a list", data.get(name))
-                rows[name] = tuple(_row(kind, row, f"{name}[{i}]") for i, row in enumerate(data[name]))
-            roof = data.get("roofline")
-            return cls(
-                Environment.from_dict(data.get("environment")),
-                _row(Settings, data.get("settings"), "settings"),
-                roofline=None if roof is None else _row(Roofline, roof, "roofline"),
-                **rows,
-            )
-        except ValueError as err:
-            raise ValueError(f"invalid benchmark results in {where}: {err}") from None
-
 
 def check_writable(path: str | Path) -> Path:
     """``path`` if a file can be written there (its folder is created), else a ``ValueError`` saying why."""
@@ -184,22 +152,36 @@ def check_writable(path: str | Path) -> Path:
         raise ValueError(f"output {path} is a directory; give a file name, such as {path / 'bench.json'}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent):  # a real write: permissions can mislead (root, /proc)
-            pass
+        tempfile.TemporaryFile(dir=path.parent).close()  # a real write: permissions can mislead (root, /proc)
     except OSError as err:
         raise ValueError(f"output {path}: cannot write in {path.parent} ({err}); choose another path") from None
     return path
 
 
-def save(results: Results | Mapping[str, Any], path: str | Path) -> Path:
-    """Check ``results`` and write them as JSON atomically: a failed write leaves an existing file as it was."""
-    results = results if isinstance(results, Results) else Results.from_dict(results)
-    return write_json_atomic(check_writable(path), results.to_dict())
+def save(results: Results, path: str | Path) -> Path:
+    """Write ``results`` as JSON atomically: a failed write leaves an existing file as it was."""
+    return write_json_atomic(check_writable(path), {"schema": SCHEMA, **asdict(results)})
 
 
 def load(path: str | Path) -> Results:
-    """Read and check a results JSON written by :func:`save`; errors name the file."""
-    return Results.from_dict(read_json(path), where=str(path))
+    """Read and check a results JSON written by :func:`save`; errors name the file and the first wrong field."""
+    data = read_json(path)
+    try:
+        expect(isinstance(data, dict), "results", "a JSON object of benchmark results", type(data).__name__)
+        expect(data.get("schema") == SCHEMA, "schema", repr(SCHEMA), data.get("schema"))
+        rows: dict[str, Any] = {}
+        for name, kind in (("models", ModelRow), ("layers", LayerRow), ("skipped", Skipped)):
+            expect(isinstance(data.get(name), list), name, "a list", data.get(name))
+            rows[name] = tuple(_row(kind, row, f"{name}[{i}]") for i, row in enumerate(data[name]))
+        roof = data.get("roofline")
+        return Results(
+            Environment.from_dict(data.get("environment")),
+            _row(Settings, data.get("settings"), "settings"),
+            roofline=None if roof is None else _row(Roofline, roof, "roofline"),
+            **rows,
+        )
+    except ValueError as err:
+        raise ValueError(f"invalid benchmark results in {path}: {err}") from None
 
 
 def recorded(pattern: str = "bench_gpu*.json") -> list[Results]:
@@ -253,25 +235,19 @@ def _timed(cases: Mapping[Any, Callable[[], object]], **options: Any) -> dict[An
         return interleaved(cases, **options)
 
 
-def _calls(layer: nn.Module, x: torch.Tensor, n: int) -> Callable[[], object]:
-    return lambda: [layer(x) for _ in range(n)]
-
-
 def call_patterns(
     layers: Mapping[str, nn.Module], x: torch.Tensor, *, budget_s: float = 10.0, threads: int = 1
 ) -> dict[str, dict[str, Timing]]:
-    """Seconds per call of each layer on ``x`` (inference mode), timed two ways, the layers interleaved.
-
-    ``"back to back"``: blocks of 5 calls of one layer (its data stay in the caches), per call; ``"one at a time"``:
-    one call of each layer in turn, as inside a network. ``threads``: CPU threads while timing (restored afterwards);
-    ``budget_s``: each way's.
-    """
+    """Seconds per call of each layer on ``x`` (inference mode, ``threads`` CPU threads, ``budget_s`` for each way),
+    timed two ways, the layers interleaved: ``"back to back"``, blocks of 5 calls of one layer (its data stay in the
+    caches); ``"one at a time"``, one call of each layer in turn, as inside a network."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            hot = interleaved({n: _calls(f, x, 5) for n, f in layers.items()}, repeats=10, budget_s=budget_s)
-            cold = interleaved({n: _calls(f, x, 1) for n, f in layers.items()}, repeats=30, budget_s=budget_s)
+            blocks = {n: lambda f=f: [f(x) for _ in range(5)] for n, f in layers.items()}
+            hot = interleaved(blocks, repeats=10, budget_s=budget_s)
+            cold = interleaved({n: functools.partial(f, x) for n, f in layers.items()}, repeats=30, budget_s=budget_s)
     finally:
         torch.set_num_threads(before)
     per_call = {n: Timing(tuple(s / 5 for s in t.times), t.truncated) for n, t in hot.items()}
@@ -334,11 +310,6 @@ class LayerCase:
         return self.macs(batch_size) / self.bytes_moved(batch_size)
 
 
-def layer_cases(shapes: Sequence[tuple[int, int]] = LAYER_SHAPES) -> list[LayerCase]:
-    """Every kind at every ``(channels, size)``."""
-    return [LayerCase(kind, c, s) for c, s in shapes for kind in LAYER_KINDS]
-
-
 def layer_benchmarks(
     cases: Sequence[LayerCase] | None = None,
     *,
@@ -346,24 +317,23 @@ def layer_benchmarks(
     batch_size: int = 2,
     variants: Sequence[str] = ("fp32",),
     rounds: int = 5,
-    warmup: int = 1,
-    budget_s: float | None = None,
+    **options: Any,
 ) -> list[LayerRow]:
-    """Forward time of single convolutions (inference mode) in each of ``variants`` that the device runs, all cases
-    of a variant interleaved."""
+    """Forward time of single convolutions (inference mode; by default every kind at every ``LAYER_SHAPES``) in each
+    of ``variants`` that the device runs, all cases of a variant interleaved; ``options``: ``warmup``, ``budget_s``."""
     device = torch.device(device)
     check("batch_size", batch_size, int, 1)
     check("rounds", rounds, int, 1)
     variants = [v for v in variants if variant_support(v, device, compile=True) is None]
     gen = torch.Generator().manual_seed(0)
     built = {}
-    for case in layer_cases() if cases is None else cases:
+    for case in [LayerCase(k, c, s) for c, s in LAYER_SHAPES for k in LAYER_KINDS] if cases is None else cases:
         x = torch.randn(batch_size, case.channels, case.size, case.size, generator=gen)
         built[case] = (case.module().to(device).eval(), x.to(device))
     rows = []
     for v in variants:
         steps = {case: make_step(conv, x, v, train=False) for case, (conv, x) in built.items()}
-        for c, t in _timed(steps, repeats=rounds, warmup=warmup, device=device, budget_s=budget_s).items():
+        for c, t in _timed(steps, repeats=rounds, device=device, **options).items():
             macs, traffic = c.macs(batch_size), c.bytes_moved(batch_size)
             fields = (c.kind, c.channels, c.size, v, batch_size, macs, traffic, macs / traffic, macs / t.median / 1e9)
             rows.append(LayerRow.of(t, *fields))
@@ -381,9 +351,8 @@ def roofline(
     t = interleaved({"mm": lambda: torch.mm(a, b), "copy": lambda: dst.copy_(src)}, repeats=rounds, device=device)
     peak, bandwidth = matrix_size**3 / t["mm"].median / 1e9, 2 * src.numel() * 4 / t["copy"].median / 1e9
     compute = f"fp32 matmul {matrix_size}x{matrix_size}x{matrix_size}, median of {rounds}"
-    return Roofline(
-        peak, bandwidth, peak / bandwidth, compute, f"copy of {copy_mib} MiB (read + write), median of {rounds}"
-    )
+    copy = f"copy of {copy_mib} MiB (read + write), median of {rounds}"
+    return Roofline(peak, bandwidth, peak / bandwidth, compute, copy)
 
 
 # ------------------------------------------------------------------ the whole suite
@@ -455,12 +424,11 @@ def run(
             where = f"{best.kind} convolution {best.channels}@{best.size}, which beat the matmul"
             ridge = best.gmacs_per_s / roof.bandwidth_gb_per_s
             roof = replace(roof, peak_gmacs_per_s=best.gmacs_per_s, ridge_intensity=ridge, compute_from=where)
-    skipped = [
-        Skipped(f"{part}/{v}", why) for part in ("models", "layers")[: 1 + layers] for v, why in reasons.items() if why
-    ]
+    parts = ("models", "layers") if layers else ("models",)
+    skipped = tuple(Skipped(f"{part}/{v}", why) for part in parts for v, why in reasons.items() if why)
     tf32 = bool(torch.backends.cudnn.allow_tf32) if device.type == "cuda" else None
     settings = Settings(str(device), quick, batch_size, rounds, torch.get_num_threads(), compile, tf32)
-    return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, tuple(skipped))
+    return Results(environment(device), settings, tuple(rows), tuple(layer_rows), roof, skipped)
 
 
 def check_device(device: torch.device | str) -> torch.device:
@@ -469,9 +437,8 @@ def check_device(device: torch.device | str) -> torch.device:
         device = torch.device(device)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device {device!r} is not a device ({err}); use cpu, cuda, cuda:1 or mps") from None
-    cuda = device.type == "cuda" and (device.index or 0) < torch.cuda.device_count()
-    if not (device.type == "cpu" or cuda or (device.type == "mps" and torch.backends.mps.is_available())):
-        raise ValueError(
-            f"device {device} is not available on this machine (CUDA devices: {torch.cuda.device_count()}); use cpu"
-        )
+    n = torch.cuda.device_count()
+    ok = device.type == "cpu" or (device.type == "cuda" and (device.index or 0) < n)
+    if not (ok or (device.type == "mps" and torch.backends.mps.is_available())):
+        raise ValueError(f"device {device} is not available on this machine (CUDA devices: {n}); use cpu")
     return device

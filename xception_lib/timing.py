@@ -8,10 +8,11 @@ import statistics
 import time
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
+from xception_lib.provenance import check, expect
 from xception_lib.runtime import synchronize
 
 K = TypeVar("K", bound=Hashable)
@@ -25,8 +26,7 @@ class Timing:
     truncated: bool = False  # the budget ran out before every repeat was taken
 
     def __post_init__(self) -> None:
-        if not self.times:
-            raise ValueError("expected at least one time, got none")
+        expect(bool(self.times), "times", "at least one time", self.times)
 
     @property
     def median(self) -> float:
@@ -40,8 +40,7 @@ class Timing:
 
     @property
     def iqr(self) -> float:  # the spread of the middle half of the calls
-        q1, q3 = self.quartiles
-        return q3 - q1
+        return self.quartiles[1] - self.quartiles[0]
 
 
 def clock() -> Callable[[], float]:
@@ -61,17 +60,14 @@ def interleaved(
     """Time several cases in rounds (A, B, A, B, ...), one call of each per round, after ``warmup`` untimed rounds.
 
     Args:
-        cases: name -> a callable doing one step.
         budget_s: start no round after this many seconds (warm-up included); one round always runs, and the
             :class:`Timing` says ``truncated`` if rounds were left out.
         device: synchronised before and after every timed call (``None``: the CPU, whose calls are synchronous).
     """
-    if not (isinstance(warmup, int) and warmup >= 0 and isinstance(repeats, int) and repeats >= 1):
-        raise ValueError(f"expected warmup >= 0 and repeats >= 1, got warmup={warmup!r}, repeats={repeats!r}")
-    if budget_s is not None and not budget_s > 0:
-        raise ValueError(f"expected budget_s > 0 seconds or None, got {budget_s!r}")
-    if not cases:
-        raise ValueError("expected at least one case to time, got none")
+    check("warmup", warmup, int, 0)
+    check("repeats", repeats, int, 1)
+    expect(budget_s is None or budget_s > 0, "budget_s", "> 0 seconds or None", budget_s)
+    expect(bool(cases), "cases", "at least one case to time", cases)
     device = torch.device(device or "cpu")
     elapsed = clock()
     for _ in range(warmup):
@@ -90,13 +86,6 @@ def interleaved(
     return {name: Timing(tuple(ts), truncated=len(ts) < repeats) for name, ts in times.items()}
 
 
-def measure(
-    fn: Callable[[], object],
-    *,
-    warmup: int = 2,
-    repeats: int = 10,
-    budget_s: float | None = None,
-    device: torch.device | str | None = None,
-) -> Timing:
-    """Time ``fn()`` like :func:`interleaved`; e.g. ``measure(lambda: model(x), budget_s=5).median`` (seconds)."""
-    return interleaved({0: fn}, warmup=warmup, repeats=repeats, budget_s=budget_s, device=device)[0]
+def measure(fn: Callable[[], object], *, warmup: int = 2, repeats: int = 10, **options: Any) -> Timing:
+    """Time ``fn()`` like :func:`interleaved` (``budget_s``, ``device``); ``measure(lambda: model(x)).median`` (s)."""
+    return interleaved({0: fn}, warmup=warmup, repeats=repeats, **options)[0]

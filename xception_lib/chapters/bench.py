@@ -6,11 +6,12 @@ from __future__ import annotations
 import functools
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from xception_lib.benchmark import MODEL_NAMES, MODES, VARIANTS, LayerRow, ModelRow, Results
 from xception_lib.chapters import style
+from xception_lib.provenance import expect
 from xception_lib.timing import Timing
 
 if TYPE_CHECKING:
@@ -24,13 +25,11 @@ WIDTH = 80  # characters per line of printed text that the book's column shows w
 def find(rows: Sequence[Any], **match: Any) -> Any:
     """The one row whose fields equal ``match`` (``ValueError`` if none or several)."""
     hits = [r for r in rows if all(getattr(r, k, None) == v for k, v in match.items())]
-    if len(hits) != 1:
-        raise ValueError(f"expected exactly one row with {match}, found {len(hits)}")
+    expect(len(hits) == 1, f"rows with {match}", "exactly one", len(hits))
     return hits[0]
 
 
-@dataclass(frozen=True)
-class Ratio:
+class Ratio(NamedTuple):
     """How many times faster a model is than a baseline (> 1: faster)."""
 
     ratio: float  # of the median times
@@ -42,8 +41,7 @@ class Ratio:
 def speed_ratio(results: Results, model: str = "xception", *, mode: str = "train") -> Ratio:
     """Throughput of ``model`` divided by timm's legacy_xception's in fp32, from the same interleaved run: the ratio
     of the medians, and the ratios round by round (of runs moments apart)."""
-    a = find(results.models, model=model, mode=mode, variant="fp32")
-    b = find(results.models, model="timm_legacy_xception", mode=mode, variant="fp32")
+    a, b = (find(results.models, model=m, mode=mode, variant="fp32") for m in (model, "timm_legacy_xception"))
     paired = Timing(tuple(tb / ta for ta, tb in zip(a.times_s, b.times_s, strict=True)))
     return Ratio(b.median_s / a.median_s, paired.median, *paired.quartiles)
 
@@ -52,82 +50,54 @@ def describe(results: Results) -> str:
     """Two lines saying where, when and how ``results`` were measured."""
     env, s = results.environment, results.settings
     commit = f"commit {env.commit[:8]}" if env.commit else "not a git checkout (no commit)"
-    if env.commit_note:
-        commit += " (corrected after the run, see commit_note)"
+    commit += " (corrected after the run, see commit_note)" * bool(env.commit_note)
     threads = f"{s.threads} thread{'s' * (s.threads != 1)}"
     when = env.date[:16].replace("T", " ")  # to the minute, in the recorded time zone (UTC)
     return f"{env.device_name}, torch {env.torch}, {threads}, batch {s.batch_size}, {s.rounds} rounds\n{commit}, {when}"
 
 
-def _table(rows: list[dict[str, Any]]) -> pandas.DataFrame:
+def _frame(rows: Sequence[ModelRow | LayerRow], variants: Sequence[str] | None) -> pandas.DataFrame:
+    """The fields of ``rows`` (of ``variants``, if given), with ``ms`` (the median) and ``spread`` (IQR / median)."""
     import pandas as pd
 
-    return pd.DataFrame(rows).set_index(next(iter(rows[0]))) if rows else pd.DataFrame()
+    df = pd.DataFrame([asdict(r) for r in rows if variants is None or r.variant in variants])
+    expect(not df.empty, "table", f"rows of the variants {variants}", "none")
+    return df.assign(ms=df.median_s * 1e3, spread=(df.iqr_s / df.median_s).map("{:.0%}".format))
 
 
 def model_table(rows: Sequence[ModelRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
     """One line per model row: MACs, median ms, spread (IQR / median) and images per second."""
-    return _table(
-        [
-            {
-                "model": r.label,
-                "variant": r.variant,
-                "mode": r.mode,
-                "px": r.input_size,
-                "GMACs": r.macs_per_image and round(r.macs_per_image / 1e9, 2),
-                "ms": round(r.median_s * 1e3, 1),
-                "spread": f"{r.spread:.0%}",
-                "img/s": round(r.images_per_s, 1),
-            }
-            for r in rows
-            if variants is None or r.variant in variants
-        ]
-    )
+    df = _frame(rows, variants).rename(columns={"input_size": "px", "images_per_s": "img/s"})
+    df["GMACs"] = (df.macs_per_image.astype(float) / 1e9).round(2)
+    columns = ["variant", "mode", "px", "GMACs", "ms", "spread", "img/s"]
+    return df.round({"ms": 1, "img/s": 1}).set_index("label").rename_axis("model")[columns]
 
 
 def layer_table(rows: Sequence[LayerRow], variants: Sequence[str] | None = None) -> pandas.DataFrame:
     """One line per layer row: MACs, intensity, median ms, spread and achieved GMAC/s."""
-    return _table(
-        [
-            {
-                "layer": f"{r.kind} {r.channels}@{r.size}x{r.size}",
-                "variant": r.variant,
-                "batch": r.batch_size,
-                "MMACs": round(r.macs / 1e6, 1),
-                "MACs/B": round(r.intensity, 1),
-                "ms": round(r.median_s * 1e3, 3),
-                "spread": f"{r.spread:.0%}",
-                "GMAC/s": round(r.gmacs_per_s, 1),
-            }
-            for r in rows
-            if variants is None or r.variant in variants
-        ]
-    )
+    df = _frame(rows, variants).rename(columns={"batch_size": "batch", "intensity": "MACs/B", "gmacs_per_s": "GMAC/s"})
+    size = df["size"].astype(str)
+    df["layer"], df["MMACs"] = df.kind + " " + df.channels.astype(str) + "@" + size + "x" + size, df.macs / 1e6
+    columns = ["variant", "batch", "MMACs", "MACs/B", "ms", "spread", "GMAC/s"]
+    return df.round({"MMACs": 1, "MACs/B": 1, "ms": 3, "GMAC/s": 1}).set_index("layer")[columns]
 
 
 def ratio_table(results: Results, models: Sequence[str] = ("xception", "xception_timm_port")) -> pandas.DataFrame:
     """Each measured model's speed over timm's legacy_xception per mode: ratio of medians, paired median, IQR."""
+    import pandas as pd
+
     measured = {(r.model, r.mode) for r in results.models if r.variant == "fp32"}
-    ratios = {(m, mode): speed_ratio(results, m, mode=mode) for m in models for mode in MODES if (m, mode) in measured}
-    return _table(
-        [
-            {
-                "model": m,
-                "mode": mode,
-                "ratio": round(r.ratio, 3),
-                "paired": round(r.paired_median, 3),
-                "IQR": f"{r.paired_q1:.3f} to {r.paired_q3:.3f}",
-            }
-            for (m, mode), r in ratios.items()
-        ]
-    )
+    keys = [(m, mode) for m in models for mode in MODES if (m, mode) in measured]
+    df = pd.DataFrame([speed_ratio(results, m, mode=mode) for m, mode in keys], columns=Ratio._fields)
+    iqr = df.paired_q1.map("{:.3f}".format) + " to " + df.paired_q3.map("{:.3f}".format)
+    df = df.round(3).assign(model=[m for m, _ in keys], mode=[mode for _, mode in keys], IQR=iqr)
+    return df.rename(columns={"paired_median": "paired"}).set_index("model")[["mode", "ratio", "paired", "IQR"]]
 
 
 def format_results(results: Results, sections: Sequence[str] = SECTIONS, *, header: bool = True) -> str:
     """A plain-text report of ``sections``, its prose wrapped to the book's column (the chapters show tables as
     HTML); ``header``: :func:`describe` and titles."""
-    if set(sections) - set(SECTIONS):
-        raise ValueError(f"unknown section(s) {sorted(set(sections) - set(SECTIONS))}; expected some of {SECTIONS}")
+    expect(set(sections) <= set(SECTIONS), "sections", f"some of {SECTIONS}", sections)
     out, roof = [describe(results)] if header else [], results.roofline
     wrap = functools.partial(textwrap.fill, width=WIDTH, subsequent_indent="    ")
     for section in sections:
@@ -156,8 +126,7 @@ def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pand
     import pandas as pd
 
     def ms(t: Timing) -> str:
-        q1, q3 = t.quartiles
-        return f"{t.median * 1e3:.3g} ({q1 * 1e3:.3g}-{q3 * 1e3:.3g})"
+        return "{:.3g} ({:.3g}-{:.3g})".format(*(1e3 * s for s in (t.median, *t.quartiles)))
 
     hot, cold = ways["back to back"], ways["one at a time"]
     return pd.DataFrame(
@@ -172,12 +141,14 @@ def call_table(ways: dict[str, dict[str, Timing]], macs: dict[str, int]) -> pand
 
 def separable_shares(results: Results) -> pandas.DataFrame:
     """The depthwise 3x3's share of a separable convolution's (depthwise, then pointwise) MACs and time, by shape."""
+    import pandas as pd
+
     rows = []
     for dw in (r for r in results.layers if r.kind == "depthwise" and r.variant == "fp32"):
         pw = find(results.layers, kind="pointwise", channels=dw.channels, size=dw.size, variant="fp32")
         shares = {"mac_share": dw.macs / (dw.macs + pw.macs), "time_share": dw.median_s / (dw.median_s + pw.median_s)}
         rows.append({"shape": f"{dw.channels}@{dw.size}x{dw.size}", **shares})
-    return _table(rows)
+    return pd.DataFrame(rows, columns=["shape", "mac_share", "time_share"]).set_index("shape")
 
 
 def variant_speedups(results: Results) -> pandas.DataFrame:
@@ -187,8 +158,7 @@ def variant_speedups(results: Results) -> pandas.DataFrame:
     rows = []
     for section, keys in (("layers", ("kind", "channels", "size")), ("models", ("model", "mode"))):
         for r in (r for r in getattr(results, section) if r.variant != "fp32"):
-            same = {k: getattr(r, k) for k in (*keys, "batch_size")}
-            base = find(getattr(results, section), variant="fp32", **same)
+            base = find(getattr(results, section), variant="fp32", **{k: getattr(r, k) for k in (*keys, "batch_size")})
             case = f"{r.kind} {r.channels}@{r.size}" if section == "layers" else f"{r.label}, {r.mode}"
             rows.append((section, case, r.variant, base.median_s / r.median_s))
     return pd.DataFrame(rows, columns=["section", "case", "variant", "speedup"])
@@ -219,20 +189,20 @@ def plot_roofline(results: Results) -> Any:
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    ax = plt.subplots(figsize=(7, 4.4))[1]
     roof, rows = results.roofline, [r for r in results.layers if r.variant == "fp32"]
     if not rows or roof is None:
         raise ValueError("expected fp32 layer rows and a roofline measurement")
+    ax = plt.subplots(figsize=(7, 4.4))[1]
     lo, hi = min(r.intensity for r in rows) / 2, max(max(r.intensity for r in rows) * 2, roof.ridge_intensity * 4)
     xs = [lo * (hi / lo) ** (i / 200) for i in range(201)]
     ax.plot(xs, [min(roof.peak_gmacs_per_s, x * roof.bandwidth_gb_per_s) for x in xs], "k-", lw=1.5)
     markers = dict(zip(dict.fromkeys((r.channels, r.size) for r in rows), "o^sDv", strict=False))
     for r in rows:
         ax.scatter(
-            r.intensity, r.gmacs_per_s, s=60, color=style.colour(r.kind), marker=markers[r.channels, r.size], **POINT
+            r.intensity, r.gmacs_per_s, s=60, c=style.colour(r.kind), marker=markers[r.channels, r.size], **POINT
         )
-    kinds = dict.fromkeys(r.kind for r in rows)
     handles = [Line2D([], [], color="k", label="roofline")]
+    kinds = dict.fromkeys(r.kind for r in rows)
     handles += [Line2D([], [], ls="", marker="o", color=style.colour(k), label=k) for k in kinds]
     handles += [Line2D([], [], ls="", marker=m, color="grey", label=f"{c}@{s}") for (c, s), m in markers.items()]
     ax.legend(handles=handles, fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
@@ -253,8 +223,7 @@ def plot_models(results: Results, modes: Sequence[str] = MODES) -> Any:
     fig, axes = plt.subplots(1, len(modes), figsize=(7, 3.4), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
         rows = [r for r in results.models if r.mode == mode and r.variant == "fp32" and r.macs_per_image]
-        if not rows:
-            raise ValueError(f"expected fp32 model rows with MACs for mode={mode!r}")
+        expect(bool(rows), f"mode {mode!r}", "fp32 model rows with MACs", len(rows))
         for r in rows:
             x, y, colour = (r.macs_per_image or 0) / 1e9, 1e3 / r.images_per_s, style.colour(r.model)
             ax.scatter(x, y, s=50, label=r.label, color=colour, marker=MODEL_MARKERS[r.model], **POINT)
@@ -272,13 +241,11 @@ def plot_variants(results: Results) -> Any:
     import matplotlib.pyplot as plt
 
     speedups = variant_speedups(results)
-    if speedups.empty:
-        raise ValueError("expected rows of a variant other than fp32")
+    expect(not speedups.empty, "results", "rows of a variant other than fp32", "none")
     parts = [(s, speedups[speedups.section == s]) for s in ("layers", "models") if (speedups.section == s).any()]
     counts = [part.case.nunique() for _, part in parts]
     variants = [v for v in VARIANTS if v in set(speedups.variant)]
-    heights = [c + 1 for c in counts]  # a one-row panel still has room
-    size = (7, 1.8 + 0.32 * sum(counts))
+    size, heights = (7, 1.8 + 0.32 * sum(counts)), [c + 1 for c in counts]  # a one-row panel still has room
     fig, axes = plt.subplots(len(parts), 1, figsize=size, squeeze=False, sharex=True, height_ratios=heights)
     for ax, (section, part) in zip(axes[:, 0], parts, strict=True):
         cases = list(dict.fromkeys(part.case))  # in the measured order, top to bottom
@@ -289,9 +256,7 @@ def plot_variants(results: Results) -> Any:
             colour, marker = VARIANT_STYLES[variant]
             ax.scatter(rows.speedup, y, s=36, color=colour, marker=marker, label=variant, **POINT)
         ax.axvline(1.0, color="k", lw=1)
-        ax.set_yticks(range(len(cases)), cases)
-        ax.set_ylim(len(cases) - 0.5, -0.5)
-        ax.set_xscale("log")
+        ax.set(yticks=range(len(cases)), yticklabels=cases, ylim=(len(cases) - 0.5, -0.5), xscale="log")
         ax.grid(axis="x", which="major", alpha=0.3)
         ax.grid(axis="y", alpha=0.15)
         _labels(ax, "", "", section)

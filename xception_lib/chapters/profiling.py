@@ -1,9 +1,6 @@
-"""Where a training step's time goes, operator by operator: a CPU profile grouped into layer kinds.
-
-Timing a whole model (:mod:`xception_lib.benchmark`) says *how fast*; a profile says *where*. :func:`op_profile`
-returns each operator's *self* time (its own work, not that of the operators it calls); :func:`by_kind` adds those
-up into the kinds a reader thinks in.
-"""
+"""Where a training step's time goes: timing a whole model (:mod:`xception_lib.benchmark`) says *how fast*, a CPU
+profile says *where*. :func:`op_profile` gives each operator's *self* time (its own work, not that of the operators
+it calls); :func:`by_kind` adds those up into the layer kinds a reader thinks in."""
 
 from __future__ import annotations
 
@@ -16,7 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from xception_lib.benchmark import make_step
+from xception_lib.benchmark import MODES, make_step
+from xception_lib.provenance import check, expect
 
 if TYPE_CHECKING:
     import pandas
@@ -39,49 +37,44 @@ def op_profile(model: nn.Module, *, input_size: int, mode: str = "train", steps:
     import pandas as pd
     from torch.profiler import ProfilerActivity, profile
 
-    if mode not in ("train", "forward"):
-        raise ValueError(f"mode must be 'train' or 'forward', got {mode!r}")
-    if steps < 1 or input_size < 1:
-        raise ValueError(f"expected steps >= 1 and input_size >= 1, got {steps} and {input_size}")
+    expect(mode in MODES, "mode", f"one of {MODES}", mode)
+    check("steps", steps, int, 1)
+    check("input_size", input_size, int, 1)
     x = torch.randn(1, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
     step = make_step(model.cpu().train(mode == "train"), x, train=mode == "train")
     step()  # warm-up
     with _native_output_silenced(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
-    total = sum(e.self_cpu_time_total for e in events)
     rows = pd.DataFrame(
-        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps, e.self_cpu_time_total / total) for e in events],
-        columns=["op", "calls", "self_ms", "share"],
+        [(e.key, e.count / steps, e.self_cpu_time_total / 1000 / steps) for e in prof.key_averages()],
+        columns=["op", "calls", "self_ms"],
     )
+    rows = rows[rows.self_ms > 0].assign(share=rows.self_ms / rows.self_ms.sum())
     return rows.sort_values("self_ms", ascending=False, ignore_index=True)
 
 
 @contextlib.contextmanager
 def _native_output_silenced() -> Iterator[None]:
     """Send file descriptors 1 and 2 to /dev/null: the profiler's C++ backend logs there, under the cell."""
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     saved = [(fd, os.dup(fd)) for fd in (1, 2)]
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
+    with open(os.devnull, "w") as devnull:
         for fd, _ in saved:
-            os.dup2(devnull, fd)
-        yield
-    finally:
-        for fd, copy in saved:
-            os.dup2(copy, fd)
-            os.close(copy)
-        os.close(devnull)
+            os.dup2(devnull.fileno(), fd)
+        try:
+            yield
+        finally:
+            for fd, copy in saved:
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def kind_of(op: str) -> str:
     """The layer kind of an ATen operator name (see :data:`KINDS`), or ``"other"``."""
-    for kind, parts in KINDS.items():
-        if any(op.lower() == part if "::" in part else part in op.lower() for part in parts):
-            return kind
-    return "other"
+    op = op.lower()
+    return next((k for k, parts in KINDS.items() if any(op == p if "::" in p else p in op for p in parts)), "other")
 
 
 def by_kind(rows: pandas.DataFrame) -> pandas.DataFrame:
