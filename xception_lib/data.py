@@ -1,15 +1,11 @@
 """CIFAR-10 and CIFAR-100 as uint8 tensors, decoded once, checked and cached.
 
-:func:`load_cifar` reads a local copy (``root``, else the environment variable ``XCEPTION_DATA``): an archive or a
-folder in ImageFolder layout, torchvision's pickles, or a folder holding one of these, such as the offline copy
-``cifar10-jpeg.tar.xz``; without one, torchvision downloads the data (what Colab does). A relative path in
-``XCEPTION_DATA`` or ``XCEPTION_CACHE`` is taken from the root of the checkout holding the working directory, so
-that ``../shared/data`` names one folder for the tests (run from the root) and the notebooks (from ``book/``).
-
-A truncated archive, a half-copied folder or the other CIFAR is a :class:`DataError` naming the file, never a
-partial load. Decoding 60,000 JPEGs takes seconds, so the arrays are cached under :func:`cache_dir`, keyed by the
-source's path, sizes and modification times. Pickled batches are read by an unpickler that builds nothing but
-dicts, lists, strings, numbers and numpy arrays: a pickle that would run code is refused.
+A relative path in ``XCEPTION_DATA`` or ``XCEPTION_CACHE`` is taken from the root of the checkout holding the
+working directory, so that ``../shared/data`` names one folder for the tests (run from the root) and the notebooks
+(from ``book/``). A truncated archive, a half-copied folder or the other CIFAR is a :class:`DataError` naming the
+file, never a partial load. Decoding 60,000 JPEGs takes seconds, so the arrays are cached under :func:`cache_dir`,
+keyed by the source's path, sizes and modification times. Pickled batches are read by an unpickler that builds
+nothing but dicts, lists, strings, numbers and numpy arrays: a pickle that would run code is refused.
 """
 
 from __future__ import annotations
@@ -38,8 +34,15 @@ from xception_lib.checkpoint import atomic_save
 from xception_lib.loader import check_number
 
 __all__ = [
-    "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError", "cache_dir", "load_cifar",
-]  # fmt: skip
+    "CACHE_ENV_VAR",
+    "DATASETS",
+    "ENV_VAR",
+    "CifarArrays",
+    "DataError",
+    "DataNotFoundError",
+    "cache_dir",
+    "load_cifar",
+]
 
 ENV_VAR = "XCEPTION_DATA"
 """Environment variable naming a local copy of the data (a directory or an archive)."""
@@ -171,9 +174,7 @@ def load_cifar(
     name: str = "cifar10",
     root: str | os.PathLike[str] | None = None,
     *,
-    cache: str | os.PathLike[str] | None = None,
     download: bool = True,
-    images_per_class: tuple[int, int] | None = None,
 ) -> CifarArrays:
     """Load CIFAR-10 or CIFAR-100 as uint8 tensors (decoded once, then cached).
 
@@ -182,10 +183,7 @@ def load_cifar(
         root: A local copy: an archive, an ImageFolder tree (``train/<class>/*.jpg``, ``test/<class>/*.jpg``),
             torchvision's pickles, or a directory holding one of them. ``None``: the environment variable
             ``XCEPTION_DATA``, and if that is unset, torchvision's download.
-        cache: Cache directory (default: :func:`cache_dir`).
         download: Whether torchvision may download the data when no local copy is given.
-        images_per_class: ``(train, test)`` images that each class must have; ``None``: the whole data set's.
-            Smaller numbers only for a deliberately reduced copy (as in the tests).
 
     Raises:
         DataNotFoundError: Neither a local copy nor a download is available; the message says how to provide either.
@@ -198,12 +196,7 @@ def load_cifar(
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
-    per_class = DATASETS[key]["per_class"] if images_per_class is None else images_per_class
-    if not isinstance(per_class, (tuple, list)) or len(per_class) != 2:
-        raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
-    for what, n in zip(("train", "test"), per_class, strict=True):
-        check_number("load_cifar", f"images_per_class ({what})", n, integer=True, low=1)
-    cache_root = Path(cache).expanduser() if cache is not None else cache_dir()
+    cache_root = cache_dir()
     tv_dir = DATASETS[key]["torchvision_dir"]
     env = os.environ.get(ENV_VAR) if root is None else None
 
@@ -246,7 +239,7 @@ def load_cifar(
             found = _find_source(cache_root / "torchvision", key)
         if found is None:  # pragma: no cover - torchvision changed its layout
             raise missing("torchvision's download left no data")
-    return _load_cached(key, found, cache_root, tuple(int(n) for n in per_class))
+    return _load_cached(key, found, cache_root)
 
 
 def _find_source(root: Path, name: str) -> Path | None:
@@ -266,35 +259,29 @@ def _find_source(root: Path, name: str) -> Path | None:
 # ----------------------------------------------------------------------------- checking and caching
 
 
-def _check(
-    name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], per_class: tuple[int, ...], source: str
-) -> None:
+def _check(name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], source: str) -> None:
     """Raise :class:`DataError` unless the classes and the (train, test) labels make the data set asked for."""
     title, n = f"CIFAR-{name[5:]}", len(classes)
     if n != DATASETS[name]["num_classes"]:
         like = "".join(f"; it looks like CIFAR-{k[5:]}: load it with name={k!r}" for k in DATASETS if k[5:] == str(n))
         shown = ", ".join(classes[:12]) + (", ..." if n > 12 else "")
         raise DataError(f"{source} holds {n} classes ({shown}), but {title} has {DATASETS[name]['num_classes']}{like}")
-    for split, y, want in zip(("train", "test"), labels, per_class, strict=True):
+    for split, y, want in zip(("train", "test"), labels, DATASETS[name]["per_class"], strict=True):  # type: ignore[call-overload]
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= n):
             raise DataError(f"{source}: {split} labels outside 0..{n - 1}: the copy is corrupt")
         counts = torch.bincount(y, minlength=n).tolist()
         if any(c != want for c in counts):
             wrong = ", ".join(f"{classes[i]}: {c:,}" for i, c in enumerate(counts) if c != want)
-            what = (
-                "if it is a deliberately reduced copy, pass images_per_class"
-                if len(set(counts)) == 1
-                else "it holds extra images: remove the files that do not belong"
-                if max(counts) > want
-                else "it is truncated or incomplete: copy or download it again"
-            )
+            what = "it is truncated or incomplete: copy or download it again"
+            if max(counts) > want:
+                what = "it holds extra images: remove the files that do not belong"
             raise DataError(
                 f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
                 f"({title}), but {wrong[:300]}; {what}"
             )
 
 
-def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, ...]) -> CifarArrays:
+def _load_cached(name: str, path: Path, cache_root: Path) -> CifarArrays:
     path = path.resolve()
     # An archive is known by its size and time; a folder by those of every file in it.
     if path.is_file():
@@ -315,7 +302,7 @@ def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, 
         arrays = CifarArrays(
             name, classes=tuple(stored["classes"]), source=str(path), **{k: stored[k] for k in _ARRAY_KEYS}
         )
-        _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))
+        _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), str(path))
         return arrays
     except (FileNotFoundError, NotADirectoryError, DataError):
         pass  # no cache yet, or one that is not what was asked for: the source decides, below
@@ -325,14 +312,14 @@ def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, 
             f"replace it.",
             stacklevel=3,
         )
-    arrays = _decode(name, path, per_class)
-    _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))  # pickles
+    arrays = _decode(name, path)
+    _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), str(path))  # pickles
     try:
         atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
     except OSError as error:
         warnings.warn(
             f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
-            f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.",
+            f"be decoded again next time. Set {CACHE_ENV_VAR} to a writable directory.",
             stacklevel=3,
         )
     return arrays
@@ -341,7 +328,7 @@ def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, 
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
+def _decode(name: str, path: Path) -> CifarArrays:
     info, pickled, member = DATASETS[name], {}, None
     wanted_pickles = {*info["train_files"], *info["test_files"], info["meta_file"]}  # type: ignore[misc]
     found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, member, bytes)
@@ -357,13 +344,11 @@ def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
             else:
                 found[parts[-3]].append((parts[-2], member, read()))
     except _READ_ERRORS as error:
-        if isinstance(error, OSError) and path.is_dir():
-            raise DataError(f"{path}: {error.filename or member} cannot be read ({error.strerror or error})") from error
         at = f" at {member}" if member else " (it does not open)"
         detail = str(error).splitlines()[0].rstrip(":. ")
         raise DataError(
             f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
-            f"The file is truncated, corrupt or of another kind; copy or download it again."
+            f"The file is truncated, corrupt, unreadable or of another kind; copy or download it again."
         ) from error
     if not found["train"] and (pickled or path.name == info["torchvision_dir"]):  # torchvision's folder or archive
         return _arrays_from_pickles(name, pickled, str(path))
@@ -377,7 +362,7 @@ def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
     for items in found.values():  # ImageFolder order: class, then file name
         items.sort(key=lambda item: (index[item[0]], PurePosixPath(item[1]).name))
     y = {f"{s}_labels": torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64) for s, items in found.items()}
-    _check(name, classes, tuple(y.values()), per_class, str(path))  # before the slow part: decoding
+    _check(name, classes, tuple(y.values()), str(path))  # before the slow part: decoding
     x = {s: np.stack([_decode_image(raw, m, path) for _, m, raw in items]) for s, items in found.items()}
     x_nchw = {f"{s}_images": torch.from_numpy(v).permute(0, 3, 1, 2).contiguous() for s, v in x.items()}
     return CifarArrays(name, classes=classes, source=str(path), **y, **x_nchw)
