@@ -23,7 +23,6 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -34,7 +33,6 @@ from xception_lib.checkpoint import atomic_save
 from xception_lib.loader import check_number
 
 __all__ = [
-    "CACHE_ENV_VAR",
     "DATASETS",
     "ENV_VAR",
     "CifarArrays",
@@ -47,9 +45,6 @@ __all__ = [
 ENV_VAR = "XCEPTION_DATA"
 """Environment variable naming a local copy of the data (a directory or an archive)."""
 
-CACHE_ENV_VAR = "XCEPTION_CACHE"
-"""Environment variable overriding the cache directory (default ``~/.cache/xception_lib``)."""
-
 # Per data set: the images of each class (train, test), torchvision's folder, pickled files and keys, and the
 # channel statistics of the training set (the usual normalisation constants).
 DATASETS: dict[str, dict[str, object]] = {
@@ -59,8 +54,7 @@ DATASETS: dict[str, dict[str, object]] = {
         "torchvision_dir": "cifar-10-batches-py",
         "train_files": tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test_files": ("test_batch",),
-        "meta_file": "batches.meta",
-        "meta_key": "label_names",
+        "meta": ("batches.meta", "label_names"),  # file, key of the class names
         "label_key": "labels",
         "mean": (0.4914, 0.4822, 0.4465),
         "std": (0.2470, 0.2435, 0.2616),
@@ -71,8 +65,7 @@ DATASETS: dict[str, dict[str, object]] = {
         "torchvision_dir": "cifar-100-python",
         "train_files": ("train",),
         "test_files": ("test",),
-        "meta_file": "meta",
-        "meta_key": "fine_label_names",
+        "meta": ("meta", "fine_label_names"),
         "label_key": "fine_labels",
         "mean": (0.5071, 0.4865, 0.4409),
         "std": (0.2673, 0.2564, 0.2762),
@@ -83,7 +76,6 @@ _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", "
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _SKIPPED_NAMES = ("Thumbs.db", "desktop.ini")  # besides hidden files (".*")
 _ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-_CACHE_VERSION = 1
 _READ_ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)  # damaged archives
 
 
@@ -95,7 +87,7 @@ class DataError(ValueError):
     """The data was found but is truncated, corrupt, or not the data set asked for."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class CifarArrays:
     """A CIFAR split pair held as tensors.
 
@@ -132,11 +124,8 @@ class CifarArrays:
         return DATASETS[self.name]["std"]  # type: ignore[return-value]
 
     def subset(self, train: int | None = None, test: int | None = None, *, seed: int = 0) -> CifarArrays:
-        """A random subset (same ``seed``, same images) of the training and/or test split.
-
-        Each split's choice depends only on its size and ``seed``, so ``subset(test=n)``
-        gives the test images that ``subset(train=m, test=n)`` gives; ``None`` keeps a split whole.
-        """
+        """A random subset of the training and/or test split (``None`` keeps a split whole); each split's choice
+        depends only on its size and ``seed``: ``subset(test=n)`` holds the test images of ``subset(train=m, test=n)``."""
 
         kept: dict[str, Any] = {}  # the tensors of each split
         for split, n in (("train", train), ("test", test)):
@@ -158,7 +147,7 @@ class CifarArrays:
 
 def cache_dir() -> Path:
     """The cache directory: ``$XCEPTION_CACHE``, else ``~/.cache/xception_lib``."""
-    env = os.environ.get(CACHE_ENV_VAR)
+    env = os.environ.get("XCEPTION_CACHE")
     return _env_path(env) if env else Path.home() / ".cache" / "xception_lib"
 
 
@@ -197,7 +186,6 @@ def load_cifar(
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
     cache_root = cache_dir()
-    tv_dir = DATASETS[key]["torchvision_dir"]
     env = os.environ.get(ENV_VAR) if root is None else None
 
     def missing(reason: str) -> DataNotFoundError:
@@ -205,16 +193,11 @@ def load_cifar(
             f"CIFAR-{key[5:]} data not found: {reason}. Provide it in one of two ways:\n"
             f"  1. a local copy: pass root=... to load_cifar, or set the environment variable {ENV_VAR}, "
             f"to an archive or directory holding {key}-jpeg.tar.xz, an ImageFolder tree "
-            f"(train/<class>/*.jpg and test/<class>/*.jpg) or torchvision's {tv_dir};\n"
+            f"(train/<class>/*.jpg and test/<class>/*.jpg) or torchvision's {DATASETS[key]['torchvision_dir']};\n"
             f"  2. network access, so that torchvision can download it (download=True, {ENV_VAR} unset) "
             f"into {cache_root / 'torchvision'}."
         )
 
-    if env and env.startswith("/path/to/"):
-        raise missing(
-            f"{ENV_VAR}={env!r} is the README's placeholder: replace it with the folder that holds your copy, "
-            f"or unset {ENV_VAR} to let torchvision download the data"
-        )
     source = Path(root).expanduser() if root is not None else _env_path(env) if env else None
     if source is not None:
         where = f"root={str(root)!r}" if env is None else f"{ENV_VAR}={env!r}"
@@ -247,11 +230,9 @@ def _find_source(root: Path, name: str) -> Path | None:
     tv_dir = str(DATASETS[name]["torchvision_dir"])
     inside = (root / f"{stem}{suffix}" for stem in (f"{name}-jpeg", name) for suffix in ("", *_ARCHIVE_SUFFIXES))
     for path in (root, root / tv_dir, *inside):
-        if (path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)) or (
-            path.is_dir() and path.name == tv_dir
-        ):
-            return path
-        if (path / "train").is_dir() and (path / "test").is_dir():
+        archive = path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
+        tree = (path / "train").is_dir() and (path / "test").is_dir()
+        if archive or tree or (path.is_dir() and path.name == tv_dir):
             return path
     return None
 
@@ -289,7 +270,7 @@ def _load_cached(name: str, path: Path, cache_root: Path) -> CifarArrays:
     else:
         files = sorted(str(f) for f in _walk(path) if f.exists())  # a broken link is named when it is read
         state = f"folder|{path}|" + "|".join(f"{f}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [os.stat(f)])
-    fingerprint = f"v{_CACHE_VERSION}|{name}|{state}"
+    fingerprint = f"v1|{name}|{state}"  # v1: the cache file's layout
     cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
     try:
         stored = torch.load(cache_file, map_location="cpu", mmap=True, weights_only=True)
@@ -319,7 +300,7 @@ def _load_cached(name: str, path: Path, cache_root: Path) -> CifarArrays:
     except OSError as error:
         warnings.warn(
             f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
-            f"be decoded again next time. Set {CACHE_ENV_VAR} to a writable directory.",
+            f"be decoded again next time. Set XCEPTION_CACHE to a writable directory.",
             stacklevel=3,
         )
     return arrays
@@ -330,7 +311,7 @@ def _load_cached(name: str, path: Path, cache_root: Path) -> CifarArrays:
 
 def _decode(name: str, path: Path) -> CifarArrays:
     info, pickled, member = DATASETS[name], {}, None
-    wanted_pickles = {*info["train_files"], *info["test_files"], info["meta_file"]}  # type: ignore[misc]
+    wanted_pickles = {*info["train_files"], *info["test_files"], info["meta"][0]}  # type: ignore[index, misc]
     found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, member, bytes)
     try:
         for member, read in _files(path):
@@ -390,9 +371,7 @@ def _files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         yield from ((f.relative_to(path).as_posix(), f.read_bytes) for f in _walk(path))
     elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.is_dir():
-                    yield info.filename, functools.partial(archive.read, info)
+            yield from ((i.filename, functools.partial(archive.read, i)) for i in archive.infolist() if not i.is_dir())
     else:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
@@ -454,7 +433,7 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
             raise DataError(f"{source}: data of shape {images.shape} with {len(labels)} labels; download it again")
         return torch.from_numpy(images.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
 
-    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())
+    classes = tuple(load(*info["meta"])[0].tolist())  # type: ignore[misc]
     return CifarArrays(name, *split(info["train_files"]), *split(info["test_files"]), classes, source)  # type: ignore[arg-type]
 
 

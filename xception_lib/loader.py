@@ -145,6 +145,8 @@ class GpuLoader:
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         self.rank, self.world_size, self.epoch = rank, world_size, 0
+        n = len(labels)
+        self._shard = slice(rank, n - n % world_size if train else n, world_size)  # see world_size above
         # Padded once, so that a batch's selection, padding, crop and flip are one gather.
         p = self.crop_padding
         self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
@@ -157,23 +159,17 @@ class GpuLoader:
         check_number("GpuLoader.set_epoch", "epoch", epoch, integer=True, low=0)
         self.epoch = int(epoch)
 
-    def _shard(self) -> slice:
-        """Positions in the epoch's order that this process takes: every ``world_size``-th."""
-        n = len(self.labels)
-        end = n - n % self.world_size if self.train else n  # equal shards, or every image once
-        return slice(self.rank, end, self.world_size)
-
     def __len__(self) -> int:
-        n = len(range(len(self.labels))[self._shard()])
+        n = len(range(len(self.labels))[self._shard])
         return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        n, shard = len(self.labels), self._shard()
+        n = len(self.labels)
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
         offsets, flips = self._random_views(n, g)  # all zero and False in evaluation: the images as they are
-        order, offsets, flips = (t[shard].to(self.device) for t in (order, offsets, flips))
+        order, offsets, flips = (t[self._shard].to(self.device) for t in (order, offsets, flips))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = slice(start, start + self.batch_size)
             x = self._crop_and_flip(order[batch], offsets[batch], flips[batch])
