@@ -139,10 +139,8 @@ class CifarArrays:
         return dataclasses.replace(self, **kept, source=f"subset ({sizes}, seed={seed}) of {self.source}")
 
     def __repr__(self) -> str:
-        return (
-            f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
-            f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})"
-        )
+        shapes = f"train={tuple(self.train_images.shape)}, test={tuple(self.test_images.shape)}"
+        return f"CifarArrays(name={self.name!r}, {shapes}, classes={len(self.classes)}, source={self.source!r})"
 
 
 def cache_dir() -> Path:
@@ -152,8 +150,7 @@ def cache_dir() -> Path:
 
 
 def _env_path(value: str) -> Path:
-    """An environment variable's path, absolute: a relative one is taken from the checkout's
-    root when the working directory lies inside a checkout, else from the working directory."""
+    """An environment variable's path, absolute: a relative one from the checkout's root, else the working folder."""
     path, cwd = Path(value).expanduser(), Path.cwd()
     checkouts = (d for d in (cwd, *cwd.parents) if (d / "_config.yml").is_file() and (d / "xception_lib").is_dir())
     return path if path.is_absolute() else Path(os.path.normpath(next(checkouts, cwd) / path))
@@ -176,9 +173,8 @@ def load_cifar(
 
     Raises:
         DataNotFoundError: Neither a local copy nor a download is available; the message says how to provide either.
-        DataError: The copy is truncated, corrupt, holds files it should not (anything in a class folder but a
-            32x32 image, hidden files and ``Thumbs.db`` aside), or is not the data set asked for; the message names
-            the file.
+        DataError: The copy is truncated, corrupt, holds files it should not (in a class folder, anything but 32x32
+            images, hidden files and ``Thumbs.db``) or is not the data set asked for; the message names the file.
     """
     key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
     if key not in DATASETS:
@@ -190,12 +186,11 @@ def load_cifar(
 
     def missing(reason: str) -> DataNotFoundError:
         return DataNotFoundError(
-            f"CIFAR-{key[5:]} data not found: {reason}. Provide it in one of two ways:\n"
-            f"  1. a local copy: pass root=... to load_cifar, or set the environment variable {ENV_VAR}, "
-            f"to an archive or directory holding {key}-jpeg.tar.xz, an ImageFolder tree "
-            f"(train/<class>/*.jpg and test/<class>/*.jpg) or torchvision's {DATASETS[key]['torchvision_dir']};\n"
-            f"  2. network access, so that torchvision can download it (download=True, {ENV_VAR} unset) "
-            f"into {cache_root / 'torchvision'}."
+            f"CIFAR-{key[5:]} data not found: {reason}. Provide it in one of two ways:\n  1. a local copy: pass "
+            f"root=... to load_cifar, or set the environment variable {ENV_VAR}, to an archive or directory holding "
+            f"{key}-jpeg.tar.xz, an ImageFolder tree (train/<class>/*.jpg and test/<class>/*.jpg) or torchvision's "
+            f"{DATASETS[key]['torchvision_dir']};\n  2. network access, so that torchvision can download it "
+            f"(download=True, {ENV_VAR} unset) into {cache_root / 'torchvision'}."
         )
 
     source = Path(root).expanduser() if root is not None else _env_path(env) if env else None
@@ -274,15 +269,14 @@ def _load_cached(name: str, path: Path, cache_root: Path) -> CifarArrays:
     cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
     try:
         stored = torch.load(cache_file, map_location="cpu", mmap=True, weights_only=True)
-        for split in ("train", "test"):  # a damaged or foreign file: KeyError, AttributeError, ValueError, ...
-            x, y = stored[f"{split}_images"], stored[f"{split}_labels"]
-            if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-                raise ValueError(f"its {split} arrays have the wrong type or shape")
-        if not all(isinstance(c, str) for c in stored["classes"]):
-            raise ValueError("its class names are not strings")
         arrays = CifarArrays(
             name, classes=tuple(stored["classes"]), source=str(path), **{k: stored[k] for k in _ARRAY_KEYS}
         )
+        for x, y in ((arrays.train_images, arrays.train_labels), (arrays.test_images, arrays.test_labels)):
+            if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
+                raise ValueError("its arrays have the wrong type or shape")  # damaged or foreign, as KeyError, ...
+        if not all(isinstance(c, str) for c in arrays.classes):
+            raise ValueError("its class names are not strings")
         _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), str(path))
         return arrays
     except (FileNotFoundError, NotADirectoryError, DataError):
@@ -416,9 +410,8 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
             return [np.asarray(batch[k]) for k in keys]
         except DataError as error:  # from find_class
             raise DataError(
-                f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, "
-                f"strings, numbers and numpy arrays; this file may be malicious: do not use it, download the "
-                f"data again from its source"
+                f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, strings, numbers "
+                f"and numpy arrays; this file may be malicious: do not use it, download the data again from its source"
             ) from None
         except Exception as error:  # truncated (EOFError, UnpicklingError) or foreign (KeyError, ...)
             raise DataError(
