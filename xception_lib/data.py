@@ -124,8 +124,8 @@ class CifarArrays:
         return DATASETS[self.name]["std"]  # type: ignore[return-value]
 
     def subset(self, train: int | None = None, test: int | None = None, *, seed: int = 0) -> CifarArrays:
-        """A random subset of the training and/or test split (``None`` keeps a split whole); each split's choice
-        depends only on its size and ``seed``: ``subset(test=n)`` holds the test images of ``subset(train=m, test=n)``."""
+        """A random subset of the training and/or test split (``None``: whole). Each split's choice depends only on
+        its size and ``seed``: ``subset(test=n)`` holds the test images of ``subset(train=m, test=n)``."""
 
         kept: dict[str, Any] = {}  # the tensors of each split
         for split, n in (("train", train), ("test", test)):
@@ -198,8 +198,7 @@ def load_cifar(
         where = f"root={str(root)!r}" if env is None else f"{ENV_VAR}={env!r}"
         if env and source != Path(env).expanduser():
             where += f" (resolved to {source})"
-        found = _find_source(source, key)
-        if found is None:
+        if (found := _find_source(source, key)) is None:
             raise missing(f"{where} {'holds no copy of it' if source.exists() else 'does not exist'}")
     else:
         found = _find_source(cache_root / "torchvision", key)
@@ -331,8 +330,7 @@ def _decode(name: str, path: Path) -> CifarArrays:
         raise DataError(f"{path} holds no ImageFolder layout: expected images under train/<class>/ and test/<class>/")
     classes = tuple(sorted({label for label, _, _ in found["train"]}))
     index = {c: i for i, c in enumerate(classes)}
-    unknown = {label for label, _, _ in found["test"]} - set(index)
-    if unknown:
+    if unknown := {label for label, _, _ in found["test"]} - set(index):
         raise DataError(f"{path}: test classes {sorted(unknown)} do not occur in train/ ({list(classes)})")
     for items in found.values():  # ImageFolder order: class, then file name
         items.sort(key=lambda item: (index[item[0]], PurePosixPath(item[1]).name))
@@ -369,29 +367,24 @@ def _files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
     else:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
+                if member.issym() or member.islnk():
+                    raise DataError(
+                        f"{path}: {member.name} is a {'symbolic' if member.issym() else 'hard'} link (to "
+                        f"{member.linkname}), not a file; the loader reads only regular files from an archive: pack "
+                        f"the copy again without links (tar --dereference)"
+                    )
                 handle = archive.extractfile(member) if member.isfile() else None
                 if handle is not None:
                     yield member.name, handle.read
-                elif member.issym() or member.islnk():  # refused where it matters: where an image or batch belongs
-                    yield member.name, functools.partial(_refuse_link, path, member)
             while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
                 pass
-
-
-def _refuse_link(path: Path, member: tarfile.TarInfo) -> bytes:
-    kind = "a symbolic link" if member.issym() else "a hard link"
-    raise DataError(
-        f"{path}: {member.name} is {kind} (to {member.linkname}), not a file; the loader reads only "
-        f"regular files from an archive: pack the copy again without links (tar --dereference)"
-    )
 
 
 def _walk(root: Path) -> Iterator[Path]:
     """Every file under ``root``, following symbolic links to folders (a class folder may be one), each folder once."""
     seen: set[Path] = set()
     for directory, folders, names in os.walk(root, followlinks=True):
-        real = Path(directory).resolve()
-        if real in seen:
+        if (real := Path(directory).resolve()) in seen:
             folders.clear()  # a link back to a folder already read (a loop)
             continue
         seen.add(real)

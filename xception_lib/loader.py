@@ -36,9 +36,9 @@ def check_number(
     high_open: bool = False,
     optional: bool = False,
 ) -> None:
-    """Raise a ``TypeError`` (not a number; never a ``bool``) or ``ValueError`` (not finite, out of bounds) naming
-    ``where`` and ``name`` unless ``value`` is a finite number between ``low`` and ``high`` (inclusive unless
-    ``low_open`` / ``high_open``), an ``int`` if ``integer``, or ``None`` if ``optional``."""
+    """Raise a ``TypeError`` (not a number, or a ``bool``) or ``ValueError`` naming ``where`` and ``name`` unless
+    ``value`` is a finite number (``int`` if ``integer``) from ``low`` to ``high`` (``*_open``: excluded) or ``None``
+    if ``optional``."""
     if value is None and optional:
         return
     ops = ((">" if low_open else ">=", low), ("<" if high_open else "<=", high))
@@ -97,14 +97,12 @@ class GpuLoader:
     Args:
         images: ``N x C x H x W`` uint8 images (and ``labels``, ``N`` integer labels).
         mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``); ``std``: standard deviations.
-        batch_size: Images per batch (per process, when sharded).
         train: Shuffle, augment and drop the last, smaller batch (``True``), or walk the images in order unchanged.
         crop_padding: Zero-pad by this many pixels, then crop back to ``H x W`` at a random offset
             (torchvision's ``RandomCrop(32, padding=4)``); 0: no crops. ``flip``: mirror with probability 1/2.
         world_size: Each of ``world_size`` processes (this one is ``rank``) takes every ``world_size``-th image of
-            the epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of one
-            loader with batch ``world_size * b``. In training the shards are equally long; in evaluation every
-            image is in exactly one shard.
+            the epoch's permutation (equal shards in training), so ``world_size`` loaders with ``batch_size`` ``b``
+            together see the batches of one loader with ``world_size * b``.
     """
 
     def __init__(
@@ -141,15 +139,13 @@ class GpuLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device).contiguous()  # N x C x H x W, the layout the gather reads
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.batch_size, self.train, self.seed, self.epoch = batch_size, train, seed, 0
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-        n = len(labels)
-        self._shard = slice(rank, n - n % world_size if train else n, world_size)  # see world_size above
-        # Padded once, so that a batch's selection, padding, crop and flip are one gather.
-        p = self.crop_padding
-        self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
+        # The positions this process takes in each epoch's order (see world_size).
+        self._shard = range(rank, len(labels) - (len(labels) % world_size if train else 0), world_size)
+        # Padded once (N x C x H+2p x W+2p), so that a batch's selection, padding, crop and flip are one gather.
+        self._padded = F.pad(self.images, (self.crop_padding,) * 4) if self.crop_padding else self.images
         # Normalisation on uint8 values: (x - 255 mean) / (255 std).
         self._shift = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self._inv_scale = 1 / (torch.tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255)
@@ -160,15 +156,13 @@ class GpuLoader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        n = len(range(len(self.labels))[self._shard])
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+        return len(self._shard) // self.batch_size if self.train else math.ceil(len(self._shard) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        n = len(self.labels)
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
-        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        offsets, flips = self._random_views(n, g)  # all zero and False in evaluation: the images as they are
+        order = torch.randperm(len(self.labels), generator=g) if self.train else torch.arange(len(self.labels))
+        offsets, flips = self._random_views(len(self.labels), g)  # in evaluation: no crops, no flips
         order, offsets, flips = (t[self._shard].to(self.device) for t in (order, offsets, flips))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = slice(start, start + self.batch_size)
