@@ -143,7 +143,7 @@ class GpuLoader:
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         # The positions this process takes in each epoch's order (see world_size).
-        self._shard = torch.arange(rank, len(labels) - (len(labels) % world_size if train else 0), world_size)
+        self._shard = torch.arange(len(labels) - (len(labels) % world_size if train else 0))[rank::world_size]
         # Padded once (N x C x H+2p x W+2p), so that a batch's selection, padding, crop and flip are one gather.
         self._padded = F.pad(self.images, (self.crop_padding,) * 4) if self.crop_padding else self.images
         # Normalisation on uint8 values: (x - 255 mean) / (255 std).
