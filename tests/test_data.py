@@ -47,6 +47,24 @@ def cifar10() -> xl.data.CifarArrays:
     return load_cifar("cifar10", real_data_root())
 
 
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh cache directory (XCEPTION_CACHE), not yet created."""
+    monkeypatch.setenv("XCEPTION_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def expect(monkeypatch: pytest.MonkeyPatch, name: str, per_class: tuple[int, int]) -> None:
+    """Make ``load_cifar(name)`` expect ``per_class`` (train, test) images of each class: a reduced copy."""
+    monkeypatch.setitem(xl.data.DATASETS[name], "per_class", per_class)
+
+
+@pytest.fixture
+def tiny(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh cache, and CIFAR-10 of TINY images per class expected, as the copies below hold."""
+    expect(monkeypatch, "cifar10", TINY)
+
+
 def write_tree(root: Path, per_class: tuple[int, int] = TINY, seed: int = 0) -> dict[str, np.ndarray]:
     """A tiny CIFAR-10 ImageFolder tree of lossless PNGs; returns each split's N x 32 x 32 x 3
     images in ImageFolder order (class, then file name)."""
@@ -113,17 +131,16 @@ def test_real_archive_via_environment_variable(monkeypatch: pytest.MonkeyPatch, 
     assert torch.allclose(means, torch.tensor(data.mean, dtype=torch.float64), atol=0.003)
 
 
-def test_image_folder_tree_and_archives(tmp_path: Path) -> None:
+def test_image_folder_tree_and_archives(tiny: None, cache: Path, tmp_path: Path) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)
-    cache = tmp_path / "cache"
     loads = [
-        load_cifar("cifar10", tree, cache=cache, images_per_class=TINY),
-        load_cifar("cifar10", tmp_path, cache=cache, images_per_class=TINY),  # finds cifar10-jpeg/ inside
+        load_cifar("cifar10", tree),
+        load_cifar("cifar10", tmp_path),  # finds cifar10-jpeg/ inside
     ]
     for suffix in (".zip", ".tar", ".tar.xz"):
         archive = pack(tree, tmp_path / f"copy{suffix}")
-        loads.append(load_cifar("cifar10", archive, cache=cache, images_per_class=TINY))
+        loads.append(load_cifar("cifar10", archive))
     for data in loads:
         assert data.classes == CIFAR10_CLASSES
         assert data.train_labels.tolist() == [c for c in range(10) for _ in range(2)]
@@ -131,10 +148,8 @@ def test_image_folder_tree_and_archives(tmp_path: Path) -> None:
         assert torch.equal(data.train_images, as_tensor(expected["train"]))
         assert torch.equal(data.test_images, as_tensor(expected["test"]))
     assert len(list(cache.glob("cifar10-*.pt"))) == 4  # the tree (found twice) and three archives
-    again = load_cifar("cifar10", tmp_path / "copy.zip", cache=cache, images_per_class=TINY)  # from the cache
+    again = load_cifar("cifar10", tmp_path / "copy.zip")  # from the cache
     assert torch.equal(again.train_images, loads[2].train_images)
-    with pytest.raises(ValueError, match="images_per_class"):
-        load_cifar("cifar10", tree, cache=cache, images_per_class=(0, 1))
     with pytest.raises(ValueError, match="cifar10"):
         load_cifar("mnist")
 
@@ -154,18 +169,19 @@ def write_fake_pickles(folder: Path, name: str, per_class: int, rng: np.random.G
                 pickle.dump({"data": data, info["label_key"]: labels.tolist(), "batch_label": file}, f)
             out[f"{split}_x"].append(data)
             out[f"{split}_y"].append(labels)
-    with open(folder / info["meta_file"], "wb") as f:
-        pickle.dump({info["meta_key"]: [f"class{i}" for i in range(num_classes)]}, f)
+    meta_file, meta_key = info["meta"]
+    with open(folder / meta_file, "wb") as f:
+        pickle.dump({meta_key: [f"class{i}" for i in range(num_classes)]}, f)
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
-def test_torchvision_pickle_format(tmp_path: Path, name: str) -> None:
+def test_torchvision_pickle_format(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     info = xl.data.DATASETS[name]
     folder = tmp_path / "data" / str(info["torchvision_dir"])
     expected = write_fake_pickles(folder, name, 1, np.random.default_rng(1))
-    per_class = (len(info["train_files"]), 1)  # one image of each class in every batch
-    data = load_cifar(name, tmp_path / "data", cache=tmp_path / "cache", images_per_class=per_class)
+    expect(monkeypatch, name, (len(info["train_files"]), 1))  # one image of each class in every batch
+    data = load_cifar(name, tmp_path / "data")
     assert data.name == name and data.num_classes == info["num_classes"]
     assert data.train_images.shape == (len(expected["train_y"]), 3, 32, 32)
     # Pickled rows are 1024 red, then 1024 green, then 1024 blue values, row-major.
@@ -177,20 +193,20 @@ def test_torchvision_pickle_format(tmp_path: Path, name: str) -> None:
     batch = folder / str(info["test_files"][0])
     batch.write_bytes(batch.read_bytes()[:1000])
     with pytest.raises(DataError, match=f"{info['test_files'][0]} is not a readable torchvision batch"):
-        load_cifar(name, folder, cache=tmp_path / "cache", images_per_class=per_class)
+        load_cifar(name, folder)
     batch.unlink()
     with pytest.raises(DataError, match=f"incomplete: {info['test_files'][0]} is missing"):
-        load_cifar(name, folder, cache=tmp_path / "cache", images_per_class=per_class)
+        load_cifar(name, folder)
 
 
 # ----------------------------------------------------------------------------- missing data
 
 
-def test_missing_data_names_both_ways(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_data_names_both_ways(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataNotFoundError) as info:
-        load_cifar("cifar10", empty, cache=tmp_path / "cache")
+        load_cifar("cifar10", empty)
     message = str(info.value)
     assert "XCEPTION_DATA" in message and "root=" in message and "download" in message and str(empty) in message
     assert isinstance(info.value, FileNotFoundError)
@@ -204,31 +220,27 @@ def test_missing_data_names_both_ways(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("XCEPTION_DATA", raising=False)
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     with pytest.raises(DataNotFoundError) as info:
-        load_cifar("cifar10", cache=tmp_path / "cache")
+        load_cifar("cifar10")
     assert "XCEPTION_DATA" in str(info.value) and "download failed" in str(info.value)
     assert isinstance(info.value.__cause__, urllib.error.URLError)
     with pytest.raises(DataNotFoundError, match="download=False"):
-        load_cifar("cifar10", cache=tmp_path / "cache", download=False)
+        load_cifar("cifar10", download=False)
 
 
-def test_environment_variable_pointing_nowhere_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_variable_pointing_nowhere_says_so(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("XCEPTION_DATA", "/path/to/folder/with/cifar10")  # the README's placeholder, pasted
-    with pytest.raises(DataNotFoundError) as info:
-        load_cifar("cifar10", cache=tmp_path / "cache")
-    message = str(info.value)
-    assert "XCEPTION_DATA='/path/to/folder/with/cifar10'" in message and "placeholder" in message
-    assert "unset XCEPTION_DATA" in message and "download" in message
     monkeypatch.setenv("XCEPTION_DATA", "no/such/dir")
     with pytest.raises(DataNotFoundError) as info:
-        load_cifar("cifar10", cache=tmp_path / "cache")
+        load_cifar("cifar10")
     message = str(info.value)
     assert "XCEPTION_DATA='no/such/dir'" in message and f"resolved to {tmp_path / 'no/such/dir'}" in message
     assert "does not exist" in message and "root=" in message and "download" in message
 
 
 def test_relative_data_path_means_the_same_in_tests_and_notebooks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A checkout (tests run in its root, notebooks in book/) beside the data, as in CI.
     repo = tmp_path / "repo"
@@ -241,25 +253,24 @@ def test_relative_data_path_means_the_same_in_tests_and_notebooks(
     monkeypatch.setenv("XCEPTION_CACHE", "cache")
     for cwd in (repo, repo / "book"):
         monkeypatch.chdir(cwd)
-        data = load_cifar("cifar10", images_per_class=TINY)
+        data = load_cifar("cifar10")
         assert data.source == str((data_dir / "cifar10-jpeg").resolve())
     assert len(list((repo / "cache").glob("cifar10-*.pt"))) == 1  # one cache, in the repository root
     # Outside a checkout, relative paths are taken from the working directory.
     monkeypatch.chdir(tmp_path / "shared")
     monkeypatch.setenv("XCEPTION_DATA", "data")
-    assert load_cifar("cifar10", images_per_class=TINY).source == data.source
+    assert load_cifar("cifar10").source == data.source
     assert xl.data.cache_dir() == tmp_path / "shared" / "cache"
 
 
 # ----------------------------------------------------------------------------- the wrong or a partial data set
 
 
-def test_other_cifar_is_refused(tmp_path: Path) -> None:
+def test_other_cifar_is_refused(cache: Path, tmp_path: Path) -> None:
     write_tree(tmp_path / "tree")
     archive = pack(tmp_path / "tree", tmp_path / "cifar10-jpeg.tar")
-    cache = tmp_path / "cache"
     with pytest.raises(DataError) as info:
-        load_cifar("cifar100", root=archive, cache=cache)
+        load_cifar("cifar100", root=archive)
     message = str(info.value)
     assert str(archive) in message and "holds 10 classes (airplane, automobile" in message
     assert "CIFAR-100 has 100" in message and "name='cifar10'" in message
@@ -268,14 +279,14 @@ def test_other_cifar_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_other_cifar_is_refused_real_archive(tmp_path: Path) -> None:
+def test_other_cifar_is_refused_real_archive(cache: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="holds 10 classes .* but CIFAR-100 has 100"):
-        load_cifar("cifar100", root=real_archive(), cache=tmp_path / "cache")
+        load_cifar("cifar100", root=real_archive())
 
 
 @pytest.mark.data
 @pytest.mark.slow
-def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
+def test_truncated_real_archive_never_loads_partly(cache: Path, tmp_path: Path) -> None:
     archive = real_archive()
     with lzma.open(archive) as source, open(tmp_path / "full.tar", "wb") as target:
         shutil.copyfileobj(source, target)
@@ -283,7 +294,7 @@ def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
         last = t.getmembers()[-3:]  # train/truck/4997.jpg, 4998.jpg, 4999.jpg
     at_boundary = cut(tmp_path / "full.tar", last[0].offset, tmp_path / "boundary.tar")
     with pytest.raises(DataError) as info:
-        load_cifar("cifar10", at_boundary, cache=tmp_path / "cache")
+        load_cifar("cifar10", at_boundary)
     assert str(at_boundary) in str(info.value)
     assert "train split has 49,997 images, 5,000 per class expected (CIFAR-10), but truck: 4,997" in str(info.value)
     assert "copy or download it again" in str(info.value)
@@ -291,12 +302,12 @@ def test_truncated_real_archive_never_loads_partly(tmp_path: Path) -> None:
     with pytest.raises(
         DataError, match="mid.tar cannot be read at cifar10-jpeg/train/truck/4998.jpg: .*truncated, corrupt"
     ):
-        load_cifar("cifar10", mid_member, cache=tmp_path / "cache")
+        load_cifar("cifar10", mid_member)
     assert not (tmp_path / "cache").exists()
 
 
 @pytest.mark.parametrize("suffix", [".tar", ".tar.gz", ".tar.xz", ".zip"])
-def test_truncated_archive_never_loads_partly(tmp_path: Path, suffix: str) -> None:
+def test_truncated_archive_never_loads_partly(tiny: None, tmp_path: Path, suffix: str) -> None:
     write_tree(tmp_path / "cifar10-jpeg")
     archive = pack(tmp_path / "cifar10-jpeg", tmp_path / f"full{suffix}")
     size = archive.stat().st_size
@@ -308,27 +319,28 @@ def test_truncated_archive_never_loads_partly(tmp_path: Path, suffix: str) -> No
     for n in cuts:
         truncated = cut(archive, n, tmp_path / f"cut{suffix}")
         with pytest.raises(DataError, match=f"{truncated}"):
-            load_cifar("cifar10", truncated, cache=tmp_path / "cache", images_per_class=TINY)
+            load_cifar("cifar10", truncated)
         truncated.unlink()
     assert not (tmp_path / "cache").exists()
 
 
-def test_full_set_expected_unless_told(tmp_path: Path) -> None:
+def test_full_set_expected(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_tree(tmp_path / "cifar10-jpeg")
-    with pytest.raises(DataError, match="20 images, 5,000 per class expected.*pass images_per_class"):
-        load_cifar("cifar10", tmp_path, cache=tmp_path / "cache")
+    with pytest.raises(DataError, match="20 images, 5,000 per class expected.*truncated or incomplete"):
+        load_cifar("cifar10", tmp_path)
+    expect(monkeypatch, "cifar10", TINY)
     (tmp_path / "cifar10-jpeg" / "test" / "cat" / "0000.png").unlink()  # one class short
     with pytest.raises(DataError, match="test split has 9 images, 1 per class expected .*but cat: 0; it is truncated"):
-        load_cifar("cifar10", tmp_path, cache=tmp_path / "cache", images_per_class=TINY)
+        load_cifar("cifar10", tmp_path)
     shutil.copytree(tmp_path / "cifar10-jpeg" / "test" / "dog", tmp_path / "cifar10-jpeg" / "test" / "kitten")
     with pytest.raises(DataError, match=r"test classes \[.kitten.\] do not occur in train/"):
-        load_cifar("cifar10", tmp_path, cache=tmp_path / "cache", images_per_class=TINY)
+        load_cifar("cifar10", tmp_path)
 
 
 # ----------------------------------------------------------------------------- stray and corrupt files
 
 
-def test_stray_files_are_skipped_by_name(tmp_path: Path) -> None:
+def test_stray_files_are_skipped_by_name(tiny: None, tmp_path: Path) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)
     for folder in (tree, tree / "train", tree / "train" / "cat", tree / "test" / "dog"):
@@ -337,14 +349,14 @@ def test_stray_files_are_skipped_by_name(tmp_path: Path) -> None:
     (tree / "train" / "cat" / "._0000.png").write_bytes(b"\0\5\26\7AppleDouble")  # macOS's resource fork
     (tree / "README.txt").write_text("CIFAR-10 as JPEGs\n")
     for source in (tree, pack(tree, tmp_path / "copy.tar"), pack(tree, tmp_path / "copy.zip")):
-        data = load_cifar("cifar10", source, cache=tmp_path / "cache", images_per_class=TINY)
+        data = load_cifar("cifar10", source)
         assert torch.equal(data.train_images, as_tensor(expected["train"]))
     (tree / "train" / "cat" / "notes.txt").write_text("not an image")
     with pytest.raises(DataError, match="train/cat/notes.txt is not an image .*remove it"):
-        load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+        load_cifar("cifar10", tree)
 
 
-def test_corrupt_image_is_named(tmp_path: Path) -> None:
+def test_corrupt_image_is_named(tiny: None, tmp_path: Path) -> None:
     from PIL import Image
 
     tree = tmp_path / "cifar10-jpeg"
@@ -353,21 +365,20 @@ def test_corrupt_image_is_named(tmp_path: Path) -> None:
     good.write_bytes(good.read_bytes()[:100])  # a truncated PNG
     archive = pack(tree, tmp_path / "copy.tar.gz")
     with pytest.raises(DataError, match=r"copy.tar.gz: cifar10-jpeg/train/dog/0001.png is not a readable image"):
-        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=TINY)
+        load_cifar("cifar10", archive)
     Image.new("RGB", (31, 32)).save(good)
     with pytest.raises(DataError, match="train/dog/0001.png is 31x32 pixels, expected 32x32"):
-        load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+        load_cifar("cifar10", tree)
 
 
 # ----------------------------------------------------------------------------- the cache
 
 
 @pytest.mark.parametrize("damage", ["truncated", "text", "empty", "foreign", "wrong dtype"])
-def test_damaged_cache_is_reported_and_rebuilt(tmp_path: Path, damage: str) -> None:
+def test_damaged_cache_is_reported_and_rebuilt(tiny: None, cache: Path, tmp_path: Path, damage: str) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)
-    cache = tmp_path / "cache"
-    load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)
+    load_cifar("cifar10", tree)
     (cache_file,) = cache.glob("cifar10-*.pt")
     if damage == "truncated":
         cache_file.write_bytes(cache_file.read_bytes()[:3000])
@@ -381,33 +392,34 @@ def test_damaged_cache_is_reported_and_rebuilt(tmp_path: Path, damage: str) -> N
         stored = torch.load(cache_file)
         torch.save(stored | {"train_images": stored["train_images"].float()}, cache_file)
     with pytest.warns(UserWarning, match=f"cache file {cache_file} is unreadable.*decoding .* again to replace it"):
-        data = load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)
+        data = load_cifar("cifar10", tree)
     assert torch.equal(data.train_images, as_tensor(expected["train"]))
     torch.load(cache_file, weights_only=True)  # rebuilt: readable again
 
 
-def test_cache_that_disagrees_is_decided_by_the_source(tmp_path: Path) -> None:
+def test_cache_that_disagrees_is_decided_by_the_source(
+    tiny: None, cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tree = tmp_path / "cifar10-jpeg"
     write_tree(tree)
-    cache = tmp_path / "cache"
-    load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)
+    load_cifar("cifar10", tree)
     (cache_file,) = cache.glob("cifar10-*.pt")
     stored = torch.load(cache_file)
     torch.save(stored | {"train_labels": torch.zeros_like(stored["train_labels"])}, cache_file)  # damaged labels
-    data = load_cifar("cifar10", tree, cache=cache, images_per_class=TINY)  # decoded again: the source is whole
+    data = load_cifar("cifar10", tree)  # decoded again: the source is whole
     assert data.train_labels.tolist() == [c for c in range(10) for _ in range(2)]
     assert torch.load(cache_file)["train_labels"].tolist() == data.train_labels.tolist()  # and the cache replaced
+    expect(monkeypatch, "cifar10", (3, 1))
     with pytest.raises(DataError, match=f"{tree}: the train split has 20 images, 3 per class expected"):
-        load_cifar("cifar10", tree, cache=cache, images_per_class=(3, 1))  # the source, not the cache, is named
+        load_cifar("cifar10", tree)  # the source, not the cache, is named
 
 
-def test_unwritable_cache_warns_and_returns_the_data(tmp_path: Path) -> None:
+def test_unwritable_cache_warns_and_returns_the_data(tiny: None, cache: Path, tmp_path: Path) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)
-    not_a_dir = tmp_path / "cache"
-    not_a_dir.write_text("a file where the cache directory should be")
-    with pytest.warns(UserWarning, match=f"Could not write the cache file {not_a_dir}/.*data is returned"):
-        data = load_cifar("cifar10", tree, cache=not_a_dir, images_per_class=TINY)
+    cache.write_text("a file where the cache directory should be")
+    with pytest.warns(UserWarning, match=f"Could not write the cache file {cache}/.*data is returned"):
+        data = load_cifar("cifar10", tree)
     assert torch.equal(data.test_images, as_tensor(expected["test"]))
 
 
@@ -444,34 +456,42 @@ def malicious_copy(folder: Path, marker: Path) -> Path:
     return folder
 
 
-def test_a_batch_that_runs_code_is_refused(tmp_path: Path) -> None:
+def test_a_batch_that_runs_code_is_refused(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     marker = tmp_path / "it-ran"
     folder = malicious_copy(tmp_path / "data" / "cifar-10-batches-py", marker)
+    expect(monkeypatch, "cifar10", (5, 1))
     with pytest.raises(DataError, match=r"cifar-10-batches-py: data_batch_1 was refused: its pickle calls \w+\.system"):
-        load_cifar("cifar10", folder, cache=tmp_path / "cache", images_per_class=(5, 1))
+        load_cifar("cifar10", folder)
     assert not marker.exists()
 
 
-def test_a_batch_that_runs_code_is_refused_inside_the_archive(tmp_path: Path) -> None:
+def test_a_batch_that_runs_code_is_refused_inside_the_archive(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     marker = tmp_path / "it-ran"
     folder = malicious_copy(tmp_path / "cifar-10-batches-py", marker)
     archive = pack(folder, tmp_path / "cifar-10-python.tar.gz")
+    expect(monkeypatch, "cifar10", (5, 1))
     with pytest.raises(DataError, match=r"cifar-10-python.tar.gz: data_batch_1 was refused"):
-        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=(5, 1))
+        load_cifar("cifar10", archive)
     assert not marker.exists()
 
 
-def test_batches_as_python_2_wrote_them_still_load(tmp_path: Path) -> None:
+def test_batches_as_python_2_wrote_them_still_load(
+    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The real files: protocol 2, a numpy array, bytes file names (which Python 3 pickles via _codecs.encode)."""
     folder = tmp_path / "cifar-10-batches-py"
     folder.mkdir()
     rng = np.random.default_rng(2)
     for file in (*xl.data.DATASETS["cifar10"]["train_files"], "test_batch"):  # type: ignore[misc]
-        batch = {"batch_label": b"batch", "labels": list(range(10)), "data": rng.integers(0, 256, (10, 3072), dtype=np.uint8),
-                 "filenames": [f"{i}.png".encode() for i in range(10)]}  # fmt: skip
+        pixels = rng.integers(0, 256, (10, 3072), dtype=np.uint8)
+        names = [f"{i}.png".encode() for i in range(10)]
+        batch = {"batch_label": b"batch", "labels": list(range(10)), "data": pixels, "filenames": names}
         (folder / file).write_bytes(pickle.dumps(batch, protocol=2))
     (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": list(CIFAR10_CLASSES)}, protocol=2))
-    data = load_cifar("cifar10", folder, cache=tmp_path / "cache", images_per_class=(5, 1))
+    expect(monkeypatch, "cifar10", (5, 1))
+    data = load_cifar("cifar10", folder)
     assert data.classes == CIFAR10_CLASSES and data.train_images.shape == (50, 3, 32, 32)
     assert (
         data.test_images.flatten().tolist()
@@ -479,17 +499,19 @@ def test_batches_as_python_2_wrote_them_still_load(tmp_path: Path) -> None:
     )
 
 
-def test_a_class_folder_that_is_a_symlink_is_read(tmp_path: Path) -> None:
+def test_a_class_folder_that_is_a_symlink_is_read(tiny: None, tmp_path: Path) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)
     (tree / "train" / "cat").rename(tmp_path / "cats")
     (tree / "train" / "cat").symlink_to(tmp_path / "cats", target_is_directory=True)
-    data = load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+    data = load_cifar("cifar10", tree)
     assert torch.equal(data.train_images, as_tensor(expected["train"]))
 
 
 @pytest.mark.parametrize(("kind", "said"), [(tarfile.LNKTYPE, "a hard link"), (tarfile.SYMTYPE, "a symbolic link")])
-def test_a_link_inside_an_archive_is_named_not_called_truncated(tmp_path: Path, kind: bytes, said: str) -> None:
+def test_a_link_inside_an_archive_is_named_not_called_truncated(
+    tiny: None, tmp_path: Path, kind: bytes, said: str
+) -> None:
     tree = tmp_path / "cifar10-jpeg"
     write_tree(tree)
     archive = tmp_path / "cifar10-jpeg.tar"
@@ -503,19 +525,19 @@ def test_a_link_inside_an_archive_is_named_not_called_truncated(tmp_path: Path, 
             else:
                 t.add(file, name)
     with pytest.raises(DataError, match=f"train/cat/0001.png is {said} .* not a file; .*without links"):
-        load_cifar("cifar10", archive, cache=tmp_path / "cache", images_per_class=TINY)
+        load_cifar("cifar10", archive)
 
 
-def test_an_extra_image_is_not_called_truncated(tmp_path: Path) -> None:
+def test_an_extra_image_is_not_called_truncated(tiny: None, tmp_path: Path) -> None:
     tree = tmp_path / "cifar10-jpeg"
     write_tree(tree)
     shutil.copy(tree / "train" / "cat" / "0000.png", tree / "train" / "cat" / "copy.png")
     with pytest.raises(DataError, match="cat: 3; it holds extra images: remove the files that do not belong"):
-        load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+        load_cifar("cifar10", tree)
 
 
 def test_a_full_disk_under_the_cache_warns_and_returns_the_data(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tree = tmp_path / "cifar10-jpeg"
     expected = write_tree(tree)
@@ -525,6 +547,6 @@ def test_a_full_disk_under_the_cache_warns_and_returns_the_data(
 
     monkeypatch.setattr(torch, "save", full_disk)
     with pytest.warns(UserWarning, match=r"Could not write the cache file .* an I/O error .* is the disk full"):
-        data = load_cifar("cifar10", tree, cache=tmp_path / "cache", images_per_class=TINY)
+        data = load_cifar("cifar10", tree)
     assert torch.equal(data.test_images, as_tensor(expected["test"]))
     assert not list((tmp_path / "cache").iterdir())  # no temporary file left behind

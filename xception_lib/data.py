@@ -1,15 +1,11 @@
 """CIFAR-10 and CIFAR-100 as uint8 tensors, decoded once, checked and cached.
 
-:func:`load_cifar` reads a local copy (``root``, else the environment variable ``XCEPTION_DATA``): an archive or a
-folder in ImageFolder layout, torchvision's pickles, or a folder holding one of these, such as the offline copy
-``cifar10-jpeg.tar.xz``; without one, torchvision downloads the data (what Colab does). A relative path in
-``XCEPTION_DATA`` or ``XCEPTION_CACHE`` is taken from the root of the checkout holding the working directory, so
-that ``../shared/data`` names one folder for the tests (run from the root) and the notebooks (from ``book/``).
-
-A truncated archive, a half-copied folder or the other CIFAR is a :class:`DataError` naming the file, never a
-partial load. Decoding 60,000 JPEGs takes seconds, so the arrays are cached under :func:`cache_dir`, keyed by the
-source's path, sizes and modification times. Pickled batches are read by an unpickler that builds nothing but
-dicts, lists, strings, numbers and numpy arrays: a pickle that would run code is refused.
+A relative path in ``XCEPTION_DATA`` or ``XCEPTION_CACHE`` is taken from the root of the checkout holding the
+working directory, so that ``../shared/data`` names one folder for the tests (run from the root) and the notebooks
+(from ``book/``). A truncated archive, a half-copied folder or the other CIFAR is a :class:`DataError` naming the
+file, never a partial load. Decoding 60,000 JPEGs takes seconds, so the arrays are cached under :func:`cache_dir`,
+keyed by the source's path, sizes and modification times. Pickled batches are read by an unpickler that builds
+nothing but dicts, lists, strings, numbers and numpy arrays: a pickle that would run code is refused.
 """
 
 from __future__ import annotations
@@ -27,7 +23,6 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -38,14 +33,17 @@ from xception_lib.checkpoint import atomic_save
 from xception_lib.loader import check_number
 
 __all__ = [
-    "CACHE_ENV_VAR", "DATASETS", "ENV_VAR", "CifarArrays", "DataError", "DataNotFoundError", "cache_dir", "load_cifar",
-]  # fmt: skip
+    "DATASETS",
+    "ENV_VAR",
+    "CifarArrays",
+    "DataError",
+    "DataNotFoundError",
+    "cache_dir",
+    "load_cifar",
+]
 
 ENV_VAR = "XCEPTION_DATA"
 """Environment variable naming a local copy of the data (a directory or an archive)."""
-
-CACHE_ENV_VAR = "XCEPTION_CACHE"
-"""Environment variable overriding the cache directory (default ``~/.cache/xception_lib``)."""
 
 # Per data set: the images of each class (train, test), torchvision's folder, pickled files and keys, and the
 # channel statistics of the training set (the usual normalisation constants).
@@ -56,8 +54,7 @@ DATASETS: dict[str, dict[str, object]] = {
         "torchvision_dir": "cifar-10-batches-py",
         "train_files": tuple(f"data_batch_{i}" for i in range(1, 6)),
         "test_files": ("test_batch",),
-        "meta_file": "batches.meta",
-        "meta_key": "label_names",
+        "meta": ("batches.meta", "label_names"),  # file, key of the class names
         "label_key": "labels",
         "mean": (0.4914, 0.4822, 0.4465),
         "std": (0.2470, 0.2435, 0.2616),
@@ -68,8 +65,7 @@ DATASETS: dict[str, dict[str, object]] = {
         "torchvision_dir": "cifar-100-python",
         "train_files": ("train",),
         "test_files": ("test",),
-        "meta_file": "meta",
-        "meta_key": "fine_label_names",
+        "meta": ("meta", "fine_label_names"),
         "label_key": "fine_labels",
         "mean": (0.5071, 0.4865, 0.4409),
         "std": (0.2673, 0.2564, 0.2762),
@@ -80,7 +76,6 @@ _ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.bz2", "
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _SKIPPED_NAMES = ("Thumbs.db", "desktop.ini")  # besides hidden files (".*")
 _ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
-_CACHE_VERSION = 1
 _READ_ERRORS = (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile, lzma.LZMAError, zlib.error)  # damaged archives
 
 
@@ -92,7 +87,7 @@ class DataError(ValueError):
     """The data was found but is truncated, corrupt, or not the data set asked for."""
 
 
-@dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True, eq=False)
 class CifarArrays:
     """A CIFAR split pair held as tensors.
 
@@ -129,11 +124,8 @@ class CifarArrays:
         return DATASETS[self.name]["std"]  # type: ignore[return-value]
 
     def subset(self, train: int | None = None, test: int | None = None, *, seed: int = 0) -> CifarArrays:
-        """A random subset (same ``seed``, same images) of the training and/or test split.
-
-        Each split's choice depends only on its size and ``seed``, so ``subset(test=n)``
-        gives the test images that ``subset(train=m, test=n)`` gives; ``None`` keeps a split whole.
-        """
+        """A random subset of the training and/or test split (``None``: whole). Each split's choice depends only on
+        its size and ``seed``: ``subset(test=n)`` holds the test images of ``subset(train=m, test=n)``."""
 
         kept: dict[str, Any] = {}  # the tensors of each split
         for split, n in (("train", train), ("test", test)):
@@ -147,21 +139,18 @@ class CifarArrays:
         return dataclasses.replace(self, **kept, source=f"subset ({sizes}, seed={seed}) of {self.source}")
 
     def __repr__(self) -> str:
-        return (
-            f"CifarArrays(name={self.name!r}, train={tuple(self.train_images.shape)}, "
-            f"test={tuple(self.test_images.shape)}, classes={len(self.classes)}, source={self.source!r})"
-        )
+        shapes = f"train={tuple(self.train_images.shape)}, test={tuple(self.test_images.shape)}"
+        return f"CifarArrays(name={self.name!r}, {shapes}, classes={len(self.classes)}, source={self.source!r})"
 
 
 def cache_dir() -> Path:
     """The cache directory: ``$XCEPTION_CACHE``, else ``~/.cache/xception_lib``."""
-    env = os.environ.get(CACHE_ENV_VAR)
+    env = os.environ.get("XCEPTION_CACHE")
     return _env_path(env) if env else Path.home() / ".cache" / "xception_lib"
 
 
 def _env_path(value: str) -> Path:
-    """An environment variable's path, absolute: a relative one is taken from the checkout's
-    root when the working directory lies inside a checkout, else from the working directory."""
+    """An environment variable's path, absolute: a relative one from the checkout's root, else the working folder."""
     path, cwd = Path(value).expanduser(), Path.cwd()
     checkouts = (d for d in (cwd, *cwd.parents) if (d / "_config.yml").is_file() and (d / "xception_lib").is_dir())
     return path if path.is_absolute() else Path(os.path.normpath(next(checkouts, cwd) / path))
@@ -171,9 +160,7 @@ def load_cifar(
     name: str = "cifar10",
     root: str | os.PathLike[str] | None = None,
     *,
-    cache: str | os.PathLike[str] | None = None,
     download: bool = True,
-    images_per_class: tuple[int, int] | None = None,
 ) -> CifarArrays:
     """Load CIFAR-10 or CIFAR-100 as uint8 tensors (decoded once, then cached).
 
@@ -182,53 +169,36 @@ def load_cifar(
         root: A local copy: an archive, an ImageFolder tree (``train/<class>/*.jpg``, ``test/<class>/*.jpg``),
             torchvision's pickles, or a directory holding one of them. ``None``: the environment variable
             ``XCEPTION_DATA``, and if that is unset, torchvision's download.
-        cache: Cache directory (default: :func:`cache_dir`).
         download: Whether torchvision may download the data when no local copy is given.
-        images_per_class: ``(train, test)`` images that each class must have; ``None``: the whole data set's.
-            Smaller numbers only for a deliberately reduced copy (as in the tests).
 
     Raises:
         DataNotFoundError: Neither a local copy nor a download is available; the message says how to provide either.
-        DataError: The copy is truncated, corrupt, holds files it should not (anything in a class folder but a
-            32x32 image, hidden files and ``Thumbs.db`` aside), or is not the data set asked for; the message names
-            the file.
+        DataError: The copy is truncated, corrupt, holds files it should not (in a class folder, anything but 32x32
+            images, hidden files and ``Thumbs.db``) or is not the data set asked for; the message names the file.
     """
     key = name.lower().replace("-", "").replace("_", "") if isinstance(name, str) else name
     if key not in DATASETS:
         raise ValueError(f"name must be one of {sorted(DATASETS)}, got {name!r}")
     if not isinstance(download, bool):
         raise TypeError(f"download must be True or False, got {download!r}")
-    per_class = DATASETS[key]["per_class"] if images_per_class is None else images_per_class
-    if not isinstance(per_class, (tuple, list)) or len(per_class) != 2:
-        raise ValueError(f"images_per_class must be two positive ints (train, test), got {images_per_class!r}")
-    for what, n in zip(("train", "test"), per_class, strict=True):
-        check_number("load_cifar", f"images_per_class ({what})", n, integer=True, low=1)
-    cache_root = Path(cache).expanduser() if cache is not None else cache_dir()
-    tv_dir = DATASETS[key]["torchvision_dir"]
+    cache_root = cache_dir()
     env = os.environ.get(ENV_VAR) if root is None else None
 
     def missing(reason: str) -> DataNotFoundError:
         return DataNotFoundError(
-            f"CIFAR-{key[5:]} data not found: {reason}. Provide it in one of two ways:\n"
-            f"  1. a local copy: pass root=... to load_cifar, or set the environment variable {ENV_VAR}, "
-            f"to an archive or directory holding {key}-jpeg.tar.xz, an ImageFolder tree "
-            f"(train/<class>/*.jpg and test/<class>/*.jpg) or torchvision's {tv_dir};\n"
-            f"  2. network access, so that torchvision can download it (download=True, {ENV_VAR} unset) "
-            f"into {cache_root / 'torchvision'}."
+            f"CIFAR-{key[5:]} data not found: {reason}. Provide it in one of two ways:\n  1. a local copy: pass "
+            f"root=... to load_cifar, or set the environment variable {ENV_VAR}, to an archive or directory holding "
+            f"{key}-jpeg.tar.xz, an ImageFolder tree (train/<class>/*.jpg and test/<class>/*.jpg) or torchvision's "
+            f"{DATASETS[key]['torchvision_dir']};\n  2. network access, so that torchvision can download it "
+            f"(download=True, {ENV_VAR} unset) into {cache_root / 'torchvision'}."
         )
 
-    if env and env.startswith("/path/to/"):
-        raise missing(
-            f"{ENV_VAR}={env!r} is the README's placeholder: replace it with the folder that holds your copy, "
-            f"or unset {ENV_VAR} to let torchvision download the data"
-        )
     source = Path(root).expanduser() if root is not None else _env_path(env) if env else None
     if source is not None:
         where = f"root={str(root)!r}" if env is None else f"{ENV_VAR}={env!r}"
         if env and source != Path(env).expanduser():
             where += f" (resolved to {source})"
-        found = _find_source(source, key)
-        if found is None:
+        if (found := _find_source(source, key)) is None:
             raise missing(f"{where} {'holds no copy of it' if source.exists() else 'does not exist'}")
     else:
         found = _find_source(cache_root / "torchvision", key)
@@ -246,7 +216,7 @@ def load_cifar(
             found = _find_source(cache_root / "torchvision", key)
         if found is None:  # pragma: no cover - torchvision changed its layout
             raise missing("torchvision's download left no data")
-    return _load_cached(key, found, cache_root, tuple(int(n) for n in per_class))
+    return _load_cached(key, found, cache_root)
 
 
 def _find_source(root: Path, name: str) -> Path | None:
@@ -254,11 +224,9 @@ def _find_source(root: Path, name: str) -> Path | None:
     tv_dir = str(DATASETS[name]["torchvision_dir"])
     inside = (root / f"{stem}{suffix}" for stem in (f"{name}-jpeg", name) for suffix in ("", *_ARCHIVE_SUFFIXES))
     for path in (root, root / tv_dir, *inside):
-        if (path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)) or (
-            path.is_dir() and path.name == tv_dir
-        ):
-            return path
-        if (path / "train").is_dir() and (path / "test").is_dir():
+        archive = path.is_file() and path.name.lower().endswith(_ARCHIVE_SUFFIXES)
+        tree = (path / "train").is_dir() and (path / "test").is_dir()
+        if archive or tree or (path.is_dir() and path.name == tv_dir):
             return path
     return None
 
@@ -266,35 +234,29 @@ def _find_source(root: Path, name: str) -> Path | None:
 # ----------------------------------------------------------------------------- checking and caching
 
 
-def _check(
-    name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], per_class: tuple[int, ...], source: str
-) -> None:
+def _check(name: str, classes: tuple[str, ...], labels: tuple[torch.Tensor, ...], source: str) -> None:
     """Raise :class:`DataError` unless the classes and the (train, test) labels make the data set asked for."""
     title, n = f"CIFAR-{name[5:]}", len(classes)
     if n != DATASETS[name]["num_classes"]:
         like = "".join(f"; it looks like CIFAR-{k[5:]}: load it with name={k!r}" for k in DATASETS if k[5:] == str(n))
         shown = ", ".join(classes[:12]) + (", ..." if n > 12 else "")
         raise DataError(f"{source} holds {n} classes ({shown}), but {title} has {DATASETS[name]['num_classes']}{like}")
-    for split, y, want in zip(("train", "test"), labels, per_class, strict=True):
+    for split, y, want in zip(("train", "test"), labels, DATASETS[name]["per_class"], strict=True):  # type: ignore[call-overload]
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= n):
             raise DataError(f"{source}: {split} labels outside 0..{n - 1}: the copy is corrupt")
         counts = torch.bincount(y, minlength=n).tolist()
         if any(c != want for c in counts):
             wrong = ", ".join(f"{classes[i]}: {c:,}" for i, c in enumerate(counts) if c != want)
-            what = (
-                "if it is a deliberately reduced copy, pass images_per_class"
-                if len(set(counts)) == 1
-                else "it holds extra images: remove the files that do not belong"
-                if max(counts) > want
-                else "it is truncated or incomplete: copy or download it again"
-            )
+            what = "it is truncated or incomplete: copy or download it again"
+            if max(counts) > want:
+                what = "it holds extra images: remove the files that do not belong"
             raise DataError(
                 f"{source}: the {split} split has {len(y):,} images, {want:,} per class expected "
                 f"({title}), but {wrong[:300]}; {what}"
             )
 
 
-def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, ...]) -> CifarArrays:
+def _load_cached(name: str, path: Path, cache_root: Path) -> CifarArrays:
     path = path.resolve()
     # An archive is known by its size and time; a folder by those of every file in it.
     if path.is_file():
@@ -302,20 +264,19 @@ def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, 
     else:
         files = sorted(str(f) for f in _walk(path) if f.exists())  # a broken link is named when it is read
         state = f"folder|{path}|" + "|".join(f"{f}:{s.st_size}:{s.st_mtime_ns}" for f in files for s in [os.stat(f)])
-    fingerprint = f"v{_CACHE_VERSION}|{name}|{state}"
+    fingerprint = f"v1|{name}|{state}"  # v1: the cache file's layout
     cache_file = cache_root / f"{name}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:16]}.pt"
     try:
         stored = torch.load(cache_file, map_location="cpu", mmap=True, weights_only=True)
-        for split in ("train", "test"):  # a damaged or foreign file: KeyError, AttributeError, ValueError, ...
-            x, y = stored[f"{split}_images"], stored[f"{split}_labels"]
-            if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
-                raise ValueError(f"its {split} arrays have the wrong type or shape")
-        if not all(isinstance(c, str) for c in stored["classes"]):
-            raise ValueError("its class names are not strings")
         arrays = CifarArrays(
             name, classes=tuple(stored["classes"]), source=str(path), **{k: stored[k] for k in _ARRAY_KEYS}
         )
-        _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))
+        for x, y in ((arrays.train_images, arrays.train_labels), (arrays.test_images, arrays.test_labels)):
+            if x.dtype != torch.uint8 or x.shape[1:] != (3, 32, 32) or y.dtype != torch.int64 or y.shape != x.shape[:1]:
+                raise ValueError("its arrays have the wrong type or shape")  # damaged or foreign, as KeyError, ...
+        if not all(isinstance(c, str) for c in arrays.classes):
+            raise ValueError("its class names are not strings")
+        _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), str(path))
         return arrays
     except (FileNotFoundError, NotADirectoryError, DataError):
         pass  # no cache yet, or one that is not what was asked for: the source decides, below
@@ -325,14 +286,14 @@ def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, 
             f"replace it.",
             stacklevel=3,
         )
-    arrays = _decode(name, path, per_class)
-    _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), per_class, str(path))  # pickles
+    arrays = _decode(name, path)
+    _check(name, arrays.classes, (arrays.train_labels, arrays.test_labels), str(path))  # pickles
     try:
         atomic_save({k: getattr(arrays, k) for k in _ARRAY_KEYS} | {"classes": list(arrays.classes)}, cache_file)
     except OSError as error:
         warnings.warn(
             f"Could not write the cache file {cache_file} ({error}); the data is returned but will "
-            f"be decoded again next time. Pass cache= or set {CACHE_ENV_VAR} to a writable directory.",
+            f"be decoded again next time. Set XCEPTION_CACHE to a writable directory.",
             stacklevel=3,
         )
     return arrays
@@ -341,9 +302,9 @@ def _load_cached(name: str, path: Path, cache_root: Path, per_class: tuple[int, 
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
+def _decode(name: str, path: Path) -> CifarArrays:
     info, pickled, member = DATASETS[name], {}, None
-    wanted_pickles = {*info["train_files"], *info["test_files"], info["meta_file"]}  # type: ignore[misc]
+    wanted_pickles = {*info["train_files"], *info["test_files"], info["meta"][0]}  # type: ignore[index, misc]
     found: dict[str, list[tuple[str, str, bytes]]] = {"train": [], "test": []}  # (class, member, bytes)
     try:
         for member, read in _files(path):
@@ -357,13 +318,11 @@ def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
             else:
                 found[parts[-3]].append((parts[-2], member, read()))
     except _READ_ERRORS as error:
-        if isinstance(error, OSError) and path.is_dir():
-            raise DataError(f"{path}: {error.filename or member} cannot be read ({error.strerror or error})") from error
         at = f" at {member}" if member else " (it does not open)"
         detail = str(error).splitlines()[0].rstrip(":. ")
         raise DataError(
             f"{path} cannot be read{at}: {type(error).__name__}: {detail}. "
-            f"The file is truncated, corrupt or of another kind; copy or download it again."
+            f"The file is truncated, corrupt, unreadable or of another kind; copy or download it again."
         ) from error
     if not found["train"] and (pickled or path.name == info["torchvision_dir"]):  # torchvision's folder or archive
         return _arrays_from_pickles(name, pickled, str(path))
@@ -371,13 +330,12 @@ def _decode(name: str, path: Path, per_class: tuple[int, ...]) -> CifarArrays:
         raise DataError(f"{path} holds no ImageFolder layout: expected images under train/<class>/ and test/<class>/")
     classes = tuple(sorted({label for label, _, _ in found["train"]}))
     index = {c: i for i, c in enumerate(classes)}
-    unknown = {label for label, _, _ in found["test"]} - set(index)
-    if unknown:
+    if unknown := {label for label, _, _ in found["test"]} - set(index):
         raise DataError(f"{path}: test classes {sorted(unknown)} do not occur in train/ ({list(classes)})")
     for items in found.values():  # ImageFolder order: class, then file name
         items.sort(key=lambda item: (index[item[0]], PurePosixPath(item[1]).name))
     y = {f"{s}_labels": torch.tensor([index[c] for c, _, _ in items], dtype=torch.int64) for s, items in found.items()}
-    _check(name, classes, tuple(y.values()), per_class, str(path))  # before the slow part: decoding
+    _check(name, classes, tuple(y.values()), str(path))  # before the slow part: decoding
     x = {s: np.stack([_decode_image(raw, m, path) for _, m, raw in items]) for s, items in found.items()}
     x_nchw = {f"{s}_images": torch.from_numpy(v).permute(0, 3, 1, 2).contiguous() for s, v in x.items()}
     return CifarArrays(name, classes=classes, source=str(path), **y, **x_nchw)
@@ -405,35 +363,28 @@ def _files(path: Path) -> Iterator[tuple[str, Callable[[], bytes]]]:
         yield from ((f.relative_to(path).as_posix(), f.read_bytes) for f in _walk(path))
     elif path.name.lower().endswith(".zip"):
         with zipfile.ZipFile(path) as archive:
-            for info in archive.infolist():
-                if not info.is_dir():
-                    yield info.filename, functools.partial(archive.read, info)
+            yield from ((i.filename, functools.partial(archive.read, i)) for i in archive.infolist() if not i.is_dir())
     else:
         with tarfile.open(path, "r:*") as archive:
             for member in archive:
+                if member.issym() or member.islnk():
+                    raise DataError(
+                        f"{path}: {member.name} is a {'symbolic' if member.issym() else 'hard'} link (to "
+                        f"{member.linkname}), not a file; the loader reads only regular files from an archive: pack "
+                        f"the copy again without links (tar --dereference)"
+                    )
                 handle = archive.extractfile(member) if member.isfile() else None
                 if handle is not None:
                     yield member.name, handle.read
-                elif member.issym() or member.islnk():  # refused where it matters: where an image or batch belongs
-                    yield member.name, functools.partial(_refuse_link, path, member)
             while archive.fileobj.read(1 << 20):  # to the end: a compressed stream checks its trailer
                 pass
-
-
-def _refuse_link(path: Path, member: tarfile.TarInfo) -> bytes:
-    kind = "a symbolic link" if member.issym() else "a hard link"
-    raise DataError(
-        f"{path}: {member.name} is {kind} (to {member.linkname}), not a file; the loader reads only "
-        f"regular files from an archive: pack the copy again without links (tar --dereference)"
-    )
 
 
 def _walk(root: Path) -> Iterator[Path]:
     """Every file under ``root``, following symbolic links to folders (a class folder may be one), each folder once."""
     seen: set[Path] = set()
     for directory, folders, names in os.walk(root, followlinks=True):
-        real = Path(directory).resolve()
-        if real in seen:
+        if (real := Path(directory).resolve()) in seen:
             folders.clear()  # a link back to a folder already read (a loop)
             continue
         seen.add(real)
@@ -452,9 +403,8 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
             return [np.asarray(batch[k]) for k in keys]
         except DataError as error:  # from find_class
             raise DataError(
-                f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, "
-                f"strings, numbers and numpy arrays; this file may be malicious: do not use it, download the "
-                f"data again from its source"
+                f"{source}: {file_name} was refused: {error}. A CIFAR batch holds only dicts, lists, strings, numbers "
+                f"and numpy arrays; this file may be malicious: do not use it, download the data again from its source"
             ) from None
         except Exception as error:  # truncated (EOFError, UnpicklingError) or foreign (KeyError, ...)
             raise DataError(
@@ -469,7 +419,7 @@ def _arrays_from_pickles(name: str, files: dict[str, bytes], source: str) -> Cif
             raise DataError(f"{source}: data of shape {images.shape} with {len(labels)} labels; download it again")
         return torch.from_numpy(images.reshape(-1, 3, 32, 32)), torch.from_numpy(labels)
 
-    classes = tuple(load(str(info["meta_file"]), str(info["meta_key"]))[0].tolist())
+    classes = tuple(load(*info["meta"])[0].tolist())  # type: ignore[misc]
     return CifarArrays(name, *split(info["train_files"]), *split(info["test_files"]), classes, source)  # type: ignore[arg-type]
 
 

@@ -8,8 +8,10 @@ workers, no copies, and unchanged on a CPU. The idea follows airbench's ``CifarL
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
+import operator
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -17,6 +19,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["GpuLoader", "check_images", "check_labels", "check_number", "check_split"]
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+_COMPARISONS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 
 
 def check_number(
@@ -31,26 +36,22 @@ def check_number(
     high_open: bool = False,
     optional: bool = False,
 ) -> None:
-    """Raise a ``TypeError`` (not a number; never a ``bool``) or ``ValueError`` (not finite, out of bounds) naming
-    ``where`` and ``name`` unless ``value`` is a finite number between ``low`` and ``high`` (inclusive unless
-    ``low_open`` / ``high_open``), an ``int`` if ``integer``, or ``None`` if ``optional``."""
+    """Raise a ``TypeError`` (not a number, or a ``bool``) or ``ValueError`` naming ``where`` and ``name`` unless
+    ``value`` is a finite number (``int`` if ``integer``) from ``low`` to ``high`` (``*_open``: excluded) or ``None``
+    if ``optional``."""
     if value is None and optional:
         return
-    bounds = [f"{'>' if low_open else '>='} {low}"] if low is not None else []
-    bounds += [f"{'<' if high_open else '<='} {high}"] if high is not None else []
-    expected = " ".join(
-        ["an integer" if integer else "a finite number", " and ".join(bounds), "or None" if optional else ""]
-    ).strip()
+    ops = ((">" if low_open else ">=", low), ("<" if high_open else "<=", high))
+    bounds = [(op, bound) for op, bound in ops if bound is not None]
+    kind = ["an integer" if integer else "a finite number", " and ".join(f"{op} {bound}" for op, bound in bounds)]
+    expected = " ".join(filter(None, [*kind, "or None" if optional else ""]))
     if isinstance(value, bool) or not isinstance(value, numbers.Integral if integer else numbers.Real):
         raise TypeError(f"{where}: {name} must be {expected}, got {value!r} ({type(value).__name__})")
-    number = float(value)  # a numbers.Real: int, float, numpy's
-    too_low = low is not None and (number <= low if low_open else number < low)
-    too_high = high is not None and (number >= high if high_open else number > high)
-    if not math.isfinite(number) or too_low or too_high:
+    if not math.isfinite(value) or not all(_COMPARISONS[op](value, bound) for op, bound in bounds):
         raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
 
 
-def check_images(images: object, name: str) -> None:
+def check_images(images: object, name: str) -> torch.Tensor:
     """Raise a ``TypeError`` unless ``images`` is an ``N x C x H x W`` uint8 tensor (0-255, unnormalised)."""
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         tensor = images if isinstance(images, torch.Tensor) else None
@@ -59,16 +60,12 @@ def check_images(images: object, name: str) -> None:
             f"{name} must be uint8 images N x C x H x W (0-255, as xception_lib.data.load_cifar returns them), got a "
             f"{got}; pass them unnormalised: the loader normalises them with the data set's mean and std"
         )
+    return images
 
 
-def check_labels(labels: object, classes: int | None, name: str) -> None:
+def check_labels(labels: object, classes: int | None, name: str) -> torch.Tensor:
     """Raise a ``TypeError`` or ``ValueError`` unless ``labels`` is an integer tensor of indices in [0, ``classes``)."""
-    if (
-        not isinstance(labels, torch.Tensor)
-        or labels.is_floating_point()
-        or labels.is_complex()
-        or labels.dtype == torch.bool
-    ):
+    if not isinstance(labels, torch.Tensor) or labels.dtype not in _INTEGER_DTYPES:
         raise TypeError(
             f"{name} must be an integer tensor of class indices, got {getattr(labels, 'dtype', type(labels).__name__)}"
         )
@@ -76,14 +73,13 @@ def check_labels(labels: object, classes: int | None, name: str) -> None:
         low, high = int(labels.min()), int(labels.max())
         span = f"in [0, {classes})" if classes is not None else ">= 0"
         raise ValueError(f"{name} must be class indices {span}, got values from {low} to {high}")
+    return labels
 
 
 def check_split(images: object, labels: object, classes: int | None, where: str = "") -> None:
     """:func:`check_images` and :func:`check_labels`, at least one image, one label per image; ``where`` prefixes
     the names in messages (``"data.train_"``)."""
-    check_images(images, f"{where}images")
-    check_labels(labels, classes, f"{where}labels")
-    assert isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)  # for the type checker
+    images, labels = check_images(images, f"{where}images"), check_labels(labels, classes, f"{where}labels")
     if len(images) == 0:
         raise ValueError(f"{where}images is empty (0 x C x H x W); pass at least one image")
     if labels.shape != images.shape[:1]:
@@ -101,14 +97,12 @@ class GpuLoader:
     Args:
         images: ``N x C x H x W`` uint8 images (and ``labels``, ``N`` integer labels).
         mean: Per-channel means in [0, 1] of the data set (``CifarArrays.mean``); ``std``: standard deviations.
-        batch_size: Images per batch (per process, when sharded).
         train: Shuffle, augment and drop the last, smaller batch (``True``), or walk the images in order unchanged.
         crop_padding: Zero-pad by this many pixels, then crop back to ``H x W`` at a random offset
             (torchvision's ``RandomCrop(32, padding=4)``); 0: no crops. ``flip``: mirror with probability 1/2.
         world_size: Each of ``world_size`` processes (this one is ``rank``) takes every ``world_size``-th image of
-            the epoch's permutation, so ``world_size`` loaders with batch ``b`` together see the batches of one
-            loader with batch ``world_size * b``. In training the shards are equally long; in evaluation every
-            image is in exactly one shard.
+            the epoch's permutation (equal shards in training), so ``world_size`` loaders with ``batch_size`` ``b``
+            together see the batches of one loader with ``world_size * b``.
     """
 
     def __init__(
@@ -145,13 +139,13 @@ class GpuLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device).contiguous()  # N x C x H x W, the layout the gather reads
         self.labels = labels.to(self.device, torch.int64)
-        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.batch_size, self.train, self.seed, self.epoch = batch_size, train, seed, 0
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
-        # Padded once, so that a batch's selection, padding, crop and flip are one gather.
-        p = self.crop_padding
-        self._padded = F.pad(self.images, (p, p, p, p)) if p > 0 else self.images  # N x C x (H+2p) x (W+2p)
+        # The positions this process takes in each epoch's order (see world_size).
+        self._shard = torch.arange(len(labels) - (len(labels) % world_size if train else 0))[rank::world_size]
+        # Padded once (N x C x H+2p x W+2p), so that a batch's selection, padding, crop and flip are one gather.
+        self._padded = F.pad(self.images, (self.crop_padding,) * 4) if self.crop_padding else self.images
         # Normalisation on uint8 values: (x - 255 mean) / (255 std).
         self._shift = torch.tensor(mean, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255
         self._inv_scale = 1 / (torch.tensor(std, device=self.device, dtype=torch.float32).view(1, -1, 1, 1) * 255)
@@ -161,45 +155,33 @@ class GpuLoader:
         check_number("GpuLoader.set_epoch", "epoch", epoch, integer=True, low=0)
         self.epoch = int(epoch)
 
-    def _shard(self) -> slice:
-        """Positions in the epoch's order that this process takes: every ``world_size``-th."""
-        n = len(self.labels)
-        end = n - n % self.world_size if self.train else n  # equal shards, or every image once
-        return slice(self.rank, end, self.world_size)
-
     def __len__(self) -> int:
-        n = len(range(len(self.labels))[self._shard()])
-        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
+        return len(self._shard) // self.batch_size if self.train else math.ceil(len(self._shard) / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        n, shard = len(self.labels), self._shard()
         g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0]))
-        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        offsets, flips = self._random_views(n, g)  # all zero and False in evaluation
-        order, offsets, flips = (t[shard].to(self.device) for t in (order, offsets, flips))
+        order = torch.randperm(len(self.labels), generator=g) if self.train else torch.arange(len(self.labels))
+        offsets, flips = self._random_views(len(self.labels), g)  # in evaluation: no crops, no flips
+        order, offsets, flips = (t[self._shard].to(self.device) for t in (order, offsets, flips))
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             batch = slice(start, start + self.batch_size)
-            if self.train:
-                x = self._crop_and_flip(order[batch], offsets[batch], flips[batch])
-            else:
-                x = self.images.index_select(0, order[batch])
+            x = self._crop_and_flip(order[batch], offsets[batch], flips[batch])
             # In place on the fresh copy: on a CPU, two more batch-sized tensors cost more than the arithmetic.
             x = x.float().sub_(self._shift).mul_(self._inv_scale).contiguous(memory_format=self._memory_format)
             yield x, self.labels.index_select(0, order[batch])
 
-    def augment(self, idx: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images ``idx`` (repeat an index to see several views of one image) with fresh random crops
-        and flips from ``generator`` (default: one seeded with ``seed``), as uint8, for looking at them."""
-        g = generator if generator is not None else torch.Generator().manual_seed(self.seed)
+    def augment(self, idx: torch.Tensor) -> torch.Tensor:
+        """Images ``idx`` (repeat an index to see several views of one image) with random crops and flips
+        (seeded with ``seed``), as uint8, for looking at them."""
         idx = torch.as_tensor(idx)
-        if idx.is_floating_point() or idx.is_complex() or idx.dtype == torch.bool:
+        if idx.dtype not in _INTEGER_DTYPES:
             raise TypeError(f"GpuLoader.augment: idx must be integer image indices, got {idx.dtype}")
         if idx.dim() != 1 or (idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= len(self.images))):
             raise ValueError(
                 f"GpuLoader.augment: idx must be 1-D image indices in [0, {len(self.images)}), got {idx.tolist()}"[:300]
             )
-        offsets, flips = self._random_views(len(idx), g)
+        offsets, flips = self._random_views(len(idx), torch.Generator().manual_seed(self.seed))
         return self._crop_and_flip(idx.to(self.device, torch.int64), offsets.to(self.device), flips.to(self.device))
 
     def _random_views(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,22 +192,15 @@ class GpuLoader:
     def _crop_and_flip(self, idx: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """``B x C x H x W`` uint8 images ``idx``, cropped at ``offsets`` (``B x 2`` top-left corners, row and
         column, in the padded images) and mirrored where ``flips`` (``B`` booleans), as one gather."""
-        b = len(idx)
         _, c, hp, wp = self._padded.shape
         h, w = hp - 2 * self.crop_padding, wp - 2 * self.crop_padding
-        device = self._padded.device
         # 32-bit positions when they fit (all of CIFAR does): half the index traffic of int64.
         itype = torch.int32 if self._padded.numel() < 2**31 else torch.int64
-        offsets = offsets.to(itype)
-        rows = offsets[:, 0:1] + torch.arange(h, device=device, dtype=itype)  # B x H
-        cols = torch.where(
-            flips[:, None],
-            offsets[:, 1:2] + torch.arange(w - 1, -1, -1, device=device, dtype=itype),  # read right to left
-            offsets[:, 1:2] + torch.arange(w, device=device, dtype=itype),
-        )  # B x W
-        # Position of every output pixel in the flattened N x C x Hp x Wp padded images.
-        image_start = idx.to(itype).view(b, 1, 1, 1) * (c * hp * wp)
-        channel_start = torch.arange(c, device=device, dtype=itype).view(1, c, 1, 1) * (hp * wp)
-        pixel = (rows.view(b, h, 1) * wp + cols.view(b, 1, w)).view(b, 1, h, w)
-        flat = (image_start + channel_start) + pixel  # B x C x H x W
-        return self._padded.view(-1).index_select(0, flat.view(-1)).view(b, c, h, w)
+        arange = functools.partial(torch.arange, device=self._padded.device, dtype=itype)
+        rows = offsets[:, :1].to(itype) + arange(h)  # B x H
+        cols = torch.where(flips[:, None], arange(w - 1, -1, -1), arange(w))  # B x W; flipped: read right to left
+        cols = offsets[:, 1:].to(itype) + cols
+        # Position of every output pixel in the flattened N x C x Hp x Wp padded images: B x C x H x W.
+        flat = idx.to(itype).view(-1, 1, 1, 1) * (c * hp * wp) + arange(c).view(1, c, 1, 1) * (hp * wp)
+        flat = flat + rows[:, None, :, None] * wp + cols[:, None, None, :]
+        return self._padded.view(-1).index_select(0, flat.view(-1)).view(flat.shape)
