@@ -128,3 +128,18 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    """The number of parameters of ``model`` (shared by the tests of runs and experiments)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_macs(config: xl.XceptionConfig) -> int:
+    """fvcore's convolution MACs for one 32x32 image (the counter, not the formulas)."""
+    import xception_lib as xl
+    from xception_lib.complexity import fvcore_analysis
+
+    pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
+    analysis = fvcore_analysis(xl.Xception(config), (1, 3, 32, 32))
+    return int(analysis.by_operator()["conv"])

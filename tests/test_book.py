@@ -71,6 +71,21 @@ def test_every_toc_notebook_exists() -> None:
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_no_code_cell_a_reader_can_see_is_over_25_lines(path: Path) -> None:
+    """The page shows teaching code: a cell a reader can see (or unfold) fits one look; longer plumbing belongs in
+    the library, and a cell that only glues numbers is removed from the page (``remove-input``)."""
+    nb = nbformat.read(path, as_version=4)
+    hidden = {"remove-input", "remove-cell"}
+    long = [
+        (i, len(cell.source.splitlines()))
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and not hidden & set(cell.metadata.get("tags", []))
+        if len(cell.source.splitlines()) > 25
+    ]
+    assert not long, f"{path.name}: (cell index, lines) over 25: {long}"
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
 def test_first_code_cell_is_the_setup_cell(path: Path) -> None:
     first = _first_code_cell(path)
     if first is None:

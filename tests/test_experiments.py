@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import conv_macs, n_params
 from torch import nn
 
 import xception_lib as xl
@@ -25,24 +26,7 @@ from xception_lib.chapters.__main__ import main
 REPO = Path(__file__).resolve().parents[1]
 
 
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def conv_macs(config: xl.XceptionConfig) -> int:
-    """fvcore's convolution MACs for one 32x32 image (the counter, not the formulas)."""
-    pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
-    return int(cx.fvcore_analysis(xl.Xception(config), (1, 3, 32, 32)).by_operator()["conv"])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tests check behaviour, not speed, and on a shared two-core runner two
-    threads per process can be many times slower than one (they wait for each other's time slices)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # behaviour, not speed: one thread (conftest)
 
 
 @pytest.fixture(scope="module")

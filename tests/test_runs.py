@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from conftest import conv_macs, n_params
 from torch import nn
 
 import xception_lib as xl
@@ -15,24 +16,7 @@ from xception_lib import runs as xr
 from xception_lib import timing
 from xception_lib.chapters import experiments as ex
 
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def conv_macs(config: xl.XceptionConfig) -> int:
-    """fvcore's convolution MACs for one 32x32 image (the counter, not the formulas)."""
-    pytest.importorskip("fvcore", reason="the MAC counter; install xception_lib[tools]")
-    return int(cx.fvcore_analysis(xl.Xception(config), (1, 3, 32, 32)).by_operator()["conv"])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tests check behaviour, not speed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # behaviour, not speed: one thread (conftest)
 
 
 @pytest.fixture(scope="module")
