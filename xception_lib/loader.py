@@ -143,7 +143,7 @@ class GpuLoader:
         self._memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.crop_padding, self.flip = (crop_padding, flip) if train else (0, False)
         # The positions this process takes in each epoch's order (see world_size).
-        self._shard = torch.arange(len(labels) - (len(labels) % world_size if train else 0))[rank::world_size]
+        self._shard = slice(rank, len(labels) - (len(labels) % world_size if train else 0), world_size)
         # Padded once (N x C x H+2p x W+2p), so that a batch's selection, padding, crop and flip are one gather.
         self._padded = F.pad(self.images, (self.crop_padding,) * 4) if self.crop_padding else self.images
         # Normalisation on uint8 values: (x - 255 mean) / (255 std).
@@ -156,7 +156,8 @@ class GpuLoader:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return len(self._shard) // self.batch_size if self.train else math.ceil(len(self._shard) / self.batch_size)
+        n = len(range(len(self.labels))[self._shard])
+        return n // self.batch_size if self.train else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
