@@ -296,6 +296,13 @@ def test_make_lint_test_fast_lab_and_clean(tmp_path: Path) -> None:
     assert _make_dry_run("clean").strip() == "rm -rf _build"
 
 
+def test_lab_starts_for_the_root_user_too() -> None:
+    """JupyterLab refuses root unless told; ``make lab`` in a container (root) must still open the chapters."""
+    assert build_book.lab_arguments(["--no-browser"], root_user=False) == ["--no-browser"]
+    assert build_book.lab_arguments(["--no-browser"], root_user=True) == ["--no-browser", "--allow-root"]
+    assert build_book.lab_arguments(["--allow-root"], root_user=True) == ["--allow-root"]
+
+
 def test_a_setting_given_once_is_remembered_until_given_again(tmp_path: Path) -> None:
     settings = tmp_path / "settings.mk"
     data = tmp_path / "data"

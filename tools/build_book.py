@@ -480,8 +480,17 @@ def lab(root: Path = ROOT, arguments: list[str] | None = None) -> int:
         print("build_book: JupyterLab is not installed: `make lab` installs it.", file=sys.stderr)
         return 2
     os.chdir(root / "book")  # the chapters' working directory, as in the build
-    os.execv(found, [found, *(arguments or [])])
+    os.execv(found, [found, *lab_arguments(arguments or [], root_user=os.geteuid() == 0)])
     return 0  # not reached
+
+
+def lab_arguments(arguments: list[str], root_user: bool) -> list[str]:
+    """JupyterLab's arguments: as given, and ``--allow-root`` for the root user (a container, a cloud VM), where
+    JupyterLab would otherwise refuse to start."""
+    if root_user and "--allow-root" not in arguments:
+        print("build_book: running as root (a container?): JupyterLab starts with --allow-root", file=sys.stderr)
+        return [*arguments, "--allow-root"]
+    return arguments
 
 
 def main(argv: list[str] | None = None) -> int:
